@@ -1,0 +1,90 @@
+/* piso/model.h — decoder-only transformer models (Llama family) and their forward pass.
+ *
+ * Weights are fp32 in the PyTorch layout W[out][in] (row-major, "y = W x"). Loaders map files
+ * with mmap (copy-on-write): F32 tensors are used in place, F16/BF16/quantized ones are converted
+ * once. Writing a weight (quantization) touches only that weight's pages. */
+#ifndef PISO_MODEL_H
+#define PISO_MODEL_H
+
+#include "piso/common.h"
+#include "piso/tokenizer.h"
+
+enum piso_rope_style {
+    PISO_ROPE_ADJACENT = 0, /* pairs (2j, 2j+1): llama2.c, GGUF/llama.cpp */
+    PISO_ROPE_HALF,         /* pairs (j, j + head_dim/2): HF "rotate_half" */
+};
+
+enum piso_model_source { PISO_SRC_HF = 0, PISO_SRC_LLAMA2C, PISO_SRC_GGUF };
+
+struct piso_config {
+    char arch[32];          /* "llama", "mistral", "qwen2", "qwen3" */
+    int dim;                /* hidden size */
+    int hidden_dim;         /* FFN intermediate size */
+    int n_layers, n_heads, n_kv_heads, head_dim;
+    int vocab_size;
+    int max_seq_len;        /* context the model was trained for */
+    float norm_eps, rope_theta;
+    enum piso_rope_style rope_style;
+    int rope_llama3;        /* Llama-3 rope_scaling */
+    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    int rope_orig_ctx;
+    int has_qkv_bias;       /* Qwen2 */
+    int has_qk_norm;        /* Qwen3: RMSNorm on q and k per head */
+    int tied_embeddings;    /* output == tok_embd */
+    enum piso_dtype dtype;  /* storage dtype of the source weights (F32/F16/BF16) */
+    enum piso_model_source source;
+};
+
+/* Shapes: D = dim, F = hidden_dim, Hq = n_heads*head_dim, Hkv = n_kv_heads*head_dim. */
+struct piso_layer_weights {
+    float *attn_norm;           /* [D] */
+    float *wq, *wk, *wv;        /* [Hq, D], [Hkv, D], [Hkv, D] */
+    float *bq, *bk, *bv;        /* [Hq], [Hkv], [Hkv] or NULL */
+    float *q_norm, *k_norm;     /* [head_dim] or NULL */
+    float *wo;                  /* [D, Hq] */
+    float *ffn_norm;            /* [D] */
+    float *w_gate, *w_up;       /* [F, D] (llama2.c w1, w3) */
+    float *w_down;              /* [D, F] (llama2.c w2) */
+};
+
+struct piso_model_storage; /* loader-private: mappings and owned buffers */
+
+struct piso_model {
+    struct piso_config cfg;
+    float *tok_embd;            /* [vocab, D] */
+    struct piso_layer_weights *layers; /* [n_layers] */
+    float *out_norm;            /* [D] */
+    float *output;              /* [vocab, D]; == tok_embd when tied */
+    struct piso_tokenizer *tok; /* may be NULL when the model carries none */
+    char *path;
+    struct piso_model_storage *storage;
+};
+
+/* path: an HF directory, a llama2.c .bin (tokenizer.bin/tok512.bin beside it is picked up) or a
+ * .gguf file. tokenizer_path overrides the tokenizer (may be NULL). Errors name the file and field. */
+int piso_model_load(const char *path, const char *tokenizer_path, struct piso_model **out);
+void piso_model_free(struct piso_model *m);
+/* Makes every weight of the model privately owned and writable (for in-place quantization). */
+int piso_model_make_writable(struct piso_model *m);
+
+/* ---- forward pass ---------------------------------------------------------------------------
+ * Batched causal prefill over one window of n tokens at positions 0..n-1 (no KV cache reuse). */
+
+/* Inputs of the linear layers of one block, captured when non-NULL (each [n, in_features]). */
+struct piso_block_taps {
+    float *attn_in;   /* [n, D]  input of wq, wk, wv (after attn_norm) */
+    float *o_in;      /* [n, Hq] input of wo (attention output) */
+    float *ffn_in;    /* [n, D]  input of w_gate, w_up (after ffn_norm) */
+    float *down_in;   /* [n, F]  input of w_down (silu(gate) * up) */
+};
+
+/* x [n, D] <- embeddings of tokens[n]. */
+void piso_embed(const struct piso_model *m, const int *tokens, int n, float *x);
+/* Runs decoder block `layer` on the residual stream x [n, D] in place; fills taps if given. */
+int piso_block_forward(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps);
+/* logits [n, vocab] <- output(out_norm(x)) for the n rows of x [n, D]. */
+void piso_head(const struct piso_model *m, const float *x, int n, float *logits);
+/* Whole model: logits for positions first..n-1 into logits [n - first, vocab]. */
+int piso_forward(const struct piso_model *m, const int *tokens, int n, int first, float *logits);
+
+#endif

@@ -1,0 +1,86 @@
+/* piso/quant.h — the quantization core: grids, scale methods, the exact PiSO sweep.
+ *
+ * A scale s (the "step") maps a weight w to s·q with q = nearest grid value to w/s.
+ * Objective for one vector (a channel or a group): E(s) = s²·qᵀHq − 2s·qᵀu, u = G·w
+ * (u = H·w when no cross term). See shared/docs/algorithms.md §2.
+ */
+#ifndef PISO_QUANT_H
+#define PISO_QUANT_H
+
+#include "piso/common.h"
+
+#define PISO_GRID_MAX 256
+
+/* A sorted set of representable values containing 0 (unscaled alphabet). */
+struct piso_grid {
+    char name[16];       /* "int4", "fp4_e2m1", ... */
+    int n;               /* number of values */
+    float v[PISO_GRID_MAX];
+    int is_int, bits, narrow;
+    int symmetric;       /* v == -v (then negative scales are never needed) */
+};
+
+/* format: int2..int8, fp4_e2m1 (alias e2m1), e2m3, e3m2, e4m3 (OCP, max 448), e5m2 (OCP, no inf/NaN).
+ * narrow: symmetric integer range -(2^(b-1)-1)..2^(b-1)-1 (ignored for floats). */
+int piso_grid_init(struct piso_grid *g, const char *format, int narrow);
+/* Nearest grid value to x (ties broken away from... see implementation); writes its index. */
+float piso_grid_round(const struct piso_grid *g, float x, int *index);
+
+enum piso_scale_method {
+    PISO_SCALE_ABSMAX = 0,
+    PISO_SCALE_MSE_GRID,      /* data-free 20-point threshold search */
+    PISO_SCALE_PISO_DATAFREE, /* exact with H = I */
+    PISO_SCALE_PISO_DIAG,     /* exact with diag(H) */
+    PISO_SCALE_PISO,          /* exact with dense H (groups: block H_gg, independent) */
+    PISO_SCALE_PISO_SEQ,      /* sequential group-wise with the cross-group target (§2.8) */
+    PISO_SCALE_COUNT
+};
+int piso_scale_method_from_name(const char *name, enum piso_scale_method *out);
+const char *piso_scale_method_name(enum piso_scale_method m);
+
+/* ---- one vector ---------------------------------------------------------------------------- */
+/* Exact minimiser of E(s) for w[n] with a dense H (row-major, leading dimension ldh, so a diagonal
+ * block of a larger matrix can be passed) and target u[n] (fp64). Sweeps both signs when the grid
+ * is asymmetric and allow_negative is set. Never returns 0 or NaN: when no scale improves on q = 0
+ * (all-zero w, dead inputs) it returns the absmax scale (or 1 for an all-zero vector).
+ * E_out (optional) receives E at the returned scale. */
+float piso_solve_scale_dense(const float *w, int n, const float *H, int ldh, const double *u,
+                             const struct piso_grid *g, int allow_negative, double *E_out);
+/* Same with a diagonal H (hdiag[n]; NULL means identity, i.e. data-free). u may be NULL, then
+ * u_i = hdiag_i·w_i. */
+float piso_solve_scale_diag(const float *w, int n, const float *hdiag, const double *u,
+                            const struct piso_grid *g, int allow_negative, double *E_out);
+float piso_scale_absmax(const float *w, int n, const struct piso_grid *g);
+float piso_scale_mse_grid(const float *w, int n, const struct piso_grid *g);
+
+/* ---- a whole layer ------------------------------------------------------------------------- */
+/* W [N, D] row-major; H [D, D] symmetric PSD; G [D, D] optional (NULL: G = H). */
+struct piso_layer_problem {
+    int64_t N, D;
+    const float *W, *H, *G;
+};
+
+struct piso_quant_opts {
+    struct piso_grid grid;
+    int group;               /* 0 = one scale per output channel, else group size along D */
+    enum piso_scale_method method;
+    int allow_negative;      /* default 1: try negative scales on asymmetric grids */
+};
+
+struct piso_layer_result {
+    int64_t N, D, n_groups;  /* n_groups = D / group (1 for channel-wise) */
+    float *scales;           /* [N, n_groups] */
+    float *dequant;          /* [N, D] = scale · grid value */
+    int16_t *codes;          /* [N, D] the integer value for int grids, the grid index for floats */
+    double *row_objective;   /* [N] objective of each row */
+    double objective;        /* Σ rows; with G: Σ (ŵᵀHŵ − 2ŵᵀGw), else Σ (w−ŵ)ᵀH(w−ŵ) */
+    int constant_dropped;    /* 1 when G was given */
+};
+
+/* Chooses the scales with opts->method and rounds to nearest (RTN). Rows run in parallel; the
+ * result does not depend on the thread count. */
+int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_quant_opts *opts,
+                        struct piso_layer_result *r);
+void piso_layer_result_free(struct piso_layer_result *r);
+
+#endif

@@ -1,0 +1,265 @@
+/* safetensors: u64 LE header length N, N bytes of JSON {name: {dtype, shape, data_offsets}},
+ * then the data. Every field is validated before use: the file may be hostile. */
+#include "piso/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ST_MAX_HEADER (100u << 20)
+
+static int st_fail(struct piso_st_file *f, const char *path) {
+    piso_error_context("%s", path);
+    piso_st_close(f);
+    return -1;
+}
+
+static int parse_tensor(struct piso_st_tensor *t, const cJSON *e, size_t data_size) {
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    if (!cJSON_IsString(dt)) return piso_errorf("tensor '%s': missing or non-string \"dtype\"", t->name);
+    if (piso_dtype_from_name(dt->valuestring, &t->dtype) != 0)
+        return piso_errorf("tensor '%s': unsupported dtype \"%s\"", t->name, dt->valuestring);
+    if (!cJSON_IsArray(sh)) return piso_errorf("tensor '%s': missing \"shape\" array", t->name);
+    int nd = cJSON_GetArraySize(sh);
+    if (nd > PISO_ST_MAX_DIMS) return piso_errorf("tensor '%s': %d dims (max %d)", t->name, nd, PISO_ST_MAX_DIMS);
+    t->ndim = nd;
+    t->numel = 1;
+    for (int i = 0; i < nd; i++) {
+        const cJSON *d = cJSON_GetArrayItem(sh, i);
+        if (!cJSON_IsNumber(d) || d->valuedouble < 0 || d->valuedouble > 9.0e15 ||
+            d->valuedouble != (double)(int64_t)d->valuedouble)
+            return piso_errorf("tensor '%s': bad shape entry %d", t->name, i);
+        t->shape[i] = (int64_t)d->valuedouble;
+        if (t->shape[i] && t->numel > INT64_MAX / 16 / t->shape[i])
+            return piso_errorf("tensor '%s': shape overflows", t->name);
+        t->numel *= t->shape[i];
+    }
+    if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2)
+        return piso_errorf("tensor '%s': missing \"data_offsets\" [begin, end]", t->name);
+    double b = cJSON_GetArrayItem(off, 0)->valuedouble, en = cJSON_GetArrayItem(off, 1)->valuedouble;
+    if (!(b >= 0 && en >= b && en <= (double)data_size))
+        return piso_errorf("tensor '%s': data_offsets [%.0f, %.0f] outside the %zu data bytes (truncated file?)",
+                           t->name, b, en, data_size);
+    t->nbytes = (size_t)en - (size_t)b;
+    if ((uint64_t)t->numel * piso_dtype_size(t->dtype) != t->nbytes)
+        return piso_errorf("tensor '%s': shape needs %lld bytes of %s but data_offsets span %zu", t->name,
+                           (long long)(t->numel * (int64_t)piso_dtype_size(t->dtype)), dt->valuestring, t->nbytes);
+    t->data = (const void *)(uintptr_t)b; /* offset for now; rebased by the caller */
+    return 0;
+}
+
+int piso_st_open(struct piso_st_file *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    if (piso_mmap_open(&f->map, path) != 0) return -1;
+    if (f->map.size < 8) {
+        piso_errorf("file is %zu bytes, too short for a safetensors header", f->map.size);
+        return st_fail(f, path);
+    }
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->map.data[i];
+    if (hlen > ST_MAX_HEADER || hlen > f->map.size - 8) {
+        piso_errorf("header length %llu exceeds the file size %zu (truncated or not safetensors)",
+                    (unsigned long long)hlen, f->map.size);
+        return st_fail(f, path);
+    }
+    cJSON *root = cJSON_ParseWithLength((const char *)f->map.data + 8, (size_t)hlen);
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        piso_errorf("header is not a JSON object");
+        return st_fail(f, path);
+    }
+    const uint8_t *base = f->map.data + 8 + hlen;
+    size_t data_size = f->map.size - 8 - (size_t)hlen;
+    int n = cJSON_GetArraySize(root);
+    f->tensors = calloc((size_t)n + 1, sizeof *f->tensors);
+    for (const cJSON *e = root->child; e; e = e->next) {
+        if (strcmp(e->string, "__metadata__") == 0) {
+            for (const cJSON *m = e->child; m; m = m->next) {
+                if (!cJSON_IsString(m)) continue;
+                f->meta_keys = realloc(f->meta_keys, sizeof(char *) * (size_t)(f->n_meta + 1));
+                f->meta_values = realloc(f->meta_values, sizeof(char *) * (size_t)(f->n_meta + 1));
+                f->meta_keys[f->n_meta] = strdup(m->string);
+                f->meta_values[f->n_meta] = strdup(m->valuestring);
+                f->n_meta++;
+            }
+            continue;
+        }
+        struct piso_st_tensor *t = &f->tensors[f->n_tensors++];
+        t->name = strdup(e->string);
+        if (!cJSON_IsObject(e) || parse_tensor(t, e, data_size) != 0) {
+            if (!cJSON_IsObject(e)) piso_errorf("tensor '%s': entry is not an object", t->name);
+            cJSON_Delete(root);
+            return st_fail(f, path);
+        }
+        t->data = base + (uintptr_t)t->data;
+    }
+    cJSON_Delete(root);
+    return 0;
+}
+
+void piso_st_close(struct piso_st_file *f) {
+    for (int i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
+    free(f->tensors);
+    for (int i = 0; i < f->n_meta; i++) {
+        free(f->meta_keys[i]);
+        free(f->meta_values[i]);
+    }
+    free(f->meta_keys);
+    free(f->meta_values);
+    piso_mmap_close(&f->map);
+    memset(f, 0, sizeof *f);
+}
+
+const struct piso_st_tensor *piso_st_find(const struct piso_st_file *f, const char *name) {
+    for (int i = 0; i < f->n_tensors; i++)
+        if (strcmp(f->tensors[i].name, name) == 0) return &f->tensors[i];
+    return NULL;
+}
+
+const char *piso_st_meta(const struct piso_st_file *f, const char *key) {
+    for (int i = 0; i < f->n_meta; i++)
+        if (strcmp(f->meta_keys[i], key) == 0) return f->meta_values[i];
+    return NULL;
+}
+
+int piso_st_read_f32(const struct piso_st_file *f, const struct piso_st_tensor *t, float *dst, size_t n) {
+    if ((size_t)t->numel != n)
+        return piso_errorf("%s: tensor '%s' has %lld elements, expected %zu", f->map.path, t->name,
+                           (long long)t->numel, n);
+    if (piso_convert_to_f32(t->dtype, t->data, dst, n) != 0)
+        return piso_error_context("%s: tensor '%s'", f->map.path, t->name);
+    return 0;
+}
+
+float *piso_st_load_f32(const struct piso_st_file *f, const char *name, int expect_ndim, int64_t *shape_out) {
+    const struct piso_st_tensor *t = piso_st_find(f, name);
+    if (!t) {
+        piso_errorf("%s: no tensor named '%s'", f->map.path, name);
+        return NULL;
+    }
+    if (expect_ndim > 0 && t->ndim != expect_ndim) {
+        piso_errorf("%s: tensor '%s' has %d dims, expected %d", f->map.path, name, t->ndim, expect_ndim);
+        return NULL;
+    }
+    float *x = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+    if (piso_st_read_f32(f, t, x, (size_t)t->numel) != 0) {
+        free(x);
+        return NULL;
+    }
+    int64_t bad = piso_find_nonfinite(x, (size_t)t->numel);
+    if (bad >= 0) {
+        piso_errorf("%s: tensor '%s' has a non-finite value (%g) at flat index %lld", f->map.path, name,
+                    (double)x[bad], (long long)bad);
+        free(x);
+        return NULL;
+    }
+    if (shape_out)
+        for (int i = 0; i < t->ndim; i++) shape_out[i] = t->shape[i];
+    return x;
+}
+
+/* ---- writer ------------------------------------------------------------------------------- */
+struct st_wtensor {
+    char *name;
+    enum piso_dtype dtype;
+    int ndim;
+    int64_t shape[PISO_ST_MAX_DIMS];
+    const void *data;
+    void *owned;
+};
+
+struct piso_st_writer {
+    int n, cap;
+    struct st_wtensor *t;
+    cJSON *meta;
+};
+
+struct piso_st_writer *piso_st_writer_new(void) { return calloc(1, sizeof(struct piso_st_writer)); }
+
+void piso_st_writer_add(struct piso_st_writer *w, const char *name, enum piso_dtype dtype, int ndim,
+                        const int64_t *shape, const void *data) {
+    if (w->n == w->cap) {
+        w->cap = w->cap ? 2 * w->cap : 16;
+        w->t = realloc(w->t, sizeof *w->t * (size_t)w->cap);
+    }
+    struct st_wtensor *t = &w->t[w->n++];
+    memset(t, 0, sizeof *t);
+    t->name = strdup(name);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->data = data;
+}
+
+static size_t wt_bytes(const struct st_wtensor *t) {
+    size_t n = piso_dtype_size(t->dtype);
+    for (int i = 0; i < t->ndim; i++) n *= (size_t)t->shape[i];
+    return n;
+}
+
+void piso_st_writer_add_copy(struct piso_st_writer *w, const char *name, enum piso_dtype dtype, int ndim,
+                             const int64_t *shape, const void *data) {
+    piso_st_writer_add(w, name, dtype, ndim, shape, NULL);
+    struct st_wtensor *t = &w->t[w->n - 1];
+    size_t nb = wt_bytes(t);
+    t->owned = malloc(nb ? nb : 1);
+    memcpy(t->owned, data, nb);
+    t->data = t->owned;
+}
+
+void piso_st_writer_meta(struct piso_st_writer *w, const char *key, const char *value) {
+    if (!w->meta) w->meta = cJSON_CreateObject();
+    cJSON_AddStringToObject(w->meta, key, value);
+}
+
+int piso_st_writer_write(struct piso_st_writer *w, const char *path) {
+    cJSON *root = cJSON_CreateObject();
+    if (w->meta) cJSON_AddItemReferenceToObject(root, "__metadata__", w->meta);
+    size_t off = 0;
+    for (int i = 0; i < w->n; i++) {
+        struct st_wtensor *t = &w->t[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "dtype", piso_dtype_name(t->dtype));
+        cJSON *sh = cJSON_AddArrayToObject(e, "shape");
+        for (int d = 0; d < t->ndim; d++) cJSON_AddItemToArray(sh, cJSON_CreateNumber((double)t->shape[d]));
+        cJSON *of = cJSON_AddArrayToObject(e, "data_offsets");
+        size_t nb = wt_bytes(t);
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)off));
+        cJSON_AddItemToArray(of, cJSON_CreateNumber((double)(off + nb)));
+        off += nb;
+        cJSON_AddItemToObject(root, t->name, e);
+    }
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    size_t jl = strlen(json), padded = (jl + 7) & ~(size_t)7; /* 8-byte aligned data start */
+    uint8_t hdr[8];
+    for (int i = 0; i < 8; i++) hdr[i] = (uint8_t)((uint64_t)padded >> (8 * i));
+    struct piso_outfile o;
+    if (piso_outfile_open(&o, path) != 0) {
+        free(json);
+        return -1;
+    }
+    int rc = piso_outfile_write(&o, hdr, 8);
+    if (!rc) rc = piso_outfile_write(&o, json, jl);
+    if (!rc) rc = piso_outfile_write(&o, "        ", padded - jl);
+    for (int i = 0; i < w->n && !rc; i++) rc = piso_outfile_write(&o, w->t[i].data, wt_bytes(&w->t[i]));
+    free(json);
+    if (rc) {
+        piso_outfile_abort(&o);
+        return -1;
+    }
+    return piso_outfile_commit(&o);
+}
+
+void piso_st_writer_free(struct piso_st_writer *w) {
+    if (!w) return;
+    for (int i = 0; i < w->n; i++) {
+        free(w->t[i].name);
+        free(w->t[i].owned);
+    }
+    free(w->t);
+    cJSON_Delete(w->meta);
+    free(w);
+}

@@ -1,0 +1,93 @@
+/* tests/harness.h — a minimal test harness (header-only; one test program per file).
+ *
+ *   CHECK(cond, fmt, ...)          records a failure and continues
+ *   CHECK_NEAR(a, b, tol, what)    |a - b| <= tol
+ *   test_data(rel)                 path under $PISO_DATA (default ../shared); if the file is
+ *                                  missing the test is skipped (exit 77) with a notice, except
+ *                                  under CI=true where missing data is a failure.
+ *   test_run(cmd, &out)            runs a shell command, captures stdout, returns exit status
+ *   return test_finish();          prints "N passed, N failed" and sets the exit code
+ */
+#ifndef PISO_TEST_HARNESS_H
+#define PISO_TEST_HARNESS_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+static int t_pass, t_fail;
+
+#define CHECK(cond, ...)                                                                  \
+    do {                                                                                  \
+        if (cond) {                                                                       \
+            t_pass++;                                                                     \
+        } else {                                                                          \
+            t_fail++;                                                                     \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);               \
+            fprintf(stderr, __VA_ARGS__);                                                 \
+            fprintf(stderr, "\n");                                                        \
+        }                                                                                 \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol, what)                                                       \
+    do {                                                                                  \
+        double _a = (double)(a), _b = (double)(b);                                        \
+        CHECK(fabs(_a - _b) <= (tol), "%s: %.10g vs %.10g (tol %g)", what, _a, _b, (double)(tol)); \
+    } while (0)
+
+static inline const char *test_data_root(void) {
+    const char *e = getenv("PISO_DATA");
+    return e && *e ? e : PISO_DATA_DEFAULT;
+}
+
+static inline int test_in_ci(void) {
+    const char *ci = getenv("CI");
+    return ci && (!strcmp(ci, "true") || !strcmp(ci, "1"));
+}
+
+/* Returns a static path buffer (rotating, 8 slots) for rel under the data root. */
+static inline const char *test_data(const char *rel) {
+    static char bufs[8][4096];
+    static int k;
+    char *b = bufs[k++ & 7];
+    snprintf(b, 4096, "%s/%s", test_data_root(), rel);
+    struct stat st;
+    if (stat(b, &st) != 0) {
+        if (test_in_ci()) {
+            fprintf(stderr, "FAIL: test data %s is missing (CI=true requires it; set PISO_DATA)\n", b);
+            exit(1);
+        }
+        fprintf(stderr, "SKIP: test data %s is missing (set PISO_DATA to the shared data folder)\n", b);
+        exit(77);
+    }
+    return b;
+}
+
+/* Runs cmd through /bin/sh; stdout goes to *out (malloc'd, may be NULL), stderr passes through.
+ * Returns the exit status (or -1). */
+static inline int test_run(const char *cmd, char **out) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    size_t r;
+    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += r;
+        if (cap - n < 2) buf = realloc(buf, cap *= 2);
+    }
+    buf[n] = 0;
+    int st = pclose(p);
+    if (out) *out = buf;
+    else free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static inline int test_finish(void) {
+    printf("%d passed, %d failed\n", t_pass, t_fail);
+    return t_fail ? 1 : 0;
+}
+
+#endif
