@@ -53,4 +53,23 @@ void piso_ggml_dequantize_row(int type, const void *src, float *dst, int64_t k);
 size_t piso_ggml_quantize_ref(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
                               const float *imatrix);
 
+/* Row converters for the ggml traits table (ggml_types.c): from_float is llama.cpp's reference
+ * rule without an imatrix. */
+void piso_ggml_q8_0_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q8_0_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q4_0_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q4_0_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q4_1_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q4_1_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q5_0_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q5_0_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q5_1_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q5_1_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q4_k_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q4_k_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q5_k_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q5_k_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q6_k_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q6_k_from_float(const float *src, void *dst, int64_t k);
+
 #endif

@@ -567,3 +567,21 @@ size_t piso_ggml_quantize_ref(int type, const float *x, void *dst, int64_t nrows
     }
     return (size_t)(nrows * nb * bb);
 }
+
+/* ---- traits-table converters ----------------------------------------------------------------- */
+void piso_ggml_q8_0_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q8_0, src, dst, k); }
+void piso_ggml_q8_0_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q8_0, src, dst, 1, k, NULL); }
+void piso_ggml_q4_0_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q4_0, src, dst, k); }
+void piso_ggml_q4_0_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q4_0, src, dst, 1, k, NULL); }
+void piso_ggml_q4_1_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q4_1, src, dst, k); }
+void piso_ggml_q4_1_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q4_1, src, dst, 1, k, NULL); }
+void piso_ggml_q5_0_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q5_0, src, dst, k); }
+void piso_ggml_q5_0_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q5_0, src, dst, 1, k, NULL); }
+void piso_ggml_q5_1_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q5_1, src, dst, k); }
+void piso_ggml_q5_1_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q5_1, src, dst, 1, k, NULL); }
+void piso_ggml_q4_k_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q4_K, src, dst, k); }
+void piso_ggml_q4_k_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q4_K, src, dst, 1, k, NULL); }
+void piso_ggml_q5_k_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q5_K, src, dst, k); }
+void piso_ggml_q5_k_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q5_K, src, dst, 1, k, NULL); }
+void piso_ggml_q6_k_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q6_K, src, dst, k); }
+void piso_ggml_q6_k_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q6_K, src, dst, 1, k, NULL); }
