@@ -389,3 +389,119 @@ size_t piso_ggml_quantize_piso(int type, const float *x, void *dst, int64_t nrow
     free(ones);
     return (size_t)(nrows * nb * bb);
 }
+
+/* ---- dense calibration: GPTQ interleave ------------------------------------------------------ */
+
+#include "piso/quant.h"
+#include <lapacke.h>
+
+/* Rounds element idx of a block against its fixed scales; returns the dequantized value and
+ * stores the code in the block. */
+static float round_elem32(int type, struct piso_blk32 *b, int idx, float w) {
+    const float d = h2f(b->d);
+    if (type == GGML_T_Q4_1 || type == GGML_T_Q5_1) {
+        const int nmax = type == GGML_T_Q4_1 ? 15 : 31;
+        const float m = h2f(b->m);
+        const int q = d != 0.0f ? clampi(nearest_int((w - m) / d), 0, nmax) : 0;
+        b->q[idx] = (int16_t)q;
+        return (float)q * d + m;
+    }
+    const int lo = type == GGML_T_Q8_0 ? -127 : type == GGML_T_Q4_0 ? -8 : -16;
+    const int hi = type == GGML_T_Q8_0 ? 127 : -lo - 1, zero = type == GGML_T_Q8_0 ? 0 : -lo;
+    const int l = d != 0.0f ? clampi(nearest_int(w / d), lo, hi) : 0;
+    b->q[idx] = (int16_t)(l + zero);
+    return (float)l * d;
+}
+
+static float round_elem256(int type, struct piso_blk256 *b, int idx, float w) {
+    const float d = h2f(b->d);
+    if (type == GGML_T_Q6_K) {
+        const float D = d * (float)b->sc6[idx / 16];
+        const int l = D != 0.0f ? clampi(nearest_int(w / D), -32, 31) : 0;
+        b->q[idx] = (uint8_t)(l + 32);
+        return D * (float)l;
+    }
+    const int nmax = type == GGML_T_Q4_K ? 15 : 31, j = idx / 32;
+    const float D = d * (float)b->sc[j], M = h2f(b->dmin) * (float)b->mn[j];
+    const int q = D != 0.0f ? clampi(nearest_int((w + M) / D), 0, nmax) : 0;
+    b->q[idx] = (uint8_t)q;
+    return D * (float)q - M;
+}
+
+/* U upper with (H + λI)⁻¹ = UᵀU, in double [D, D]; damping grows until the factorizations succeed. */
+static double *gptq_factor(const float *H, int64_t D) {
+    double *A = malloc(sizeof(double) * (size_t)(D * D));
+    if (!A) return NULL;
+    double mean = 0;
+    for (int64_t i = 0; i < D; i++) mean += H[i * D + i];
+    mean = mean > 0 ? mean / (double)D : 1.0;
+    for (double damp = 0.01; damp < 1e4; damp *= 10) {
+        for (int64_t i = 0; i < D; i++)
+            for (int64_t j = 0; j < D; j++) A[i * D + j] = H[i * D + j];
+        for (int64_t i = 0; i < D; i++) {
+            if (!(A[i * D + i] > 0)) A[i * D + i] = 1; /* dead input */
+            A[i * D + i] += damp * mean;
+        }
+        /* row-major upper Cholesky, inverse, then upper Cholesky of the inverse */
+        if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)D, A, (lapack_int)D)) continue;
+        if (LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)D, A, (lapack_int)D)) continue;
+        if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)D, A, (lapack_int)D)) continue;
+        for (int64_t i = 0; i < D; i++)
+            for (int64_t j = 0; j < i; j++) A[i * D + j] = 0;
+        return A;
+    }
+    free(A);
+    return NULL;
+}
+
+size_t piso_ggml_quantize_gptq(int type, const float *W, void *dst, int64_t N, int64_t D, const float *H) {
+    const int be = piso_ggml_block_elems(type), bb = piso_ggml_block_bytes(type);
+    const int64_t nb = D / be;
+    double *U = gptq_factor(H, D);
+    if (!U) {
+        piso_errorf("GPTQ: the calibration Hessian (%lld x %lld) could not be factored", (long long)D, (long long)D);
+        return 0;
+    }
+    const int sym = type == GGML_T_Q8_0 || type == GGML_T_Q4_0 || type == GGML_T_Q5_0;
+    struct piso_grid grid;
+    if (sym) piso_grid_init(&grid, type == GGML_T_Q8_0 ? "int8" : type == GGML_T_Q4_0 ? "int4" : "int5", type == GGML_T_Q8_0);
+    float *hdiag = malloc(sizeof(float) * (size_t)D);
+    for (int64_t i = 0; i < D; i++) hdiag[i] = H[i * D + i] > 0 ? H[i * D + i] : 0;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t r = 0; r < N; r++) {
+        double *w = malloc(sizeof(double) * (size_t)D);
+        float wb[256];
+        uint8_t packed[256];
+        for (int64_t i = 0; i < D; i++) w[i] = W[r * D + i];
+        uint8_t *out = (uint8_t *)dst + r * nb * bb;
+        for (int64_t ib = 0; ib < nb; ib++) {
+            const int64_t j0 = ib * be;
+            for (int i = 0; i < be; i++) wb[i] = (float)w[j0 + i];
+            /* the block's scales from the updated weights */
+            piso_ggml_quantize_piso(type, wb, packed, 1, be, hdiag + j0);
+            struct piso_blk32 b32;
+            struct piso_blk256 b256;
+            if (be == PISO_QK) piso_unpack_blk32(type, packed, &b32);
+            else piso_unpack_blk256(type, packed, &b256);
+            if (sym) {
+                double E;
+                float s = piso_solve_scale_dense(wb, be, H + j0 * D + j0, (int)D, NULL, &grid, 1, &E);
+                uint16_t h = f2h(s);
+                if (isfinite(s) && s != 0 && (h & 0x7fff) && (h & 0x7fff) < 0x7c00) b32.d = h;
+            }
+            /* columns one at a time, error pushed onto the columns to the right */
+            for (int i = 0; i < be; i++) {
+                const int64_t j = j0 + i;
+                const float wq = be == PISO_QK ? round_elem32(type, &b32, i, (float)w[j]) : round_elem256(type, &b256, i, (float)w[j]);
+                const double err = (w[j] - wq) / U[j * D + j];
+                for (int64_t k = j + 1; k < D; k++) w[k] -= err * U[j * D + k];
+            }
+            if (be == PISO_QK) piso_pack_blk32(type, &b32, out + ib * bb);
+            else piso_pack_blk256(type, &b256, out + ib * bb);
+        }
+        free(w);
+    }
+    free(hdiag);
+    free(U);
+    return (size_t)(N * nb * bb);
+}
