@@ -210,8 +210,9 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     piso_progress_begin(&pr, "export", "layers", c->n_layers);
     /* token embeddings: with tied embeddings this tensor is also the output projection */
     if (!rc) rc = add_weight(&x, "token_embd.weight", m->tok_embd, V, D, c->tied_embeddings ? out_type : o->type);
-    if (!rc && c->rope_llama3) { /* TODO(runtime merge): m->rope_freq_factors from GGUF sources */
-        const float *f = rope_f = llama3_rope_factors(c);
+    if (!rc && (m->rope_freq_factors || c->rope_llama3)) {
+        const float *f = m->rope_freq_factors;
+        if (!f) f = rope_f = llama3_rope_factors(c);
         rc = f ? add_vec(&x, "rope_freqs.weight", f, c->head_dim / 2) : piso_errorf("out of memory");
     }
     for (int l = 0; l < c->n_layers && !rc; l++) {
