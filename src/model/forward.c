@@ -12,15 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Y[n, out] (+)= X[n, in] · W[out, in]^T, in fixed blocks of output features. OpenBLAS's own
- * threading gives results that change with the thread count, so each block is one single-threaded
- * sgemm call (OpenBLAS runs single-threaded inside an OpenMP region): the same calls happen for
- * any thread count and the results are bit-identical. */
-#define LINEAR_BLOCK 128
-/* Below this many multiply-adds (or elements, for the cheap loops) a parallel region costs more
- * than it saves; running serially does not change any result. */
-#define PAR_MIN_WORK (1 << 24)
-#define PAR_MIN_ELEMS (1 << 15)
 /* cblas_sgemm on the calling thread only. OpenBLAS (OpenMP build) threads a call made outside an
  * active parallel region with omp_get_max_threads() threads, so outside one we lower that to 1
  * for the call. */
@@ -32,12 +23,24 @@ static void sgemm1(CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const f
     if (outside) omp_set_num_threads(saved);
 }
 
+/* Y[n, out] (+)= X[n, in] · W[out, in]^T, in fixed tiles of rows x output features. OpenBLAS's
+ * own threading gives results that change with the thread count, so each tile is one
+ * single-threaded sgemm call: the tiling depends only on the shapes, the same calls happen for any
+ * thread count and the results are bit-identical. */
+#define TILE_ROWS 256
+#define TILE_COLS 256
+/* Below this many multiply-adds (or elements, for the cheap loops) a parallel region costs more
+ * than it saves; running serially does not change any result. */
+#define PAR_MIN_WORK (1 << 24)
+#define PAR_MIN_ELEMS (1 << 15)
 static void linear(const float *X, const float *W, float *Y, int n, int in, int out, float beta) {
-    int nb = (out + LINEAR_BLOCK - 1) / LINEAR_BLOCK;
+    int tr = (n + TILE_ROWS - 1) / TILE_ROWS, tc = (out + TILE_COLS - 1) / TILE_COLS;
 #pragma omp parallel for schedule(dynamic, 1) if ((double)n * in * out > PAR_MIN_WORK)
-    for (int b = 0; b < nb; b++) {
-        int o0 = b * LINEAR_BLOCK, no = out - o0 < LINEAR_BLOCK ? out - o0 : LINEAR_BLOCK;
-        sgemm1(CblasTrans, n, no, in, 1.0f, X, in, W + (size_t)o0 * in, in, beta, Y + o0, out);
+    for (int b = 0; b < tr * tc; b++) {
+        int r0 = (b / tc) * TILE_ROWS, o0 = (b % tc) * TILE_COLS;
+        int nr = n - r0 < TILE_ROWS ? n - r0 : TILE_ROWS, no = out - o0 < TILE_COLS ? out - o0 : TILE_COLS;
+        sgemm1(CblasTrans, nr, no, in, 1.0f, X + (size_t)r0 * in, in, W + (size_t)o0 * in, in, beta,
+               Y + (size_t)r0 * out + o0, out);
     }
 }
 
