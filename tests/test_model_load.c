@@ -166,6 +166,113 @@ static void test_hf_variants(void) {
     piso_model_free(ref);
 }
 
+/* ---- HF architectures: config.json parsing and tensor names, against the model built in memory */
+static uint64_t rng = 0x2545F4914F6CDD1Dull;
+static float frand(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    return (float)((double)(rng >> 11) / 9007199254740992.0 - 0.5);
+}
+static void fill(float *p, size_t n, float scale, float offset) {
+    for (size_t i = 0; i < n; i++) p[i] = offset + scale * frand();
+}
+
+struct arch_case {
+    const char *cls, *extra; /* extra config.json fields */
+    struct piso_config cfg;
+};
+
+static void test_hf_archs(void) {
+    static const struct arch_case cases[] = {
+        {"Qwen2ForCausalLM", "\"rope_theta\": 1000000.0, \"rms_norm_eps\": 1e-06, \"tie_word_embeddings\": false",
+         {.dim = 32, .hidden_dim = 40, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 8, .vocab_size = 50,
+          .norm_eps = 1e-6f, .rope_theta = 1e6f, .has_qkv_bias = 1}},
+        {"Qwen3ForCausalLM", "\"head_dim\": 12, \"rms_norm_eps\": 1e-06, \"tie_word_embeddings\": true",
+         {.dim = 32, .hidden_dim = 40, .n_layers = 2, .n_heads = 4, .n_kv_heads = 1, .head_dim = 12, .vocab_size = 50,
+          .norm_eps = 1e-6f, .rope_theta = 10000.0f, .has_qk_norm = 1, .tied_embeddings = 1}},
+        {"LlamaForCausalLM",
+         "\"rope_theta\": 500000.0, \"rms_norm_eps\": 1e-05, \"rope_scaling\": {\"rope_type\": \"llama3\", "
+         "\"factor\": 8.0, \"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+         "\"original_max_position_embeddings\": 64}",
+         {.dim = 32, .hidden_dim = 48, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .head_dim = 8, .vocab_size = 50,
+          .norm_eps = 1e-5f, .rope_theta = 5e5f, .rope_llama3 = 1, .rope_factor = 8, .rope_low_freq_factor = 1,
+          .rope_high_freq_factor = 4, .rope_orig_ctx = 64}},
+        {"MistralForCausalLM", "\"rope_theta\": 1000000.0, \"rms_norm_eps\": 1e-05",
+         {.dim = 32, .hidden_dim = 48, .n_layers = 1, .n_heads = 4, .n_kv_heads = 1, .head_dim = 8, .vocab_size = 50,
+          .norm_eps = 1e-5f, .rope_theta = 1e6f}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        struct piso_config c = cases[k].cfg;
+        snprintf(c.arch, sizeof c.arch, "llama");
+        c.rope_style = PISO_ROPE_HALF, c.max_seq_len = 128;
+        struct piso_model *m, *got;
+        if (piso_model_alloc(&c, &m) != 0) {
+            CHECK(0, "alloc: %s", piso_last_error());
+            continue;
+        }
+        /* random weights, then every tensor under its HF name */
+        int64_t D = c.dim, F = c.hidden_dim, V = c.vocab_size, hd = c.head_dim, Hq = c.n_heads * hd, Hkv = c.n_kv_heads * hd;
+        struct named t[64];
+        int n = hf_names(m, t);
+        for (int i = 0; i < n; i++) fill(t[i].data, (size_t)t[i].rows * (size_t)(t[i].cols ? t[i].cols : 1), 0.3f, t[i].cols ? 0 : 1);
+#define ADD(p, r, cc, ...) (snprintf(t[n].name, 96, __VA_ARGS__), t[n].data = (p), t[n].rows = (r), t[n].cols = (cc), \
+                            fill(p, (size_t)(r) * (size_t)((cc) ? (cc) : 1), 0.3f, (cc) ? 0 : 1), n++)
+        if (!c.tied_embeddings) ADD(m->output, V, D, "lm_head.weight");
+        for (int l = 0; l < c.n_layers; l++) {
+            struct piso_layer_weights *w = &m->layers[l];
+            if (w->bq) {
+                ADD(w->bq, Hq, 0, "model.layers.%d.self_attn.q_proj.bias", l);
+                ADD(w->bk, Hkv, 0, "model.layers.%d.self_attn.k_proj.bias", l);
+                ADD(w->bv, Hkv, 0, "model.layers.%d.self_attn.v_proj.bias", l);
+            }
+            if (w->q_norm) {
+                ADD(w->q_norm, hd, 0, "model.layers.%d.self_attn.q_norm.weight", l);
+                ADD(w->k_norm, hd, 0, "model.layers.%d.self_attn.k_norm.weight", l);
+            }
+        }
+#undef ADD
+        (void)F;
+        struct piso_st_writer *w = piso_st_writer_new();
+        for (int i = 0; i < n; i++) {
+            int64_t shape[2] = {t[i].rows, t[i].cols};
+            piso_st_writer_add(w, t[i].name, PISO_DTYPE_F32, t[i].cols ? 2 : 1, shape, t[i].data);
+        }
+        char sub[32];
+        snprintf(sub, sizeof sub, "arch%zu", k);
+        char *dir = tmp(sub), *stp = piso_path_join(dir, "model.safetensors"), *cp = piso_path_join(dir, "config.json");
+        piso_mkdir_p(dir);
+        piso_st_writer_write(w, stp);
+        piso_st_writer_free(w);
+        char cfg[2048];
+        snprintf(cfg, sizeof cfg,
+                 "{\"architectures\": [\"%s\"], \"hidden_size\": %d, \"intermediate_size\": %d, "
+                 "\"num_hidden_layers\": %d, \"num_attention_heads\": %d, \"num_key_value_heads\": %d, "
+                 "\"vocab_size\": %d, \"max_position_embeddings\": 128, \"hidden_act\": \"silu\", %s}",
+                 cases[k].cls, c.dim, c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads, c.vocab_size, cases[k].extra);
+        write_text(cp, cfg);
+        if (piso_model_load(dir, NULL, &got) == 0) {
+            const struct piso_config *g = &got->cfg;
+            CHECK(g->head_dim == c.head_dim && g->n_kv_heads == c.n_kv_heads && g->has_qkv_bias == c.has_qkv_bias &&
+                      g->has_qk_norm == c.has_qk_norm && g->tied_embeddings == c.tied_embeddings &&
+                      g->rope_llama3 == c.rope_llama3 && g->rope_theta == c.rope_theta && g->norm_eps == c.norm_eps &&
+                      g->rope_style == PISO_ROPE_HALF,
+                  "%s: parsed config", cases[k].cls);
+            CHECK(g->rope_factor == c.rope_factor && g->rope_orig_ctx == c.rope_orig_ctx, "%s: rope scaling", cases[k].cls);
+            int tk[20];
+            for (int i = 0; i < 20; i++) tk[i] = (i * 7 + 3) % c.vocab_size;
+            float *a = malloc(20 * (size_t)V * 4), *b = malloc(20 * (size_t)V * 4);
+            CHECK(piso_forward(m, tk, 20, 0, a) == 0 && piso_forward(got, tk, 20, 0, b) == 0, "forward");
+            CHECK(max_abs_diff(a, b, 20 * (size_t)V) == 0, "%s: logits of the loaded model differ by %g", cases[k].cls,
+                  max_abs_diff(a, b, 20 * (size_t)V));
+            free(a), free(b);
+            piso_model_free(got);
+        } else {
+            CHECK(0, "%s: load: %s", cases[k].cls, piso_last_error());
+        }
+        free(dir), free(stp), free(cp);
+        piso_model_free(m);
+    }
+}
+
 /* ---- GGUF ------------------------------------------------------------------------------------ */
 struct buf {
     uint8_t *p;
@@ -413,6 +520,7 @@ int main(void) {
     piso_mkdir_p(tmpdir);
     for (int i = 0; i < 64; i++) tokens[i] = i ? 3 + (i * 131) % 509 : 1;
     test_hf_variants();
+    test_hf_archs();
     test_gguf();
     test_errors();
     rm_tree();
