@@ -32,7 +32,7 @@ static void sgemm1(CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const f
 /* Below this many multiply-adds (or elements, for the cheap loops) a parallel region costs more
  * than it saves; running serially does not change any result. */
 #define PAR_MIN_WORK (1 << 24)
-#define PAR_MIN_ELEMS (1 << 15)
+#define PAR_MIN_ELEMS (1 << 18)
 static void linear(const float *X, const float *W, float *Y, int n, int in, int out, float beta) {
     int tr = (n + TILE_ROWS - 1) / TILE_ROWS, tc = (out + TILE_COLS - 1) / TILE_COLS;
 #pragma omp parallel for schedule(dynamic, 1) if ((double)n * in * out > PAR_MIN_WORK)
