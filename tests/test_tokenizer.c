@@ -368,6 +368,43 @@ static void test_bytelevel(void) {
     piso_tokenizer_free(t);
 }
 
+/* ---- HF added tokens with lstrip/rstrip absorb the whitespace around them -------------------- */
+#include <cjson/cJSON.h>
+static void test_added_strip(void) {
+    size_t len;
+    char *text = read_text(test_data("models/stories260K-hf/tokenizer.json"), &len);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    cJSON *tok = cJSON_CreateObject();
+    cJSON_AddNumberToObject(tok, "id", 512);
+    cJSON_AddStringToObject(tok, "content", "<mask>");
+    cJSON_AddBoolToObject(tok, "lstrip", 1);
+    cJSON_AddBoolToObject(tok, "rstrip", 1);
+    cJSON_AddBoolToObject(tok, "special", 1);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(root, "added_tokens"), tok);
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    char path[] = "/tmp/piso_tok_strip_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, out, strlen(out)) == (ssize_t)strlen(out), "write temp tokenizer.json");
+    close(fd);
+    free(out);
+    struct piso_tokenizer *t;
+    CHECK(piso_tokenizer_load(path, &t) == 0, "load: %s", piso_last_error());
+    unlink(path);
+    if (!t) return;
+    int *a, na, *b, nb, *m, nm;
+    piso_tokenize(t, "a", 1, 0, &a, &na);
+    piso_tokenize(t, "b", 1, 0, &b, &nb);
+    piso_tokenize(t, "a  <mask> \n b", 13, 0, &m, &nm);
+    CHECK(nm == na + 1 + nb && !memcmp(m, a, (size_t)na * sizeof(int)) && m[na] == 512 &&
+          !memcmp(m + na + 1, b, (size_t)nb * sizeof(int)), "lstrip/rstrip added token");
+    free(a);
+    free(b);
+    free(m);
+    piso_tokenizer_free(t);
+}
+
 /* ---- errors ------------------------------------------------------------------------------------ */
 static void write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -444,6 +481,7 @@ int main(void) {
     test_stories_agree();
     test_llama2_json_reference();
     test_bytelevel();
+    test_added_strip();
     test_errors();
     test_cli();
     return test_finish();

@@ -254,6 +254,9 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
         t->v.pieces[id] = strdup(c);
         t->piece_len[id] = (int)strlen(c);
         t->v.types[id] = jbool(x, "special", 0) ? TOK_TYPE_CONTROL : TOK_TYPE_USER;
+        int strip = (jbool(x, "lstrip", 0) ? 1 : 0) | (jbool(x, "rstrip", 0) ? 2 : 0);
+        if (strip && !t->strip) t->strip = calloc((size_t)t->v.n_vocab, 1);
+        if (strip) t->strip[id] = (unsigned char)strip;
     }
     for (int i = 0; i < t->v.n_vocab; i++) {
         if (!t->v.pieces[i]) {

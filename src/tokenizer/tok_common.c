@@ -37,6 +37,7 @@ void piso_tokenizer_free(struct piso_tokenizer *t) {
     for (int i = 0; i < t->n_regex; i++) pcre2_code_free(t->regex[i]);
     free(t->regex);
     free(t->added);
+    free(t->strip);
     free(t->source);
     free(t);
 }
@@ -209,6 +210,8 @@ static int match_added(const struct piso_tokenizer *t, const char *s, size_t n, 
     return -1;
 }
 
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
 static int encode_segment(const struct piso_tokenizer *t, const char *s, size_t n, int first,
                           struct tok_ids *out) {
     if (t->v.kind == PISO_TOK_SPM) return tok_spm_encode_segment(t, s, n, first, out);
@@ -238,10 +241,14 @@ int piso_tokenize(const struct piso_tokenizer *t, const char *text, size_t len, 
             i++;
             continue;
         }
-        if (i > seg && encode_segment(t, text + seg, i - seg, seg == 0, &out) != 0) goto fail;
+        size_t end = i, next = i + (size_t)mlen;
+        if (t->strip && (t->strip[id] & 1)) /* lstrip: the token absorbs the whitespace before it */
+            while (end > seg && is_space(text[end - 1])) end--;
+        if (t->strip && (t->strip[id] & 2)) /* rstrip: ... and after it */
+            while (next < len && is_space(text[next])) next++;
+        if (end > seg && encode_segment(t, text + seg, end - seg, seg == 0, &out) != 0) goto fail;
         tok_ids_push(&out, id);
-        i += (size_t)mlen;
-        seg = i;
+        i = seg = next;
     }
     if (len > seg && encode_segment(t, text + seg, len - seg, seg == 0, &out) != 0) goto fail;
     if (!out.v) out.v = malloc(sizeof(int));
