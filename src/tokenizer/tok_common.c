@@ -89,6 +89,15 @@ int tok_index_vocab(struct piso_tokenizer *t) {
             }
         }
     }
+    /* ASCII bytes that occur in no longer piece */
+    memset(t->split_ok, 1, sizeof t->split_ok);
+    for (int id = 0; id < t->v.n_vocab; id++) {
+        if (t->piece_len[id] < 2) continue;
+        for (int k = 0; k < t->piece_len[id]; k++) {
+            unsigned char c = (unsigned char)t->v.pieces[id][k];
+            if (c < 128) t->split_ok[c] = 0;
+        }
+    }
     /* byte tables */
     for (int b = 0; b < 256; b++) {
         char buf[8];

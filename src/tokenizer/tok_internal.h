@@ -53,6 +53,8 @@ struct piso_tokenizer {
     enum tok_spm_prefix prefix;
     int byte_fallback;              /* unknown characters become <0xNN> tokens */
     int fuse_unk;                   /* consecutive unknowns collapse into one (HF) */
+    unsigned char split_ok[128];    /* SPM: ASCII bytes inside no multi-byte piece can never merge,
+                                       so words may be cut around them (exact, and much faster) */
     int metaspace_split;            /* HF Metaspace split: each "▁" starts a new word */
     int byte_token[256];            /* SPM: id of <0xNN>; byte-level: id of the mapped char; -1 */
 
