@@ -405,6 +405,44 @@ static void test_added_strip(void) {
     piso_tokenizer_free(t);
 }
 
+/* ---- NFC (Qwen's normalizer): examples from UAX #15 -------------------------------------- */
+#include "tokenizer/tok_internal.h"
+static void test_nfc(void) {
+    static const char *cases[][2] = {
+        {"e\xcc\x81", "\xc3\xa9"},                                  /* e + acute -> U+00E9 */
+        {"\xe2\x84\xab", "\xc3\x85"},                              /* Angstrom sign -> U+00C5 */
+        {"\xe2\x84\xa6", "\xce\xa9"},                              /* Ohm sign -> U+03A9 */
+        {"q\xcc\x87\xcc\xa3", "q\xcc\xa3\xcc\x87"},             /* marks reordered by class */
+        {"\xe1\xb8\x8b\xcc\xa3", "\xe1\xb8\x8d\xcc\x87"},     /* d-dot-above + dot-below */
+        {"s\xcc\xa3\xcc\x87", "\xe1\xb9\xa9"},                   /* -> U+1E69 */
+        {"\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8", "\xea\xb0\x81"}, /* Hangul jamo -> U+AC01 */
+        {"\xe0\xa5\x98", "\xe0\xa4\x95\xe0\xa4\xbc"},          /* U+0958 is excluded from composition */
+        {"A\xcc\x8a\xcc\x81", "\xc7\xba"},                        /* -> U+01FA */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t n = 0;
+        char *r = tok_nfc(cases[i][0], strlen(cases[i][0]), &n);
+        const char *got = r ? r : cases[i][0];
+        CHECK(!strcmp(got, cases[i][1]), "NFC case %zu", i);
+        free(r);
+    }
+    size_t n;
+    const char *stable = "plain ascii \xc3\xa9 \xe4\xbd\xa0 \xea\xb0\x81";
+    CHECK(tok_nfc(stable, strlen(stable), &n) == NULL, "NFC text passes through");
+    struct piso_tokenizer *q;
+    CHECK(piso_tokenizer_load(test_data("tokenizers/qwen3/tokenizer.json"), &q) == 0, "%s", piso_last_error());
+    if (!q) return;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int *a, na, *b, nb;
+        piso_tokenize(q, cases[i][0], strlen(cases[i][0]), 0, &a, &na);
+        piso_tokenize(q, cases[i][1], strlen(cases[i][1]), 0, &b, &nb);
+        CHECK(same_ids(a, na, b, nb), "qwen3 normalizes NFC case %zu", i);
+        free(a);
+        free(b);
+    }
+    piso_tokenizer_free(q);
+}
+
 /* ---- errors ------------------------------------------------------------------------------------ */
 static void write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -482,6 +520,7 @@ int main(void) {
     test_llama2_json_reference();
     test_bytelevel();
     test_added_strip();
+    test_nfc();
     test_errors();
     test_cli();
     return test_finish();

@@ -53,8 +53,10 @@ static int normalizer(struct hf_load *L, const cJSON *n) {
         L->saw_replace = 1;
         return 0;
     }
-    /* NFC leaves text that is already composed unchanged; it is not applied (docs/tok.md). */
-    if (!strcmp(type, "NFC")) return 0;
+    if (!strcmp(type, "NFC")) {
+        L->t->nfc = 1;
+        return 0;
+    }
     return piso_errorf("%s: normalizer type '%s' is not supported", L->path, type);
 }
 

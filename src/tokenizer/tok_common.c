@@ -223,8 +223,21 @@ static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == 
 
 static int encode_segment(const struct piso_tokenizer *t, const char *s, size_t n, int first,
                           struct tok_ids *out) {
-    if (t->v.kind == PISO_TOK_SPM) return tok_spm_encode_segment(t, s, n, first, out);
-    return tok_bytelevel_encode_segment(t, s, n, out);
+    char *norm = NULL;
+    if (t->nfc) { /* the normalizer runs on each piece between added tokens, as in HF */
+        size_t bad = tok_utf8_invalid_at(s, n);
+        if (bad < n) return piso_errorf("%s: text is not valid UTF-8 (at byte %zu)", t->source, bad);
+        size_t nn;
+        norm = tok_nfc(s, n, &nn);
+        if (norm) {
+            s = norm;
+            n = nn;
+        }
+    }
+    int rc = t->v.kind == PISO_TOK_SPM ? tok_spm_encode_segment(t, s, n, first, out)
+                                       : tok_bytelevel_encode_segment(t, s, n, out);
+    free(norm);
+    return rc;
 }
 
 int piso_tokenize(const struct piso_tokenizer *t, const char *text, size_t len, int add_bos, int **ids,

@@ -61,6 +61,7 @@ struct piso_tokenizer {
     /* byte-level options */
     int ignore_merges;              /* a pre-token that is a whole vocab piece is emitted as is */
     int add_prefix_space;           /* HF ByteLevel add_prefix_space */
+    int nfc;                        /* HF NFC normalizer */
     int n_regex;
     pcre2_code **regex;             /* applied in sequence, each splitting the previous pieces */
 
@@ -112,6 +113,9 @@ int tok_cp_to_byte(uint32_t cp); /* -1 if not in the table */
 int tok_add_regex(struct piso_tokenizer *t, const char *pattern);
 /* Regexes used by llama.cpp for a tokenizer.ggml.pre name; -2 if the name is unknown. */
 int tok_add_pre_regexes(struct piso_tokenizer *t, const char *pre);
+
+/* ---- nfc.c: NFC of text[n] (malloc'd, length in *out_n), or NULL if the text is already NFC. */
+char *tok_nfc(const char *text, size_t n, size_t *out_n);
 
 /* ---- loaders ---- */
 int tok_load_llama2c(const char *path, struct piso_tokenizer **out);
