@@ -443,6 +443,65 @@ static void test_nfc(void) {
     piso_tokenizer_free(q);
 }
 
+/* ---- random input: never crashes; SPM with byte fallback round-trips any bytes, byte-level any
+ * valid UTF-8, and rejects invalid UTF-8 with an error ---------------------------------------- */
+static uint32_t rng_state = 12345;
+static uint32_t rng(void) {
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return rng_state >> 8;
+}
+
+static size_t random_text(char *buf, int utf8) {
+    static const char *pieces[] = {" ", "  ", "\n", "\t", "a", "the", "'s", "1", "123", "\xc3\xa9", "\xe4\xbd\xa0",
+                                   "\xf0\x9f\x98\x80", "<s>", "<|endoftext|>", "\r\n", "!?", "e\xcc\x81"};
+    size_t n = 0, len = rng() % 40;
+    for (size_t k = 0; k < len; k++) {
+        if (!utf8 && rng() % 3 == 0) {
+            buf[n++] = (char)(1 + rng() % 255); /* any byte but NUL */
+        } else {
+            const char *p = pieces[rng() % (sizeof pieces / sizeof *pieces)];
+            memcpy(buf + n, p, strlen(p));
+            n += strlen(p);
+        }
+    }
+    buf[n] = 0;
+    return n;
+}
+
+static void test_random(void) {
+    const char *paths[] = {"models/stories260K/tok512.bin", "tokenizers/llama2/tokenizer.json", "tokenizers/llama3/tokenizer.json"};
+    for (int k = 0; k < 3; k++) {
+        struct piso_tokenizer *t;
+        CHECK(piso_tokenizer_load(test_data(paths[k]), &t) == 0, "%s", piso_last_error());
+        if (!t) continue;
+        piso_tokenizer_set_parse_special(t, 0); /* so every byte of the text must come back */
+        int spm = piso_tokenizer_vocab(t)->kind == PISO_TOK_SPM, bad = 0, rejected = 0;
+        for (int it = 0; it < 300; it++) {
+            char buf[1024];
+            size_t n = random_text(buf, !spm && it % 2 == 0);
+            int *ids, m;
+            if (piso_tokenize(t, buf, n, it % 2, &ids, &m) != 0) {
+                rejected++;
+                continue;
+            }
+            char *back = piso_detokenize(t, ids, m, 1);
+            if ((strlen(back) != n || memcmp(back, buf, n) != 0) && bad++ < 2) {
+                fprintf(stderr, "  %s: random text does not round-trip:", paths[k]);
+                for (size_t i = 0; i < n; i++) fprintf(stderr, " %02x", (unsigned char)buf[i]);
+                fprintf(stderr, "\n  decoded:");
+                for (size_t i = 0; back[i]; i++) fprintf(stderr, " %02x", (unsigned char)back[i]);
+                fprintf(stderr, "\n");
+            }
+            free(back);
+            free(ids);
+        }
+        CHECK(bad == 0, "%s: %d random texts do not round-trip", paths[k], bad);
+        if (spm) CHECK(rejected == 0, "%s: %d random texts rejected", paths[k], rejected);
+        else CHECK(rejected > 0 && rejected < 300, "%s: invalid UTF-8 rejected (%d)", paths[k], rejected);
+        piso_tokenizer_free(t);
+    }
+}
+
 /* ---- errors ------------------------------------------------------------------------------------ */
 static void write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -521,6 +580,7 @@ int main(void) {
     test_bytelevel();
     test_added_strip();
     test_nfc();
+    test_random();
     test_errors();
     test_cli();
     return test_finish();
