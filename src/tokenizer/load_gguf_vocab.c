@@ -63,7 +63,7 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
     free(model);
     const struct piso_gguf_kv *tokens = find_array(g, "tokenizer.ggml.tokens", GGUF_VT_STRING, 0, 1);
     if (!tokens) return -1;
-    if (tokens->arr_n == 0 || tokens->arr_n > 100000000)
+    if (tokens->arr_n == 0 || tokens->arr_n >= (1u << 24))
         return piso_errorf("%s: tokenizer.ggml.tokens has %llu entries", path, (unsigned long long)tokens->arr_n);
     int n = (int)tokens->arr_n;
     const struct piso_gguf_kv *scores = NULL, *types = NULL;

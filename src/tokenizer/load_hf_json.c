@@ -227,13 +227,13 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
     long n_vocab = 0;
     const cJSON *x;
     cJSON_ArrayForEach(x, vocab) {
-        if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble > 1e8)
+        if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble >= (1 << 24))
             return piso_errorf("%s: model.vocab[\"%s\"] is not a valid id", path, x->string);
         if (x->valueint + 1 > n_vocab) n_vocab = x->valueint + 1;
     }
     cJSON_ArrayForEach(x, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(x, "id");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 1e8 || !jstr(x, "content"))
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= (1 << 24) || !jstr(x, "content"))
             return piso_errorf("%s: added_tokens entry without a valid id and content", path);
         if (id->valueint + 1 > n_vocab) n_vocab = id->valueint + 1;
     }
