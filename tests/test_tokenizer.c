@@ -10,7 +10,9 @@
  *  - the tokenize CLI agrees with the library, and bad input gets a clear error. */
 #include "harness.h"
 #include "piso/tokenizer.h"
+#include "tokenizer/tok_internal.h" /* tok_nfc, tok_lookup, tok_ids */
 
+#include <cjson/cJSON.h>
 #include <unistd.h>
 
 /* ---- reference 1: llama2.c encode, from the raw tokenizer.bin ---------------------------------- */
@@ -368,13 +370,66 @@ static void test_bytelevel(void) {
     piso_tokenizer_free(t);
 }
 
-/* ---- HF added tokens with lstrip/rstrip absorb the whitespace around them -------------------- */
-#include <cjson/cJSON.h>
-static void test_added_strip(void) {
+/* ---- HF Metaspace pre-tokenizer (newer Llama/Mistral layout), on the stories260K vocab -------- */
+static struct piso_tokenizer *load_modified(const char *rel, void (*edit)(cJSON *root)) {
     size_t len;
-    char *text = read_text(test_data("models/stories260K-hf/tokenizer.json"), &len);
+    char *text = read_text(test_data(rel), &len);
     cJSON *root = cJSON_Parse(text);
     free(text);
+    edit(root);
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    char path[] = "/tmp/piso_tok_mod_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, out, strlen(out)) == (ssize_t)strlen(out), "write temp tokenizer.json");
+    close(fd);
+    free(out);
+    struct piso_tokenizer *t = NULL;
+    CHECK(piso_tokenizer_load(path, &t) == 0, "load modified %s: %s", rel, piso_last_error());
+    unlink(path);
+    return t;
+}
+
+static void to_metaspace(cJSON *root) {
+    cJSON_ReplaceItemInObject(root, "normalizer", cJSON_CreateNull());
+    cJSON_ReplaceItemInObject(root, "pre_tokenizer",
+                              cJSON_Parse("{\"type\": \"Metaspace\", \"replacement\": \"\u2581\", "
+                                          "\"prepend_scheme\": \"always\", \"split\": true}"));
+}
+
+static void test_metaspace(void) {
+    struct piso_tokenizer *legacy, *meta = load_modified("models/stories260K-hf/tokenizer.json", to_metaspace);
+    CHECK(piso_tokenizer_load(test_data("models/stories260K-hf/tokenizer.json"), &legacy) == 0, "load");
+    if (!meta || !legacy) return;
+    /* HF's own example: "Hey   friend!" pre-tokenizes to "▁Hey", "▁", "▁", "▁friend!" */
+    struct tok_ids want = {0};
+    int *x, nx;
+    piso_tokenize(legacy, "Hey", 3, 0, &x, &nx); /* legacy prepends "▁": "▁Hey" */
+    for (int i = 0; i < nx; i++) tok_ids_push(&want, x[i]);
+    free(x);
+    int space = tok_lookup(meta, "\xe2\x96\x81", 3);
+    tok_ids_push(&want, space);
+    tok_ids_push(&want, space);
+    piso_tokenize(legacy, "friend!", 7, 0, &x, &nx);
+    for (int i = 0; i < nx; i++) tok_ids_push(&want, x[i]);
+    free(x);
+    piso_tokenize(meta, "Hey   friend!", 13, 0, &x, &nx);
+    CHECK(space >= 0 && same_ids(x, nx, want.v, want.n), "Metaspace split of 'Hey   friend!'");
+    free(x);
+    free(want.v);
+    /* a segment that starts with a space gets no second "▁" */
+    int *y, ny;
+    piso_tokenize(meta, " Hey", 4, 0, &x, &nx);
+    piso_tokenize(legacy, "Hey", 3, 0, &y, &ny);
+    CHECK(same_ids(x, nx, y, ny), "Metaspace: ' Hey' has one leading \u2581");
+    free(x);
+    free(y);
+    piso_tokenizer_free(meta);
+    piso_tokenizer_free(legacy);
+}
+
+/* ---- HF added tokens with lstrip/rstrip absorb the whitespace around them -------------------- */
+static void add_mask_token(cJSON *root) {
     cJSON *tok = cJSON_CreateObject();
     cJSON_AddNumberToObject(tok, "id", 512);
     cJSON_AddStringToObject(tok, "content", "<mask>");
@@ -382,16 +437,10 @@ static void test_added_strip(void) {
     cJSON_AddBoolToObject(tok, "rstrip", 1);
     cJSON_AddBoolToObject(tok, "special", 1);
     cJSON_AddItemToArray(cJSON_GetObjectItem(root, "added_tokens"), tok);
-    char *out = cJSON_PrintUnformatted(root);
-    cJSON_Delete(root);
-    char path[] = "/tmp/piso_tok_strip_XXXXXX";
-    int fd = mkstemp(path);
-    CHECK(fd >= 0 && write(fd, out, strlen(out)) == (ssize_t)strlen(out), "write temp tokenizer.json");
-    close(fd);
-    free(out);
-    struct piso_tokenizer *t;
-    CHECK(piso_tokenizer_load(path, &t) == 0, "load: %s", piso_last_error());
-    unlink(path);
+}
+
+static void test_added_strip(void) {
+    struct piso_tokenizer *t = load_modified("models/stories260K-hf/tokenizer.json", add_mask_token);
     if (!t) return;
     int *a, na, *b, nb, *m, nm;
     piso_tokenize(t, "a", 1, 0, &a, &na);
@@ -406,7 +455,6 @@ static void test_added_strip(void) {
 }
 
 /* ---- NFC (Qwen's normalizer): examples from UAX #15 -------------------------------------- */
-#include "tokenizer/tok_internal.h"
 static void test_nfc(void) {
     static const char *cases[][2] = {
         {"e\xcc\x81", "\xc3\xa9"},                                  /* e + acute -> U+00E9 */
@@ -579,6 +627,7 @@ int main(void) {
     test_llama2_json_reference();
     test_bytelevel();
     test_added_strip();
+    test_metaspace();
     test_nfc();
     test_random();
     test_errors();

@@ -99,6 +99,7 @@ static int pre_tokenizer(struct hf_load *L, const cJSON *p) {
         if (rep && strcmp(rep, METASPACE) != 0)
             return piso_errorf("%s: Metaspace replacement '%s' is not supported", L->path, rep);
         L->saw_metaspace = 1;
+        t->metaspace = 1;
         const char *scheme = jstr(p, "prepend_scheme");
         if (scheme) t->prefix = !strcmp(scheme, "always") ? TOK_PREFIX_SEGMENT
                                 : !strcmp(scheme, "first") ? TOK_PREFIX_FIRST : TOK_PREFIX_NONE;

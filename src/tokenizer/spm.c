@@ -14,7 +14,9 @@ int tok_spm_encode_segment(const struct piso_tokenizer *t, const char *text, siz
     for (size_t i = 0; i < n; i++) spaces += text[i] == ' ';
     char *buf = malloc(n + 2 * spaces + 4);
     size_t o = 0;
-    if (t->prefix == TOK_PREFIX_SEGMENT || (t->prefix == TOK_PREFIX_FIRST && first)) {
+    int prefix = t->prefix == TOK_PREFIX_SEGMENT || (t->prefix == TOK_PREFIX_FIRST && first);
+    if (t->metaspace && text[0] == ' ') prefix = 0; /* HF Metaspace: already starts with "▁" */
+    if (prefix) {
         memcpy(buf, SPACE_MARK, 3);
         o = 3;
     }

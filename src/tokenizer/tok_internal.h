@@ -55,6 +55,7 @@ struct piso_tokenizer {
     int fuse_unk;                   /* consecutive unknowns collapse into one (HF) */
     unsigned char split_ok[128];    /* SPM: ASCII bytes inside no multi-byte piece can never merge,
                                        so words may be cut around them (exact, and much faster) */
+    int metaspace;                  /* HF Metaspace: no dummy prefix when the segment starts with a space */
     int metaspace_split;            /* HF Metaspace split: each "▁" starts a new word */
     int byte_token[256];            /* SPM: id of <0xNN>; byte-level: id of the mapped char; -1 */
 
