@@ -172,6 +172,43 @@ static void test_gpt2(void) {
     piso_tokenizer_free(t);
 }
 
+/* ---- tokenizer.json -> GGUF metadata -> the same ids ------------------------------------------
+ * The vocab a tokenizer.json yields (pieces, derived scores, types, merges, pre name) written as
+ * GGUF keys must tokenize WikiText-2 exactly as the tokenizer.json does: for SPM this checks that
+ * merging by the derived scores (llama.cpp's way) equals merging by rank (HF's way). */
+static void test_json_to_gguf(const char *rel, const char *want_pre) {
+    struct piso_tokenizer *j;
+    CHECK(piso_tokenizer_load(test_data(rel), &j) == 0, "%s", piso_last_error());
+    if (!j) return;
+    const struct piso_tokenizer_vocab *v = piso_tokenizer_vocab(j);
+    CHECK(!strcmp(v->pre, want_pre), "%s: pre '%s', expected '%s'", rel, v->pre, want_pre);
+    struct gb b = {0};
+    kv_str(&b, "tokenizer.ggml.model", v->kind == PISO_TOK_SPM ? "llama" : "gpt2");
+    if (v->kind == PISO_TOK_BYTE_BPE) kv_str(&b, "tokenizer.ggml.pre", v->pre);
+    kv_strs(&b, "tokenizer.ggml.tokens", (const char **)v->pieces, v->n_vocab);
+    kv_arr32(&b, "tokenizer.ggml.scores", 6, v->scores, v->n_vocab);
+    kv_arr32(&b, "tokenizer.ggml.token_type", 5, v->types, v->n_vocab);
+    if (v->kind == PISO_TOK_BYTE_BPE) kv_strs(&b, "tokenizer.ggml.merges", (const char **)v->merges, v->n_merges);
+    struct piso_tokenizer *g = gb_load(&b, "fromjson");
+    CHECK(g != NULL, "%s as GGUF: %s", rel, piso_last_error());
+    size_t len;
+    char *text = NULL;
+    piso_read_file(test_data("data/wikitext-2/wiki.test.raw"), &text, &len);
+    if (g && text) {
+        len = len < 300000 ? len : 300000;
+        while (len > 0 && ((unsigned char)text[len] & 0xC0) == 0x80) len--; /* whole characters */
+        int *a, na, *c, nc;
+        CHECK(piso_tokenize(j, text, len, 0, &a, &na) == 0 && piso_tokenize(g, text, len, 0, &c, &nc) == 0, "tokenize");
+        int same = na == nc && !memcmp(a, c, (size_t)na * sizeof(int));
+        CHECK(same, "%s: tokenizer.json (%d tokens) and its GGUF form (%d) differ", rel, na, nc);
+        free(a);
+        free(c);
+    }
+    free(text);
+    piso_tokenizer_free(g);
+    piso_tokenizer_free(j);
+}
+
 /* ---- bad metadata ------------------------------------------------------------------------- */
 static void test_errors(void) {
     struct gb b = {0};
@@ -211,6 +248,10 @@ int main(void) {
     test_spm();
     test_gpt2();
     test_errors();
+    test_json_to_gguf("tokenizers/llama2/tokenizer.json", "");
+    test_json_to_gguf("models/stories260K-hf/tokenizer.json", "");
+    test_json_to_gguf("tokenizers/llama3/tokenizer.json", "llama-bpe");
+    test_json_to_gguf("tokenizers/qwen3/tokenizer.json", "qwen2");
     rmdir(g_dir);
     return test_finish();
 }

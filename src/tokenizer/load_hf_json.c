@@ -26,6 +26,17 @@ struct hf_load {
     struct piso_tokenizer *t;
     const char *path;
     int saw_prepend, saw_replace, saw_bytelevel, saw_metaspace;
+    int n_split;           /* Split pre-tokenizers seen */
+    const char *pre_guess; /* llama.cpp's tokenizer.ggml.pre name for a regex we recognise */
+};
+
+/* The Split regexes of well-known byte-level tokenizers, and llama.cpp's names for them (so a GGUF
+ * export can say which pre-tokenizer to use). */
+static const char *const KNOWN_SPLITS[][2] = {
+    {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", "llama-bpe"},
+    {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", "qwen2"},
 };
 
 static int normalizer(struct hf_load *L, const cJSON *n) {
@@ -78,7 +89,12 @@ static int pre_tokenizer(struct hf_load *L, const cJSON *p) {
         if (!beh || strcmp(beh, "Isolated") != 0 || jbool(p, "invert", 0))
             return piso_errorf("%s: pre_tokenizer Split behavior '%s'%s is not supported (only Isolated)",
                                L->path, beh ? beh : "?", jbool(p, "invert", 0) ? " inverted" : "");
-        if (re) return tok_add_regex(t, re);
+        if (re) {
+            L->n_split++;
+            for (size_t k = 0; k < sizeof KNOWN_SPLITS / sizeof *KNOWN_SPLITS; k++)
+                if (!strcmp(re, KNOWN_SPLITS[k][0])) L->pre_guess = KNOWN_SPLITS[k][1];
+            return tok_add_regex(t, re);
+        }
         if (!lit) return piso_errorf("%s: pre_tokenizer Split without a pattern", L->path);
         char *q = malloc(strlen(lit) + 8);
         sprintf(q, "\\Q%s\\E", lit);
@@ -89,11 +105,17 @@ static int pre_tokenizer(struct hf_load *L, const cJSON *p) {
     if (!strcmp(type, "ByteLevel")) {
         L->saw_bytelevel = 1;
         t->add_prefix_space = jbool(p, "add_prefix_space", 0);
-        if (jbool(p, "use_regex", 1))
+        if (jbool(p, "use_regex", 1)) {
+            if (!t->add_prefix_space) L->pre_guess = "gpt-2";
+            L->n_split++;
             return tok_add_regex(t, "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+");
+        }
         return 0;
     }
-    if (!strcmp(type, "Digits")) return tok_add_regex(t, jbool(p, "individual_digits", 0) ? "\\p{N}" : "\\p{N}+");
+    if (!strcmp(type, "Digits")) {
+        L->n_split++;
+        return tok_add_regex(t, jbool(p, "individual_digits", 0) ? "\\p{N}" : "\\p{N}+");
+    }
     if (!strcmp(type, "Metaspace")) {
         const char *rep = jstr(p, "replacement");
         if (rep && strcmp(rep, METASPACE) != 0)
@@ -270,7 +292,7 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
         if (t->v.types[i] == TOK_TYPE_NORMAL && t->piece_len[i] == 6 && p[0] == '<' && p[1] == '0' &&
             p[2] == 'x' && p[5] == '>')
             t->v.types[i] = TOK_TYPE_BYTE;
-        t->v.scores[i] = -(float)i; /* no scores in tokenizer.json; id order, for display only */
+        t->v.scores[i] = 0;
     }
     tok_index_vocab(t);
     cJSON_ArrayForEach(x, added) tok_add_added(t, cJSON_GetObjectItemCaseSensitive(x, "id")->valueint);
@@ -281,6 +303,11 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
     const char *unk = jstr(model, "unk_token");
     if (unk) t->v.unk_id = tok_lookup(t, unk, strlen(unk));
     if (load_merges(L, merges) != 0) return -1;
+    /* tokenizer.json has no scores. Give each piece minus the rank of the first merge that makes it,
+     * so that merging by score (llama.cpp's SPM, e.g. after a GGUF export) follows the merge ranks;
+     * pieces that no merge makes keep 0 (single characters, bytes, added tokens). */
+    for (int r = t->v.n_merges - 1; r >= 0; r--)
+        if (t->merge_result[r] >= 0) t->v.scores[t->merge_result[r]] = -(float)(r + 1);
     if (normalizer(L, cJSON_GetObjectItemCaseSensitive(root, "normalizer")) != 0) return -1;
     if (pre_tokenizer(L, pre) != 0) return -1;
     if (t->v.kind == PISO_TOK_SPM) {
@@ -290,6 +317,8 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
                                "(Replace \" \" -> \"\u2581\" or Metaspace): unsupported tokenizer layout", path);
         if (t->n_regex > 0) return piso_errorf("%s: Split pre-tokenizers without ByteLevel are not supported", path);
     }
+    if (t->v.kind == PISO_TOK_BYTE_BPE && L->n_split == 1 && L->pre_guess)
+        snprintf(t->v.pre, sizeof t->v.pre, "%s", L->pre_guess);
     special_ids(t, path, root);
     *out = t;
     return 0;
