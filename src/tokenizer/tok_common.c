@@ -283,7 +283,6 @@ fail:
 }
 
 /* ---- loading -------------------------------------------------------------------------------- */
-int tok_load_gguf_path(const char *path, struct piso_tokenizer **out); /* load_gguf_vocab.c */
 
 static int load_file(const char *path, struct piso_tokenizer **out) {
     FILE *f = fopen(path, "rb");

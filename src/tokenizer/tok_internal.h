@@ -42,7 +42,7 @@ struct tok_pairmap {
 
 struct piso_tokenizer {
     struct piso_tokenizer_vocab v;
-    int *piece_len;                 /* [n_vocab] bytes of pieces[i] (may contain no NUL) */
+    int *piece_len;                 /* [n_vocab] bytes of pieces[i] (GGUF pieces may hold NUL bytes) */
     struct tok_strmap vocab_map;    /* piece -> id (later ids win on duplicates, as llama.cpp) */
 
     enum tok_merge_mode merge_mode;
@@ -121,5 +121,6 @@ char *tok_nfc(const char *text, size_t n, size_t *out_n);
 /* ---- loaders ---- */
 int tok_load_llama2c(const char *path, struct piso_tokenizer **out);
 int tok_load_hf_json(const char *path, struct piso_tokenizer **out);
+int tok_load_gguf_path(const char *path, struct piso_tokenizer **out);
 
 #endif
