@@ -289,7 +289,7 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
             t->v.types[i] = TOK_TYPE_UNUSED;
         }
         const char *p = t->v.pieces[i];
-        if (t->v.types[i] == TOK_TYPE_NORMAL && t->piece_len[i] == 6 && p[0] == '<' && p[1] == '0' &&
+        if (!is_bytelevel && t->v.types[i] == TOK_TYPE_NORMAL && t->piece_len[i] == 6 && p[0] == '<' && p[1] == '0' &&
             p[2] == 'x' && p[5] == '>')
             t->v.types[i] = TOK_TYPE_BYTE;
         t->v.scores[i] = 0;
