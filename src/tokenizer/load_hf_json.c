@@ -52,7 +52,8 @@ static int normalizer(struct hf_load *L, const cJSON *n) {
     if (!strcmp(type, "Prepend")) {
         const char *p = jstr(n, "prepend");
         if (!p || strcmp(p, METASPACE) != 0)
-            return piso_errorf("%s: normalizer Prepend(\"%s\") is not supported (only \"\u2581\")", L->path, p ? p : "");
+            return piso_errorf("%s: normalizer Prepend(\"%s\") is not supported (only \"\u2581\")", L->path,
+                               p ? p : "");
         L->saw_prepend = 1;
         return 0;
     }
@@ -108,7 +109,8 @@ static int pre_tokenizer(struct hf_load *L, const cJSON *p) {
         if (jbool(p, "use_regex", 1)) {
             if (!t->add_prefix_space) L->pre_guess = "gpt-2";
             L->n_split++;
-            return tok_add_regex(t, "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+");
+            return tok_add_regex(t, "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|"
+                                    "\\s+(?!\\S)|\\s+");
         }
         return 0;
     }
@@ -210,7 +212,8 @@ static int load_merges(struct hf_load *L, const cJSON *merges) {
         if (cJSON_IsString(m)) { /* "left right" */
             const char *s = m->valuestring, *sp = strchr(s, ' ');
             if (!sp || strchr(sp + 1, ' '))
-                return piso_errorf("%s: model.merges[%d] \"%s\" is not two pieces separated by one space", L->path, rank, s);
+                return piso_errorf("%s: model.merges[%d] \"%s\" is not two pieces separated by one space",
+                                   L->path, rank, s);
             a = s; al = (size_t)(sp - s); b = sp + 1; bl = strlen(b);
         } else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(cJSON_GetArrayItem(m, 0)) &&
                    cJSON_IsString(cJSON_GetArrayItem(m, 1))) { /* ["left", "right"] */
