@@ -89,7 +89,7 @@ struct piso_block_taps {
     float *down_in;   /* [n, F]  input of w_down (silu(gate) * up) */
 };
 
-/* x [n, D] <- embeddings of tokens[n]. */
+/* x [n, D] <- embeddings of tokens[n] (ids must be in [0, vocab); piso_forward checks them). */
 void piso_embed(const struct piso_model *m, const int *tokens, int n, float *x);
 /* Runs decoder block `layer` on the residual stream x [n, D] in place; fills taps if given. */
 int piso_block_forward(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps);
