@@ -55,8 +55,9 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
     enum piso_tok_kind kind;
     if (!strcmp(model, "llama")) kind = PISO_TOK_SPM;
     else if (!strcmp(model, "gpt2")) kind = PISO_TOK_BYTE_BPE;
+    else if (!strcmp(model, "bert")) kind = PISO_TOK_WPM;
     else {
-        piso_errorf("%s: tokenizer.ggml.model '%s' is not supported (only 'llama' and 'gpt2')", path, model);
+        piso_errorf("%s: tokenizer.ggml.model '%s' is not supported (only 'llama', 'gpt2' and 'bert')", path, model);
         free(model);
         return -1;
     }
@@ -122,6 +123,8 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
         t->merge_mode = TOK_MERGE_SCORE;
         t->prefix = add_space ? TOK_PREFIX_SEGMENT : TOK_PREFIX_NONE;
         t->byte_fallback = 1;
+    } else if (kind == PISO_TOK_WPM) {
+        t->prefix = TOK_PREFIX_SEGMENT; /* every word starts with "▁"; decoding drops the first */
     } else {
         t->merge_mode = TOK_MERGE_RANK;
         char *pre = piso_gguf_find(g, "tokenizer.ggml.pre") ? piso_gguf_get_str(g, "tokenizer.ggml.pre")

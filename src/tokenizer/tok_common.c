@@ -89,6 +89,9 @@ int tok_index_vocab(struct piso_tokenizer *t) {
             }
         }
     }
+    t->max_piece_len = 0;
+    for (int id = 0; id < t->v.n_vocab; id++)
+        if (t->piece_len[id] > t->max_piece_len) t->max_piece_len = t->piece_len[id];
     /* ASCII bytes that occur in no longer piece */
     memset(t->split_ok, 1, sizeof t->split_ok);
     for (int id = 0; id < t->v.n_vocab; id++) {
@@ -234,8 +237,9 @@ static int encode_segment(const struct piso_tokenizer *t, const char *s, size_t 
             n = nn;
         }
     }
-    int rc = t->v.kind == PISO_TOK_SPM ? tok_spm_encode_segment(t, s, n, first, out)
-                                       : tok_bytelevel_encode_segment(t, s, n, out);
+    int rc = t->v.kind == PISO_TOK_SPM   ? tok_spm_encode_segment(t, s, n, first, out)
+             : t->v.kind == PISO_TOK_WPM ? tok_wpm_encode_segment(t, s, n, out)
+                                         : tok_bytelevel_encode_segment(t, s, n, out);
     free(norm);
     return rc;
 }

@@ -57,6 +57,7 @@ struct piso_tokenizer {
                                        so words may be cut around them (exact, and much faster) */
     int metaspace;                  /* HF Metaspace: no dummy prefix when the segment starts with a space */
     int metaspace_split;            /* HF Metaspace split: each "▁" starts a new word */
+    int max_piece_len;              /* longest piece in bytes (WordPiece) */
     int byte_token[256];            /* SPM: id of <0xNN>; byte-level: id of the mapped char; -1 */
 
     /* byte-level options */
@@ -105,6 +106,7 @@ int tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t n, s
 /* ---- spm.c / bpe_bytelevel.c: encode one segment of raw text (no added tokens inside). ---- */
 int tok_spm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, int first,
                            struct tok_ids *out);
+int tok_wpm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, struct tok_ids *out);
 int tok_bytelevel_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n,
                                  struct tok_ids *out);
 /* GPT-2 byte <-> unicode code point table. */
