@@ -106,6 +106,7 @@ static int pre_tokenizer(struct hf_load *L, const cJSON *p) {
     if (!strcmp(type, "ByteLevel")) {
         L->saw_bytelevel = 1;
         t->add_prefix_space = jbool(p, "add_prefix_space", 0);
+        t->prefix_level = t->n_regex; /* pieces split by earlier Split regexes each get the space */
         if (jbool(p, "use_regex", 1)) {
             if (!t->add_prefix_space) L->pre_guess = "gpt-2";
             L->n_split++;

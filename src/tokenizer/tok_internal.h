@@ -62,7 +62,8 @@ struct piso_tokenizer {
 
     /* byte-level options */
     int ignore_merges;              /* a pre-token that is a whole vocab piece is emitted as is */
-    int add_prefix_space;           /* HF ByteLevel add_prefix_space */
+    int add_prefix_space;           /* HF ByteLevel add_prefix_space: " " before each piece that ... */
+    int prefix_level;               /* ... reaches regex level prefix_level (ByteLevel's place in the Sequence) */
     int nfc;                        /* HF NFC normalizer */
     int n_regex;
     pcre2_code **regex;             /* applied in sequence, each splitting the previous pieces */
