@@ -209,6 +209,31 @@ static void test_json_to_gguf(const char *rel, const char *want_pre) {
     piso_tokenizer_free(j);
 }
 
+/* ---- llama.cpp's name-based rstrip for Phi-3 special tokens ---------------------------------- */
+static void test_phi3_strip(void) {
+    /* 0 <unk> 1 <s> 2 </s> 3 ▁ 4 a 5 <|user|> 6 <0x0A> */
+    const char *tok[] = {"<unk>", "<s>", "</s>", SP, "a", "<|user|>", "<0x0A>"};
+    float score[] = {0, 0, 0, -1, -2, 0, 0};
+    int32_t type[] = {2, 3, 3, 1, 1, 4, 6};
+    for (int phi = 0; phi < 2; phi++) {
+        struct gb b = {0};
+        kv_str(&b, "general.name", phi ? "Phi-3 mini" : "other");
+        kv_str(&b, "tokenizer.ggml.model", "llama");
+        kv_strs(&b, "tokenizer.ggml.tokens", tok, 7);
+        kv_arr32(&b, "tokenizer.ggml.scores", 6, score, 7);
+        kv_arr32(&b, "tokenizer.ggml.token_type", 5, type, 7);
+        struct piso_tokenizer *t = gb_load(&b, "phi3");
+        CHECK(t != NULL, "load phi3: %s", piso_last_error());
+        if (!t) continue;
+        /* Phi-3: the newline after <|user|> is absorbed; otherwise it is text ("▁" + "\n") */
+        if (phi) CHECK(ids_are(t, "<|user|>\na", 0, (int[]){5, 3, 4}, 3), "phi-3 rstrip");
+        else CHECK(ids_are(t, "<|user|>\na", 0, (int[]){5, 3, 6, 4}, 4), "no rstrip");
+        /* <s> keeps what follows in both */
+        CHECK(ids_are(t, "<s> a", 0, (int[]){1, 3, 3, 4}, 4), "<s> is not stripped");
+        piso_tokenizer_free(t);
+    }
+}
+
 /* ---- bert: WordPiece as llama.cpp ----------------------------------------------------------- */
 static void test_wpm(void) {
     /* 0 [UNK] 1 [CLS] 2 [SEP] 3 ▁hel 4 lo 5 ▁hello 6 ▁, 7 ▁cafe 8 ▁world 9 p 10 ▁中 */
@@ -275,6 +300,7 @@ int main(void) {
     test_spm();
     test_gpt2();
     test_wpm();
+    test_phi3_strip();
     test_errors();
     test_json_to_gguf("tokenizers/llama2/tokenizer.json", "");
     test_json_to_gguf("models/stories260K-hf/tokenizer.json", "");
