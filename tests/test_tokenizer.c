@@ -483,6 +483,37 @@ static void add_mask_token(cJSON *root) {
     cJSON_AddItemToArray(cJSON_GetObjectItem(root, "added_tokens"), tok);
 }
 
+/* a non-special added token with normalized: true, as HF adds user tokens by default */
+static void add_normalized_token(cJSON *root) {
+    cJSON *tok = cJSON_CreateObject();
+    cJSON_AddNumberToObject(tok, "id", 512);
+    cJSON_AddStringToObject(tok, "content", "<x y>");
+    cJSON_AddBoolToObject(tok, "normalized", 1);
+    cJSON_AddBoolToObject(tok, "special", 0);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(root, "added_tokens"), tok);
+}
+
+static void test_added_normalized(void) {
+    struct piso_tokenizer *t = load_modified("models/stories260K-hf/tokenizer.json", add_normalized_token);
+    struct piso_tokenizer *plain;
+    CHECK(piso_tokenizer_load(test_data("models/stories260K-hf/tokenizer.json"), &plain) == 0, "load");
+    if (!t || !plain) return;
+    /* HF normalizes "a<x y>b" to "▁a<x▁y>b" first, then finds the token: "▁a", <x y>, "b" with no
+     * "▁" before b (the dummy prefix belongs to the whole normalized text) */
+    int *m, nm, *a, na, *b, nb;
+    piso_tokenize(t, "a<x y>b", 7, 0, &m, &nm);
+    piso_tokenize(plain, "a", 1, 0, &a, &na);          /* "▁a" */
+    piso_tokenize(plain, "<x y>b", 6, 0, &b, &nb);     /* "▁<x▁y>b": to know the ids of "b" alone */
+    int b_id = nb > 0 ? b[nb - 1] : -1;                /* "b" is a single piece in this vocab */
+    CHECK(nm == na + 2 && !memcmp(m, a, (size_t)na * sizeof(int)) && m[na] == 512 && m[na + 1] == b_id &&
+          !strcmp(piso_tokenizer_vocab(plain)->pieces[b_id], "b"), "normalized added token");
+    free(m);
+    free(a);
+    free(b);
+    piso_tokenizer_free(t);
+    piso_tokenizer_free(plain);
+}
+
 static void test_added_strip(void) {
     struct piso_tokenizer *t = load_modified("models/stories260K-hf/tokenizer.json", add_mask_token);
     if (!t) return;
@@ -671,6 +702,7 @@ int main(void) {
     test_llama2_json_reference();
     test_bytelevel();
     test_added_strip();
+    test_added_normalized();
     test_metaspace();
     test_prefix_space();
     test_nfc();

@@ -216,6 +216,7 @@ static int match_added(const struct piso_tokenizer *t, const char *s, size_t n, 
         if (l > n || t->v.pieces[id][0] != s[0] || memcmp(t->v.pieces[id], s, l) != 0) continue;
         int ty = t->v.types[id];
         if (!t->parse_special && ty != TOK_TYPE_USER) continue;
+        if (t->match_normalized && t->strip && (t->strip[id] & 4)) continue; /* matched after normalizing */
         *len = (int)l;
         return id;
     }

@@ -71,7 +71,8 @@ struct piso_tokenizer {
     /* added tokens matched in raw text (longest match at the leftmost position) */
     int n_added;
     int *added;                     /* ids */
-    unsigned char *strip;           /* [n_vocab] or NULL: 1 = lstrip, 2 = rstrip (HF added tokens) */
+    unsigned char *strip;           /* [n_vocab] or NULL: 1 = lstrip, 2 = rstrip, 4 = normalized (HF) */
+    int match_normalized;           /* tokens flagged 4 are matched in the SPM-normalized text */
     int parse_special;              /* match control tokens too (default 1, as HF) */
     int bos_template;               /* HF post-processor adds BOS */
     char *source;                   /* path, for messages */
