@@ -29,7 +29,7 @@ llamacpp_eval() {
 }
 ppl_piso() {
     if [ $has_piso_ppl = 1 ]; then
-        $P perplexity --model "$1" --file "$EVAL" --ctx 512 --json --quiet 2>/dev/null |
+        $P perplexity --model "$1" --text "$EVAL" --ctx 512 --json --quiet 2>/dev/null |
             sed -E 's/.*"ppl": *([0-9.]+).*/\1/' || echo "-"
     else echo "-"; fi
 }
