@@ -260,7 +260,8 @@ static void piso_blk32(int type, const float *x, const float *w, struct piso_blk
     const int lo = type == GGML_T_Q8_0 ? -127 : type == GGML_T_Q4_0 ? -8 : -16;
     const int hi = type == GGML_T_Q8_0 ? 127 : -lo - 1, zero = type == GGML_T_Q8_0 ? 0 : -lo;
     int L[32];
-    piso_block_sweep(x, w, 32, lo, hi, 1, &b->d, L, NULL, NULL);
+    /* Q8_0's levels are symmetric: the negative scales give the same errors */
+    piso_block_sweep(x, w, 32, lo, hi, lo != -hi, &b->d, L, NULL, NULL);
     for (int i = 0; i < 32; i++) b->q[i] = (int16_t)(L[i] + zero);
 }
 
