@@ -101,7 +101,7 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
         size_t done;
         if (H) done = piso_ggml_quantize_gptq(t, W, buf, N, D, H);
         else if (x->o->scale == PISO_GGUF_SCALE_REF) done = piso_ggml_quantize_ref(t, W, buf, N, D, imat);
-        else done = piso_ggml_quantize_piso(t, W, buf, N, D, imat);
+        else done = piso_ggml_quantize_piso_ex(t, W, buf, N, D, imat, x->o->blend);
         if (done != nbytes) {
             free(buf), free(imat);
             return piso_error_context("quantizing %s", name);
