@@ -21,7 +21,7 @@ static const char *USAGE =
     "                     [--weighting raw|blend] [--output-type T] [--ctx 512] [--chunks N]\n"
     "                     [--json] [--quiet]\n"
     "  --weighting blend: piso scales weigh by h*sqrt(s2 + x^2) (llama.cpp's imatrix blend), not h\n"
-    "  T: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K\n";
+    "  T: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K IQ4_NL\n";
 
 int cmd_quantize_gguf(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *out = NULL, *type_s = NULL, *calib = NULL, *imat = NULL;

@@ -71,6 +71,45 @@ static void test_sweep_vs_brute(void) {
     CHECK(worse16 == 0, "%d of %d blocks: sweep lost to the exhaustive fp16 scan", worse16, n_cases);
 }
 
+/* IQ4_NL's table: the sweep against every finite fp16 d (both signs). */
+static void test_table_vs_brute(void) {
+    int worse = 0, below = 0;
+    for (int rep = 0; rep < 8; rep++) {
+        float x[32], w[32], amax = 0;
+        for (int i = 0; i < 32; i++) {
+            x[i] = gauss() * (rep % 2 ? 0.02f : 1.0f);
+            if (rep == 7 && i == 5) x[i] *= 10;
+            w[i] = expf(1.5f * gauss());
+            amax = fmaxf(amax, fabsf(x[i]));
+        }
+        uint16_t d16;
+        int L[32];
+        double E16, Er;
+        CHECK(piso_block_sweep_table(x, w, 32, piso_iq4nl_values, 16, 1, &d16, L, &E16, &Er) == 0, "table sweep");
+        double best = 1e300;
+        for (int h = 0; h < 0x7c00; h++) {
+            double d = piso_fp16_to_fp32((uint16_t)h);
+            if (h && (d < amax / 1000 || d > amax)) continue;
+            for (int sg = -1; sg <= 1; sg += 2) {
+                double e = 0;
+                for (int i = 0; i < 32; i++) { /* nearest table value, worked independently */
+                    double bv = 1e300;
+                    for (int k = 0; k < 16; k++) {
+                        double r = (double)x[i] - (double)((float)(sg * d) * (float)piso_iq4nl_values[k]);
+                        bv = fmin(bv, r * r);
+                    }
+                    e += w[i] * bv;
+                }
+                best = fmin(best, e);
+            }
+        }
+        worse += E16 > best * (1 + 1e-9);
+        below += E16 < Er * (1 - 1e-9);
+    }
+    CHECK(worse == 0, "IQ4_NL: %d of 8 blocks lost to the exhaustive fp16 scan", worse);
+    CHECK(below == 0, "IQ4_NL: fp16 optimum below the real optimum in %d blocks", below);
+}
+
 static void test_edge_cases(void) {
     float x[32] = {0}, w[32] = {0};
     uint16_t d16 = 1;
@@ -102,8 +141,8 @@ static void test_piso_vs_ref(void) {
     static uint8_t qa[R * C * 2], qb[R * C * 2];
     for (int i = 0; i < R * C; i++) x[i] = gauss() * 0.02f;
     for (int j = 0; j < C; j++) w[j] = expf(1.5f * gauss()), ones[j] = 1;
-    const int ts[8] = {GGML_T_Q8_0, GGML_T_Q4_0, GGML_T_Q4_1, GGML_T_Q5_0, GGML_T_Q5_1, GGML_T_Q4_K, GGML_T_Q5_K, GGML_T_Q6_K};
-    for (int k = 0; k < 8; k++) {
+    const int ts[9] = {GGML_T_Q8_0, GGML_T_Q4_0, GGML_T_Q4_1, GGML_T_Q5_0, GGML_T_Q5_1, GGML_T_Q4_K, GGML_T_Q5_K, GGML_T_Q6_K, GGML_T_IQ4_NL};
+    for (int k = 0; k < 9; k++) {
         /* with an importance: objective Σ h (Δw)² */
         piso_ggml_quantize_piso(ts[k], x, qa, R, C, w);
         piso_ggml_quantize_ref(ts[k], x, qb, R, C, w);
@@ -180,6 +219,7 @@ int main(void) {
     test_blend();
     test_gptq();
     test_sweep_vs_brute();
+    test_table_vs_brute();
     test_edge_cases();
     test_piso_vs_ref();
     return test_finish();

@@ -78,6 +78,22 @@ static void test_legacy_hand(void) {
     CHECK(bad == 0, "Q5_1 hand block: %d wrong", bad);
 }
 
+static void test_iq4nl_hand(void) {
+    /* IQ4_NL: d = 0.5, nibble layout as Q4_0; x = d * table[q], table from llamacpp-formats.md §2 */
+    static const int table[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    uint8_t b[18];
+    float y[32];
+    b[0] = 0x00, b[1] = 0x38;
+    for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)(j | (15 - j) << 4);
+    piso_ggml_dequantize_row(GGML_T_IQ4_NL, b, y, 32);
+    int bad = 0;
+    for (int j = 0; j < 16; j++) bad += y[j] != 0.5f * table[j], bad += y[j + 16] != 0.5f * table[15 - j];
+    CHECK(bad == 0, "IQ4_NL hand block: %d wrong", bad);
+    CHECK(piso_ggml_block_bytes(GGML_T_IQ4_NL) == 18 && piso_ggml_block_elems(GGML_T_IQ4_NL) == 32, "IQ4_NL size");
+    /* nearest index: ties go to the upper value (midpoint of 1 and 13 is 7) */
+    CHECK(piso_iq4nl_index(7.0f) == 9 && piso_iq4nl_index(6.9f) == 8 && piso_iq4nl_index(-200) == 0, "index rule");
+}
+
 static void test_k_hand(void) {
     uint8_t b[210];
     float y[256];
@@ -224,14 +240,14 @@ static void test_reference_rules(void) {
         if (x[i] == mn) imin = i;
     CHECK_NEAR(y[imin], piso_fp16_to_fp32(piso_fp32_to_fp16(mn)), 0, "Q4_1 ref: min element");
     /* every reference rule reconstructs within a few percent of the range */
-    const int ts[8] = {GGML_T_Q8_0, GGML_T_Q4_0, GGML_T_Q4_1, GGML_T_Q5_0, GGML_T_Q5_1, GGML_T_Q4_K, GGML_T_Q5_K, GGML_T_Q6_K};
-    const double tol[8] = {0.005, 0.07, 0.05, 0.035, 0.04, 0.08, 0.04, 0.02}; /* weighted fits may clip a light outlier */
+    const int ts[9] = {GGML_T_Q8_0, GGML_T_Q4_0, GGML_T_Q4_1, GGML_T_Q5_0, GGML_T_Q5_1, GGML_T_Q4_K, GGML_T_Q5_K, GGML_T_Q6_K, GGML_T_IQ4_NL};
+    const double tol[9] = {0.005, 0.07, 0.05, 0.035, 0.04, 0.08, 0.04, 0.02, 0.1}; /* weighted fits may clip a light outlier */
     static float big[512], out[512];
     static uint8_t q[2 * 8 * 34];
     for (int i = 0; i < 512; i++) big[i] = frand();
     float imat[512];
     for (int i = 0; i < 512; i++) imat[i] = 0.5f + frand() * frand();
-    for (int k = 0; k < 8; k++)
+    for (int k = 0; k < 9; k++)
         for (int with_im = 0; with_im < 2; with_im++) {
             piso_ggml_quantize_ref(ts[k], big, q, 2, 256, with_im ? imat : NULL);
             piso_ggml_dequantize_row(ts[k], q, out, 256);
@@ -246,6 +262,7 @@ int main(void) {
     test_sizes();
     test_legacy_hand();
     test_k_hand();
+    test_iq4nl_hand();
     test_round_trips();
     test_reference_rules();
     return test_finish();

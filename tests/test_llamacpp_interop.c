@@ -1,5 +1,5 @@
 /* Proof that real llama.cpp runs piso's GGUF files: stories260K is exported to F32, Q8_0, Q4_0 and
- * Q4_K (piso scales) and Q4_0 (llamacpp-ref scales); llama.cpp (npm node-llama-cpp, prebuilt CPU
+ * Q4_K and IQ4_NL (piso scales) and Q4_0 (llamacpp-ref scales); llama.cpp (npm node-llama-cpp, prebuilt CPU
  * build, installed by scripts/setup-llamacpp.sh) evaluates a token sequence from each file, and its
  * next-token log-probabilities must match piso's own evaluator on the same file: tightly for F32,
  * within quantization noise otherwise (llama.cpp rounds activations to Q8 for quantized matmuls
@@ -124,6 +124,7 @@ int main(void) {
         {"Q4_0", "piso", 0.1, 0.015, 0},
         {"Q4_0", "llamacpp-ref", 0.1, 0.015, 0},
         {"Q4_K", "piso", 0.1, 0.015, 0},
+        {"IQ4_NL", "piso", 0.1, 0.015, 0},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const struct tcase *tc = &cases[c];

@@ -16,11 +16,15 @@
 int piso_block_sweep(const float *x, const float *w, int n, int lo, int hi, int allow_negative,
                      uint16_t *d16, int *L, double *E16, double *E_real);
 
+/* The same for a sorted table of levels t[nv] (IQ4_NL: piso_iq4nl_values); L receives table indices. */
+int piso_block_sweep_table(const float *x, const float *w, int n, const int8_t *t, int nv, int allow_negative,
+                           uint16_t *d16, int *L, double *E16, double *E_real);
+
 /* Weighted error of a packed block against x (n = block size), for comparisons and tests. */
 double piso_block_error(int type, const void *blk, const float *x, const float *w);
 
 /* Quantizes rows with piso's exact scales. weights: [n_per_row] column importances (NULL: all one).
- * For the symmetric formats (Q8_0, Q4_0, Q5_0) the result is exact on the fp16 grid; for Q4_1/Q5_1
+ * For the symmetric formats (Q8_0, Q4_0, Q5_0, IQ4_NL) the result is exact on the fp16 grid; for Q4_1/Q5_1
  * the scale is exact given the min (alternating refits of the min); for K-quants the sub-block
  * scales and mins come from the exact sweep, the super-block scales from the same sweep on the
  * sub-block scales, and each block is kept only if it beats llama.cpp's rule (with the same

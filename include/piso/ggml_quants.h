@@ -11,8 +11,9 @@
 #define PISO_QK 32    /* block size of the legacy formats */
 #define PISO_QK_K 256 /* super-block size of the K-quants */
 
-/* Decoded legacy block (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1): x = d*(q - zero) (+ m for _1 types).
- * q holds the stored code: Q8_0 signed -127..127, Q4_0 0..15, Q5_0 0..31, Q4_1 0..15, Q5_1 0..31. */
+/* Decoded legacy block (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1, IQ4_NL): x = d*(q - zero) (+ m for _1 types;
+ * IQ4_NL: x = d*value[q]). q holds the stored code: Q8_0 signed -127..127, Q4_0/IQ4_NL 0..15,
+ * Q5_0 0..31, Q4_1 0..15, Q5_1 0..31. */
 struct piso_blk32 {
     uint16_t d, m; /* fp16 bits; m only for Q4_1/Q5_1 */
     int16_t q[PISO_QK];
@@ -71,5 +72,11 @@ void piso_ggml_q5_k_to_float(const void *src, float *dst, int64_t k);
 void piso_ggml_q5_k_from_float(const float *src, void *dst, int64_t k);
 void piso_ggml_q6_k_to_float(const void *src, float *dst, int64_t k);
 void piso_ggml_q6_k_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_iq4_nl_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_iq4_nl_from_float(const float *src, void *dst, int64_t k);
+
+/* IQ4_NL's non-uniform levels (x = d·value[q]) and the nearest-index rule (ties to the upper). */
+extern const int8_t piso_iq4nl_values[16];
+int piso_iq4nl_index(float v);
 
 #endif

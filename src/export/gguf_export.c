@@ -40,6 +40,7 @@ int piso_gguf_file_type(int type) {
     case GGML_T_Q4_K: return 15; /* Q4_K_M */
     case GGML_T_Q5_K: return 17; /* Q5_K_M */
     case GGML_T_Q6_K: return 18;
+    case GGML_T_IQ4_NL: return 25;
     case GGML_T_BF16: return 32;
     default: return -1;
     }
@@ -206,7 +207,7 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
                            c->has_qkv_bias ? "q/k/v biases (qwen2)" : "q/k norms (qwen3)");
     const struct piso_ggml_traits *tr = piso_ggml_traits(o->type);
     if (!tr || !tr->to_float || !tr->from_float)
-        return piso_errorf("GGUF export: type %s is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
+        return piso_errorf("GGUF export: type %s is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL)",
                            tr ? tr->name : "?");
     const int quantized = piso_ggml_is_block_type(o->type);
     const int out_type = o->output_type >= 0 ? o->output_type : quantized ? GGML_T_Q6_K : o->type;

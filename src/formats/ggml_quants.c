@@ -8,6 +8,22 @@
 
 #define GROUP_MAX_EPS 1e-15f
 
+const int8_t piso_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* Index of the table value nearest to v (ties to the upper one), as ggml's best_index_int8. */
+int piso_iq4nl_index(float v) {
+    const int8_t *t = piso_iq4nl_values;
+    if (v <= t[0]) return 0;
+    if (v >= t[15]) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (v < t[mid]) hi = mid;
+        else lo = mid;
+    }
+    return v - t[hi - 1] < t[hi] - v ? hi - 1 : hi;
+}
+
 /* ggml's nearest_int rounds half to even (the 1.5*2^23 trick); lrintf does the same. */
 static inline int nearest_int(float f) { return (int)lrintf(f); }
 static inline float h2f(uint16_t h) { return piso_fp16_to_fp32(h); }
@@ -17,7 +33,7 @@ static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? 
 int piso_ggml_is_block_type(int t) {
     switch (t) {
     case GGML_T_Q8_0: case GGML_T_Q4_0: case GGML_T_Q4_1: case GGML_T_Q5_0: case GGML_T_Q5_1:
-    case GGML_T_Q4_K: case GGML_T_Q5_K: case GGML_T_Q6_K:
+    case GGML_T_Q4_K: case GGML_T_Q5_K: case GGML_T_Q6_K: case GGML_T_IQ4_NL:
         return 1;
     default:
         return 0;
@@ -32,6 +48,7 @@ int piso_ggml_block_bytes(int t) {
     switch (t) {
     case GGML_T_Q8_0: return 34;
     case GGML_T_Q4_0: return 18;
+    case GGML_T_IQ4_NL: return 18;
     case GGML_T_Q4_1: return 20;
     case GGML_T_Q5_0: return 22;
     case GGML_T_Q5_1: return 24;
@@ -100,6 +117,7 @@ void piso_blk32_to_float(int type, const struct piso_blk32 *b, float *y) {
         case GGML_T_Q8_0: y[i] = (float)b->q[i] * d; break;
         case GGML_T_Q4_0: y[i] = (float)(b->q[i] - 8) * d; break;
         case GGML_T_Q5_0: y[i] = (float)(b->q[i] - 16) * d; break;
+        case GGML_T_IQ4_NL: y[i] = d * (float)piso_iq4nl_values[b->q[i] & 15]; break;
         default: y[i] = (float)b->q[i] * d + m; break; /* Q4_1, Q5_1 */
         }
     }
@@ -392,8 +410,50 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
 
 /* ---- reference quantizers, one block or super-block at a time -------------------------------- */
 
+/* IQ4_NL (quantize_iq4_nl, the default path): 16 candidate scales around max/±127 with the weights
+ * x² (or h·sqrt(σ² + x²), σ² = 2·mean square of the block), then levels for the fp32 scale. */
+static void ref_iq4nl(const float *x, const float *qw, struct piso_blk32 *b) {
+    const int8_t *v = piso_iq4nl_values;
+    float w[32], sigma2 = 0;
+    for (int j = 0; j < 32; j++) sigma2 += x[j] * x[j];
+    sigma2 *= 2.f / 32;
+    for (int j = 0; j < 32; j++) w[j] = qw ? qw[j] * sqrtf(sigma2 + x[j] * x[j]) : x[j] * x[j];
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; j++)
+        if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+    float d = 0;
+    if (amax >= GROUP_MAX_EPS) {
+        d = -max / v[0];
+        float id = 1 / d, sumqx = 0, sumq2 = 0;
+        for (int j = 0; j < 32; j++) {
+            float q = v[piso_iq4nl_index(id * x[j])];
+            sumqx += w[j] * q * x[j];
+            sumq2 += w[j] * q * q;
+        }
+        d = sumq2 > 0 ? sumqx / sumq2 : 0.f;
+        float best = d * sumqx;
+        for (int itry = -7; itry <= 7; ++itry) {
+            id = (itry + v[0]) / max;
+            sumqx = sumq2 = 0;
+            for (int j = 0; j < 32; j++) {
+                float q = v[piso_iq4nl_index(id * x[j])];
+                sumqx += w[j] * q * x[j];
+                sumq2 += w[j] * q * q;
+            }
+            if (sumq2 > 0 && sumqx * sumqx > best * sumq2) d = sumqx / sumq2, best = d * sumqx;
+        }
+    }
+    b->d = f2h(d);
+    const float id = d ? 1 / d : 0;
+    for (int j = 0; j < 32; j++) b->q[j] = (int16_t)piso_iq4nl_index(id * x[j]);
+}
+
 static void ref_blk32(int type, const float *x, const float *qw, float sigma2, struct piso_blk32 *b) {
     memset(b, 0, sizeof *b);
+    if (type == GGML_T_IQ4_NL) {
+        ref_iq4nl(x, qw, b);
+        return;
+    }
     if (type == GGML_T_Q8_0) { /* d = amax/127, q = round(x/d); the imatrix is ignored */
         float amax = 0;
         for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
@@ -585,3 +645,5 @@ void piso_ggml_q5_k_to_float(const void *src, float *dst, int64_t k) { piso_ggml
 void piso_ggml_q5_k_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q5_K, src, dst, 1, k, NULL); }
 void piso_ggml_q6_k_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q6_K, src, dst, k); }
 void piso_ggml_q6_k_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q6_K, src, dst, 1, k, NULL); }
+void piso_ggml_iq4_nl_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_IQ4_NL, src, dst, k); }
+void piso_ggml_iq4_nl_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_IQ4_NL, src, dst, 1, k, NULL); }

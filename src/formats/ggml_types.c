@@ -74,7 +74,7 @@ static const struct piso_ggml_traits ggml_traits[GGML_T_COUNT] = {
     [GGML_T_Q5_K] = {"q5_K", 256, 176, piso_ggml_q5_k_to_float, piso_ggml_q5_k_from_float},
     [GGML_T_Q6_K] = {"q6_K", 256, 210, piso_ggml_q6_k_to_float, piso_ggml_q6_k_from_float},
     [GGML_T_Q8_K] = {"q8_K", 256, 292, NULL, NULL},
-    [GGML_T_IQ4_NL] = {"iq4_nl", 32, 18, NULL, NULL},
+    [GGML_T_IQ4_NL] = {"iq4_nl", 32, 18, piso_ggml_iq4_nl_to_float, piso_ggml_iq4_nl_from_float},
     [GGML_T_MXFP4] = {"mxfp4", 32, 17, NULL, NULL},
 };
 

@@ -168,6 +168,132 @@ int piso_block_sweep(const float *x, const float *w, int n, int lo, int hi, int 
     return 0;
 }
 
+/* ---- non-uniform levels (IQ4_NL) ---------------------------------------------------------- */
+
+/* Nearest table index to v (ties to the upper), for a sorted table t[nv]. */
+static int table_index(const int8_t *t, int nv, double v) {
+    if (v <= t[0]) return 0;
+    if (v >= t[nv - 1]) return nv - 1;
+    int lo = 0, hi = nv - 1;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (v < t[mid]) hi = mid;
+        else lo = mid;
+    }
+    return v - t[hi - 1] < t[hi] - v ? hi - 1 : hi;
+}
+
+static double table_error(const float *x, const float *w, int n, const int8_t *t, int nv, float d, int *L) {
+    double e = 0;
+    for (int i = 0; i < n; i++) {
+        int l = d != 0.0f ? table_index(t, nv, (double)x[i] / d) : table_index(t, nv, 0);
+        double r = (double)x[i] - (double)(d * (float)t[l]);
+        /* near a midpoint, the fp32 products decide: keep the neighbour with the smaller residual */
+        for (int k = l - 1; k <= l + 1; k += 2) {
+            if (k < 0 || k >= nv) continue;
+            const double rk = (double)x[i] - (double)(d * (float)t[k]);
+            if (fabs(rk) < fabs(r)) r = rk, l = k;
+        }
+        if (L) L[i] = l;
+        e += (double)w[i] * r * r;
+    }
+    return e;
+}
+
+/* The same sweep for a sorted level table: as s = 1/d grows, element i walks from the level nearest
+ * 0 towards the end of its sign, crossing the midpoints μ_k at s = μ_k / x_i. */
+int piso_block_sweep_table(const float *x, const float *w_in, int n, const int8_t *t, int nv, int allow_neg,
+                           uint16_t *d16, int *L, double *E16, double *E_real) {
+    if (n < 1 || n > 256 || nv < 2 || nv > 64) return piso_errorf("block sweep: bad size %d or table of %d", n, nv);
+    float wbuf[256];
+    const float *w = w_in;
+    double wsum = 0;
+    for (int i = 0; i < n && w; i++) wsum += w[i];
+    if (!w || wsum <= 0) {
+        for (int i = 0; i < n; i++) wbuf[i] = 1.0f;
+        w = wbuf;
+    }
+    double Sxx = 0;
+    for (int i = 0; i < n; i++) Sxx += (double)w[i] * x[i] * x[i];
+    const int i0 = table_index(t, nv, 0.0);
+    struct interval *iv = malloc(sizeof *iv * ((size_t)n * (size_t)nv * 2 + 4));
+    if (!iv) return piso_errorf("block sweep: out of memory");
+    int n_iv = 0, best_iv = -1;
+    double Er = Sxx;
+    for (int sign = 1; sign >= -1; sign -= 2) {
+        if (sign < 0 && !allow_neg) break;
+        struct hnode heap[256];
+        int nh = 0, cur[256];
+        double S1 = 0, S2 = 0;
+        for (int i = 0; i < n; i++) {
+            const double xs = sign * (double)x[i];
+            cur[i] = i0;
+            S1 += (double)w[i] * xs * t[i0];
+            S2 += (double)w[i] * t[i0] * t[i0];
+            if (w[i] == 0 || xs == 0) continue;
+            /* next midpoint in the walking direction */
+            if (xs > 0 && i0 < nv - 1) heap[nh++] = (struct hnode){0.5 * (t[i0] + t[i0 + 1]) / xs, i, i0 + 1};
+            if (xs < 0 && i0 > 0) heap[nh++] = (struct hnode){0.5 * (t[i0 - 1] + t[i0]) / xs, i, i0 - 1};
+        }
+        for (int j = nh / 2 - 1; j >= 0; j--) heap_down(heap, nh, j);
+        double s_prev = 0;
+        for (;;) {
+            if (S2 > 0 && S1 > 0) {
+                const double Estar = Sxx - S1 * S1 / S2;
+                iv[n_iv] = (struct interval){Estar, S1, S2, s_prev, nh > 0 ? heap[0].s : INFINITY, sign};
+                if (Estar < Er) Er = Estar, best_iv = n_iv;
+                n_iv++;
+            }
+            if (nh == 0) break;
+            const double s = heap[0].s;
+            while (nh > 0 && heap[0].s == s) {
+                const int i = heap[0].i, to = heap[0].k, from = cur[i];
+                const double xs = sign * (double)x[i];
+                S1 += (double)w[i] * xs * (t[to] - t[from]);
+                S2 += (double)w[i] * ((double)t[to] * t[to] - (double)t[from] * t[from]);
+                cur[i] = to;
+                if (xs > 0 && to < nv - 1) heap[0] = (struct hnode){0.5 * (t[to] + t[to + 1]) / xs, i, to + 1};
+                else if (xs < 0 && to > 0) heap[0] = (struct hnode){0.5 * (t[to - 1] + t[to]) / xs, i, to - 1};
+                else heap[0] = heap[--nh];
+                heap_down(heap, nh, 0);
+            }
+            s_prev = s;
+        }
+    }
+    if (E_real) *E_real = Er < 0 ? 0 : Er;
+    /* fp16 stage: as for the integer levels, with the table's RTN */
+    uint16_t best_h = 0;
+    double best = table_error(x, w, n, t, nv, 0.0f, NULL);
+    int m = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            m = 0;
+            for (int k = 0; k < n_iv; k++)
+                if (iv[k].Estar < best * (1 - 1e-12)) iv[m++] = iv[k];
+            qsort(iv, (size_t)m, sizeof *iv, cmp_interval);
+        }
+        for (int k = pass ? 0 : best_iv; pass ? k < m : (k >= 0 && k == best_iv); k++) {
+            const struct interval *I = &iv[k];
+            if (pass && I->Estar >= best * (1 - 1e-12)) break;
+            const double dL = I->S1 / I->S2, d_lo = 1.0 / I->s_b, d_hi = I->s_a > 0 ? 1.0 / I->s_a : INFINITY;
+            const double tt = dL < d_lo ? d_lo : dL > d_hi ? d_hi : dL;
+            const int h = f2h((float)tt);
+            for (int hh = h - 1; hh <= h + 1; hh++) {
+                if (hh < 1 || hh > 0x7bff) continue;
+                const uint16_t bits = (uint16_t)(hh | (I->sign < 0 ? 0x8000 : 0));
+                const double e = table_error(x, w, n, t, nv, h2f(bits), NULL);
+                if (e < best) best = e, best_h = bits;
+            }
+            if (!pass) break;
+        }
+    }
+    free(iv);
+    if (d16) *d16 = best_h;
+    if (E16) *E16 = best;
+    if (L) table_error(x, w, n, t, nv, h2f(best_h), L);
+    return 0;
+}
+
 /* ---- block error ----------------------------------------------------------------------------- */
 
 double piso_block_error(int type, const void *blk, const float *x, const float *w) {
@@ -247,6 +373,12 @@ static double affine_fit(const float *x, const float *w, int n, int nmax, int fp
 
 static void piso_blk32(int type, const float *x, const float *w, struct piso_blk32 *b) {
     memset(b, 0, sizeof *b);
+    if (type == GGML_T_IQ4_NL) {
+        int L[32];
+        piso_block_sweep_table(x, w, 32, piso_iq4nl_values, 16, 1, &b->d, L, NULL, NULL);
+        for (int i = 0; i < 32; i++) b->q[i] = (int16_t)L[i];
+        return;
+    }
     if (type == GGML_T_Q4_1 || type == GGML_T_Q5_1) {
         const int nmax = type == GGML_T_Q4_1 ? 15 : 31;
         float a, m;
@@ -441,6 +573,11 @@ static float round_elem32(int type, struct piso_blk32 *b, int idx, float w) {
         const int q = d != 0.0f ? clampi(nearest_int((w - m) / d), 0, nmax) : 0;
         b->q[idx] = (int16_t)q;
         return (float)q * d + m;
+    }
+    if (type == GGML_T_IQ4_NL) {
+        const int q = table_index(piso_iq4nl_values, 16, d != 0.0f ? (double)w / d : 0.0);
+        b->q[idx] = (int16_t)q;
+        return d * (float)piso_iq4nl_values[q];
     }
     const int lo = type == GGML_T_Q8_0 ? -127 : type == GGML_T_Q4_0 ? -8 : -16;
     const int hi = type == GGML_T_Q8_0 ? 127 : -lo - 1, zero = type == GGML_T_Q8_0 ? 0 : -lo;
