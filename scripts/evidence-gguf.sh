@@ -44,7 +44,7 @@ row() { # type label args...
 echo "| type | scales | file bytes | PPL (llama.cpp) | KLD vs F32 | same top-1 | PPL (piso) |"
 echo "|---|---|---:|---:|---:|---:|---:|"
 row F32 reference
-for t in Q8_0 Q4_0 Q4_K Q5_K Q6_K; do
+for t in Q8_0 Q4_0 Q4_K Q5_K Q6_K IQ4_NL; do
     row $t "llamacpp-ref" --scale llamacpp-ref
     row $t "llamacpp-ref+imatrix" --scale llamacpp-ref --imatrix "$OUT/imatrix.gguf"
     row $t "piso" --scale piso
@@ -61,7 +61,7 @@ if [ -n "${LLAMA_QUANTIZE:-}" ]; then
     echo
     echo "| llama-quantize ftype | imatrix | file bytes | PPL (llama.cpp) | KLD vs F32 | same top-1 |"
     echo "|---|---|---:|---:|---:|---:|"
-    for ft in Q8_0 Q4_0 Q4_K_M Q5_K_M Q6_K; do
+    for ft in Q8_0 Q4_0 Q4_K_M Q5_K_M Q6_K IQ4_NL; do
         for im in no yes; do
             f="$OUT/llama-quantize-$ft-$im.gguf"
             if [ $im = yes ]; then "$LLAMA_QUANTIZE" --imatrix "$OUT/imatrix.gguf" "$OUT/F32-reference.gguf" "$f" $ft 1 >/dev/null 2>&1
@@ -71,7 +71,7 @@ if [ -n "${LLAMA_QUANTIZE:-}" ]; then
         done
     done
     echo
-    for t in Q8_0 Q4_0 Q4_1 Q5_0 Q5_1; do
+    for t in Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 IQ4_NL; do
         for im in no yes; do
             a="$OUT/cmp-piso-$t-$im.gguf" b="$OUT/cmp-llama-$t-$im.gguf"
             args=(); [ $im = yes ] && args=(--imatrix "$OUT/imatrix.gguf")
