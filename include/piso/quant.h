@@ -23,8 +23,11 @@ struct piso_grid {
 /* format: int2..int8, fp4_e2m1 (alias e2m1), e2m3, e3m2, e4m3 (OCP, max 448), e5m2 (OCP, no inf/NaN).
  * narrow: symmetric integer range -(2^(b-1)-1)..2^(b-1)-1 (ignored for floats). */
 int piso_grid_init(struct piso_grid *g, const char *format, int narrow);
-/* Nearest grid value to x (ties broken away from... see implementation); writes its index. */
+/* Nearest grid value to x, clamped to the range; ties go to the even code (round-half-even for
+ * integers, even mantissa for minifloats). Writes its index into g->v when index != NULL. */
 float piso_grid_round(const struct piso_grid *g, float x, int *index);
+int piso_grid_zero_index(const struct piso_grid *g); /* index of 0 in g->v */
+float piso_grid_maxabs(const struct piso_grid *g);   /* max |v| (8 for int4, 7 for int4 narrow) */
 
 enum piso_scale_method {
     PISO_SCALE_ABSMAX = 0,
@@ -50,8 +53,20 @@ float piso_solve_scale_dense(const float *w, int n, const float *H, int ldh, con
  * u_i = hdiag_i·w_i. */
 float piso_solve_scale_diag(const float *w, int n, const float *hdiag, const double *u,
                             const struct piso_grid *g, int allow_negative, double *E_out);
+/* absmax: max|w| / max|grid| (1 for an all-zero vector). */
 float piso_scale_absmax(const float *w, int n, const struct piso_grid *g);
+/* mse-grid: the best of the 20 scales (k/20)·absmax, k = 1..20, for ||w − s·q(w; s)||². */
 float piso_scale_mse_grid(const float *w, int n, const struct piso_grid *g);
+/* E(s) = s²·qᵀHq − 2s·qᵀu at a given scale, q = round(w/s) as piso_grid_round does (fp64 sums).
+ * H dense with leading dimension ldh; u may be NULL (then u = H·w). */
+double piso_objective_dense(const float *w, int n, const float *H, int ldh, const double *u,
+                            const struct piso_grid *g, float s);
+
+/* Group-interleaved GPTQ/Qronos (algorithms.md §2.9) needs one group's scale from the current
+ * (error-diffused) weights w_g, the block H_gg of the full Hessian and a target u_g:
+ *     s_g = piso_solve_scale_dense(w + j0, g, H + j0*ldh + j0, ldh, u_g, grid, 1, NULL);
+ * with u_g = G_gg·w_g for the independent variant, or the §2.8 cross-group target
+ * u_g = (G·w_orig)_g − H_{g,¬g}·v_{¬g}. The caller then rounds w_g/s_g with piso_grid_round. */
 
 /* ---- a whole layer ------------------------------------------------------------------------- */
 /* W [N, D] row-major; H [D, D] symmetric PSD; G [D, D] optional (NULL: G = H). */
@@ -82,5 +97,22 @@ struct piso_layer_result {
 int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_quant_opts *opts,
                         struct piso_layer_result *r);
 void piso_layer_result_free(struct piso_layer_result *r);
+
+/* ---- problem files (piso layer --problem) -------------------------------------------------- */
+/* A loaded problem owns its arrays. The file holds F32 `weight` [N, D] and either `hessian`
+ * [D, D] (+ optional `cross` [D, D] = G) or `inputs` [T, D] = X̃ (+ optional `inputs_float`
+ * [T, D] = X), from which H = X̃ᵀX̃ and G = X̃ᵀX are built. Validation: shapes, finite values,
+ * symmetric H with non-negative diagonal, and PSD via a Cholesky factorisation of
+ * H + 1e-4·max(diag H)·I (so singular PSD matrices and fp32 rounding noise pass). */
+struct piso_problem {
+    int64_t N, D;
+    float *W;  /* [N, D] */
+    float *H;  /* [D, D] */
+    float *G;  /* [D, D] or NULL */
+};
+int piso_problem_load(const char *path, struct piso_problem *p);
+/* Validates H (symmetric, diag >= 0, PSD as above); `what` names it in messages. */
+int piso_check_hessian(const float *H, int64_t D, const char *what);
+void piso_problem_free(struct piso_problem *p);
 
 #endif

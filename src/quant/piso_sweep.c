@@ -1,0 +1,272 @@
+/* The exact PiSO sweep (shared/docs/algorithms.md §2.2–2.6): every interval between consecutive
+ * breakpoints of round-to-nearest is visited in order of decreasing scale, q changes by one grid
+ * step per event, and a = qᵀu, b = qᵀHq are updated incrementally; on each interval the convex
+ * parabola E(s) = b·s² − 2a·s is minimised over the (slightly shrunk) interval.
+ *
+ * Dense H costs O(n) per event (h = H·q is kept up to date); events are processed in chunks so
+ * that the h update streams C rows of H through a tile of h held in cache. Diagonal H costs O(1)
+ * per event. Negative scales are a second positive sweep on (−w, −u) (§2.2 fact 5). */
+#include "piso/quant.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Candidates stay this far (relative) inside their interval, so that rounding the fp32 scale and
+ * the fp32 division w/s cannot move any entry across a midpoint (each is ~6e-8 relative). */
+#define SWEEP_MARGIN 2.5e-7
+#define SWEEP_CHUNK 64
+#define SWEEP_TILE 1024
+
+struct sweep_event {
+    double s;    /* breakpoint: q[i] takes one step away from 0 when the scale drops below s */
+    int32_t i;   /* entry */
+    float delta; /* the step (signed) */
+};
+
+struct sweep_best {
+    double s, E;
+};
+
+/* LSD radix sort of the events by s ascending (s > 0, so the IEEE bits order like the values);
+ * 16-bit digits, passes where every key shares the digit are skipped. */
+static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t T) {
+    static const int DIG = 16, NB = 1 << 16;
+    uint32_t *count = malloc(sizeof(uint32_t) * (size_t)NB);
+    struct sweep_event *src = ev, *dst = tmp;
+    for (int pass = 0; pass < 4; pass++) {
+        int shift = pass * DIG;
+        memset(count, 0, sizeof(uint32_t) * (size_t)NB);
+        for (int64_t t = 0; t < T; t++) {
+            uint64_t k;
+            memcpy(&k, &src[t].s, 8);
+            count[(k >> shift) & (NB - 1)]++;
+        }
+        uint64_t k0;
+        memcpy(&k0, &src[0].s, 8);
+        if (count[(k0 >> shift) & (NB - 1)] == (uint32_t)T) continue; /* all share this digit */
+        uint32_t sum = 0;
+        for (int b = 0; b < NB; b++) {
+            uint32_t c = count[b];
+            count[b] = sum;
+            sum += c;
+        }
+        for (int64_t t = 0; t < T; t++) {
+            uint64_t k;
+            memcpy(&k, &src[t].s, 8);
+            dst[count[(k >> shift) & (NB - 1)]++] = src[t];
+        }
+        struct sweep_event *x = src;
+        src = dst;
+        dst = x;
+    }
+    if (src != ev) memcpy(ev, src, sizeof *ev * (size_t)T);
+    free(count);
+}
+
+/* Events of the positive-scale sweep for sign·w: returns their number (sorted ascending). */
+static int64_t build_events(const float *w, int n, double sign, const struct piso_grid *g,
+                            struct sweep_event *ev, struct sweep_event *tmp) {
+    int z = piso_grid_zero_index(g);
+    double inv_mu[PISO_GRID_MAX];
+    float step[PISO_GRID_MAX];
+    for (int k = 0; k + 1 < g->n; k++) {
+        inv_mu[k] = 2.0 / ((double)g->v[k] + (double)g->v[k + 1]);
+        step[k] = g->v[k + 1] - g->v[k];
+    }
+    int64_t T = 0;
+    for (int i = 0; i < n; i++) {
+        double x = sign * (double)w[i];
+        if (x > 0) {
+            for (int k = z; k + 1 < g->n; k++) ev[T++] = (struct sweep_event){x * inv_mu[k], i, step[k]};
+        } else if (x < 0) {
+            for (int k = z - 1; k >= 0; k--) ev[T++] = (struct sweep_event){x * inv_mu[k], i, -step[k]};
+        }
+    }
+    if (T > 1) sort_events(ev, tmp, T);
+    return T;
+}
+
+static int64_t max_events(int n, const struct piso_grid *g) {
+    int z = piso_grid_zero_index(g);
+    int up = g->n - 1 - z, down = z;
+    return (int64_t)n * (up > down ? up : down);
+}
+
+/* Minimises b·s² − 2a·s over the interval (s_lo, s_hi) shrunk by the margin. */
+static void consider(double a, double b, double s_lo, double s_hi, struct sweep_best *best) {
+    if (!(b > 0)) return; /* q ≠ 0 but X̃q = 0: E = 0 here, never better than q = 0 */
+    double lo = s_lo > 0 ? s_lo * (1 + SWEEP_MARGIN) : s_hi * 1e-12;
+    double hi = s_hi * (1 - SWEEP_MARGIN);
+    if (lo > hi) lo = hi = 0.5 * (s_lo + s_hi);
+    double s = a / b;
+    if (s < lo) s = lo;
+    if (s > hi) s = hi;
+    double E = s * (b * s - 2 * a);
+    if (E < best->E) {
+        best->E = E;
+        best->s = s;
+    }
+}
+
+/* Dense sweep over sorted events (visited from the largest s down). h[n] is scratch. */
+static void sweep_dense(const struct sweep_event *ev, int64_t T, const float *H, int ldh, int n,
+                        const double *u, double sign, float *h, struct sweep_best *best) {
+    memset(h, 0, sizeof(float) * (size_t)n);
+    double a = 0, b = 0;
+    int32_t idx[SWEEP_CHUNK];
+    float dl[SWEEP_CHUNK];
+    for (int64_t t = T - 1; t >= 0;) {
+        int C = 0;
+        for (; C < SWEEP_CHUNK && t >= 0; C++, t--) {
+            const struct sweep_event *e = &ev[t];
+            int i = e->i;
+            float d = e->delta;
+            const float *Hi = H + (int64_t)i * ldh;
+            /* h_i as it is after the earlier events of this chunk (not yet added to h) */
+            double hi = h[i];
+            for (int c = 0; c < C; c++) hi += (double)dl[c] * Hi[idx[c]];
+            b += 2.0 * d * hi + (double)d * d * Hi[i];
+            a += (double)d * sign * u[i];
+            idx[C] = i;
+            dl[C] = d;
+            if (t == 0) consider(a, b, 0, e->s, best);
+            else if (ev[t - 1].s != e->s) consider(a, b, ev[t - 1].s, e->s, best);
+        }
+        /* h += Σ_c dl[c]·H[idx[c], :] (H symmetric: row = column), one tile of h at a time */
+        for (int j0 = 0; j0 < n; j0 += SWEEP_TILE) {
+            int j1 = j0 + SWEEP_TILE < n ? j0 + SWEEP_TILE : n;
+            for (int c = 0; c < C; c++) {
+                const float *restrict row = H + (int64_t)idx[c] * ldh;
+                float *restrict hh = h;
+                float d = dl[c];
+#pragma omp simd
+                for (int j = j0; j < j1; j++) hh[j] += d * row[j];
+            }
+        }
+    }
+}
+
+static void sweep_diag(const struct sweep_event *ev, int64_t T, const float *hdiag, const double *u,
+                       const float *w, double sign, float *q, struct sweep_best *best) {
+    (void)w;
+    double a = 0, b = 0;
+    for (int64_t t = T - 1; t >= 0; t--) {
+        const struct sweep_event *e = &ev[t];
+        int i = e->i;
+        double d = e->delta, hii = hdiag ? hdiag[i] : 1.0;
+        b += hii * (2.0 * q[i] * d + d * d);
+        q[i] += e->delta;
+        a += d * sign * u[i];
+        if (t == 0) consider(a, b, 0, e->s, best);
+        else if (ev[t - 1].s != e->s) consider(a, b, ev[t - 1].s, e->s, best);
+    }
+}
+
+double piso_objective_dense(const float *w, int n, const float *H, int ldh, const double *u,
+                            const struct piso_grid *g, float s) {
+    double *q = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    for (int i = 0; i < n; i++) q[i] = piso_grid_round(g, w[i] / s, NULL);
+    double a = 0, b = 0;
+    for (int i = 0; i < n; i++) {
+        if (q[i] == 0) continue;
+        const float *Hi = H + (int64_t)i * ldh;
+        double hi = 0;
+        for (int j = 0; j < n; j++) hi += Hi[j] * q[j];
+        b += q[i] * hi;
+        if (u) {
+            a += q[i] * u[i];
+        } else {
+            double ui = 0;
+            for (int j = 0; j < n; j++) ui += (double)Hi[j] * w[j];
+            a += q[i] * ui;
+        }
+    }
+    free(q);
+    return (double)s * s * b - 2.0 * s * a;
+}
+
+static double objective_diag(const float *w, int n, const float *hdiag, const double *u,
+                             const struct piso_grid *g, float s) {
+    double a = 0, b = 0;
+    for (int i = 0; i < n; i++) {
+        double q = piso_grid_round(g, w[i] / s, NULL);
+        double hii = hdiag ? hdiag[i] : 1.0;
+        b += hii * q * q;
+        a += q * (u ? u[i] : hii * w[i]);
+    }
+    return (double)s * s * b - 2.0 * s * a;
+}
+
+/* Shared driver: one or two positive sweeps, the exact recomputation at the fp32 scale, and the
+ * fallback when nothing beats q = 0. */
+static float solve(const float *w, int n, const float *H, int ldh, const float *hdiag,
+                   const double *u, const struct piso_grid *g, int allow_negative, double *E_out) {
+    int64_t Tmax = max_events(n, g);
+    struct sweep_event *ev = malloc(sizeof *ev * (size_t)(Tmax > 0 ? Tmax : 1));
+    struct sweep_event *tmp = malloc(sizeof *tmp * (size_t)(Tmax > 0 ? Tmax : 1));
+    float *scratch = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    double *udiag = NULL;
+    if (!H && !u) {
+        udiag = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+        for (int i = 0; i < n; i++) udiag[i] = (hdiag ? hdiag[i] : 1.0) * w[i];
+        u = udiag;
+    }
+    int nsign = (allow_negative && !g->symmetric) ? 2 : 1;
+    float s_best = 0;
+    double E_best = INFINITY;
+    for (int k = 0; k < nsign; k++) {
+        double sign = k == 0 ? 1.0 : -1.0;
+        struct sweep_best best = {0, INFINITY};
+        int64_t T = build_events(w, n, sign, g, ev, tmp);
+        if (T == 0) continue;
+        if (H) {
+            sweep_dense(ev, T, H, ldh, n, u, sign, scratch, &best);
+        } else {
+            memset(scratch, 0, sizeof(float) * (size_t)n);
+            sweep_diag(ev, T, hdiag, u, w, sign, scratch, &best);
+        }
+        if (!(best.E < 0)) continue;
+        float s = (float)(sign * best.s);
+        if (s == 0 || !isfinite(s)) continue;
+        double E = H ? piso_objective_dense(w, n, H, ldh, u, g, s) : objective_diag(w, n, hdiag, u, g, s);
+        if (E < E_best) {
+            E_best = E;
+            s_best = s;
+        }
+    }
+    if (!(E_best < 0)) {
+        /* nothing improves on q = 0 (all-zero w, dead inputs, a <= 0 everywhere) */
+        s_best = piso_scale_absmax(w, n, g);
+        E_best = H ? piso_objective_dense(w, n, H, ldh, u, g, s_best)
+                   : objective_diag(w, n, hdiag, u, g, s_best);
+    }
+    if (E_out) *E_out = E_best;
+    free(ev);
+    free(tmp);
+    free(scratch);
+    free(udiag);
+    return s_best;
+}
+
+float piso_solve_scale_dense(const float *w, int n, const float *H, int ldh, const double *u,
+                             const struct piso_grid *g, int allow_negative, double *E_out) {
+    double *uh = NULL;
+    if (!u) { /* u = H·w */
+        uh = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+        for (int i = 0; i < n; i++) {
+            double acc = 0;
+            for (int j = 0; j < n; j++) acc += (double)H[(int64_t)i * ldh + j] * w[j];
+            uh[i] = acc;
+        }
+        u = uh;
+    }
+    float s = solve(w, n, H, ldh, NULL, u, g, allow_negative, E_out);
+    free(uh);
+    return s;
+}
+
+float piso_solve_scale_diag(const float *w, int n, const float *hdiag, const double *u,
+                            const struct piso_grid *g, int allow_negative, double *E_out) {
+    return solve(w, n, NULL, 0, hdiag, u, g, allow_negative, E_out);
+}
