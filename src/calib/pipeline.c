@@ -123,7 +123,8 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     const float *Go = o->objective == PISO_OBJ_X_XQ ? G : NULL;
     struct piso_layer_result r, ra;
     memset(&r, 0, sizeof r), memset(&ra, 0, sizeof ra);
-    int rc;
+    int rc, was_quiet = piso_is_quiet();
+    piso_set_quiet(1); /* one progress line per layer is ours; the solvers' per-row lines are noise here */
     if (o->rounding == PISO_ROUND_RTN) {
         struct piso_layer_problem lp = {N, D, Wf, Ho, Go};
         rc = piso_rtn_layer(&lp, &o->ec.q, &r);
@@ -132,6 +133,7 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
         rc = o->rounding == PISO_ROUND_GPTQ ? piso_gptq_layer(&ep, &o->ec, &r, NULL)
                                             : piso_qronos_layer(&ep, &o->ec, &r, NULL);
     }
+    piso_set_quiet(was_quiet);
     piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);
     if (rc) return piso_error_context("quantizing %s [%lld, %lld]", rep->name, (long long)N, (long long)D);
     rep->seconds = piso_time() - t0;
@@ -139,7 +141,10 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     struct piso_quant_opts ao = o->ec.q;
     ao.method = PISO_SCALE_ABSMAX;
     struct piso_layer_problem lpa = {N, D, Wf, NULL, NULL};
-    if (piso_rtn_layer(&lpa, &ao, &ra)) {
+    piso_set_quiet(1);
+    int rca = piso_rtn_layer(&lpa, &ao, &ra);
+    piso_set_quiet(was_quiet);
+    if (rca) {
         piso_layer_result_free(&r);
         return piso_error_context("absmax baseline of %s", rep->name);
     }
