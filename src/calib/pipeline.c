@@ -1,5 +1,6 @@
 /* The block-by-block calibration pipeline (see piso/pipeline.h). */
 #include "piso/pipeline.h"
+#include "quant/ec_internal.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -68,14 +69,21 @@ static void acc_product(struct stats *s, const float *A, const float *B, int n, 
     /* acc += Aᵀ B for one window (A, B [n, D]): an fp32 GEMM per window, summed in fp64 in a fixed
      * order, so the result does not depend on the number of threads. */
     int D = (int)s->D;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, D, n, 1.0f, A, D, B, D, 0.0f, s->tmp, D);
+    ec_sgemm(1, 0, D, D, n, 1.0f, A, D, B, D, 0.0f, s->tmp, D);
     for (int64_t i = 0; i < s->D * s->D; i++) acc[i] += s->tmp[i];
 }
 
 /* Runs block `layer` of both models over every window, capturing the inputs of stage st, and
  * accumulates the statistics. Xq, Xf: residual streams [nsamples·seqlen, dim] (not modified). */
+/* Float-model taps of one block for every window, when they fit the memory budget: the float
+ * block then runs once per window instead of once per stage. [nsamples·seqlen, width of stage] */
+struct float_taps {
+    float *t[4];
+};
+
 static int stage_stats(const struct piso_model *mq, const struct piso_model *mf, int layer, enum stage st,
-                       const float *Xq, const float *Xf, const struct piso_calib *c, struct stats *s) {
+                       const float *Xq, const float *Xf, const struct piso_calib *c, struct stats *s,
+                       const struct float_taps *cache) {
     int64_t L = c->seqlen, Dm = mq->cfg.dim, D = s->D;
     float *rq = malloc(sizeof(float) * L * Dm), *rf = malloc(sizeof(float) * L * Dm);
     float *aq = malloc(sizeof(float) * L * D), *af = malloc(sizeof(float) * L * D);
@@ -91,11 +99,13 @@ static int stage_stats(const struct piso_model *mq, const struct piso_model *mf,
         memcpy(rq, Xq + w * L * Dm, sizeof(float) * L * Dm);
         memcpy(rf, Xf + w * L * Dm, sizeof(float) * L * Dm);
         set_tap(&tq, st, aq), set_tap(&tf, st, af);
-        if (piso_block_forward(mq, layer, rq, (int)L, &tq) || piso_block_forward(mf, layer, rf, (int)L, &tf))
-            goto done;
+        if (piso_block_forward(mq, layer, rq, (int)L, &tq)) goto done;
+        const float *xf = af;
+        if (cache) xf = cache->t[st] + w * L * D;
+        else if (piso_block_forward(mf, layer, rf, (int)L, &tf)) goto done;
         acc_product(s, aq, aq, (int)L, s->H);
-        acc_product(s, aq, af, (int)L, s->G);
-        acc_product(s, af, af, (int)L, s->F);
+        acc_product(s, aq, xf, (int)L, s->G);
+        acc_product(s, xf, xf, (int)L, s->F);
     }
     rc = 0;
 done:
@@ -140,7 +150,7 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     /* report: true reconstruction error against the float model's outputs, and absmax RTN's */
     struct piso_quant_opts ao = o->ec.q;
     ao.method = PISO_SCALE_ABSMAX;
-    struct piso_layer_problem lpa = {N, D, Wf, NULL, NULL};
+    struct piso_layer_problem lpa = {N, D, Wf, H, NULL};
     piso_set_quiet(1);
     int rca = piso_rtn_layer(&lpa, &ao, &ra);
     piso_set_quiet(was_quiet);
@@ -197,10 +207,23 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     for (int w = 0; w < c->nsamples; w++) piso_embed(mf, c->tokens + (size_t)w * c->seqlen, c->seqlen, Xf + w * c->seqlen * Dm);
     memcpy(Xq, Xf, sizeof(float) * ntok * Dm);
     int done_lin = 0, total_lin = nb * PISO_LIN_COUNT;
+    /* Cache the float taps of a block when they take at most 2 GiB (always for small models). */
+    struct float_taps cache = {{NULL, NULL, NULL, NULL}};
+    int64_t widths[4] = {Dm, Hq, Dm, F};
+    int use_cache = (double)ntok * (2 * Dm + Hq + F) * sizeof(float) <= 2.0 * (1 << 30);
+    for (int st = 0; st < 4 && use_cache; st++)
+        if (!(cache.t[st] = malloc(sizeof(float) * ntok * widths[st]))) use_cache = 0;
     for (int b = 0; b < nb; b++) {
+        if (use_cache) /* one float pass: taps of every stage, and the float stream advances */
+            for (int w = 0; w < c->nsamples; w++) {
+                int64_t off = (int64_t)w * c->seqlen;
+                struct piso_block_taps t = {cache.t[0] + off * Dm, cache.t[1] + off * Hq, cache.t[2] + off * Dm,
+                                            cache.t[3] + off * F};
+                if (piso_block_forward(mf, b, Xf + off * Dm, c->seqlen, &t)) goto done;
+            }
         for (int st = 0; st < 4; st++) {
             s.D = st == ST_ATTN || st == ST_FFN ? Dm : (st == ST_O ? Hq : F);
-            if (stage_stats(mq, mf, b, (enum stage)st, Xq, Xf, c, &s)) goto done;
+            if (stage_stats(mq, mf, b, (enum stage)st, Xq, Xf, c, &s, use_cache ? &cache : NULL)) goto done;
             for (int64_t i = 0; i < s.D * s.D; i++) Hf[i] = (float)s.H[i], Gf[i] = (float)s.G[i], Ff[i] = (float)s.F[i];
             for (int j = 0; j < stage_count[st]; j++) {
                 enum piso_linear k = (enum piso_linear)(stage_first[st] + j);
@@ -212,11 +235,12 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
                          rep->rel_err, rep->rel_err_absmax, el / done_lin * (total_lin - done_lin));
             }
         }
-        if (b + 1 < nb && (advance(mf, b, Xf, c) || advance(mq, b, Xq, c))) goto done;
+        if (b + 1 < nb && ((!use_cache && advance(mf, b, Xf, c)) || advance(mq, b, Xq, c))) goto done;
     }
     res->seconds = piso_time() - t0;
     rc = 0;
 done:
+    for (int st = 0; st < 4; st++) free(cache.t[st]);
     free(Xq), free(Xf), free(s.H), free(s.G), free(s.F), free(s.tmp), free(Hf), free(Gf), free(Ff);
     if (rc) piso_pipeline_result_free(res);
     return rc;

@@ -39,4 +39,12 @@ int ec_finish(struct ec_work *w, const struct piso_ec_problem *p, struct piso_la
  * receives the full symmetric A⁻¹ first. Returns -1 when A is not positive definite. */
 int ec_chol_inverse_upper(double *A, int n, double *inv, double *R);
 
+/* Deterministic BLAS: OpenBLAS's own threading changes results with the thread count, so these
+ * split C's columns into fixed blocks, each one single-threaded call inside an OpenMP loop (the
+ * same calls for any thread count). Row-major only. */
+void ec_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+              int ldb, float beta, float *C, int ldc);
+void ec_dgemm(int transA, int transB, int M, int N, int K, double alpha, const double *A, int lda, const double *B,
+              int ldb, double beta, double *C, int ldc);
+
 #endif

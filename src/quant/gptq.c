@@ -37,6 +37,29 @@ void piso_ec_opts_default(struct piso_ec_opts *o) {
     o->block_size = 128;
 }
 
+/* ---- deterministic BLAS ------------------------------------------------------------------------ */
+#define EC_COL_BLOCK 256
+void ec_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+              int ldb, float beta, float *C, int ldc) {
+    int nb = (N + EC_COL_BLOCK - 1) / EC_COL_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int b = 0; b < nb; b++) {
+        int j0 = b * EC_COL_BLOCK, n = N - j0 < EC_COL_BLOCK ? N - j0 : EC_COL_BLOCK;
+        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, n, K,
+                    alpha, A, lda, transB ? B + (size_t)j0 * ldb : B + j0, ldb, beta, C + j0, ldc);
+    }
+}
+void ec_dgemm(int transA, int transB, int M, int N, int K, double alpha, const double *A, int lda, const double *B,
+              int ldb, double beta, double *C, int ldc) {
+    int nb = (N + EC_COL_BLOCK - 1) / EC_COL_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int b = 0; b < nb; b++) {
+        int j0 = b * EC_COL_BLOCK, n = N - j0 < EC_COL_BLOCK ? N - j0 : EC_COL_BLOCK;
+        cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, n, K,
+                    alpha, A, lda, transB ? B + (size_t)j0 * ldb : B + j0, ldb, beta, C + j0, ldc);
+    }
+}
+
 /* ---- objective ------------------------------------------------------------------------------ */
 double piso_layer_objective(int64_t N, int64_t D, const float *W, const float *Wq, const float *H,
                             const float *G, double *row_obj) {
@@ -49,10 +72,10 @@ double piso_layer_objective(int64_t N, int64_t D, const float *W, const float *W
     }
     for (int64_t i = 0; i < N * D; i++) A[i] = G ? Wq[i] : W[i] - Wq[i];
     /* T = A·H (H symmetric) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)D, (int)D, 1.0f, A, (int)D, H,
+    ec_sgemm(0, 0, (int)N, (int)D, (int)D, 1.0f, A, (int)D, H,
                 (int)D, 0.0f, T, (int)D);
     if (G) /* P = W·Gᵀ: P[r, j] = (G w_r)_j */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)D, (int)D, 1.0f, W, (int)D, G,
+        ec_sgemm(0, 1, (int)N, (int)D, (int)D, 1.0f, W, (int)D, G,
                     (int)D, 0.0f, P, (int)D);
     double total = 0;
     for (int64_t r = 0; r < N; r++) {
@@ -260,9 +283,9 @@ void ec_group_scales(struct ec_work *w, int k) {
         U = malloc(sizeof(float) * N * L);
         if (!U) need_u = 0, m = PISO_SCALE_ABSMAX; /* degrade rather than fail mid-sweep */
         else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, L, (int)D, 1.0f, w->Wo, (int)D,
+            ec_sgemm(0, 1, (int)N, L, (int)D, 1.0f, w->Wo, (int)D,
                         w->Gp + (int64_t)c0 * D, (int)D, 0.0f, U, L);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, L, (int)D, -1.0f, w->Wc, (int)D,
+            ec_sgemm(0, 1, (int)N, L, (int)D, -1.0f, w->Wc, (int)D,
                         w->Hp + (int64_t)c0 * D, (int)D, 1.0f, U, L);
         }
     }
@@ -347,7 +370,7 @@ int ec_sweep(struct ec_work *w, const double *R, int first) {
                 w->row_loss[r] += loss;
             }
             if (i2 < D) /* W[:, i2:] -= E_block · R[i1:i2, i2:] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)(D - i2), bl, -1.0f, E, B,
+                ec_sgemm(0, 0, (int)N, (int)(D - i2), bl, -1.0f, E, B,
                             Rf + (int64_t)(i1 - first) * Dr + (i2 - first), (int)Dr, 1.0f, w->Wc + i2, (int)D);
         }
     }
@@ -355,7 +378,17 @@ int ec_sweep(struct ec_work *w, const double *R, int first) {
     return 0;
 }
 
+/* LAPACK with OpenBLAS pinned to one thread: its threaded kernels change results with the thread
+ * count. */
+static int chol_inverse_upper_1t(double *A, int n, double *inv, double *R);
 int ec_chol_inverse_upper(double *A, int n, double *inv, double *R) {
+    int saved = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    int rc = chol_inverse_upper_1t(A, n, inv, R);
+    openblas_set_num_threads(saved);
+    return rc;
+}
+static int chol_inverse_upper_1t(double *A, int n, double *inv, double *R) {
     if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', n, A, n) != 0) return -1;
     if (LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'L', n, A, n) != 0) return -1;
     for (int i = 0; i < n; i++)

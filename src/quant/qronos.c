@@ -84,14 +84,14 @@ int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts
         }
         /* Re-fit the rest: v₁ = argmin ‖Xw − x̃₀q₀ − X̃₁v‖² + λ‖v − w₁‖²
          *                    = (H + λI)[1:,1:]⁻¹ (G[1:,:] w + λ w₁ − H[1:,0] q₀). */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)D1, (int)D, 1.0f, w.Wo, (int)D,
+        ec_sgemm(0, 1, (int)N, (int)D1, (int)D, 1.0f, w.Wo, (int)D,
                     w.Gp + D, (int)D, 0.0f, T, (int)D1);
         for (int64_t i = 0; i < N; i++) {
             double q0 = w.Wc[i * D];
             for (int64_t a = 0; a < D1; a++)
                 rhs[i * D1 + a] = (double)T[i * D1 + a] + lambda * w.Wo[i * D + a + 1] - q0 * w.Hp[(a + 1) * D];
         }
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)D1, (int)D1, 1.0, rhs, (int)D1, iH1,
+        ec_dgemm(0, 0, (int)N, (int)D1, (int)D1, 1.0, rhs, (int)D1, iH1,
                     (int)D1, 0.0, v1, (int)D1);
         for (int64_t i = 0; i < N; i++)
             for (int64_t a = 0; a < D1; a++) w.Wc[i * D + a + 1] = (float)v1[i * D1 + a];
