@@ -99,7 +99,7 @@ static void test_threads(void) {
     for (int t = 1; t <= 2; t++) {
         snprintf(args, sizeof args,
                  "--model %s --calib %s --format int3 --group 32 --rounding gptq --scale piso --interleave group "
-                 "--act-order --nsamples 4 --seqlen 128 --out %s --quiet",
+                 "--act-order --nsamples 2 --seqlen 128 --out %s --quiet",
                  model_bin, calib, t == 1 ? d1 : d2);
         char *o = NULL;
         CHECK(quantize(t == 1 ? "OMP_NUM_THREADS=1" : "OMP_NUM_THREADS=2", args, &o) == 0, "run %d: %s", t, o);
@@ -151,7 +151,7 @@ static double json_num(const char *js, const char *key) {
 static char *quantize_json(const char *model, const char *dir, const char *extra) {
     char args[2048];
     snprintf(args, sizeof args,
-             "--model %s --calib %s --format int4 --nsamples 4 --seqlen 128 --eval %s --out %s --json --quiet %s",
+             "--model %s --calib %s --format int4 --nsamples 2 --seqlen 128 --eval %s --out %s --json --quiet %s",
              model, calib, evaltext, dir, extra);
     char *o = NULL;
     int rc = quantize(NULL, args, &o);
@@ -245,7 +245,7 @@ static void test_rtn_piso_vs_absmax(void) {
     char d[300], args[2048];
     snprintf(d, sizeof d, "%s/rtn", tmpdir);
     snprintf(args, sizeof args,
-             "--model %s --calib %s --format int3 --rounding rtn --scale piso --nsamples 4 --seqlen 128 --out %s "
+             "--model %s --calib %s --format int3 --rounding rtn --scale piso --nsamples 2 --seqlen 128 --out %s "
              "--json --quiet",
              model_hf, calib, d);
     char *o = NULL;
