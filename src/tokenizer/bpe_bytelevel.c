@@ -11,19 +11,20 @@ static int byte_is_printable(unsigned b) {
     return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
 }
 
+/* The 68 other bytes, in order, are 0x00-0x20 (33), 0x7F-0xA0 (34) and 0xAD (1). */
 uint32_t tok_byte_to_cp(unsigned char b) {
     if (byte_is_printable(b)) return b;
-    uint32_t k = 0;
-    for (unsigned x = 0; x < b; x++) k += !byte_is_printable(x);
-    return 256 + k;
+    if (b <= 0x20) return 256u + b;
+    if (b >= 0x7F && b <= 0xA0) return 256u + 33 + (b - 0x7Fu);
+    return 256u + 67; /* 0xAD */
 }
 
 int tok_cp_to_byte(uint32_t cp) {
     if (cp < 256) return byte_is_printable(cp) ? (int)cp : -1;
     uint32_t k = cp - 256;
-    for (unsigned x = 0; x < 256; x++)
-        if (!byte_is_printable(x) && k-- == 0) return (int)x;
-    return -1;
+    if (k < 33) return (int)k;
+    if (k < 67) return (int)(0x7F + k - 33);
+    return k == 67 ? 0xAD : -1;
 }
 
 int tok_add_regex(struct piso_tokenizer *t, const char *pattern) {
@@ -47,7 +48,8 @@ int tok_add_regex(struct piso_tokenizer *t, const char *pattern) {
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
 #define RE_LLAMA3_HEAD "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
 #define RE_LLAMA3_TAIL "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define RE_CJK "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+" /* [一-龥ࠀ-一가-퟿]+ */
+/* [一-龥ࠀ-一가-퟿]+ */
+#define RE_CJK "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+"
 
 static const char *const RE_DEEPSEEK_LLM_LETTERS =
     "\\s?[A-Za-z\xc2\xb5\xc3\x80-\xc3\x96\xc3\x98-\xc3\xb6\xc3\xb8-\xc6\xba\xc6\xbc-\xc6\xbf\xc7\x84-\xca\x93"
@@ -155,6 +157,7 @@ struct split_ctx {
     char *mapped; /* scratch: a pre-token through the byte map (<= 2 bytes per byte) */
     size_t mapped_cap;
     int failed;
+    int prefixed; /* the piece at prefix_level already got its space */
 };
 
 static void encode_pretoken(struct split_ctx *c, const char *s, size_t n) {
@@ -180,6 +183,16 @@ static void encode_pretoken(struct split_ctx *c, const char *s, size_t n) {
  * passed on to the next level; the last level's pieces are encoded. */
 static void split_level(struct split_ctx *c, int level, const char *s, size_t n) {
     if (c->failed || n == 0) return;
+    if (c->t->add_prefix_space && level == c->t->prefix_level && s[0] != ' ' && !c->prefixed) {
+        char *p = malloc(n + 1); /* HF ByteLevel add_prefix_space */
+        p[0] = ' ';
+        memcpy(p + 1, s, n);
+        c->prefixed = 1;
+        split_level(c, level, p, n + 1);
+        c->prefixed = 0;
+        free(p);
+        return;
+    }
     if (level == c->t->n_regex) {
         encode_pretoken(c, s, n);
         return;
@@ -189,6 +202,8 @@ static void split_level(struct split_ctx *c, int level, const char *s, size_t n)
     size_t pos = 0, gap = 0;
     while (pos < n) {
         int rc = pcre2_match(re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT) /* the interpreter keeps its backtracking on the heap */
+            rc = pcre2_match(re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
             PCRE2_UCHAR msg[256];
@@ -216,14 +231,6 @@ int tok_bytelevel_encode_segment(const struct piso_tokenizer *t, const char *tex
     /* PCRE2 needs valid UTF-8; checking once here lets every match skip the check */
     size_t bad = tok_utf8_invalid_at(text, n);
     if (bad < n) return piso_errorf("%s: text is not valid UTF-8 (at byte %zu)", t->source, bad);
-    char *prefixed = NULL;
-    if (t->add_prefix_space && text[0] != ' ') {
-        prefixed = malloc(n + 1);
-        prefixed[0] = ' ';
-        memcpy(prefixed + 1, text, n);
-        text = prefixed;
-        n++;
-    }
     struct split_ctx c = {.t = t, .out = out};
     c.md = calloc((size_t)t->n_regex + 1, sizeof *c.md);
     for (int i = 0; i < t->n_regex; i++) c.md[i] = pcre2_match_data_create_from_pattern(t->regex[i], NULL);
@@ -231,6 +238,5 @@ int tok_bytelevel_encode_segment(const struct piso_tokenizer *t, const char *tex
     for (int i = 0; i < t->n_regex; i++) pcre2_match_data_free(c.md[i]);
     free(c.md);
     free(c.mapped);
-    free(prefixed);
     return c.failed ? -1 : 0;
 }
