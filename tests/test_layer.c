@@ -307,7 +307,9 @@ static void test_library_properties(void) {
             struct piso_layer_result rd, rx;
             piso_quantize_layer(&p, &od, &rd);
             piso_quantize_layer(&p, &ox, &rx);
-            CHECK(fabs(rd.objective - rx.objective) <= 1e-9 * fabs(rd.objective), "%s g%d: diag H: piso-diag %.12g vs piso %.12g",
+            /* 1e-6: a dead input (H_55 = 0) makes E continuous across its breakpoints, so the two solvers
+               may settle on either side of one within the interval margin */
+            CHECK(fabs(rd.objective - rx.objective) <= 1e-6 * fabs(rd.objective), "%s g%d: diag H: piso-diag %.12g vs piso %.12g",
                   fmts[f], gs, rd.objective, rx.objective);
             piso_layer_result_free(&rd);
             piso_layer_result_free(&rx);

@@ -2,6 +2,7 @@
  * round-to-nearest. Rows are independent and run in parallel (OpenMP, dynamic schedule); every
  * sum is taken in a fixed order inside one row, so the result does not depend on the threads. */
 #include "piso/quant.h"
+#include "quant/quant_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -20,12 +21,7 @@ struct layer_ctx {
 
 /* dst[i] = Σ_j M[i, j]·x[j] for i in [0, n), M with leading dimension ld (fp64 sums). */
 static void matvec_d(const float *M, int64_t ld, const float *x, int64_t n, int64_t m, double *dst) {
-    for (int64_t i = 0; i < n; i++) {
-        const float *Mi = M + i * ld;
-        double acc = 0;
-        for (int64_t j = 0; j < m; j++) acc += (double)Mi[j] * x[j];
-        dst[i] = acc;
-    }
+    for (int64_t i = 0; i < n; i++) dst[i] = piso_dot_fd(M + i * ld, x, m);
 }
 
 /* One row: scales for every group, then RTN into dequant/codes. Returns the row objective. */
@@ -37,10 +33,14 @@ static double quantize_row(const struct layer_ctx *c, int64_t row, float *scales
     int64_t D = p->D, gs = c->gs;
     const float *w = p->W + row * D;
     const float *Gm = p->G ? p->G : p->H;
-    double *ufull = malloc(sizeof(double) * (size_t)D); /* G·w */
-    double *ug = malloc(sizeof(double) * (size_t)D);
-    matvec_d(Gm, D, w, D, D, ufull);
     int seq = o->method == PISO_SCALE_PISO_SEQ && c->ng > 1;
+    int need_u = p->G || ((o->method == PISO_SCALE_PISO || o->method == PISO_SCALE_PISO_SEQ) && (seq || c->ng == 1));
+    double *ufull = NULL; /* G·w, when the method or the objective needs it */
+    double *ug = malloc(sizeof(double) * (size_t)D);
+    if (need_u) {
+        ufull = malloc(sizeof(double) * (size_t)D);
+        matvec_d(Gm, D, w, D, D, ufull);
+    }
     double *Hv = NULL;
     float *v = NULL;
     if (seq) { /* v = current weights (finished groups hold s·q), Hv = H·v kept up to date */
