@@ -126,12 +126,6 @@ static void consider(double a, double b, double s_lo, double s_hi, struct sweep_
  * events updates a, b (fp64) and evaluates every interval. */
 typedef float v16f __attribute__((vector_size(64)));
 
-static inline v16f load16(const float *p) {
-    v16f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 /* One full tile of 64 columns starting at j0; events in processing order. */
 static void tile_pass64(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
                         float *hval) {
@@ -149,10 +143,15 @@ static void tile_pass64(const int32_t *idx, const float *dl, int64_t T, const fl
         }
         const float *row = H + (int64_t)i * ldh + j0;
         float d = dl[c];
-        a0 += d * load16(row);
-        a1 += d * load16(row + 16);
-        a2 += d * load16(row + 32);
-        a3 += d * load16(row + 48);
+        v16f r0, r1, r2, r3; /* loaded by memcpy: rows need not be 64-byte aligned */
+        memcpy(&r0, row, 64);
+        memcpy(&r1, row + 16, 64);
+        memcpy(&r2, row + 32, 64);
+        memcpy(&r3, row + 48, 64);
+        a0 += d * r0;
+        a1 += d * r1;
+        a2 += d * r2;
+        a3 += d * r3;
     }
 }
 
