@@ -27,30 +27,26 @@ struct sweep_best {
     double s, E;
 };
 
-static int cmp_event(const void *x, const void *y) {
-    double a = ((const struct sweep_event *)x)->s, b = ((const struct sweep_event *)y)->s;
-    return (a > b) - (a < b);
-}
-
-/* LSD radix sort of the events by s ascending (s > 0, so the IEEE bits order like the values);
- * 16-bit digits, passes where every key shares the digit are skipped. */
+/* LSD radix sort of the events by s ascending (s > 0, so the IEEE bits order like the values).
+ * 8-bit digits for short lists (groups), 16-bit for long ones; a pass where every key shares the
+ * digit (typically the exponent bytes) is skipped. Stable, so the result is deterministic. */
 static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t T) {
-    static const int DIG = 16, NB = 1 << 16;
-    uint32_t *count = malloc(sizeof(uint32_t) * (size_t)NB);
+    int dig = T < 65536 ? 8 : 16, nb = 1 << dig;
+    uint32_t small[256];
+    uint32_t *count = dig == 8 ? small : malloc(sizeof(uint32_t) * (size_t)nb);
     struct sweep_event *src = ev, *dst = tmp;
-    for (int pass = 0; pass < 4; pass++) {
-        int shift = pass * DIG;
-        memset(count, 0, sizeof(uint32_t) * (size_t)NB);
+    for (int shift = 0; shift < 64; shift += dig) {
+        memset(count, 0, sizeof(uint32_t) * (size_t)nb);
         for (int64_t t = 0; t < T; t++) {
             uint64_t k;
             memcpy(&k, &src[t].s, 8);
-            count[(k >> shift) & (NB - 1)]++;
+            count[(k >> shift) & (uint64_t)(nb - 1)]++;
         }
         uint64_t k0;
         memcpy(&k0, &src[0].s, 8);
-        if (count[(k0 >> shift) & (NB - 1)] == (uint32_t)T) continue; /* all share this digit */
+        if (count[(k0 >> shift) & (uint64_t)(nb - 1)] == (uint32_t)T) continue; /* all share this digit */
         uint32_t sum = 0;
-        for (int b = 0; b < NB; b++) {
+        for (int b = 0; b < nb; b++) {
             uint32_t c = count[b];
             count[b] = sum;
             sum += c;
@@ -58,14 +54,14 @@ static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t
         for (int64_t t = 0; t < T; t++) {
             uint64_t k;
             memcpy(&k, &src[t].s, 8);
-            dst[count[(k >> shift) & (NB - 1)]++] = src[t];
+            dst[count[(k >> shift) & (uint64_t)(nb - 1)]++] = src[t];
         }
         struct sweep_event *x = src;
         src = dst;
         dst = x;
     }
     if (src != ev) memcpy(ev, src, sizeof *ev * (size_t)T);
-    free(count);
+    if (count != small) free(count);
 }
 
 /* Events of the positive-scale sweep for sign·w: returns their number (sorted ascending). */
@@ -87,10 +83,7 @@ static int64_t build_events(const float *w, int n, double sign, const struct pis
             for (int k = z - 1; k >= 0; k--) ev[T++] = (struct sweep_event){x * inv_mu[k], i, -step[k]};
         }
     }
-    /* small vectors (groups): a comparison sort beats the radix sort's 2^16 counters; ties in s
-     * are applied together before any evaluation, so their order does not matter */
-    if (T > 1 && T < 4096) qsort(ev, (size_t)T, sizeof *ev, cmp_event);
-    else if (T > 1) sort_events(ev, tmp, T);
+    if (T > 1) sort_events(ev, tmp, T);
     return T;
 }
 
