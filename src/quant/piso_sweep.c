@@ -15,7 +15,7 @@
 /* Candidates stay this far (relative) inside their interval, so that rounding the fp32 scale and
  * the fp32 division w/s cannot move any entry across a midpoint (each is ~6e-8 relative). */
 #define SWEEP_MARGIN 2.5e-7
-#define SWEEP_TILE 128 /* columns of h per pass, see sweep_dense */
+#define SWEEP_TILE 128 /* columns of h per pass, see sweep_dense (tile_pass_full is written for 128) */
 
 struct sweep_event {
     double s;    /* breakpoint: q[i] takes one step away from 0 when the scale drops below s */
@@ -119,28 +119,27 @@ static void consider(double a, double b, double s_lo, double s_hi, struct sweep_
  * events updates a, b (fp64) and evaluates every interval. */
 typedef float v16f __attribute__((vector_size(64)));
 
-/* One full tile of SWEEP_TILE columns starting at j0; events in processing order. The
- * accumulators live in registers (SWEEP_TILE / 16 vectors of 16 floats). */
-#define NACC (SWEEP_TILE / 16)
+/* One full tile of 128 columns starting at j0; events in processing order. The accumulators are
+ * eight named vectors so that they stay in registers (an array of them ends up on the stack). */
 static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
                            float *hval) {
-    v16f acc[NACC];
-    memset(acc, 0, sizeof acc);
+    v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
     for (int64_t c = 0; c < T; c++) {
         int i = idx[c];
         unsigned k = (unsigned)(i - j0);
-        if (k < (unsigned)SWEEP_TILE) {
-            float t[SWEEP_TILE];
-            memcpy(t, acc, sizeof t);
+        if (k < 128u) {
+            float t[128];
+            memcpy(t, &a0, 64), memcpy(t + 16, &a1, 64), memcpy(t + 32, &a2, 64), memcpy(t + 48, &a3, 64);
+            memcpy(t + 64, &a4, 64), memcpy(t + 80, &a5, 64), memcpy(t + 96, &a6, 64), memcpy(t + 112, &a7, 64);
             hval[c] = t[k];
         }
         const float *row = H + (int64_t)i * ldh + j0;
         float d = dl[c];
-        for (int v = 0; v < NACC; v++) {
-            v16f r; /* loaded by memcpy: rows need not be 64-byte aligned */
-            memcpy(&r, row + 16 * v, 64);
-            acc[v] += d * r;
-        }
+        v16f r0, r1, r2, r3, r4, r5, r6, r7; /* memcpy loads: rows need not be 64-byte aligned */
+        memcpy(&r0, row, 64), memcpy(&r1, row + 16, 64), memcpy(&r2, row + 32, 64), memcpy(&r3, row + 48, 64);
+        memcpy(&r4, row + 64, 64), memcpy(&r5, row + 80, 64), memcpy(&r6, row + 96, 64), memcpy(&r7, row + 112, 64);
+        a0 += d * r0, a1 += d * r1, a2 += d * r2, a3 += d * r3;
+        a4 += d * r4, a5 += d * r5, a6 += d * r6, a7 += d * r7;
     }
 }
 
