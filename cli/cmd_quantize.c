@@ -253,6 +253,8 @@ int cmd_quantize(int argc, char **argv) {
         cJSON_AddStringToObject(j, "interleave", piso_interleave_name(po.ec.interleave));
         cJSON_AddStringToObject(j, "objective", piso_objective_name(po.objective));
         cJSON_AddBoolToObject(j, "act_order", po.ec.act_order);
+        /* without --calib (data-free RTN) the per-layer errors are measured on a single BOS token */
+        cJSON_AddBoolToObject(j, "calibrated", a.calib != NULL);
         cJSON_AddNumberToObject(j, "nsamples", a.calib ? cal.nsamples : 0);
         cJSON_AddNumberToObject(j, "seqlen", a.calib ? cal.seqlen : 0);
         if (ppl_before > 0) {
