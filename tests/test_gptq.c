@@ -311,6 +311,7 @@ static void test_rtn_piso_not_worse(void) {
 }
 
 int main(void) {
+    piso_set_quiet(1); /* the layer solvers' progress lines */
     test_gptq_against_reference();
     test_qronos_against_reference();
     test_rtn_piso_not_worse();
