@@ -194,6 +194,7 @@ int cmd_quantize(int argc, char **argv) {
     size_t eval_len = 0;
     int rc = 1;
     double ppl_before = -1, ppl_after = -1, t0 = piso_time();
+    if (piso_hf_export_check(a.out)) goto fail; /* before any long work */
     if (a.eval && piso_read_file(a.eval, &eval_text, &eval_len)) goto fail;
     if (piso_model_load(a.model, a.tokenizer, &mq)) goto fail;
     if (!mq->tok) {
