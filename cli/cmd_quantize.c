@@ -205,7 +205,7 @@ int cmd_quantize(int argc, char **argv) {
                                    (uint64_t)a.seed, &cal))
         goto fail;
     if (piso_model_load(a.model, a.tokenizer, &mf) || piso_model_make_writable(mq)) goto fail;
-    int ctx = a.ctx > 0 ? (int)a.ctx : mq->cfg.max_seq_len;
+    int ctx = a.ctx > 0 ? (int)a.ctx : 0; /* 0: the evaluator's default, min(512, model context) */
     if (eval_text) {
         ppl_before = eval_ppl(mf, eval_text, eval_len, ctx);
         if (ppl_before < 0) goto fail;
