@@ -55,6 +55,8 @@ struct piso_model {
     struct piso_layer_weights *layers; /* [n_layers] */
     float *out_norm;            /* [D] */
     float *output;              /* [vocab, D]; == tok_embd when tied */
+    float *rope_freq_factors;   /* [head_dim/2] or NULL: GGUF rope_freqs.weight, divides each
+                                   RoPE frequency (how llama.cpp stores Llama-3 scaling) */
     struct piso_tokenizer *tok; /* may be NULL when the model carries none */
     char *path;
     struct piso_model_storage *storage;
@@ -64,8 +66,17 @@ struct piso_model {
  * .gguf file. tokenizer_path overrides the tokenizer (may be NULL). Errors name the file and field. */
 int piso_model_load(const char *path, const char *tokenizer_path, struct piso_model **out);
 void piso_model_free(struct piso_model *m);
-/* Makes every weight of the model privately owned and writable (for in-place quantization). */
+/* Makes every weight of the model privately owned and writable (for in-place quantization).
+ * Weights are copy-on-write mappings or owned buffers, so writing never touches the files.
+ * Tied models keep output == tok_embd: writing one writes the other. */
 int piso_model_make_writable(struct piso_model *m);
+/* A model with every weight allocated (zeroed, owned) for cfg: norms, biases (has_qkv_bias),
+ * q/k norms (has_qk_norm); output aliases tok_embd when tied_embeddings. For tests, benchmarks
+ * and converters. The config is validated (clear error on impossible shapes). */
+int piso_model_alloc(const struct piso_config *cfg, struct piso_model **out);
+/* Checks a config for consistency (positive sizes, heads divide, even head_dim); `what` names
+ * the source in the message. */
+int piso_config_validate(const struct piso_config *cfg, const char *what);
 
 /* ---- forward pass ---------------------------------------------------------------------------
  * Batched causal prefill over one window of n tokens at positions 0..n-1 (no KV cache reuse). */
@@ -84,7 +95,11 @@ void piso_embed(const struct piso_model *m, const int *tokens, int n, float *x);
 int piso_block_forward(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps);
 /* logits [n, vocab] <- output(out_norm(x)) for the n rows of x [n, D]. */
 void piso_head(const struct piso_model *m, const float *x, int n, float *logits);
-/* Whole model: logits for positions first..n-1 into logits [n - first, vocab]. */
+/* Whole model: logits for positions first..n-1 into logits [n - first, vocab]. Token ids are
+ * checked against the vocabulary (error, no crash). */
 int piso_forward(const struct piso_model *m, const int *tokens, int n, int first, float *logits);
+/* Greedy decoding: appends up to n_new argmax tokens to tokens[0..n) (capacity n + n_new),
+ * stopping early after a token equal to stop_id (>= 0; not appended). Returns the new length or -1. */
+int piso_generate_greedy(const struct piso_model *m, int *tokens, int n, int n_new, int stop_id);
 
 #endif

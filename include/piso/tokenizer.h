@@ -41,5 +41,9 @@ int piso_tokenize(const struct piso_tokenizer *t, const char *text, size_t len, 
 /* Decodes ids to UTF-8 text (malloc'd, NUL-terminated). skip_special drops control tokens. */
 char *piso_detokenize(const struct piso_tokenizer *t, const int *ids, int n_ids, int skip_special);
 const struct piso_tokenizer_vocab *piso_tokenizer_vocab(const struct piso_tokenizer *t);
+/* Whether control tokens written in the text (e.g. "<|endoftext|>", "<s>") become their ids.
+ * Default 1, as HF tokenizers do; 0 is llama.cpp's default (parse_special = false): control
+ * tokens are then tokenized as plain text, user-defined added tokens still match. */
+void piso_tokenizer_set_parse_special(struct piso_tokenizer *t, int parse_special);
 
 #endif

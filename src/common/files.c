@@ -23,7 +23,9 @@ int piso_mmap_open(struct piso_mmap *m, const char *path) {
     }
     m->size = (size_t)st.st_size;
     if (m->size > 0) {
-        void *p = mmap(NULL, m->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        /* copy-on-write: callers may modify mapped data (e.g. quantize an F32 weight in place);
+         * pages they write become private copies and the file is never touched */
+        void *p = mmap(NULL, m->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
             close(fd);
             return piso_errorf("%s: mmap failed: %s", path, strerror(errno));

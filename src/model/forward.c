@@ -1,0 +1,285 @@
+/* Forward pass: batched causal prefill of one window (positions 0..n-1), Llama family.
+ *
+ * All projections are row-major GEMMs Y[n, out] = X[n, in] · W[out, in]^T through cblas_sgemm,
+ * split into fixed column blocks; attention runs one head per OpenMP iteration. Every BLAS call
+ * is single-threaded and the same for any thread count, so results do not depend on it. Norm
+ * statistics accumulate in double. */
+#include "piso/model.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Y[n, out] (+)= X[n, in] · W[out, in]^T, in fixed blocks of output features. OpenBLAS's own
+ * threading gives results that change with the thread count, so each block is one single-threaded
+ * sgemm call (OpenBLAS runs single-threaded inside an OpenMP region): the same calls happen for
+ * any thread count and the results are bit-identical. */
+#define LINEAR_BLOCK 128
+static void linear(const float *X, const float *W, float *Y, int n, int in, int out, float beta) {
+    int nb = (out + LINEAR_BLOCK - 1) / LINEAR_BLOCK;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int b = 0; b < nb; b++) {
+        int o0 = b * LINEAR_BLOCK, no = out - o0 < LINEAR_BLOCK ? out - o0 : LINEAR_BLOCK;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, no, in, 1.0f, X, in, W + (size_t)o0 * in, in, beta,
+                    Y + o0, out);
+    }
+}
+
+/* y[n, d] = x / rms(x) * w, row by row */
+static void rmsnorm_rows(const float *x, const float *w, float *y, int n, int d, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + (size_t)i * d;
+        float *yi = y + (size_t)i * d;
+        double ss = 0;
+        for (int j = 0; j < d; j++) ss += (double)xi[j] * xi[j];
+        float r = (float)(1.0 / sqrt(ss / d + eps));
+        for (int j = 0; j < d; j++) yi[j] = xi[j] * r * w[j];
+    }
+}
+
+/* RoPE inverse frequencies [head_dim/2]: theta^(-2j/hd), then Llama-3 scaling (HF
+ * _compute_llama3_parameters) or GGUF rope_freqs divisors. */
+static void rope_inv_freq(const struct piso_model *m, double *inv) {
+    const struct piso_config *c = &m->cfg;
+    int half = c->head_dim / 2;
+    for (int j = 0; j < half; j++) {
+        inv[j] = pow((double)c->rope_theta, -2.0 * j / c->head_dim);
+        if (c->rope_llama3) {
+            double lo_wl = c->rope_orig_ctx / (double)c->rope_low_freq_factor;
+            double hi_wl = c->rope_orig_ctx / (double)c->rope_high_freq_factor;
+            double wl = 2 * M_PI / inv[j];
+            if (wl > lo_wl) {
+                inv[j] /= c->rope_factor;
+            } else if (wl >= hi_wl) {
+                double s = (c->rope_orig_ctx / wl - c->rope_low_freq_factor) /
+                           (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                inv[j] = (1 - s) * inv[j] / c->rope_factor + s * inv[j];
+            }
+        }
+        if (m->rope_freq_factors) inv[j] /= m->rope_freq_factors[j];
+    }
+}
+
+/* Rotates every head of x [n, n_heads*hd] at positions pos0..pos0+n-1. ADJACENT pairs (2j, 2j+1);
+ * HALF pairs (j, j + hd/2); pair j turns by pos * inv[j]. */
+static void rope_apply(float *x, int n, int pos0, int n_heads, int hd, enum piso_rope_style style, const double *inv) {
+    int half = hd / 2;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (size_t)i * n_heads * hd + (size_t)h * hd;
+            for (int j = 0; j < half; j++) {
+                double a = (double)(pos0 + i) * inv[j];
+                float c = (float)cos(a), s = (float)sin(a);
+                int p0 = style == PISO_ROPE_ADJACENT ? 2 * j : j;
+                int p1 = style == PISO_ROPE_ADJACENT ? 2 * j + 1 : j + half;
+                float x0 = v[p0], x1 = v[p1];
+                v[p0] = x0 * c - x1 * s;
+                v[p1] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+static void add_bias(float *y, const float *b, int n, int d) {
+    if (!b) return;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < d; j++) y[(size_t)i * d + j] += b[j];
+}
+
+/* Qwen3: RMSNorm over each head's head_dim values, before RoPE. */
+static void head_norm(float *x, const float *w, int n, int n_heads, int hd, float eps) {
+    if (w) rmsnorm_rows(x, w, x, n * n_heads, hd, eps);
+}
+
+/* Causal attention of n queries at positions pos0.. over T = pos0 + n keys: out [n, Hq] from
+ * q [n, Hq], k, v [T, Hkv]; query head h reads kv head h / (n_heads / n_kv_heads). */
+static int attention(const struct piso_config *c, const float *q, const float *k, const float *v, float *out, int n,
+                     int pos0) {
+    int hd = c->head_dim, Hq = c->n_heads * hd, Hkv = c->n_kv_heads * hd, group = c->n_heads / c->n_kv_heads;
+    int T = pos0 + n;
+    float scale = (float)(1.0 / sqrt((double)hd));
+    int failed = 0;
+#pragma omp parallel
+    {
+        float *S = malloc((size_t)n * T * sizeof *S); /* [n, T] scores, then probabilities */
+        if (!S) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int h = 0; h < c->n_heads; h++) {
+            if (!S) continue;
+            const float *qh = q + (size_t)h * hd, *kh = k + (size_t)(h / group) * hd, *vh = v + (size_t)(h / group) * hd;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, T, hd, scale, qh, Hq, kh, Hkv, 0.0f, S, T);
+            for (int i = 0; i < n; i++) {
+                float *s = S + (size_t)i * T;
+                int last = pos0 + i; /* keys 0..last are visible */
+                float mx = s[0];
+                for (int j = 1; j <= last; j++) mx = s[j] > mx ? s[j] : mx;
+                double sum = 0;
+                for (int j = 0; j <= last; j++) {
+                    s[j] = expf(s[j] - mx);
+                    sum += s[j];
+                }
+                float inv = (float)(1.0 / sum);
+                for (int j = 0; j <= last; j++) s[j] *= inv;
+                for (int j = last + 1; j < T; j++) s[j] = 0.0f;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, T, 1.0f, S, T, vh, Hkv, 0.0f,
+                        out + (size_t)h * hd, Hq);
+        }
+        free(S);
+    }
+    return failed ? piso_errorf("attention: out of memory for a %d x %d score matrix", n, T) : 0;
+}
+
+void piso_embed(const struct piso_model *m, const int *tokens, int n, float *x) {
+    int D = m->cfg.dim;
+    for (int i = 0; i < n; i++) memcpy(x + (size_t)i * D, m->tok_embd + (size_t)tokens[i] * D, (size_t)D * sizeof *x);
+}
+
+/* One decoder block for n new positions pos0..pos0+n-1. kc, vc [pos0 + n, Hkv] hold the keys
+ * and values of the earlier positions; this call writes rows pos0.. of them. */
+static int block_forward_at(const struct piso_model *m, int layer, float *x, int n, int pos0, float *kc, float *vc,
+                            struct piso_block_taps *taps) {
+    const struct piso_config *c = &m->cfg;
+    const struct piso_layer_weights *w = &m->layers[layer];
+    int D = c->dim, F = c->hidden_dim, hd = c->head_dim;
+    int Hq = c->n_heads * hd, Hkv = c->n_kv_heads * hd;
+    size_t N = (size_t)n;
+    float *buf = malloc((N * D + 2 * N * Hq + 2 * N * F) * sizeof *buf);
+    double *inv = malloc((size_t)(hd / 2) * sizeof *inv);
+    if (!buf || !inv) {
+        free(buf);
+        free(inv);
+        return piso_errorf("block_forward: out of memory (window of %d tokens)", n);
+    }
+    float *xn = buf;                    /* [n, D] */
+    float *q = xn + N * D;              /* [n, Hq] */
+    float *att = q + N * Hq;            /* [n, Hq] */
+    float *g = att + N * Hq;            /* [n, F] */
+    float *u = g + N * F;               /* [n, F] */
+    float *k = kc + (size_t)pos0 * Hkv; /* [n, Hkv] new rows of the cache */
+    float *v = vc + (size_t)pos0 * Hkv;
+
+    /* attention */
+    rmsnorm_rows(x, w->attn_norm, xn, n, D, c->norm_eps);
+    if (taps && taps->attn_in) memcpy(taps->attn_in, xn, N * D * sizeof *xn);
+    linear(xn, w->wq, q, n, D, Hq, 0.0f);
+    linear(xn, w->wk, k, n, D, Hkv, 0.0f);
+    linear(xn, w->wv, v, n, D, Hkv, 0.0f);
+    add_bias(q, w->bq, n, Hq);
+    add_bias(k, w->bk, n, Hkv);
+    add_bias(v, w->bv, n, Hkv);
+    head_norm(q, w->q_norm, n, c->n_heads, hd, c->norm_eps);
+    head_norm(k, w->k_norm, n, c->n_kv_heads, hd, c->norm_eps);
+    rope_inv_freq(m, inv);
+    rope_apply(q, n, pos0, c->n_heads, hd, c->rope_style, inv);
+    rope_apply(k, n, pos0, c->n_kv_heads, hd, c->rope_style, inv);
+    int rc = attention(c, q, kc, vc, att, n, pos0);
+    if (rc == 0) {
+        if (taps && taps->o_in) memcpy(taps->o_in, att, N * Hq * sizeof *att);
+        linear(att, w->wo, x, n, Hq, D, 1.0f); /* residual: x += att · wo^T */
+
+        /* SwiGLU feed-forward */
+        rmsnorm_rows(x, w->ffn_norm, xn, n, D, c->norm_eps);
+        if (taps && taps->ffn_in) memcpy(taps->ffn_in, xn, N * D * sizeof *xn);
+        linear(xn, w->w_gate, g, n, D, F, 0.0f);
+        linear(xn, w->w_up, u, n, D, F, 0.0f);
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) /* by rows: the same code runs on a row for any thread count */
+            for (int j = 0; j < F; j++) {
+                size_t e = (size_t)i * F + j;
+                g[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
+            }
+        if (taps && taps->down_in) memcpy(taps->down_in, g, N * F * sizeof *g);
+        linear(g, w->w_down, x, n, F, D, 1.0f);
+    }
+    free(buf);
+    free(inv);
+    return rc;
+}
+
+int piso_block_forward(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps) {
+    if (layer < 0 || layer >= m->cfg.n_layers) return piso_errorf("block_forward: layer %d out of range", layer);
+    if (n <= 0) return piso_errorf("block_forward: empty window");
+    size_t Hkv = (size_t)m->cfg.n_kv_heads * m->cfg.head_dim;
+    float *kv = malloc(2 * (size_t)n * Hkv * sizeof *kv);
+    if (!kv) return piso_errorf("block_forward: out of memory (window of %d tokens)", n);
+    int rc = block_forward_at(m, layer, x, n, 0, kv, kv + (size_t)n * Hkv, taps);
+    free(kv);
+    return rc;
+}
+
+void piso_head(const struct piso_model *m, const float *x, int n, float *logits) {
+    int D = m->cfg.dim;
+    float *xn = malloc((size_t)n * D * sizeof *xn);
+    if (!xn) { /* out of memory: one row at a time, and zeros if even that fails */
+        if (n == 1) memset(logits, 0, (size_t)m->cfg.vocab_size * sizeof *logits);
+        for (int i = 0; n > 1 && i < n; i++) piso_head(m, x + (size_t)i * D, 1, logits + (size_t)i * m->cfg.vocab_size);
+        return;
+    }
+    rmsnorm_rows(x, m->out_norm, xn, n, D, m->cfg.norm_eps);
+    linear(xn, m->output, logits, n, D, m->cfg.vocab_size, 0.0f);
+    free(xn);
+}
+
+int piso_forward(const struct piso_model *m, const int *tokens, int n, int first, float *logits) {
+    if (n <= 0 || first < 0 || first >= n)
+        return piso_errorf("forward: need 0 <= first < n (first %d, n %d)", first, n);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->cfg.vocab_size)
+            return piso_errorf("forward: token id %d at position %d is outside the vocabulary (size %d)", tokens[i], i,
+                               m->cfg.vocab_size);
+    float *x = malloc((size_t)n * m->cfg.dim * sizeof *x);
+    if (!x) return piso_errorf("forward: out of memory (window of %d tokens)", n);
+    piso_embed(m, tokens, n, x);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        if (piso_block_forward(m, l, x, n, NULL) != 0) {
+            free(x);
+            return -1;
+        }
+    }
+    piso_head(m, x + (size_t)first * m->cfg.dim, n - first, logits);
+    free(x);
+    return 0;
+}
+
+int piso_generate_greedy(const struct piso_model *m, int *tokens, int n, int n_new, int stop_id) {
+    const struct piso_config *c = &m->cfg;
+    if (n <= 0) return piso_errorf("generate: the prompt has no tokens (add BOS)");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return piso_errorf("generate: prompt token %d at position %d is outside the vocabulary", tokens[i], i);
+    int T = n + (n_new > 0 ? n_new : 0), D = c->dim, rc = 0;
+    size_t Hkv = (size_t)c->n_kv_heads * c->head_dim, per_layer = (size_t)T * Hkv;
+    float *cache = malloc(2 * (size_t)c->n_layers * per_layer * sizeof *cache); /* [L][2][T, Hkv] */
+    float *x = malloc((size_t)n * D * sizeof *x), *logits = malloc((size_t)c->vocab_size * sizeof *logits);
+    if (!cache || !x || !logits) rc = piso_errorf("generate: out of memory for %d positions", T);
+    /* prefill the prompt, then one position per step; the head reads only the last row */
+    int pos0 = 0, len = n;
+    while (rc == 0) {
+        int cur = len - pos0;
+        piso_embed(m, tokens + pos0, cur, x);
+        for (int l = 0; l < c->n_layers && rc == 0; l++) {
+            float *kc = cache + 2 * (size_t)l * per_layer;
+            rc = block_forward_at(m, l, x, cur, pos0, kc, kc + per_layer, NULL);
+        }
+        if (rc != 0 || len >= T) break;
+        piso_head(m, x + (size_t)(cur - 1) * D, 1, logits);
+        int best = 0;
+        for (int j = 1; j < c->vocab_size; j++)
+            if (logits[j] > logits[best]) best = j;
+        if (best == stop_id) break;
+        tokens[len] = best;
+        pos0 = len++;
+    }
+    free(cache);
+    free(x);
+    free(logits);
+    return rc == 0 ? len : -1;
+}

@@ -1,0 +1,285 @@
+/* Hugging Face model directories: config.json + model.safetensors, or shards listed in
+ * model.safetensors.index.json. Llama (incl. Llama-3 rope_scaling), Mistral, Qwen2 (q/k/v bias),
+ * Qwen3 (q/k RMSNorm); tied embeddings. F32 tensors are used in place from the copy-on-write
+ * mapping, F16/BF16 are converted once into owned buffers. RoPE is HF rotate-half. */
+#include "model/model_internal.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct hf_ctx {
+    const char *dir;
+    char *config_path;
+    cJSON *cfg;
+};
+
+/* Reads an integer field; `def` < 0 means required. */
+static int cfg_int(struct hf_ctx *h, const char *key, int def, int *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(h->cfg, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (def < 0) return piso_errorf("%s: missing field \"%s\"", h->config_path, key);
+        *out = def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble || v->valuedouble < 0)
+        return piso_errorf("%s: field \"%s\" must be a non-negative integer", h->config_path, key);
+    *out = (int)v->valuedouble;
+    return 0;
+}
+
+static int num_field(const char *path, const cJSON *obj, const char *key, double def, int required, float *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required) return piso_errorf("%s: missing field \"%s\"", path, key);
+        *out = (float)def;
+        return 0;
+    }
+    if (!cJSON_IsNumber(v)) return piso_errorf("%s: field \"%s\" must be a number", path, key);
+    *out = (float)v->valuedouble;
+    return 0;
+}
+
+static int parse_config(struct hf_ctx *h, struct piso_config *c) {
+    memset(c, 0, sizeof *c);
+    c->source = PISO_SRC_HF;
+    c->rope_style = PISO_ROPE_HALF;
+    const cJSON *archs = cJSON_GetObjectItemCaseSensitive(h->cfg, "architectures");
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(h->cfg, "model_type");
+    const char *arch = NULL;
+    if (cJSON_IsArray(archs) && cJSON_IsString(cJSON_GetArrayItem(archs, 0)))
+        arch = cJSON_GetArrayItem(archs, 0)->valuestring;
+    static const struct {
+        const char *cls, *type;
+    } known[] = {{"LlamaForCausalLM", "llama"}, {"MistralForCausalLM", "mistral"},
+                 {"Qwen2ForCausalLM", "qwen2"}, {"Qwen3ForCausalLM", "qwen3"}};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        if ((arch && !strcmp(arch, known[i].cls)) ||
+            (!arch && cJSON_IsString(mt) && !strcmp(mt->valuestring, known[i].type)))
+            snprintf(c->arch, sizeof c->arch, "%s", known[i].type);
+    }
+    if (!c->arch[0])
+        return piso_errorf("%s: unsupported architecture \"%s\" (field \"architectures\"; supported: LlamaForCausalLM, "
+                           "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
+                           h->config_path, arch ? arch : cJSON_IsString(mt) ? mt->valuestring : "(missing)");
+    if (cfg_int(h, "hidden_size", -1, &c->dim) || cfg_int(h, "intermediate_size", -1, &c->hidden_dim) ||
+        cfg_int(h, "num_hidden_layers", -1, &c->n_layers) || cfg_int(h, "num_attention_heads", -1, &c->n_heads) ||
+        cfg_int(h, "num_key_value_heads", c->n_heads, &c->n_kv_heads) ||
+        cfg_int(h, "vocab_size", -1, &c->vocab_size) || cfg_int(h, "max_position_embeddings", 2048, &c->max_seq_len))
+        return -1;
+    if (c->n_heads <= 0) return piso_errorf("%s: field \"num_attention_heads\" must be positive", h->config_path);
+    if (cfg_int(h, "head_dim", c->dim / c->n_heads, &c->head_dim)) return -1;
+    if (num_field(h->config_path, h->cfg, "rms_norm_eps", 1e-6, 0, &c->norm_eps) ||
+        num_field(h->config_path, h->cfg, "rope_theta", 10000.0, 0, &c->rope_theta))
+        return -1;
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(h->cfg, "hidden_act");
+    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0))
+        return piso_errorf("%s: field \"hidden_act\": only \"silu\" is supported", h->config_path);
+    const cJSON *mb = cJSON_GetObjectItemCaseSensitive(h->cfg, "mlp_bias");
+    if (cJSON_IsTrue(mb)) return piso_errorf("%s: field \"mlp_bias\": MLP biases are not supported", h->config_path);
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(h->cfg, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs)) {
+        const cJSON *rt = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+        if (!rt) rt = cJSON_GetObjectItemCaseSensitive(rs, "type");
+        const char *type = cJSON_IsString(rt) ? rt->valuestring : "(missing)";
+        if (strcmp(type, "default") != 0) {
+            if (strcmp(type, "llama3") != 0)
+                return piso_errorf("%s: field \"rope_scaling\": rope_type \"%s\" is not supported (only llama3)",
+                                   h->config_path, type);
+            c->rope_llama3 = 1;
+            float orig;
+            if (num_field(h->config_path, rs, "factor", 0, 1, &c->rope_factor) ||
+                num_field(h->config_path, rs, "low_freq_factor", 0, 1, &c->rope_low_freq_factor) ||
+                num_field(h->config_path, rs, "high_freq_factor", 0, 1, &c->rope_high_freq_factor) ||
+                num_field(h->config_path, rs, "original_max_position_embeddings", 0, 1, &orig))
+                return piso_error_context("rope_scaling");
+            c->rope_orig_ctx = (int)orig;
+        }
+    }
+    const cJSON *tie = cJSON_GetObjectItemCaseSensitive(h->cfg, "tie_word_embeddings");
+    c->tied_embeddings = cJSON_IsTrue(tie);
+    c->has_qkv_bias = !strcmp(c->arch, "qwen2");
+    c->has_qk_norm = !strcmp(c->arch, "qwen3");
+    return piso_config_validate(c, h->config_path);
+}
+
+/* Opens model.safetensors or every shard named in model.safetensors.index.json. */
+static int open_shards(struct piso_model *m, const char *dir) {
+    struct piso_model_storage *s = m->storage;
+    char *single = piso_path_join(dir, "model.safetensors");
+    if (piso_file_exists(single)) {
+        s->st = calloc(1, sizeof *s->st);
+        int rc = piso_st_open(&s->st[0], single);
+        free(single);
+        if (rc == 0) s->n_st = 1;
+        return rc;
+    }
+    free(single);
+    char *index_path = piso_path_join(dir, "model.safetensors.index.json"), *text;
+    if (piso_read_file(index_path, &text, NULL) != 0) {
+        piso_errorf("%s: no model.safetensors or model.safetensors.index.json", dir);
+        free(index_path);
+        return -1;
+    }
+    cJSON *idx = cJSON_Parse(text);
+    free(text);
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
+    if (!cJSON_IsObject(wm)) {
+        cJSON_Delete(idx);
+        piso_errorf("%s: missing object \"weight_map\"", index_path);
+        free(index_path);
+        return -1;
+    }
+    int n = cJSON_GetArraySize(wm), rc = 0;
+    char **files = calloc((size_t)n + 1, sizeof *files);
+    int n_files = 0;
+    for (const cJSON *e = wm->child; e; e = e->next) {
+        if (!cJSON_IsString(e) || strchr(e->valuestring, '/') || !strcmp(e->valuestring, "..")) {
+            rc = piso_errorf("%s: weight_map entry \"%s\" is not a file name", index_path, e->string);
+            break;
+        }
+        int seen = 0;
+        for (int i = 0; i < n_files && !seen; i++) seen = !strcmp(files[i], e->valuestring);
+        if (!seen) files[n_files++] = e->valuestring;
+    }
+    s->st = calloc((size_t)n_files + 1, sizeof *s->st);
+    for (int i = 0; rc == 0 && i < n_files; i++) {
+        char *p = piso_path_join(dir, files[i]);
+        rc = piso_st_open(&s->st[i], p);
+        free(p);
+        if (rc == 0) s->n_st++;
+    }
+    free(files);
+    cJSON_Delete(idx);
+    free(index_path);
+    return rc;
+}
+
+static const struct piso_st_tensor *find_tensor(struct piso_model *m, const char *name, int *file) {
+    for (int i = 0; i < m->storage->n_st; i++) {
+        const struct piso_st_tensor *t = piso_st_find(&m->storage->st[i], name);
+        if (t) {
+            *file = i;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* The tensor `name` as fp32 [rows, cols] (cols == 0: 1-D [rows]); NULL with an error if missing
+ * or misshapen (optional: NULL without error when absent). */
+static float *get_weight(struct piso_model *m, const char *name, int64_t rows, int64_t cols, int optional) {
+    int fi = 0;
+    const struct piso_st_tensor *t = find_tensor(m, name, &fi);
+    if (!t) {
+        if (!optional) piso_errorf("%s: tensor '%s' not found", m->path, name);
+        return NULL;
+    }
+    const char *file = m->storage->st[fi].map.path;
+    int ndim = cols ? 2 : 1;
+    if (t->ndim != ndim || t->shape[0] != rows || (cols && t->shape[1] != cols)) {
+        char got[64];
+        if (t->ndim == 2) snprintf(got, sizeof got, "[%lld, %lld]", (long long)t->shape[0], (long long)t->shape[1]);
+        else if (t->ndim == 1) snprintf(got, sizeof got, "[%lld]", (long long)t->shape[0]);
+        else snprintf(got, sizeof got, "%d dims", t->ndim);
+        if (cols) piso_errorf("%s: tensor '%s': shape %s, expected [%lld, %lld]", file, name, got, (long long)rows, (long long)cols);
+        else piso_errorf("%s: tensor '%s': shape %s, expected [%lld]", file, name, got, (long long)rows);
+        return NULL;
+    }
+    if (t->dtype == PISO_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0)
+        return (float *)(uintptr_t)t->data; /* copy-on-write mapping */
+    if (t->dtype != PISO_DTYPE_F32 && t->dtype != PISO_DTYPE_F16 && t->dtype != PISO_DTYPE_BF16) {
+        piso_errorf("%s: tensor '%s': dtype %s is not supported (F32, F16, BF16)", file, name, piso_dtype_name(t->dtype));
+        return NULL;
+    }
+    float *dst = model_own(m, (size_t)t->numel);
+    if (!dst) {
+        piso_errorf("%s: tensor '%s': out of memory", file, name);
+        return NULL;
+    }
+    if (piso_st_read_f32(&m->storage->st[fi], t, dst, (size_t)t->numel) != 0) return NULL;
+    return dst;
+}
+
+static int load_weights(struct piso_model *m) {
+    const struct piso_config *c = &m->cfg;
+    int64_t D = c->dim, F = c->hidden_dim, V = c->vocab_size, hd = c->head_dim;
+    int64_t Hq = (int64_t)c->n_heads * hd, Hkv = (int64_t)c->n_kv_heads * hd;
+    char name[160];
+    int fi_;
+#define W(dst, rows, cols, opt, ...)                                                                   \
+    do {                                                                                           \
+        snprintf(name, sizeof name, __VA_ARGS__);                                                  \
+        dst = get_weight(m, name, rows, cols, opt);                                                \
+        if (!dst && (!(opt) || find_tensor(m, name, &fi_))) return -1; /* missing or misshapen */  \
+    } while (0)
+    W(m->tok_embd, V, D, 0, "model.embed_tokens.weight");
+    W(m->out_norm, D, 0, 0, "model.norm.weight");
+    W(m->output, V, D, 1, "lm_head.weight");
+    if (!m->output) { /* tie_word_embeddings, or a checkpoint that simply omits lm_head */
+        m->output = m->tok_embd;
+        m->cfg.tied_embeddings = 1;
+    } else {
+        m->cfg.tied_embeddings = 0;
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        struct piso_layer_weights *w = &m->layers[l];
+        const char *p = "model.layers";
+        W(w->attn_norm, D, 0, 0, "%s.%d.input_layernorm.weight", p, l);
+        W(w->wq, Hq, D, 0, "%s.%d.self_attn.q_proj.weight", p, l);
+        W(w->wk, Hkv, D, 0, "%s.%d.self_attn.k_proj.weight", p, l);
+        W(w->wv, Hkv, D, 0, "%s.%d.self_attn.v_proj.weight", p, l);
+        W(w->wo, D, Hq, 0, "%s.%d.self_attn.o_proj.weight", p, l);
+        W(w->ffn_norm, D, 0, 0, "%s.%d.post_attention_layernorm.weight", p, l);
+        W(w->w_gate, F, D, 0, "%s.%d.mlp.gate_proj.weight", p, l);
+        W(w->w_up, F, D, 0, "%s.%d.mlp.up_proj.weight", p, l);
+        W(w->w_down, D, F, 0, "%s.%d.mlp.down_proj.weight", p, l);
+        int req_bias = !c->has_qkv_bias, req_norm = !c->has_qk_norm; /* 1 = optional */
+        W(w->bq, Hq, 0, req_bias, "%s.%d.self_attn.q_proj.bias", p, l);
+        W(w->bk, Hkv, 0, req_bias, "%s.%d.self_attn.k_proj.bias", p, l);
+        W(w->bv, Hkv, 0, req_bias, "%s.%d.self_attn.v_proj.bias", p, l);
+        W(w->q_norm, hd, 0, req_norm, "%s.%d.self_attn.q_norm.weight", p, l);
+        W(w->k_norm, hd, 0, req_norm, "%s.%d.self_attn.k_norm.weight", p, l);
+        int fi;
+        snprintf(name, sizeof name, "%s.%d.self_attn.o_proj.bias", p, l);
+        if (find_tensor(m, name, &fi)) return piso_errorf("%s: tensor '%s': output-projection biases are not supported", m->path, name);
+        if (!!w->bq != !!w->bk || !!w->bq != !!w->bv)
+            return piso_errorf("%s: layer %d: q/k/v biases must all be present or all absent", m->path, l);
+        if (!!w->q_norm != !!w->k_norm)
+            return piso_errorf("%s: layer %d: q_norm and k_norm must both be present or absent", m->path, l);
+        if (w->bq) m->cfg.has_qkv_bias = 1;
+        if (w->q_norm) m->cfg.has_qk_norm = 1;
+    }
+#undef W
+    const struct piso_st_tensor *t0 = piso_st_find(&m->storage->st[0], "model.embed_tokens.weight");
+    int fi = 0;
+    if (!t0) t0 = find_tensor(m, "model.embed_tokens.weight", &fi);
+    m->cfg.dtype = t0 ? t0->dtype : PISO_DTYPE_F32;
+    return 0;
+}
+
+int load_hf(const char *dir, struct piso_model **out) {
+    struct hf_ctx h = {dir, piso_path_join(dir, "config.json"), NULL};
+    char *text;
+    if (piso_read_file(h.config_path, &text, NULL) != 0) {
+        piso_errorf("%s: not a model directory (no config.json)", dir);
+        free(h.config_path);
+        return -1;
+    }
+    h.cfg = cJSON_Parse(text);
+    free(text);
+    struct piso_config c;
+    int rc = 0;
+    if (!cJSON_IsObject(h.cfg)) rc = piso_errorf("%s: not a JSON object", h.config_path);
+    if (rc == 0) rc = parse_config(&h, &c);
+    cJSON_Delete(h.cfg);
+    free(h.config_path);
+    if (rc != 0) return -1;
+    struct piso_model *m = model_new(&c, dir);
+    if (open_shards(m, dir) != 0 || load_weights(m) != 0) {
+        piso_model_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}

@@ -1,0 +1,158 @@
+/* Model lifetime: format detection, config validation, in-memory allocation, freeing. */
+#include "model/model_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct piso_model *model_new(const struct piso_config *cfg, const char *path) {
+    struct piso_model *m = calloc(1, sizeof *m);
+    m->cfg = *cfg;
+    m->path = strdup(path ? path : "(memory)");
+    m->storage = calloc(1, sizeof *m->storage);
+    m->layers = calloc((size_t)(cfg->n_layers > 0 ? cfg->n_layers : 1), sizeof *m->layers);
+    return m;
+}
+
+float *model_own(struct piso_model *m, size_t n) {
+    struct piso_model_storage *s = m->storage;
+    if (s->n_owned == s->cap_owned) {
+        s->cap_owned = s->cap_owned ? 2 * s->cap_owned : 64;
+        s->owned = realloc(s->owned, (size_t)s->cap_owned * sizeof *s->owned);
+    }
+    float *p = calloc(n ? n : 1, sizeof(float));
+    if (!p) return NULL;
+    s->owned[s->n_owned++] = p;
+    return p;
+}
+
+void piso_model_free(struct piso_model *m) {
+    if (!m) return;
+    struct piso_model_storage *s = m->storage;
+    if (s) {
+        for (int i = 0; i < s->n_st; i++) piso_st_close(&s->st[i]);
+        free(s->st);
+        if (s->gguf) piso_gguf_close(s->gguf);
+        free(s->gguf);
+        piso_mmap_close(&s->map);
+        for (int i = 0; i < s->n_owned; i++) free(s->owned[i]);
+        free(s->owned);
+        free(s);
+    }
+    /* TOK-MERGE: piso_tokenizer_free(m->tok) once the tok branch lands */
+    free(m->layers);
+    free(m->path);
+    free(m);
+}
+
+int piso_config_validate(const struct piso_config *c, const char *what) {
+#define NEED(cond, ...)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            piso_errorf(__VA_ARGS__);                                                              \
+            return piso_error_context("%s", what);                                                 \
+        }                                                                                          \
+    } while (0)
+    NEED(c->dim > 0 && c->hidden_dim > 0 && c->n_layers > 0 && c->vocab_size > 0,
+         "sizes must be positive (dim %d, hidden_dim %d, n_layers %d, vocab_size %d)", c->dim, c->hidden_dim,
+         c->n_layers, c->vocab_size);
+    NEED(c->n_heads > 0 && c->n_kv_heads > 0, "n_heads %d and n_kv_heads %d must be positive", c->n_heads,
+         c->n_kv_heads);
+    NEED(c->n_heads % c->n_kv_heads == 0, "n_heads %d is not a multiple of n_kv_heads %d", c->n_heads, c->n_kv_heads);
+    NEED(c->head_dim > 0 && c->head_dim % 2 == 0, "head_dim %d must be positive and even (RoPE pairs)", c->head_dim);
+    NEED(c->dim < (1 << 20) && c->hidden_dim < (1 << 22) && c->n_layers < 4096 && c->vocab_size < (1 << 24) &&
+             c->n_heads < 4096 && c->head_dim < 8192,
+         "implausible sizes (dim %d, hidden_dim %d, n_layers %d, vocab %d, heads %d, head_dim %d)", c->dim,
+         c->hidden_dim, c->n_layers, c->vocab_size, c->n_heads, c->head_dim);
+    NEED(c->norm_eps > 0 && c->norm_eps < 1, "norm_eps %g out of range", (double)c->norm_eps);
+    NEED(c->rope_theta > 0, "rope_theta %g must be positive", (double)c->rope_theta);
+    if (c->rope_llama3)
+        NEED(c->rope_factor > 0 && c->rope_low_freq_factor > 0 && c->rope_high_freq_factor > c->rope_low_freq_factor &&
+                 c->rope_orig_ctx > 0,
+             "rope_scaling (llama3): factor %g, low_freq_factor %g, high_freq_factor %g, "
+             "original_max_position_embeddings %d are inconsistent",
+             (double)c->rope_factor, (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor, c->rope_orig_ctx);
+    return 0;
+#undef NEED
+}
+
+int piso_model_alloc(const struct piso_config *cfg, struct piso_model **out) {
+    *out = NULL;
+    if (piso_config_validate(cfg, "model config") != 0) return -1;
+    struct piso_model *m = model_new(cfg, NULL);
+    size_t D = (size_t)cfg->dim, F = (size_t)cfg->hidden_dim, V = (size_t)cfg->vocab_size;
+    size_t Hq = (size_t)cfg->n_heads * (size_t)cfg->head_dim, Hkv = (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim;
+    m->tok_embd = model_own(m, V * D);
+    m->out_norm = model_own(m, D);
+    m->output = cfg->tied_embeddings ? m->tok_embd : model_own(m, V * D);
+    for (int l = 0; l < cfg->n_layers; l++) {
+        struct piso_layer_weights *w = &m->layers[l];
+        w->attn_norm = model_own(m, D);
+        w->ffn_norm = model_own(m, D);
+        w->wq = model_own(m, Hq * D);
+        w->wk = model_own(m, Hkv * D);
+        w->wv = model_own(m, Hkv * D);
+        w->wo = model_own(m, D * Hq);
+        w->w_gate = model_own(m, F * D);
+        w->w_up = model_own(m, F * D);
+        w->w_down = model_own(m, D * F);
+        if (cfg->has_qkv_bias) {
+            w->bq = model_own(m, Hq);
+            w->bk = model_own(m, Hkv);
+            w->bv = model_own(m, Hkv);
+        }
+        if (cfg->has_qk_norm) {
+            w->q_norm = model_own(m, (size_t)cfg->head_dim);
+            w->k_norm = model_own(m, (size_t)cfg->head_dim);
+        }
+    }
+    for (int i = 0; i < m->storage->n_owned; i++)
+        if (!m->storage->owned[i]) {
+            piso_model_free(m);
+            return piso_errorf("model config: out of memory allocating the weights");
+        }
+    *out = m;
+    return 0;
+}
+
+int piso_model_make_writable(struct piso_model *m) {
+    /* Every weight already lives in an owned buffer or a MAP_PRIVATE | PROT_WRITE mapping
+     * (copy-on-write, see piso_mmap_open), so writes stay private to this process. */
+    if (!m || !m->tok_embd || !m->layers) return piso_errorf("make_writable: model is not loaded");
+    return 0;
+}
+
+/* Picks the tokenizer: the explicit path, else whatever the loader found beside the weights. */
+static int attach_tokenizer(struct piso_model *m, const char *tokenizer_path) {
+    (void)m;
+    (void)tokenizer_path;
+    return 0; /* tokenizers arrive with the tok branch */
+}
+
+int piso_model_load(const char *path, const char *tokenizer_path, struct piso_model **out) {
+    *out = NULL;
+    int rc;
+    if (piso_is_dir(path)) {
+        rc = load_hf(path, out);
+    } else {
+        FILE *f = fopen(path, "rb");
+        if (!f) return piso_errorf("%s: cannot open (expected an HF model directory, a llama2.c .bin or a .gguf)", path);
+        char magic[4] = {0};
+        size_t got = fread(magic, 1, 4, f);
+        fclose(f);
+        if (got == 4 && memcmp(magic, "GGUF", 4) == 0) {
+            rc = load_gguf(path, out);
+        } else {
+            size_t n = strlen(path);
+            if (n >= 12 && strcmp(path + n - 12, ".safetensors") == 0)
+                return piso_errorf("%s: pass the model directory (with config.json), not the .safetensors file", path);
+            rc = load_llama2c(path, out);
+        }
+    }
+    if (rc != 0) return -1;
+    if (attach_tokenizer(*out, tokenizer_path) != 0) {
+        piso_model_free(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,29 @@
+/* Loader-private pieces shared by the src/model files: what a model keeps alive (mappings, owned
+ * buffers) and the helpers the format loaders use. */
+#ifndef PISO_MODEL_INTERNAL_H
+#define PISO_MODEL_INTERNAL_H
+
+#include "piso/gguf.h"
+#include "piso/model.h"
+#include "piso/safetensors.h"
+
+struct piso_model_storage {
+    struct piso_st_file *st; /* HF: one per safetensors shard */
+    int n_st;
+    struct piso_gguf *gguf;  /* GGUF source */
+    struct piso_mmap map;    /* llama2.c source */
+    void **owned;            /* malloc'd weight buffers (converted or allocated) */
+    int n_owned, cap_owned;
+};
+
+/* An empty model (cfg copied) with storage and the layer array allocated. */
+struct piso_model *model_new(const struct piso_config *cfg, const char *path);
+/* n floats owned by the model (zeroed), freed with it. */
+float *model_own(struct piso_model *m, size_t n);
+
+/* Format loaders: fill cfg and weights of *out (tokenizer not included). */
+int load_hf(const char *dir, struct piso_model **out);
+int load_llama2c(const char *path, struct piso_model **out);
+int load_gguf(const char *path, struct piso_model **out);
+
+#endif

@@ -1,0 +1,308 @@
+/* Tokenizer object: vocab hash maps, merge table, added-token splitting, the public entry points
+ * and the loader dispatch (tokenizer.json, llama2.c tokenizer.bin, GGUF, model directory). */
+#include "tokenizer/tok_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct piso_tokenizer *tok_new(enum piso_tok_kind kind, int n_vocab, const char *source) {
+    struct piso_tokenizer *t = calloc(1, sizeof *t);
+    t->v.kind = kind;
+    t->v.n_vocab = n_vocab;
+    t->v.pieces = calloc((size_t)n_vocab + 1, sizeof(char *));
+    t->v.scores = calloc((size_t)n_vocab + 1, sizeof(float));
+    t->v.types = calloc((size_t)n_vocab + 1, sizeof(int));
+    t->piece_len = calloc((size_t)n_vocab + 1, sizeof(int));
+    for (int i = 0; i < n_vocab; i++) t->v.types[i] = TOK_TYPE_NORMAL;
+    t->v.bos_id = t->v.eos_id = t->v.unk_id = t->v.pad_id = -1;
+    t->parse_special = 1;
+    t->source = strdup(source ? source : "?");
+    for (int b = 0; b < 256; b++) t->byte_token[b] = -1;
+    return t;
+}
+
+void piso_tokenizer_free(struct piso_tokenizer *t) {
+    if (!t) return;
+    for (int i = 0; i < t->v.n_vocab; i++) free(t->v.pieces[i]);
+    for (int i = 0; i < t->v.n_merges; i++) free(t->v.merges ? t->v.merges[i] : NULL);
+    free(t->v.pieces);
+    free(t->v.scores);
+    free(t->v.types);
+    free(t->v.merges);
+    free(t->piece_len);
+    free(t->vocab_map.slots);
+    free(t->merge_result);
+    free(t->pairs.keys);
+    free(t->pairs.val);
+    for (int i = 0; i < t->n_regex; i++) pcre2_code_free(t->regex[i]);
+    free(t->regex);
+    free(t->added);
+    free(t->source);
+    free(t);
+}
+
+const struct piso_tokenizer_vocab *piso_tokenizer_vocab(const struct piso_tokenizer *t) { return &t->v; }
+
+void piso_tokenizer_set_parse_special(struct piso_tokenizer *t, int parse_special) {
+    t->parse_special = parse_special;
+}
+
+/* ---- hashing -------------------------------------------------------------------------------- */
+uint32_t tok_hash(const char *s, size_t n) { /* FNV-1a */
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static uint32_t pow2_at_least(uint64_t n) {
+    uint32_t c = 16;
+    while (c < 2 * n) c <<= 1;
+    return c;
+}
+
+int tok_lookup(const struct piso_tokenizer *t, const char *s, size_t n) {
+    const struct tok_strmap *m = &t->vocab_map;
+    if (!m->slots) return -1;
+    for (uint32_t h = tok_hash(s, n) & m->mask;; h = (h + 1) & m->mask) {
+        int32_t id = m->slots[h];
+        if (id < 0) return -1;
+        if ((size_t)t->piece_len[id] == n && memcmp(t->v.pieces[id], s, n) == 0) return id;
+    }
+}
+
+int tok_index_vocab(struct piso_tokenizer *t) {
+    uint32_t cap = pow2_at_least((uint64_t)t->v.n_vocab);
+    struct tok_strmap *m = &t->vocab_map;
+    free(m->slots);
+    m->slots = malloc(cap * sizeof(int32_t));
+    m->mask = cap - 1;
+    for (uint32_t i = 0; i < cap; i++) m->slots[i] = -1;
+    for (int id = 0; id < t->v.n_vocab; id++) {
+        const char *p = t->v.pieces[id];
+        size_t n = (size_t)t->piece_len[id];
+        for (uint32_t h = tok_hash(p, n) & m->mask;; h = (h + 1) & m->mask) {
+            int32_t o = m->slots[h];
+            if (o < 0 || ((size_t)t->piece_len[o] == n && memcmp(t->v.pieces[o], p, n) == 0)) {
+                m->slots[h] = id; /* a later duplicate replaces the earlier one (llama.cpp) */
+                break;
+            }
+        }
+    }
+    /* byte tables */
+    for (int b = 0; b < 256; b++) {
+        char buf[8];
+        int n;
+        if (t->v.kind == PISO_TOK_SPM) n = snprintf(buf, sizeof buf, "<0x%02X>", b);
+        else n = tok_utf8_put(tok_byte_to_cp((unsigned char)b), buf);
+        t->byte_token[b] = tok_lookup(t, buf, (size_t)n);
+    }
+    return 0;
+}
+
+/* ---- merges --------------------------------------------------------------------------------- */
+void tok_pairs_init(struct piso_tokenizer *t, int n) {
+    uint32_t cap = pow2_at_least((uint64_t)n);
+    t->pairs.keys = calloc(cap, sizeof(uint64_t));
+    t->pairs.val = malloc(cap * sizeof(int32_t));
+    t->pairs.mask = cap - 1;
+    t->merge_result = malloc(((size_t)n + 1) * sizeof(int32_t));
+}
+
+static uint32_t pair_hash(uint64_t k) {
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdULL;
+    k ^= k >> 33;
+    return (uint32_t)k;
+}
+
+void tok_add_merge(struct piso_tokenizer *t, int rank, const char *l, size_t ln, const char *r, size_t rn) {
+    t->merge_result[rank] = -1;
+    int a = tok_lookup(t, l, ln), b = tok_lookup(t, r, rn);
+    if (a < 0 || b < 0) return;
+    char stack[256];
+    char *buf = ln + rn <= sizeof stack ? stack : malloc(ln + rn);
+    memcpy(buf, l, ln);
+    memcpy(buf + ln, r, rn);
+    int m = tok_lookup(t, buf, ln + rn);
+    if (buf != stack) free(buf);
+    if (m < 0) return;
+    t->merge_result[rank] = m;
+    uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
+    for (uint32_t h = pair_hash(key) & t->pairs.mask;; h = (h + 1) & t->pairs.mask) {
+        if (t->pairs.keys[h] == key) return; /* first rank wins */
+        if (t->pairs.keys[h] == 0) {
+            t->pairs.keys[h] = key;
+            t->pairs.val[h] = rank;
+            return;
+        }
+    }
+}
+
+int tok_pair_find(const struct piso_tokenizer *t, int left, int right) {
+    if (!t->pairs.keys || left < 0 || right < 0) return -1;
+    uint64_t key = (((uint64_t)(uint32_t)left << 32) | (uint32_t)right) + 1;
+    for (uint32_t h = pair_hash(key) & t->pairs.mask;; h = (h + 1) & t->pairs.mask) {
+        if (t->pairs.keys[h] == key) return t->pairs.val[h];
+        if (t->pairs.keys[h] == 0) return -1;
+    }
+}
+
+/* ---- small helpers -------------------------------------------------------------------------- */
+void tok_ids_push(struct tok_ids *a, int x) {
+    if (a->n == a->cap) {
+        a->cap = a->cap ? 2 * a->cap : 256;
+        a->v = realloc(a->v, (size_t)a->cap * sizeof(int));
+    }
+    a->v[a->n++] = x;
+}
+
+int tok_utf8_put(uint32_t cp, char *buf) {
+    unsigned char *o = (unsigned char *)buf;
+    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (unsigned char)(0xE0 | (cp >> 12));
+        o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (unsigned char)(0xF0 | (cp >> 18));
+    o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+int tok_utf8_len(unsigned char c) {
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) return 2;
+    if ((c & 0xF0) == 0xE0) return 3;
+    if ((c & 0xF8) == 0xF0) return 4;
+    return 1;
+}
+
+/* ---- added tokens --------------------------------------------------------------------------- */
+void tok_add_added(struct piso_tokenizer *t, int id) {
+    if (id < 0 || id >= t->v.n_vocab || t->piece_len[id] == 0) return;
+    for (int i = 0; i < t->n_added; i++)
+        if (t->added[i] == id) return;
+    t->added = realloc(t->added, (size_t)(t->n_added + 1) * sizeof(int));
+    /* keep longest first so the first hit at a position is the longest one */
+    int i = t->n_added++;
+    while (i > 0 && t->piece_len[t->added[i - 1]] < t->piece_len[id]) {
+        t->added[i] = t->added[i - 1];
+        i--;
+    }
+    t->added[i] = id;
+}
+
+static int match_added(const struct piso_tokenizer *t, const char *s, size_t n, int *len) {
+    for (int i = 0; i < t->n_added; i++) {
+        int id = t->added[i];
+        size_t l = (size_t)t->piece_len[id];
+        if (l > n || t->v.pieces[id][0] != s[0] || memcmp(t->v.pieces[id], s, l) != 0) continue;
+        int ty = t->v.types[id];
+        if (!t->parse_special && ty != TOK_TYPE_USER) continue;
+        *len = (int)l;
+        return id;
+    }
+    return -1;
+}
+
+static int encode_segment(const struct piso_tokenizer *t, const char *s, size_t n, int first,
+                          struct tok_ids *out) {
+    if (t->v.kind == PISO_TOK_SPM) return tok_spm_encode_segment(t, s, n, first, out);
+    return tok_bytelevel_encode_segment(t, s, n, out);
+}
+
+int piso_tokenize(const struct piso_tokenizer *t, const char *text, size_t len, int add_bos, int **ids,
+                  int *n_ids) {
+    struct tok_ids out = {0};
+    *ids = NULL;
+    *n_ids = 0;
+    if (add_bos) {
+        if (t->v.bos_id < 0) return piso_errorf("%s: BOS requested but the tokenizer has no BOS token", t->source);
+        tok_ids_push(&out, t->v.bos_id);
+    }
+    unsigned char first_bytes[32] = {0};
+    for (int i = 0; i < t->n_added; i++) {
+        unsigned char c = (unsigned char)t->v.pieces[t->added[i]][0];
+        first_bytes[c >> 3] |= (unsigned char)(1u << (c & 7));
+    }
+    size_t seg = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)text[i];
+        int mlen = 0, id = -1;
+        if (first_bytes[c >> 3] & (1u << (c & 7))) id = match_added(t, text + i, len - i, &mlen);
+        if (id < 0) {
+            i++;
+            continue;
+        }
+        if (i > seg && encode_segment(t, text + seg, i - seg, seg == 0, &out) != 0) goto fail;
+        tok_ids_push(&out, id);
+        i += (size_t)mlen;
+        seg = i;
+    }
+    if (len > seg && encode_segment(t, text + seg, len - seg, seg == 0, &out) != 0) goto fail;
+    if (!out.v) out.v = malloc(sizeof(int));
+    *ids = out.v;
+    *n_ids = out.n;
+    return 0;
+fail:
+    free(out.v);
+    return -1;
+}
+
+/* ---- loading -------------------------------------------------------------------------------- */
+int tok_load_gguf_path(const char *path, struct piso_tokenizer **out); /* load_gguf_vocab.c */
+
+static int load_file(const char *path, struct piso_tokenizer **out) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return piso_errorf("%s: cannot open tokenizer", path);
+    unsigned char head[16] = {0};
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    if (n >= 4 && memcmp(head, "GGUF", 4) == 0) return tok_load_gguf_path(path, out);
+    size_t i = 0;
+    while (i < n && (head[i] == ' ' || head[i] == '\n' || head[i] == '\r' || head[i] == '\t')) i++;
+    if (i < n && head[i] == '{') return tok_load_hf_json(path, out);
+    if (tok_load_llama2c(path, out) == 0) return 0;
+    /* a llama2.c checkpoint: use the tokenizer beside it */
+    char *dir = strdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else strcpy(dir, ".");
+    static const char *names[] = {"tokenizer.bin", "tok512.bin", "tokenizer.json"};
+    for (int k = 0; k < 3; k++) {
+        char *p = piso_path_join(dir, names[k]);
+        if (strcmp(p, path) != 0 && piso_file_exists(p)) {
+            int rc = load_file(p, out);
+            free(p);
+            free(dir);
+            return rc;
+        }
+        free(p);
+    }
+    free(dir);
+    return piso_errorf("%s: not a tokenizer (not GGUF, not a tokenizer.json, not a llama2.c tokenizer.bin) "
+                       "and no tokenizer.bin or tokenizer.json beside it", path);
+}
+
+int piso_tokenizer_load(const char *path, struct piso_tokenizer **out) {
+    *out = NULL;
+    if (!piso_is_dir(path)) {
+        if (!piso_file_exists(path)) return piso_errorf("%s: no such tokenizer file or directory", path);
+        return load_file(path, out);
+    }
+    static const char *names[] = {"tokenizer.json", "tokenizer.bin", "tok512.bin"};
+    for (int k = 0; k < 3; k++) {
+        char *p = piso_path_join(path, names[k]);
+        if (piso_file_exists(p)) {
+            int rc = load_file(p, out);
+            free(p);
+            return rc;
+        }
+        free(p);
+    }
+    return piso_errorf("%s: model directory has no tokenizer.json, tokenizer.bin or tok512.bin", path);
+}
