@@ -5,7 +5,7 @@
  * extrapolated to all rows (the table says which). Objectives are Σ over the first R rows
  * (the same rows for every method), so methods compare on equal footing.
  *
- * usage: bench_scales [D] [rows-for-slow-methods] [T] */
+ * usage: bench_scales [D] [rows-for-slow-methods] [T] [only-this-method] */
 #include "piso/quant.h"
 
 #include <cblas.h>
@@ -30,6 +30,7 @@ int main(int argc, char **argv) {
     int D = argc > 1 ? atoi(argv[1]) : 4096;
     int R = argc > 2 ? atoi(argv[2]) : 64;
     int T = argc > 3 ? atoi(argv[3]) : D;
+    const char *only = argc > 4 ? argv[4] : NULL;
     int N = D;
     if (D < 64 || R < 1 || R > N || T < 1) {
         fprintf(stderr, "usage: bench_scales [D >= 64] [rows 1..D] [T]\n");
@@ -81,6 +82,7 @@ int main(int argc, char **argv) {
     for (int f = 0; f < 2; f++)
         for (size_t k = 0; k < sizeof runs / sizeof *runs; k++) {
             struct piso_quant_opts o = {.group = runs[k].group, .method = runs[k].m, .allow_negative = 1};
+            if (only && strcmp(only, piso_scale_method_name(o.method)) != 0) continue;
             piso_grid_init(&o.grid, formats[f], 0);
             int rows = runs[k].slow ? R : N;
             struct piso_layer_problem p = {.N = rows, .D = D, .W = W, .H = H, .G = NULL};

@@ -7,7 +7,8 @@
 #include <string.h>
 
 static const char USAGE[] =
-    "usage: piso tokenize --tokenizer PATH (--text STR | --file F) [--bos] [--no-special] [--decode] [--json] [--quiet]\n"
+    "usage: piso tokenize --tokenizer PATH (--text STR | --file F) [--bos] [--no-special] [--decode]\n"
+    "                     [--json] [--quiet]\n"
     "  PATH: a tokenizer.json, a model directory, a llama2.c tokenizer.bin or a GGUF file\n"
     "  --bos         prepend the BOS token\n"
     "  --no-special  do not turn control-token text (e.g. <|endoftext|>) into its id (llama.cpp's default)\n"

@@ -269,17 +269,47 @@ static void test_two_layouts(void) {
     ref_forward(a, tok, 40, lr, NULL, NULL, NULL, NULL);
     d = max_abs_diff(la, lr, (size_t)40 * 512);
     CHECK(d < 1e-4, "stories260K batched vs reference: %g", d);
-    /* thread-count independence: bit-identical logits */
-    int nt = omp_get_max_threads();
-    omp_set_num_threads(1);
-    CHECK(piso_forward(b, tok, N, 0, lr) == 0, "forward 1 thread");
-    omp_set_num_threads(nt > 1 ? nt : 2);
-    CHECK(piso_forward(b, tok, N, 0, lb) == 0, "forward n threads");
-    omp_set_num_threads(nt);
-    CHECK(memcmp(lr, lb, (size_t)N * 512 * 4) == 0, "logits depend on the thread count (max diff %g, threads %d)", max_abs_diff(lr, lb, (size_t)N * 512), nt);
     free(la), free(lb), free(lr);
     piso_model_free(a);
     piso_model_free(b);
+}
+
+/* Thread-count independence: bit-identical logits with 1, 2 and 3 threads on a model large enough
+ * that the GEMM blocks and the attention heads really run in parallel. */
+static void test_threads(void) {
+    struct piso_config c = {0};
+    snprintf(c.arch, sizeof c.arch, "llama");
+    c.dim = 256, c.hidden_dim = 512, c.n_layers = 2, c.n_heads = 8, c.n_kv_heads = 4, c.head_dim = 32;
+    c.vocab_size = 300, c.max_seq_len = 512, c.norm_eps = 1e-5f, c.rope_theta = 10000.0f, c.rope_style = PISO_ROPE_HALF;
+    struct piso_model *m;
+    if (piso_model_alloc(&c, &m) != 0) {
+        CHECK(0, "alloc: %s", piso_last_error());
+        return;
+    }
+    fill(m->tok_embd, 300 * 256, 0.5f, 0), fill(m->output, 300 * 256, 0.1f, 0), fill(m->out_norm, 256, 0.1f, 1);
+    for (int l = 0; l < 2; l++) {
+        struct piso_layer_weights *w = &m->layers[l];
+        fill(w->attn_norm, 256, 0.1f, 1), fill(w->ffn_norm, 256, 0.1f, 1);
+        fill(w->wq, 256 * 256, 0.06f, 0), fill(w->wk, 128 * 256, 0.06f, 0), fill(w->wv, 128 * 256, 0.06f, 0);
+        fill(w->wo, 256 * 256, 0.06f, 0), fill(w->w_gate, 512 * 256, 0.06f, 0), fill(w->w_up, 512 * 256, 0.06f, 0);
+        fill(w->w_down, 256 * 512, 0.04f, 0);
+    }
+    enum { N = 300 };
+    int tok[N];
+    for (int i = 0; i < N; i++) tok[i] = (int)(urand() * 300);
+    float *l1 = malloc((size_t)N * 300 * 4), *l2 = malloc((size_t)N * 300 * 4);
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    CHECK(piso_forward(m, tok, N, 0, l1) == 0, "forward 1 thread");
+    for (int t = 2; t <= 3; t++) {
+        omp_set_num_threads(t);
+        CHECK(piso_forward(m, tok, N, 0, l2) == 0, "forward %d threads", t);
+        CHECK(memcmp(l1, l2, (size_t)N * 300 * 4) == 0, "logits with %d threads differ from 1 thread (max %g)", t,
+              max_abs_diff(l1, l2, (size_t)N * 300));
+    }
+    omp_set_num_threads(nt);
+    free(l1), free(l2);
+    piso_model_free(m);
 }
 
 /* llama2.c tokenizer.bin decoding (run.c decode): enough to print the greedy sample */
@@ -349,6 +379,7 @@ static void test_greedy_sample(void) {
 int main(void) {
     test_reference();
     test_two_layouts();
+    test_threads();
     test_greedy_sample();
     return test_finish();
 }

@@ -336,6 +336,27 @@ static void test_library_properties(void) {
         piso_layer_result_free(&a);
         piso_layer_result_free(&b);
     }
+    /* the fp64 GEMMs (G·w, objectives) at a size where BLAS does use threads */
+    {
+        enum { NB = 320, DB = 256 };
+        float *Wb = malloc(sizeof(float) * NB * DB), *Hb = calloc(DB * DB, sizeof(float));
+        for (int i = 0; i < NB * DB; i++) Wb[i] = (float)nrand();
+        for (int i = 0; i < DB; i++)
+            for (int j = 0; j <= i; j++) Hb[i * DB + j] = Hb[j * DB + i] = i == j ? 4.0f : (float)(0.01 * nrand());
+        struct piso_layer_problem pb = {.N = NB, .D = DB, .W = Wb, .H = Hb, .G = Hb};
+        struct piso_quant_opts o = {.group = 0, .method = PISO_SCALE_ABSMAX, .allow_negative = 1};
+        piso_grid_init(&o.grid, "int4", 0);
+        struct piso_layer_result a, b;
+        omp_set_num_threads(1);
+        piso_quantize_layer(&pb, &o, &a);
+        omp_set_num_threads(2);
+        piso_quantize_layer(&pb, &o, &b);
+        CHECK(!memcmp(a.row_objective, b.row_objective, sizeof(double) * NB), "large: objectives depend on threads");
+        piso_layer_result_free(&a);
+        piso_layer_result_free(&b);
+        free(Wb);
+        free(Hb);
+    }
     /* group must divide D */
     struct piso_quant_opts o = {.group = 5, .method = PISO_SCALE_PISO};
     piso_grid_init(&o.grid, "int4", 0);

@@ -10,7 +10,9 @@
  *  - the tokenize CLI agrees with the library, and bad input gets a clear error. */
 #include "harness.h"
 #include "piso/tokenizer.h"
+#include "tokenizer/tok_internal.h" /* tok_nfc, tok_lookup, tok_ids */
 
+#include <cjson/cJSON.h>
 #include <unistd.h>
 
 /* ---- reference 1: llama2.c encode, from the raw tokenizer.bin ---------------------------------- */
@@ -368,6 +370,186 @@ static void test_bytelevel(void) {
     piso_tokenizer_free(t);
 }
 
+/* ---- HF Metaspace pre-tokenizer (newer Llama/Mistral layout), on the stories260K vocab -------- */
+static struct piso_tokenizer *load_modified(const char *rel, void (*edit)(cJSON *root)) {
+    size_t len;
+    char *text = read_text(test_data(rel), &len);
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    edit(root);
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    char path[] = "/tmp/piso_tok_mod_XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0 && write(fd, out, strlen(out)) == (ssize_t)strlen(out), "write temp tokenizer.json");
+    close(fd);
+    free(out);
+    struct piso_tokenizer *t = NULL;
+    CHECK(piso_tokenizer_load(path, &t) == 0, "load modified %s: %s", rel, piso_last_error());
+    unlink(path);
+    return t;
+}
+
+static void to_metaspace(cJSON *root) {
+    cJSON_ReplaceItemInObject(root, "normalizer", cJSON_CreateNull());
+    cJSON_ReplaceItemInObject(root, "pre_tokenizer",
+                              cJSON_Parse("{\"type\": \"Metaspace\", \"replacement\": \"\u2581\", "
+                                          "\"prepend_scheme\": \"always\", \"split\": true}"));
+}
+
+static void test_metaspace(void) {
+    struct piso_tokenizer *legacy, *meta = load_modified("models/stories260K-hf/tokenizer.json", to_metaspace);
+    CHECK(piso_tokenizer_load(test_data("models/stories260K-hf/tokenizer.json"), &legacy) == 0, "load");
+    if (!meta || !legacy) return;
+    /* HF's own example: "Hey   friend!" pre-tokenizes to "▁Hey", "▁", "▁", "▁friend!" */
+    struct tok_ids want = {0};
+    int *x, nx;
+    piso_tokenize(legacy, "Hey", 3, 0, &x, &nx); /* legacy prepends "▁": "▁Hey" */
+    for (int i = 0; i < nx; i++) tok_ids_push(&want, x[i]);
+    free(x);
+    int space = tok_lookup(meta, "\xe2\x96\x81", 3);
+    tok_ids_push(&want, space);
+    tok_ids_push(&want, space);
+    piso_tokenize(legacy, "friend!", 7, 0, &x, &nx);
+    for (int i = 0; i < nx; i++) tok_ids_push(&want, x[i]);
+    free(x);
+    piso_tokenize(meta, "Hey   friend!", 13, 0, &x, &nx);
+    CHECK(space >= 0 && same_ids(x, nx, want.v, want.n), "Metaspace split of 'Hey   friend!'");
+    free(x);
+    free(want.v);
+    /* a segment that starts with a space gets no second "▁" */
+    int *y, ny;
+    piso_tokenize(meta, " Hey", 4, 0, &x, &nx);
+    piso_tokenize(legacy, "Hey", 3, 0, &y, &ny);
+    CHECK(same_ids(x, nx, y, ny), "Metaspace: ' Hey' has one leading \u2581");
+    free(x);
+    free(y);
+    piso_tokenizer_free(meta);
+    piso_tokenizer_free(legacy);
+}
+
+/* ---- HF added tokens with lstrip/rstrip absorb the whitespace around them -------------------- */
+static void add_mask_token(cJSON *root) {
+    cJSON *tok = cJSON_CreateObject();
+    cJSON_AddNumberToObject(tok, "id", 512);
+    cJSON_AddStringToObject(tok, "content", "<mask>");
+    cJSON_AddBoolToObject(tok, "lstrip", 1);
+    cJSON_AddBoolToObject(tok, "rstrip", 1);
+    cJSON_AddBoolToObject(tok, "special", 1);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(root, "added_tokens"), tok);
+}
+
+static void test_added_strip(void) {
+    struct piso_tokenizer *t = load_modified("models/stories260K-hf/tokenizer.json", add_mask_token);
+    if (!t) return;
+    int *a, na, *b, nb, *m, nm;
+    piso_tokenize(t, "a", 1, 0, &a, &na);
+    piso_tokenize(t, "b", 1, 0, &b, &nb);
+    piso_tokenize(t, "a  <mask> \n b", 13, 0, &m, &nm);
+    CHECK(nm == na + 1 + nb && !memcmp(m, a, (size_t)na * sizeof(int)) && m[na] == 512 &&
+          !memcmp(m + na + 1, b, (size_t)nb * sizeof(int)), "lstrip/rstrip added token");
+    free(a);
+    free(b);
+    free(m);
+    piso_tokenizer_free(t);
+}
+
+/* ---- NFC (Qwen's normalizer): examples from UAX #15 -------------------------------------- */
+static void test_nfc(void) {
+    static const char *cases[][2] = {
+        {"e\xcc\x81", "\xc3\xa9"},                                  /* e + acute -> U+00E9 */
+        {"\xe2\x84\xab", "\xc3\x85"},                              /* Angstrom sign -> U+00C5 */
+        {"\xe2\x84\xa6", "\xce\xa9"},                              /* Ohm sign -> U+03A9 */
+        {"q\xcc\x87\xcc\xa3", "q\xcc\xa3\xcc\x87"},             /* marks reordered by class */
+        {"\xe1\xb8\x8b\xcc\xa3", "\xe1\xb8\x8d\xcc\x87"},     /* d-dot-above + dot-below */
+        {"s\xcc\xa3\xcc\x87", "\xe1\xb9\xa9"},                   /* -> U+1E69 */
+        {"\xe1\x84\x80\xe1\x85\xa1\xe1\x86\xa8", "\xea\xb0\x81"}, /* Hangul jamo -> U+AC01 */
+        {"\xe0\xa5\x98", "\xe0\xa4\x95\xe0\xa4\xbc"},          /* U+0958 is excluded from composition */
+        {"A\xcc\x8a\xcc\x81", "\xc7\xba"},                        /* -> U+01FA */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        size_t n = 0;
+        char *r = tok_nfc(cases[i][0], strlen(cases[i][0]), &n);
+        const char *got = r ? r : cases[i][0];
+        CHECK(!strcmp(got, cases[i][1]), "NFC case %zu", i);
+        free(r);
+    }
+    size_t n;
+    const char *stable = "plain ascii \xc3\xa9 \xe4\xbd\xa0 \xea\xb0\x81";
+    CHECK(tok_nfc(stable, strlen(stable), &n) == NULL, "NFC text passes through");
+    struct piso_tokenizer *q;
+    CHECK(piso_tokenizer_load(test_data("tokenizers/qwen3/tokenizer.json"), &q) == 0, "%s", piso_last_error());
+    if (!q) return;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int *a, na, *b, nb;
+        piso_tokenize(q, cases[i][0], strlen(cases[i][0]), 0, &a, &na);
+        piso_tokenize(q, cases[i][1], strlen(cases[i][1]), 0, &b, &nb);
+        CHECK(same_ids(a, na, b, nb), "qwen3 normalizes NFC case %zu", i);
+        free(a);
+        free(b);
+    }
+    piso_tokenizer_free(q);
+}
+
+/* ---- random input: never crashes; SPM with byte fallback round-trips any bytes, byte-level any
+ * valid UTF-8, and rejects invalid UTF-8 with an error ---------------------------------------- */
+static uint32_t rng_state = 12345;
+static uint32_t rng(void) {
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return rng_state >> 8;
+}
+
+static size_t random_text(char *buf, int utf8) {
+    static const char *pieces[] = {" ", "  ", "\n", "\t", "a", "the", "'s", "1", "123", "\xc3\xa9", "\xe4\xbd\xa0",
+                                   "\xf0\x9f\x98\x80", "<s>", "<|endoftext|>", "\r\n", "!?", "e\xcc\x81"};
+    size_t n = 0, len = rng() % 40;
+    for (size_t k = 0; k < len; k++) {
+        if (!utf8 && rng() % 3 == 0) {
+            buf[n++] = (char)(1 + rng() % 255); /* any byte but NUL */
+        } else {
+            const char *p = pieces[rng() % (sizeof pieces / sizeof *pieces)];
+            memcpy(buf + n, p, strlen(p));
+            n += strlen(p);
+        }
+    }
+    buf[n] = 0;
+    return n;
+}
+
+static void test_random(void) {
+    const char *paths[] = {"models/stories260K/tok512.bin", "tokenizers/llama2/tokenizer.json", "tokenizers/llama3/tokenizer.json"};
+    for (int k = 0; k < 3; k++) {
+        struct piso_tokenizer *t;
+        CHECK(piso_tokenizer_load(test_data(paths[k]), &t) == 0, "%s", piso_last_error());
+        if (!t) continue;
+        piso_tokenizer_set_parse_special(t, 0); /* so every byte of the text must come back */
+        int spm = piso_tokenizer_vocab(t)->kind == PISO_TOK_SPM, bad = 0, rejected = 0;
+        for (int it = 0; it < 300; it++) {
+            char buf[1024];
+            size_t n = random_text(buf, !spm && it % 2 == 0);
+            int *ids, m;
+            if (piso_tokenize(t, buf, n, it % 2, &ids, &m) != 0) {
+                rejected++;
+                continue;
+            }
+            char *back = piso_detokenize(t, ids, m, 1);
+            if ((strlen(back) != n || memcmp(back, buf, n) != 0) && bad++ < 2) {
+                fprintf(stderr, "  %s: random text does not round-trip:", paths[k]);
+                for (size_t i = 0; i < n; i++) fprintf(stderr, " %02x", (unsigned char)buf[i]);
+                fprintf(stderr, "\n  decoded:");
+                for (size_t i = 0; back[i]; i++) fprintf(stderr, " %02x", (unsigned char)back[i]);
+                fprintf(stderr, "\n");
+            }
+            free(back);
+            free(ids);
+        }
+        CHECK(bad == 0, "%s: %d random texts do not round-trip", paths[k], bad);
+        if (spm) CHECK(rejected == 0, "%s: %d random texts rejected", paths[k], rejected);
+        else CHECK(rejected > 0 && rejected < 300, "%s: invalid UTF-8 rejected (%d)", paths[k], rejected);
+        piso_tokenizer_free(t);
+    }
+}
+
 /* ---- errors ------------------------------------------------------------------------------------ */
 static void write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -444,6 +626,10 @@ int main(void) {
     test_stories_agree();
     test_llama2_json_reference();
     test_bytelevel();
+    test_added_strip();
+    test_metaspace();
+    test_nfc();
+    test_random();
     test_errors();
     test_cli();
     return test_finish();

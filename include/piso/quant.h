@@ -46,7 +46,8 @@ const char *piso_scale_method_name(enum piso_scale_method m);
  * block of a larger matrix can be passed) and target u[n] (fp64). Sweeps both signs when the grid
  * is asymmetric and allow_negative is set. Never returns 0 or NaN: when no scale improves on q = 0
  * (all-zero w, dead inputs) it returns the absmax scale (or 1 for an all-zero vector).
- * E_out (optional) receives E at the returned scale. */
+ * E_out (optional) receives E at the returned scale, recomputed exactly in fp64 (one more pass
+ * over H; pass NULL to skip it). */
 float piso_solve_scale_dense(const float *w, int n, const float *H, int ldh, const double *u,
                              const struct piso_grid *g, int allow_negative, double *E_out);
 /* Same with a diagonal H (hdiag[n]; NULL means identity, i.e. data-free). u may be NULL, then

@@ -8,27 +8,45 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Y[n, out] (+)= X[n, in] · W[out, in]^T, in fixed blocks of output features. OpenBLAS's own
- * threading gives results that change with the thread count, so each block is one single-threaded
- * sgemm call (OpenBLAS runs single-threaded inside an OpenMP region): the same calls happen for
- * any thread count and the results are bit-identical. */
-#define LINEAR_BLOCK 128
+/* cblas_sgemm on the calling thread only. OpenBLAS (OpenMP build) threads a call made outside an
+ * active parallel region with omp_get_max_threads() threads, so outside one we lower that to 1
+ * for the call. */
+static void sgemm1(CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
+                   int ldb, float beta, float *C, int ldc) {
+    int outside = !omp_in_parallel(), saved = omp_get_max_threads();
+    if (outside) omp_set_num_threads(1);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (outside) omp_set_num_threads(saved);
+}
+
+/* Y[n, out] (+)= X[n, in] · W[out, in]^T, in fixed tiles of rows x output features. OpenBLAS's
+ * own threading gives results that change with the thread count, so each tile is one
+ * single-threaded sgemm call: the tiling depends only on the shapes, the same calls happen for any
+ * thread count and the results are bit-identical. */
+#define TILE_ROWS 256
+#define TILE_COLS 256
+/* Below this many multiply-adds (or elements, for the cheap loops) a parallel region costs more
+ * than it saves; running serially does not change any result. */
+#define PAR_MIN_WORK (1 << 24)
+#define PAR_MIN_ELEMS (1 << 18)
 static void linear(const float *X, const float *W, float *Y, int n, int in, int out, float beta) {
-    int nb = (out + LINEAR_BLOCK - 1) / LINEAR_BLOCK;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int b = 0; b < nb; b++) {
-        int o0 = b * LINEAR_BLOCK, no = out - o0 < LINEAR_BLOCK ? out - o0 : LINEAR_BLOCK;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, no, in, 1.0f, X, in, W + (size_t)o0 * in, in, beta,
-                    Y + o0, out);
+    int tr = (n + TILE_ROWS - 1) / TILE_ROWS, tc = (out + TILE_COLS - 1) / TILE_COLS;
+#pragma omp parallel for schedule(dynamic, 1) if ((double)n * in * out > PAR_MIN_WORK)
+    for (int b = 0; b < tr * tc; b++) {
+        int r0 = (b / tc) * TILE_ROWS, o0 = (b % tc) * TILE_COLS;
+        int nr = n - r0 < TILE_ROWS ? n - r0 : TILE_ROWS, no = out - o0 < TILE_COLS ? out - o0 : TILE_COLS;
+        sgemm1(CblasTrans, nr, no, in, 1.0f, X + (size_t)r0 * in, in, W + (size_t)o0 * in, in, beta,
+               Y + (size_t)r0 * out + o0, out);
     }
 }
 
 /* y[n, d] = x / rms(x) * w, row by row */
 static void rmsnorm_rows(const float *x, const float *w, float *y, int n, int d, float eps) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * d > PAR_MIN_ELEMS)
     for (int i = 0; i < n; i++) {
         const float *xi = x + (size_t)i * d;
         float *yi = y + (size_t)i * d;
@@ -66,7 +84,7 @@ static void rope_inv_freq(const struct piso_model *m, double *inv) {
  * HALF pairs (j, j + hd/2); pair j turns by pos * inv[j]. */
 static void rope_apply(float *x, int n, int pos0, int n_heads, int hd, enum piso_rope_style style, const double *inv) {
     int half = hd / 2;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * n_heads * hd > PAR_MIN_ELEMS)
     for (int i = 0; i < n; i++) {
         for (int h = 0; h < n_heads; h++) {
             float *v = x + (size_t)i * n_heads * hd + (size_t)h * hd;
@@ -85,7 +103,7 @@ static void rope_apply(float *x, int n, int pos0, int n_heads, int hd, enum piso
 
 static void add_bias(float *y, const float *b, int n, int d) {
     if (!b) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * d > PAR_MIN_ELEMS)
     for (int i = 0; i < n; i++)
         for (int j = 0; j < d; j++) y[(size_t)i * d + j] += b[j];
 }
@@ -103,7 +121,7 @@ static int attention(const struct piso_config *c, const float *q, const float *k
     int T = pos0 + n;
     float scale = (float)(1.0 / sqrt((double)hd));
     int failed = 0;
-#pragma omp parallel
+#pragma omp parallel if ((double)n * T * Hq > PAR_MIN_WORK)
     {
         float *S = malloc((size_t)n * T * sizeof *S); /* [n, T] scores, then probabilities */
         if (!S) {
@@ -114,7 +132,7 @@ static int attention(const struct piso_config *c, const float *q, const float *k
         for (int h = 0; h < c->n_heads; h++) {
             if (!S) continue;
             const float *qh = q + (size_t)h * hd, *kh = k + (size_t)(h / group) * hd, *vh = v + (size_t)(h / group) * hd;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, T, hd, scale, qh, Hq, kh, Hkv, 0.0f, S, T);
+            sgemm1(CblasTrans, n, T, hd, scale, qh, Hq, kh, Hkv, 0.0f, S, T);
             for (int i = 0; i < n; i++) {
                 float *s = S + (size_t)i * T;
                 int last = pos0 + i; /* keys 0..last are visible */
@@ -129,8 +147,7 @@ static int attention(const struct piso_config *c, const float *q, const float *k
                 for (int j = 0; j <= last; j++) s[j] *= inv;
                 for (int j = last + 1; j < T; j++) s[j] = 0.0f;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, T, 1.0f, S, T, vh, Hkv, 0.0f,
-                        out + (size_t)h * hd, Hq);
+            sgemm1(CblasNoTrans, n, hd, T, 1.0f, S, T, vh, Hkv, 0.0f, out + (size_t)h * hd, Hq);
         }
         free(S);
     }
@@ -190,7 +207,7 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
         if (taps && taps->ffn_in) memcpy(taps->ffn_in, xn, N * D * sizeof *xn);
         linear(xn, w->w_gate, g, n, D, F, 0.0f);
         linear(xn, w->w_up, u, n, D, F, 0.0f);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if ((size_t)n * F > PAR_MIN_ELEMS)
         for (int i = 0; i < n; i++) /* by rows: the same code runs on a row for any thread count */
             for (int j = 0; j < F; j++) {
                 size_t e = (size_t)i * F + j;

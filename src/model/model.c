@@ -38,7 +38,7 @@ void piso_model_free(struct piso_model *m) {
         free(s->owned);
         free(s);
     }
-    /* TOK-MERGE: piso_tokenizer_free(m->tok) once the tok branch lands */
+    if (m->tok) piso_tokenizer_free(m->tok);
     free(m->layers);
     free(m->path);
     free(m);
@@ -121,11 +121,52 @@ int piso_model_make_writable(struct piso_model *m) {
     return 0;
 }
 
-/* Picks the tokenizer: the explicit path, else whatever the loader found beside the weights. */
+/* Loads the tokenizer for a llama2.c checkpoint: tok<vocab>.bin beside it (tok512.bin for
+ * stories260K), else tokenizer.bin / tokenizer.json beside it. */
+static int llama2c_tokenizer(struct piso_model *m, struct piso_tokenizer **out) {
+    char *dir = strdup(m->path), *slash = strrchr(dir, '/');
+    if (slash) *slash = 0;
+    else strcpy(dir, ".");
+    char name[32];
+    snprintf(name, sizeof name, "tok%d.bin", m->cfg.vocab_size);
+    const char *names[] = {name, "tokenizer.bin", "tokenizer.json"};
+    int rc = 0;
+    for (int i = 0; i < 3 && !*out && rc == 0; i++) {
+        char *p = piso_path_join(dir, names[i]);
+        if (piso_file_exists(p)) rc = piso_tokenizer_load(p, out);
+        free(p);
+    }
+    free(dir);
+    return rc;
+}
+
+/* Picks the tokenizer: the explicit path, else whatever the model carries or has beside it
+ * (none is fine: tok stays NULL). */
 static int attach_tokenizer(struct piso_model *m, const char *tokenizer_path) {
-    (void)m;
-    (void)tokenizer_path;
-    return 0; /* tokenizers arrive with the tok branch */
+    int rc = 0;
+    if (tokenizer_path) {
+        rc = piso_tokenizer_load(tokenizer_path, &m->tok);
+    } else if (m->cfg.source == PISO_SRC_GGUF) {
+        if (piso_gguf_find(m->storage->gguf, "tokenizer.ggml.tokens"))
+            rc = piso_tokenizer_from_gguf(m->storage->gguf, &m->tok);
+    } else if (m->cfg.source == PISO_SRC_HF) {
+        const char *names[] = {"tokenizer.json", "tokenizer.bin"};
+        for (int i = 0; i < 2 && !m->tok && rc == 0; i++) {
+            char *p = piso_path_join(m->path, names[i]);
+            if (piso_file_exists(p)) rc = piso_tokenizer_load(p, &m->tok);
+            free(p);
+        }
+    } else {
+        rc = llama2c_tokenizer(m, &m->tok);
+    }
+    if (rc != 0) return piso_error_context("%s: tokenizer", m->path);
+    if (m->tok) {
+        int nv = piso_tokenizer_vocab(m->tok)->n_vocab;
+        if (nv > m->cfg.vocab_size)
+            return piso_errorf("%s: the tokenizer has %d tokens but the model's vocabulary has %d", m->path, nv,
+                               m->cfg.vocab_size);
+    }
+    return 0;
 }
 
 int piso_model_load(const char *path, const char *tokenizer_path, struct piso_model **out) {

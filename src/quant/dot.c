@@ -6,18 +6,17 @@
 typedef float v8f __attribute__((vector_size(32)));
 typedef double v8d __attribute__((vector_size(64)));
 
-static inline v8d load8(const float *p) {
-    v8f v;
-    memcpy(&v, p, sizeof v);
-    return __builtin_convertvector(v, v8d);
-}
-
 double piso_dot_fd(const float *a, const float *b, int64_t n) {
     v8d s0 = {0}, s1 = {0};
     int64_t j = 0;
     for (; j + 16 <= n; j += 16) {
-        s0 += load8(a + j) * load8(b + j);
-        s1 += load8(a + j + 8) * load8(b + j + 8);
+        v8f a0, b0, a1, b1; /* memcpy loads: no alignment assumed */
+        memcpy(&a0, a + j, 32);
+        memcpy(&b0, b + j, 32);
+        memcpy(&a1, a + j + 8, 32);
+        memcpy(&b1, b + j + 8, 32);
+        s0 += __builtin_convertvector(a0, v8d) * __builtin_convertvector(b0, v8d);
+        s1 += __builtin_convertvector(a1, v8d) * __builtin_convertvector(b1, v8d);
     }
     v8d s = s0 + s1;
     double acc = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));

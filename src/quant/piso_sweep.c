@@ -15,7 +15,7 @@
 /* Candidates stay this far (relative) inside their interval, so that rounding the fp32 scale and
  * the fp32 division w/s cannot move any entry across a midpoint (each is ~6e-8 relative). */
 #define SWEEP_MARGIN 2.5e-7
-#define SWEEP_TILE 64 /* columns of h per pass, see sweep_dense */
+#define SWEEP_TILE 128 /* columns of h per pass, see sweep_dense */
 
 struct sweep_event {
     double s;    /* breakpoint: q[i] takes one step away from 0 when the scale drops below s */
@@ -126,33 +126,28 @@ static void consider(double a, double b, double s_lo, double s_hi, struct sweep_
  * events updates a, b (fp64) and evaluates every interval. */
 typedef float v16f __attribute__((vector_size(64)));
 
-static inline v16f load16(const float *p) {
-    v16f v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/* One full tile of 64 columns starting at j0; events in processing order. */
-static void tile_pass64(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
-                        float *hval) {
-    v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+/* One full tile of SWEEP_TILE columns starting at j0; events in processing order. The
+ * accumulators live in registers (SWEEP_TILE / 16 vectors of 16 floats). */
+#define NACC (SWEEP_TILE / 16)
+static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
+                           float *hval) {
+    v16f acc[NACC];
+    memset(acc, 0, sizeof acc);
     for (int64_t c = 0; c < T; c++) {
         int i = idx[c];
         unsigned k = (unsigned)(i - j0);
-        if (k < 64u) {
-            float t[64];
-            memcpy(t, &a0, 64);
-            memcpy(t + 16, &a1, 64);
-            memcpy(t + 32, &a2, 64);
-            memcpy(t + 48, &a3, 64);
+        if (k < (unsigned)SWEEP_TILE) {
+            float t[SWEEP_TILE];
+            memcpy(t, acc, sizeof t);
             hval[c] = t[k];
         }
         const float *row = H + (int64_t)i * ldh + j0;
         float d = dl[c];
-        a0 += d * load16(row);
-        a1 += d * load16(row + 16);
-        a2 += d * load16(row + 32);
-        a3 += d * load16(row + 48);
+        for (int v = 0; v < NACC; v++) {
+            v16f r; /* loaded by memcpy: rows need not be 64-byte aligned */
+            memcpy(&r, row + 16 * v, 64);
+            acc[v] += d * r;
+        }
     }
 }
 
@@ -178,7 +173,7 @@ static void sweep_dense(const struct sweep_event *ev, int64_t T, const float *H,
         dl[c] = ev[T - 1 - c].delta;
     }
     int j0 = 0;
-    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass64(idx, dl, T, H, ldh, j0, hval);
+    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H, ldh, j0, hval);
     if (j0 < n) tile_pass_any(idx, dl, T, H, ldh, j0, n - j0, hval);
     double a = 0, b = 0;
     for (int64_t c = 0; c < T; c++) {
@@ -269,7 +264,12 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
         if (!(best.E < 0)) continue;
         float s = (float)(sign * best.s);
         if (s == 0 || !isfinite(s)) continue;
-        double E = H ? piso_objective_dense(w, n, H, ldh, u, g, s) : objective_diag(w, n, hdiag, u, g, s);
+        /* the exact E at the fp32 scale costs one more pass over H: only when asked for. (The
+         * margin keeps fp32 rounding of s inside the interval, so the swept E is that E up to
+         * the rounding of the incremental sums.) */
+        double E = !E_out ? best.E
+                 : H      ? piso_objective_dense(w, n, H, ldh, u, g, s)
+                          : objective_diag(w, n, hdiag, u, g, s);
         if (E < E_best) {
             E_best = E;
             s_best = s;
@@ -278,8 +278,8 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
     if (!(E_best < 0)) {
         /* nothing improves on q = 0 (all-zero w, dead inputs, a <= 0 everywhere) */
         s_best = piso_scale_absmax(w, n, g);
-        E_best = H ? piso_objective_dense(w, n, H, ldh, u, g, s_best)
-                   : objective_diag(w, n, hdiag, u, g, s_best);
+        if (E_out)
+            E_best = H ? piso_objective_dense(w, n, H, ldh, u, g, s_best) : objective_diag(w, n, hdiag, u, g, s_best);
     }
     if (E_out) *E_out = E_best;
     free(ev);

@@ -4,6 +4,7 @@
 #include "piso/quant.h"
 #include "quant/quant_internal.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,8 @@ struct layer_ctx {
     int64_t gs, ng;
     float *hdiag;     /* [D] */
     int64_t *order;   /* [ng] group order (piso-seq: descending Σ H_ii) */
+    double *U;        /* [N, D] rows G·w (NULL when not needed) */
+    double *HW;       /* [N, D] rows H·w (piso-seq only) */
 };
 
 /* dst[i] = Σ_j M[i, j]·x[j] for i in [0, n), M with leading dimension ld (fp64 sums). */
@@ -24,8 +27,8 @@ static void matvec_d(const float *M, int64_t ld, const float *x, int64_t n, int6
     for (int64_t i = 0; i < n; i++) dst[i] = piso_dot_fd(M + i * ld, x, m);
 }
 
-/* One row: scales for every group, then RTN into dequant/codes. Returns the row objective. */
-static double quantize_row(const struct layer_ctx *c, int64_t row, float *scales, float *dq,
+/* One row: scales for every group, then RTN into dequant/codes. */
+static void quantize_row(const struct layer_ctx *c, int64_t row, float *scales, float *dq,
                            int16_t *codes) {
     const struct piso_layer_problem *p = c->p;
     const struct piso_quant_opts *o = c->o;
@@ -34,20 +37,15 @@ static double quantize_row(const struct layer_ctx *c, int64_t row, float *scales
     const float *w = p->W + row * D;
     const float *Gm = p->G ? p->G : p->H;
     int seq = o->method == PISO_SCALE_PISO_SEQ && c->ng > 1;
-    int need_u = p->G || ((o->method == PISO_SCALE_PISO || o->method == PISO_SCALE_PISO_SEQ) && (seq || c->ng == 1));
-    double *ufull = NULL; /* G·w, when the method or the objective needs it */
+    const double *ufull = c->U ? c->U + row * D : NULL; /* G·w */
     double *ug = malloc(sizeof(double) * (size_t)D);
-    if (need_u) {
-        ufull = malloc(sizeof(double) * (size_t)D);
-        matvec_d(Gm, D, w, D, D, ufull);
-    }
     double *Hv = NULL;
     float *v = NULL;
     if (seq) { /* v = current weights (finished groups hold s·q), Hv = H·v kept up to date */
         Hv = malloc(sizeof(double) * (size_t)D);
         v = malloc(sizeof(float) * (size_t)D);
         memcpy(v, w, sizeof(float) * (size_t)D);
-        matvec_d(p->H, D, w, D, D, Hv);
+        memcpy(Hv, c->HW + row * D, sizeof(double) * (size_t)D);
     }
     for (int64_t k = 0; k < c->ng; k++) {
         int64_t gi = c->order[k], j0 = gi * gs;
@@ -103,23 +101,51 @@ static double quantize_row(const struct layer_ctx *c, int64_t row, float *scales
             }
         }
     }
-    /* row objective over the full H: (w−ŵ)ᵀH(w−ŵ), or ŵᵀHŵ − 2ŵᵀGw with a cross term */
-    double obj = 0;
-    if (p->G) {
-        matvec_d(p->H, D, dq, D, D, ug);
-        for (int64_t i = 0; i < D; i++) obj += (double)dq[i] * (ug[i] - 2.0 * ufull[i]);
-    } else {
-        float *e = v ? v : malloc(sizeof(float) * (size_t)D);
-        for (int64_t i = 0; i < D; i++) e[i] = w[i] - dq[i];
-        matvec_d(p->H, D, e, D, D, ug);
-        for (int64_t i = 0; i < D; i++) obj += (double)e[i] * ug[i];
-        if (!v) free(e);
-    }
-    free(ufull);
     free(ug);
     free(Hv);
     free(v);
-    return obj;
+}
+
+/* Rows r0..r1 of W (or W − Ŵ, Ŵ) as fp64 into dst [r1 − r0, D]. */
+enum { ROWS_W, ROWS_ERR, ROWS_DQ };
+static void rows_d(const float *W, const float *dq, int64_t D, int64_t r0, int64_t r1, int kind, double *dst) {
+    for (int64_t k = 0; k < (r1 - r0) * D; k++) {
+        double w = W[r0 * D + k], q = dq ? dq[r0 * D + k] : 0;
+        dst[k] = kind == ROWS_W ? w : kind == ROWS_ERR ? w - q : q;
+    }
+}
+
+#define ROW_BLOCK 256
+/* out [N, D] = rows of W times Mᵀ (fp64 GEMM in row blocks; M [D, D] fp64). */
+static void rows_times(const float *W, int64_t N, int64_t D, const double *M, int transpose, double *out,
+                       double *buf) {
+    for (int64_t r0 = 0; r0 < N; r0 += ROW_BLOCK) {
+        int64_t r1 = r0 + ROW_BLOCK < N ? r0 + ROW_BLOCK : N;
+        rows_d(W, NULL, D, r0, r1, ROWS_W, buf);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, transpose ? CblasTrans : CblasNoTrans, (int)(r1 - r0), (int)D,
+                    (int)D, 1.0, buf, (int)D, M, (int)D, 0.0, out + r0 * D, (int)D);
+    }
+}
+
+/* Row objectives: (w−ŵ)ᵀH(w−ŵ), or ŵᵀHŵ − 2ŵᵀ(Gw) with a cross term; fp64 GEMM in row blocks. */
+static void row_objectives(const struct piso_layer_problem *p, const float *dq, const double *Hd, const double *U,
+                           double *obj, double *buf, double *prod) {
+    int64_t N = p->N, D = p->D;
+    for (int64_t r0 = 0; r0 < N; r0 += ROW_BLOCK) {
+        int64_t r1 = r0 + ROW_BLOCK < N ? r0 + ROW_BLOCK : N;
+        rows_d(p->W, dq, D, r0, r1, p->G ? ROWS_DQ : ROWS_ERR, buf);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)D, (int)D, 1.0, buf, (int)D,
+                    Hd, (int)D, 0.0, prod, (int)D);
+        for (int64_t r = r0; r < r1; r++) {
+            const double *e = buf + (r - r0) * D, *he = prod + (r - r0) * D;
+            double acc = 0;
+            if (p->G)
+                for (int64_t j = 0; j < D; j++) acc += e[j] * (he[j] - 2.0 * U[r * D + j]);
+            else
+                for (int64_t j = 0; j < D; j++) acc += e[j] * he[j];
+            obj[r] = acc;
+        }
+    }
 }
 
 static int cmp_group(const void *a, const void *b, void *arg) {
@@ -172,13 +198,32 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
         return piso_errorf("quantize layer: out of memory for N = %lld, D = %lld", (long long)N,
                            (long long)D);
     }
+    /* the O(N·D²) products go through fp64 GEMMs in row blocks, outside the row loop */
+    int64_t blk = (N < ROW_BLOCK ? N : ROW_BLOCK) * D;
+    double *Hd = malloc(sizeof(double) * (size_t)(D * D)), *Gd = NULL;
+    double *buf = malloc(sizeof(double) * (size_t)blk), *prod = malloc(sizeof(double) * (size_t)blk);
+    int seq = opts->method == PISO_SCALE_PISO_SEQ && c.ng > 1;
+    int need_u = p->G || ((opts->method == PISO_SCALE_PISO || opts->method == PISO_SCALE_PISO_SEQ) && (seq || c.ng == 1));
+    if (need_u) c.U = malloc(sizeof(double) * (size_t)(N * D));
+    if (seq) c.HW = malloc(sizeof(double) * (size_t)(N * D));
+    if (p->G) Gd = malloc(sizeof(double) * (size_t)(D * D));
+    if (!Hd || !buf || !prod || (need_u && !c.U) || (seq && !c.HW) || (p->G && !Gd)) {
+        free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
+        piso_layer_result_free(r);
+        return piso_errorf("quantize layer: out of memory for the fp64 products (D = %lld)", (long long)D);
+    }
+    for (int64_t k = 0; k < D * D; k++) Hd[k] = p->H[k];
+    if (Gd)
+        for (int64_t k = 0; k < D * D; k++) Gd[k] = p->G[k];
+    if (need_u) rows_times(p->W, N, D, Gd ? Gd : Hd, 1, c.U, buf); /* u = G·w: row of W·Gᵀ */
+    if (seq) rows_times(p->W, N, D, Hd, 0, c.HW, buf);               /* H symmetric: H·w = row of W·H */
+
     struct piso_progress prog;
     piso_progress_begin(&prog, piso_scale_method_name(opts->method), "rows", N);
     int64_t done = 0;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t row = 0; row < N; row++) {
-        r->row_objective[row] = quantize_row(&c, row, r->scales + row * c.ng, r->dequant + row * D,
-                                             r->codes + row * D);
+        quantize_row(&c, row, r->scales + row * c.ng, r->dequant + row * D, r->codes + row * D);
         int64_t d;
 #pragma omp atomic capture
         d = ++done;
@@ -188,6 +233,8 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
             if (d < N) piso_progress_update(&prog, d);
     }
     piso_progress_update(&prog, N);
+    row_objectives(p, r->dequant, Hd, c.U, r->row_objective, buf, prod);
+    free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW);
     double total = 0;
     for (int64_t row = 0; row < N; row++) total += r->row_objective[row];
     r->objective = total;

@@ -11,19 +11,20 @@ static int byte_is_printable(unsigned b) {
     return (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
 }
 
+/* The 68 other bytes, in order, are 0x00-0x20 (33), 0x7F-0xA0 (34) and 0xAD (1). */
 uint32_t tok_byte_to_cp(unsigned char b) {
     if (byte_is_printable(b)) return b;
-    uint32_t k = 0;
-    for (unsigned x = 0; x < b; x++) k += !byte_is_printable(x);
-    return 256 + k;
+    if (b <= 0x20) return 256u + b;
+    if (b >= 0x7F && b <= 0xA0) return 256u + 33 + (b - 0x7Fu);
+    return 256u + 67; /* 0xAD */
 }
 
 int tok_cp_to_byte(uint32_t cp) {
     if (cp < 256) return byte_is_printable(cp) ? (int)cp : -1;
     uint32_t k = cp - 256;
-    for (unsigned x = 0; x < 256; x++)
-        if (!byte_is_printable(x) && k-- == 0) return (int)x;
-    return -1;
+    if (k < 33) return (int)k;
+    if (k < 67) return (int)(0x7F + k - 33);
+    return k == 67 ? 0xAD : -1;
 }
 
 int tok_add_regex(struct piso_tokenizer *t, const char *pattern) {
@@ -47,7 +48,8 @@ int tok_add_regex(struct piso_tokenizer *t, const char *pattern) {
 #define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
 #define RE_LLAMA3_HEAD "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
 #define RE_LLAMA3_TAIL "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-#define RE_CJK "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+" /* [一-龥ࠀ-一가-퟿]+ */
+/* [一-龥ࠀ-一가-퟿]+ */
+#define RE_CJK "[\xe4\xb8\x80-\xe9\xbe\xa5\xe0\xa0\x80-\xe4\xb8\x80\xea\xb0\x80-\xed\x9f\xbf]+"
 
 static const char *const RE_DEEPSEEK_LLM_LETTERS =
     "\\s?[A-Za-z\xc2\xb5\xc3\x80-\xc3\x96\xc3\x98-\xc3\xb6\xc3\xb8-\xc6\xba\xc6\xbc-\xc6\xbf\xc7\x84-\xca\x93"
@@ -189,6 +191,8 @@ static void split_level(struct split_ctx *c, int level, const char *s, size_t n)
     size_t pos = 0, gap = 0;
     while (pos < n) {
         int rc = pcre2_match(re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK, md, NULL);
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT) /* the interpreter keeps its backtracking on the heap */
+            rc = pcre2_match(re, (PCRE2_SPTR)s, n, pos, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md, NULL);
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
             PCRE2_UCHAR msg[256];

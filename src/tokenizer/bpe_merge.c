@@ -99,8 +99,15 @@ int tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t n, s
     struct sym *s = malloc(n * sizeof *s);
     int ns = 0;
     for (size_t i = 0; i < n;) {
+        /* one character; a lead byte without its continuation bytes stands alone (invalid UTF-8
+         * then round-trips through byte fallback; llama.cpp would take the lead byte's length) */
         int cl = tok_utf8_len((unsigned char)text[i]);
         if ((size_t)cl > n - i) cl = (int)(n - i);
+        for (int k = 1; k < cl; k++)
+            if (((unsigned char)text[i + k] & 0xC0) != 0x80) {
+                cl = k;
+                break;
+            }
         int id = -1;
         if (t->merge_mode == TOK_MERGE_RANK) {
             id = tok_lookup(t, text + i, (size_t)cl);

@@ -63,7 +63,7 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
     free(model);
     const struct piso_gguf_kv *tokens = find_array(g, "tokenizer.ggml.tokens", GGUF_VT_STRING, 0, 1);
     if (!tokens) return -1;
-    if (tokens->arr_n == 0 || tokens->arr_n > 100000000)
+    if (tokens->arr_n == 0 || tokens->arr_n >= (1u << 24))
         return piso_errorf("%s: tokenizer.ggml.tokens has %llu entries", path, (unsigned long long)tokens->arr_n);
     int n = (int)tokens->arr_n;
     const struct piso_gguf_kv *scores = NULL, *types = NULL;
@@ -99,12 +99,14 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
         }
     }
     tok_index_vocab(t);
-    if (opt_id(g, "tokenizer.ggml.bos_token_id", n, &t->v.bos_id) || opt_id(g, "tokenizer.ggml.eos_token_id", n, &t->v.eos_id) ||
+    if (opt_id(g, "tokenizer.ggml.bos_token_id", n, &t->v.bos_id) ||
+        opt_id(g, "tokenizer.ggml.eos_token_id", n, &t->v.eos_id) ||
         opt_id(g, "tokenizer.ggml.unknown_token_id", n, &t->v.unk_id) ||
         opt_id(g, "tokenizer.ggml.padding_token_id", n, &t->v.pad_id))
         goto fail;
     int add_bos = kind == PISO_TOK_SPM, add_space = kind == PISO_TOK_SPM;
-    if (piso_gguf_find(g, "tokenizer.ggml.add_bos_token") && piso_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos))
+    if (piso_gguf_find(g, "tokenizer.ggml.add_bos_token") &&
+        piso_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos))
         goto fail;
     if (piso_gguf_find(g, "tokenizer.ggml.add_space_prefix") &&
         piso_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &add_space))
@@ -122,7 +124,8 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
         t->byte_fallback = 1;
     } else {
         t->merge_mode = TOK_MERGE_RANK;
-        char *pre = piso_gguf_find(g, "tokenizer.ggml.pre") ? piso_gguf_get_str(g, "tokenizer.ggml.pre") : strdup("default");
+        char *pre = piso_gguf_find(g, "tokenizer.ggml.pre") ? piso_gguf_get_str(g, "tokenizer.ggml.pre")
+                                                              : strdup("default");
         if (!pre) goto fail;
         snprintf(t->v.pre, sizeof t->v.pre, "%s", pre);
         int rc = tok_add_pre_regexes(t, pre);

@@ -26,6 +26,17 @@ struct hf_load {
     struct piso_tokenizer *t;
     const char *path;
     int saw_prepend, saw_replace, saw_bytelevel, saw_metaspace;
+    int n_split;           /* Split pre-tokenizers seen */
+    const char *pre_guess; /* llama.cpp's tokenizer.ggml.pre name for a regex we recognise */
+};
+
+/* The Split regexes of well-known byte-level tokenizers, and llama.cpp's names for them (so a GGUF
+ * export can say which pre-tokenizer to use). */
+static const char *const KNOWN_SPLITS[][2] = {
+    {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", "llama-bpe"},
+    {"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+     "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+", "qwen2"},
 };
 
 static int normalizer(struct hf_load *L, const cJSON *n) {
@@ -41,7 +52,8 @@ static int normalizer(struct hf_load *L, const cJSON *n) {
     if (!strcmp(type, "Prepend")) {
         const char *p = jstr(n, "prepend");
         if (!p || strcmp(p, METASPACE) != 0)
-            return piso_errorf("%s: normalizer Prepend(\"%s\") is not supported (only \"\u2581\")", L->path, p ? p : "");
+            return piso_errorf("%s: normalizer Prepend(\"%s\") is not supported (only \"\u2581\")", L->path,
+                               p ? p : "");
         L->saw_prepend = 1;
         return 0;
     }
@@ -53,8 +65,10 @@ static int normalizer(struct hf_load *L, const cJSON *n) {
         L->saw_replace = 1;
         return 0;
     }
-    /* NFC leaves text that is already composed unchanged; it is not applied (docs/tok.md). */
-    if (!strcmp(type, "NFC")) return 0;
+    if (!strcmp(type, "NFC")) {
+        L->t->nfc = 1;
+        return 0;
+    }
     return piso_errorf("%s: normalizer type '%s' is not supported", L->path, type);
 }
 
@@ -76,7 +90,12 @@ static int pre_tokenizer(struct hf_load *L, const cJSON *p) {
         if (!beh || strcmp(beh, "Isolated") != 0 || jbool(p, "invert", 0))
             return piso_errorf("%s: pre_tokenizer Split behavior '%s'%s is not supported (only Isolated)",
                                L->path, beh ? beh : "?", jbool(p, "invert", 0) ? " inverted" : "");
-        if (re) return tok_add_regex(t, re);
+        if (re) {
+            L->n_split++;
+            for (size_t k = 0; k < sizeof KNOWN_SPLITS / sizeof *KNOWN_SPLITS; k++)
+                if (!strcmp(re, KNOWN_SPLITS[k][0])) L->pre_guess = KNOWN_SPLITS[k][1];
+            return tok_add_regex(t, re);
+        }
         if (!lit) return piso_errorf("%s: pre_tokenizer Split without a pattern", L->path);
         char *q = malloc(strlen(lit) + 8);
         sprintf(q, "\\Q%s\\E", lit);
@@ -87,16 +106,24 @@ static int pre_tokenizer(struct hf_load *L, const cJSON *p) {
     if (!strcmp(type, "ByteLevel")) {
         L->saw_bytelevel = 1;
         t->add_prefix_space = jbool(p, "add_prefix_space", 0);
-        if (jbool(p, "use_regex", 1))
-            return tok_add_regex(t, "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+");
+        if (jbool(p, "use_regex", 1)) {
+            if (!t->add_prefix_space) L->pre_guess = "gpt-2";
+            L->n_split++;
+            return tok_add_regex(t, "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|"
+                                    "\\s+(?!\\S)|\\s+");
+        }
         return 0;
     }
-    if (!strcmp(type, "Digits")) return tok_add_regex(t, jbool(p, "individual_digits", 0) ? "\\p{N}" : "\\p{N}+");
+    if (!strcmp(type, "Digits")) {
+        L->n_split++;
+        return tok_add_regex(t, jbool(p, "individual_digits", 0) ? "\\p{N}" : "\\p{N}+");
+    }
     if (!strcmp(type, "Metaspace")) {
         const char *rep = jstr(p, "replacement");
         if (rep && strcmp(rep, METASPACE) != 0)
             return piso_errorf("%s: Metaspace replacement '%s' is not supported", L->path, rep);
         L->saw_metaspace = 1;
+        t->metaspace = 1;
         const char *scheme = jstr(p, "prepend_scheme");
         if (scheme) t->prefix = !strcmp(scheme, "always") ? TOK_PREFIX_SEGMENT
                                 : !strcmp(scheme, "first") ? TOK_PREFIX_FIRST : TOK_PREFIX_NONE;
@@ -185,7 +212,8 @@ static int load_merges(struct hf_load *L, const cJSON *merges) {
         if (cJSON_IsString(m)) { /* "left right" */
             const char *s = m->valuestring, *sp = strchr(s, ' ');
             if (!sp || strchr(sp + 1, ' '))
-                return piso_errorf("%s: model.merges[%d] \"%s\" is not two pieces separated by one space", L->path, rank, s);
+                return piso_errorf("%s: model.merges[%d] \"%s\" is not two pieces separated by one space",
+                                   L->path, rank, s);
             a = s; al = (size_t)(sp - s); b = sp + 1; bl = strlen(b);
         } else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(cJSON_GetArrayItem(m, 0)) &&
                    cJSON_IsString(cJSON_GetArrayItem(m, 1))) { /* ["left", "right"] */
@@ -225,13 +253,13 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
     long n_vocab = 0;
     const cJSON *x;
     cJSON_ArrayForEach(x, vocab) {
-        if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble > 1e8)
+        if (!cJSON_IsNumber(x) || x->valuedouble < 0 || x->valuedouble >= (1 << 24))
             return piso_errorf("%s: model.vocab[\"%s\"] is not a valid id", path, x->string);
         if (x->valueint + 1 > n_vocab) n_vocab = x->valueint + 1;
     }
     cJSON_ArrayForEach(x, added) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(x, "id");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 1e8 || !jstr(x, "content"))
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= (1 << 24) || !jstr(x, "content"))
             return piso_errorf("%s: added_tokens entry without a valid id and content", path);
         if (id->valueint + 1 > n_vocab) n_vocab = id->valueint + 1;
     }
@@ -254,6 +282,9 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
         t->v.pieces[id] = strdup(c);
         t->piece_len[id] = (int)strlen(c);
         t->v.types[id] = jbool(x, "special", 0) ? TOK_TYPE_CONTROL : TOK_TYPE_USER;
+        int strip = (jbool(x, "lstrip", 0) ? 1 : 0) | (jbool(x, "rstrip", 0) ? 2 : 0);
+        if (strip && !t->strip) t->strip = calloc((size_t)t->v.n_vocab, 1);
+        if (strip) t->strip[id] = (unsigned char)strip;
     }
     for (int i = 0; i < t->v.n_vocab; i++) {
         if (!t->v.pieces[i]) {
@@ -261,10 +292,10 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
             t->v.types[i] = TOK_TYPE_UNUSED;
         }
         const char *p = t->v.pieces[i];
-        if (t->v.types[i] == TOK_TYPE_NORMAL && t->piece_len[i] == 6 && p[0] == '<' && p[1] == '0' &&
+        if (!is_bytelevel && t->v.types[i] == TOK_TYPE_NORMAL && t->piece_len[i] == 6 && p[0] == '<' && p[1] == '0' &&
             p[2] == 'x' && p[5] == '>')
             t->v.types[i] = TOK_TYPE_BYTE;
-        t->v.scores[i] = -(float)i; /* no scores in tokenizer.json; id order, for display only */
+        t->v.scores[i] = 0;
     }
     tok_index_vocab(t);
     cJSON_ArrayForEach(x, added) tok_add_added(t, cJSON_GetObjectItemCaseSensitive(x, "id")->valueint);
@@ -275,6 +306,11 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
     const char *unk = jstr(model, "unk_token");
     if (unk) t->v.unk_id = tok_lookup(t, unk, strlen(unk));
     if (load_merges(L, merges) != 0) return -1;
+    /* tokenizer.json has no scores. Give each piece minus the rank of the first merge that makes it,
+     * so that merging by score (llama.cpp's SPM, e.g. after a GGUF export) follows the merge ranks;
+     * pieces that no merge makes keep 0 (single characters, bytes, added tokens). */
+    for (int r = t->v.n_merges - 1; r >= 0; r--)
+        if (t->merge_result[r] >= 0) t->v.scores[t->merge_result[r]] = -(float)(r + 1);
     if (normalizer(L, cJSON_GetObjectItemCaseSensitive(root, "normalizer")) != 0) return -1;
     if (pre_tokenizer(L, pre) != 0) return -1;
     if (t->v.kind == PISO_TOK_SPM) {
@@ -284,6 +320,8 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
                                "(Replace \" \" -> \"\u2581\" or Metaspace): unsupported tokenizer layout", path);
         if (t->n_regex > 0) return piso_errorf("%s: Split pre-tokenizers without ByteLevel are not supported", path);
     }
+    if (t->v.kind == PISO_TOK_BYTE_BPE && L->n_split == 1 && L->pre_guess)
+        snprintf(t->v.pre, sizeof t->v.pre, "%s", L->pre_guess);
     special_ids(t, path, root);
     *out = t;
     return 0;

@@ -14,7 +14,9 @@ int tok_spm_encode_segment(const struct piso_tokenizer *t, const char *text, siz
     for (size_t i = 0; i < n; i++) spaces += text[i] == ' ';
     char *buf = malloc(n + 2 * spaces + 4);
     size_t o = 0;
-    if (t->prefix == TOK_PREFIX_SEGMENT || (t->prefix == TOK_PREFIX_FIRST && first)) {
+    int prefix = t->prefix == TOK_PREFIX_SEGMENT || (t->prefix == TOK_PREFIX_FIRST && first);
+    if (t->metaspace && text[0] == ' ') prefix = 0; /* HF Metaspace: already starts with "▁" */
+    if (prefix) {
         memcpy(buf, SPACE_MARK, 3);
         o = 3;
     }
@@ -35,8 +37,16 @@ int tok_spm_encode_segment(const struct piso_tokenizer *t, const char *text, siz
             w = i;
         }
         if (rc == 0) rc = tok_merge_word(t, buf + w, o - w, out);
-    } else {
-        rc = tok_merge_word(t, buf, o, out);
+    } else { /* cut around bytes that can never merge: same result, far smaller merge heaps */
+        size_t w = 0;
+        for (size_t i = 0; i < o && rc == 0; i++) {
+            unsigned char c = (unsigned char)buf[i];
+            if (c >= 128 || !t->split_ok[c]) continue;
+            if (i > w) rc = tok_merge_word(t, buf + w, i - w, out);
+            if (rc == 0) rc = tok_merge_word(t, buf + i, 1, out);
+            w = i + 1;
+        }
+        if (rc == 0 && o > w) rc = tok_merge_word(t, buf + w, o - w, out);
     }
     free(buf);
     return rc;

@@ -37,6 +37,7 @@ void piso_tokenizer_free(struct piso_tokenizer *t) {
     for (int i = 0; i < t->n_regex; i++) pcre2_code_free(t->regex[i]);
     free(t->regex);
     free(t->added);
+    free(t->strip);
     free(t->source);
     free(t);
 }
@@ -86,6 +87,15 @@ int tok_index_vocab(struct piso_tokenizer *t) {
                 m->slots[h] = id; /* a later duplicate replaces the earlier one (llama.cpp) */
                 break;
             }
+        }
+    }
+    /* ASCII bytes that occur in no longer piece */
+    memset(t->split_ok, 1, sizeof t->split_ok);
+    for (int id = 0; id < t->v.n_vocab; id++) {
+        if (t->piece_len[id] < 2) continue;
+        for (int k = 0; k < t->piece_len[id]; k++) {
+            unsigned char c = (unsigned char)t->v.pieces[id][k];
+            if (c < 128) t->split_ok[c] = 0;
         }
     }
     /* byte tables */
@@ -209,10 +219,25 @@ static int match_added(const struct piso_tokenizer *t, const char *s, size_t n, 
     return -1;
 }
 
+static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
+
 static int encode_segment(const struct piso_tokenizer *t, const char *s, size_t n, int first,
                           struct tok_ids *out) {
-    if (t->v.kind == PISO_TOK_SPM) return tok_spm_encode_segment(t, s, n, first, out);
-    return tok_bytelevel_encode_segment(t, s, n, out);
+    char *norm = NULL;
+    if (t->nfc) { /* the normalizer runs on each piece between added tokens, as in HF */
+        size_t bad = tok_utf8_invalid_at(s, n);
+        if (bad < n) return piso_errorf("%s: text is not valid UTF-8 (at byte %zu)", t->source, bad);
+        size_t nn;
+        norm = tok_nfc(s, n, &nn);
+        if (norm) {
+            s = norm;
+            n = nn;
+        }
+    }
+    int rc = t->v.kind == PISO_TOK_SPM ? tok_spm_encode_segment(t, s, n, first, out)
+                                       : tok_bytelevel_encode_segment(t, s, n, out);
+    free(norm);
+    return rc;
 }
 
 int piso_tokenize(const struct piso_tokenizer *t, const char *text, size_t len, int add_bos, int **ids,
@@ -238,10 +263,14 @@ int piso_tokenize(const struct piso_tokenizer *t, const char *text, size_t len, 
             i++;
             continue;
         }
-        if (i > seg && encode_segment(t, text + seg, i - seg, seg == 0, &out) != 0) goto fail;
+        size_t end = i, next = i + (size_t)mlen;
+        if (t->strip && (t->strip[id] & 1)) /* lstrip: the token absorbs the whitespace before it */
+            while (end > seg && is_space(text[end - 1])) end--;
+        if (t->strip && (t->strip[id] & 2)) /* rstrip: ... and after it */
+            while (next < len && is_space(text[next])) next++;
+        if (end > seg && encode_segment(t, text + seg, end - seg, seg == 0, &out) != 0) goto fail;
         tok_ids_push(&out, id);
-        i += (size_t)mlen;
-        seg = i;
+        i = seg = next;
     }
     if (len > seg && encode_segment(t, text + seg, len - seg, seg == 0, &out) != 0) goto fail;
     if (!out.v) out.v = malloc(sizeof(int));
@@ -254,7 +283,6 @@ fail:
 }
 
 /* ---- loading -------------------------------------------------------------------------------- */
-int tok_load_gguf_path(const char *path, struct piso_tokenizer **out); /* load_gguf_vocab.c */
 
 static int load_file(const char *path, struct piso_tokenizer **out) {
     FILE *f = fopen(path, "rb");

@@ -42,7 +42,7 @@ struct tok_pairmap {
 
 struct piso_tokenizer {
     struct piso_tokenizer_vocab v;
-    int *piece_len;                 /* [n_vocab] bytes of pieces[i] (may contain no NUL) */
+    int *piece_len;                 /* [n_vocab] bytes of pieces[i] (GGUF pieces may hold NUL bytes) */
     struct tok_strmap vocab_map;    /* piece -> id (later ids win on duplicates, as llama.cpp) */
 
     enum tok_merge_mode merge_mode;
@@ -53,18 +53,23 @@ struct piso_tokenizer {
     enum tok_spm_prefix prefix;
     int byte_fallback;              /* unknown characters become <0xNN> tokens */
     int fuse_unk;                   /* consecutive unknowns collapse into one (HF) */
+    unsigned char split_ok[128];    /* SPM: ASCII bytes inside no multi-byte piece can never merge,
+                                       so words may be cut around them (exact, and much faster) */
+    int metaspace;                  /* HF Metaspace: no dummy prefix when the segment starts with a space */
     int metaspace_split;            /* HF Metaspace split: each "▁" starts a new word */
     int byte_token[256];            /* SPM: id of <0xNN>; byte-level: id of the mapped char; -1 */
 
     /* byte-level options */
     int ignore_merges;              /* a pre-token that is a whole vocab piece is emitted as is */
     int add_prefix_space;           /* HF ByteLevel add_prefix_space */
+    int nfc;                        /* HF NFC normalizer */
     int n_regex;
     pcre2_code **regex;             /* applied in sequence, each splitting the previous pieces */
 
     /* added tokens matched in raw text (longest match at the leftmost position) */
     int n_added;
     int *added;                     /* ids */
+    unsigned char *strip;           /* [n_vocab] or NULL: 1 = lstrip, 2 = rstrip (HF added tokens) */
     int parse_special;              /* match control tokens too (default 1, as HF) */
     int bos_template;               /* HF post-processor adds BOS */
     char *source;                   /* path, for messages */
@@ -110,8 +115,12 @@ int tok_add_regex(struct piso_tokenizer *t, const char *pattern);
 /* Regexes used by llama.cpp for a tokenizer.ggml.pre name; -2 if the name is unknown. */
 int tok_add_pre_regexes(struct piso_tokenizer *t, const char *pre);
 
+/* ---- nfc.c: NFC of text[n] (malloc'd, length in *out_n), or NULL if the text is already NFC. */
+char *tok_nfc(const char *text, size_t n, size_t *out_n);
+
 /* ---- loaders ---- */
 int tok_load_llama2c(const char *path, struct piso_tokenizer **out);
 int tok_load_hf_json(const char *path, struct piso_tokenizer **out);
+int tok_load_gguf_path(const char *path, struct piso_tokenizer **out);
 
 #endif
