@@ -428,6 +428,50 @@ static void test_metaspace(void) {
     piso_tokenizer_free(legacy);
 }
 
+/* ---- HF ByteLevel add_prefix_space: a space before the text (GPT-2 style), or before each piece
+ * of an earlier Split (HF applies it per split) --------------------------------------------- */
+static void to_bytelevel_prefix(cJSON *root) {
+    cJSON_ReplaceItemInObject(root, "pre_tokenizer",
+                              cJSON_Parse("{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"use_regex\": true}"));
+}
+
+static void to_split_then_prefix(cJSON *root) {
+    cJSON *seq = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "pre_tokenizer"), "pretokenizers");
+    cJSON_ReplaceItemInObject(cJSON_GetArrayItem(seq, 1), "add_prefix_space", cJSON_CreateTrue());
+}
+
+static void concat_encodings(struct piso_tokenizer *t, const char *const *parts, int n, struct tok_ids *out) {
+    for (int i = 0; i < n; i++) {
+        int *x, nx;
+        piso_tokenize(t, parts[i], strlen(parts[i]), 0, &x, &nx);
+        for (int k = 0; k < nx; k++) tok_ids_push(out, x[k]);
+        free(x);
+    }
+}
+
+static void test_prefix_space(void) {
+    struct piso_tokenizer *base, *gpt2 = load_modified("tokenizers/llama3/tokenizer.json", to_bytelevel_prefix);
+    struct piso_tokenizer *split = load_modified("tokenizers/llama3/tokenizer.json", to_split_then_prefix);
+    CHECK(piso_tokenizer_load(test_data("tokenizers/llama3/tokenizer.json"), &base) == 0, "load");
+    if (!gpt2 || !split || !base) return;
+    struct tok_ids want = {0};
+    int *x, nx;
+    concat_encodings(base, (const char *[]){" Hello world"}, 1, &want);
+    piso_tokenize(gpt2, "Hello world", 11, 0, &x, &nx);
+    CHECK(same_ids(x, nx, want.v, want.n), "ByteLevel add_prefix_space");
+    free(x);
+    want.n = 0;
+    /* the llama3 Split gives "Hello", " world", ",", " x": each gets a space unless it has one */
+    concat_encodings(base, (const char *[]){" Hello", " world", " ,", " x"}, 4, &want);
+    piso_tokenize(split, "Hello world, x", 14, 0, &x, &nx);
+    CHECK(same_ids(x, nx, want.v, want.n), "add_prefix_space after Split applies per piece");
+    free(x);
+    free(want.v);
+    piso_tokenizer_free(gpt2);
+    piso_tokenizer_free(split);
+    piso_tokenizer_free(base);
+}
+
 /* ---- HF added tokens with lstrip/rstrip absorb the whitespace around them -------------------- */
 static void add_mask_token(cJSON *root) {
     cJSON *tok = cJSON_CreateObject();
@@ -437,6 +481,37 @@ static void add_mask_token(cJSON *root) {
     cJSON_AddBoolToObject(tok, "rstrip", 1);
     cJSON_AddBoolToObject(tok, "special", 1);
     cJSON_AddItemToArray(cJSON_GetObjectItem(root, "added_tokens"), tok);
+}
+
+/* a non-special added token with normalized: true, as HF adds user tokens by default */
+static void add_normalized_token(cJSON *root) {
+    cJSON *tok = cJSON_CreateObject();
+    cJSON_AddNumberToObject(tok, "id", 512);
+    cJSON_AddStringToObject(tok, "content", "<x y>");
+    cJSON_AddBoolToObject(tok, "normalized", 1);
+    cJSON_AddBoolToObject(tok, "special", 0);
+    cJSON_AddItemToArray(cJSON_GetObjectItem(root, "added_tokens"), tok);
+}
+
+static void test_added_normalized(void) {
+    struct piso_tokenizer *t = load_modified("models/stories260K-hf/tokenizer.json", add_normalized_token);
+    struct piso_tokenizer *plain;
+    CHECK(piso_tokenizer_load(test_data("models/stories260K-hf/tokenizer.json"), &plain) == 0, "load");
+    if (!t || !plain) return;
+    /* HF normalizes "a<x y>b" to "▁a<x▁y>b" first, then finds the token: "▁a", <x y>, "b" with no
+     * "▁" before b (the dummy prefix belongs to the whole normalized text) */
+    int *m, nm, *a, na, *b, nb;
+    piso_tokenize(t, "a<x y>b", 7, 0, &m, &nm);
+    piso_tokenize(plain, "a", 1, 0, &a, &na);          /* "▁a" */
+    piso_tokenize(plain, "<x y>b", 6, 0, &b, &nb);     /* "▁<x▁y>b": to know the ids of "b" alone */
+    int b_id = nb > 0 ? b[nb - 1] : -1;                /* "b" is a single piece in this vocab */
+    CHECK(nm == na + 2 && !memcmp(m, a, (size_t)na * sizeof(int)) && m[na] == 512 && m[na + 1] == b_id &&
+          !strcmp(piso_tokenizer_vocab(plain)->pieces[b_id], "b"), "normalized added token");
+    free(m);
+    free(a);
+    free(b);
+    piso_tokenizer_free(t);
+    piso_tokenizer_free(plain);
 }
 
 static void test_added_strip(void) {
@@ -627,7 +702,9 @@ int main(void) {
     test_llama2_json_reference();
     test_bytelevel();
     test_added_strip();
+    test_added_normalized();
     test_metaspace();
+    test_prefix_space();
     test_nfc();
     test_random();
     test_errors();

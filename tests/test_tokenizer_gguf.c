@@ -209,6 +209,58 @@ static void test_json_to_gguf(const char *rel, const char *want_pre) {
     piso_tokenizer_free(j);
 }
 
+/* ---- llama.cpp's name-based rstrip for Phi-3 special tokens ---------------------------------- */
+static void test_phi3_strip(void) {
+    /* 0 <unk> 1 <s> 2 </s> 3 ▁ 4 a 5 <|user|> 6 <0x0A> */
+    const char *tok[] = {"<unk>", "<s>", "</s>", SP, "a", "<|user|>", "<0x0A>"};
+    float score[] = {0, 0, 0, -1, -2, 0, 0};
+    int32_t type[] = {2, 3, 3, 1, 1, 4, 6};
+    for (int phi = 0; phi < 2; phi++) {
+        struct gb b = {0};
+        kv_str(&b, "general.name", phi ? "Phi-3 mini" : "other");
+        kv_str(&b, "tokenizer.ggml.model", "llama");
+        kv_strs(&b, "tokenizer.ggml.tokens", tok, 7);
+        kv_arr32(&b, "tokenizer.ggml.scores", 6, score, 7);
+        kv_arr32(&b, "tokenizer.ggml.token_type", 5, type, 7);
+        struct piso_tokenizer *t = gb_load(&b, "phi3");
+        CHECK(t != NULL, "load phi3: %s", piso_last_error());
+        if (!t) continue;
+        /* Phi-3: the newline after <|user|> is absorbed; otherwise it is text ("▁" + "\n") */
+        if (phi) CHECK(ids_are(t, "<|user|>\na", 0, (int[]){5, 3, 4}, 3), "phi-3 rstrip");
+        else CHECK(ids_are(t, "<|user|>\na", 0, (int[]){5, 3, 6, 4}, 4), "no rstrip");
+        /* <s> keeps what follows in both */
+        CHECK(ids_are(t, "<s> a", 0, (int[]){1, 3, 3, 4}, 4), "<s> is not stripped");
+        piso_tokenizer_free(t);
+    }
+}
+
+/* ---- bert: WordPiece as llama.cpp ----------------------------------------------------------- */
+static void test_wpm(void) {
+    /* 0 [UNK] 1 [CLS] 2 [SEP] 3 ▁hel 4 lo 5 ▁hello 6 ▁, 7 ▁cafe 8 ▁world 9 p 10 ▁中 */
+    const char *tok[] = {"[UNK]", "[CLS]", "[SEP]", SP "hel", "lo", SP "hello", SP ",", SP "cafe", SP "world", "p",
+                         SP "\xe4\xb8\xad"};
+    int32_t type[] = {3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1};
+    struct gb b = {0};
+    kv_str(&b, "tokenizer.ggml.model", "bert");
+    kv_strs(&b, "tokenizer.ggml.tokens", tok, 11);
+    kv_arr32(&b, "tokenizer.ggml.token_type", 5, type, 11);
+    kv_u32(&b, "tokenizer.ggml.unknown_token_id", 0);
+    struct piso_tokenizer *t = gb_load(&b, "bert");
+    CHECK(t != NULL, "load bert: %s", piso_last_error());
+    if (!t) return;
+    /* lowercased; "," is a word of its own; "É" -> NFD "E" + accent -> "e"; "!" has no piece -> [UNK];
+     * the longest piece wins ("▁hello", not "▁hel" "lo") */
+    CHECK(ids_are(t, "Hello, CAF\xc3\x89!", 0, (int[]){5, 6, 7, 0}, 4), "hello , cafe !");
+    /* "▁help": "▁hel" then "p": both pieces -> [3, 9]; "▁helpx": no piece at "x" -> the whole word is [UNK] */
+    CHECK(ids_are(t, "help helpx", 0, (int[]){3, 9, 0}, 3), "help helpx");
+    /* CJK ideographs are words of their own; whitespace and control characters vanish */
+    CHECK(ids_are(t, " \t\x01\xe4\xb8\xad\xe4\xb8\xadworld", 0, (int[]){10, 10, 8}, 3), "CJK");
+    char *s = piso_detokenize(t, (int[]){5, 6, 8}, 3, 1);
+    CHECK(!strcmp(s, "hello , world"), "decode: '%s'", s);
+    free(s);
+    piso_tokenizer_free(t);
+}
+
 /* ---- bad metadata ------------------------------------------------------------------------- */
 static void test_errors(void) {
     struct gb b = {0};
@@ -216,9 +268,9 @@ static void test_errors(void) {
     kv_strs(&b, "tokenizer.ggml.tokens", tok, 2);
     CHECK(gb_load(&b, "nomodel") == NULL && strstr(piso_last_error(), "tokenizer.ggml.model"), "%s", piso_last_error());
 
-    kv_str(&b, "tokenizer.ggml.model", "bert");
+    kv_str(&b, "tokenizer.ggml.model", "t5");
     kv_strs(&b, "tokenizer.ggml.tokens", tok, 2);
-    CHECK(gb_load(&b, "bert") == NULL && strstr(piso_last_error(), "bert"), "%s", piso_last_error());
+    CHECK(gb_load(&b, "t5") == NULL && strstr(piso_last_error(), "t5"), "%s", piso_last_error());
 
     float score[3] = {0, 0, 0};
     kv_str(&b, "tokenizer.ggml.model", "llama");
@@ -247,6 +299,8 @@ int main(void) {
     CHECK(mkdtemp(g_dir) != NULL, "mkdtemp");
     test_spm();
     test_gpt2();
+    test_wpm();
+    test_phi3_strip();
     test_errors();
     test_json_to_gguf("tokenizers/llama2/tokenizer.json", "");
     test_json_to_gguf("models/stories260K-hf/tokenizer.json", "");

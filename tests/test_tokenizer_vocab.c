@@ -3,7 +3,7 @@
  * line of expected ids per string, tokenized without BOS and without parsing special tokens, as
  * llama.cpp's test-tokenizer-0 does), each with its GGUF vocab; the Llama-3 vectors also against
  * tokenizers/llama3/tokenizer.json. Each encoding must also decode back to its input. Reports
- * per-file pass counts. WordPiece (bert) is not implemented and is skipped with a notice. */
+ * per-file pass counts. Vocabularies of a model piso does not implement are skipped with a notice. */
 #include "harness.h"
 #include "piso/tokenizer.h"
 
@@ -62,6 +62,7 @@ static int run_pair(const char *label, const char *tok_path, const char *inp_pat
         return -1;
     }
     piso_tokenizer_set_parse_special(t, 0);
+    int lossy = piso_tokenizer_vocab(t)->kind == PISO_TOK_WPM;
     const char *sep = "\n__ggml_vocab_test__\n";
     size_t seplen = strlen(sep);
     char *line = out, *ip = inp, *iend = inp + ni;
@@ -85,6 +86,7 @@ static int run_pair(const char *label, const char *tok_path, const char *inp_pat
         cases++;
         if (ok) {
             pass++;
+            if (lossy) goto next; /* WordPiece lowercases, drops accents and spaces */
             char *back = piso_detokenize(t, ids, n, 0);
             if (strlen(back) != len || memcmp(back, ip, len) != 0) {
                 roundtrip_fail++;
@@ -95,6 +97,7 @@ static int run_pair(const char *label, const char *tok_path, const char *inp_pat
                 fprintf(stderr, "'\n");
             }
             free(back);
+        next:;
         } else if (cases - pass <= 3) {
             fprintf(stderr, "  %s case %d '", label, cases);
             print_escaped(ip, len);
@@ -109,8 +112,12 @@ static int run_pair(const char *label, const char *tok_path, const char *inp_pat
         ip = next + seplen;
         line = eol ? eol + 1 : line + strlen(line);
     }
-    printf("%-34s %2d/%2d cases pass, %d decode round-trip failures  (%s)\n", label, pass, cases, roundtrip_fail,
-           tok_path);
+    if (lossy)
+        printf("%-34s %2d/%2d cases pass, decode not checked (WordPiece is lossy)  (%s)\n", label, pass, cases,
+               tok_path);
+    else
+        printf("%-34s %2d/%2d cases pass, %d decode round-trip failures  (%s)\n", label, pass, cases,
+               roundtrip_fail, tok_path);
     CHECK(cases >= 40 && pass == cases, "%s: %d of %d cases fail", label, cases - pass, cases);
     CHECK(roundtrip_fail == 0, "%s: %d decodes do not round-trip", label, roundtrip_fail);
     piso_tokenizer_free(t);
@@ -144,10 +151,6 @@ int main(void) {
         snprintf(inp, sizeof inp, "%s/%s.inp", dir, base);
         snprintf(out, sizeof out, "%s/%s.out", dir, base);
         snprintf(gguf, sizeof gguf, "%s/%s", dir, base);
-        if (strstr(base, "bert")) {
-            printf("%-34s skipped: WordPiece (BERT) tokenizers are not implemented\n", base);
-            continue;
-        }
         if (!strcmp(base, "ggml-vocab-llama-bpe.gguf")) {
             run_pair("llama-bpe vs llama3/tokenizer.json", test_data("tokenizers/llama3/tokenizer.json"), inp, out);
             files++;

@@ -11,6 +11,7 @@ struct piso_gguf;
 enum piso_tok_kind {
     PISO_TOK_SPM = 0,   /* SentencePiece-style BPE (Llama-2, llama2.c, GGUF "llama") */
     PISO_TOK_BYTE_BPE,  /* byte-level BPE (GPT-2, Llama-3, Qwen2; GGUF "gpt2") */
+    PISO_TOK_WPM,       /* WordPiece (GGUF "bert"), encode as llama.cpp */
 };
 
 /* GGUF token types (llama.cpp): 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte. */

@@ -157,6 +157,7 @@ struct split_ctx {
     char *mapped; /* scratch: a pre-token through the byte map (<= 2 bytes per byte) */
     size_t mapped_cap;
     int failed;
+    int prefixed; /* the piece at prefix_level already got its space */
 };
 
 static void encode_pretoken(struct split_ctx *c, const char *s, size_t n) {
@@ -182,6 +183,16 @@ static void encode_pretoken(struct split_ctx *c, const char *s, size_t n) {
  * passed on to the next level; the last level's pieces are encoded. */
 static void split_level(struct split_ctx *c, int level, const char *s, size_t n) {
     if (c->failed || n == 0) return;
+    if (c->t->add_prefix_space && level == c->t->prefix_level && s[0] != ' ' && !c->prefixed) {
+        char *p = malloc(n + 1); /* HF ByteLevel add_prefix_space */
+        p[0] = ' ';
+        memcpy(p + 1, s, n);
+        c->prefixed = 1;
+        split_level(c, level, p, n + 1);
+        c->prefixed = 0;
+        free(p);
+        return;
+    }
     if (level == c->t->n_regex) {
         encode_pretoken(c, s, n);
         return;
@@ -220,14 +231,6 @@ int tok_bytelevel_encode_segment(const struct piso_tokenizer *t, const char *tex
     /* PCRE2 needs valid UTF-8; checking once here lets every match skip the check */
     size_t bad = tok_utf8_invalid_at(text, n);
     if (bad < n) return piso_errorf("%s: text is not valid UTF-8 (at byte %zu)", t->source, bad);
-    char *prefixed = NULL;
-    if (t->add_prefix_space && text[0] != ' ') {
-        prefixed = malloc(n + 1);
-        prefixed[0] = ' ';
-        memcpy(prefixed + 1, text, n);
-        text = prefixed;
-        n++;
-    }
     struct split_ctx c = {.t = t, .out = out};
     c.md = calloc((size_t)t->n_regex + 1, sizeof *c.md);
     for (int i = 0; i < t->n_regex; i++) c.md[i] = pcre2_match_data_create_from_pattern(t->regex[i], NULL);
@@ -235,6 +238,5 @@ int tok_bytelevel_encode_segment(const struct piso_tokenizer *t, const char *tex
     for (int i = 0; i < t->n_regex; i++) pcre2_match_data_free(c.md[i]);
     free(c.md);
     free(c.mapped);
-    free(prefixed);
     return c.failed ? -1 : 0;
 }

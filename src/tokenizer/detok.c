@@ -1,4 +1,4 @@
-/* Decoding ids back to text. SPM: "▁" -> space, <0xNN> pieces -> raw bytes, and the dummy-prefix
+/* Decoding ids back to text. SPM and WordPiece: "▁" -> space, <0xNN> pieces -> raw bytes, and the dummy-prefix
  * space of the first piece is dropped (as SentencePiece does after BOS). Byte-level: each
  * character of a piece maps back to its byte. Added tokens decode to their text as is. */
 #include "tokenizer/tok_internal.h"
@@ -43,7 +43,8 @@ static int utf8_get(const unsigned char *s, size_t n, uint32_t *cp) {
 char *piso_detokenize(const struct piso_tokenizer *t, const int *ids, int n_ids, int skip_special) {
     struct buf b = {0};
     put(&b, "", 0);
-    int strip_space = t->v.kind == PISO_TOK_SPM && t->prefix != TOK_PREFIX_NONE;
+    int spm_like = t->v.kind == PISO_TOK_SPM || t->v.kind == PISO_TOK_WPM; /* "▁" marks spaces */
+    int strip_space = spm_like && t->prefix != TOK_PREFIX_NONE;
     for (int i = 0; i < n_ids; i++) {
         int id = ids[i];
         if (id < 0 || id >= t->v.n_vocab) continue;
@@ -59,7 +60,7 @@ char *piso_detokenize(const struct piso_tokenizer *t, const int *ids, int n_ids,
             strip_space = 0;
             continue;
         }
-        if (t->v.kind == PISO_TOK_SPM) {
+        if (spm_like) {
             if (n == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>' && hexval(p[3]) >= 0 &&
                 hexval(p[4]) >= 0) {
                 unsigned char byte = (unsigned char)(hexval(p[3]) * 16 + hexval(p[4]));

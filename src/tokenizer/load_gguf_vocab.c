@@ -47,6 +47,44 @@ static int opt_id(const struct piso_gguf *g, const char *key, int n_vocab, int *
     return 0;
 }
 
+static void set_strip(struct piso_tokenizer *t, const char *piece, int bit, int on) {
+    int id = tok_lookup(t, piece, strlen(piece));
+    if (id < 0) return;
+    if (!t->strip) t->strip = calloc((size_t)t->v.n_vocab, 1);
+    t->strip[id] = (unsigned char)(on ? (t->strip[id] | bit) : (t->strip[id] & ~bit));
+}
+
+static int contains_any(const char *s, const char *const *subs) {
+    for (; s && *subs; subs++)
+        if (strstr(s, *subs)) return 1;
+    return 0;
+}
+
+/* llama.cpp sets lstrip/rstrip on some special tokens by model name: the whitespace next to them
+ * is absorbed when they are matched in text. */
+static void name_based_strip(struct piso_tokenizer *t, const struct piso_gguf *g, const char *pre) {
+    char *name = piso_gguf_find(g, "general.name") ? piso_gguf_get_str(g, "general.name") : NULL;
+    char *arch = piso_gguf_find(g, "general.architecture") ? piso_gguf_get_str(g, "general.architecture") : NULL;
+    for (char *p = name; p && *p; p++) *p = (char)(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p);
+    if (contains_any(pre, (const char *[]){"jina-v2-de", "jina-v2-es", "jina-v2-code", NULL}) ||
+        contains_any(arch, (const char *[]){"nomic-bert-moe", "jina-bert-v3", NULL})) {
+        set_strip(t, "<mask>", 1, 1);
+    } else if (contains_any(name, (const char *[]){"phi-3", "phi3", NULL})) {
+        for (int i = 0; i < t->n_added; i++) {
+            if (!t->strip) t->strip = calloc((size_t)t->v.n_vocab, 1);
+            t->strip[t->added[i]] |= 2;
+        }
+        set_strip(t, "</s>", 2, 1);
+        set_strip(t, "<unk>", 2, 0);
+        set_strip(t, "<s>", 2, 0);
+        set_strip(t, "<|endoftext|>", 2, 0);
+    } else if (contains_any(name, (const char *[]){"modern-bert", NULL})) {
+        set_strip(t, "[MASK]", 1, 1);
+    }
+    free(name);
+    free(arch);
+}
+
 int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **out) {
     *out = NULL;
     const char *path = g->map.path;
@@ -55,8 +93,9 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
     enum piso_tok_kind kind;
     if (!strcmp(model, "llama")) kind = PISO_TOK_SPM;
     else if (!strcmp(model, "gpt2")) kind = PISO_TOK_BYTE_BPE;
+    else if (!strcmp(model, "bert")) kind = PISO_TOK_WPM;
     else {
-        piso_errorf("%s: tokenizer.ggml.model '%s' is not supported (only 'llama' and 'gpt2')", path, model);
+        piso_errorf("%s: tokenizer.ggml.model '%s' is not supported (only 'llama', 'gpt2' and 'bert')", path, model);
         free(model);
         return -1;
     }
@@ -122,6 +161,8 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
         t->merge_mode = TOK_MERGE_SCORE;
         t->prefix = add_space ? TOK_PREFIX_SEGMENT : TOK_PREFIX_NONE;
         t->byte_fallback = 1;
+    } else if (kind == PISO_TOK_WPM) {
+        t->prefix = TOK_PREFIX_SEGMENT; /* every word starts with "▁"; decoding drops the first */
     } else {
         t->merge_mode = TOK_MERGE_RANK;
         char *pre = piso_gguf_find(g, "tokenizer.ggml.pre") ? piso_gguf_get_str(g, "tokenizer.ggml.pre")
@@ -151,6 +192,7 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
             tok_add_merge(t, i, s, (size_t)(sp - s), sp + 1, len - (size_t)(sp - s) - 1);
         }
     }
+    name_based_strip(t, g, t->v.pre[0] ? t->v.pre : NULL);
     *out = t;
     return 0;
 fail:

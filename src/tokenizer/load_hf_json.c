@@ -106,6 +106,7 @@ static int pre_tokenizer(struct hf_load *L, const cJSON *p) {
     if (!strcmp(type, "ByteLevel")) {
         L->saw_bytelevel = 1;
         t->add_prefix_space = jbool(p, "add_prefix_space", 0);
+        t->prefix_level = t->n_regex; /* pieces split by earlier Split regexes each get the space */
         if (jbool(p, "use_regex", 1)) {
             if (!t->add_prefix_space) L->pre_guess = "gpt-2";
             L->n_split++;
@@ -282,7 +283,8 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
         t->v.pieces[id] = strdup(c);
         t->piece_len[id] = (int)strlen(c);
         t->v.types[id] = jbool(x, "special", 0) ? TOK_TYPE_CONTROL : TOK_TYPE_USER;
-        int strip = (jbool(x, "lstrip", 0) ? 1 : 0) | (jbool(x, "rstrip", 0) ? 2 : 0);
+        int strip = (jbool(x, "lstrip", 0) ? 1 : 0) | (jbool(x, "rstrip", 0) ? 2 : 0) |
+                    (jbool(x, "normalized", 0) ? 4 : 0);
         if (strip && !t->strip) t->strip = calloc((size_t)t->v.n_vocab, 1);
         if (strip) t->strip[id] = (unsigned char)strip;
     }
@@ -315,6 +317,9 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
     if (pre_tokenizer(L, pre) != 0) return -1;
     if (t->v.kind == PISO_TOK_SPM) {
         if (L->saw_prepend) t->prefix = TOK_PREFIX_SEGMENT;
+        int any_normalized = 0; /* HF matches these added tokens after the normalizer has run */
+        for (int i = 0; t->strip && i < t->v.n_vocab; i++) any_normalized |= t->strip[i] & 4;
+        t->match_normalized = L->saw_replace && any_normalized;
         if (!L->saw_metaspace && !L->saw_replace)
             return piso_errorf("%s: neither a ByteLevel pre-tokenizer nor the SentencePiece normalizer "
                                "(Replace \" \" -> \"\u2581\" or Metaspace): unsupported tokenizer layout", path);

@@ -89,6 +89,9 @@ int tok_index_vocab(struct piso_tokenizer *t) {
             }
         }
     }
+    t->max_piece_len = 0;
+    for (int id = 0; id < t->v.n_vocab; id++)
+        if (t->piece_len[id] > t->max_piece_len) t->max_piece_len = t->piece_len[id];
     /* ASCII bytes that occur in no longer piece */
     memset(t->split_ok, 1, sizeof t->split_ok);
     for (int id = 0; id < t->v.n_vocab; id++) {
@@ -213,6 +216,7 @@ static int match_added(const struct piso_tokenizer *t, const char *s, size_t n, 
         if (l > n || t->v.pieces[id][0] != s[0] || memcmp(t->v.pieces[id], s, l) != 0) continue;
         int ty = t->v.types[id];
         if (!t->parse_special && ty != TOK_TYPE_USER) continue;
+        if (t->match_normalized && t->strip && (t->strip[id] & 4)) continue; /* matched after normalizing */
         *len = (int)l;
         return id;
     }
@@ -234,8 +238,9 @@ static int encode_segment(const struct piso_tokenizer *t, const char *s, size_t 
             n = nn;
         }
     }
-    int rc = t->v.kind == PISO_TOK_SPM ? tok_spm_encode_segment(t, s, n, first, out)
-                                       : tok_bytelevel_encode_segment(t, s, n, out);
+    int rc = t->v.kind == PISO_TOK_SPM   ? tok_spm_encode_segment(t, s, n, first, out)
+             : t->v.kind == PISO_TOK_WPM ? tok_wpm_encode_segment(t, s, n, out)
+                                         : tok_bytelevel_encode_segment(t, s, n, out);
     free(norm);
     return rc;
 }

@@ -57,11 +57,13 @@ struct piso_tokenizer {
                                        so words may be cut around them (exact, and much faster) */
     int metaspace;                  /* HF Metaspace: no dummy prefix when the segment starts with a space */
     int metaspace_split;            /* HF Metaspace split: each "▁" starts a new word */
+    int max_piece_len;              /* longest piece in bytes (WordPiece) */
     int byte_token[256];            /* SPM: id of <0xNN>; byte-level: id of the mapped char; -1 */
 
     /* byte-level options */
     int ignore_merges;              /* a pre-token that is a whole vocab piece is emitted as is */
-    int add_prefix_space;           /* HF ByteLevel add_prefix_space */
+    int add_prefix_space;           /* HF ByteLevel add_prefix_space: " " before each piece that ... */
+    int prefix_level;               /* ... reaches regex level prefix_level (ByteLevel's place in the Sequence) */
     int nfc;                        /* HF NFC normalizer */
     int n_regex;
     pcre2_code **regex;             /* applied in sequence, each splitting the previous pieces */
@@ -69,7 +71,8 @@ struct piso_tokenizer {
     /* added tokens matched in raw text (longest match at the leftmost position) */
     int n_added;
     int *added;                     /* ids */
-    unsigned char *strip;           /* [n_vocab] or NULL: 1 = lstrip, 2 = rstrip (HF added tokens) */
+    unsigned char *strip;           /* [n_vocab] or NULL: 1 = lstrip, 2 = rstrip, 4 = normalized (HF) */
+    int match_normalized;           /* tokens flagged 4 are matched in the SPM-normalized text */
     int parse_special;              /* match control tokens too (default 1, as HF) */
     int bos_template;               /* HF post-processor adds BOS */
     char *source;                   /* path, for messages */
@@ -105,6 +108,7 @@ int tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t n, s
 /* ---- spm.c / bpe_bytelevel.c: encode one segment of raw text (no added tokens inside). ---- */
 int tok_spm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, int first,
                            struct tok_ids *out);
+int tok_wpm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, struct tok_ids *out);
 int tok_bytelevel_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n,
                                  struct tok_ids *out);
 /* GPT-2 byte <-> unicode code point table. */
