@@ -220,6 +220,21 @@ static void test_hostile(void) {
     RESET();
     patch_u32(d, L.tensor_type_at[2], 8); /* q8_0 with ne[0] = 2 */
     expect_fail(d, b.n, "block size", "partial block");
+    /* duplicate keys, duplicate tensor names */
+    {
+        struct buf x = {0};
+        put(&x, "GGUF", 4), put_u32(&x, 3), put_u64(&x, 0), put_u64(&x, 2);
+        put_str(&x, "a.key"), put_u32(&x, 4), put_u32(&x, 1);
+        put_str(&x, "a.key"), put_u32(&x, 4), put_u32(&x, 2);
+        expect_fail(x.p, x.n, "'a.key' appears more than once", "duplicate key");
+        x.n = 0;
+        put(&x, "GGUF", 4), put_u32(&x, 3), put_u64(&x, 2), put_u64(&x, 0);
+        for (int t = 0; t < 2; t++) put_str(&x, "t"), put_u32(&x, 1), put_u64(&x, 1), put_u32(&x, 0), put_u64(&x, (uint64_t)t * 32);
+        pad_to(&x, 32);
+        put(&x, "12345678901234567890123456789012345678", 36);
+        expect_fail(x.p, x.n, "'t' appears more than once", "duplicate tensor");
+        free(x.p);
+    }
     /* truncations at many points: header, keys, tensor infos, data */
     size_t cuts[] = {0, 3, 10, 20, L.key0_len_at + 4, L.key0_len_at + 20, L.tensor_ndims_at[0], L.data_at - 1,
                      L.data_at + 10, b.n - 1};

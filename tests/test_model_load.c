@@ -310,7 +310,7 @@ static void q8_0_row(float *x, int64_t k, uint8_t *out) {
 }
 
 /* A llama GGUF of m (adjacent RoPE layout: a llama2.c model maps 1:1). quant: 0 F32, 1 F16
- * matrices, 2 Q8_0 matrices (F16 where a row is not whole blocks). Rounds m's weights the same way. arch overrides the architecture. */
+ * matrices, 2 Q8_0 matrices (F16 where a row is not whole blocks), 3 BF16 matrices. Rounds m's weights the same way. arch overrides the architecture. */
 static void export_gguf(struct piso_model *m, const char *path, int quant, const char *arch) {
     const struct piso_config *c = &m->cfg;
     int64_t D = c->dim, F = c->hidden_dim, V = c->vocab_size, Hq = (int64_t)c->n_heads * c->head_dim,
@@ -362,6 +362,7 @@ static void export_gguf(struct piso_model *m, const char *path, int quant, const
     for (int i = 0; i < n; i++) {
         /* like llama-quantize: rows that are not whole Q8_0 blocks fall back to F16 */
         types[i] = !t[i].ne1 || quant == 0 ? GGML_T_F32
+                   : quant == 3                  ? GGML_T_BF16
                    : quant == 1 || t[i].ne0 % 32 ? GGML_T_F16
                                                  : GGML_T_Q8_0;
         put_str(&b, t[i].name);
@@ -380,6 +381,12 @@ static void export_gguf(struct piso_model *m, const char *path, int quant, const
             float *x = t[i].data + r * t[i].ne0;
             if (types[i] == GGML_T_F32) {
                 put(&b, x, (size_t)t[i].ne0 * 4);
+            } else if (types[i] == GGML_T_BF16) {
+                for (int64_t j = 0; j < t[i].ne0; j++) {
+                    uint16_t h = piso_fp32_to_bf16(x[j]);
+                    x[j] = piso_bf16_to_fp32(h);
+                    put(&b, &h, 2);
+                }
             } else if (types[i] == GGML_T_F16) {
                 for (int64_t j = 0; j < t[i].ne0; j++) {
                     uint16_t h = piso_fp32_to_fp16(x[j]);
@@ -409,8 +416,8 @@ static void test_gguf(void) {
     }
     CHECK(ref->tok != NULL, "tok512.bin picked up beside the checkpoint");
     float *want = malloc(64 * 512 * 4), *got = malloc(64 * 512 * 4);
-    static const char *names[3] = {"f32.gguf", "f16.gguf", "q8_0.gguf"};
-    for (int q = 0; q < 3; q++) { /* each step rounds ref further: F32 -> F16 -> Q8_0(F16 values) */
+    static const char *names[4] = {"f32.gguf", "f16.gguf", "q8_0.gguf", "bf16.gguf"};
+    for (int q = 0; q < 4; q++) { /* each step rounds ref further: F32 -> F16 -> Q8_0 -> BF16 */
         char *p = tmp(names[q]);
         export_gguf(ref, p, q, "llama");
         logits_of(ref, want);
@@ -445,6 +452,52 @@ static void test_gguf(void) {
               strstr(piso_last_error(), p), "unsupported architecture: %s", piso_last_error());
     free(p);
     free(want), free(got);
+    piso_model_free(ref);
+}
+
+static void expect_load_error(const char *path, const char *want1, const char *want2, const char *what);
+
+/* ---- llama2.c with a separate classifier (negative vocab_size in the header) ------------------ */
+static void test_llama2c_unshared(void) {
+    const char *bin = test_data("models/stories260K/stories260K.bin");
+    char *data;
+    size_t len;
+    struct piso_model *ref, *m;
+    if (piso_read_file(bin, &data, &len) != 0 || piso_model_load(bin, NULL, &ref) != 0) {
+        CHECK(0, "load: %s", piso_last_error());
+        return;
+    }
+    /* header vocab -> -512, and wcls = 0.5 * embeddings appended after freq_cis */
+    int32_t v = -512;
+    memcpy(data + 20, &v, 4);
+    float *wcls = malloc(512 * 64 * 4);
+    for (int i = 0; i < 512 * 64; i++) wcls[i] = 0.5f * ref->tok_embd[i];
+    char *p = tmp("unshared.bin");
+    FILE *f = fopen(p, "wb");
+    fwrite(data, 1, len, f);
+    fwrite(wcls, 4, 512 * 64, f);
+    fclose(f);
+    if (piso_model_load(p, NULL, &m) == 0) {
+        CHECK(!m->cfg.tied_embeddings && m->output != m->tok_embd && m->cfg.vocab_size == 512, "unshared config");
+        float *want = malloc(64 * 512 * 4), *got = malloc(64 * 512 * 4);
+        float *keep = ref->output;
+        ref->output = wcls;
+        logits_of(ref, want);
+        ref->output = keep;
+        logits_of(m, got);
+        CHECK(max_abs_diff(want, got, 64 * 512) == 0, "unshared classifier logits differ");
+        free(want), free(got);
+        piso_model_free(m);
+    } else {
+        CHECK(0, "load unshared: %s", piso_last_error());
+    }
+    /* the same header without the classifier bytes is truncated */
+    f = fopen(p, "wb");
+    fwrite(data, 1, len, f);
+    fclose(f);
+    expect_load_error(p, "truncated", p, "unshared without wcls");
+    unlink(p);
+    free(p), free(wcls), free(data);
     piso_model_free(ref);
 }
 
@@ -522,6 +575,7 @@ int main(void) {
     test_hf_variants();
     test_hf_archs();
     test_gguf();
+    test_llama2c_unshared();
     test_errors();
     rm_tree();
     return test_finish();

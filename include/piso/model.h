@@ -89,7 +89,7 @@ struct piso_block_taps {
     float *down_in;   /* [n, F]  input of w_down (silu(gate) * up) */
 };
 
-/* x [n, D] <- embeddings of tokens[n]. */
+/* x [n, D] <- embeddings of tokens[n] (ids must be in [0, vocab); piso_forward checks them). */
 void piso_embed(const struct piso_model *m, const int *tokens, int n, float *x);
 /* Runs decoder block `layer` on the residual stream x [n, D] in place; fills taps if given. */
 int piso_block_forward(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps);
@@ -99,7 +99,8 @@ void piso_head(const struct piso_model *m, const float *x, int n, float *logits)
  * checked against the vocabulary (error, no crash). */
 int piso_forward(const struct piso_model *m, const int *tokens, int n, int first, float *logits);
 /* Greedy decoding: appends up to n_new argmax tokens to tokens[0..n) (capacity n + n_new),
- * stopping early after a token equal to stop_id (>= 0; not appended). Returns the new length or -1. */
+ * stopping early when the argmax equals stop_id (not appended; stop_id < 0 never stops). Returns the
+ * new length, or -1 with an error. */
 int piso_generate_greedy(const struct piso_model *m, int *tokens, int n, int n_new, int stop_id);
 
 #endif

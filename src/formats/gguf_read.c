@@ -108,6 +108,7 @@ static int parse_kv(struct cursor *c, struct piso_gguf_kv *kv, int64_t index) {
         return piso_errorf("key '%s': array of %llu strings runs past the end of the file", kv->key,
                            (unsigned long long)kv->arr_n);
     kv->arr_str = malloc((kv->arr_n ? kv->arr_n : 1) * sizeof *kv->arr_str);
+    if (!kv->arr_str) return piso_errorf("key '%s': out of memory for %llu strings", kv->key, (unsigned long long)kv->arr_n);
     for (uint64_t i = 0; i < kv->arr_n; i++) {
         kv->arr_str[i] = c->p;
         const char *s;
@@ -157,16 +158,14 @@ static int parse_tensor_info(struct cursor *c, struct piso_gguf_tensor *t, int64
 
 static int cmp_str_ptr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* Returns the first duplicated name among n strings (sorted copy: O(n log n) even for hostile n). */
-static const char *find_duplicate(char **names, int64_t n) {
+/* Returns the first duplicated name among n strings, sorting the array in place (O(n log n) even
+ * for hostile n). */
+static const char *find_duplicate(char **s, int64_t n) {
     if (n < 2) return NULL;
-    char **s = malloc((size_t)n * sizeof *s);
-    memcpy(s, names, (size_t)n * sizeof *s);
     qsort(s, (size_t)n, sizeof *s, cmp_str_ptr);
     const char *dup = NULL;
     for (int64_t i = 1; i < n && !dup; i++)
         if (strcmp(s[i - 1], s[i]) == 0) dup = s[i];
-    free(s);
     return dup;
 }
 
@@ -187,6 +186,7 @@ static int gguf_parse(struct piso_gguf *g) {
     if (g->n_tensors < 0 || (uint64_t)g->n_tensors > cur_left(&c) / 24)
         return piso_errorf("n_tensors = %lld is impossible for a file of %zu bytes", (long long)g->n_tensors, g->map.size);
     g->kv = calloc((size_t)g->n_kv + 1, sizeof *g->kv);
+    if (!g->kv) return piso_errorf("out of memory for %lld keys", (long long)g->n_kv);
     int64_t n_kv = g->n_kv;
     g->n_kv = 0; /* counts parsed entries so close() frees exactly those */
     for (int64_t i = 0; i < n_kv; i++) {
@@ -194,6 +194,7 @@ static int gguf_parse(struct piso_gguf *g) {
         if (parse_kv(&c, &g->kv[i], i) != 0) return -1;
     }
     char **keys = malloc(((size_t)n_kv + 1) * sizeof *keys);
+    if (!keys) return piso_errorf("out of memory checking %lld keys", (long long)n_kv);
     for (int64_t i = 0; i < n_kv; i++) keys[i] = g->kv[i].key;
     const char *dup = find_duplicate(keys, n_kv);
     free(keys);
@@ -211,12 +212,14 @@ static int gguf_parse(struct piso_gguf *g) {
 
     int64_t n_t = g->n_tensors;
     g->tensors = calloc((size_t)n_t + 1, sizeof *g->tensors);
+    if (!g->tensors) return piso_errorf("out of memory for %lld tensor infos", (long long)n_t);
     g->n_tensors = 0;
     for (int64_t i = 0; i < n_t; i++) {
         g->n_tensors++;
         if (parse_tensor_info(&c, &g->tensors[i], i) != 0) return -1;
     }
     char **names = malloc(((size_t)n_t + 1) * sizeof *names);
+    if (!names) return piso_errorf("out of memory checking %lld tensor names", (long long)n_t);
     for (int64_t i = 0; i < n_t; i++) names[i] = g->tensors[i].name;
     dup = find_duplicate(names, n_t);
     free(names);

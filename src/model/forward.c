@@ -1,9 +1,10 @@
 /* Forward pass: batched causal prefill of one window (positions 0..n-1), Llama family.
  *
  * All projections are row-major GEMMs Y[n, out] = X[n, in] · W[out, in]^T through cblas_sgemm,
- * split into fixed column blocks; attention runs one head per OpenMP iteration. Every BLAS call
- * is single-threaded and the same for any thread count, so results do not depend on it. Norm
- * statistics accumulate in double. */
+ * split into fixed tiles; attention runs one head per OpenMP iteration. Every BLAS call is
+ * single-threaded and the same for any thread count, so results do not depend on it. Norm
+ * statistics and softmax sums accumulate in double. Generation reuses the same block code with a
+ * KV cache (block_forward_at). */
 #include "piso/model.h"
 
 #include <cblas.h>

@@ -22,8 +22,10 @@ static int cfg_int(struct hf_ctx *h, const char *key, int def, int *out) {
         *out = def;
         return 0;
     }
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble || v->valuedouble < 0)
-        return piso_errorf("%s: field \"%s\" must be a non-negative integer", h->config_path, key);
+    /* range first: casting an out-of-range double to int is undefined */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 1e9) ||
+        v->valuedouble != (double)(int)v->valuedouble)
+        return piso_errorf("%s: field \"%s\" must be a non-negative integer (at most 1e9)", h->config_path, key);
     *out = (int)v->valuedouble;
     return 0;
 }
@@ -75,6 +77,11 @@ static int parse_config(struct hf_ctx *h, struct piso_config *c) {
     const cJSON *act = cJSON_GetObjectItemCaseSensitive(h->cfg, "hidden_act");
     if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu") != 0))
         return piso_errorf("%s: field \"hidden_act\": only \"silu\" is supported", h->config_path);
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(h->cfg, "sliding_window");
+    const cJSON *usw = cJSON_GetObjectItemCaseSensitive(h->cfg, "use_sliding_window");
+    if (cJSON_IsNumber(sw) && !cJSON_IsFalse(usw))
+        piso_log("%s: note: sliding_window %g is not applied (exact for windows up to that many tokens)\n",
+                 h->config_path, sw->valuedouble);
     const cJSON *mb = cJSON_GetObjectItemCaseSensitive(h->cfg, "mlp_bias");
     if (cJSON_IsTrue(mb)) return piso_errorf("%s: field \"mlp_bias\": MLP biases are not supported", h->config_path);
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(h->cfg, "rope_scaling");
@@ -93,6 +100,9 @@ static int parse_config(struct hf_ctx *h, struct piso_config *c) {
                 num_field(h->config_path, rs, "high_freq_factor", 0, 1, &c->rope_high_freq_factor) ||
                 num_field(h->config_path, rs, "original_max_position_embeddings", 0, 1, &orig))
                 return piso_error_context("rope_scaling");
+            if (!(orig >= 1 && orig <= 1e9))
+                return piso_errorf("%s: rope_scaling: original_max_position_embeddings %g is out of range", h->config_path,
+                                   (double)orig);
             c->rope_orig_ctx = (int)orig;
         }
     }
@@ -215,13 +225,11 @@ static int load_weights(struct piso_model *m) {
     } while (0)
     W(m->tok_embd, V, D, 0, "model.embed_tokens.weight");
     W(m->out_norm, D, 0, 0, "model.norm.weight");
-    W(m->output, V, D, 1, "lm_head.weight");
-    if (!m->output) { /* tie_word_embeddings, or a checkpoint that simply omits lm_head */
-        m->output = m->tok_embd;
-        m->cfg.tied_embeddings = 1;
-    } else {
-        m->cfg.tied_embeddings = 0;
-    }
+    /* tie_word_embeddings wins over a stored lm_head (transformers ties them on load); without it
+     * a checkpoint that omits lm_head is tied too */
+    if (!c->tied_embeddings) W(m->output, V, D, 1, "lm_head.weight");
+    m->cfg.tied_embeddings = m->output == NULL;
+    if (!m->output) m->output = m->tok_embd;
     for (int l = 0; l < c->n_layers; l++) {
         struct piso_layer_weights *w = &m->layers[l];
         const char *p = "model.layers";
