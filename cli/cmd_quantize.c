@@ -1,6 +1,7 @@
 /* piso quantize — whole-model quantization. GGUF output (--type, or --out *.gguf) is handled by
  * cmd_quantize_gguf (llama.cpp block formats); everything else writes a Hugging Face directory. */
 #include "cli.h"
+#include "piso/eval.h"
 #include "piso/pipeline.h"
 
 #include <cjson/cJSON.h>
@@ -136,68 +137,10 @@ static char *quantization_json(const struct q_args *a, const struct piso_pipelin
     return s;
 }
 
-#if __has_include("piso/eval.h")
-#include "piso/eval.h"
 static double eval_ppl(const struct piso_model *m, const char *text, size_t len, int ctx) {
     struct piso_ppl_result r;
     if (piso_perplexity(m, text, len, ctx, &r)) return -1;
     return r.ppl;
-}
-#else
-#include <math.h>
-/* Until the runtime's evaluator lands: llama.cpp's protocol (chunks of ctx tokens starting with
- * BOS, the second half of each chunk scored). */
-static double eval_ppl(const struct piso_model *m, const char *text, size_t len, int ctx) {
-    int *ids = NULL, n = 0;
-    if (piso_tokenize(m->tok, text, len, 1, &ids, &n)) return -1;
-    if (ctx > n) ctx = n;
-    int chunks = n / ctx, V = m->cfg.vocab_size, first = ctx / 2;
-    float *logits = malloc(sizeof(float) * (size_t)(ctx - first) * V);
-    double nll = 0;
-    long cnt = 0;
-    const struct piso_tokenizer_vocab *v = piso_tokenizer_vocab(m->tok);
-    for (int c = 0; c < chunks && logits; c++) {
-        int *t = ids + (size_t)c * ctx, save = t[0];
-        if (v && v->bos_id >= 0) t[0] = v->bos_id;
-        int rc = piso_forward(m, t, ctx, first, logits);
-        t[0] = save;
-        if (rc) break;
-        for (int i = first; i < ctx - 1; i++) {
-            const float *l = logits + (size_t)(i - first) * V;
-            double mx = l[0], s = 0;
-            for (int k = 1; k < V; k++) mx = l[k] > mx ? l[k] : mx;
-            for (int k = 0; k < V; k++) s += exp(l[k] - mx);
-            nll += mx + log(s) - l[t[i + 1]], cnt++;
-        }
-    }
-    free(logits), free(ids);
-    return cnt ? exp(nll / cnt) : -1;
-}
-#endif
-
-/* When the loader found no tokenizer: the --tokenizer path, else tokenizer.bin / tok512.bin
- * beside a llama2.c checkpoint, else the model directory's tokenizer.json. */
-static int attach_tokenizer(struct piso_model *m, const char *model, const char *tok_path, struct piso_tokenizer **own) {
-    const char *cands[3] = {tok_path, NULL, NULL};
-    char *a = NULL, *b = NULL;
-    if (!tok_path) {
-        if (piso_is_dir(model)) cands[0] = model;
-        else {
-            char *dir = strdup(model), *slash = strrchr(dir, '/');
-            if (slash) *slash = 0;
-            else strcpy(dir, ".");
-            cands[0] = a = piso_path_join(dir, "tokenizer.bin");
-            cands[1] = b = piso_path_join(dir, "tok512.bin");
-            free(dir);
-        }
-    }
-    int rc = -1;
-    for (int i = 0; i < 3 && rc; i++)
-        if (cands[i] && (piso_is_dir(cands[i]) || piso_file_exists(cands[i]))) rc = piso_tokenizer_load(cands[i], own);
-    if (rc && !tok_path) piso_errorf("model %s carries no tokenizer and none was found beside it (pass --tokenizer)", model);
-    if (!rc) m->tok = *own;
-    free(a), free(b);
-    return rc;
 }
 
 int cmd_quantize(int argc, char **argv) {
@@ -243,7 +186,6 @@ int cmd_quantize(int argc, char **argv) {
     if (a.nsamples < 0 || a.seqlen < 0) return cli_usage_error("quantize", "--nsamples and --seqlen must be > 0");
 
     struct piso_model *mq = NULL, *mf = NULL;
-    struct piso_tokenizer *own_tok = NULL;
     struct piso_calib cal;
     memset(&cal, 0, sizeof cal);
     struct piso_pipeline_result res;
@@ -254,12 +196,14 @@ int cmd_quantize(int argc, char **argv) {
     double ppl_before = -1, ppl_after = -1, t0 = piso_time();
     if (a.eval && piso_read_file(a.eval, &eval_text, &eval_len)) goto fail;
     if (piso_model_load(a.model, a.tokenizer, &mq)) goto fail;
-    if (!mq->tok && attach_tokenizer(mq, a.model, a.tokenizer, &own_tok)) goto fail;
+    if (!mq->tok) {
+        piso_errorf("model %s carries no tokenizer (pass --tokenizer)", a.model);
+        goto fail;
+    }
     if (a.calib && piso_calib_load(mq->tok, a.calib, (int)a.nsamples, (int)a.seqlen, mq->cfg.max_seq_len,
                                    (uint64_t)a.seed, &cal))
         goto fail;
     if (piso_model_load(a.model, a.tokenizer, &mf) || piso_model_make_writable(mq)) goto fail;
-    if (!mf->tok) mf->tok = mq->tok;
     int ctx = a.ctx > 0 ? (int)a.ctx : mq->cfg.max_seq_len;
     if (eval_text) {
         ppl_before = eval_ppl(mf, eval_text, eval_len, ctx);
@@ -309,6 +253,8 @@ int cmd_quantize(int argc, char **argv) {
         cJSON_AddStringToObject(j, "interleave", piso_interleave_name(po.ec.interleave));
         cJSON_AddStringToObject(j, "objective", piso_objective_name(po.objective));
         cJSON_AddBoolToObject(j, "act_order", po.ec.act_order);
+        /* without --calib (data-free RTN) the per-layer errors are measured on a single BOS token */
+        cJSON_AddBoolToObject(j, "calibrated", a.calib != NULL);
         cJSON_AddNumberToObject(j, "nsamples", a.calib ? cal.nsamples : 0);
         cJSON_AddNumberToObject(j, "seqlen", a.calib ? cal.seqlen : 0);
         if (ppl_before > 0) {
@@ -342,11 +288,6 @@ fail:
     if (rc) cli_fail("quantize", piso_last_error());
     piso_pipeline_result_free(&res);
     piso_calib_free(&cal);
-    if (own_tok) { /* ours, not the models' */
-        if (mq && mq->tok == own_tok) mq->tok = NULL;
-        if (mf && mf->tok == own_tok) mf->tok = NULL;
-        piso_tokenizer_free(own_tok);
-    }
     piso_model_free(mq), piso_model_free(mf);
     free(eval_text), free(qjson), free(tokjson), free(srcdir);
     return rc;

@@ -79,9 +79,9 @@ int cmd_quantize_gguf(int argc, char **argv) {
     if (piso_gguf_export(m, v, &o, out, &st)) goto done;
     if (json) {
         printf("{\"out\": \"%s\", \"type\": \"%s\", \"scale\": \"%s\", \"importance\": \"%s\", \"tensors\": %lld, "
-               "\"fallback_tensors\": %lld, \"bytes\": %llu, \"seconds\": %.3f, \"tensor_types\": {",
+               "\"fallback_tensors\": %lld, \"bytes\": %llu, \"objective\": %.9g, \"seconds\": %.3f, \"tensor_types\": {",
                out, piso_ggml_traits(o.type)->name, scale_s, calib ? "calib" : imat ? "imatrix" : "none",
-               (long long)st.n_tensors, (long long)st.n_fallback, (unsigned long long)st.file_bytes, st.seconds);
+               (long long)st.n_tensors, (long long)st.n_fallback, (unsigned long long)st.file_bytes, st.objective, st.seconds);
         int first = 1;
         for (int t = 0; t < 64; t++)
             if (st.counts[t]) printf("%s\"%s\": %d", first ? "" : ", ", piso_ggml_traits(t)->name, st.counts[t]), first = 0;

@@ -119,7 +119,45 @@ static void test_piso_vs_ref(void) {
     }
 }
 
+/* Dense calibration: on correlated inputs, GPTQ-interleaved blocks give a smaller layer output
+ * error tr((W−Ŵ) H (W−Ŵ)ᵀ) than the per-block exact diagonal method with diag(H). */
+static void test_gptq(void) {
+    enum { N = 8, D = 64, T = 256 };
+    static float X[T * D], H[D * D], W[N * D], Y[N * D];
+    static uint8_t q[N * D * 2];
+    for (int t = 0; t < T; t++) {
+        float common = gauss();
+        for (int j = 0; j < D; j++) X[t * D + j] = 0.8f * common + 0.3f * gauss() * (1 + (j % 7));
+    }
+    for (int i = 0; i < D; i++)
+        for (int j = 0; j < D; j++) {
+            double s = 0;
+            for (int t = 0; t < T; t++) s += (double)X[t * D + i] * X[t * D + j];
+            H[i * D + j] = (float)(s / T);
+        }
+    float hd[D];
+    for (int j = 0; j < D; j++) hd[j] = H[j * D + j];
+    for (int i = 0; i < N * D; i++) W[i] = gauss() * 0.05f;
+    const int ts[4] = {GGML_T_Q4_0, GGML_T_Q8_0, GGML_T_Q4_1, GGML_T_Q5_0};
+    for (int k = 0; k < 4; k++) {
+        double e[2];
+        for (int v = 0; v < 2; v++) {
+            size_t nb = v ? piso_ggml_quantize_gptq(ts[k], W, q, N, D, H) : piso_ggml_quantize_piso(ts[k], W, q, N, D, hd);
+            CHECK(nb == (size_t)N * D / 32 * piso_ggml_block_bytes(ts[k]), "bytes %zu", nb);
+            for (int r = 0; r < N; r++) piso_ggml_dequantize_row(ts[k], q + r * nb / N, Y + r * D, D);
+            e[v] = 0;
+            for (int r = 0; r < N; r++)
+                for (int i = 0; i < D; i++)
+                    for (int j = 0; j < D; j++)
+                        e[v] += (double)(W[r * D + i] - Y[r * D + i]) * H[i * D + j] * (W[r * D + j] - Y[r * D + j]);
+        }
+        printf("type %2d  layer output error  gptq/diag = %.4f\n", ts[k], e[1] / e[0]);
+        CHECK(e[1] < e[0], "type %d: GPTQ %g >= diagonal %g", ts[k], e[1], e[0]);
+    }
+}
+
 int main(void) {
+    test_gptq();
     test_sweep_vs_brute();
     test_edge_cases();
     test_piso_vs_ref();

@@ -83,7 +83,7 @@ int main(void) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const struct tcase *tc = &cases[c];
-        char path[512], cmd[4096];
+        char path[512], cmd[8192];
         snprintf(path, sizeof path, "%s/%s-%s.gguf", dir, tc->type, tc->scale);
         snprintf(cmd, sizeof cmd, "%s quantize --model %s --tokenizer %s --out %s --type %s --scale %s --quiet", PISO_BIN,
                  model, tokp, path, tc->type, tc->scale);

@@ -28,6 +28,8 @@ struct piso_gguf_export_stats {
     uint64_t file_bytes;
     double seconds;
     int counts[64];                 /* tensors per ggml type */
+    double objective;               /* Σ over the quantized blk.* weights of Σ_j h_j (w − ŵ)², h the
+                                       imatrix entry (1 without one) */
 };
 
 /* Fallback for a row length that is not a multiple of the block size (llama.cpp's rule: Q4_K→Q5_0,

@@ -322,15 +322,19 @@ void piso_calib_hessians_free(struct piso_calib_hessians *hs) {
     free(hs->h), free(hs);
 }
 
-/* acc [d, d] += aᵀa for a [n, d] (upper triangle; rows in parallel, each sum in token order). */
+/* acc [d, d] += aᵀa for a [n, d] (upper triangle). Rows of acc in parallel; each element sums
+ * its tokens in order, so the result does not depend on the thread count. */
 static void accumulate_outer(double *acc, const float *a, int n, int64_t d) {
 #pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t i = 0; i < d; i++)
-        for (int64_t j = i; j < d; j++) {
-            double s = 0;
-            for (int t = 0; t < n; t++) s += (double)a[(size_t)t * d + i] * a[(size_t)t * d + j];
-            acc[i * d + j] += s;
+    for (int64_t i = 0; i < d; i++) {
+        double *row = acc + i * d;
+        for (int t = 0; t < n; t++) {
+            const float *at = a + (size_t)t * d;
+            const double ai = at[i];
+            if (ai == 0) continue;
+            for (int64_t j = i; j < d; j++) row[j] += ai * at[j];
         }
+    }
 }
 
 int piso_calib_hessians_compute(const struct piso_model *m, const int *tokens, int n_tokens, int n_ctx,

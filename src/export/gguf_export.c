@@ -102,11 +102,30 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
         if (H) done = piso_ggml_quantize_gptq(t, W, buf, N, D, H);
         else if (x->o->scale == PISO_GGUF_SCALE_REF) done = piso_ggml_quantize_ref(t, W, buf, N, D, imat);
         else done = piso_ggml_quantize_piso(t, W, buf, N, D, imat);
-        free(imat);
         if (done != nbytes) {
-            free(buf);
+            free(buf), free(imat);
             return piso_error_context("quantizing %s", name);
         }
+        /* the objective the scales minimise, Σ_rows Σ_j h_j (w − ŵ)² (h = 1 without an imatrix),
+         * summed over the block weights (blk.*) */
+        double obj = 0;
+        const size_t rs = piso_ggml_row_size(t, D);
+#pragma omp parallel for reduction(+ : obj) schedule(static)
+        for (int64_t r = 0; r < N; r++) {
+            float *y = malloc(sizeof(float) * (size_t)D);
+            double e = 0;
+            if (y) {
+                piso_ggml_dequantize_row(t, (const uint8_t *)buf + r * rs, y, D);
+                for (int64_t j = 0; j < D; j++) {
+                    const double d = (double)W[r * D + j] - y[j];
+                    e += (imat ? imat[j] : 1.0) * d * d;
+                }
+            }
+            free(y);
+            obj += e;
+        }
+        if (!strncmp(name, "blk.", 4)) x->st->objective += obj;
+        free(imat);
     }
     x->st->counts[t]++;
     x->st->n_tensors++;

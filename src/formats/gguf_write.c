@@ -40,7 +40,7 @@ void piso_gguf_writer_free(struct piso_gguf_writer *w) {
 }
 
 static void put(struct piso_gguf_writer *w, const void *p, size_t n) {
-    if (w->failed) return;
+    if (w->failed || n == 0) return;
     if (w->kv_len + n > w->kv_cap) {
         size_t cap = w->kv_cap ? w->kv_cap : 4096;
         while (cap < w->kv_len + n) cap *= 2;

@@ -20,20 +20,11 @@ static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? 
 static inline float h2f(uint16_t h) { return piso_fp16_to_fp32(h); }
 static inline uint16_t f2h(float f) { return piso_fp32_to_fp16(f); }
 
-struct event {
-    double s;
-    int i, dl;
-};
 struct interval {
     double Estar, S1, S2, s_a, s_b; /* levels constant for s in (s_a, s_b) */
     int sign;
 };
 
-static int cmp_event(const void *a, const void *b) {
-    double x = ((const struct event *)a)->s, y = ((const struct event *)b)->s;
-    if (x != y) return x < y ? -1 : 1;
-    return ((const struct event *)a)->i - ((const struct event *)b)->i;
-}
 static int cmp_interval(const void *a, const void *b) {
     double x = ((const struct interval *)a)->Estar, y = ((const struct interval *)b)->Estar;
     return x < y ? -1 : x > y ? 1 : 0;
@@ -53,6 +44,39 @@ static double rtn_error(const float *x, const float *w, int n, int lo, int hi, f
 
 /* The sweep. want16: also search the fp16 grid. Outputs the real optimum d (d_real, E_real) and,
  * with want16, the best fp16 d (d16, E16). Returns -1 on allocation failure. */
+/* Min-heap of the next event of each element, keyed by s: the events of one element come in order
+ * (k − ½)/|x|, so a k-way merge replaces sorting all n·K events. */
+struct hnode {
+    double s;
+    int i, k;
+};
+static void heap_down(struct hnode *h, int n, int j) {
+    for (;;) {
+        int c = 2 * j + 1;
+        if (c >= n) return;
+        if (c + 1 < n && (h[c + 1].s < h[c].s || (h[c + 1].s == h[c].s && h[c + 1].i < h[c].i))) c++;
+        if (h[j].s < h[c].s || (h[j].s == h[c].s && h[j].i < h[c].i)) return;
+        struct hnode t = h[j];
+        h[j] = h[c], h[c] = t, j = c;
+    }
+}
+
+/* Best fp16 d of interval I (the fp16 values nearest S1/S2 clamped into it), updating best. */
+static void interval_fp16(const struct interval *I, const float *x, const float *w, int n, int lo, int hi,
+                          double *best, uint16_t *best_h) {
+    const double dL = I->S1 / I->S2, d_lo = 1.0 / I->s_b, d_hi = 1.0 / I->s_a;
+    const double t = dL < d_lo ? d_lo : dL > d_hi ? d_hi : dL;
+    const int h = f2h((float)t);
+    for (int hh = h - 1; hh <= h + 1; hh++) {
+        if (hh < 1 || hh > 0x7bff) continue;
+        const uint16_t bits = (uint16_t)(hh | (I->sign < 0 ? 0x8000 : 0));
+        const double e = rtn_error(x, w, n, lo, hi, h2f(bits), NULL);
+        if (e < *best) *best = e, *best_h = bits;
+    }
+}
+
+/* The sweep. want16: also search the fp16 grid. Outputs the real optimum d (d_real, E_real) and,
+ * with want16, the best fp16 d (d16, E16). Returns -1 on allocation failure. */
 static int sweep(const float *x, const float *w_in, int n, int lo, int hi, int allow_neg, int want16,
                  double *d_real, double *E_real, uint16_t *d16, double *E16) {
     float wbuf[256];
@@ -66,59 +90,55 @@ static int sweep(const float *x, const float *w_in, int n, int lo, int hi, int a
     double Sxx = 0;
     for (int i = 0; i < n; i++) Sxx += (double)w[i] * x[i] * x[i];
     const int per = hi > -lo ? hi : -lo;
-    struct event *ev = malloc(sizeof *ev * (size_t)n * (size_t)per + 1);
     struct interval *iv = malloc(sizeof *iv * ((size_t)n * (size_t)per * 2 + 2));
-    if (!ev || !iv) {
-        free(ev), free(iv);
-        return piso_errorf("block sweep: out of memory");
-    }
-    int n_iv = 0;
+    if (!iv) return piso_errorf("block sweep: out of memory");
+    int n_iv = 0, best_iv = -1;
     *d_real = 0, *E_real = Sxx;
     for (int sign = 1; sign >= -1; sign -= 2) {
         if (sign < 0 && !allow_neg) break;
-        int ne = 0;
+        struct hnode heap[256];
+        int nh = 0, kmax[256];
         for (int i = 0; i < n; i++) {
             const double xs = sign * (double)x[i];
-            if (xs == 0 || w[i] == 0) continue;
-            const int kmax = xs > 0 ? hi : -lo;
-            for (int k = 1; k <= kmax; k++) ev[ne++] = (struct event){(k - 0.5) / fabs(xs), i, xs > 0 ? 1 : -1};
+            kmax[i] = (xs == 0 || w[i] == 0) ? 0 : xs > 0 ? hi : -lo;
+            if (kmax[i]) heap[nh++] = (struct hnode){0.5 / fabs(xs), i, 1};
         }
-        qsort(ev, (size_t)ne, sizeof *ev, cmp_event);
+        for (int j = nh / 2 - 1; j >= 0; j--) heap_down(heap, nh, j);
         double S1 = 0, S2 = 0;
         int Lc[256] = {0};
-        for (int e = 0; e < ne;) {
-            const double s = ev[e].s;
-            for (; e < ne && ev[e].s == s; e++) {
-                const int i = ev[e].i, dl = ev[e].dl;
+        while (nh > 0) {
+            const double s = heap[0].s;
+            while (nh > 0 && heap[0].s == s) {
+                const int i = heap[0].i, dl = sign * x[i] > 0 ? 1 : -1;
                 S1 += (double)w[i] * sign * x[i] * dl;
                 S2 += (double)w[i] * (2.0 * Lc[i] * dl + 1.0);
                 Lc[i] += dl;
+                if (heap[0].k < kmax[i]) {
+                    heap[0].k++;
+                    heap[0].s = (heap[0].k - 0.5) / fabs((double)x[i]);
+                } else {
+                    heap[0] = heap[--nh];
+                }
+                heap_down(heap, nh, 0);
             }
             if (S2 <= 0 || S1 <= 0) continue;
             const double Estar = Sxx - S1 * S1 / S2;
-            iv[n_iv++] = (struct interval){Estar, S1, S2, s, e < ne ? ev[e].s : INFINITY, sign};
-            if (Estar < *E_real) *E_real = Estar, *d_real = sign * S1 / S2;
+            iv[n_iv] = (struct interval){Estar, S1, S2, s, nh > 0 ? heap[0].s : INFINITY, sign};
+            if (Estar < *E_real) *E_real = Estar, *d_real = sign * S1 / S2, best_iv = n_iv;
+            n_iv++;
         }
     }
-    free(ev);
     if (*E_real < 0) *E_real = 0;
     if (want16) {
-        qsort(iv, (size_t)n_iv, sizeof *iv, cmp_interval);
         uint16_t best_h = 0;
         double best = Sxx; /* d = 0 */
-        for (int k = 0; k < n_iv; k++) {
-            const struct interval *I = &iv[k];
-            if (I->Estar >= best * (1 - 1e-12)) break;
-            const double dL = I->S1 / I->S2, d_lo = 1.0 / I->s_b, d_hi = 1.0 / I->s_a;
-            const double t = dL < d_lo ? d_lo : dL > d_hi ? d_hi : dL;
-            const int h = f2h((float)t);
-            for (int hh = h - 1; hh <= h + 1; hh++) {
-                if (hh < 1 || hh > 0x7bff) continue;
-                const uint16_t bits = (uint16_t)(hh | (I->sign < 0 ? 0x8000 : 0));
-                const double e = rtn_error(x, w, n, lo, hi, h2f(bits), NULL);
-                if (e < best) best = e, best_h = bits;
-            }
-        }
+        /* a first bound from the best real interval, then only intervals that could beat it */
+        if (best_iv >= 0) interval_fp16(&iv[best_iv], x, w, n, lo, hi, &best, &best_h);
+        int m = 0;
+        for (int k = 0; k < n_iv; k++)
+            if (iv[k].Estar < best * (1 - 1e-12)) iv[m++] = iv[k];
+        qsort(iv, (size_t)m, sizeof *iv, cmp_interval);
+        for (int k = 0; k < m && iv[k].Estar < best * (1 - 1e-12); k++) interval_fp16(&iv[k], x, w, n, lo, hi, &best, &best_h);
         *d16 = best_h;
         *E16 = best;
     }
@@ -240,7 +260,8 @@ static void piso_blk32(int type, const float *x, const float *w, struct piso_blk
     const int lo = type == GGML_T_Q8_0 ? -127 : type == GGML_T_Q4_0 ? -8 : -16;
     const int hi = type == GGML_T_Q8_0 ? 127 : -lo - 1, zero = type == GGML_T_Q8_0 ? 0 : -lo;
     int L[32];
-    piso_block_sweep(x, w, 32, lo, hi, 1, &b->d, L, NULL, NULL);
+    /* Q8_0's levels are symmetric: the negative scales give the same errors */
+    piso_block_sweep(x, w, 32, lo, hi, lo != -hi, &b->d, L, NULL, NULL);
     for (int i = 0; i < 32; i++) b->q[i] = (int16_t)(L[i] + zero);
 }
 

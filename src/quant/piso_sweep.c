@@ -15,7 +15,7 @@
 /* Candidates stay this far (relative) inside their interval, so that rounding the fp32 scale and
  * the fp32 division w/s cannot move any entry across a midpoint (each is ~6e-8 relative). */
 #define SWEEP_MARGIN 2.5e-7
-#define SWEEP_TILE 128 /* columns of h per pass, see sweep_dense */
+#define SWEEP_TILE 128 /* columns of h per pass, see sweep_dense (tile_pass_full is written for 128) */
 
 struct sweep_event {
     double s;    /* breakpoint: q[i] takes one step away from 0 when the scale drops below s */
@@ -27,30 +27,26 @@ struct sweep_best {
     double s, E;
 };
 
-static int cmp_event(const void *x, const void *y) {
-    double a = ((const struct sweep_event *)x)->s, b = ((const struct sweep_event *)y)->s;
-    return (a > b) - (a < b);
-}
-
-/* LSD radix sort of the events by s ascending (s > 0, so the IEEE bits order like the values);
- * 16-bit digits, passes where every key shares the digit are skipped. */
+/* LSD radix sort of the events by s ascending (s > 0, so the IEEE bits order like the values).
+ * 8-bit digits for short lists (groups), 16-bit for long ones; a pass where every key shares the
+ * digit (typically the exponent bytes) is skipped. Stable, so the result is deterministic. */
 static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t T) {
-    static const int DIG = 16, NB = 1 << 16;
-    uint32_t *count = malloc(sizeof(uint32_t) * (size_t)NB);
+    int dig = T < 65536 ? 8 : 16, nb = 1 << dig;
+    uint32_t small[256];
+    uint32_t *count = dig == 8 ? small : malloc(sizeof(uint32_t) * (size_t)nb);
     struct sweep_event *src = ev, *dst = tmp;
-    for (int pass = 0; pass < 4; pass++) {
-        int shift = pass * DIG;
-        memset(count, 0, sizeof(uint32_t) * (size_t)NB);
+    for (int shift = 0; shift < 64; shift += dig) {
+        memset(count, 0, sizeof(uint32_t) * (size_t)nb);
         for (int64_t t = 0; t < T; t++) {
             uint64_t k;
             memcpy(&k, &src[t].s, 8);
-            count[(k >> shift) & (NB - 1)]++;
+            count[(k >> shift) & (uint64_t)(nb - 1)]++;
         }
         uint64_t k0;
         memcpy(&k0, &src[0].s, 8);
-        if (count[(k0 >> shift) & (NB - 1)] == (uint32_t)T) continue; /* all share this digit */
+        if (count[(k0 >> shift) & (uint64_t)(nb - 1)] == (uint32_t)T) continue; /* all share this digit */
         uint32_t sum = 0;
-        for (int b = 0; b < NB; b++) {
+        for (int b = 0; b < nb; b++) {
             uint32_t c = count[b];
             count[b] = sum;
             sum += c;
@@ -58,14 +54,14 @@ static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t
         for (int64_t t = 0; t < T; t++) {
             uint64_t k;
             memcpy(&k, &src[t].s, 8);
-            dst[count[(k >> shift) & (NB - 1)]++] = src[t];
+            dst[count[(k >> shift) & (uint64_t)(nb - 1)]++] = src[t];
         }
         struct sweep_event *x = src;
         src = dst;
         dst = x;
     }
     if (src != ev) memcpy(ev, src, sizeof *ev * (size_t)T);
-    free(count);
+    if (count != small) free(count);
 }
 
 /* Events of the positive-scale sweep for sign·w: returns their number (sorted ascending). */
@@ -87,10 +83,7 @@ static int64_t build_events(const float *w, int n, double sign, const struct pis
             for (int k = z - 1; k >= 0; k--) ev[T++] = (struct sweep_event){x * inv_mu[k], i, -step[k]};
         }
     }
-    /* small vectors (groups): a comparison sort beats the radix sort's 2^16 counters; ties in s
-     * are applied together before any evaluation, so their order does not matter */
-    if (T > 1 && T < 4096) qsort(ev, (size_t)T, sizeof *ev, cmp_event);
-    else if (T > 1) sort_events(ev, tmp, T);
+    if (T > 1) sort_events(ev, tmp, T);
     return T;
 }
 
@@ -126,28 +119,27 @@ static void consider(double a, double b, double s_lo, double s_hi, struct sweep_
  * events updates a, b (fp64) and evaluates every interval. */
 typedef float v16f __attribute__((vector_size(64)));
 
-/* One full tile of SWEEP_TILE columns starting at j0; events in processing order. The
- * accumulators live in registers (SWEEP_TILE / 16 vectors of 16 floats). */
-#define NACC (SWEEP_TILE / 16)
+/* One full tile of 128 columns starting at j0; events in processing order. The accumulators are
+ * eight named vectors so that they stay in registers (an array of them ends up on the stack). */
 static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
                            float *hval) {
-    v16f acc[NACC];
-    memset(acc, 0, sizeof acc);
+    v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
     for (int64_t c = 0; c < T; c++) {
         int i = idx[c];
         unsigned k = (unsigned)(i - j0);
-        if (k < (unsigned)SWEEP_TILE) {
-            float t[SWEEP_TILE];
-            memcpy(t, acc, sizeof t);
+        if (k < 128u) {
+            float t[128];
+            memcpy(t, &a0, 64), memcpy(t + 16, &a1, 64), memcpy(t + 32, &a2, 64), memcpy(t + 48, &a3, 64);
+            memcpy(t + 64, &a4, 64), memcpy(t + 80, &a5, 64), memcpy(t + 96, &a6, 64), memcpy(t + 112, &a7, 64);
             hval[c] = t[k];
         }
         const float *row = H + (int64_t)i * ldh + j0;
         float d = dl[c];
-        for (int v = 0; v < NACC; v++) {
-            v16f r; /* loaded by memcpy: rows need not be 64-byte aligned */
-            memcpy(&r, row + 16 * v, 64);
-            acc[v] += d * r;
-        }
+        v16f r0, r1, r2, r3, r4, r5, r6, r7; /* memcpy loads: rows need not be 64-byte aligned */
+        memcpy(&r0, row, 64), memcpy(&r1, row + 16, 64), memcpy(&r2, row + 32, 64), memcpy(&r3, row + 48, 64);
+        memcpy(&r4, row + 64, 64), memcpy(&r5, row + 80, 64), memcpy(&r6, row + 96, 64), memcpy(&r7, row + 112, 64);
+        a0 += d * r0, a1 += d * r1, a2 += d * r2, a3 += d * r3;
+        a4 += d * r4, a5 += d * r5, a6 += d * r6, a7 += d * r7;
     }
 }
 

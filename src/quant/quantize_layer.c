@@ -27,83 +27,98 @@ static void matvec_d(const float *M, int64_t ld, const float *x, int64_t n, int6
     for (int64_t i = 0; i < n; i++) dst[i] = piso_dot_fd(M + i * ld, x, m);
 }
 
-/* One row: scales for every group, then RTN into dequant/codes. */
-static void quantize_row(const struct layer_ctx *c, int64_t row, float *scales, float *dq,
-                           int16_t *codes) {
+/* The scale of group gi (columns j0..j0+gs) of one row. For piso-seq, v/Hv are that row's
+ * current weights and H·v. */
+static float group_scale(const struct layer_ctx *c, int64_t row, int64_t j0, const float *v, const double *Hv,
+                         double *ug) {
     const struct piso_layer_problem *p = c->p;
     const struct piso_quant_opts *o = c->o;
     const struct piso_grid *g = &o->grid;
     int64_t D = p->D, gs = c->gs;
-    const float *w = p->W + row * D;
+    const float *wg = p->W + row * D + j0;
     const float *Gm = p->G ? p->G : p->H;
-    int seq = o->method == PISO_SCALE_PISO_SEQ && c->ng > 1;
+    const float *Hgg = p->H + j0 * D + j0;
     const double *ufull = c->U ? c->U + row * D : NULL; /* G·w */
+    switch (o->method) {
+    case PISO_SCALE_ABSMAX: return piso_scale_absmax(wg, (int)gs, g);
+    case PISO_SCALE_MSE_GRID: return piso_scale_mse_grid(wg, (int)gs, g);
+    case PISO_SCALE_PISO_DATAFREE: return piso_solve_scale_diag(wg, (int)gs, NULL, NULL, g, o->allow_negative, NULL);
+    case PISO_SCALE_PISO_DIAG:
+        /* diagonal model of both matrices: u_i = G_ii·w_i (§2.3) */
+        for (int64_t i = 0; i < gs; i++) ug[i] = (double)Gm[(j0 + i) * D + j0 + i] * wg[i];
+        return piso_solve_scale_diag(wg, (int)gs, c->hdiag + j0, ug, g, o->allow_negative, NULL);
+    case PISO_SCALE_PISO_SEQ:
+        if (c->ng > 1) {
+            /* §2.8: target seen by group g = (G·w)_g − H_{g,¬g}·v_{¬g} = (G·w)_g − (H·v)_g + H_gg·v_g */
+            for (int64_t i = 0; i < gs; i++)
+                ug[i] = ufull[j0 + i] - (Hv[j0 + i] - piso_dot_fd(Hgg + i * D, v + j0, gs));
+            return piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
+        }
+        /* channel-wise piso-seq is piso */
+        __attribute__((fallthrough));
+    default: /* PISO_SCALE_PISO */
+        if (c->ng == 1) memcpy(ug, ufull, sizeof(double) * (size_t)D);
+        else matvec_d(Gm + j0 * D + j0, D, wg, gs, gs, ug); /* independent: u_g = G_gg·w_g */
+        return piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
+    }
+}
+
+/* Rows r0..r1: scales for every group, then RTN into dequant/codes. Groups go in c->order and,
+ * for piso-seq, the rows of the block advance together so that each row of H used to update H·v
+ * is read once per block instead of once per row. Each row's arithmetic is the same whatever
+ * block it lands in, so the result does not depend on the threads. */
+#define SEQ_BLOCK 16
+static void quantize_block(const struct layer_ctx *c, int64_t r0, int64_t r1, struct piso_layer_result *r) {
+    const struct piso_layer_problem *p = c->p;
+    const struct piso_grid *g = &c->o->grid;
+    int64_t D = p->D, gs = c->gs, R = r1 - r0;
+    int seq = c->o->method == PISO_SCALE_PISO_SEQ && c->ng > 1;
     double *ug = malloc(sizeof(double) * (size_t)D);
-    double *Hv = NULL;
+    double *Hv = NULL, *dv = NULL;
     float *v = NULL;
     if (seq) { /* v = current weights (finished groups hold s·q), Hv = H·v kept up to date */
-        Hv = malloc(sizeof(double) * (size_t)D);
-        v = malloc(sizeof(float) * (size_t)D);
-        memcpy(v, w, sizeof(float) * (size_t)D);
-        memcpy(Hv, c->HW + row * D, sizeof(double) * (size_t)D);
+        Hv = malloc(sizeof(double) * (size_t)(R * D));
+        v = malloc(sizeof(float) * (size_t)(R * D));
+        dv = malloc(sizeof(double) * (size_t)(R * gs));
+        memcpy(v, p->W + r0 * D, sizeof(float) * (size_t)(R * D));
+        memcpy(Hv, c->HW + r0 * D, sizeof(double) * (size_t)(R * D));
     }
     for (int64_t k = 0; k < c->ng; k++) {
         int64_t gi = c->order[k], j0 = gi * gs;
-        const float *wg = w + j0;
-        const float *Hgg = p->H + j0 * D + j0;
-        float s;
-        switch (o->method) {
-        case PISO_SCALE_ABSMAX: s = piso_scale_absmax(wg, (int)gs, g); break;
-        case PISO_SCALE_MSE_GRID: s = piso_scale_mse_grid(wg, (int)gs, g); break;
-        case PISO_SCALE_PISO_DATAFREE:
-            s = piso_solve_scale_diag(wg, (int)gs, NULL, NULL, g, o->allow_negative, NULL);
-            break;
-        case PISO_SCALE_PISO_DIAG: {
-            /* diagonal model of both matrices: u_i = G_ii·w_i (§2.3) */
-            for (int64_t i = 0; i < gs; i++) ug[i] = (double)Gm[(j0 + i) * D + j0 + i] * wg[i];
-            s = piso_solve_scale_diag(wg, (int)gs, c->hdiag + j0, ug, g, o->allow_negative, NULL);
-            break;
-        }
-        case PISO_SCALE_PISO_SEQ:
-            if (seq) {
-                /* §2.8: target seen by group g = (G·w)_g − H_{g,¬g}·v_{¬g} */
+        for (int64_t row = r0; row < r1; row++) {
+            int64_t b = row - r0;
+            float s = group_scale(c, row, j0, seq ? v + b * D : NULL, seq ? Hv + b * D : NULL, ug);
+            const float *wg = p->W + row * D + j0;
+            float *dq = r->dequant + row * D + j0;
+            int16_t *codes = r->codes + row * D + j0;
+            r->scales[row * c->ng + gi] = s;
+            for (int64_t i = 0; i < gs; i++) {
+                int idx;
+                float qv = piso_grid_round(g, wg[i] / s, &idx);
+                dq[i] = s * qv;
+                codes[i] = (int16_t)(g->is_int ? (int)qv : idx);
+            }
+            if (seq)
                 for (int64_t i = 0; i < gs; i++) {
-                    const float *Hi = p->H + (j0 + i) * D + j0;
-                    double own = 0;
-                    for (int64_t j = 0; j < gs; j++) own += (double)Hi[j] * v[j0 + j];
-                    ug[i] = ufull[j0 + i] - (Hv[j0 + i] - own);
+                    dv[b * gs + i] = (double)dq[i] - v[b * D + j0 + i];
+                    v[b * D + j0 + i] = dq[i];
                 }
-                s = piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
-                break;
-            }
-            /* channel-wise piso-seq is piso */
-            __attribute__((fallthrough));
-        default: /* PISO_SCALE_PISO */
-            if (c->ng == 1) memcpy(ug, ufull, sizeof(double) * (size_t)D);
-            else matvec_d(Gm + j0 * D + j0, D, wg, gs, gs, ug); /* independent: u_g = G_gg·w_g */
-            s = piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
-            break;
         }
-        scales[gi] = s;
-        for (int64_t i = 0; i < gs; i++) {
-            int idx;
-            float qv = piso_grid_round(g, wg[i] / s, &idx);
-            dq[j0 + i] = s * qv;
-            codes[j0 + i] = (int16_t)(g->is_int ? (int)qv : idx);
-        }
-        if (seq) {
+        if (seq) /* Hv += H[:, j]·Δv_j for the group's columns (H symmetric: column = row) */
             for (int64_t j = 0; j < gs; j++) {
-                double d = (double)dq[j0 + j] - v[j0 + j];
-                v[j0 + j] = dq[j0 + j];
-                if (d == 0) continue;
-                const float *Hj = p->H + (j0 + j) * D; /* column j0+j = row (H symmetric) */
-                for (int64_t i = 0; i < D; i++) Hv[i] += Hj[i] * d;
+                const float *Hj = p->H + (j0 + j) * D;
+                for (int64_t b = 0; b < R; b++) {
+                    double d = dv[b * gs + j];
+                    if (d == 0) continue;
+                    double *h = Hv + b * D;
+                    for (int64_t i = 0; i < D; i++) h[i] += Hj[i] * d;
+                }
             }
-        }
     }
     free(ug);
     free(Hv);
     free(v);
+    free(dv);
 }
 
 /* Rows r0..r1 of W (or W − Ŵ, Ŵ) as fp64 into dst [r1 − r0, D]. */
@@ -221,12 +236,14 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     struct piso_progress prog;
     piso_progress_begin(&prog, piso_scale_method_name(opts->method), "rows", N);
     int64_t done = 0;
+    int64_t bs = seq ? SEQ_BLOCK : 1, nblk = (N + bs - 1) / bs; /* blocks only help piso-seq */
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t row = 0; row < N; row++) {
-        quantize_row(&c, row, r->scales + row * c.ng, r->dequant + row * D, r->codes + row * D);
+    for (int64_t bi = 0; bi < nblk; bi++) {
+        int64_t r0 = bi * bs, r1 = r0 + bs < N ? r0 + bs : N;
+        quantize_block(&c, r0, r1, r);
         int64_t d;
 #pragma omp atomic capture
-        d = ++done;
+        d = done += r1 - r0;
 #ifdef _OPENMP
         if (omp_get_thread_num() == 0)
 #endif

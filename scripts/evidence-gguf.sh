@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Evidence table for docs/gguf.md: stories260K exported in llama.cpp block formats with llama.cpp's
+# reference scales (no imatrix / piso's imatrix) and piso's exact scales (imatrix / dense
+# calibration), scored by perplexity with llama-perplexity's protocol (ctx 512, cs336 sample) in
+# real llama.cpp (npm node-llama-cpp) and, when available, in piso's own evaluator.
+# Calibration text (imatrix, Hessians): TinyStories-valid.small30KB.txt, disjoint from the scored text.
+# usage: scripts/evidence-gguf.sh [OUTDIR]   (needs build/piso and scripts/setup-llamacpp.sh)
+set -euo pipefail
+# one thread: the numbers do not depend on it, and the build machine is shared
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+cd "$(dirname "$0")/.."
+S=${PISO_DATA:-../shared}
+OUT=${1:-/tmp/piso-evidence-gguf}
+mkdir -p "$OUT"
+MODEL=$S/models/stories260K/stories260K.bin
+TOK=$S/models/stories260K/tok512.bin
+EVAL=$S/data/tinystories/tinystories_sample.cs336.txt
+CALIB=$S/data/tinystories/TinyStories-valid.small30KB.txt
+P=build/piso
+$P tokenize --tokenizer "$TOK" --file "$EVAL" --bos --json --quiet > "$OUT/eval.json"
+$P imatrix --model "$MODEL" --tokenizer "$TOK" --calib "$CALIB" -o "$OUT/imatrix.gguf" --ctx 512 --quiet
+has_piso_ppl=0
+if $P perplexity --help >/dev/null 2>&1; then has_piso_ppl=1; fi
+
+# "PPL KLD same-top" from llama.cpp, against the F32 export as the KLD base
+llamacpp_eval() {
+    node tests/llamacpp/perplexity.mjs "$1" "$OUT/eval.json" 512 "$OUT/F32-reference.gguf" |
+        sed -E 's/.*"ppl":([0-9.e-]+).*"kld":([0-9.e-]+).*"same_top":([0-9.e-]+).*/\1 \2 \3/'
+}
+ppl_piso() {
+    if [ $has_piso_ppl = 1 ]; then
+        $P perplexity --model "$1" --text "$EVAL" --ctx 512 --json --quiet 2>/dev/null |
+            sed -E 's/.*"ppl": *([0-9.]+).*/\1/' || echo "-"
+    else echo "-"; fi
+}
+row() { # type label args...
+    local type=$1 label=$2; shift 2
+    local f="$OUT/${type}-${label}.gguf"
+    $P quantize --model "$MODEL" --tokenizer "$TOK" --out "$f" --type "$type" --quiet "$@"
+    local size; size=$(stat -c %s "$f")
+    read -r ppl kld same <<<"$(llamacpp_eval "$f")"
+    printf "| %s | %s | %d | %.4f | %.5f | %.3f | %s |\n" "$type" "$label" "$size" "$ppl" "$kld" "$same" "$(ppl_piso "$f")"
+}
+echo "| type | scales | file bytes | PPL (llama.cpp) | KLD vs F32 | same top-1 | PPL (piso) |"
+echo "|---|---|---:|---:|---:|---:|---:|"
+row F32 reference
+for t in Q8_0 Q4_0 Q4_K Q5_K Q6_K; do
+    row $t "llamacpp-ref" --scale llamacpp-ref
+    row $t "llamacpp-ref+imatrix" --scale llamacpp-ref --imatrix "$OUT/imatrix.gguf"
+    row $t "piso" --scale piso
+    row $t "piso+imatrix" --scale piso --imatrix "$OUT/imatrix.gguf"
+    row $t "piso+calib(GPTQ)" --scale piso --calib "$CALIB" --ctx 512
+done
