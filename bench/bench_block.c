@@ -65,6 +65,7 @@ int main(int argc, char **argv) {
         }
     }
     if (K < 1) K = 1;
+    setvbuf(stdout, NULL, _IOLBF, 0);
     piso_set_quiet(1); /* the layer solvers' own progress lines */
     int64_t Dm = 2048 / K, F = 8192 / K, Hq = 2048 / K, Hkv = 512 / K;
     struct {

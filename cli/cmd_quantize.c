@@ -194,6 +194,7 @@ int cmd_quantize(int argc, char **argv) {
     size_t eval_len = 0;
     int rc = 1;
     double ppl_before = -1, ppl_after = -1, t0 = piso_time();
+    if (piso_hf_export_check(a.out)) goto fail; /* before any long work */
     if (a.eval && piso_read_file(a.eval, &eval_text, &eval_len)) goto fail;
     if (piso_model_load(a.model, a.tokenizer, &mq)) goto fail;
     if (!mq->tok) {
@@ -204,7 +205,7 @@ int cmd_quantize(int argc, char **argv) {
                                    (uint64_t)a.seed, &cal))
         goto fail;
     if (piso_model_load(a.model, a.tokenizer, &mf) || piso_model_make_writable(mq)) goto fail;
-    int ctx = a.ctx > 0 ? (int)a.ctx : mq->cfg.max_seq_len;
+    int ctx = a.ctx > 0 ? (int)a.ctx : 0; /* 0: the evaluator's default, min(512, model context) */
     if (eval_text) {
         ppl_before = eval_ppl(mf, eval_text, eval_len, ctx);
         if (ppl_before < 0) goto fail;

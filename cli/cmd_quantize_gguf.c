@@ -18,12 +18,14 @@ int gguf_cli_tokenize_file(const struct piso_tokenizer *t, const char *path, int
 static const char *USAGE =
     "usage: piso quantize --model PATH --out model.gguf --type T [--tokenizer PATH]\n"
     "                     [--calib FILE | --imatrix FILE] [--scale piso|llamacpp-ref]\n"
-    "                     [--output-type T] [--ctx 512] [--chunks N] [--json] [--quiet]\n"
+    "                     [--weighting raw|blend] [--output-type T] [--ctx 512] [--chunks N]\n"
+    "                     [--json] [--quiet]\n"
+    "  --weighting blend: piso scales weigh by h*sqrt(s2 + x^2) (llama.cpp's imatrix blend), not h\n"
     "  T: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K\n";
 
 int cmd_quantize_gguf(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *out = NULL, *type_s = NULL, *calib = NULL, *imat = NULL;
-    const char *scale_s = "piso", *otype_s = NULL;
+    const char *scale_s = "piso", *otype_s = NULL, *weighting = "raw";
     long ctx = 512, chunks = 0;
     int json = 0;
     for (int i = 0; i < argc; i++) {
@@ -31,6 +33,7 @@ int cmd_quantize_gguf(int argc, char **argv) {
             cli_opt(argc, argv, &i, "--out", &out) || cli_opt(argc, argv, &i, "--type", &type_s) ||
             cli_opt(argc, argv, &i, "--calib", &calib) || cli_opt(argc, argv, &i, "--imatrix", &imat) ||
             cli_opt(argc, argv, &i, "--scale", &scale_s) || cli_opt(argc, argv, &i, "--output-type", &otype_s) ||
+            cli_opt(argc, argv, &i, "--weighting", &weighting) ||
             cli_opt_int(argc, argv, &i, "--ctx", &ctx) || cli_opt_int(argc, argv, &i, "--chunks", &chunks))
             continue;
         if (cli_flag(argc, argv, &i, "--json")) json = 1;
@@ -51,6 +54,9 @@ int cmd_quantize_gguf(int argc, char **argv) {
     if (!strcmp(scale_s, "piso")) o.scale = PISO_GGUF_SCALE_PISO;
     else if (!strcmp(scale_s, "llamacpp-ref")) o.scale = PISO_GGUF_SCALE_REF;
     else return cli_usage_error("quantize", "--scale must be piso or llamacpp-ref, got '%s'", scale_s);
+    if (!strcmp(weighting, "blend")) o.blend = 1;
+    else if (strcmp(weighting, "raw"))
+        return cli_usage_error("quantize", "--weighting must be raw or blend, got '%s'", weighting);
     if (ctx < 16) return cli_usage_error("quantize", "--ctx %ld is too small", ctx);
 
     struct piso_model *m = NULL;

@@ -49,5 +49,6 @@ for t in Q8_0 Q4_0 Q4_K Q5_K Q6_K; do
     row $t "llamacpp-ref+imatrix" --scale llamacpp-ref --imatrix "$OUT/imatrix.gguf"
     row $t "piso" --scale piso
     row $t "piso+imatrix" --scale piso --imatrix "$OUT/imatrix.gguf"
+    row $t "piso+imatrix(blend)" --scale piso --imatrix "$OUT/imatrix.gguf" --weighting blend
     row $t "piso+calib(GPTQ)" --scale piso --calib "$CALIB" --ctx 512
 done

@@ -156,7 +156,28 @@ static void test_gptq(void) {
     }
 }
 
+/* --weighting blend: on the blended objective Σ h·sqrt(σ²+x²)·(Δx)² (σ² the row's mean square),
+ * piso still never loses to llama.cpp's imatrix rule (which optimises that same weighting). */
+static void test_blend(void) {
+    enum { C = 256 };
+    static float x[C], h[C], wb[C];
+    static uint8_t qa[C * 2], qb[C * 2];
+    double s2 = 0;
+    for (int i = 0; i < C; i++) x[i] = gauss() * 0.03f, h[i] = expf(gauss()), s2 += (double)x[i] * x[i];
+    s2 /= C;
+    for (int i = 0; i < C; i++) wb[i] = h[i] * sqrtf((float)s2 + x[i] * x[i]);
+    const int ts[4] = {GGML_T_Q4_0, GGML_T_Q5_0, GGML_T_Q4_1, GGML_T_Q5_1};
+    for (int k = 0; k < 4; k++) {
+        piso_ggml_quantize_piso_ex(ts[k], x, qa, 1, C, h, 1);
+        piso_ggml_quantize_ref(ts[k], x, qb, 1, C, h);
+        double ep = total_error(ts[k], qa, x, wb, 1, C), er = total_error(ts[k], qb, x, wb, 1, C);
+        printf("type %2d  blended objective piso/ref = %.4f\n", ts[k], ep / er);
+        CHECK(ep <= er, "type %d blend: piso %g > ref %g", ts[k], ep, er);
+    }
+}
+
 int main(void) {
+    test_blend();
     test_gptq();
     test_sweep_vs_brute();
     test_edge_cases();

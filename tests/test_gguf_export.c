@@ -3,7 +3,9 @@
  * layout is already GGUF's), fallback types, norms F32, the file reloaded by piso, and refusals. */
 #include "harness.h"
 #include "piso/gguf.h"
+#include "piso/gguf_export.h"
 #include "piso/model.h"
+#include "piso/tokenizer.h"
 
 #include <unistd.h>
 
@@ -110,6 +112,36 @@ int main(void) {
     CHECK(top_same >= 7, "Q4_K top-1 agrees with F32 at %d of 8 positions", top_same);
     piso_model_free(mf);
     piso_model_free(mq);
+
+    /* an embedding with more rows than tokens (padded checkpoints): the vocabulary is padded */
+    {
+        struct piso_tokenizer *tk;
+        CHECK(piso_tokenizer_load(tok, &tk) == 0, "tokenizer");
+        struct piso_config cfg = {.arch = "llama", .dim = 32, .hidden_dim = 64, .n_layers = 1, .n_heads = 2,
+                                  .n_kv_heads = 2, .head_dim = 16, .vocab_size = 520, .max_seq_len = 64,
+                                  .norm_eps = 1e-5f, .rope_theta = 10000.0f, .tied_embeddings = 1};
+        struct piso_model *pm;
+        CHECK(piso_model_alloc(&cfg, &pm) == 0, "alloc: %s", piso_last_error());
+        char pp[512];
+        snprintf(pp, sizeof pp, "%s/padded.gguf", dir);
+        struct piso_gguf_export_opts o = {.type = GGML_T_Q8_0, .output_type = -1};
+        CHECK(piso_gguf_export(pm, piso_tokenizer_vocab(tk), &o, pp, NULL) == 0, "export: %s", piso_last_error());
+        struct piso_gguf gp;
+        CHECK(piso_gguf_open(&gp, pp) == 0, "open padded");
+        const struct piso_gguf_kv *tk2 = piso_gguf_find(&gp, "tokenizer.ggml.tokens");
+        const struct piso_gguf_kv *ty = piso_gguf_find(&gp, "tokenizer.ggml.token_type");
+        CHECK(tk2 && tk2->arr_n == 520 && ty && ty->arr_n == 520, "520 tokens");
+        if (tk2 && ty && tk2->arr_n == 520) {
+            char *p515 = piso_gguf_arr_str(tk2, 515);
+            int32_t t515;
+            memcpy(&t515, ty->arr_data + 4 * 515, 4);
+            CHECK(p515 && !strcmp(p515, "[PAD515]") && t515 == 5, "padding token %s type %d", p515 ? p515 : "?", t515);
+            free(p515);
+        }
+        piso_gguf_close(&gp);
+        piso_model_free(pm);
+        piso_tokenizer_free(tk);
+    }
 
     /* refusals: an unsupported type, and no partial file */
     char bad[512];

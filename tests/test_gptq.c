@@ -234,30 +234,42 @@ static void test_gptq_against_reference(void) {
 static void test_qronos_against_reference(void) {
     int mismatch = 0;
     for (int trial = 0; trial < 16; trial++) {
-        int N = 3, D = 3 + trial % 6;
+        int N = 3, D = 3 + trial % 6, act = trial % 4 >= 2;
         double noise = trial % 2 ? 0.3 : 0.0; /* X̃ = X and X̃ ≠ X */
         double X[T_TOK * MAXD], Xq[T_TOK * MAXD];
         float W[3 * MAXD], H[MAXD * MAXD], G[MAXD * MAXD];
         make_case(N, D, noise, X, Xq, W, H, G);
         struct piso_ec_opts o;
         piso_ec_opts_default(&o);
-        piso_grid_init(&o.q.grid, trial % 4 < 2 ? "int3" : "int4", 0);
-        o.damp = 0.0, o.interleave = PISO_INTERLEAVE_LAYER, o.block_size = 2;
+        piso_grid_init(&o.q.grid, trial % 8 < 4 ? "int3" : "int4", 0);
+        o.damp = 0.0, o.interleave = PISO_INTERLEAVE_LAYER, o.block_size = 2, o.act_order = act;
         struct piso_ec_problem p = {N, D, W, H, G, NULL};
         struct piso_layer_result r;
         int rc = piso_qronos_layer(&p, &o, &r, NULL);
         CHECK(rc == 0, "qronos failed: %s", piso_last_error());
         if (rc) continue;
+        /* act order: the reference runs on the data with columns permuted by diag(H) descending */
+        int perm[MAXD];
+        for (int j = 0; j < D; j++) perm[j] = j;
+        if (act) {
+            cmp_desc_diag_D = D, cmp_desc_diag_H = H;
+            qsort(perm, (size_t)D, sizeof(int), by_diag_desc);
+        }
+        double Xp[T_TOK * MAXD], Xqp[T_TOK * MAXD];
+        for (int t = 0; t < T_TOK; t++)
+            for (int j = 0; j < D; j++) Xp[t * D + j] = X[t * D + perm[j]], Xqp[t * D + j] = Xq[t * D + perm[j]];
         int lo = (int)o.q.grid.v[0], hi = (int)o.q.grid.v[o.q.grid.n - 1];
         for (int i = 0; i < N; i++) {
             double scale[MAXD], ref[MAXD];
+            float wp[MAXD];
             int codes[MAXD];
-            for (int j = 0; j < D; j++) scale[j] = r.scales[i];
-            qronos_ref(D, W + i * D, X, Xq, scale, lo, hi, ref, codes);
+            for (int j = 0; j < D; j++) scale[j] = r.scales[i], wp[j] = W[i * D + perm[j]];
+            qronos_ref(D, wp, Xp, Xqp, scale, lo, hi, ref, codes);
             for (int j = 0; j < D; j++) {
-                mismatch += codes[j] != r.codes[i * D + j];
-                CHECK(fabs(ref[j] - r.dequant[i * D + j]) <= 1e-4 * (1 + fabs(ref[j])),
-                      "trial %d row %d col %d: qronos %g vs reference %g", trial, i, j, r.dequant[i * D + j], ref[j]);
+                mismatch += codes[j] != r.codes[i * D + perm[j]];
+                CHECK(fabs(ref[j] - r.dequant[i * D + perm[j]]) <= 1e-4 * (1 + fabs(ref[j])),
+                      "trial %d row %d col %d: qronos %g vs reference %g", trial, i, perm[j], r.dequant[i * D + perm[j]],
+                      ref[j]);
             }
         }
         piso_layer_result_free(&r);
@@ -310,9 +322,44 @@ static void test_rtn_piso_not_worse(void) {
     }
 }
 
+/* PiSO interleaved per group solves each group's scale with target (Gw)_g − H_{g,¬g}v_{¬g} on the
+ * current weights. Two cases where that has a closed form: one group (channel-wise) at column 0 is
+ * the layer-level solve; with H block-diagonal across groups nothing diffuses between groups and
+ * the target is G_gg w_g, i.e. independent per-group PiSO on the original weights. */
+static void test_group_interleave(void) {
+    for (int trial = 0; trial < 8; trial++) {
+        int N = 3, D = 8, group = trial < 4 ? 0 : 4;
+        double X[T_TOK * MAXD], Xq[T_TOK * MAXD];
+        float W[3 * MAXD], H[MAXD * MAXD], G[MAXD * MAXD];
+        make_case(N, D, 0.0, X, Xq, W, H, G);
+        if (group)
+            for (int a = 0; a < D; a++)
+                for (int b = 0; b < D; b++)
+                    if (a / group != b / group) H[a * D + b] = 0; /* still PSD: a direct sum of Gram blocks */
+        struct piso_ec_opts o;
+        piso_ec_opts_default(&o);
+        piso_grid_init(&o.q.grid, trial % 2 ? "int3" : "int4", 0);
+        o.q.method = PISO_SCALE_PISO, o.q.group = group, o.act_order = trial % 4 >= 2;
+        struct piso_ec_problem p = {N, D, W, H, NULL, NULL};
+        struct piso_layer_result rl, rg;
+        o.interleave = PISO_INTERLEAVE_LAYER;
+        int ok = piso_gptq_layer(&p, &o, &rl, NULL) == 0;
+        o.interleave = PISO_INTERLEAVE_GROUP;
+        ok &= piso_gptq_layer(&p, &o, &rg, NULL) == 0;
+        CHECK(ok, "trial %d: %s", trial, piso_last_error());
+        if (!ok) continue;
+        for (int64_t i = 0; i < N * rl.n_groups; i++)
+            CHECK(fabs(rl.scales[i] - rg.scales[i]) <= 1e-4 * fabs(rl.scales[i]), "trial %d scale %lld: layer %g vs group %g",
+                  trial, (long long)i, rl.scales[i], rg.scales[i]);
+        piso_layer_result_free(&rl), piso_layer_result_free(&rg);
+    }
+}
+
 int main(void) {
+    piso_set_quiet(1); /* the layer solvers' progress lines */
     test_gptq_against_reference();
     test_qronos_against_reference();
     test_rtn_piso_not_worse();
+    test_group_interleave();
     return test_finish();
 }

@@ -6,6 +6,7 @@
  * and to F16 for F16 weights). Without node or the package the test is skipped, except under
  * CI=true where that is a failure. */
 #include "harness.h"
+#include "piso/gguf_export.h"
 #include "piso/model.h"
 #include "piso/tokenizer.h"
 
@@ -54,6 +55,49 @@ struct tcase {
     double tol_max_next, tol_mean_next; /* |Δ log p(next token)|: max, mean */
     double tol_max_all;                 /* |Δ| over the whole vocabulary (F32 only) */
 };
+
+/* Byte-level BPE export: a tiny random model carrying the Llama-3 vocabulary (tokens, types, merges,
+ * pre-tokenizer name) is written by piso; llama.cpp must load it and tokenize like tokenizer.json. */
+static void test_bpe_vocab(const char *dir) {
+    struct piso_tokenizer *tok;
+    if (piso_tokenizer_load(test_data("tokenizers/llama3/tokenizer.json"), &tok)) {
+        CHECK(0, "llama3 tokenizer: %s", piso_last_error());
+        return;
+    }
+    const struct piso_tokenizer_vocab *v = piso_tokenizer_vocab(tok);
+    struct piso_config cfg = {.arch = "llama", .dim = 8, .hidden_dim = 16, .n_layers = 1, .n_heads = 2, .n_kv_heads = 1,
+                              .head_dim = 4, .vocab_size = v->n_vocab, .max_seq_len = 64, .norm_eps = 1e-5f,
+                              .rope_theta = 500000.0f, .tied_embeddings = 1};
+    struct piso_model *m;
+    CHECK(piso_model_alloc(&cfg, &m) == 0, "alloc: %s", piso_last_error());
+    for (size_t i = 0; i < (size_t)v->n_vocab * 8; i++) m->tok_embd[i] = (float)((i * 7919) % 13) * 0.01f;
+    m->out_norm[0] = m->layers[0].attn_norm[0] = m->layers[0].ffn_norm[0] = 1;
+    char path[512];
+    snprintf(path, sizeof path, "%s/bpe.gguf", dir);
+    struct piso_gguf_export_opts o = {.type = 0 /* F32 */, .output_type = -1};
+    CHECK(piso_gguf_export(m, v, &o, path, NULL) == 0, "export: %s", piso_last_error());
+    piso_model_free(m);
+    const char *text = "Hello world! It's 2024, naïve café: 3.14159 <|begin_of_text|>x";
+    int *ids = NULL, n = 0;
+    CHECK(piso_tokenize(tok, text, strlen(text), 0, &ids, &n) == 0, "tokenize");
+    char cmd[2048], *out = NULL;
+    char quoted[512] = "'"; /* single-quoted for the shell; ' becomes '\'' */
+    for (const char *c = text; *c; c++) strcat(quoted, *c == '\'' ? "'\\''" : (char[2]){*c, 0});
+    strcat(quoted, "'");
+    snprintf(cmd, sizeof cmd, "node %s/tests/llamacpp/tokenize.mjs %s %s", PISO_SOURCE_DIR, path, quoted);
+    int st = test_run(cmd, &out);
+    CHECK(st == 0, "llama.cpp could not load the BPE export (exit %d)", st);
+    cJSON *js = st == 0 ? cJSON_Parse(out) : NULL;
+    const cJSON *arr = cJSON_GetObjectItemCaseSensitive(js, "ids");
+    int same = cJSON_IsArray(arr) && cJSON_GetArraySize(arr) == n;
+    for (int i = 0; same && i < n; i++) same = cJSON_GetArrayItem(arr, i)->valueint == ids[i];
+    CHECK(same, "llama.cpp tokenizes the BPE export differently from tokenizer.json: %s", out ? out : "");
+    printf("BPE (Llama-3 vocabulary) export: llama.cpp tokenization %s piso's (%d tokens)\n", same ? "equals" : "differs from", n);
+    cJSON_Delete(js);
+    free(out);
+    free(ids);
+    piso_tokenizer_free(tok);
+}
 
 int main(void) {
     char script[1024];
@@ -133,6 +177,7 @@ int main(void) {
         cJSON_Delete(js);
     }
     free(ids);
+    test_bpe_vocab(dir);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0, "cleanup");

@@ -69,6 +69,19 @@ static void test_errors(void) {
         CHECK(!dir_exists(out), "case %zu left %s behind", i, out);
         free(o);
     }
+    /* an existing directory that is not a model is never replaced */
+    char keep[300], keepf[400];
+    snprintf(keep, sizeof keep, "%s/mine", tmpdir);
+    snprintf(keepf, sizeof keepf, "%s/keep.txt", keep);
+    mkdir(keep, 0755);
+    f = fopen(keepf, "w");
+    fputs("x", f);
+    fclose(f);
+    snprintf(args, sizeof args, "--model %s --format int4 --rounding rtn --scale absmax --out %s", model_bin, keep);
+    char *ko = NULL;
+    CHECK(quantize(NULL, args, &ko) == 1 && ko && strstr(ko, "not a model directory"), "non-model dir: %s", ko ? ko : "");
+    CHECK(piso_file_exists(keepf), "the user's file was removed");
+    free(ko);
     snprintf(args, sizeof args, "--model %s/nope.bin --calib %s --format int4 --out %s", tmpdir, calib, out);
     char *o = NULL;
     CHECK(quantize(NULL, args, &o) == 1 && o && strstr(o, "nope.bin"), "missing model: %s", o ? o : "");

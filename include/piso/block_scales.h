@@ -27,6 +27,12 @@ double piso_block_error(int type, const void *blk, const float *x, const float *
  * importance) on the weighted objective. Returns the bytes written. */
 size_t piso_ggml_quantize_piso(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
                                const float *weights);
+/* blend: weigh each element by h·sqrt(σ² + x²) instead of h, llama.cpp's empirical imatrix
+ * weighting (σ² = the row's mean square for 32-blocks, twice the super-block's for Q4_K/Q5_K;
+ * Q6_K keeps h, as llama.cpp). The objective, and the safety net against llama.cpp's block, then use
+ * those weights. */
+size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
+                                  const float *weights, int blend);
 
 /* Dense calibration, GPTQ-interleaved: each row of W [N, D] is quantized block by block, left to
  * right; a block's scales are chosen on the error-updated weights (Q8_0/Q4_0/Q5_0: the exact sweep

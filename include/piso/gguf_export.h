@@ -21,6 +21,7 @@ struct piso_gguf_export_opts {
     const struct piso_imatrix *imatrix;          /* importance (may be NULL) */
     const struct piso_calib_hessians *hessians;  /* dense calibration (may be NULL; piso only) */
     const char *name;            /* general.name (may be NULL) */
+    int blend;                   /* piso scales: weigh by h·sqrt(σ²+x²) (llama.cpp's blend), not h */
 };
 
 struct piso_gguf_export_stats {

@@ -82,6 +82,9 @@ struct piso_hf_export_opts {
  * HF names, q/k rows in rotate-half order), tokenizer.json, tokenizer_config.json,
  * generation_config.json, and quantization.json/.safetensors when given. */
 int piso_hf_export(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o);
+/* Checks up front that dir can be written (absent with an existing parent, an empty directory, or
+ * a previous model directory to replace). */
+int piso_hf_export_check(const char *dir);
 /* Writes an HF tokenizer.json for an SPM (llama2.c-style) vocabulary into a malloc'd string:
  * BPE with byte fallback, merges = for each piece by descending score, every split into two
  * vocabulary pieces (ordered by the ids of left, right). */

@@ -101,7 +101,7 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
         size_t done;
         if (H) done = piso_ggml_quantize_gptq(t, W, buf, N, D, H);
         else if (x->o->scale == PISO_GGUF_SCALE_REF) done = piso_ggml_quantize_ref(t, W, buf, N, D, imat);
-        else done = piso_ggml_quantize_piso(t, W, buf, N, D, imat);
+        else done = piso_ggml_quantize_piso_ex(t, W, buf, N, D, imat, x->o->blend);
         if (done != nbytes) {
             free(buf), free(imat);
             return piso_error_context("quantizing %s", name);
@@ -133,24 +133,37 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
     return piso_gguf_add_tensor(x->w, name, 2, ne, t, buf, nbytes, 1);
 }
 
+/* Tokenizer keys. A vocabulary shorter than the embedding (padded HF checkpoints) is padded with
+ * "[PAD<i>]" tokens of type UNUSED, as convert_hf_to_gguf.py does. */
 static int write_tokenizer(struct piso_gguf_writer *w, const struct piso_tokenizer_vocab *v, int n_vocab_model) {
     if (!v) return piso_gguf_set_str(w, "tokenizer.ggml.model", "no_vocab");
-    if (v->n_vocab != n_vocab_model)
-        return piso_errorf("tokenizer has %d tokens, the model's embedding has %d rows", v->n_vocab, n_vocab_model);
-    int rc = piso_gguf_set_str(w, "tokenizer.ggml.model", v->kind == PISO_TOK_SPM ? "llama" : "gpt2");
-    if (!rc && v->kind == PISO_TOK_BYTE_BPE) rc = piso_gguf_set_str(w, "tokenizer.ggml.pre", v->pre[0] ? v->pre : "default");
-    if (!rc) rc = piso_gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)v->pieces, (uint64_t)v->n_vocab);
-    if (!rc && v->scores) rc = piso_gguf_set_arr_f32(w, "tokenizer.ggml.scores", v->scores, (uint64_t)v->n_vocab);
-    if (!rc && v->types) {
-        int32_t *ty = malloc(sizeof(int32_t) * (size_t)v->n_vocab);
-        if (!ty) return piso_errorf("out of memory");
-        for (int i = 0; i < v->n_vocab; i++) ty[i] = v->types[i];
-        rc = piso_gguf_set_arr_i32(w, "tokenizer.ggml.token_type", ty, (uint64_t)v->n_vocab);
-        free(ty);
+    if (v->n_vocab > n_vocab_model)
+        return piso_errorf("tokenizer has %d tokens, more than the model's %d embedding rows", v->n_vocab, n_vocab_model);
+    const int n = n_vocab_model;
+    char **pieces = calloc((size_t)n, sizeof(char *));
+    float *scores = calloc((size_t)n, sizeof(float));
+    int32_t *ty = calloc((size_t)n, sizeof(int32_t));
+    int rc = pieces && scores && ty ? 0 : piso_errorf("out of memory");
+    for (int i = 0; i < n && !rc; i++) {
+        if (i < v->n_vocab) {
+            pieces[i] = v->pieces[i];
+            scores[i] = v->scores ? v->scores[i] : 0.0f;
+            ty[i] = v->types ? v->types[i] : 1;
+        } else {
+            char pad[32];
+            snprintf(pad, sizeof pad, "[PAD%d]", i);
+            if (!(pieces[i] = strdup(pad))) rc = piso_errorf("out of memory");
+            ty[i] = 5; /* unused */
+        }
     }
+    if (!rc) rc = piso_gguf_set_str(w, "tokenizer.ggml.model", v->kind == PISO_TOK_SPM ? "llama" : "gpt2");
+    if (!rc && v->kind == PISO_TOK_BYTE_BPE) rc = piso_gguf_set_str(w, "tokenizer.ggml.pre", v->pre[0] ? v->pre : "default");
+    if (!rc) rc = piso_gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)pieces, (uint64_t)n);
+    if (!rc && v->scores) rc = piso_gguf_set_arr_f32(w, "tokenizer.ggml.scores", scores, (uint64_t)n);
+    if (!rc) rc = piso_gguf_set_arr_i32(w, "tokenizer.ggml.token_type", ty, (uint64_t)n);
     if (!rc && v->kind == PISO_TOK_BYTE_BPE) {
-        if (!v->merges || v->n_merges <= 0) return piso_errorf("byte-level BPE tokenizer without merges");
-        rc = piso_gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges, (uint64_t)v->n_merges);
+        if (!v->merges || v->n_merges <= 0) rc = piso_errorf("byte-level BPE tokenizer without merges");
+        else rc = piso_gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges, (uint64_t)v->n_merges);
     }
     if (!rc && v->bos_id >= 0) rc = piso_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)v->bos_id);
     if (!rc && v->eos_id >= 0) rc = piso_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)v->eos_id);
@@ -158,6 +171,8 @@ static int write_tokenizer(struct piso_gguf_writer *w, const struct piso_tokeniz
     if (!rc && v->pad_id >= 0) rc = piso_gguf_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)v->pad_id);
     if (!rc) rc = piso_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", v->add_bos);
     if (!rc) rc = piso_gguf_set_bool(w, "tokenizer.ggml.add_eos_token", 0);
+    for (int i = v->n_vocab; pieces && i < n; i++) free(pieces[i]);
+    free(pieces), free(scores), free(ty);
     return rc;
 }
 

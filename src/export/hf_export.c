@@ -484,10 +484,9 @@ static int fill_dir(const struct piso_model *m, const char *tmp, const struct pi
     return 0;
 }
 
-int piso_hf_export(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o) {
+int piso_hf_export_check(const char *dir) {
     struct stat st;
-    int exists = stat(dir, &st) == 0;
-    if (exists) {
+    if (stat(dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) return piso_errorf("output %s exists and is not a directory", dir);
         char *cfg = piso_path_join(dir, "config.json");
         int is_model = piso_file_exists(cfg);
@@ -500,7 +499,23 @@ int piso_hf_export(const struct piso_model *m, const char *dir, const struct pis
         if (d) closedir(d);
         if (!is_model && !empty)
             return piso_errorf("output directory %s exists and is not a model directory; not replacing it", dir);
+        return 0;
     }
+    /* the parent must exist: the directory is built beside it and renamed */
+    char *parent = strdup(dir), *slash = strrchr(parent, '/');
+    int rc = 0;
+    if (slash && slash != parent) {
+        *slash = 0;
+        if (!piso_is_dir(parent)) rc = piso_errorf("cannot write %s: %s is not a directory", dir, parent);
+    }
+    free(parent);
+    return rc;
+}
+
+int piso_hf_export(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o) {
+    if (piso_hf_export_check(dir)) return -1;
+    struct stat st;
+    int exists = stat(dir, &st) == 0;
     size_t n = strlen(dir) + 64;
     char *tmp = malloc(n), *old = malloc(n);
     snprintf(tmp, n, "%s.piso-tmp-%d", dir, (int)getpid());

@@ -371,6 +371,11 @@ static void piso_blk_q6k(const float *x, const float *w, struct piso_blk256 *b) 
 
 size_t piso_ggml_quantize_piso(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
                                const float *weights) {
+    return piso_ggml_quantize_piso_ex(type, x, dst, nrows, n_per_row, weights, 0);
+}
+
+size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
+                                  const float *weights, int blend) {
     const int be = piso_ggml_block_elems(type), bb = piso_ggml_block_bytes(type);
     const int64_t nb = n_per_row / be;
     float *ones = NULL;
@@ -391,6 +396,16 @@ size_t piso_ggml_quantize_piso(int type, const float *x, void *dst, int64_t nrow
             double ws = 0;
             for (int i = 0; i < be; i++) ws += wb[i];
             for (int i = 0; i < be; i++) wblk[i] = ws > 0 ? wb[i] : 1.0f; /* dead inputs: plain SSE */
+            if (blend && weights && type != GGML_T_Q6_K) {
+                /* llama.cpp's empirical weights h·sqrt(σ² + x²): σ² the row's mean square (32-blocks)
+                 * or twice the super-block's (K-quants) */
+                double s2 = 0;
+                const float *xs = be == PISO_QK ? xr : xb;
+                const int64_t ns = be == PISO_QK ? n_per_row : be;
+                for (int64_t i = 0; i < ns; i++) s2 += (double)xs[i] * xs[i];
+                const float sigma2 = (float)(s2 / (double)ns) * (be == PISO_QK ? 1.0f : 2.0f);
+                for (int i = 0; i < be; i++) wblk[i] *= sqrtf(sigma2 + xb[i] * xb[i]);
+            }
             if (be == PISO_QK) {
                 struct piso_blk32 b;
                 piso_blk32(type, xb, wblk, &b);

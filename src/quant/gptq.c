@@ -249,7 +249,12 @@ int ec_setup(struct ec_work *w, const struct piso_ec_problem *p, const struct pi
         }
     memcpy(w->Wc, w->Wo, sizeof(float) * N * D);
 
-    if (o->interleave != PISO_INTERLEAVE_GROUP) {
+    enum piso_scale_method m = o->q.method;
+    int data_free = m == PISO_SCALE_ABSMAX || m == PISO_SCALE_MSE_GRID || m == PISO_SCALE_PISO_DATAFREE;
+    if (o->interleave != PISO_INTERLEAVE_GROUP && data_free) {
+        /* Data-free scales on the original weights need no statistics: solve them directly. */
+        for (int k = 0; k < ng; k++) ec_group_scales(w, k);
+    } else if (o->interleave != PISO_INTERLEAVE_GROUP) {
         /* Scales fixed before error correction, on the original weights (dead columns zeroed). */
         float *Wz = malloc(sizeof(float) * N * D);
         if (!Wz) return ec_free(w), piso_errorf("out of memory");
