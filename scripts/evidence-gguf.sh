@@ -52,3 +52,32 @@ for t in Q8_0 Q4_0 Q4_K Q5_K Q6_K; do
     row $t "piso+imatrix(blend)" --scale piso --imatrix "$OUT/imatrix.gguf" --weighting blend
     row $t "piso+calib(GPTQ)" --scale piso --calib "$CALIB" --ctx 512
 done
+
+# Optional: llama.cpp's own quantizer (LLAMA_QUANTIZE=path/to/llama-quantize, built from the source
+# bundled in node-llama-cpp: node_modules/node-llama-cpp/llama/gitRelease.bundle).
+#  1. its files scored like the rows above (its default mixtures, without and with piso's imatrix);
+#  2. bit-for-bit comparison of piso's llamacpp-ref with `llama-quantize --pure`.
+if [ -n "${LLAMA_QUANTIZE:-}" ]; then
+    echo
+    echo "| llama-quantize ftype | imatrix | file bytes | PPL (llama.cpp) | KLD vs F32 | same top-1 |"
+    echo "|---|---|---:|---:|---:|---:|"
+    for ft in Q8_0 Q4_0 Q4_K_M Q5_K_M Q6_K; do
+        for im in no yes; do
+            f="$OUT/llama-quantize-$ft-$im.gguf"
+            if [ $im = yes ]; then "$LLAMA_QUANTIZE" --imatrix "$OUT/imatrix.gguf" "$OUT/F32-reference.gguf" "$f" $ft 1 >/dev/null 2>&1
+            else "$LLAMA_QUANTIZE" "$OUT/F32-reference.gguf" "$f" $ft 1 >/dev/null 2>&1; fi
+            read -r ppl kld same <<<"$(llamacpp_eval "$f")"
+            printf "| %s | %s | %d | %.4f | %.5f | %.3f |\n" $ft $im "$(stat -c %s "$f")" "$ppl" "$kld" "$same"
+        done
+    done
+    echo
+    for t in Q8_0 Q4_0 Q4_1 Q5_0 Q5_1; do
+        for im in no yes; do
+            a="$OUT/cmp-piso-$t-$im.gguf" b="$OUT/cmp-llama-$t-$im.gguf"
+            args=(); [ $im = yes ] && args=(--imatrix "$OUT/imatrix.gguf")
+            $P quantize --model "$OUT/F32-reference.gguf" --out "$a" --type $t --output-type $t --scale llamacpp-ref --quiet "${args[@]}"
+            "$LLAMA_QUANTIZE" --pure "${args[@]}" "$OUT/F32-reference.gguf" "$b" $t 1 >/dev/null 2>&1
+            echo "piso llamacpp-ref vs llama-quantize --pure, $t, imatrix $im: $(python3 scripts/gguf-compare.py "$a" "$b" | tail -1)"
+        done
+    done
+fi

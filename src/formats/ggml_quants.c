@@ -548,9 +548,9 @@ size_t piso_ggml_quantize_ref(int type, const float *x, void *dst, int64_t nrows
         uint8_t *out = (uint8_t *)dst + r * nb * bb;
         float sigma2 = 0; /* legacy imatrix weights blend with the row's mean square */
         if (imatrix && be == PISO_QK) {
-            double s = 0;
-            for (int64_t i = 0; i < n_per_row; i++) s += (double)xr[i] * xr[i];
-            sigma2 = (float)(s / (double)n_per_row);
+            float s = 0; /* fp32 in order, as llama.cpp sums it: the baseline stays bit-exact */
+            for (int64_t i = 0; i < n_per_row; i++) s += xr[i] * xr[i];
+            sigma2 = s / (float)n_per_row;
         }
         for (int64_t ib = 0; ib < nb; ib++) {
             const float *qw = imatrix ? imatrix + ib * be : NULL;

@@ -20,6 +20,8 @@ struct ec_work {
     float *S;                /* [N, n_groups] scales in original group order */
     int16_t *codes;          /* [N, D] permuted */
     double *row_loss;        /* [N] Σ e² per row */
+    float *GmH;              /* [D, D] Gp − Hp (group targets; NULL until needed or when G = H) */
+    float *dW;               /* [N, D] scratch: Wo − Wc */
     int dead;
 };
 

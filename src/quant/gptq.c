@@ -182,7 +182,7 @@ void ec_free(struct ec_work *w) {
     free(w->perm), free(w->col_group), free(w->grp_start), free(w->grp_len), free(w->grp_id);
     free(w->Wo), free(w->Wc), free(w->Hp);
     if (w->Gp != w->Hp) free(w->Gp);
-    free(w->S), free(w->codes), free(w->row_loss);
+    free(w->S), free(w->codes), free(w->row_loss), free(w->GmH), free(w->dW);
     memset(w, 0, sizeof *w);
 }
 
@@ -284,14 +284,21 @@ void ec_group_scales(struct ec_work *w, int k) {
     int need_u = m == PISO_SCALE_PISO || m == PISO_SCALE_PISO_SEQ || m == PISO_SCALE_PISO_DIAG;
     float *U = NULL;
     if (need_u) {
-        /* u_g = (G w_orig)_g − H_{g,:} v + H_{g,g} v_g, for all rows at once: [N, L] */
+        /* u_g = (G w_orig)_g − H_{g,:} v + H_{g,g} v_g for all rows at once [N, L], written as
+         * (G − H)_{g,:} w_orig + H_{g,:} (w_orig − v) + H_{g,g} v_g so that the GEMMs multiply
+         * small operands instead of subtracting two large products in fp32. */
         U = malloc(sizeof(float) * N * L);
-        if (!U) need_u = 0, m = PISO_SCALE_ABSMAX; /* degrade rather than fail mid-sweep */
-        else {
-            ec_sgemm(0, 1, (int)N, L, (int)D, 1.0f, w->Wo, (int)D,
-                        w->Gp + (int64_t)c0 * D, (int)D, 0.0f, U, L);
-            ec_sgemm(0, 1, (int)N, L, (int)D, -1.0f, w->Wc, (int)D,
-                        w->Hp + (int64_t)c0 * D, (int)D, 1.0f, U, L);
+        if (!w->dW) w->dW = malloc(sizeof(float) * N * D);
+        if (w->Gp != w->Hp && !w->GmH && (w->GmH = malloc(sizeof(float) * D * D)))
+            for (int64_t i = 0; i < D * D; i++) w->GmH[i] = w->Gp[i] - w->Hp[i];
+        if (!U || !w->dW || (w->Gp != w->Hp && !w->GmH)) {
+            free(U), U = NULL;
+            need_u = 0, m = PISO_SCALE_ABSMAX; /* degrade rather than fail mid-sweep */
+        } else {
+            for (int64_t i = 0; i < N * D; i++) w->dW[i] = w->Wo[i] - w->Wc[i];
+            ec_sgemm(0, 1, (int)N, L, (int)D, 1.0f, w->dW, (int)D, w->Hp + (int64_t)c0 * D, (int)D, 0.0f, U, L);
+            if (w->GmH)
+                ec_sgemm(0, 1, (int)N, L, (int)D, 1.0f, w->Wo, (int)D, w->GmH + (int64_t)c0 * D, (int)D, 1.0f, U, L);
         }
     }
 #pragma omp parallel for schedule(dynamic, 8)
