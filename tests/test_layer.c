@@ -217,6 +217,31 @@ static void test_cli_objectives(void) {
                               row_obj[mi][r]);
         }
 
+    /* --no-negative: only positive scales, and (channel-wise, exact) never a better objective */
+    for (int fi = 0; fi < 2; fi++) {
+        const char *fmt = fi ? "int3" : "int2";
+        double obj[2] = {0, 0};
+        int negatives[2] = {0, 0};
+        for (int nn = 0; nn <= 1; nn++) {
+            char args[128];
+            snprintf(args, sizeof args, "--format %s --scale piso%s", fmt, nn ? " --no-negative" : "");
+            float *dq = NULL, *sc = NULL;
+            void *codes = NULL;
+            int cdt;
+            cJSON *j = run_layer(p_h, args, &dq, &sc, &codes, &cdt);
+            if (j && sc) {
+                obj[nn] = json_num(j, "objective");
+                for (int r = 0; r < N; r++) negatives[nn] += sc[r] < 0;
+            }
+            free(dq), free(sc), free(codes);
+            cJSON_Delete(j);
+        }
+        CHECK(negatives[1] == 0, "%s --no-negative: %d negative scales", fmt, negatives[1]);
+        CHECK(obj[0] <= obj[1] + 1e-6 * fabs(obj[1]), "%s: negatives allowed %.10g worse than not %.10g", fmt, obj[0],
+              obj[1]);
+        fprintf(stderr, "%s: %d of %d rows chose a negative scale\n", fmt, negatives[0], N);
+    }
+
     /* inputs problem: objective = Σ ||X̃ŵ||² − 2(X̃ŵ)·(Xw), computed straight from the data */
     float *dq = NULL, *sc = NULL;
     void *codes = NULL;

@@ -1,6 +1,7 @@
 /* ggml tensor types: one traits row per type id (block size, bytes per block, row converters).
  * Block layouts: shared/docs/llamacpp-formats.md §2. Converters read their input with memcpy
  * because GGUF data may sit at any byte offset (general.alignment can be 1). */
+#include "piso/ggml_quants.h"
 #include "piso/gguf.h"
 
 #include <string.h>
@@ -61,17 +62,17 @@ static const struct piso_ggml_traits ggml_traits[GGML_T_COUNT] = {
     [GGML_T_F32] = {"f32", 1, 4, f32_to_float, f32_from_float},
     [GGML_T_F16] = {"f16", 1, 2, f16_to_float, f16_from_float},
     [GGML_T_BF16] = {"bf16", 1, 2, bf16_to_float, bf16_from_float},
-    [GGML_T_Q4_0] = {"q4_0", 32, 18, NULL, NULL},
-    [GGML_T_Q4_1] = {"q4_1", 32, 20, NULL, NULL},
-    [GGML_T_Q5_0] = {"q5_0", 32, 22, NULL, NULL},
-    [GGML_T_Q5_1] = {"q5_1", 32, 24, NULL, NULL},
-    [GGML_T_Q8_0] = {"q8_0", 32, 34, q8_0_to_float, NULL},
+    [GGML_T_Q4_0] = {"q4_0", 32, 18, piso_ggml_q4_0_to_float, piso_ggml_q4_0_from_float},
+    [GGML_T_Q4_1] = {"q4_1", 32, 20, piso_ggml_q4_1_to_float, piso_ggml_q4_1_from_float},
+    [GGML_T_Q5_0] = {"q5_0", 32, 22, piso_ggml_q5_0_to_float, piso_ggml_q5_0_from_float},
+    [GGML_T_Q5_1] = {"q5_1", 32, 24, piso_ggml_q5_1_to_float, piso_ggml_q5_1_from_float},
+    [GGML_T_Q8_0] = {"q8_0", 32, 34, q8_0_to_float, piso_ggml_q8_0_from_float},
     [GGML_T_Q8_1] = {"q8_1", 32, 36, NULL, NULL},
     [GGML_T_Q2_K] = {"q2_K", 256, 84, NULL, NULL},
     [GGML_T_Q3_K] = {"q3_K", 256, 110, NULL, NULL},
-    [GGML_T_Q4_K] = {"q4_K", 256, 144, NULL, NULL},
-    [GGML_T_Q5_K] = {"q5_K", 256, 176, NULL, NULL},
-    [GGML_T_Q6_K] = {"q6_K", 256, 210, NULL, NULL},
+    [GGML_T_Q4_K] = {"q4_K", 256, 144, piso_ggml_q4_k_to_float, piso_ggml_q4_k_from_float},
+    [GGML_T_Q5_K] = {"q5_K", 256, 176, piso_ggml_q5_k_to_float, piso_ggml_q5_k_from_float},
+    [GGML_T_Q6_K] = {"q6_K", 256, 210, piso_ggml_q6_k_to_float, piso_ggml_q6_k_from_float},
     [GGML_T_Q8_K] = {"q8_K", 256, 292, NULL, NULL},
     [GGML_T_IQ4_NL] = {"iq4_nl", 32, 18, NULL, NULL},
     [GGML_T_MXFP4] = {"mxfp4", 32, 17, NULL, NULL},

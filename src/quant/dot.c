@@ -1,4 +1,5 @@
-/* fp32 × fp32 → fp64 dot product: 16 lanes of fp64 accumulators, summed in a fixed order. */
+/* fp32 → fp64 kernels: a dot product with 16 lanes of fp64 accumulators summed in a fixed order,
+ * and an axpy. */
 #include "quant/quant_internal.h"
 
 #include <string.h>
@@ -22,4 +23,17 @@ double piso_dot_fd(const float *a, const float *b, int64_t n) {
     double acc = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
     for (; j < n; j++) acc += (double)a[j] * b[j];
     return acc;
+}
+
+void piso_axpy_fd(double *y, const float *x, double a, int64_t n) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        v8f xv;
+        v8d yv;
+        memcpy(&xv, x + j, 32);
+        memcpy(&yv, y + j, 64);
+        yv += a * __builtin_convertvector(xv, v8d);
+        memcpy(y + j, &yv, 64);
+    }
+    for (; j < n; j++) y[j] += a * x[j];
 }

@@ -27,15 +27,17 @@ struct sweep_best {
     double s, E;
 };
 
-/* LSD radix sort of the events by s ascending (s > 0, so the IEEE bits order like the values).
- * 8-bit digits for short lists (groups), 16-bit for long ones; a pass where every key shares the
- * digit (typically the exponent bytes) is skipped. Stable, so the result is deterministic. */
+/* Sorts the events by s ascending (s > 0, so the IEEE bits order like the values): an LSD radix
+ * sort on the upper 32 bits of the key (sign, exponent, 20 mantissa bits; 8-bit digits for short
+ * lists, 16-bit for long ones, skipping passes where every key shares the digit), then an
+ * insertion sort on the full key, which only has to reorder keys within 2^-20 of each other.
+ * Both are stable, so the order is deterministic. */
 static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t T) {
     int dig = T < 65536 ? 8 : 16, nb = 1 << dig;
     uint32_t small[256];
     uint32_t *count = dig == 8 ? small : malloc(sizeof(uint32_t) * (size_t)nb);
     struct sweep_event *src = ev, *dst = tmp;
-    for (int shift = 0; shift < 64; shift += dig) {
+    for (int shift = 32; shift < 64; shift += dig) {
         memset(count, 0, sizeof(uint32_t) * (size_t)nb);
         for (int64_t t = 0; t < T; t++) {
             uint64_t k;
@@ -62,6 +64,13 @@ static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t
     }
     if (src != ev) memcpy(ev, src, sizeof *ev * (size_t)T);
     if (count != small) free(count);
+    for (int64_t t = 1; t < T; t++) {
+        if (!(ev[t].s < ev[t - 1].s)) continue;
+        struct sweep_event e = ev[t];
+        int64_t u = t;
+        for (; u > 0 && e.s < ev[u - 1].s; u--) ev[u] = ev[u - 1];
+        ev[u] = e;
+    }
 }
 
 /* Events of the positive-scale sweep for sign·w: returns their number (sorted ascending). */

@@ -1,6 +1,7 @@
 /* piso_quantize_layer: one scale per output channel or per group, chosen by a scale method, then
  * round-to-nearest. Rows are independent and run in parallel (OpenMP, dynamic schedule); every
- * sum is taken in a fixed order inside one row, so the result does not depend on the threads. */
+ * sum is taken in a fixed order inside one row, and the fp64 GEMMs (G·w for all rows, the row
+ * objectives) split rows, not sums, across threads, so the result does not depend on them. */
 #include "piso/quant.h"
 #include "quant/quant_internal.h"
 
@@ -104,14 +105,18 @@ static void quantize_block(const struct layer_ctx *c, int64_t r0, int64_t r1, st
                     v[b * D + j0 + i] = dq[i];
                 }
         }
-        if (seq) /* Hv += H[:, j]·Δv_j for the group's columns (H symmetric: column = row) */
+        /* Hv += H[:, j]·Δv_j for the group's columns (H symmetric: column = row), only where Hv
+         * is still read: the groups not solved yet */
+        if (seq)
             for (int64_t j = 0; j < gs; j++) {
                 const float *Hj = p->H + (j0 + j) * D;
                 for (int64_t b = 0; b < R; b++) {
                     double d = dv[b * gs + j];
                     if (d == 0) continue;
-                    double *h = Hv + b * D;
-                    for (int64_t i = 0; i < D; i++) h[i] += Hj[i] * d;
+                    for (int64_t k2 = k + 1; k2 < c->ng; k2++) {
+                        int64_t o2 = c->order[k2] * gs;
+                        piso_axpy_fd(Hv + b * D + o2, Hj + o2, d, gs);
+                    }
                 }
             }
     }

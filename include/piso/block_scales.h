@@ -1,0 +1,45 @@
+/* piso/block_scales.h — exact optimal scales for llama.cpp's block formats.
+ *
+ * Objective of one block: E = Σ_i w_i (x_i − x̂_i)², x̂ the dequantized block as llama.cpp computes
+ * it, w_i the importance of input column i (an imatrix entry; 1 without one). */
+#ifndef PISO_BLOCK_SCALES_H
+#define PISO_BLOCK_SCALES_H
+
+#include "piso/common.h"
+
+/* Exact minimiser over (d, L) of Σ w_i (x_i − d·L_i)² with integer L_i ∈ [lo, hi] (lo ≤ 0 < hi), by
+ * the breakpoint sweep over s = 1/d (both signs when allow_negative), followed by the exact search
+ * over fp16 values of d: every fp16 d whose RTN levels could beat the best found is evaluated.
+ * Outputs: *d16 the fp16 bits of the stored scale, L[n] the RTN levels for it, *E16 its objective,
+ * *E_real the objective of the real-valued optimum (a lower bound on *E16). Returns 0, or -1 if n is
+ * out of range (1..256). Weights all zero are treated as all one. */
+int piso_block_sweep(const float *x, const float *w, int n, int lo, int hi, int allow_negative,
+                     uint16_t *d16, int *L, double *E16, double *E_real);
+
+/* Weighted error of a packed block against x (n = block size), for comparisons and tests. */
+double piso_block_error(int type, const void *blk, const float *x, const float *w);
+
+/* Quantizes rows with piso's exact scales. weights: [n_per_row] column importances (NULL: all one).
+ * For the symmetric formats (Q8_0, Q4_0, Q5_0) the result is exact on the fp16 grid; for Q4_1/Q5_1
+ * the scale is exact given the min (alternating refits of the min); for K-quants the sub-block
+ * scales and mins come from the exact sweep, the super-block scales from the same sweep on the
+ * sub-block scales, and each block is kept only if it beats llama.cpp's rule (with the same
+ * importance) on the weighted objective. Returns the bytes written. */
+size_t piso_ggml_quantize_piso(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
+                               const float *weights);
+/* blend: weigh each element by h·sqrt(σ² + x²) instead of h, llama.cpp's empirical imatrix
+ * weighting (σ² = the row's mean square for 32-blocks, twice the super-block's for Q4_K/Q5_K;
+ * Q6_K keeps h, as llama.cpp). The objective, and the safety net against llama.cpp's block, then use
+ * those weights. */
+size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
+                                  const float *weights, int blend);
+
+/* Dense calibration, GPTQ-interleaved: each row of W [N, D] is quantized block by block, left to
+ * right; a block's scales are chosen on the error-updated weights (Q8_0/Q4_0/Q5_0: the exact sweep
+ * with the dense block H_gg, fp16-rounded; other types: the exact diagonal method with diag(H)),
+ * then its elements are rounded one at a time against those scales with GPTQ's error feedback
+ * through the upper Cholesky factor of (H + λI)⁻¹ (λ = 1% of the mean diagonal; dead inputs get
+ * H_ii = 1). H [D, D] symmetric PSD. Returns the bytes written, 0 on failure (with a message). */
+size_t piso_ggml_quantize_gptq(int type, const float *W, void *dst, int64_t N, int64_t D, const float *H);
+
+#endif

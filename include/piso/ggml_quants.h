@@ -1,0 +1,75 @@
+/* piso/ggml_quants.h — llama.cpp (ggml) block formats: bit-exact packing, dequantization, and
+ * llama.cpp's own scale rules (the `llamacpp-ref` baseline). Layouts: shared/docs/llamacpp-formats.md §2.
+ *
+ * Every block is described by its "decoded" fields (fp16 scales as raw bits, integer codes as
+ * stored), so the exact scale search (block_scales.c) and the reference rules share one packer. */
+#ifndef PISO_GGML_QUANTS_H
+#define PISO_GGML_QUANTS_H
+
+#include "piso/common.h"
+
+#define PISO_QK 32    /* block size of the legacy formats */
+#define PISO_QK_K 256 /* super-block size of the K-quants */
+
+/* Decoded legacy block (Q8_0, Q4_0, Q5_0, Q4_1, Q5_1): x = d*(q - zero) (+ m for _1 types).
+ * q holds the stored code: Q8_0 signed -127..127, Q4_0 0..15, Q5_0 0..31, Q4_1 0..15, Q5_1 0..31. */
+struct piso_blk32 {
+    uint16_t d, m; /* fp16 bits; m only for Q4_1/Q5_1 */
+    int16_t q[PISO_QK];
+};
+
+/* Decoded K-quant super-block.
+ * Q4_K/Q5_K: x = d*sc[j]*q - dmin*mn[j] for sub-block j (32 elements), sc/mn 0..63, q 0..15 / 0..31.
+ * Q6_K:      x = d*sc6[j]*(q - 32) for sub-block j (16 elements), sc6 -128..127, q 0..63. */
+struct piso_blk256 {
+    uint16_t d, dmin;
+    uint8_t sc[8], mn[8];
+    int8_t sc6[16];
+    uint8_t q[PISO_QK_K];
+};
+
+/* The supported block types (ggml ids: enum piso_ggml_type in gguf.h). */
+int piso_ggml_is_block_type(int type);
+int piso_ggml_block_elems(int type);  /* 32 or 256 */
+int piso_ggml_block_bytes(int type);  /* 34, 18, 20, 22, 24, 144, 176, 210 */
+
+/* Packing and unpacking of one block in the exact llama.cpp byte layout. */
+void piso_pack_blk32(int type, const struct piso_blk32 *b, void *dst);
+void piso_unpack_blk32(int type, const void *src, struct piso_blk32 *b);
+void piso_pack_blk256(int type, const struct piso_blk256 *b, void *dst);
+void piso_unpack_blk256(int type, const void *src, struct piso_blk256 *b);
+
+/* Dequantizes one decoded block into y (32 or 256 floats), with fp32 arithmetic as ggml does. */
+void piso_blk32_to_float(int type, const struct piso_blk32 *b, float *y);
+void piso_blk256_to_float(int type, const struct piso_blk256 *b, float *y);
+
+/* Dequantizes k values (a multiple of the block size) of a packed row (ggml to_float). */
+void piso_ggml_dequantize_row(int type, const void *src, float *dst, int64_t k);
+
+/* llama.cpp's scale rules (`llamacpp-ref`): with imatrix == NULL the default llama-quantize path
+ * (quantize_row_*_ref); with an imatrix ([n_per_row], shared by the rows) the importance-weighted
+ * path (make_qx_quants / make_qkx3_quants / make_qp_quants with w = h*sqrt(sigma2 + x^2)).
+ * Q8_0 ignores the imatrix, as llama.cpp does. Returns the number of bytes written. */
+size_t piso_ggml_quantize_ref(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
+                              const float *imatrix);
+
+/* Row converters for the ggml traits table (ggml_types.c): from_float is llama.cpp's reference
+ * rule without an imatrix. */
+void piso_ggml_q8_0_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q8_0_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q4_0_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q4_0_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q4_1_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q4_1_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q5_0_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q5_0_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q5_1_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q5_1_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q4_k_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q4_k_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q5_k_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q5_k_from_float(const float *src, void *dst, int64_t k);
+void piso_ggml_q6_k_to_float(const void *src, float *dst, int64_t k);
+void piso_ggml_q6_k_from_float(const float *src, void *dst, int64_t k);
+
+#endif

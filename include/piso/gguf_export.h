@@ -1,0 +1,46 @@
+/* piso/gguf_export.h — writes a loaded model as a llama.cpp GGUF (architecture "llama") in one of
+ * ggml's tensor types, with llama.cpp's reference scales or piso's exact block scales. */
+#ifndef PISO_GGUF_EXPORT_H
+#define PISO_GGUF_EXPORT_H
+
+#include "piso/common.h"
+
+struct piso_model;
+struct piso_tokenizer_vocab;
+struct piso_imatrix;
+
+enum piso_gguf_scale { PISO_GGUF_SCALE_PISO = 0, PISO_GGUF_SCALE_REF };
+
+struct piso_calib_hessians; /* imatrix.h */
+
+struct piso_gguf_export_opts {
+    int type;                    /* ggml type of the 2-D weights (F32, F16, BF16, Q8_0, ..., Q6_K) */
+    int output_type;             /* type of output.weight (or the tied token_embd); -1: llama.cpp's
+                                    choice (Q6_K for quantized files, falling back like the rest) */
+    enum piso_gguf_scale scale;  /* piso exact scales or llamacpp-ref */
+    const struct piso_imatrix *imatrix;          /* importance (may be NULL) */
+    const struct piso_calib_hessians *hessians;  /* dense calibration (may be NULL; piso only) */
+    const char *name;            /* general.name (may be NULL) */
+    int blend;                   /* piso scales: weigh by h·sqrt(σ²+x²) (llama.cpp's blend), not h */
+};
+
+struct piso_gguf_export_stats {
+    int64_t n_tensors, n_fallback;  /* tensors written; weights written in a fallback type */
+    uint64_t file_bytes;
+    double seconds;
+    int counts[64];                 /* tensors per ggml type */
+    double objective;               /* Σ over the quantized blk.* weights of Σ_j h_j (w − ŵ)², h the
+                                       imatrix entry (1 without one) */
+};
+
+/* Fallback for a row length that is not a multiple of the block size (llama.cpp's rule: Q4_K→Q5_0,
+ * Q5_K→Q5_1, Q6_K→Q8_0, and F16 when even 32 does not divide the row). */
+int piso_gguf_type_for_row(int type, int64_t ne0);
+
+int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_vocab *vocab,
+                     const struct piso_gguf_export_opts *opts, const char *path, struct piso_gguf_export_stats *st);
+
+/* llama_ftype value for general.file_type (-1 when there is none, e.g. BF16 is 32). */
+int piso_gguf_file_type(int type);
+
+#endif

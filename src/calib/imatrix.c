@@ -1,0 +1,408 @@
+/* llama.cpp-compatible importance matrices: computed from piso's forward pass (the taps on the
+ * inputs of every linear layer), read and written in the GGUF and legacy .dat formats. */
+#include "piso/imatrix.h"
+#include "piso/gguf.h"
+#include "piso/gguf_write.h"
+#include "piso/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+void piso_imatrix_free(struct piso_imatrix *im) {
+    if (!im) return;
+    for (int i = 0; i < im->n; i++) free(im->e[i].name), free(im->e[i].sum2);
+    free(im->e), free(im->dataset), free(im);
+}
+
+static int cmp_entry(const void *a, const void *b) {
+    return strcmp(((const struct piso_imatrix_entry *)a)->name, ((const struct piso_imatrix_entry *)b)->name);
+}
+
+static struct piso_imatrix_entry *add_entry(struct piso_imatrix *im, const char *name, int64_t n) {
+    struct piso_imatrix_entry *ne = realloc(im->e, sizeof *ne * (size_t)(im->n + 1));
+    if (!ne) return NULL;
+    im->e = ne;
+    struct piso_imatrix_entry *e = &im->e[im->n];
+    e->name = strdup(name);
+    e->sum2 = calloc((size_t)(n > 0 ? n : 1), sizeof(double));
+    e->n = n, e->count = 0;
+    if (!e->name || !e->sum2) {
+        free(e->name), free(e->sum2);
+        return NULL;
+    }
+    im->n++;
+    return e;
+}
+
+int piso_imatrix_get(const struct piso_imatrix *im, const char *name, int64_t n, float *out) {
+    struct piso_imatrix_entry key = {.name = (char *)name};
+    const struct piso_imatrix_entry *e = bsearch(&key, im->e, (size_t)im->n, sizeof key, cmp_entry);
+    if (!e) return 1;
+    if (e->n != n)
+        return piso_errorf("imatrix entry '%s' has %lld values, the weight has %lld input columns", name,
+                           (long long)e->n, (long long)n);
+    for (int64_t j = 0; j < n; j++) out[j] = e->count > 0 ? (float)(e->sum2[j] / (double)e->count) : 1.0f;
+    return 0;
+}
+
+/* ---- computing ------------------------------------------------------------------------------- */
+
+/* sum2[j] += Σ_t a[t, j]² for a [n, d]; columns in parallel, each summed in token order. */
+static void accumulate(struct piso_imatrix_entry *e, const float *a, int n, int64_t d) {
+#pragma omp parallel for schedule(static)
+    for (int64_t j = 0; j < d; j++) {
+        double s = 0;
+        for (int t = 0; t < n; t++) s += (double)a[(size_t)t * d + j] * a[(size_t)t * d + j];
+        e->sum2[j] += s;
+    }
+    e->count += n;
+}
+
+int piso_imatrix_compute(const struct piso_model *m, const int *tokens, int n_tokens, int n_ctx, int max_chunks,
+                         int bos_id, const char *dataset, struct piso_imatrix **out) {
+    const struct piso_config *c = &m->cfg;
+    if (n_ctx < 16) return piso_errorf("imatrix: context %d is too short (llama.cpp needs >= 16 tokens)", n_ctx);
+    int n_chunk = n_tokens / n_ctx;
+    if (max_chunks > 0 && n_chunk > max_chunks) n_chunk = max_chunks;
+    if (n_chunk < 1)
+        return piso_errorf("imatrix: %d tokens are fewer than one chunk of %d (use a longer text or a smaller --ctx)",
+                           n_tokens, n_ctx);
+    const int64_t D = c->dim, F = c->hidden_dim, Hq = (int64_t)c->n_heads * c->head_dim;
+    struct piso_imatrix *im = calloc(1, sizeof *im);
+    if (!im) return piso_errorf("imatrix: out of memory");
+    static const char *names[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    int rc = -1;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < 7; k++) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, names[k]);
+            if (!add_entry(im, nm, k == 3 ? Hq : k == 6 ? F : D)) {
+                piso_errorf("imatrix: out of memory");
+                goto fail;
+            }
+        }
+    /* entries are added in (layer, kind) order: index l*7 + k until sorted at the end */
+    float *x = malloc(sizeof(float) * (size_t)n_ctx * (size_t)D);
+    struct piso_block_taps taps = {
+        malloc(sizeof(float) * (size_t)n_ctx * (size_t)D), malloc(sizeof(float) * (size_t)n_ctx * (size_t)Hq),
+        malloc(sizeof(float) * (size_t)n_ctx * (size_t)D), malloc(sizeof(float) * (size_t)n_ctx * (size_t)F)};
+    int *chunk = malloc(sizeof(int) * (size_t)n_ctx);
+    if (!x || !taps.attn_in || !taps.o_in || !taps.ffn_in || !taps.down_in || !chunk) {
+        piso_errorf("imatrix: out of memory for a chunk of %d tokens", n_ctx);
+        goto done;
+    }
+    struct piso_progress pr;
+    piso_progress_begin(&pr, "imatrix", "chunks", n_chunk);
+    for (int ch = 0; ch < n_chunk; ch++) {
+        memcpy(chunk, tokens + (size_t)ch * n_ctx, sizeof(int) * (size_t)n_ctx);
+        if (bos_id >= 0) chunk[0] = bos_id;
+        piso_embed(m, chunk, n_ctx, x);
+        for (int l = 0; l < c->n_layers; l++) {
+            if (piso_block_forward(m, l, x, n_ctx, &taps)) goto done;
+            struct piso_imatrix_entry *e = &im->e[l * 7];
+            for (int k = 0; k < 3; k++) accumulate(&e[k], taps.attn_in, n_ctx, D);
+            accumulate(&e[3], taps.o_in, n_ctx, Hq);
+            accumulate(&e[4], taps.ffn_in, n_ctx, D);
+            accumulate(&e[5], taps.ffn_in, n_ctx, D);
+            accumulate(&e[6], taps.down_in, n_ctx, F);
+        }
+        piso_progress_update(&pr, ch + 1);
+    }
+    qsort(im->e, (size_t)im->n, sizeof *im->e, cmp_entry);
+    im->chunk_count = n_chunk;
+    im->chunk_size = n_ctx;
+    im->dataset = dataset ? strdup(dataset) : NULL;
+    rc = 0;
+done:
+    free(x), free(taps.attn_in), free(taps.o_in), free(taps.ffn_in), free(taps.down_in), free(chunk);
+fail:
+    if (rc) piso_imatrix_free(im);
+    else *out = im;
+    return rc;
+}
+
+/* ---- GGUF format ----------------------------------------------------------------------------- */
+
+int piso_imatrix_save_gguf(const struct piso_imatrix *im, const char *path) {
+    struct piso_gguf_writer *w = piso_gguf_writer_new();
+    if (!w) return piso_errorf("%s: out of memory", path);
+    const char *ds[1] = {im->dataset ? im->dataset : ""};
+    int rc = piso_gguf_set_str(w, "general.type", "imatrix") || piso_gguf_set_arr_str(w, "imatrix.datasets", ds, im->dataset ? 1 : 0) ||
+             piso_gguf_set_u32(w, "imatrix.chunk_count", (uint32_t)im->chunk_count) ||
+             piso_gguf_set_u32(w, "imatrix.chunk_size", (uint32_t)im->chunk_size);
+    for (int i = 0; i < im->n && !rc; i++) {
+        const struct piso_imatrix_entry *e = &im->e[i];
+        char nm[96];
+        float *s = malloc(sizeof(float) * (size_t)e->n), *cnt = malloc(sizeof(float));
+        if (!s || !cnt) {
+            free(s), free(cnt);
+            rc = piso_errorf("%s: out of memory", path);
+            break;
+        }
+        for (int64_t j = 0; j < e->n; j++) s[j] = (float)e->sum2[j];
+        cnt[0] = (float)e->count;
+        int64_t ne_s[2] = {e->n, 1}, ne_c[2] = {1, 1};
+        snprintf(nm, sizeof nm, "%s.in_sum2", e->name);
+        rc = piso_gguf_add_tensor(w, nm, 2, ne_s, GGML_T_F32, s, sizeof(float) * (size_t)e->n, 1);
+        snprintf(nm, sizeof nm, "%s.counts", e->name);
+        if (!rc) rc = piso_gguf_add_tensor(w, nm, 2, ne_c, GGML_T_F32, cnt, sizeof(float), 1);
+        else free(cnt);
+    }
+    if (!rc) rc = piso_gguf_writer_write(w, path);
+    piso_gguf_writer_free(w);
+    return rc;
+}
+
+static int load_gguf(const char *path, struct piso_imatrix *im) {
+    struct piso_gguf g;
+    if (piso_gguf_open(&g, path)) return -1;
+    int rc = -1;
+    uint32_t u;
+    if (piso_gguf_get_u32(&g, "imatrix.chunk_count", &u) == 0) im->chunk_count = (int)u;
+    if (piso_gguf_get_u32(&g, "imatrix.chunk_size", &u) == 0) im->chunk_size = (int)u;
+    const struct piso_gguf_kv *ds = piso_gguf_find(&g, "imatrix.datasets");
+    if (ds && ds->type == GGUF_VT_ARRAY && ds->arr_type == GGUF_VT_STRING && ds->arr_n > 0) im->dataset = piso_gguf_arr_str(ds, 0);
+    for (int64_t i = 0; i < g.n_tensors; i++) {
+        const struct piso_gguf_tensor *t = &g.tensors[i];
+        size_t len = strlen(t->name);
+        if (len < 8 || strcmp(t->name + len - 8, ".in_sum2")) continue;
+        char base[96], cname[112];
+        snprintf(base, sizeof base, "%.*s", (int)(len - 8), t->name);
+        snprintf(cname, sizeof cname, "%s.counts", base);
+        const struct piso_gguf_tensor *c = piso_gguf_find_tensor(&g, cname);
+        if (!c) {
+            piso_errorf("%s: imatrix tensor '%s' has no '%s'", path, t->name, cname);
+            goto done;
+        }
+        if (t->type != GGML_T_F32 || c->type != GGML_T_F32) {
+            piso_errorf("%s: imatrix tensors of '%s' must be F32", path, base);
+            goto done;
+        }
+        if (t->ne[2] * t->ne[3] != 1 || t->ne[1] != 1 || c->ne[0] * c->ne[1] * c->ne[2] * c->ne[3] != 1) {
+            piso_errorf("%s: imatrix entry '%s' has %lld matrices (experts): only dense models are supported", path,
+                        base, (long long)t->ne[1]);
+            goto done;
+        }
+        struct piso_imatrix_entry *e = add_entry(im, base, t->ne[0]);
+        if (!e) {
+            piso_errorf("%s: out of memory", path);
+            goto done;
+        }
+        float cnt;
+        memcpy(&cnt, c->data, 4);
+        for (int64_t j = 0; j < t->ne[0]; j++) {
+            float v;
+            memcpy(&v, (const uint8_t *)t->data + 4 * j, 4);
+            if (!isfinite(v) || v < 0) {
+                piso_errorf("%s: imatrix entry '%s' value %lld is %g", path, base, (long long)j, v);
+                goto done;
+            }
+            e->sum2[j] = v;
+        }
+        if (!isfinite(cnt) || cnt < 0) {
+            piso_errorf("%s: imatrix entry '%s' has count %g", path, base, cnt);
+            goto done;
+        }
+        e->count = (int64_t)cnt;
+    }
+    rc = 0;
+done:
+    piso_gguf_close(&g);
+    return rc;
+}
+
+/* ---- legacy .dat ----------------------------------------------------------------------------- */
+
+int piso_imatrix_save_dat(const struct piso_imatrix *im, const char *path) {
+    struct piso_outfile o;
+    if (piso_outfile_open(&o, path)) return -1;
+    int rc = 0;
+    int32_t n = im->n;
+    rc |= piso_outfile_write(&o, &n, 4);
+    for (int i = 0; i < im->n && !rc; i++) {
+        const struct piso_imatrix_entry *e = &im->e[i];
+        int32_t len = (int32_t)strlen(e->name);
+        /* ncall: the number of chunks the entry saw; values are mean·ncall, as llama.cpp writes */
+        int64_t cs = im->chunk_size > 0 ? im->chunk_size : 1;
+        int32_t ncall = (int32_t)((e->count + cs - 1) / cs), nval = (int32_t)e->n;
+        rc |= piso_outfile_write(&o, &len, 4) | piso_outfile_write(&o, e->name, (size_t)len) |
+              piso_outfile_write(&o, &ncall, 4) | piso_outfile_write(&o, &nval, 4);
+        for (int64_t j = 0; j < e->n && !rc; j++) {
+            float v = e->count > 0 ? (float)(e->sum2[j] / (double)e->count * ncall) : 0.0f;
+            rc |= piso_outfile_write(&o, &v, 4);
+        }
+    }
+    int32_t last = im->chunk_count, dl = im->dataset ? (int32_t)strlen(im->dataset) : 0;
+    if (!rc) rc |= piso_outfile_write(&o, &last, 4) | piso_outfile_write(&o, &dl, 4);
+    if (!rc && dl) rc |= piso_outfile_write(&o, im->dataset, (size_t)dl);
+    if (rc) {
+        piso_outfile_abort(&o);
+        return -1;
+    }
+    return piso_outfile_commit(&o);
+}
+
+static int load_dat(const char *path, const struct piso_mmap *f, struct piso_imatrix *im) {
+    const uint8_t *p = f->data, *end = f->data + f->size;
+#define TAKE(dst, nbytes, what)                                                                      \
+    do {                                                                                             \
+        if ((size_t)(end - p) < (size_t)(nbytes))                                                    \
+            return piso_errorf("%s: legacy imatrix truncated reading %s", path, what);               \
+        memcpy(dst, p, nbytes);                                                                      \
+        p += (nbytes);                                                                               \
+    } while (0)
+    int32_t n;
+    TAKE(&n, 4, "the entry count");
+    if (n < 0 || n > 1000000) return piso_errorf("%s: not an imatrix (entry count %d)", path, n);
+    for (int i = 0; i < n; i++) {
+        int32_t len, ncall, nval;
+        char name[256];
+        TAKE(&len, 4, "a name length");
+        if (len <= 0 || len >= (int32_t)sizeof name) return piso_errorf("%s: entry %d: bad name length %d", path, i, len);
+        TAKE(name, (size_t)len, "a name");
+        name[len] = 0;
+        TAKE(&ncall, 4, name);
+        TAKE(&nval, 4, name);
+        if (nval <= 0 || (size_t)(end - p) / 4 < (size_t)nval)
+            return piso_errorf("%s: entry '%s': %d values run past the end of the file", path, name, nval);
+        struct piso_imatrix_entry *e = add_entry(im, name, nval);
+        if (!e) return piso_errorf("%s: out of memory", path);
+        for (int j = 0; j < nval; j++) {
+            float v;
+            TAKE(&v, 4, name);
+            if (!isfinite(v) || v < 0) return piso_errorf("%s: entry '%s' value %d is %g", path, name, j, v);
+            e->sum2[j] = v;
+        }
+        /* stored values are mean·ncall: keep sum = value and count = ncall, so sum/count = mean */
+        e->count = ncall > 0 ? ncall : 1;
+    }
+    int32_t last, dl;
+    if ((size_t)(end - p) >= 8) {
+        TAKE(&last, 4, "the chunk count");
+        TAKE(&dl, 4, "the dataset name length");
+        im->chunk_count = last;
+        if (dl > 0 && (size_t)(end - p) >= (size_t)dl) im->dataset = strndup((const char *)p, (size_t)dl);
+    }
+#undef TAKE
+    return 0;
+}
+
+int piso_imatrix_load(const char *path, struct piso_imatrix **out) {
+    struct piso_imatrix *im = calloc(1, sizeof *im);
+    if (!im) return piso_errorf("%s: out of memory", path);
+    struct piso_mmap f;
+    if (piso_mmap_open(&f, path)) {
+        free(im);
+        return -1;
+    }
+    int is_gguf = f.size >= 4 && !memcmp(f.data, "GGUF", 4);
+    int rc = is_gguf ? load_gguf(path, im) : load_dat(path, &f, im);
+    piso_mmap_close(&f);
+    if (rc) {
+        piso_imatrix_free(im);
+        return -1;
+    }
+    qsort(im->e, (size_t)im->n, sizeof *im->e, cmp_entry);
+    for (int i = 1; i < im->n; i++)
+        if (!strcmp(im->e[i].name, im->e[i - 1].name)) {
+            piso_errorf("%s: duplicate imatrix entry '%s'", path, im->e[i].name);
+            piso_imatrix_free(im);
+            return -1;
+        }
+    *out = im;
+    return 0;
+}
+
+/* ---- dense calibration Hessians -------------------------------------------------------------- */
+
+void piso_calib_hessians_free(struct piso_calib_hessians *hs) {
+    if (!hs) return;
+    for (int i = 0; hs->h && i < 4 * hs->n_layers; i++) free(hs->h[i]);
+    free(hs->h), free(hs);
+}
+
+/* acc [d, d] += aᵀa for a [n, d] (upper triangle). Rows of acc in parallel; each element sums
+ * its tokens in order, so the result does not depend on the thread count. */
+static void accumulate_outer(double *acc, const float *a, int n, int64_t d) {
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t i = 0; i < d; i++) {
+        double *row = acc + i * d;
+        for (int t = 0; t < n; t++) {
+            const float *at = a + (size_t)t * d;
+            const double ai = at[i];
+            if (ai == 0) continue;
+            for (int64_t j = i; j < d; j++) row[j] += ai * at[j];
+        }
+    }
+}
+
+int piso_calib_hessians_compute(const struct piso_model *m, const int *tokens, int n_tokens, int n_ctx,
+                                int max_chunks, int bos_id, struct piso_calib_hessians **out) {
+    const struct piso_config *c = &m->cfg;
+    int n_chunk = n_tokens / n_ctx;
+    if (max_chunks > 0 && n_chunk > max_chunks) n_chunk = max_chunks;
+    if (n_chunk < 1)
+        return piso_errorf("calibration: %d tokens are fewer than one chunk of %d (use a longer text or a smaller --ctx)",
+                           n_tokens, n_ctx);
+    struct piso_calib_hessians *hs = calloc(1, sizeof *hs);
+    const int64_t D = c->dim, F = c->hidden_dim, Hq = (int64_t)c->n_heads * c->head_dim;
+    const int64_t dims[4] = {D, Hq, D, F};
+    int rc = -1;
+    double **acc = calloc((size_t)c->n_layers * 4, sizeof(double *));
+    float *x = malloc(sizeof(float) * (size_t)n_ctx * (size_t)D);
+    struct piso_block_taps taps = {
+        malloc(sizeof(float) * (size_t)n_ctx * (size_t)D), malloc(sizeof(float) * (size_t)n_ctx * (size_t)Hq),
+        malloc(sizeof(float) * (size_t)n_ctx * (size_t)D), malloc(sizeof(float) * (size_t)n_ctx * (size_t)F)};
+    int *chunk = malloc(sizeof(int) * (size_t)n_ctx);
+    if (!hs || !acc || !x || !taps.attn_in || !taps.o_in || !taps.ffn_in || !taps.down_in || !chunk) goto oom;
+    hs->n_layers = c->n_layers, hs->D = D, hs->Hq = Hq, hs->F = F;
+    if (!(hs->h = calloc((size_t)c->n_layers * 4, sizeof(float *)))) goto oom;
+    for (int i = 0; i < 4 * c->n_layers; i++)
+        if (!(acc[i] = calloc((size_t)(dims[i % 4] * dims[i % 4]), sizeof(double)))) goto oom;
+    struct piso_progress pr;
+    piso_progress_begin(&pr, "calibration", "chunks", n_chunk);
+    for (int ch = 0; ch < n_chunk; ch++) {
+        memcpy(chunk, tokens + (size_t)ch * n_ctx, sizeof(int) * (size_t)n_ctx);
+        if (bos_id >= 0) chunk[0] = bos_id;
+        piso_embed(m, chunk, n_ctx, x);
+        for (int l = 0; l < c->n_layers; l++) {
+            if (piso_block_forward(m, l, x, n_ctx, &taps)) goto done;
+            const float *in[4] = {taps.attn_in, taps.o_in, taps.ffn_in, taps.down_in};
+            for (int k = 0; k < 4; k++) accumulate_outer(acc[4 * l + k], in[k], n_ctx, dims[k]);
+        }
+        piso_progress_update(&pr, ch + 1);
+    }
+    hs->n_tokens = (int64_t)n_chunk * n_ctx;
+    for (int i = 0; i < 4 * c->n_layers; i++) {
+        const int64_t d = dims[i % 4];
+        if (!(hs->h[i] = malloc(sizeof(float) * (size_t)(d * d)))) goto oom;
+        for (int64_t r = 0; r < d; r++)
+            for (int64_t q = r; q < d; q++)
+                hs->h[i][r * d + q] = hs->h[i][q * d + r] = (float)(acc[i][r * d + q] / (double)hs->n_tokens);
+    }
+    rc = 0;
+    goto done;
+oom:
+    piso_errorf("calibration: out of memory");
+done:
+    for (int i = 0; acc && i < 4 * c->n_layers; i++) free(acc[i]);
+    free(acc), free(x), free(taps.attn_in), free(taps.o_in), free(taps.ffn_in), free(taps.down_in), free(chunk);
+    if (rc) piso_calib_hessians_free(hs);
+    else *out = hs;
+    return rc;
+}
+
+const float *piso_calib_hessian_for(const struct piso_calib_hessians *hs, const char *name, int64_t n) {
+    int l, off = 0;
+    if (!hs || sscanf(name, "blk.%d.%n", &l, &off) != 1 || off == 0 || l < 0 || l >= hs->n_layers) return NULL;
+    const char *kind = name + off;
+    int k = -1;
+    if (!strcmp(kind, "attn_q.weight") || !strcmp(kind, "attn_k.weight") || !strcmp(kind, "attn_v.weight")) k = 0;
+    else if (!strcmp(kind, "attn_output.weight")) k = 1;
+    else if (!strcmp(kind, "ffn_gate.weight") || !strcmp(kind, "ffn_up.weight")) k = 2;
+    else if (!strcmp(kind, "ffn_down.weight")) k = 3;
+    const int64_t dims[4] = {hs->D, hs->Hq, hs->D, hs->F};
+    if (k < 0 || dims[k] != n) return NULL;
+    return hs->h[4 * l + k];
+}

@@ -1,0 +1,294 @@
+/* GGUF export for llama.cpp (architecture "llama"): metadata with the types llama.cpp's loader
+ * checks (u32 hyperparameters, f32 eps), the tokenizer (SPM "llama" or byte-level BPE "gpt2"),
+ * weights in ggml order (W[out][in] as ne = [in, out]), q/k rows back in the adjacent-pair RoPE
+ * layout, norms F32, and the block types with llama.cpp's fallbacks. */
+#include "piso/gguf_export.h"
+#include "piso/block_scales.h"
+#include "piso/ggml_quants.h"
+#include "piso/gguf.h"
+#include "piso/gguf_write.h"
+#include "piso/imatrix.h"
+#include "piso/model.h"
+#include "piso/tokenizer.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+int piso_gguf_type_for_row(int type, int64_t ne0) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    if (!tr || ne0 % tr->blck_size == 0) return type;
+    int fb = type;
+    switch (type) {
+    case GGML_T_Q4_K: fb = GGML_T_Q5_0; break;
+    case GGML_T_Q5_K: fb = GGML_T_Q5_1; break;
+    case GGML_T_Q6_K: fb = GGML_T_Q8_0; break;
+    default: break;
+    }
+    return ne0 % piso_ggml_traits(fb)->blck_size == 0 ? fb : GGML_T_F16;
+}
+
+int piso_gguf_file_type(int type) {
+    switch (type) {
+    case GGML_T_F32: return 0;
+    case GGML_T_F16: return 1;
+    case GGML_T_Q4_0: return 2;
+    case GGML_T_Q4_1: return 3;
+    case GGML_T_Q8_0: return 7;
+    case GGML_T_Q5_0: return 8;
+    case GGML_T_Q5_1: return 9;
+    case GGML_T_Q4_K: return 15; /* Q4_K_M */
+    case GGML_T_Q5_K: return 17; /* Q5_K_M */
+    case GGML_T_Q6_K: return 18;
+    case GGML_T_BF16: return 32;
+    default: return -1;
+    }
+}
+
+/* GGUF row order for q/k from HF's rotate-half layout: GGUF row (h, 2j+p) = HF row (h, p*hd/2 + j). */
+static float *unpermute_rows(const float *W, int n_head, int head_dim, int64_t D) {
+    float *out = malloc(sizeof(float) * (size_t)n_head * (size_t)head_dim * (size_t)D);
+    if (!out) return NULL;
+    const int half = head_dim / 2;
+    for (int h = 0; h < n_head; h++)
+        for (int j = 0; j < half; j++)
+            for (int p = 0; p < 2; p++)
+                memcpy(out + ((size_t)h * head_dim + 2 * j + p) * D, W + ((size_t)h * head_dim + p * half + j) * D,
+                       sizeof(float) * (size_t)D);
+    return out;
+}
+
+struct exporter {
+    struct piso_gguf_writer *w;
+    const struct piso_gguf_export_opts *o;
+    struct piso_gguf_export_stats *st;
+};
+
+/* Adds a 1-D F32 tensor (norms, rope factors); the data is the model's and outlives the writer. */
+static int add_vec(struct exporter *x, const char *name, const float *v, int64_t n) {
+    x->st->counts[GGML_T_F32]++;
+    x->st->n_tensors++;
+    return piso_gguf_add_tensor(x->w, name, 1, &n, GGML_T_F32, (void *)v, sizeof(float) * (size_t)n, 0);
+}
+
+/* Converts/quantizes W [N, D] (row-major, rows of D inputs) into `type` and adds it. */
+static int add_weight(struct exporter *x, const char *name, const float *W, int64_t N, int64_t D, int type) {
+    const int t = piso_gguf_type_for_row(type, D);
+    if (t != type) x->st->n_fallback++;
+    const size_t nbytes = piso_ggml_row_size(t, D) * (size_t)N;
+    void *buf = malloc(nbytes ? nbytes : 1);
+    float *imat = NULL;
+    if (!buf) return piso_errorf("%s: out of memory (%zu bytes)", name, nbytes);
+    if (t == GGML_T_F32) {
+        memcpy(buf, W, nbytes);
+    } else if (t == GGML_T_F16 || t == GGML_T_BF16) {
+        piso_ggml_traits(t)->from_float(W, buf, N * D);
+    } else {
+        if (x->o->imatrix) {
+            imat = malloc(sizeof(float) * (size_t)D);
+            if (!imat) {
+                free(buf);
+                return piso_errorf("%s: out of memory", name);
+            }
+            int r = piso_imatrix_get(x->o->imatrix, name, D, imat);
+            if (r < 0) {
+                free(buf), free(imat);
+                return -1;
+            }
+            if (r == 1) free(imat), imat = NULL; /* no entry: quantized without importance, as llama.cpp does */
+        }
+        const float *H = x->o->scale == PISO_GGUF_SCALE_PISO ? piso_calib_hessian_for(x->o->hessians, name, D) : NULL;
+        size_t done;
+        if (H) done = piso_ggml_quantize_gptq(t, W, buf, N, D, H);
+        else if (x->o->scale == PISO_GGUF_SCALE_REF) done = piso_ggml_quantize_ref(t, W, buf, N, D, imat);
+        else done = piso_ggml_quantize_piso_ex(t, W, buf, N, D, imat, x->o->blend);
+        if (done != nbytes) {
+            free(buf), free(imat);
+            return piso_error_context("quantizing %s", name);
+        }
+        /* the objective the scales minimise, Σ_rows Σ_j h_j (w − ŵ)² (h = 1 without an imatrix),
+         * summed over the block weights (blk.*) */
+        double obj = 0;
+        const size_t rs = piso_ggml_row_size(t, D);
+#pragma omp parallel for reduction(+ : obj) schedule(static)
+        for (int64_t r = 0; r < N; r++) {
+            float *y = malloc(sizeof(float) * (size_t)D);
+            double e = 0;
+            if (y) {
+                piso_ggml_dequantize_row(t, (const uint8_t *)buf + r * rs, y, D);
+                for (int64_t j = 0; j < D; j++) {
+                    const double d = (double)W[r * D + j] - y[j];
+                    e += (imat ? imat[j] : 1.0) * d * d;
+                }
+            }
+            free(y);
+            obj += e;
+        }
+        if (!strncmp(name, "blk.", 4)) x->st->objective += obj;
+        free(imat);
+    }
+    x->st->counts[t]++;
+    x->st->n_tensors++;
+    int64_t ne[2] = {D, N};
+    return piso_gguf_add_tensor(x->w, name, 2, ne, t, buf, nbytes, 1);
+}
+
+/* Tokenizer keys. A vocabulary shorter than the embedding (padded HF checkpoints) is padded with
+ * "[PAD<i>]" tokens of type UNUSED, as convert_hf_to_gguf.py does. */
+static int write_tokenizer(struct piso_gguf_writer *w, const struct piso_tokenizer_vocab *v, int n_vocab_model) {
+    if (!v) return piso_gguf_set_str(w, "tokenizer.ggml.model", "no_vocab");
+    if (v->n_vocab > n_vocab_model)
+        return piso_errorf("tokenizer has %d tokens, more than the model's %d embedding rows", v->n_vocab, n_vocab_model);
+    const int n = n_vocab_model;
+    char **pieces = calloc((size_t)n, sizeof(char *));
+    float *scores = calloc((size_t)n, sizeof(float));
+    int32_t *ty = calloc((size_t)n, sizeof(int32_t));
+    int rc = pieces && scores && ty ? 0 : piso_errorf("out of memory");
+    for (int i = 0; i < n && !rc; i++) {
+        if (i < v->n_vocab) {
+            pieces[i] = v->pieces[i];
+            scores[i] = v->scores ? v->scores[i] : 0.0f;
+            ty[i] = v->types ? v->types[i] : 1;
+        } else {
+            char pad[32];
+            snprintf(pad, sizeof pad, "[PAD%d]", i);
+            if (!(pieces[i] = strdup(pad))) rc = piso_errorf("out of memory");
+            ty[i] = 5; /* unused */
+        }
+    }
+    if (!rc) rc = piso_gguf_set_str(w, "tokenizer.ggml.model", v->kind == PISO_TOK_SPM ? "llama" : "gpt2");
+    if (!rc && v->kind == PISO_TOK_BYTE_BPE) rc = piso_gguf_set_str(w, "tokenizer.ggml.pre", v->pre[0] ? v->pre : "default");
+    if (!rc) rc = piso_gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)pieces, (uint64_t)n);
+    if (!rc && v->scores) rc = piso_gguf_set_arr_f32(w, "tokenizer.ggml.scores", scores, (uint64_t)n);
+    if (!rc) rc = piso_gguf_set_arr_i32(w, "tokenizer.ggml.token_type", ty, (uint64_t)n);
+    if (!rc && v->kind == PISO_TOK_BYTE_BPE) {
+        if (!v->merges || v->n_merges <= 0) rc = piso_errorf("byte-level BPE tokenizer without merges");
+        else rc = piso_gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges, (uint64_t)v->n_merges);
+    }
+    if (!rc && v->bos_id >= 0) rc = piso_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)v->bos_id);
+    if (!rc && v->eos_id >= 0) rc = piso_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)v->eos_id);
+    if (!rc && v->unk_id >= 0) rc = piso_gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)v->unk_id);
+    if (!rc && v->pad_id >= 0) rc = piso_gguf_set_u32(w, "tokenizer.ggml.padding_token_id", (uint32_t)v->pad_id);
+    if (!rc) rc = piso_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", v->add_bos);
+    if (!rc) rc = piso_gguf_set_bool(w, "tokenizer.ggml.add_eos_token", 0);
+    for (int i = v->n_vocab; pieces && i < n; i++) free(pieces[i]);
+    free(pieces), free(scores), free(ty);
+    return rc;
+}
+
+/* Llama-3 rope scaling as llama.cpp stores it: per-frequency divisors in rope_freqs.weight. */
+static float *llama3_rope_factors(const struct piso_config *c) {
+    const int half = c->head_dim / 2;
+    float *f = malloc(sizeof(float) * (size_t)half);
+    if (!f) return NULL;
+    const double lo_wl = c->rope_orig_ctx / c->rope_low_freq_factor, hi_wl = c->rope_orig_ctx / c->rope_high_freq_factor;
+    for (int i = 0; i < half; i++) {
+        double freq = 1.0 / pow(c->rope_theta, 2.0 * i / c->head_dim), wl = 2 * M_PI / freq;
+        if (wl < hi_wl) f[i] = 1.0f;
+        else if (wl > lo_wl) f[i] = c->rope_factor;
+        else {
+            double smooth = (c->rope_orig_ctx / wl - c->rope_low_freq_factor) / (c->rope_high_freq_factor - c->rope_low_freq_factor);
+            f[i] = (float)(1.0 / ((1 - smooth) / c->rope_factor + smooth));
+        }
+    }
+    return f;
+}
+
+int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_vocab *vocab,
+                     const struct piso_gguf_export_opts *o, const char *path, struct piso_gguf_export_stats *st_out) {
+    const struct piso_config *c = &m->cfg;
+    struct piso_gguf_export_stats st_local;
+    struct piso_gguf_export_stats *st = st_out ? st_out : &st_local;
+    memset(st, 0, sizeof *st);
+    const double t0 = piso_time();
+    if (c->has_qkv_bias || c->has_qk_norm)
+        return piso_errorf("%s: GGUF export writes the llama architecture; this %s model has %s", path, c->arch,
+                           c->has_qkv_bias ? "q/k/v biases (qwen2)" : "q/k norms (qwen3)");
+    const struct piso_ggml_traits *tr = piso_ggml_traits(o->type);
+    if (!tr || !tr->to_float || !tr->from_float)
+        return piso_errorf("GGUF export: type %s is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)",
+                           tr ? tr->name : "?");
+    const int quantized = piso_ggml_is_block_type(o->type);
+    const int out_type = o->output_type >= 0 ? o->output_type : quantized ? GGML_T_Q6_K : o->type;
+
+    struct piso_gguf_writer *w = piso_gguf_writer_new();
+    if (!w) return piso_errorf("out of memory");
+    struct exporter x = {w, o, st};
+    float *rope_f = NULL, **tmp = calloc((size_t)c->n_layers * 2, sizeof(float *));
+    int rc = tmp ? 0 : piso_errorf("out of memory");
+    const int ftype = piso_gguf_file_type(o->type);
+    if (!rc) rc = piso_gguf_set_str(w, "general.architecture", "llama");
+    if (!rc) rc = piso_gguf_set_str(w, "general.name", o->name ? o->name : "piso export");
+    if (!rc && ftype >= 0) rc = piso_gguf_set_u32(w, "general.file_type", (uint32_t)ftype);
+    if (!rc) rc = piso_gguf_set_u32(w, "general.quantization_version", 2);
+    if (!rc) rc = piso_gguf_set_u32(w, "llama.context_length", (uint32_t)c->max_seq_len);
+    if (!rc) rc = piso_gguf_set_u32(w, "llama.embedding_length", (uint32_t)c->dim);
+    if (!rc) rc = piso_gguf_set_u32(w, "llama.block_count", (uint32_t)c->n_layers);
+    if (!rc) rc = piso_gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
+    if (!rc) rc = piso_gguf_set_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads);
+    if (!rc) rc = piso_gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
+    if (!rc) rc = piso_gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim);
+    if (!rc) rc = piso_gguf_set_u32(w, "llama.attention.key_length", (uint32_t)c->head_dim);
+    if (!rc) rc = piso_gguf_set_u32(w, "llama.attention.value_length", (uint32_t)c->head_dim);
+    if (!rc) rc = piso_gguf_set_f32(w, "llama.rope.freq_base", c->rope_theta > 0 ? c->rope_theta : 10000.0f);
+    if (!rc) rc = piso_gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
+    if (!rc) rc = piso_gguf_set_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size);
+    if (!rc) rc = write_tokenizer(w, vocab, c->vocab_size);
+    if (!rc && o->imatrix) rc = piso_gguf_set_u32(w, "quantize.imatrix.entries_count", (uint32_t)o->imatrix->n);
+    if (!rc && o->imatrix) rc = piso_gguf_set_u32(w, "quantize.imatrix.chunks_count", (uint32_t)o->imatrix->chunk_count);
+    if (!rc && quantized) rc = piso_gguf_set_str(w, "piso.scales", o->scale == PISO_GGUF_SCALE_REF ? "llamacpp-ref" : "piso");
+
+    const int64_t D = c->dim, F = c->hidden_dim, V = c->vocab_size;
+    const int64_t Hq = (int64_t)c->n_heads * c->head_dim, Hkv = (int64_t)c->n_kv_heads * c->head_dim;
+    struct piso_progress pr;
+    piso_progress_begin(&pr, "export", "layers", c->n_layers);
+    /* token embeddings: with tied embeddings this tensor is also the output projection */
+    if (!rc) rc = add_weight(&x, "token_embd.weight", m->tok_embd, V, D, c->tied_embeddings ? out_type : o->type);
+    if (!rc && (m->rope_freq_factors || c->rope_llama3)) {
+        const float *f = m->rope_freq_factors;
+        if (!f) f = rope_f = llama3_rope_factors(c);
+        rc = f ? add_vec(&x, "rope_freqs.weight", f, c->head_dim / 2) : piso_errorf("out of memory");
+    }
+    for (int l = 0; l < c->n_layers && !rc; l++) {
+        const struct piso_layer_weights *L = &m->layers[l];
+        char nm[64];
+        const float *wq = L->wq, *wk = L->wk;
+        if (c->rope_style == PISO_ROPE_HALF) {
+            wq = tmp[2 * l] = unpermute_rows(L->wq, c->n_heads, c->head_dim, D);
+            wk = tmp[2 * l + 1] = unpermute_rows(L->wk, c->n_kv_heads, c->head_dim, D);
+            if (!wq || !wk) rc = piso_errorf("out of memory");
+        }
+#define VEC(suffix, ptr, n) \
+    if (!rc) snprintf(nm, sizeof nm, "blk.%d." suffix, l), rc = add_vec(&x, nm, ptr, n)
+#define MAT(suffix, ptr, rows, cols) \
+    if (!rc) snprintf(nm, sizeof nm, "blk.%d." suffix, l), rc = add_weight(&x, nm, ptr, rows, cols, o->type)
+        VEC("attn_norm.weight", L->attn_norm, D);
+        MAT("attn_q.weight", wq, Hq, D);
+        MAT("attn_k.weight", wk, Hkv, D);
+        MAT("attn_v.weight", L->wv, Hkv, D);
+        MAT("attn_output.weight", L->wo, D, Hq);
+        VEC("ffn_norm.weight", L->ffn_norm, D);
+        MAT("ffn_gate.weight", L->w_gate, F, D);
+        MAT("ffn_up.weight", L->w_up, F, D);
+        MAT("ffn_down.weight", L->w_down, D, F);
+#undef VEC
+#undef MAT
+        free(tmp[2 * l]), free(tmp[2 * l + 1]);
+        tmp[2 * l] = tmp[2 * l + 1] = NULL;
+        piso_progress_update(&pr, l + 1);
+    }
+    if (!rc) rc = add_vec(&x, "output_norm.weight", m->out_norm, D);
+    if (!rc && !c->tied_embeddings) rc = add_weight(&x, "output.weight", m->output, V, D, out_type);
+    if (!rc) rc = piso_gguf_writer_write(w, path);
+    if (!rc) {
+        struct piso_mmap f;
+        if (piso_mmap_open(&f, path) == 0) st->file_bytes = f.size, piso_mmap_close(&f);
+    } else {
+        piso_error_context("exporting %s", path);
+    }
+    st->seconds = piso_time() - t0;
+    piso_gguf_writer_free(w);
+    free(rope_f);
+    free(tmp);
+    return rc;
+}

@@ -1,0 +1,543 @@
+/* Exact optimal block scales for llama.cpp's block formats (issue: GGUF export).
+ *
+ * The core is the breakpoint sweep (shared/docs/llamacpp-formats.md §3.5): for a fixed d the best
+ * integer levels are RTN(x/d), so as s = 1/d grows each L_i steps by ±1 at s = (k − ½)/|x_i|.
+ * Sweeping the sorted events keeps S1 = Σ w x L and S2 = Σ w L²; each interval's best error is
+ * Σ w x² − S1²/S2. Then the fp16 grid: inside an interval E(d) = E*(L) + S2·(d − S1/S2)², so the
+ * best stored d of that interval is the fp16 value nearest S1/S2 clamped to the interval; intervals
+ * are visited by increasing E*(L) until none can beat the best stored d found. */
+#include "piso/block_scales.h"
+#include "piso/ggml_quants.h"
+#include "piso/gguf.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static inline int nearest_int(float f) { return (int)lrintf(f); }
+static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+static inline float h2f(uint16_t h) { return piso_fp16_to_fp32(h); }
+static inline uint16_t f2h(float f) { return piso_fp32_to_fp16(f); }
+
+struct interval {
+    double Estar, S1, S2, s_a, s_b; /* levels constant for s in (s_a, s_b) */
+    int sign;
+};
+
+static int cmp_interval(const void *a, const void *b) {
+    double x = ((const struct interval *)a)->Estar, y = ((const struct interval *)b)->Estar;
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+/* Weighted error of levels RTN(x/d) for a given (float) d; fills L when given. */
+static double rtn_error(const float *x, const float *w, int n, int lo, int hi, float d, int *L) {
+    double e = 0;
+    for (int i = 0; i < n; i++) {
+        int l = d != 0.0f ? clampi(nearest_int(x[i] / d), lo, hi) : 0;
+        if (L) L[i] = l;
+        double r = (double)x[i] - (double)((float)l * d);
+        e += (double)w[i] * r * r;
+    }
+    return e;
+}
+
+/* The sweep. want16: also search the fp16 grid. Outputs the real optimum d (d_real, E_real) and,
+ * with want16, the best fp16 d (d16, E16). Returns -1 on allocation failure. */
+/* Min-heap of the next event of each element, keyed by s: the events of one element come in order
+ * (k − ½)/|x|, so a k-way merge replaces sorting all n·K events. */
+struct hnode {
+    double s;
+    int i, k;
+};
+static void heap_down(struct hnode *h, int n, int j) {
+    for (;;) {
+        int c = 2 * j + 1;
+        if (c >= n) return;
+        if (c + 1 < n && (h[c + 1].s < h[c].s || (h[c + 1].s == h[c].s && h[c + 1].i < h[c].i))) c++;
+        if (h[j].s < h[c].s || (h[j].s == h[c].s && h[j].i < h[c].i)) return;
+        struct hnode t = h[j];
+        h[j] = h[c], h[c] = t, j = c;
+    }
+}
+
+/* Best fp16 d of interval I (the fp16 values nearest S1/S2 clamped into it), updating best. */
+static void interval_fp16(const struct interval *I, const float *x, const float *w, int n, int lo, int hi,
+                          double *best, uint16_t *best_h) {
+    const double dL = I->S1 / I->S2, d_lo = 1.0 / I->s_b, d_hi = 1.0 / I->s_a;
+    const double t = dL < d_lo ? d_lo : dL > d_hi ? d_hi : dL;
+    const int h = f2h((float)t);
+    for (int hh = h - 1; hh <= h + 1; hh++) {
+        if (hh < 1 || hh > 0x7bff) continue;
+        const uint16_t bits = (uint16_t)(hh | (I->sign < 0 ? 0x8000 : 0));
+        const double e = rtn_error(x, w, n, lo, hi, h2f(bits), NULL);
+        if (e < *best) *best = e, *best_h = bits;
+    }
+}
+
+/* The sweep. want16: also search the fp16 grid. Outputs the real optimum d (d_real, E_real) and,
+ * with want16, the best fp16 d (d16, E16). Returns -1 on allocation failure. */
+static int sweep(const float *x, const float *w_in, int n, int lo, int hi, int allow_neg, int want16,
+                 double *d_real, double *E_real, uint16_t *d16, double *E16) {
+    float wbuf[256];
+    const float *w = w_in;
+    double wsum = 0;
+    for (int i = 0; i < n && w; i++) wsum += w[i];
+    if (!w || wsum <= 0) {
+        for (int i = 0; i < n; i++) wbuf[i] = 1.0f;
+        w = wbuf;
+    }
+    double Sxx = 0;
+    for (int i = 0; i < n; i++) Sxx += (double)w[i] * x[i] * x[i];
+    const int per = hi > -lo ? hi : -lo;
+    struct interval *iv = malloc(sizeof *iv * ((size_t)n * (size_t)per * 2 + 2));
+    if (!iv) return piso_errorf("block sweep: out of memory");
+    int n_iv = 0, best_iv = -1;
+    *d_real = 0, *E_real = Sxx;
+    for (int sign = 1; sign >= -1; sign -= 2) {
+        if (sign < 0 && !allow_neg) break;
+        struct hnode heap[256];
+        int nh = 0, kmax[256];
+        for (int i = 0; i < n; i++) {
+            const double xs = sign * (double)x[i];
+            kmax[i] = (xs == 0 || w[i] == 0) ? 0 : xs > 0 ? hi : -lo;
+            if (kmax[i]) heap[nh++] = (struct hnode){0.5 / fabs(xs), i, 1};
+        }
+        for (int j = nh / 2 - 1; j >= 0; j--) heap_down(heap, nh, j);
+        double S1 = 0, S2 = 0;
+        int Lc[256] = {0};
+        while (nh > 0) {
+            const double s = heap[0].s;
+            while (nh > 0 && heap[0].s == s) {
+                const int i = heap[0].i, dl = sign * x[i] > 0 ? 1 : -1;
+                S1 += (double)w[i] * sign * x[i] * dl;
+                S2 += (double)w[i] * (2.0 * Lc[i] * dl + 1.0);
+                Lc[i] += dl;
+                if (heap[0].k < kmax[i]) {
+                    heap[0].k++;
+                    heap[0].s = (heap[0].k - 0.5) / fabs((double)x[i]);
+                } else {
+                    heap[0] = heap[--nh];
+                }
+                heap_down(heap, nh, 0);
+            }
+            if (S2 <= 0 || S1 <= 0) continue;
+            const double Estar = Sxx - S1 * S1 / S2;
+            iv[n_iv] = (struct interval){Estar, S1, S2, s, nh > 0 ? heap[0].s : INFINITY, sign};
+            if (Estar < *E_real) *E_real = Estar, *d_real = sign * S1 / S2, best_iv = n_iv;
+            n_iv++;
+        }
+    }
+    if (*E_real < 0) *E_real = 0;
+    if (want16) {
+        uint16_t best_h = 0;
+        double best = Sxx; /* d = 0 */
+        /* a first bound from the best real interval, then only intervals that could beat it */
+        if (best_iv >= 0) interval_fp16(&iv[best_iv], x, w, n, lo, hi, &best, &best_h);
+        int m = 0;
+        for (int k = 0; k < n_iv; k++)
+            if (iv[k].Estar < best * (1 - 1e-12)) iv[m++] = iv[k];
+        qsort(iv, (size_t)m, sizeof *iv, cmp_interval);
+        for (int k = 0; k < m && iv[k].Estar < best * (1 - 1e-12); k++) interval_fp16(&iv[k], x, w, n, lo, hi, &best, &best_h);
+        *d16 = best_h;
+        *E16 = best;
+    }
+    free(iv);
+    return 0;
+}
+
+int piso_block_sweep(const float *x, const float *w, int n, int lo, int hi, int allow_negative,
+                     uint16_t *d16, int *L, double *E16, double *E_real) {
+    if (n < 1 || n > 256 || lo > 0 || hi <= 0) return piso_errorf("block sweep: bad size %d or levels [%d, %d]", n, lo, hi);
+    double dr, Er, E;
+    uint16_t h;
+    if (sweep(x, w, n, lo, hi, allow_negative, 1, &dr, &Er, &h, &E)) return -1;
+    if (d16) *d16 = h;
+    if (E16) *E16 = E;
+    if (E_real) *E_real = Er;
+    if (L) {
+        float ones[256];
+        double ws = 0;
+        for (int i = 0; i < n && w; i++) ws += w[i];
+        if (!w || ws <= 0) {
+            for (int i = 0; i < n; i++) ones[i] = 1;
+            w = ones;
+        }
+        rtn_error(x, w, n, lo, hi, h2f(h), L);
+    }
+    return 0;
+}
+
+/* ---- block error ----------------------------------------------------------------------------- */
+
+double piso_block_error(int type, const void *blk, const float *x, const float *w) {
+    float y[256];
+    const int n = piso_ggml_block_elems(type);
+    piso_ggml_dequantize_row(type, blk, y, n);
+    double e = 0;
+    for (int i = 0; i < n; i++) {
+        double r = (double)x[i] - y[i];
+        e += (w ? (double)w[i] : 1.0) * r * r;
+    }
+    return e;
+}
+
+/* ---- affine blocks: x ≈ a·L + m, L ∈ [0, nmax] ------------------------------------------------ */
+
+/* Error of the affine block with RTN levels for (a, m) as ggml dequantizes (q*a + m). */
+static double affine_error(const float *x, const float *w, int n, int nmax, float a, float m, uint8_t *L) {
+    double e = 0;
+    for (int i = 0; i < n; i++) {
+        int l = a != 0.0f ? clampi(nearest_int((x[i] - m) / a), 0, nmax) : 0;
+        if (L) L[i] = (uint8_t)l;
+        double r = (double)x[i] - (double)((float)l * a + m);
+        e += (double)w[i] * r * r;
+    }
+    return e;
+}
+
+/* Alternates the exact sweep for a given m with the least-squares refit of (a, m) for the levels
+ * found; the error never increases. fp16: a and m are kept on the fp16 grid. m_nonpos: m ≤ 0
+ * (K-quants store −dmin·mn). Starts from m = min(x) and from m0 (if finite). */
+static double affine_fit(const float *x, const float *w, int n, int nmax, int fp16, int m_nonpos, float m0,
+                         float *a_out, float *m_out) {
+    float mn = x[0];
+    for (int i = 1; i < n; i++) mn = fminf(mn, x[i]);
+    float starts[2] = {m_nonpos ? fminf(mn, 0) : mn, m0};
+    double best = DBL_MAX;
+    float best_a = 0, best_m = starts[0];
+    for (int st = 0; st < 2; st++) {
+        float m = starts[st];
+        if (!isfinite(m) || (st == 1 && m == starts[0])) continue;
+        if (fp16) m = h2f(f2h(m));
+        for (int it = 0; it < 4; it++) {
+            float y[256];
+            for (int i = 0; i < n; i++) y[i] = x[i] - m;
+            double dr, Er, E16;
+            uint16_t h;
+            if (sweep(y, w, n, 0, nmax, 0, fp16, &dr, &Er, &h, &E16)) return DBL_MAX;
+            float a = fp16 ? h2f(h) : (float)dr;
+            uint8_t L[256];
+            double e = affine_error(x, w, n, nmax, a, m, L);
+            if (e < best) best = e, best_a = a, best_m = m;
+            /* refit (a, m) for these levels: weighted 2x2 least squares */
+            double sw = 0, sl = 0, sl2 = 0, sx = 0, slx = 0;
+            for (int i = 0; i < n; i++) {
+                sw += w[i], sl += w[i] * L[i], sl2 += (double)w[i] * L[i] * L[i];
+                sx += (double)w[i] * x[i], slx += (double)w[i] * L[i] * x[i];
+            }
+            const double D = sw * sl2 - sl * sl;
+            if (!(D > 0)) break;
+            double a2 = (sw * slx - sx * sl) / D, m2 = (sl2 * sx - sl * slx) / D;
+            if (m_nonpos && m2 > 0) m2 = 0, a2 = sl2 > 0 ? slx / sl2 : a2;
+            float mf = fp16 ? h2f(f2h((float)m2)) : (float)m2;
+            float af = fp16 ? h2f(f2h((float)a2)) : (float)a2;
+            e = affine_error(x, w, n, nmax, af, mf, NULL);
+            if (e < best) best = e, best_a = af, best_m = mf;
+            if (mf == m) break;
+            m = mf;
+        }
+    }
+    *a_out = best_a;
+    *m_out = best_m;
+    return best;
+}
+
+/* ---- per-format block quantizers ------------------------------------------------------------- */
+
+static void piso_blk32(int type, const float *x, const float *w, struct piso_blk32 *b) {
+    memset(b, 0, sizeof *b);
+    if (type == GGML_T_Q4_1 || type == GGML_T_Q5_1) {
+        const int nmax = type == GGML_T_Q4_1 ? 15 : 31;
+        float a, m;
+        affine_fit(x, w, 32, nmax, 1, 0, NAN, &a, &m);
+        uint8_t L[32];
+        affine_error(x, w, 32, nmax, a, m, L);
+        b->d = f2h(a), b->m = f2h(m);
+        for (int i = 0; i < 32; i++) b->q[i] = L[i];
+        return;
+    }
+    const int lo = type == GGML_T_Q8_0 ? -127 : type == GGML_T_Q4_0 ? -8 : -16;
+    const int hi = type == GGML_T_Q8_0 ? 127 : -lo - 1, zero = type == GGML_T_Q8_0 ? 0 : -lo;
+    int L[32];
+    /* Q8_0's levels are symmetric: the negative scales give the same errors */
+    piso_block_sweep(x, w, 32, lo, hi, lo != -hi, &b->d, L, NULL, NULL);
+    for (int i = 0; i < 32; i++) b->q[i] = (int16_t)(L[i] + zero);
+}
+
+/* Sub-block error for fixed integer scale/min and the fp16 super scales (Q4_K/Q5_K). */
+static double k4_sub_error(const float *x, const float *w, int nmax, float d, float dmin, int sc, int mn) {
+    const float dd = d * (float)sc, dm = dmin * (float)mn;
+    double e = 0;
+    for (int l = 0; l < 32; l++) {
+        int q = dd != 0.0f ? clampi(nearest_int((x[l] + dm) / dd), 0, nmax) : 0;
+        double r = (double)x[l] - (double)(dd * (float)q - dm);
+        e += (double)w[l] * r * r;
+    }
+    return e;
+}
+
+static void piso_blk_k4(int type, const float *x, const float *w, struct piso_blk256 *b) {
+    const int nmax = type == GGML_T_Q4_K ? 15 : 31;
+    float scale[8], mins[8], v[8], u[8];
+    for (int j = 0; j < 8; j++) {
+        float a, m;
+        affine_fit(x + 32 * j, w + 32 * j, 32, nmax, 0, 1, NAN, &a, &m);
+        uint8_t L[32];
+        affine_error(x + 32 * j, w + 32 * j, 32, nmax, a, m, L);
+        scale[j] = a, mins[j] = -m;
+        v[j] = u[j] = 0;
+        for (int l = 0; l < 32; l++) v[j] += w[32 * j + l] * L[l] * L[l], u[j] += w[32 * j + l];
+    }
+    int Ls[8], Lm[8];
+    uint16_t d16, m16;
+    piso_block_sweep(scale, v, 8, 0, 63, 0, &d16, Ls, NULL, NULL);
+    piso_block_sweep(mins, u, 8, 0, 63, 0, &m16, Lm, NULL, NULL);
+    double best = DBL_MAX;
+    for (int dd = -1; dd <= 1; dd++)
+        for (int dm = -1; dm <= 1; dm++) {
+            const int hd = d16 + dd, hm = m16 + dm;
+            if (hd < 0 || hd > 0x7bff || hm < 0 || hm > 0x7bff) continue;
+            const float d = h2f((uint16_t)hd), dmin = h2f((uint16_t)hm);
+            double tot = 0;
+            uint8_t sc[8], mn[8];
+            for (int j = 0; j < 8; j++) {
+                const int s0 = d > 0 ? clampi(nearest_int(scale[j] / d), 0, 63) : 0;
+                const int m0 = dmin > 0 ? clampi(nearest_int(mins[j] / dmin), 0, 63) : 0;
+                double bj = DBL_MAX;
+                for (int s = clampi(s0 - 2, 0, 63); s <= clampi(s0 + 2, 0, 63); s++)
+                    for (int m = clampi(m0 - 2, 0, 63); m <= clampi(m0 + 2, 0, 63); m++) {
+                        double e = k4_sub_error(x + 32 * j, w + 32 * j, nmax, d, dmin, s, m);
+                        if (e < bj) bj = e, sc[j] = (uint8_t)s, mn[j] = (uint8_t)m;
+                    }
+                tot += bj;
+            }
+            if (tot < best) {
+                best = tot;
+                b->d = (uint16_t)hd, b->dmin = (uint16_t)hm;
+                memcpy(b->sc, sc, 8), memcpy(b->mn, mn, 8);
+            }
+        }
+    const float d = h2f(b->d), dmin = h2f(b->dmin);
+    for (int j = 0; j < 8; j++) {
+        const float D = d * (float)b->sc[j], M = dmin * (float)b->mn[j];
+        for (int l = 0; l < 32; l++)
+            b->q[32 * j + l] = (uint8_t)(D != 0.0f ? clampi(nearest_int((x[32 * j + l] + M) / D), 0, nmax) : 0);
+    }
+}
+
+static void piso_blk_q6k(const float *x, const float *w, struct piso_blk256 *b) {
+    float scale[16], v[16];
+    for (int j = 0; j < 16; j++) {
+        double dr, Er, E16;
+        uint16_t h;
+        sweep(x + 16 * j, w + 16 * j, 16, -32, 31, 1, 0, &dr, &Er, &h, &E16);
+        scale[j] = (float)dr;
+        int L[16];
+        rtn_error(x + 16 * j, w + 16 * j, 16, -32, 31, scale[j], L);
+        v[j] = 0;
+        for (int l = 0; l < 16; l++) v[j] += w[16 * j + l] * (float)(L[l] * L[l]);
+    }
+    uint16_t d16;
+    int Ls[16];
+    piso_block_sweep(scale, v, 16, -128, 127, 1, &d16, Ls, NULL, NULL);
+    double best = DBL_MAX;
+    memset(b, 0, sizeof *b);
+    for (int dd = -1; dd <= 1; dd++) {
+        const int mag = (d16 & 0x7fff) + dd;
+        if (mag < 0 || mag > 0x7bff) continue;
+        const uint16_t hd = (uint16_t)((d16 & 0x8000) | mag);
+        const float d = h2f(hd);
+        double tot = 0;
+        int8_t sc[16];
+        for (int j = 0; j < 16; j++) {
+            const int s0 = d != 0.0f ? clampi(nearest_int(scale[j] / d), -128, 127) : 0;
+            double bj = DBL_MAX;
+            for (int s = clampi(s0 - 2, -128, 127); s <= clampi(s0 + 2, -128, 127); s++) {
+                double e = rtn_error(x + 16 * j, w + 16 * j, 16, -32, 31, d * (float)s, NULL);
+                if (e < bj) bj = e, sc[j] = (int8_t)s;
+            }
+            tot += bj;
+        }
+        if (tot < best) best = tot, b->d = hd, memcpy(b->sc6, sc, 16);
+    }
+    const float d = h2f(b->d);
+    for (int j = 0; j < 16; j++) {
+        int L[16];
+        rtn_error(x + 16 * j, w + 16 * j, 16, -32, 31, d * (float)b->sc6[j], L);
+        for (int l = 0; l < 16; l++) b->q[16 * j + l] = (uint8_t)(L[l] + 32);
+    }
+}
+
+size_t piso_ggml_quantize_piso(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
+                               const float *weights) {
+    return piso_ggml_quantize_piso_ex(type, x, dst, nrows, n_per_row, weights, 0);
+}
+
+size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
+                                  const float *weights, int blend) {
+    const int be = piso_ggml_block_elems(type), bb = piso_ggml_block_bytes(type);
+    const int64_t nb = n_per_row / be;
+    float *ones = NULL;
+    if (!weights) {
+        ones = malloc(sizeof(float) * (size_t)n_per_row);
+        if (!ones) return 0;
+        for (int64_t i = 0; i < n_per_row; i++) ones[i] = 1.0f;
+    }
+    const float *wt = weights ? weights : ones;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t r = 0; r < nrows; r++) {
+        const float *xr = x + r * n_per_row;
+        uint8_t *out = (uint8_t *)dst + r * nb * bb;
+        uint8_t ref[256]; /* one block of llama.cpp's rule with the same importance */
+        float wblk[256];
+        for (int64_t ib = 0; ib < nb; ib++) {
+            const float *xb = xr + ib * be, *wb = wt + ib * be;
+            double ws = 0;
+            for (int i = 0; i < be; i++) ws += wb[i];
+            for (int i = 0; i < be; i++) wblk[i] = ws > 0 ? wb[i] : 1.0f; /* dead inputs: plain SSE */
+            if (blend && weights && type != GGML_T_Q6_K) {
+                /* llama.cpp's empirical weights h·sqrt(σ² + x²): σ² the row's mean square (32-blocks)
+                 * or twice the super-block's (K-quants) */
+                double s2 = 0;
+                const float *xs = be == PISO_QK ? xr : xb;
+                const int64_t ns = be == PISO_QK ? n_per_row : be;
+                for (int64_t i = 0; i < ns; i++) s2 += (double)xs[i] * xs[i];
+                const float sigma2 = (float)(s2 / (double)ns) * (be == PISO_QK ? 1.0f : 2.0f);
+                for (int i = 0; i < be; i++) wblk[i] *= sqrtf(sigma2 + xb[i] * xb[i]);
+            }
+            if (be == PISO_QK) {
+                struct piso_blk32 b;
+                piso_blk32(type, xb, wblk, &b);
+                piso_pack_blk32(type, &b, out + ib * bb);
+            } else {
+                struct piso_blk256 b;
+                if (type == GGML_T_Q6_K) piso_blk_q6k(xb, wblk, &b);
+                else piso_blk_k4(type, xb, wblk, &b);
+                piso_pack_blk256(type, &b, out + ib * bb);
+            }
+            /* keep llama.cpp's block where it is better on this objective (rare; K-quants) */
+            piso_ggml_quantize_ref(type, xb, ref, 1, be, weights ? wb : NULL);
+            if (piso_block_error(type, ref, xb, wblk) < piso_block_error(type, out + ib * bb, xb, wblk))
+                memcpy(out + ib * bb, ref, (size_t)bb);
+        }
+    }
+    free(ones);
+    return (size_t)(nrows * nb * bb);
+}
+
+/* ---- dense calibration: GPTQ interleave ------------------------------------------------------ */
+
+#include "piso/quant.h"
+#include <lapacke.h>
+
+/* Rounds element idx of a block against its fixed scales; returns the dequantized value and
+ * stores the code in the block. */
+static float round_elem32(int type, struct piso_blk32 *b, int idx, float w) {
+    const float d = h2f(b->d);
+    if (type == GGML_T_Q4_1 || type == GGML_T_Q5_1) {
+        const int nmax = type == GGML_T_Q4_1 ? 15 : 31;
+        const float m = h2f(b->m);
+        const int q = d != 0.0f ? clampi(nearest_int((w - m) / d), 0, nmax) : 0;
+        b->q[idx] = (int16_t)q;
+        return (float)q * d + m;
+    }
+    const int lo = type == GGML_T_Q8_0 ? -127 : type == GGML_T_Q4_0 ? -8 : -16;
+    const int hi = type == GGML_T_Q8_0 ? 127 : -lo - 1, zero = type == GGML_T_Q8_0 ? 0 : -lo;
+    const int l = d != 0.0f ? clampi(nearest_int(w / d), lo, hi) : 0;
+    b->q[idx] = (int16_t)(l + zero);
+    return (float)l * d;
+}
+
+static float round_elem256(int type, struct piso_blk256 *b, int idx, float w) {
+    const float d = h2f(b->d);
+    if (type == GGML_T_Q6_K) {
+        const float D = d * (float)b->sc6[idx / 16];
+        const int l = D != 0.0f ? clampi(nearest_int(w / D), -32, 31) : 0;
+        b->q[idx] = (uint8_t)(l + 32);
+        return D * (float)l;
+    }
+    const int nmax = type == GGML_T_Q4_K ? 15 : 31, j = idx / 32;
+    const float D = d * (float)b->sc[j], M = h2f(b->dmin) * (float)b->mn[j];
+    const int q = D != 0.0f ? clampi(nearest_int((w + M) / D), 0, nmax) : 0;
+    b->q[idx] = (uint8_t)q;
+    return D * (float)q - M;
+}
+
+/* U upper with (H + λI)⁻¹ = UᵀU, in double [D, D]; damping grows until the factorizations succeed. */
+static double *gptq_factor(const float *H, int64_t D) {
+    double *A = malloc(sizeof(double) * (size_t)(D * D));
+    if (!A) return NULL;
+    double mean = 0;
+    for (int64_t i = 0; i < D; i++) mean += H[i * D + i];
+    mean = mean > 0 ? mean / (double)D : 1.0;
+    for (double damp = 0.01; damp < 1e4; damp *= 10) {
+        for (int64_t i = 0; i < D; i++)
+            for (int64_t j = 0; j < D; j++) A[i * D + j] = H[i * D + j];
+        for (int64_t i = 0; i < D; i++) {
+            if (!(A[i * D + i] > 0)) A[i * D + i] = 1; /* dead input */
+            A[i * D + i] += damp * mean;
+        }
+        /* row-major upper Cholesky, inverse, then upper Cholesky of the inverse */
+        if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)D, A, (lapack_int)D)) continue;
+        if (LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)D, A, (lapack_int)D)) continue;
+        if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)D, A, (lapack_int)D)) continue;
+        for (int64_t i = 0; i < D; i++)
+            for (int64_t j = 0; j < i; j++) A[i * D + j] = 0;
+        return A;
+    }
+    free(A);
+    return NULL;
+}
+
+size_t piso_ggml_quantize_gptq(int type, const float *W, void *dst, int64_t N, int64_t D, const float *H) {
+    const int be = piso_ggml_block_elems(type), bb = piso_ggml_block_bytes(type);
+    const int64_t nb = D / be;
+    double *U = gptq_factor(H, D);
+    if (!U) {
+        piso_errorf("GPTQ: the calibration Hessian (%lld x %lld) could not be factored", (long long)D, (long long)D);
+        return 0;
+    }
+    const int sym = type == GGML_T_Q8_0 || type == GGML_T_Q4_0 || type == GGML_T_Q5_0;
+    struct piso_grid grid;
+    if (sym) piso_grid_init(&grid, type == GGML_T_Q8_0 ? "int8" : type == GGML_T_Q4_0 ? "int4" : "int5", type == GGML_T_Q8_0);
+    float *hdiag = malloc(sizeof(float) * (size_t)D);
+    for (int64_t i = 0; i < D; i++) hdiag[i] = H[i * D + i] > 0 ? H[i * D + i] : 0;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t r = 0; r < N; r++) {
+        double *w = malloc(sizeof(double) * (size_t)D);
+        float wb[256];
+        uint8_t packed[256];
+        for (int64_t i = 0; i < D; i++) w[i] = W[r * D + i];
+        uint8_t *out = (uint8_t *)dst + r * nb * bb;
+        for (int64_t ib = 0; ib < nb; ib++) {
+            const int64_t j0 = ib * be;
+            for (int i = 0; i < be; i++) wb[i] = (float)w[j0 + i];
+            /* the block's scales from the updated weights */
+            piso_ggml_quantize_piso(type, wb, packed, 1, be, hdiag + j0);
+            struct piso_blk32 b32;
+            struct piso_blk256 b256;
+            if (be == PISO_QK) piso_unpack_blk32(type, packed, &b32);
+            else piso_unpack_blk256(type, packed, &b256);
+            if (sym) {
+                double E;
+                float s = piso_solve_scale_dense(wb, be, H + j0 * D + j0, (int)D, NULL, &grid, 1, &E);
+                uint16_t h = f2h(s);
+                if (isfinite(s) && s != 0 && (h & 0x7fff) && (h & 0x7fff) < 0x7c00) b32.d = h;
+            }
+            /* columns one at a time, error pushed onto the columns to the right */
+            for (int i = 0; i < be; i++) {
+                const int64_t j = j0 + i;
+                const float wq = be == PISO_QK ? round_elem32(type, &b32, i, (float)w[j]) : round_elem256(type, &b256, i, (float)w[j]);
+                const double err = (w[j] - wq) / U[j * D + j];
+                for (int64_t k = j + 1; k < D; k++) w[k] -= err * U[j * D + k];
+            }
+            if (be == PISO_QK) piso_pack_blk32(type, &b32, out + ib * bb);
+            else piso_pack_blk256(type, &b256, out + ib * bb);
+        }
+        free(w);
+    }
+    free(hdiag);
+    free(U);
+    return (size_t)(N * nb * bb);
+}
