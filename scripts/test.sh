@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 JOBS=$(nproc)
 # llama.cpp (npm node-llama-cpp) for the GGUF interop test, installed under .tools/
 if [ -f scripts/setup-llamacpp.sh ]; then bash scripts/setup-llamacpp.sh; fi
+# intact copies of llama.cpp's vocab test files, from the same package
+bash scripts/setup-llamacpp-vocab.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$JOBS"
 (cd build && ctest --output-on-failure -j"$JOBS")

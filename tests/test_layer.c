@@ -217,6 +217,31 @@ static void test_cli_objectives(void) {
                               row_obj[mi][r]);
         }
 
+    /* --no-negative: only positive scales, and (channel-wise, exact) never a better objective */
+    for (int fi = 0; fi < 2; fi++) {
+        const char *fmt = fi ? "int3" : "int2";
+        double obj[2] = {0, 0};
+        int negatives[2] = {0, 0};
+        for (int nn = 0; nn <= 1; nn++) {
+            char args[128];
+            snprintf(args, sizeof args, "--format %s --scale piso%s", fmt, nn ? " --no-negative" : "");
+            float *dq = NULL, *sc = NULL;
+            void *codes = NULL;
+            int cdt;
+            cJSON *j = run_layer(p_h, args, &dq, &sc, &codes, &cdt);
+            if (j && sc) {
+                obj[nn] = json_num(j, "objective");
+                for (int r = 0; r < N; r++) negatives[nn] += sc[r] < 0;
+            }
+            free(dq), free(sc), free(codes);
+            cJSON_Delete(j);
+        }
+        CHECK(negatives[1] == 0, "%s --no-negative: %d negative scales", fmt, negatives[1]);
+        CHECK(obj[0] <= obj[1] + 1e-6 * fabs(obj[1]), "%s: negatives allowed %.10g worse than not %.10g", fmt, obj[0],
+              obj[1]);
+        fprintf(stderr, "%s: %d of %d rows chose a negative scale\n", fmt, negatives[0], N);
+    }
+
     /* inputs problem: objective = Σ ||X̃ŵ||² − 2(X̃ŵ)·(Xw), computed straight from the data */
     float *dq = NULL, *sc = NULL;
     void *codes = NULL;
@@ -307,7 +332,9 @@ static void test_library_properties(void) {
             struct piso_layer_result rd, rx;
             piso_quantize_layer(&p, &od, &rd);
             piso_quantize_layer(&p, &ox, &rx);
-            CHECK(fabs(rd.objective - rx.objective) <= 1e-9 * fabs(rd.objective), "%s g%d: diag H: piso-diag %.12g vs piso %.12g",
+            /* 1e-6: a dead input (H_55 = 0) makes E continuous across its breakpoints, so the two solvers
+               may settle on either side of one within the interval margin */
+            CHECK(fabs(rd.objective - rx.objective) <= 1e-6 * fabs(rd.objective), "%s g%d: diag H: piso-diag %.12g vs piso %.12g",
                   fmts[f], gs, rd.objective, rx.objective);
             piso_layer_result_free(&rd);
             piso_layer_result_free(&rx);
@@ -333,6 +360,27 @@ static void test_library_properties(void) {
               "%s: result depends on the thread count", piso_scale_method_name(o.method));
         piso_layer_result_free(&a);
         piso_layer_result_free(&b);
+    }
+    /* the fp64 GEMMs (G·w, objectives) at a size where BLAS does use threads */
+    {
+        enum { NB = 320, DB = 256 };
+        float *Wb = malloc(sizeof(float) * NB * DB), *Hb = calloc(DB * DB, sizeof(float));
+        for (int i = 0; i < NB * DB; i++) Wb[i] = (float)nrand();
+        for (int i = 0; i < DB; i++)
+            for (int j = 0; j <= i; j++) Hb[i * DB + j] = Hb[j * DB + i] = i == j ? 4.0f : (float)(0.01 * nrand());
+        struct piso_layer_problem pb = {.N = NB, .D = DB, .W = Wb, .H = Hb, .G = Hb};
+        struct piso_quant_opts o = {.group = 0, .method = PISO_SCALE_ABSMAX, .allow_negative = 1};
+        piso_grid_init(&o.grid, "int4", 0);
+        struct piso_layer_result a, b;
+        omp_set_num_threads(1);
+        piso_quantize_layer(&pb, &o, &a);
+        omp_set_num_threads(2);
+        piso_quantize_layer(&pb, &o, &b);
+        CHECK(!memcmp(a.row_objective, b.row_objective, sizeof(double) * NB), "large: objectives depend on threads");
+        piso_layer_result_free(&a);
+        piso_layer_result_free(&b);
+        free(Wb);
+        free(Hb);
     }
     /* group must divide D */
     struct piso_quant_opts o = {.group = 5, .method = PISO_SCALE_PISO};

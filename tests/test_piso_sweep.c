@@ -29,7 +29,7 @@ static double nearest(const struct piso_grid *g, double x) {
 /* E(s) = s²·qᵀHq − 2s·qᵀu in fp64; H NULL with hd: diagonal; both NULL: identity */
 static double energy(const double *w, int n, const double *H, const double *hd, const double *u,
                      const struct piso_grid *g, double s) {
-    double q[64], a = 0, b = 0;
+    double q[160], a = 0, b = 0;
     for (int i = 0; i < n; i++) q[i] = nearest(g, w[i] / s);
     for (int i = 0; i < n; i++) {
         if (q[i] == 0) continue;
@@ -249,7 +249,24 @@ static void test_degenerate(void) {
     CHECK(fabs(s * piso_grid_round(&g, one / s, NULL) - one) < 1e-6, "single weight exact: s %g", s);
 }
 
+/* n = 136: two full 64-column tiles of the dense sweep plus a tail of 8 */
+static void test_wide(void) {
+    static float wf[160], Hf[160 * 160];
+    static double w[160], H[160 * 160], u[160];
+    int n = 136;
+    srand(99);
+    random_problem(n, 1, 1, wf, w, Hf, H, u);
+    struct piso_grid g;
+    piso_grid_init(&g, "int3", 0);
+    double E;
+    float s = piso_solve_scale_dense(wf, n, Hf, n, u, &g, 1, &E);
+    double Ehere = energy(w, n, H, NULL, u, &g, s), Ebf = brute_force(w, n, H, NULL, u, &g, 1);
+    CHECK(Ehere <= Ebf + 1e-6 * fabs(Ebf), "n=136: piso %.12g > brute force %.12g", Ehere, Ebf);
+    CHECK(fabs(E - Ehere) <= 1e-9 * fabs(Ehere), "n=136: reported E %.12g vs %.12g", E, Ehere);
+}
+
 int main(void) {
+    test_wide();
     test_dense_vs_brute_force();
     test_planted();
     test_dense_equals_diag();

@@ -13,7 +13,7 @@
 
 /* A sorted set of representable values containing 0 (unscaled alphabet). */
 struct piso_grid {
-    char name[16];       /* "int4", "fp4_e2m1", ... */
+    char name[16];       /* "int4", "int4n" (narrow), "e2m1", "e4m3", ... */
     int n;               /* number of values */
     float v[PISO_GRID_MAX];
     int is_int, bits, narrow;
@@ -42,11 +42,12 @@ int piso_scale_method_from_name(const char *name, enum piso_scale_method *out);
 const char *piso_scale_method_name(enum piso_scale_method m);
 
 /* ---- one vector ---------------------------------------------------------------------------- */
-/* Exact minimiser of E(s) for w[n] with a dense H (row-major, leading dimension ldh, so a diagonal
- * block of a larger matrix can be passed) and target u[n] (fp64). Sweeps both signs when the grid
- * is asymmetric and allow_negative is set. Never returns 0 or NaN: when no scale improves on q = 0
- * (all-zero w, dead inputs) it returns the absmax scale (or 1 for an all-zero vector).
- * E_out (optional) receives E at the returned scale. */
+/* Exact minimiser of E(s) for w[n] with a dense symmetric H (row-major, leading dimension ldh,
+ * so a diagonal block of a larger matrix can be passed) and target u[n] (fp64; NULL: u = H·w).
+ * Sweeps both signs when the grid is asymmetric and allow_negative is set. Never returns 0 or
+ * NaN: when no scale improves on q = 0 (all-zero w, dead inputs) it returns the absmax scale (or
+ * 1 for an all-zero vector). E_out (optional) receives E at the returned scale, recomputed
+ * exactly in fp64 (one more pass over H; pass NULL to skip it). Cost O(n²·|grid|). */
 float piso_solve_scale_dense(const float *w, int n, const float *H, int ldh, const double *u,
                              const struct piso_grid *g, int allow_negative, double *E_out);
 /* Same with a diagonal H (hdiag[n]; NULL means identity, i.e. data-free). u may be NULL, then
@@ -93,7 +94,12 @@ struct piso_layer_result {
 };
 
 /* Chooses the scales with opts->method and rounds to nearest (RTN). Rows run in parallel; the
- * result does not depend on the thread count. */
+ * result does not depend on the thread count. H must be symmetric (rows are read as columns).
+ * Per group: piso uses H_gg and u_g = G_gg·w_g; piso-diag uses diag(H) and u_i = G_ii·w_i;
+ * piso-seq orders groups by descending Σ_{i∈g} H_ii (the same order for every row) and uses the
+ * target (G·w)_g − H_{g,¬g}·v_{¬g} (v: quantized groups so far, w elsewhere). The products G·W
+ * and the row objectives go through fp64 GEMMs: memory ≈ 8·D² (+ 8·D² with G) + 8·N·D bytes
+ * besides the result. Returns -1 with a message for a group that does not divide D. */
 int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_quant_opts *opts,
                         struct piso_layer_result *r);
 void piso_layer_result_free(struct piso_layer_result *r);

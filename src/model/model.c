@@ -2,6 +2,7 @@
 #include "model/model_internal.h"
 
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
 
 struct piso_model *model_new(const struct piso_config *cfg, const char *path) {
@@ -169,9 +170,76 @@ static int attach_tokenizer(struct piso_model *m, const char *tokenizer_path) {
     return 0;
 }
 
+/* Refuses weights with NaN/Inf, naming the tensor and the index: a poisoned checkpoint must not
+ * quietly turn every later number into NaN. */
+static int check_tensor_finite(const struct piso_model *m, const float *p, size_t n, const char *name, int layer) {
+    if (!p) return 0;
+    int64_t bad = piso_find_nonfinite(p, n);
+    if (bad < 0) return 0;
+    if (layer < 0) return piso_errorf("%s: %s has a non-finite value at index %lld", m->path, name, (long long)bad);
+    return piso_errorf("%s: layer %d %s has a non-finite value at index %lld", m->path, layer, name, (long long)bad);
+}
+
+static int check_finite(const struct piso_model *m) {
+    const struct piso_config *c = &m->cfg;
+    size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, hd = (size_t)c->head_dim;
+    size_t Hq = (size_t)c->n_heads * hd, Hkv = (size_t)c->n_kv_heads * hd;
+    if (check_tensor_finite(m, m->tok_embd, V * D, "token embeddings", -1) ||
+        check_tensor_finite(m, m->out_norm, D, "final norm", -1) ||
+        (m->output != m->tok_embd && check_tensor_finite(m, m->output, V * D, "output head", -1)))
+        return -1;
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct piso_layer_weights *w = &m->layers[l];
+        if (check_tensor_finite(m, w->attn_norm, D, "attn_norm", l) || check_tensor_finite(m, w->wq, Hq * D, "q_proj", l) ||
+            check_tensor_finite(m, w->wk, Hkv * D, "k_proj", l) || check_tensor_finite(m, w->wv, Hkv * D, "v_proj", l) ||
+            check_tensor_finite(m, w->bq, Hq, "q_proj bias", l) || check_tensor_finite(m, w->bk, Hkv, "k_proj bias", l) ||
+            check_tensor_finite(m, w->bv, Hkv, "v_proj bias", l) || check_tensor_finite(m, w->q_norm, hd, "q_norm", l) ||
+            check_tensor_finite(m, w->k_norm, hd, "k_norm", l) || check_tensor_finite(m, w->wo, D * Hq, "o_proj", l) ||
+            check_tensor_finite(m, w->ffn_norm, D, "ffn_norm", l) ||
+            check_tensor_finite(m, w->w_gate, F * D, "gate_proj", l) ||
+            check_tensor_finite(m, w->w_up, F * D, "up_proj", l) || check_tensor_finite(m, w->w_down, D * F, "down_proj", l))
+            return -1;
+    }
+    return 0;
+}
+
+/* A directory without config.json holding one llama2.c checkpoint (*.bin other than the
+ * tokenizer) is taken as that checkpoint. Returns a malloc'd path or NULL. */
+static char *llama2c_in_dir(const char *dir) {
+    char *cfg = piso_path_join(dir, "config.json");
+    int has_cfg = piso_file_exists(cfg);
+    free(cfg);
+    if (has_cfg) return NULL;
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    char *found = NULL;
+    int count = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n < 5 || strcmp(e->d_name + n - 4, ".bin") != 0) continue;
+        if (!strncmp(e->d_name, "tok", 3)) continue; /* tokenizer.bin, tok512.bin */
+        count++;
+        free(found);
+        found = piso_path_join(dir, e->d_name);
+    }
+    closedir(d);
+    if (count != 1) {
+        free(found);
+        return NULL;
+    }
+    return found;
+}
+
 int piso_model_load(const char *path, const char *tokenizer_path, struct piso_model **out) {
     *out = NULL;
     int rc;
+    char *ckpt = piso_is_dir(path) ? llama2c_in_dir(path) : NULL;
+    if (ckpt) {
+        rc = piso_model_load(ckpt, tokenizer_path, out);
+        free(ckpt);
+        return rc;
+    }
     if (piso_is_dir(path)) {
         rc = load_hf(path, out);
     } else {
@@ -190,7 +258,7 @@ int piso_model_load(const char *path, const char *tokenizer_path, struct piso_mo
         }
     }
     if (rc != 0) return -1;
-    if (attach_tokenizer(*out, tokenizer_path) != 0) {
+    if (check_finite(*out) != 0 || attach_tokenizer(*out, tokenizer_path) != 0) {
         piso_model_free(*out);
         *out = NULL;
         return -1;

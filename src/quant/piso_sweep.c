@@ -3,10 +3,10 @@
  * step per event, and a = qᵀu, b = qᵀHq are updated incrementally; on each interval the convex
  * parabola E(s) = b·s² − 2a·s is minimised over the (slightly shrunk) interval.
  *
- * Dense H costs O(n) per event (h = H·q is kept up to date); events are processed in chunks so
- * that the h update streams C rows of H through a tile of h held in cache. Diagonal H costs O(1)
- * per event. Negative scales are a second positive sweep on (−w, −u) (§2.2 fact 5). */
+ * Dense H costs O(n) per event (the h = H·q entries the events need, built tile by tile so the
+ * panel of H in use stays in cache; see sweep_dense). Diagonal H costs O(1) per event. Negative scales are a second positive sweep on (−w, −u) (§2.2 fact 5). */
 #include "piso/quant.h"
+#include "quant/quant_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -15,8 +15,7 @@
 /* Candidates stay this far (relative) inside their interval, so that rounding the fp32 scale and
  * the fp32 division w/s cannot move any entry across a midpoint (each is ~6e-8 relative). */
 #define SWEEP_MARGIN 2.5e-7
-#define SWEEP_CHUNK 64
-#define SWEEP_TILE 1024
+#define SWEEP_TILE 128 /* columns of h per pass, see sweep_dense (tile_pass_full is written for 128) */
 
 struct sweep_event {
     double s;    /* breakpoint: q[i] takes one step away from 0 when the scale drops below s */
@@ -28,25 +27,28 @@ struct sweep_best {
     double s, E;
 };
 
-/* LSD radix sort of the events by s ascending (s > 0, so the IEEE bits order like the values);
- * 16-bit digits, passes where every key shares the digit are skipped. */
+/* Sorts the events by s ascending (s > 0, so the IEEE bits order like the values): an LSD radix
+ * sort on the upper 32 bits of the key (sign, exponent, 20 mantissa bits; 8-bit digits for short
+ * lists, 16-bit for long ones, skipping passes where every key shares the digit), then an
+ * insertion sort on the full key, which only has to reorder keys within 2^-20 of each other.
+ * Both are stable, so the order is deterministic. */
 static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t T) {
-    static const int DIG = 16, NB = 1 << 16;
-    uint32_t *count = malloc(sizeof(uint32_t) * (size_t)NB);
+    int dig = T < 65536 ? 8 : 16, nb = 1 << dig;
+    uint32_t small[256];
+    uint32_t *count = dig == 8 ? small : malloc(sizeof(uint32_t) * (size_t)nb);
     struct sweep_event *src = ev, *dst = tmp;
-    for (int pass = 0; pass < 4; pass++) {
-        int shift = pass * DIG;
-        memset(count, 0, sizeof(uint32_t) * (size_t)NB);
+    for (int shift = 32; shift < 64; shift += dig) {
+        memset(count, 0, sizeof(uint32_t) * (size_t)nb);
         for (int64_t t = 0; t < T; t++) {
             uint64_t k;
             memcpy(&k, &src[t].s, 8);
-            count[(k >> shift) & (NB - 1)]++;
+            count[(k >> shift) & (uint64_t)(nb - 1)]++;
         }
         uint64_t k0;
         memcpy(&k0, &src[0].s, 8);
-        if (count[(k0 >> shift) & (NB - 1)] == (uint32_t)T) continue; /* all share this digit */
+        if (count[(k0 >> shift) & (uint64_t)(nb - 1)] == (uint32_t)T) continue; /* all share this digit */
         uint32_t sum = 0;
-        for (int b = 0; b < NB; b++) {
+        for (int b = 0; b < nb; b++) {
             uint32_t c = count[b];
             count[b] = sum;
             sum += c;
@@ -54,14 +56,21 @@ static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t
         for (int64_t t = 0; t < T; t++) {
             uint64_t k;
             memcpy(&k, &src[t].s, 8);
-            dst[count[(k >> shift) & (NB - 1)]++] = src[t];
+            dst[count[(k >> shift) & (uint64_t)(nb - 1)]++] = src[t];
         }
         struct sweep_event *x = src;
         src = dst;
         dst = x;
     }
     if (src != ev) memcpy(ev, src, sizeof *ev * (size_t)T);
-    free(count);
+    if (count != small) free(count);
+    for (int64_t t = 1; t < T; t++) {
+        if (!(ev[t].s < ev[t - 1].s)) continue;
+        struct sweep_event e = ev[t];
+        int64_t u = t;
+        for (; u > 0 && e.s < ev[u - 1].s; u--) ev[u] = ev[u - 1];
+        ev[u] = e;
+    }
 }
 
 /* Events of the positive-scale sweep for sign·w: returns their number (sorted ascending). */
@@ -109,41 +118,73 @@ static void consider(double a, double b, double s_lo, double s_hi, struct sweep_
     }
 }
 
-/* Dense sweep over sorted events (visited from the largest s down). h[n] is scratch. */
+/* Dense sweep. b needs, at each event c, h_i = (H·q)_i for the event's own entry i just before
+ * the event, i.e. hval[c] = Σ_{c' < c} δ_c'·H[i_c, i_c']. Keeping all of h = H·q current costs a
+ * full row of H per event, and for large n those rows stream from memory (n²·|grid|/2 floats per
+ * sweep). Instead h is built one tile of SWEEP_TILE columns at a time: for a tile, every event
+ * adds δ·H[i_c, tile] to a register-resident accumulator, and an event whose entry lies in the
+ * tile reads its hval first. The panel H[:, tile] stays in cache across the whole event stream, so
+ * H leaves memory once per sweep; the work is the same O(T·n). Then one sequential pass over the
+ * events updates a, b (fp64) and evaluates every interval. */
+typedef float v16f __attribute__((vector_size(64)));
+
+/* One full tile of 128 columns starting at j0; events in processing order. The accumulators are
+ * eight named vectors so that they stay in registers (an array of them ends up on the stack). */
+static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
+                           float *hval) {
+    v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    for (int64_t c = 0; c < T; c++) {
+        int i = idx[c];
+        unsigned k = (unsigned)(i - j0);
+        if (k < 128u) {
+            float t[128];
+            memcpy(t, &a0, 64), memcpy(t + 16, &a1, 64), memcpy(t + 32, &a2, 64), memcpy(t + 48, &a3, 64);
+            memcpy(t + 64, &a4, 64), memcpy(t + 80, &a5, 64), memcpy(t + 96, &a6, 64), memcpy(t + 112, &a7, 64);
+            hval[c] = t[k];
+        }
+        const float *row = H + (int64_t)i * ldh + j0;
+        float d = dl[c];
+        v16f r0, r1, r2, r3, r4, r5, r6, r7; /* memcpy loads: rows need not be 64-byte aligned */
+        memcpy(&r0, row, 64), memcpy(&r1, row + 16, 64), memcpy(&r2, row + 32, 64), memcpy(&r3, row + 48, 64);
+        memcpy(&r4, row + 64, 64), memcpy(&r5, row + 80, 64), memcpy(&r6, row + 96, 64), memcpy(&r7, row + 112, 64);
+        a0 += d * r0, a1 += d * r1, a2 += d * r2, a3 += d * r3;
+        a4 += d * r4, a5 += d * r5, a6 += d * r6, a7 += d * r7;
+    }
+}
+
+/* A tile of any width w <= SWEEP_TILE (the tail, or small vectors such as groups). */
+static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
+                          int w, float *hval) {
+    float acc[SWEEP_TILE] = {0};
+    for (int64_t c = 0; c < T; c++) {
+        int i = idx[c];
+        unsigned k = (unsigned)(i - j0);
+        if (k < (unsigned)w) hval[c] = acc[k];
+        const float *row = H + (int64_t)i * ldh + j0;
+        float d = dl[c];
+        for (int j = 0; j < w; j++) acc[j] += d * row[j];
+    }
+}
+
 static void sweep_dense(const struct sweep_event *ev, int64_t T, const float *H, int ldh, int n,
-                        const double *u, double sign, float *h, struct sweep_best *best) {
-    memset(h, 0, sizeof(float) * (size_t)n);
+                        const double *u, double sign, int32_t *idx, float *dl, float *hval,
+                        struct sweep_best *best) {
+    for (int64_t c = 0; c < T; c++) { /* processing order: decreasing s */
+        idx[c] = ev[T - 1 - c].i;
+        dl[c] = ev[T - 1 - c].delta;
+    }
+    int j0 = 0;
+    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H, ldh, j0, hval);
+    if (j0 < n) tile_pass_any(idx, dl, T, H, ldh, j0, n - j0, hval);
     double a = 0, b = 0;
-    int32_t idx[SWEEP_CHUNK];
-    float dl[SWEEP_CHUNK];
-    for (int64_t t = T - 1; t >= 0;) {
-        int C = 0;
-        for (; C < SWEEP_CHUNK && t >= 0; C++, t--) {
-            const struct sweep_event *e = &ev[t];
-            int i = e->i;
-            float d = e->delta;
-            const float *Hi = H + (int64_t)i * ldh;
-            /* h_i as it is after the earlier events of this chunk (not yet added to h) */
-            double hi = h[i];
-            for (int c = 0; c < C; c++) hi += (double)dl[c] * Hi[idx[c]];
-            b += 2.0 * d * hi + (double)d * d * Hi[i];
-            a += (double)d * sign * u[i];
-            idx[C] = i;
-            dl[C] = d;
-            if (t == 0) consider(a, b, 0, e->s, best);
-            else if (ev[t - 1].s != e->s) consider(a, b, ev[t - 1].s, e->s, best);
-        }
-        /* h += Σ_c dl[c]·H[idx[c], :] (H symmetric: row = column), one tile of h at a time */
-        for (int j0 = 0; j0 < n; j0 += SWEEP_TILE) {
-            int j1 = j0 + SWEEP_TILE < n ? j0 + SWEEP_TILE : n;
-            for (int c = 0; c < C; c++) {
-                const float *restrict row = H + (int64_t)idx[c] * ldh;
-                float *restrict hh = h;
-                float d = dl[c];
-#pragma omp simd
-                for (int j = j0; j < j1; j++) hh[j] += d * row[j];
-            }
-        }
+    for (int64_t c = 0; c < T; c++) {
+        int i = idx[c];
+        double d = dl[c];
+        b += 2.0 * d * hval[c] + d * d * H[(int64_t)i * ldh + i];
+        a += d * sign * u[i];
+        double s_hi = ev[T - 1 - c].s;
+        if (c == T - 1) consider(a, b, 0, s_hi, best);
+        else if (ev[T - 2 - c].s != s_hi) consider(a, b, ev[T - 2 - c].s, s_hi, best);
     }
 }
 
@@ -165,22 +206,14 @@ static void sweep_diag(const struct sweep_event *ev, int64_t T, const float *hdi
 
 double piso_objective_dense(const float *w, int n, const float *H, int ldh, const double *u,
                             const struct piso_grid *g, float s) {
-    double *q = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    float *q = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
     for (int i = 0; i < n; i++) q[i] = piso_grid_round(g, w[i] / s, NULL);
     double a = 0, b = 0;
     for (int i = 0; i < n; i++) {
         if (q[i] == 0) continue;
         const float *Hi = H + (int64_t)i * ldh;
-        double hi = 0;
-        for (int j = 0; j < n; j++) hi += Hi[j] * q[j];
-        b += q[i] * hi;
-        if (u) {
-            a += q[i] * u[i];
-        } else {
-            double ui = 0;
-            for (int j = 0; j < n; j++) ui += (double)Hi[j] * w[j];
-            a += q[i] * ui;
-        }
+        b += q[i] * piso_dot_fd(Hi, q, n);
+        a += q[i] * (u ? u[i] : piso_dot_fd(Hi, w, n));
     }
     free(q);
     return (double)s * s * b - 2.0 * s * a;
@@ -206,6 +239,9 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
     struct sweep_event *ev = malloc(sizeof *ev * (size_t)(Tmax > 0 ? Tmax : 1));
     struct sweep_event *tmp = malloc(sizeof *tmp * (size_t)(Tmax > 0 ? Tmax : 1));
     float *scratch = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    int32_t *idx = H ? malloc(sizeof(int32_t) * (size_t)(Tmax > 0 ? Tmax : 1)) : NULL;
+    float *dl = H ? malloc(sizeof(float) * (size_t)(Tmax > 0 ? Tmax : 1)) : NULL;
+    float *hval = H ? malloc(sizeof(float) * (size_t)(Tmax > 0 ? Tmax : 1)) : NULL;
     double *udiag = NULL;
     if (!H && !u) {
         udiag = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
@@ -221,7 +257,7 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
         int64_t T = build_events(w, n, sign, g, ev, tmp);
         if (T == 0) continue;
         if (H) {
-            sweep_dense(ev, T, H, ldh, n, u, sign, scratch, &best);
+            sweep_dense(ev, T, H, ldh, n, u, sign, idx, dl, hval, &best);
         } else {
             memset(scratch, 0, sizeof(float) * (size_t)n);
             sweep_diag(ev, T, hdiag, u, w, sign, scratch, &best);
@@ -229,7 +265,12 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
         if (!(best.E < 0)) continue;
         float s = (float)(sign * best.s);
         if (s == 0 || !isfinite(s)) continue;
-        double E = H ? piso_objective_dense(w, n, H, ldh, u, g, s) : objective_diag(w, n, hdiag, u, g, s);
+        /* the exact E at the fp32 scale costs one more pass over H: only when asked for. (The
+         * margin keeps fp32 rounding of s inside the interval, so the swept E is that E up to
+         * the rounding of the incremental sums.) */
+        double E = !E_out ? best.E
+                 : H      ? piso_objective_dense(w, n, H, ldh, u, g, s)
+                          : objective_diag(w, n, hdiag, u, g, s);
         if (E < E_best) {
             E_best = E;
             s_best = s;
@@ -238,14 +279,17 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
     if (!(E_best < 0)) {
         /* nothing improves on q = 0 (all-zero w, dead inputs, a <= 0 everywhere) */
         s_best = piso_scale_absmax(w, n, g);
-        E_best = H ? piso_objective_dense(w, n, H, ldh, u, g, s_best)
-                   : objective_diag(w, n, hdiag, u, g, s_best);
+        if (E_out)
+            E_best = H ? piso_objective_dense(w, n, H, ldh, u, g, s_best) : objective_diag(w, n, hdiag, u, g, s_best);
     }
     if (E_out) *E_out = E_best;
     free(ev);
     free(tmp);
     free(scratch);
     free(udiag);
+    free(idx);
+    free(dl);
+    free(hval);
     return s_best;
 }
 
@@ -254,11 +298,7 @@ float piso_solve_scale_dense(const float *w, int n, const float *H, int ldh, con
     double *uh = NULL;
     if (!u) { /* u = H·w */
         uh = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
-        for (int i = 0; i < n; i++) {
-            double acc = 0;
-            for (int j = 0; j < n; j++) acc += (double)H[(int64_t)i * ldh + j] * w[j];
-            uh[i] = acc;
-        }
+        for (int i = 0; i < n; i++) uh[i] = piso_dot_fd(H + (int64_t)i * ldh, w, n);
         u = uh;
     }
     float s = solve(w, n, H, ldh, NULL, u, g, allow_negative, E_out);

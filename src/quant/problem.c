@@ -61,9 +61,10 @@ static float *load_2d(const struct piso_st_file *f, const char *name, int64_t ro
         char want[64];
         if (rows >= 0) snprintf(want, sizeof want, "[%lld, %lld]", (long long)rows, (long long)cols);
         else snprintf(want, sizeof want, "[T, %lld]", (long long)cols);
-        piso_errorf("%s: tensor '%s' has shape [%lld, %lld], expected %s (D = %lld columns of 'weight')",
-                    f->map.path, name, (long long)t->shape[0], (long long)t->shape[1], want,
-                    (long long)cols);
+        const char *why = (t->shape[1] == cols && rows >= 0 && rows != cols) ? "T = the rows of 'inputs'"
+                                                                               : "D = the columns of 'weight'";
+        piso_errorf("%s: tensor '%s' has shape [%lld, %lld], expected %s (%s)", f->map.path, name,
+                    (long long)t->shape[0], (long long)t->shape[1], want, why);
         return NULL;
     }
     if (t && t->numel == 0) {

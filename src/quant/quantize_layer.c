@@ -1,8 +1,11 @@
 /* piso_quantize_layer: one scale per output channel or per group, chosen by a scale method, then
  * round-to-nearest. Rows are independent and run in parallel (OpenMP, dynamic schedule); every
- * sum is taken in a fixed order inside one row, so the result does not depend on the threads. */
+ * sum is taken in a fixed order inside one row, and the fp64 GEMMs (G·w for all rows, the row
+ * objectives) split rows, not sums, across threads, so the result does not depend on them. */
 #include "piso/quant.h"
+#include "quant/quant_internal.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,110 +19,153 @@ struct layer_ctx {
     int64_t gs, ng;
     float *hdiag;     /* [D] */
     int64_t *order;   /* [ng] group order (piso-seq: descending Σ H_ii) */
+    double *U;        /* [N, D] rows G·w (NULL when not needed) */
+    double *HW;       /* [N, D] rows H·w (piso-seq only) */
 };
 
 /* dst[i] = Σ_j M[i, j]·x[j] for i in [0, n), M with leading dimension ld (fp64 sums). */
 static void matvec_d(const float *M, int64_t ld, const float *x, int64_t n, int64_t m, double *dst) {
-    for (int64_t i = 0; i < n; i++) {
-        const float *Mi = M + i * ld;
-        double acc = 0;
-        for (int64_t j = 0; j < m; j++) acc += (double)Mi[j] * x[j];
-        dst[i] = acc;
-    }
+    for (int64_t i = 0; i < n; i++) dst[i] = piso_dot_fd(M + i * ld, x, m);
 }
 
-/* One row: scales for every group, then RTN into dequant/codes. Returns the row objective. */
-static double quantize_row(const struct layer_ctx *c, int64_t row, float *scales, float *dq,
-                           int16_t *codes) {
+/* The scale of group gi (columns j0..j0+gs) of one row. For piso-seq, v/Hv are that row's
+ * current weights and H·v. */
+static float group_scale(const struct layer_ctx *c, int64_t row, int64_t j0, const float *v, const double *Hv,
+                         double *ug) {
     const struct piso_layer_problem *p = c->p;
     const struct piso_quant_opts *o = c->o;
     const struct piso_grid *g = &o->grid;
     int64_t D = p->D, gs = c->gs;
-    const float *w = p->W + row * D;
+    const float *wg = p->W + row * D + j0;
     const float *Gm = p->G ? p->G : p->H;
-    double *ufull = malloc(sizeof(double) * (size_t)D); /* G·w */
+    const float *Hgg = p->H + j0 * D + j0;
+    const double *ufull = c->U ? c->U + row * D : NULL; /* G·w */
+    switch (o->method) {
+    case PISO_SCALE_ABSMAX: return piso_scale_absmax(wg, (int)gs, g);
+    case PISO_SCALE_MSE_GRID: return piso_scale_mse_grid(wg, (int)gs, g);
+    case PISO_SCALE_PISO_DATAFREE: return piso_solve_scale_diag(wg, (int)gs, NULL, NULL, g, o->allow_negative, NULL);
+    case PISO_SCALE_PISO_DIAG:
+        /* diagonal model of both matrices: u_i = G_ii·w_i (§2.3) */
+        for (int64_t i = 0; i < gs; i++) ug[i] = (double)Gm[(j0 + i) * D + j0 + i] * wg[i];
+        return piso_solve_scale_diag(wg, (int)gs, c->hdiag + j0, ug, g, o->allow_negative, NULL);
+    case PISO_SCALE_PISO_SEQ:
+        if (c->ng > 1) {
+            /* §2.8: target seen by group g = (G·w)_g − H_{g,¬g}·v_{¬g} = (G·w)_g − (H·v)_g + H_gg·v_g */
+            for (int64_t i = 0; i < gs; i++)
+                ug[i] = ufull[j0 + i] - (Hv[j0 + i] - piso_dot_fd(Hgg + i * D, v + j0, gs));
+            return piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
+        }
+        /* channel-wise piso-seq is piso */
+        __attribute__((fallthrough));
+    default: /* PISO_SCALE_PISO */
+        if (c->ng == 1) memcpy(ug, ufull, sizeof(double) * (size_t)D);
+        else matvec_d(Gm + j0 * D + j0, D, wg, gs, gs, ug); /* independent: u_g = G_gg·w_g */
+        return piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
+    }
+}
+
+/* Rows r0..r1: scales for every group, then RTN into dequant/codes. Groups go in c->order and,
+ * for piso-seq, the rows of the block advance together so that each row of H used to update H·v
+ * is read once per block instead of once per row. Each row's arithmetic is the same whatever
+ * block it lands in, so the result does not depend on the threads. */
+#define SEQ_BLOCK 16
+static void quantize_block(const struct layer_ctx *c, int64_t r0, int64_t r1, struct piso_layer_result *r) {
+    const struct piso_layer_problem *p = c->p;
+    const struct piso_grid *g = &c->o->grid;
+    int64_t D = p->D, gs = c->gs, R = r1 - r0;
+    int seq = c->o->method == PISO_SCALE_PISO_SEQ && c->ng > 1;
     double *ug = malloc(sizeof(double) * (size_t)D);
-    matvec_d(Gm, D, w, D, D, ufull);
-    int seq = o->method == PISO_SCALE_PISO_SEQ && c->ng > 1;
-    double *Hv = NULL;
+    double *Hv = NULL, *dv = NULL;
     float *v = NULL;
     if (seq) { /* v = current weights (finished groups hold s·q), Hv = H·v kept up to date */
-        Hv = malloc(sizeof(double) * (size_t)D);
-        v = malloc(sizeof(float) * (size_t)D);
-        memcpy(v, w, sizeof(float) * (size_t)D);
-        matvec_d(p->H, D, w, D, D, Hv);
+        Hv = malloc(sizeof(double) * (size_t)(R * D));
+        v = malloc(sizeof(float) * (size_t)(R * D));
+        dv = malloc(sizeof(double) * (size_t)(R * gs));
+        memcpy(v, p->W + r0 * D, sizeof(float) * (size_t)(R * D));
+        memcpy(Hv, c->HW + r0 * D, sizeof(double) * (size_t)(R * D));
     }
     for (int64_t k = 0; k < c->ng; k++) {
         int64_t gi = c->order[k], j0 = gi * gs;
-        const float *wg = w + j0;
-        const float *Hgg = p->H + j0 * D + j0;
-        float s;
-        switch (o->method) {
-        case PISO_SCALE_ABSMAX: s = piso_scale_absmax(wg, (int)gs, g); break;
-        case PISO_SCALE_MSE_GRID: s = piso_scale_mse_grid(wg, (int)gs, g); break;
-        case PISO_SCALE_PISO_DATAFREE:
-            s = piso_solve_scale_diag(wg, (int)gs, NULL, NULL, g, o->allow_negative, NULL);
-            break;
-        case PISO_SCALE_PISO_DIAG: {
-            /* diagonal model of both matrices: u_i = G_ii·w_i (§2.3) */
-            for (int64_t i = 0; i < gs; i++) ug[i] = (double)Gm[(j0 + i) * D + j0 + i] * wg[i];
-            s = piso_solve_scale_diag(wg, (int)gs, c->hdiag + j0, ug, g, o->allow_negative, NULL);
-            break;
-        }
-        case PISO_SCALE_PISO_SEQ:
-            if (seq) {
-                /* §2.8: target seen by group g = (G·w)_g − H_{g,¬g}·v_{¬g} */
+        for (int64_t row = r0; row < r1; row++) {
+            int64_t b = row - r0;
+            float s = group_scale(c, row, j0, seq ? v + b * D : NULL, seq ? Hv + b * D : NULL, ug);
+            const float *wg = p->W + row * D + j0;
+            float *dq = r->dequant + row * D + j0;
+            int16_t *codes = r->codes + row * D + j0;
+            r->scales[row * c->ng + gi] = s;
+            for (int64_t i = 0; i < gs; i++) {
+                int idx;
+                float qv = piso_grid_round(g, wg[i] / s, &idx);
+                dq[i] = s * qv;
+                codes[i] = (int16_t)(g->is_int ? (int)qv : idx);
+            }
+            if (seq)
                 for (int64_t i = 0; i < gs; i++) {
-                    const float *Hi = p->H + (j0 + i) * D + j0;
-                    double own = 0;
-                    for (int64_t j = 0; j < gs; j++) own += (double)Hi[j] * v[j0 + j];
-                    ug[i] = ufull[j0 + i] - (Hv[j0 + i] - own);
+                    dv[b * gs + i] = (double)dq[i] - v[b * D + j0 + i];
+                    v[b * D + j0 + i] = dq[i];
                 }
-                s = piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
-                break;
-            }
-            /* channel-wise piso-seq is piso */
-            __attribute__((fallthrough));
-        default: /* PISO_SCALE_PISO */
-            if (c->ng == 1) memcpy(ug, ufull, sizeof(double) * (size_t)D);
-            else matvec_d(Gm + j0 * D + j0, D, wg, gs, gs, ug); /* independent: u_g = G_gg·w_g */
-            s = piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
-            break;
         }
-        scales[gi] = s;
-        for (int64_t i = 0; i < gs; i++) {
-            int idx;
-            float qv = piso_grid_round(g, wg[i] / s, &idx);
-            dq[j0 + i] = s * qv;
-            codes[j0 + i] = (int16_t)(g->is_int ? (int)qv : idx);
-        }
-        if (seq) {
+        /* Hv += H[:, j]·Δv_j for the group's columns (H symmetric: column = row), only where Hv
+         * is still read: the groups not solved yet */
+        if (seq)
             for (int64_t j = 0; j < gs; j++) {
-                double d = (double)dq[j0 + j] - v[j0 + j];
-                v[j0 + j] = dq[j0 + j];
-                if (d == 0) continue;
-                const float *Hj = p->H + (j0 + j) * D; /* column j0+j = row (H symmetric) */
-                for (int64_t i = 0; i < D; i++) Hv[i] += Hj[i] * d;
+                const float *Hj = p->H + (j0 + j) * D;
+                for (int64_t b = 0; b < R; b++) {
+                    double d = dv[b * gs + j];
+                    if (d == 0) continue;
+                    for (int64_t k2 = k + 1; k2 < c->ng; k2++) {
+                        int64_t o2 = c->order[k2] * gs;
+                        piso_axpy_fd(Hv + b * D + o2, Hj + o2, d, gs);
+                    }
+                }
             }
-        }
     }
-    /* row objective over the full H: (w−ŵ)ᵀH(w−ŵ), or ŵᵀHŵ − 2ŵᵀGw with a cross term */
-    double obj = 0;
-    if (p->G) {
-        matvec_d(p->H, D, dq, D, D, ug);
-        for (int64_t i = 0; i < D; i++) obj += (double)dq[i] * (ug[i] - 2.0 * ufull[i]);
-    } else {
-        float *e = v ? v : malloc(sizeof(float) * (size_t)D);
-        for (int64_t i = 0; i < D; i++) e[i] = w[i] - dq[i];
-        matvec_d(p->H, D, e, D, D, ug);
-        for (int64_t i = 0; i < D; i++) obj += (double)e[i] * ug[i];
-        if (!v) free(e);
-    }
-    free(ufull);
     free(ug);
     free(Hv);
     free(v);
-    return obj;
+    free(dv);
+}
+
+/* Rows r0..r1 of W (or W − Ŵ, Ŵ) as fp64 into dst [r1 − r0, D]. */
+enum { ROWS_W, ROWS_ERR, ROWS_DQ };
+static void rows_d(const float *W, const float *dq, int64_t D, int64_t r0, int64_t r1, int kind, double *dst) {
+    for (int64_t k = 0; k < (r1 - r0) * D; k++) {
+        double w = W[r0 * D + k], q = dq ? dq[r0 * D + k] : 0;
+        dst[k] = kind == ROWS_W ? w : kind == ROWS_ERR ? w - q : q;
+    }
+}
+
+#define ROW_BLOCK 256
+/* out [N, D] = rows of W times Mᵀ (fp64 GEMM in row blocks; M [D, D] fp64). */
+static void rows_times(const float *W, int64_t N, int64_t D, const double *M, int transpose, double *out,
+                       double *buf) {
+    for (int64_t r0 = 0; r0 < N; r0 += ROW_BLOCK) {
+        int64_t r1 = r0 + ROW_BLOCK < N ? r0 + ROW_BLOCK : N;
+        rows_d(W, NULL, D, r0, r1, ROWS_W, buf);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, transpose ? CblasTrans : CblasNoTrans, (int)(r1 - r0), (int)D,
+                    (int)D, 1.0, buf, (int)D, M, (int)D, 0.0, out + r0 * D, (int)D);
+    }
+}
+
+/* Row objectives: (w−ŵ)ᵀH(w−ŵ), or ŵᵀHŵ − 2ŵᵀ(Gw) with a cross term; fp64 GEMM in row blocks. */
+static void row_objectives(const struct piso_layer_problem *p, const float *dq, const double *Hd, const double *U,
+                           double *obj, double *buf, double *prod) {
+    int64_t N = p->N, D = p->D;
+    for (int64_t r0 = 0; r0 < N; r0 += ROW_BLOCK) {
+        int64_t r1 = r0 + ROW_BLOCK < N ? r0 + ROW_BLOCK : N;
+        rows_d(p->W, dq, D, r0, r1, p->G ? ROWS_DQ : ROWS_ERR, buf);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)D, (int)D, 1.0, buf, (int)D,
+                    Hd, (int)D, 0.0, prod, (int)D);
+        for (int64_t r = r0; r < r1; r++) {
+            const double *e = buf + (r - r0) * D, *he = prod + (r - r0) * D;
+            double acc = 0;
+            if (p->G)
+                for (int64_t j = 0; j < D; j++) acc += e[j] * (he[j] - 2.0 * U[r * D + j]);
+            else
+                for (int64_t j = 0; j < D; j++) acc += e[j] * he[j];
+            obj[r] = acc;
+        }
+    }
 }
 
 static int cmp_group(const void *a, const void *b, void *arg) {
@@ -172,22 +218,45 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
         return piso_errorf("quantize layer: out of memory for N = %lld, D = %lld", (long long)N,
                            (long long)D);
     }
+    /* the O(N·D²) products go through fp64 GEMMs in row blocks, outside the row loop */
+    int64_t blk = (N < ROW_BLOCK ? N : ROW_BLOCK) * D;
+    double *Hd = malloc(sizeof(double) * (size_t)(D * D)), *Gd = NULL;
+    double *buf = malloc(sizeof(double) * (size_t)blk), *prod = malloc(sizeof(double) * (size_t)blk);
+    int seq = opts->method == PISO_SCALE_PISO_SEQ && c.ng > 1;
+    int need_u = p->G || ((opts->method == PISO_SCALE_PISO || opts->method == PISO_SCALE_PISO_SEQ) && (seq || c.ng == 1));
+    if (need_u) c.U = malloc(sizeof(double) * (size_t)(N * D));
+    if (seq) c.HW = malloc(sizeof(double) * (size_t)(N * D));
+    if (p->G) Gd = malloc(sizeof(double) * (size_t)(D * D));
+    if (!Hd || !buf || !prod || (need_u && !c.U) || (seq && !c.HW) || (p->G && !Gd)) {
+        free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
+        piso_layer_result_free(r);
+        return piso_errorf("quantize layer: out of memory for the fp64 products (D = %lld)", (long long)D);
+    }
+    for (int64_t k = 0; k < D * D; k++) Hd[k] = p->H[k];
+    if (Gd)
+        for (int64_t k = 0; k < D * D; k++) Gd[k] = p->G[k];
+    if (need_u) rows_times(p->W, N, D, Gd ? Gd : Hd, 1, c.U, buf); /* u = G·w: row of W·Gᵀ */
+    if (seq) rows_times(p->W, N, D, Hd, 0, c.HW, buf);               /* H symmetric: H·w = row of W·H */
+
     struct piso_progress prog;
     piso_progress_begin(&prog, piso_scale_method_name(opts->method), "rows", N);
     int64_t done = 0;
+    int64_t bs = seq ? SEQ_BLOCK : 1, nblk = (N + bs - 1) / bs; /* blocks only help piso-seq */
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t row = 0; row < N; row++) {
-        r->row_objective[row] = quantize_row(&c, row, r->scales + row * c.ng, r->dequant + row * D,
-                                             r->codes + row * D);
+    for (int64_t bi = 0; bi < nblk; bi++) {
+        int64_t r0 = bi * bs, r1 = r0 + bs < N ? r0 + bs : N;
+        quantize_block(&c, r0, r1, r);
         int64_t d;
 #pragma omp atomic capture
-        d = ++done;
+        d = done += r1 - r0;
 #ifdef _OPENMP
         if (omp_get_thread_num() == 0)
 #endif
             if (d < N) piso_progress_update(&prog, d);
     }
     piso_progress_update(&prog, N);
+    row_objectives(p, r->dequant, Hd, c.U, r->row_objective, buf, prod);
+    free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW);
     double total = 0;
     for (int64_t row = 0; row < N; row++) total += r->row_objective[row];
     r->objective = total;

@@ -1,0 +1,93 @@
+/* piso/pipeline.h — whole-model quantization with calibration data, and the HF directory export.
+ *
+ * Block by block through the decoder: X̃ (inputs in the partially quantized model) comes from the
+ * already-quantized blocks, X from the float model run alongside. Inside a block the linear layers
+ * are quantized in data-flow order q,k,v → o → gate,up → down, re-running the block for each stage
+ * so that o and down see quantized predecessors. Memory: the two residual streams
+ * [nsamples·seqlen, D] plus one window's activations and the D×D statistics of one input. */
+#ifndef PISO_PIPELINE_H
+#define PISO_PIPELINE_H
+
+#include "piso/model.h"
+#include "piso/solve.h"
+
+/* ---- calibration windows ------------------------------------------------------------------ */
+struct piso_calib {
+    int nsamples, seqlen;
+    int *tokens;        /* [nsamples, seqlen]; each window starts with BOS when the model has one */
+    int n_text_tokens;  /* tokens in the whole text */
+};
+/* Tokenizes the text file at path and draws windows with `seed`. nsamples/seqlen <= 0 pick the
+ * defaults: seqlen = min(2048, ctx, text tokens), nsamples = min(128, text tokens / seqlen).
+ * When nsamples·seqlen fits in the text, window k starts at a random offset inside the k-th of
+ * nsamples equal slices (disjoint windows covering the text); otherwise offsets are uniform.
+ * Errors (naming the file): missing or empty file, text shorter than one window. */
+int piso_calib_load(const struct piso_tokenizer *tok, const char *path, int nsamples, int seqlen, int ctx,
+                    uint64_t seed, struct piso_calib *c);
+void piso_calib_free(struct piso_calib *c);
+
+/* ---- the pipeline ------------------------------------------------------------------------- */
+enum piso_objective { PISO_OBJ_X_X = 0, PISO_OBJ_XQ_XQ, PISO_OBJ_X_XQ };
+int piso_objective_from_name(const char *name, enum piso_objective *out);
+const char *piso_objective_name(enum piso_objective o);
+
+enum piso_linear { PISO_LIN_Q = 0, PISO_LIN_K, PISO_LIN_V, PISO_LIN_O, PISO_LIN_GATE, PISO_LIN_UP, PISO_LIN_DOWN,
+                   PISO_LIN_COUNT };
+/* HF name of a linear layer: "model.layers.3.self_attn.q_proj" (without ".weight"). */
+void piso_linear_hf_name(int layer, enum piso_linear k, char *buf, size_t n);
+
+struct piso_pipeline_opts {
+    enum piso_rounding rounding;
+    struct piso_ec_opts ec;          /* grid, group, scale method, interleave, act order, damping */
+    enum piso_objective objective;
+};
+
+struct piso_layer_report {
+    char name[96];                   /* HF name, e.g. model.layers.0.self_attn.q_proj */
+    int layer;
+    enum piso_linear kind;
+    int64_t N, D;
+    int group;                       /* group size asked (0 = channel-wise) */
+    int last_group;                  /* size of the last group when D is not a multiple (else = group) */
+    int64_t n_groups;
+    double rel_err;                  /* ‖Xw − X̃ŵ‖² / ‖Xw‖² summed over rows, chosen method */
+    double rel_err_absmax;           /* the same for absmax RTN on the same inputs */
+    double objective;                /* the solver's own objective value */
+    double seconds;
+    float *scales;                   /* [N, n_groups], rows in the model's order */
+    int16_t *codes;                  /* [N, D] */
+};
+
+struct piso_pipeline_result {
+    int n_layers;                    /* reports: n_blocks · 7 */
+    struct piso_layer_report *layers;
+    double seconds;
+};
+
+/* Quantizes mq in place (its weights must be writable: piso_model_make_writable) using mf, the
+ * same model kept in float, for X. Embeddings, norms and the output head stay float. */
+int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, const struct piso_calib *c,
+                        const struct piso_pipeline_opts *o, struct piso_pipeline_result *res);
+void piso_pipeline_result_free(struct piso_pipeline_result *res);
+
+/* ---- HF directory export ------------------------------------------------------------------ */
+struct piso_hf_export_opts {
+    const char *tokenizer_json;      /* a tokenizer.json to copy, or NULL: generated from m->tok */
+    const char *source_dir;          /* HF source directory (tokenizer_config/generation_config), or NULL */
+    const char *quantization_json;   /* text of quantization.json, or NULL */
+    const struct piso_pipeline_result *res; /* scales and codes for quantization.safetensors, or NULL */
+};
+/* Writes dir atomically (built in a temporary sibling, then renamed; an existing model directory
+ * is replaced only after the new one is complete): config.json, model.safetensors (model dtype,
+ * HF names, q/k rows in rotate-half order), tokenizer.json, tokenizer_config.json,
+ * generation_config.json, and quantization.json/.safetensors when given. */
+int piso_hf_export(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o);
+/* Checks up front that dir can be written (absent with an existing parent, an empty directory, or
+ * a previous model directory to replace). */
+int piso_hf_export_check(const char *dir);
+/* Writes an HF tokenizer.json for an SPM (llama2.c-style) vocabulary into a malloc'd string:
+ * BPE with byte fallback, merges = for each piece by descending score, every split into two
+ * vocabulary pieces (ordered by the ids of left, right). */
+char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v);
+
+#endif

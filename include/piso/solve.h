@@ -1,0 +1,77 @@
+/* piso/solve.h — layer-level error-correcting rounding (GPTQ, Qronos) with the scale methods of
+ * piso/quant.h, optionally interleaving the PiSO scale solve once per layer or once per group.
+ *
+ * Notation (shared/docs/algorithms.md §1.1): W [N, D] the float weights (one row per output
+ * channel), X̃ the inputs seen by the quantized model, X those of the float model,
+ * H = X̃ᵀX̃ [D, D], G = X̃ᵀX [D, D] (G_ij = Σ_t x̃_ti x_tj). The objective of a row w is
+ * ‖Xw − X̃ŵ‖² = const − 2ŵᵀ(Gw) + ŵᵀHŵ; with G = H it is (w − ŵ)ᵀH(w − ŵ).
+ *
+ * Groups run along D with size `group`; when D is not a multiple of it, the last group is shorter
+ * (D mod group columns). n_groups = ceil(D / group), 1 for channel-wise (group 0).
+ */
+#ifndef PISO_SOLVE_H
+#define PISO_SOLVE_H
+
+#include "piso/quant.h"
+
+enum piso_rounding { PISO_ROUND_RTN = 0, PISO_ROUND_GPTQ, PISO_ROUND_QRONOS };
+
+/* Where the scales are chosen relative to error correction (algorithms.md §2.9):
+ *  NONE  — decoupled: before error correction, from the float model's statistics (H = G = XᵀX,
+ *          the `H_scale` of the problem), on the original weights;
+ *  LAYER — once per layer before error correction, on the original weights, with this layer's
+ *          own H and G (earlier layers already quantized);
+ *  GROUP — when error correction reaches a group's first column, on the current error-diffused
+ *          weights, with target u_g = (G w)_g − H_{g,¬g} v_{¬g} (v = current weights): the exact
+ *          minimiser of the layer objective in this group's scale with all other columns held. */
+enum piso_interleave { PISO_INTERLEAVE_NONE = 0, PISO_INTERLEAVE_LAYER, PISO_INTERLEAVE_GROUP };
+
+int piso_rounding_from_name(const char *name, enum piso_rounding *out);
+const char *piso_rounding_name(enum piso_rounding r);
+int piso_interleave_from_name(const char *name, enum piso_interleave *out);
+const char *piso_interleave_name(enum piso_interleave i);
+
+struct piso_ec_opts {
+    struct piso_quant_opts q;      /* grid, group (0 = channel-wise), scale method, allow_negative */
+    enum piso_interleave interleave;
+    int act_order;                 /* columns by diag(H) descending; groups kept contiguous */
+    double damp;                   /* GPTQ: λ = damp·mean(diag H) (default 0.01);
+                                    * Qronos: λ = damp·σ_max(H) (default 1e-6). < 0: default */
+    int block_size;                /* lazy-batch width (0: 128); GROUP interleave uses the groups */
+};
+void piso_ec_opts_default(struct piso_ec_opts *o);
+
+struct piso_ec_problem {
+    int64_t N, D;
+    const float *W;        /* [N, D] */
+    const float *H;        /* [D, D] X̃ᵀX̃ */
+    const float *G;        /* [D, D] X̃ᵀX, or NULL for G = H (GPTQ's X̃–X̃ objective) */
+    const float *H_scale;  /* [D, D] XᵀX for INTERLEAVE_NONE, or NULL (then H, G are used) */
+};
+
+/* Extra outputs of the error-correcting solvers. */
+struct piso_ec_stats {
+    double loss;           /* GPTQ: Σ e_i² over rows and columns (= Σ_rows (w−ŵ)ᵀ(H+λI)(w−ŵ)) */
+    double lambda;         /* damping actually used (raised ×10 when H + λI was not PD) */
+    int dead_columns;      /* inputs with H_ii = 0 (their weights become 0) */
+};
+
+/* The result's objective is computed with the undamped H and G as in piso/quant.h. The result
+ * has n_groups = ceil(D / group) scales per row; free it with piso_layer_result_free. */
+int piso_gptq_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o,
+                    struct piso_layer_result *r, struct piso_ec_stats *st);
+int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o,
+                      struct piso_layer_result *r, struct piso_ec_stats *st);
+
+/* RTN with the scale method of opts, allowing a ragged last group (split into two calls of
+ * piso_quantize_layer; groups are independent in every method except piso-seq, whose cross-group
+ * target then stops at the split). */
+int piso_rtn_layer(const struct piso_layer_problem *p, const struct piso_quant_opts *opts,
+                   struct piso_layer_result *r);
+
+/* Objective of ŵ (rows of Wq) for the problem's H, G (constant dropped when G is given), per row
+ * into row_obj [N] (may be NULL); returns the sum. */
+double piso_layer_objective(int64_t N, int64_t D, const float *W, const float *Wq, const float *H,
+                            const float *G, double *row_obj);
+
+#endif

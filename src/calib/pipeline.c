@@ -1,0 +1,247 @@
+/* The block-by-block calibration pipeline (see piso/pipeline.h). */
+#include "piso/pipeline.h"
+#include "quant/ec_internal.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const objective_names[] = {"x-x", "xq-xq", "x-xq"};
+int piso_objective_from_name(const char *name, enum piso_objective *out) {
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, objective_names[i])) return *out = (enum piso_objective)i, 0;
+    return -1;
+}
+const char *piso_objective_name(enum piso_objective o) { return (unsigned)o < 3 ? objective_names[o] : "?"; }
+
+static const char *const linear_hf[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                        "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                        "mlp.down_proj"};
+void piso_linear_hf_name(int layer, enum piso_linear k, char *buf, size_t n) {
+    snprintf(buf, n, "model.layers.%d.%s", layer, linear_hf[k]);
+}
+
+void piso_pipeline_result_free(struct piso_pipeline_result *res) {
+    for (int i = 0; i < res->n_layers; i++) free(res->layers[i].scales), free(res->layers[i].codes);
+    free(res->layers);
+    memset(res, 0, sizeof *res);
+}
+
+/* The weight of linear k in a block, its shape [N, D]. */
+static float *linear_weight(const struct piso_model *m, int layer, enum piso_linear k, int64_t *N, int64_t *D) {
+    const struct piso_config *c = &m->cfg;
+    const struct piso_layer_weights *l = &m->layers[layer];
+    int64_t Dm = c->dim, Hq = (int64_t)c->n_heads * c->head_dim, Hkv = (int64_t)c->n_kv_heads * c->head_dim,
+            F = c->hidden_dim;
+    switch (k) {
+    case PISO_LIN_Q: *N = Hq, *D = Dm; return l->wq;
+    case PISO_LIN_K: *N = Hkv, *D = Dm; return l->wk;
+    case PISO_LIN_V: *N = Hkv, *D = Dm; return l->wv;
+    case PISO_LIN_O: *N = Dm, *D = Hq; return l->wo;
+    case PISO_LIN_GATE: *N = F, *D = Dm; return l->w_gate;
+    case PISO_LIN_UP: *N = F, *D = Dm; return l->w_up;
+    default: *N = Dm, *D = F; return l->w_down;
+    }
+}
+
+/* The four stages of a block in data-flow order: the tap they read and the linears they feed. */
+enum stage { ST_ATTN = 0, ST_O, ST_FFN, ST_DOWN };
+static const int stage_first[4] = {PISO_LIN_Q, PISO_LIN_O, PISO_LIN_GATE, PISO_LIN_DOWN};
+static const int stage_count[4] = {3, 1, 2, 1};
+
+static void set_tap(struct piso_block_taps *t, enum stage s, float *buf) {
+    memset(t, 0, sizeof *t);
+    switch (s) {
+    case ST_ATTN: t->attn_in = buf; break;
+    case ST_O: t->o_in = buf; break;
+    case ST_FFN: t->ffn_in = buf; break;
+    default: t->down_in = buf; break;
+    }
+}
+
+struct stats {
+    int64_t D;
+    double *H, *G, *F;   /* fp64 accumulators [D, D]: X̃ᵀX̃, X̃ᵀX, XᵀX */
+    float *tmp;          /* [D, D] one window's product */
+};
+
+static void acc_product(struct stats *s, const float *A, const float *B, int n, double *acc) {
+    /* acc += Aᵀ B for one window (A, B [n, D]): an fp32 GEMM per window, summed in fp64 in a fixed
+     * order, so the result does not depend on the number of threads. */
+    int D = (int)s->D;
+    ec_sgemm(1, 0, D, D, n, 1.0f, A, D, B, D, 0.0f, s->tmp, D);
+    for (int64_t i = 0; i < s->D * s->D; i++) acc[i] += s->tmp[i];
+}
+
+/* Runs block `layer` of both models over every window, capturing the inputs of stage st, and
+ * accumulates the statistics. Xq, Xf: residual streams [nsamples·seqlen, dim] (not modified). */
+/* Float-model taps of one block for every window, when they fit the memory budget: the float
+ * block then runs once per window instead of once per stage. [nsamples·seqlen, width of stage] */
+struct float_taps {
+    float *t[4];
+};
+
+static int stage_stats(const struct piso_model *mq, const struct piso_model *mf, int layer, enum stage st,
+                       const float *Xq, const float *Xf, const struct piso_calib *c, struct stats *s,
+                       const struct float_taps *cache) {
+    int64_t L = c->seqlen, Dm = mq->cfg.dim, D = s->D;
+    float *rq = malloc(sizeof(float) * L * Dm), *rf = malloc(sizeof(float) * L * Dm);
+    float *aq = malloc(sizeof(float) * L * D), *af = malloc(sizeof(float) * L * D);
+    int rc = -1;
+    if (!rq || !rf || !aq || !af) {
+        piso_errorf("out of memory for one calibration window's activations");
+        goto done;
+    }
+    memset(s->H, 0, sizeof(double) * D * D), memset(s->G, 0, sizeof(double) * D * D);
+    memset(s->F, 0, sizeof(double) * D * D);
+    for (int w = 0; w < c->nsamples; w++) {
+        struct piso_block_taps tq, tf;
+        memcpy(rq, Xq + w * L * Dm, sizeof(float) * L * Dm);
+        memcpy(rf, Xf + w * L * Dm, sizeof(float) * L * Dm);
+        set_tap(&tq, st, aq), set_tap(&tf, st, af);
+        if (piso_block_forward(mq, layer, rq, (int)L, &tq)) goto done;
+        const float *xf = af;
+        if (cache) xf = cache->t[st] + w * L * D;
+        else if (piso_block_forward(mf, layer, rf, (int)L, &tf)) goto done;
+        acc_product(s, aq, aq, (int)L, s->H);
+        acc_product(s, aq, xf, (int)L, s->G);
+        acc_product(s, xf, xf, (int)L, s->F);
+    }
+    rc = 0;
+done:
+    free(rq), free(rf), free(aq), free(af);
+    return rc;
+}
+
+/* Σ_rows wᵀFw (the float output energy). */
+static double output_energy(int64_t N, int64_t D, const float *W, const float *F) {
+    float *Z = calloc((size_t)(N * D), sizeof(float));
+    if (!Z) return 0;
+    double e = piso_layer_objective(N, D, W, Z, F, NULL, NULL);
+    free(Z);
+    return e;
+}
+
+static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, int layer, enum piso_linear k,
+                           const float *H, const float *G, const float *F, const struct piso_pipeline_opts *o,
+                           struct piso_layer_report *rep) {
+    int64_t N, D;
+    float *W = linear_weight(mq, layer, k, &N, &D);
+    const float *Wf = linear_weight(mf, layer, k, &N, &D);
+    double t0 = piso_time();
+    const float *Ho = o->objective == PISO_OBJ_X_X ? F : H;
+    const float *Go = o->objective == PISO_OBJ_X_XQ ? G : NULL;
+    struct piso_layer_result r, ra;
+    memset(&r, 0, sizeof r), memset(&ra, 0, sizeof ra);
+    int rc, was_quiet = piso_is_quiet();
+    piso_set_quiet(1); /* one progress line per layer is ours; the solvers' per-row lines are noise here */
+    if (o->rounding == PISO_ROUND_RTN) {
+        struct piso_layer_problem lp = {N, D, Wf, Ho, Go};
+        rc = piso_rtn_layer(&lp, &o->ec.q, &r);
+    } else {
+        struct piso_ec_problem ep = {N, D, Wf, Ho, Go, F};
+        rc = o->rounding == PISO_ROUND_GPTQ ? piso_gptq_layer(&ep, &o->ec, &r, NULL)
+                                            : piso_qronos_layer(&ep, &o->ec, &r, NULL);
+    }
+    piso_set_quiet(was_quiet);
+    piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);
+    if (rc) return piso_error_context("quantizing %s [%lld, %lld]", rep->name, (long long)N, (long long)D);
+    rep->seconds = piso_time() - t0;
+    /* report: true reconstruction error against the float model's outputs, and absmax RTN's */
+    struct piso_quant_opts ao = o->ec.q;
+    ao.method = PISO_SCALE_ABSMAX;
+    struct piso_layer_problem lpa = {N, D, Wf, H, NULL};
+    piso_set_quiet(1);
+    int rca = piso_rtn_layer(&lpa, &ao, &ra);
+    piso_set_quiet(was_quiet);
+    if (rca) {
+        piso_layer_result_free(&r);
+        return piso_error_context("absmax baseline of %s", rep->name);
+    }
+    double energy = output_energy(N, D, Wf, F);
+    double e_m = energy + piso_layer_objective(N, D, Wf, r.dequant, H, G, NULL);
+    double e_a = energy + piso_layer_objective(N, D, Wf, ra.dequant, H, G, NULL);
+    rep->layer = layer, rep->kind = k, rep->N = N, rep->D = D;
+    rep->group = o->ec.q.group > 0 && o->ec.q.group < D ? o->ec.q.group : 0;
+    rep->last_group = rep->group && D % rep->group ? (int)(D % rep->group) : rep->group;
+    rep->n_groups = r.n_groups;
+    rep->rel_err = energy > 0 ? e_m / energy : 0;
+    rep->rel_err_absmax = energy > 0 ? e_a / energy : 0;
+    rep->objective = r.objective;
+    memcpy(W, r.dequant, sizeof(float) * N * D);
+    rep->scales = r.scales, rep->codes = r.codes;
+    r.scales = NULL, r.codes = NULL;
+    piso_layer_result_free(&r), piso_layer_result_free(&ra);
+    return 0;
+}
+
+static int advance(const struct piso_model *m, int layer, float *X, const struct piso_calib *c) {
+    int64_t L = c->seqlen, Dm = m->cfg.dim;
+    for (int w = 0; w < c->nsamples; w++)
+        if (piso_block_forward(m, layer, X + w * L * Dm, (int)L, NULL)) return -1;
+    return 0;
+}
+
+int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, const struct piso_calib *c,
+                        const struct piso_pipeline_opts *o, struct piso_pipeline_result *res) {
+    memset(res, 0, sizeof *res);
+    const struct piso_config *cfg = &mq->cfg;
+    int nb = cfg->n_layers;
+    int64_t Dm = cfg->dim, Hq = (int64_t)cfg->n_heads * cfg->head_dim, F = cfg->hidden_dim;
+    int64_t ntok = (int64_t)c->nsamples * c->seqlen, Dmax = Dm;
+    if (Hq > Dmax) Dmax = Hq;
+    if (F > Dmax) Dmax = F;
+    double t0 = piso_time();
+    res->layers = calloc((size_t)nb * PISO_LIN_COUNT, sizeof *res->layers);
+    float *Xq = malloc(sizeof(float) * ntok * Dm), *Xf = malloc(sizeof(float) * ntok * Dm);
+    struct stats s = {0, malloc(sizeof(double) * Dmax * Dmax), malloc(sizeof(double) * Dmax * Dmax),
+                      malloc(sizeof(double) * Dmax * Dmax), malloc(sizeof(float) * Dmax * Dmax)};
+    float *Hf = malloc(sizeof(float) * Dmax * Dmax), *Gf = malloc(sizeof(float) * Dmax * Dmax),
+          *Ff = malloc(sizeof(float) * Dmax * Dmax);
+    int rc = -1;
+    if (!res->layers || !Xq || !Xf || !s.H || !s.G || !s.F || !s.tmp || !Hf || !Gf || !Ff) {
+        piso_errorf("out of memory for the calibration activations (%lld tokens × %lld)", (long long)ntok,
+                    (long long)Dm);
+        goto done;
+    }
+    for (int w = 0; w < c->nsamples; w++) piso_embed(mf, c->tokens + (size_t)w * c->seqlen, c->seqlen, Xf + w * c->seqlen * Dm);
+    memcpy(Xq, Xf, sizeof(float) * ntok * Dm);
+    int done_lin = 0, total_lin = nb * PISO_LIN_COUNT;
+    /* Cache the float taps of a block when they take at most 2 GiB (always for small models). */
+    struct float_taps cache = {{NULL, NULL, NULL, NULL}};
+    int64_t widths[4] = {Dm, Hq, Dm, F};
+    int use_cache = (double)ntok * (2 * Dm + Hq + F) * sizeof(float) <= 2.0 * (1 << 30);
+    for (int st = 0; st < 4 && use_cache; st++)
+        if (!(cache.t[st] = malloc(sizeof(float) * ntok * widths[st]))) use_cache = 0;
+    for (int b = 0; b < nb; b++) {
+        if (use_cache) /* one float pass: taps of every stage, and the float stream advances */
+            for (int w = 0; w < c->nsamples; w++) {
+                int64_t off = (int64_t)w * c->seqlen;
+                struct piso_block_taps t = {cache.t[0] + off * Dm, cache.t[1] + off * Hq, cache.t[2] + off * Dm,
+                                            cache.t[3] + off * F};
+                if (piso_block_forward(mf, b, Xf + off * Dm, c->seqlen, &t)) goto done;
+            }
+        for (int st = 0; st < 4; st++) {
+            s.D = st == ST_ATTN || st == ST_FFN ? Dm : (st == ST_O ? Hq : F);
+            if (stage_stats(mq, mf, b, (enum stage)st, Xq, Xf, c, &s, use_cache ? &cache : NULL)) goto done;
+            for (int64_t i = 0; i < s.D * s.D; i++) Hf[i] = (float)s.H[i], Gf[i] = (float)s.G[i], Ff[i] = (float)s.F[i];
+            for (int j = 0; j < stage_count[st]; j++) {
+                enum piso_linear k = (enum piso_linear)(stage_first[st] + j);
+                struct piso_layer_report *rep = &res->layers[res->n_layers];
+                if (quantize_linear(mq, mf, b, k, Hf, Gf, Ff, o, rep)) goto done;
+                res->n_layers++, done_lin++;
+                double el = piso_time() - t0;
+                piso_log("block %d/%d, layer %s, rel. error %.4g (absmax %.4g), ETA %.1fs\n", b + 1, nb, rep->name,
+                         rep->rel_err, rep->rel_err_absmax, el / done_lin * (total_lin - done_lin));
+            }
+        }
+        if (b + 1 < nb && ((!use_cache && advance(mf, b, Xf, c)) || advance(mq, b, Xq, c))) goto done;
+    }
+    res->seconds = piso_time() - t0;
+    rc = 0;
+done:
+    for (int st = 0; st < 4; st++) free(cache.t[st]);
+    free(Xq), free(Xf), free(s.H), free(s.G), free(s.F), free(s.tmp), free(Hf), free(Gf), free(Ff);
+    if (rc) piso_pipeline_result_free(res);
+    return rc;
+}

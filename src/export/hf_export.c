@@ -1,0 +1,550 @@
+/* Hugging Face directory export: config.json, model.safetensors, tokenizer files and the
+ * quantization record, written into a temporary sibling directory and renamed into place. */
+#include "piso/pipeline.h"
+#include "piso/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- small file helpers ------------------------------------------------------------------- */
+static int write_text(const char *dir, const char *name, const char *text) {
+    char *path = piso_path_join(dir, name);
+    FILE *f = path ? fopen(path, "wb") : NULL;
+    int rc = 0;
+    if (!f || fwrite(text, 1, strlen(text), f) != strlen(text)) rc = piso_errorf("cannot write %s: %s", path ? path : name, strerror(errno));
+    if (f && fclose(f) != 0 && !rc) rc = piso_errorf("cannot write %s: %s", path, strerror(errno));
+    free(path);
+    return rc;
+}
+
+static int copy_file(const char *src, const char *dir, const char *name) {
+    char *buf = NULL;
+    size_t n = 0;
+    if (piso_read_file(src, &buf, &n)) return -1;
+    char *path = piso_path_join(dir, name);
+    FILE *f = fopen(path, "wb");
+    int rc = 0;
+    if (!f || fwrite(buf, 1, n, f) != n) rc = piso_errorf("cannot write %s: %s", path, strerror(errno));
+    if (f && fclose(f) != 0 && !rc) rc = piso_errorf("cannot write %s: %s", path, strerror(errno));
+    free(path), free(buf);
+    return rc;
+}
+
+/* Removes a directory of plain files (our own outputs). */
+static int remove_flat_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *p = piso_path_join(dir, e->d_name);
+        if (p) unlink(p);
+        free(p);
+    }
+    closedir(d);
+    return rmdir(dir);
+}
+
+static cJSON *num_f(float v) { /* print a float with the digits it has, not the double's */
+    char b[48];
+    snprintf(b, sizeof b, "%.8g", (double)v);
+    if (!strpbrk(b, ".eEn")) strcat(b, ".0");
+    return cJSON_CreateRaw(b);
+}
+
+/* ---- tokenizer.json for an SPM vocabulary ----------------------------------------------- */
+struct piece_id {
+    const char *s;
+    int id;
+};
+static int by_piece(const void *a, const void *b) {
+    const struct piece_id *x = a, *y = b;
+    int c = strcmp(x->s, y->s);
+    return c ? c : x->id - y->id;
+}
+struct score_id {
+    float score;
+    int id;
+};
+static int by_score_desc(const void *a, const void *b) {
+    const struct score_id *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->id - y->id;
+}
+struct merge {
+    int l, r, split;
+};
+static int by_lr(const void *a, const void *b) {
+    const struct merge *x = a, *y = b;
+    return x->l != y->l ? x->l - y->l : x->r - y->r;
+}
+
+static int is_special(const struct piso_tokenizer_vocab *v, int i) {
+    return i == v->bos_id || i == v->eos_id || i == v->unk_id || (v->types && (v->types[i] == 2 || v->types[i] == 3));
+}
+
+/* The HF spelling of piece i: spaces as U+2581; control tokens without llama2.c's newlines. */
+static char *hf_piece(const struct piso_tokenizer_vocab *v, int i) {
+    const char *p = v->pieces[i];
+    if (is_special(v, i)) {
+        if (i == v->bos_id) return strdup("<s>");
+        if (i == v->eos_id) return strdup("</s>");
+        if (i == v->unk_id) return strdup("<unk>");
+        while (*p == '\n' || *p == ' ') p++;
+        char *s = strdup(p);
+        size_t n = strlen(s);
+        while (n && (s[n - 1] == '\n' || s[n - 1] == ' ')) s[--n] = 0;
+        return s;
+    }
+    size_t n = strlen(p), k = 0;
+    char *s = malloc(3 * n + 1);
+    for (size_t j = 0; j < n; j++) {
+        if (p[j] == ' ') s[k++] = (char)0xE2, s[k++] = (char)0x96, s[k++] = (char)0x81;
+        else s[k++] = p[j];
+    }
+    s[k] = 0;
+    return s;
+}
+
+char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v) {
+    int V = v->n_vocab;
+    char **names = calloc((size_t)V, sizeof(char *));
+    struct piece_id *sorted = malloc(sizeof *sorted * (size_t)V);
+    struct score_id *order = malloc(sizeof *order * (size_t)V);
+    if (!names || !sorted || !order) {
+        free(names), free(sorted), free(order);
+        return NULL;
+    }
+    for (int i = 0; i < V; i++) names[i] = hf_piece(v, i), sorted[i].s = names[i], sorted[i].id = i;
+    qsort(sorted, (size_t)V, sizeof *sorted, by_piece);
+
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "version", "1.0");
+    cJSON_AddNullToObject(root, "truncation");
+    cJSON_AddNullToObject(root, "padding");
+    cJSON *added = cJSON_AddArrayToObject(root, "added_tokens");
+    for (int i = 0; i < V; i++) {
+        if (!is_special(v, i)) continue;
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddNumberToObject(t, "id", i);
+        cJSON_AddStringToObject(t, "content", names[i]);
+        cJSON_AddBoolToObject(t, "single_word", 0);
+        cJSON_AddBoolToObject(t, "lstrip", 0);
+        cJSON_AddBoolToObject(t, "rstrip", 0);
+        cJSON_AddBoolToObject(t, "normalized", 0);
+        cJSON_AddBoolToObject(t, "special", 1);
+        cJSON_AddItemToArray(added, t);
+    }
+    cJSON *norm = cJSON_AddObjectToObject(root, "normalizer");
+    cJSON_AddStringToObject(norm, "type", "Sequence");
+    cJSON *nl = cJSON_AddArrayToObject(norm, "normalizers");
+    cJSON *n1 = cJSON_CreateObject();
+    cJSON_AddStringToObject(n1, "type", "Prepend");
+    cJSON_AddStringToObject(n1, "prepend", "\xE2\x96\x81");
+    cJSON_AddItemToArray(nl, n1);
+    cJSON *n2 = cJSON_CreateObject();
+    cJSON_AddStringToObject(n2, "type", "Replace");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(n2, "pattern"), "String", " ");
+    cJSON_AddStringToObject(n2, "content", "\xE2\x96\x81");
+    cJSON_AddItemToArray(nl, n2);
+    cJSON_AddNullToObject(root, "pre_tokenizer");
+    if (v->add_bos && v->bos_id >= 0) {
+        const char *bos = names[v->bos_id];
+        cJSON *pp = cJSON_AddObjectToObject(root, "post_processor");
+        cJSON_AddStringToObject(pp, "type", "TemplateProcessing");
+        for (int pair = 0; pair < 2; pair++) {
+            cJSON *arr = cJSON_AddArrayToObject(pp, pair ? "pair" : "single");
+            for (int part = 0; part < (pair ? 2 : 1); part++) {
+                cJSON *sp = cJSON_CreateObject(), *spi = cJSON_AddObjectToObject(sp, "SpecialToken");
+                cJSON_AddStringToObject(spi, "id", bos);
+                cJSON_AddNumberToObject(spi, "type_id", part);
+                cJSON_AddItemToArray(arr, sp);
+                cJSON *sq = cJSON_CreateObject(), *sqi = cJSON_AddObjectToObject(sq, "Sequence");
+                cJSON_AddStringToObject(sqi, "id", part ? "B" : "A");
+                cJSON_AddNumberToObject(sqi, "type_id", part);
+                cJSON_AddItemToArray(arr, sq);
+            }
+        }
+        cJSON *st = cJSON_AddObjectToObject(pp, "special_tokens"), *b = cJSON_AddObjectToObject(st, bos);
+        cJSON_AddStringToObject(b, "id", bos);
+        cJSON_AddItemToObject(b, "ids", cJSON_CreateIntArray(&v->bos_id, 1));
+        cJSON_AddItemToObject(b, "tokens", cJSON_CreateStringArray(&bos, 1));
+    } else {
+        cJSON_AddNullToObject(root, "post_processor");
+    }
+    cJSON *dec = cJSON_AddObjectToObject(root, "decoder");
+    cJSON_AddStringToObject(dec, "type", "Sequence");
+    cJSON *dl = cJSON_AddArrayToObject(dec, "decoders");
+    cJSON *d1 = cJSON_CreateObject();
+    cJSON_AddStringToObject(d1, "type", "Replace");
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(d1, "pattern"), "String", "\xE2\x96\x81");
+    cJSON_AddStringToObject(d1, "content", " ");
+    cJSON_AddItemToArray(dl, d1);
+    cJSON *d2 = cJSON_CreateObject();
+    cJSON_AddStringToObject(d2, "type", "ByteFallback");
+    cJSON_AddItemToArray(dl, d2);
+    cJSON *d3 = cJSON_CreateObject();
+    cJSON_AddStringToObject(d3, "type", "Fuse");
+    cJSON_AddItemToArray(dl, d3);
+    cJSON *d4 = cJSON_CreateObject();
+    cJSON_AddStringToObject(d4, "type", "Strip");
+    cJSON_AddStringToObject(d4, "content", " ");
+    cJSON_AddNumberToObject(d4, "start", 1);
+    cJSON_AddNumberToObject(d4, "stop", 0);
+    cJSON_AddItemToArray(dl, d4);
+
+    cJSON *model = cJSON_AddObjectToObject(root, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON_AddNullToObject(model, "dropout");
+    cJSON_AddStringToObject(model, "unk_token", v->unk_id >= 0 ? names[v->unk_id] : "<unk>");
+    cJSON_AddNullToObject(model, "continuing_subword_prefix");
+    cJSON_AddNullToObject(model, "end_of_word_suffix");
+    cJSON_AddBoolToObject(model, "fuse_unk", 1);
+    cJSON_AddBoolToObject(model, "byte_fallback", 1);
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+    for (int i = 0; i < V; i++) cJSON_AddItemToObject(vocab, names[i], cJSON_CreateNumber(i));
+    /* Merges: every split of a normal piece into two vocabulary pieces, pieces by descending
+     * score, splits of one piece by (id of left, id of right). */
+    cJSON *merges = cJSON_AddArrayToObject(model, "merges");
+    int no = 0;
+    for (int i = 0; i < V; i++)
+        if (!is_special(v, i) && !(v->types && v->types[i] == 6)) order[no].score = v->scores[i], order[no++].id = i;
+    qsort(order, (size_t)no, sizeof *order, by_score_desc);
+    for (int t = 0; t < no; t++) {
+        const char *s = names[order[t].id];
+        size_t n = strlen(s);
+        struct merge *ms = malloc(sizeof *ms * (n + 1));
+        int nm = 0;
+        char *buf = malloc(n + 1);
+        for (size_t k = 1; k < n; k++) {
+            if (((unsigned char)s[k] & 0xC0) == 0x80) continue; /* split only between characters */
+            memcpy(buf, s, k), buf[k] = 0;
+            struct piece_id key = {buf, -1}, *l = NULL, *r = NULL;
+            /* lower bound on the string (ids of duplicates: the smallest) */
+            size_t lo = 0, hi = (size_t)V;
+            while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (strcmp(sorted[mid].s, key.s) < 0) lo = mid + 1;
+                else hi = mid;
+            }
+            if (lo < (size_t)V && !strcmp(sorted[lo].s, buf)) l = &sorted[lo];
+            key.s = s + k, lo = 0, hi = (size_t)V;
+            while (lo < hi) {
+                size_t mid = (lo + hi) / 2;
+                if (strcmp(sorted[mid].s, key.s) < 0) lo = mid + 1;
+                else hi = mid;
+            }
+            if (lo < (size_t)V && !strcmp(sorted[lo].s, s + k)) r = &sorted[lo];
+            if (l && r) ms[nm].l = l->id, ms[nm].r = r->id, ms[nm++].split = (int)k;
+        }
+        qsort(ms, (size_t)nm, sizeof *ms, by_lr);
+        for (int j = 0; j < nm; j++) {
+            char *m = malloc(n + 2);
+            memcpy(m, s, (size_t)ms[j].split), m[ms[j].split] = ' ';
+            strcpy(m + ms[j].split + 1, s + ms[j].split);
+            cJSON_AddItemToArray(merges, cJSON_CreateString(m));
+            free(m);
+        }
+        free(ms), free(buf);
+    }
+    char *out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    for (int i = 0; i < V; i++) free(names[i]);
+    free(names), free(sorted), free(order);
+    return out;
+}
+
+/* ---- config.json ----------------------------------------------------------------------- */
+static char *config_json(const struct piso_model *m) {
+    const struct piso_config *c = &m->cfg;
+    const char *arch = c->arch[0] ? c->arch : "llama", *cls = "LlamaForCausalLM";
+    if (!strcmp(arch, "mistral")) cls = "MistralForCausalLM";
+    else if (!strcmp(arch, "qwen2")) cls = "Qwen2ForCausalLM";
+    else if (!strcmp(arch, "qwen3")) cls = "Qwen3ForCausalLM";
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray(&cls, 1));
+    cJSON_AddStringToObject(j, "model_type", arch);
+    cJSON_AddNumberToObject(j, "hidden_size", c->dim);
+    cJSON_AddNumberToObject(j, "intermediate_size", c->hidden_dim);
+    cJSON_AddNumberToObject(j, "num_hidden_layers", c->n_layers);
+    cJSON_AddNumberToObject(j, "num_attention_heads", c->n_heads);
+    cJSON_AddNumberToObject(j, "num_key_value_heads", c->n_kv_heads);
+    cJSON_AddNumberToObject(j, "head_dim", c->head_dim);
+    cJSON_AddNumberToObject(j, "vocab_size", c->vocab_size);
+    cJSON_AddNumberToObject(j, "max_position_embeddings", c->max_seq_len);
+    cJSON_AddItemToObject(j, "rms_norm_eps", num_f(c->norm_eps));
+    cJSON_AddItemToObject(j, "rope_theta", num_f(c->rope_theta));
+    cJSON_AddStringToObject(j, "hidden_act", "silu");
+    cJSON_AddBoolToObject(j, "tie_word_embeddings", c->tied_embeddings);
+    const struct piso_tokenizer_vocab *v = m->tok ? piso_tokenizer_vocab(m->tok) : NULL;
+    if (v && v->bos_id >= 0) cJSON_AddNumberToObject(j, "bos_token_id", v->bos_id);
+    if (v && v->eos_id >= 0) cJSON_AddNumberToObject(j, "eos_token_id", v->eos_id);
+    cJSON_AddStringToObject(j, "torch_dtype", c->dtype == PISO_DTYPE_BF16 ? "bfloat16"
+                                              : c->dtype == PISO_DTYPE_F16 ? "float16" : "float32");
+    cJSON_AddBoolToObject(j, "attention_bias", c->has_qkv_bias);
+    cJSON_AddBoolToObject(j, "mlp_bias", 0);
+    if (c->rope_llama3) {
+        cJSON *rs = cJSON_AddObjectToObject(j, "rope_scaling");
+        cJSON_AddStringToObject(rs, "rope_type", "llama3");
+        cJSON_AddItemToObject(rs, "factor", num_f(c->rope_factor));
+        cJSON_AddItemToObject(rs, "low_freq_factor", num_f(c->rope_low_freq_factor));
+        cJSON_AddItemToObject(rs, "high_freq_factor", num_f(c->rope_high_freq_factor));
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", c->rope_orig_ctx);
+    } else {
+        cJSON_AddNullToObject(j, "rope_scaling");
+    }
+    char *s = cJSON_Print(j);
+    cJSON_Delete(j);
+    return s;
+}
+
+/* ---- weights ------------------------------------------------------------------------------ */
+/* llama2.c/GGUF pair rows (2j, 2j+1) of each head; HF pairs (j, j + hd/2): new row
+ * h·hd + t·hd/2 + j takes old row h·hd + 2j + t. */
+static void rope_rows_to_half(const float *src, float *dst, int heads, int hd, int64_t cols) {
+    for (int h = 0; h < heads; h++)
+        for (int t = 0; t < 2; t++)
+            for (int j = 0; j < hd / 2; j++)
+                memcpy(dst + ((int64_t)h * hd + t * (hd / 2) + j) * cols, src + ((int64_t)h * hd + 2 * j + t) * cols,
+                       sizeof(float) * cols);
+}
+
+struct st_ctx {
+    struct piso_st_writer *w;
+    enum piso_dtype dtype;
+};
+
+static int add_tensor(struct st_ctx *c, const char *name, const float *data, int64_t rows, int64_t cols, int ndim,
+                      int rope_heads, int hd) {
+    int64_t shape[2] = {rows, cols}, n = rows * cols;
+    float *perm = NULL;
+    if (rope_heads) {
+        perm = malloc(sizeof(float) * n);
+        if (!perm) return piso_errorf("out of memory");
+        rope_rows_to_half(data, perm, rope_heads, hd, ndim == 1 ? 1 : cols);
+        data = perm;
+    }
+    if (c->dtype == PISO_DTYPE_F32) {
+        piso_st_writer_add_copy(c->w, name, PISO_DTYPE_F32, ndim, ndim == 1 ? &shape[1] : shape, data);
+    } else {
+        uint16_t *h = malloc(sizeof(uint16_t) * n);
+        if (!h) return free(perm), piso_errorf("out of memory");
+        for (int64_t i = 0; i < n; i++)
+            h[i] = c->dtype == PISO_DTYPE_BF16 ? piso_fp32_to_bf16(data[i]) : piso_fp32_to_fp16(data[i]);
+        piso_st_writer_add_copy(c->w, name, c->dtype, ndim, ndim == 1 ? &shape[1] : shape, h);
+        free(h);
+    }
+    free(perm);
+    return 0;
+}
+
+static int write_weights(const struct piso_model *m, const char *dir) {
+    const struct piso_config *c = &m->cfg;
+    struct st_ctx sc = {piso_st_writer_new(), c->dtype == PISO_DTYPE_BF16 || c->dtype == PISO_DTYPE_F16 ? c->dtype : PISO_DTYPE_F32};
+    int64_t D = c->dim, F = c->hidden_dim, hd = c->head_dim, Hq = c->n_heads * hd, Hkv = c->n_kv_heads * hd;
+    int adj = c->rope_style == PISO_ROPE_ADJACENT, rc = 0;
+    char name[128];
+    rc |= add_tensor(&sc, "model.embed_tokens.weight", m->tok_embd, c->vocab_size, D, 2, 0, 0);
+    for (int l = 0; l < c->n_layers && !rc; l++) {
+        const struct piso_layer_weights *L = &m->layers[l];
+#define T(suffix, ptr, r, cl, nd, heads)                                                          \
+    snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);                               \
+    rc |= add_tensor(&sc, name, ptr, r, cl, nd, heads, (int)hd);
+        T("input_layernorm.weight", L->attn_norm, 1, D, 1, 0);
+        T("self_attn.q_proj.weight", L->wq, Hq, D, 2, adj ? c->n_heads : 0);
+        T("self_attn.k_proj.weight", L->wk, Hkv, D, 2, adj ? c->n_kv_heads : 0);
+        T("self_attn.v_proj.weight", L->wv, Hkv, D, 2, 0);
+        if (L->bq) {
+            T("self_attn.q_proj.bias", L->bq, 1, Hq, 1, adj ? c->n_heads : 0);
+            T("self_attn.k_proj.bias", L->bk, 1, Hkv, 1, adj ? c->n_kv_heads : 0);
+            T("self_attn.v_proj.bias", L->bv, 1, Hkv, 1, 0);
+        }
+        if (L->q_norm) {
+            T("self_attn.q_norm.weight", L->q_norm, 1, hd, 1, adj ? 1 : 0);
+            T("self_attn.k_norm.weight", L->k_norm, 1, hd, 1, adj ? 1 : 0);
+        }
+        T("self_attn.o_proj.weight", L->wo, D, Hq, 2, 0);
+        T("post_attention_layernorm.weight", L->ffn_norm, 1, D, 1, 0);
+        T("mlp.gate_proj.weight", L->w_gate, F, D, 2, 0);
+        T("mlp.up_proj.weight", L->w_up, F, D, 2, 0);
+        T("mlp.down_proj.weight", L->w_down, D, F, 2, 0);
+#undef T
+    }
+    if (!rc) rc |= add_tensor(&sc, "model.norm.weight", m->out_norm, 1, D, 1, 0, 0);
+    if (!rc && !c->tied_embeddings && m->output != m->tok_embd)
+        rc |= add_tensor(&sc, "lm_head.weight", m->output, c->vocab_size, D, 2, 0, 0);
+    if (!rc) {
+        piso_st_writer_meta(sc.w, "format", "pt");
+        char *path = piso_path_join(dir, "model.safetensors");
+        rc = piso_st_writer_write(sc.w, path);
+        free(path);
+    }
+    piso_st_writer_free(sc.w);
+    return rc;
+}
+
+/* Scales and codes in HF row order (q/k permuted like their weights). */
+static int write_quant_tensors(const struct piso_model *m, const struct piso_pipeline_result *res, const char *dir) {
+    const struct piso_config *c = &m->cfg;
+    struct piso_st_writer *w = piso_st_writer_new();
+    int rc = 0, adj = c->rope_style == PISO_ROPE_ADJACENT;
+    char name[160];
+    for (int i = 0; i < res->n_layers && !rc; i++) {
+        const struct piso_layer_report *r = &res->layers[i];
+        int heads = !adj ? 0 : r->kind == PISO_LIN_Q ? c->n_heads : r->kind == PISO_LIN_K ? c->n_kv_heads : 0;
+        int64_t ng = r->n_groups, N = r->N, D = r->D;
+        float *sc = malloc(sizeof(float) * N * ng), *cf = malloc(sizeof(float) * N * D), *cp = malloc(sizeof(float) * N * D);
+        int8_t *c8 = malloc((size_t)(N * D));
+        if (!sc || !cf || !cp || !c8) {
+            free(sc), free(cf), free(cp), free(c8);
+            rc = piso_errorf("out of memory");
+            break;
+        }
+        int fits8 = 1;
+        for (int64_t k = 0; k < N * D; k++) cf[k] = r->codes[k], fits8 &= r->codes[k] >= -128 && r->codes[k] <= 127;
+        if (heads) {
+            rope_rows_to_half(r->scales, sc, heads, c->head_dim, ng);
+            rope_rows_to_half(cf, cp, heads, c->head_dim, D);
+        } else {
+            memcpy(sc, r->scales, sizeof(float) * N * ng), memcpy(cp, cf, sizeof(float) * N * D);
+        }
+        int64_t ss[2] = {N, ng}, cs[2] = {N, D};
+        snprintf(name, sizeof name, "%s.scales", r->name);
+        piso_st_writer_add_copy(w, name, PISO_DTYPE_F32, 2, ss, sc);
+        snprintf(name, sizeof name, "%s.codes", r->name);
+        if (fits8) {
+            for (int64_t k = 0; k < N * D; k++) c8[k] = (int8_t)cp[k];
+            piso_st_writer_add_copy(w, name, PISO_DTYPE_I8, 2, cs, c8);
+        } else {
+            int16_t *c16 = malloc(sizeof(int16_t) * N * D);
+            for (int64_t k = 0; c16 && k < N * D; k++) c16[k] = (int16_t)cp[k];
+            if (c16) piso_st_writer_add_copy(w, name, PISO_DTYPE_I16, 2, cs, c16);
+            else rc = piso_errorf("out of memory");
+            free(c16);
+        }
+        free(sc), free(cf), free(cp), free(c8);
+    }
+    if (!rc) {
+        char *path = piso_path_join(dir, "quantization.safetensors");
+        rc = piso_st_writer_write(w, path);
+        free(path);
+    }
+    piso_st_writer_free(w);
+    return rc;
+}
+
+/* ---- the directory -------------------------------------------------------------------------- */
+static int fill_dir(const struct piso_model *m, const char *tmp, const struct piso_hf_export_opts *o) {
+    char *cfg = config_json(m);
+    int rc = cfg ? write_text(tmp, "config.json", cfg) : piso_errorf("cannot build config.json");
+    free(cfg);
+    if (rc || write_weights(m, tmp)) return -1;
+    /* tokenizer.json: the source's, or generated from the SPM vocabulary */
+    if (o->tokenizer_json) {
+        if (copy_file(o->tokenizer_json, tmp, "tokenizer.json")) return -1;
+    } else {
+        const struct piso_tokenizer_vocab *v = m->tok ? piso_tokenizer_vocab(m->tok) : NULL;
+        if (!v) return piso_errorf("the model has no tokenizer to write into tokenizer.json (pass --tokenizer)");
+        if (v->kind != PISO_TOK_SPM)
+            return piso_errorf("writing tokenizer.json for a byte-level BPE vocabulary without a source "
+                               "tokenizer.json is not supported (pass --tokenizer path/to/tokenizer.json)");
+        char *tj = piso_spm_tokenizer_json(v);
+        rc = tj ? write_text(tmp, "tokenizer.json", tj) : piso_errorf("cannot build tokenizer.json");
+        free(tj);
+        if (rc) return -1;
+    }
+    const char *extra[] = {"tokenizer_config.json", "generation_config.json", "special_tokens_map.json"};
+    for (int i = 0; i < 3; i++) {
+        char *src = o->source_dir ? piso_path_join(o->source_dir, extra[i]) : NULL;
+        if (src && piso_file_exists(src)) rc = copy_file(src, tmp, extra[i]);
+        free(src);
+        if (rc) return -1;
+    }
+    char *tc = piso_path_join(tmp, "tokenizer_config.json");
+    int have_tc = piso_file_exists(tc);
+    free(tc);
+    const struct piso_tokenizer_vocab *v = m->tok ? piso_tokenizer_vocab(m->tok) : NULL;
+    if (!have_tc && v && v->kind == PISO_TOK_SPM) {
+        char buf[512];
+        snprintf(buf, sizeof buf,
+                 "{\n  \"add_bos_token\": %s,\n  \"add_eos_token\": false,\n  \"bos_token\": \"<s>\",\n"
+                 "  \"eos_token\": \"</s>\",\n  \"unk_token\": \"<unk>\",\n  \"model_max_length\": %d,\n"
+                 "  \"tokenizer_class\": \"LlamaTokenizer\",\n  \"clean_up_tokenization_spaces\": false,\n"
+                 "  \"legacy\": true\n}\n",
+                 v->add_bos ? "true" : "false", m->cfg.max_seq_len);
+        if (write_text(tmp, "tokenizer_config.json", buf)) return -1;
+    }
+    if (o->quantization_json && write_text(tmp, "quantization.json", o->quantization_json)) return -1;
+    if (o->res && write_quant_tensors(m, o->res, tmp)) return -1;
+    return 0;
+}
+
+int piso_hf_export_check(const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (!S_ISDIR(st.st_mode)) return piso_errorf("output %s exists and is not a directory", dir);
+        char *cfg = piso_path_join(dir, "config.json");
+        int is_model = piso_file_exists(cfg);
+        free(cfg);
+        DIR *d = opendir(dir);
+        int empty = 1;
+        struct dirent *e;
+        while (d && (e = readdir(d)))
+            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) empty = 0;
+        if (d) closedir(d);
+        if (!is_model && !empty)
+            return piso_errorf("output directory %s exists and is not a model directory; not replacing it", dir);
+        return 0;
+    }
+    /* the parent must exist: the directory is built beside it and renamed */
+    char *parent = strdup(dir), *slash = strrchr(parent, '/');
+    int rc = 0;
+    if (slash && slash != parent) {
+        *slash = 0;
+        if (!piso_is_dir(parent)) rc = piso_errorf("cannot write %s: %s is not a directory", dir, parent);
+    }
+    free(parent);
+    return rc;
+}
+
+int piso_hf_export(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o) {
+    if (piso_hf_export_check(dir)) return -1;
+    struct stat st;
+    int exists = stat(dir, &st) == 0;
+    size_t n = strlen(dir) + 64;
+    char *tmp = malloc(n), *old = malloc(n);
+    snprintf(tmp, n, "%s.piso-tmp-%d", dir, (int)getpid());
+    snprintf(old, n, "%s.piso-old-%d", dir, (int)getpid());
+    int rc = -1;
+    remove_flat_dir(tmp);
+    if (mkdir(tmp, 0755) != 0) {
+        piso_errorf("cannot create %s: %s", tmp, strerror(errno));
+        goto done;
+    }
+    if (fill_dir(m, tmp, o)) {
+        piso_error_context("writing %s", dir);
+        remove_flat_dir(tmp);
+        goto done;
+    }
+    if (exists && rename(dir, old) != 0) {
+        piso_errorf("cannot move the old %s aside: %s", dir, strerror(errno));
+        remove_flat_dir(tmp);
+        goto done;
+    }
+    if (rename(tmp, dir) != 0) {
+        piso_errorf("cannot rename %s to %s: %s", tmp, dir, strerror(errno));
+        if (exists) rename(old, dir);
+        remove_flat_dir(tmp);
+        goto done;
+    }
+    if (exists) remove_flat_dir(old);
+    rc = 0;
+done:
+    free(tmp), free(old);
+    return rc;
+}
