@@ -13,6 +13,14 @@ int cmd_quantize(int argc, char **argv);      /* whole model: HF directory or GG
 int cmd_quantize_gguf(int argc, char **argv); /* whole model to a llama.cpp GGUF file */
 int cmd_imatrix(int argc, char **argv);    /* llama.cpp-compatible importance matrix */
 
+struct piso_model;
+struct piso_tokenizer;
+/* The tokenizer the loader attached to m (from --tokenizer, the model directory, the GGUF file or
+ * the files beside a llama2.c checkpoint); NULL with an error message when there is none. */
+const struct piso_tokenizer *cli_model_tokenizer(const struct piso_model *m);
+/* Reads and tokenizes a whole text file as llama.cpp does (BOS first when the vocabulary adds one). */
+int cli_tokenize_file(const struct piso_tokenizer *t, const char *path, int **ids, int *n);
+
 /* Argument helpers. `i` indexes argv; on a match they advance it past the value.
  * cli_flag: "--name"; cli_opt: "--name VALUE" or "--name=VALUE". */
 int cli_flag(int argc, char **argv, int *i, const char *name);

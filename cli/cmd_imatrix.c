@@ -12,55 +12,6 @@ static const char *USAGE =
     "usage: piso imatrix --model PATH --calib FILE -o imatrix.gguf [--tokenizer PATH] [--ctx 512]\n"
     "                    [--chunks N] [--format gguf|dat] [--json] [--quiet]\n";
 
-/* The model's tokenizer, or (when the loader attached none) one loaded from tok_path or from a
- * tokenizer file beside the weights; *owned receives what the caller must free. */
-const struct piso_tokenizer *gguf_cli_tokenizer(const struct piso_model *m, const char *tok_path,
-                                                struct piso_tokenizer **owned);
-const struct piso_tokenizer *gguf_cli_tokenizer(const struct piso_model *m, const char *tok_path,
-                                                struct piso_tokenizer **owned) {
-    *owned = NULL;
-    if (m->tok) return m->tok;
-    if (tok_path) return piso_tokenizer_load(tok_path, owned) ? NULL : *owned;
-    /* beside a llama2.c checkpoint: tokenizer.bin or tok512.bin; an HF directory or a GGUF file itself */
-    char *dir = strdup(m->path), *slash = strrchr(dir, '/');
-    if (piso_is_dir(m->path)) {
-        free(dir);
-        return piso_tokenizer_load(m->path, owned) ? NULL : *owned;
-    }
-    size_t pl = strlen(m->path);
-    if (pl > 5 && !strcmp(m->path + pl - 5, ".gguf")) {
-        free(dir);
-        return piso_tokenizer_load(m->path, owned) ? NULL : *owned;
-    }
-    if (slash) *slash = 0;
-    else strcpy(dir, ".");
-    static const char *names[2] = {"tokenizer.bin", "tok512.bin"};
-    for (int i = 0; i < 2; i++) {
-        char *p = piso_path_join(dir, names[i]);
-        if (piso_file_exists(p) && piso_tokenizer_load(p, owned) == 0) {
-            free(p), free(dir);
-            return *owned;
-        }
-        free(p);
-    }
-    free(dir);
-    piso_errorf("%s: no tokenizer found beside the model (use --tokenizer)", m->path);
-    return NULL;
-}
-
-/* Tokenizes a text file as llama.cpp does for perplexity/imatrix: the whole file once, with BOS
- * if the vocabulary adds one. */
-int gguf_cli_tokenize_file(const struct piso_tokenizer *t, const char *path, int **ids, int *n);
-int gguf_cli_tokenize_file(const struct piso_tokenizer *t, const char *path, int **ids, int *n) {
-    char *text;
-    size_t len;
-    if (piso_read_file(path, &text, &len)) return -1;
-    const struct piso_tokenizer_vocab *v = piso_tokenizer_vocab(t);
-    int rc = piso_tokenize(t, text, len, v->add_bos, ids, n);
-    free(text);
-    return rc;
-}
-
 int cmd_imatrix(int argc, char **argv) {
     const char *model = NULL, *tok = NULL, *calib = NULL, *out = NULL, *format = NULL;
     long ctx = 512, chunks = 0;
@@ -88,11 +39,10 @@ int cmd_imatrix(int argc, char **argv) {
     struct piso_model *m = NULL;
     int *ids = NULL, n = 0, rc = 1;
     struct piso_imatrix *im = NULL;
-    struct piso_tokenizer *owned_tok = NULL;
     const struct piso_tokenizer *tk = NULL;
     double t0 = piso_time();
-    if (piso_model_load(model, tok, &m) || !(tk = gguf_cli_tokenizer(m, tok, &owned_tok)) ||
-        gguf_cli_tokenize_file(tk, calib, &ids, &n))
+    if (piso_model_load(model, tok, &m) || !(tk = cli_model_tokenizer(m)) ||
+        cli_tokenize_file(tk, calib, &ids, &n))
         goto done;
     const struct piso_tokenizer_vocab *v = piso_tokenizer_vocab(tk);
     if (piso_imatrix_compute(m, ids, n, (int)ctx, (int)chunks, v->bos_id, calib, &im)) goto done;
@@ -108,6 +58,5 @@ done:
     piso_imatrix_free(im);
     free(ids);
     piso_model_free(m);
-    piso_tokenizer_free(owned_tok);
     return rc;
 }

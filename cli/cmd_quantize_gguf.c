@@ -11,9 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-const struct piso_tokenizer *gguf_cli_tokenizer(const struct piso_model *m, const char *tok_path,
-                                                struct piso_tokenizer **owned);
-int gguf_cli_tokenize_file(const struct piso_tokenizer *t, const char *path, int **ids, int *n);
 
 static const char *USAGE =
     "usage: piso quantize --model PATH --out model.gguf --type T [--tokenizer PATH]\n"
@@ -64,15 +61,14 @@ int cmd_quantize_gguf(int argc, char **argv) {
     struct piso_calib_hessians *hs = NULL;
     int *ids = NULL, n = 0, rc = 1;
     struct piso_gguf_export_stats st;
-    struct piso_tokenizer *owned_tok = NULL;
     const struct piso_tokenizer *tk = NULL;
     if (piso_model_load(model, tok, &m)) goto done;
     /* a tokenizer is needed for --calib and wanted in the file; without one the file is "no_vocab" */
-    tk = gguf_cli_tokenizer(m, tok, &owned_tok);
+    tk = cli_model_tokenizer(m);
     if (!tk && (tok || calib)) goto done;
     if (imat && piso_imatrix_load(imat, &im)) goto done;
     if (calib) {
-        if (gguf_cli_tokenize_file(tk, calib, &ids, &n)) goto done;
+        if (cli_tokenize_file(tk, calib, &ids, &n)) goto done;
         int bos = piso_tokenizer_vocab(tk)->bos_id;
         if (piso_imatrix_compute(m, ids, n, (int)ctx, (int)chunks, bos, calib, &im)) goto done;
         if (o.scale == PISO_GGUF_SCALE_PISO && piso_calib_hessians_compute(m, ids, n, (int)ctx, (int)chunks, bos, &hs))
@@ -104,6 +100,5 @@ done:
     piso_imatrix_free(im);
     free(ids);
     piso_model_free(m);
-    piso_tokenizer_free(owned_tok);
     return rc;
 }
