@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Evidence table for docs/gguf.md: stories260K exported in llama.cpp block formats with llama.cpp's
+# Evidence table for the README (GGUF section): stories260K exported in llama.cpp block formats with llama.cpp's
 # reference scales (no imatrix / piso's imatrix) and piso's exact scales (imatrix / dense
 # calibration), scored by perplexity with llama-perplexity's protocol (ctx 512, cs336 sample) in
 # real llama.cpp (npm node-llama-cpp) and, when available, in piso's own evaluator.
