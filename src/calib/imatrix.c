@@ -49,6 +49,41 @@ int piso_imatrix_get(const struct piso_imatrix *im, const char *name, int64_t n,
 /* ---- computing ------------------------------------------------------------------------------- */
 
 /* sum2[j] += Σ_t a[t, j]² for a [n, d]; columns in parallel, each summed in token order. */
+/* llama.cpp's chunking (imatrix and perplexity): n_chunk windows of n_ctx tokens, each window's
+ * first token replaced by BOS, every token counted. Runs the model over each window and hands the
+ * inputs of every block's linear layers to visit(). */
+typedef int (*taps_visitor)(void *ctx, int layer, const struct piso_block_taps *taps, int n);
+
+static int run_chunks(const struct piso_model *m, const int *tokens, int n_chunk, int n_ctx, int bos_id,
+                      const char *stage, taps_visitor visit, void *ctx) {
+    const struct piso_config *c = &m->cfg;
+    const size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, Hq = (size_t)c->n_heads * (size_t)c->head_dim;
+    const size_t n = (size_t)n_ctx;
+    float *x = malloc(sizeof(float) * n * D);
+    struct piso_block_taps taps = {malloc(sizeof(float) * n * D), malloc(sizeof(float) * n * Hq),
+                                   malloc(sizeof(float) * n * D), malloc(sizeof(float) * n * F)};
+    int *chunk = malloc(sizeof(int) * n);
+    int rc = -1;
+    if (!x || !taps.attn_in || !taps.o_in || !taps.ffn_in || !taps.down_in || !chunk) {
+        piso_errorf("%s: out of memory for a chunk of %d tokens", stage, n_ctx);
+        goto done;
+    }
+    struct piso_progress pr;
+    piso_progress_begin(&pr, stage, "chunks", n_chunk);
+    for (int ch = 0; ch < n_chunk; ch++) {
+        memcpy(chunk, tokens + (size_t)ch * n, sizeof(int) * n);
+        if (bos_id >= 0) chunk[0] = bos_id;
+        piso_embed(m, chunk, n_ctx, x);
+        for (int l = 0; l < c->n_layers; l++)
+            if (piso_block_forward(m, l, x, n_ctx, &taps) || visit(ctx, l, &taps, n_ctx)) goto done;
+        piso_progress_update(&pr, ch + 1);
+    }
+    rc = 0;
+done:
+    free(x), free(taps.attn_in), free(taps.o_in), free(taps.ffn_in), free(taps.down_in), free(chunk);
+    return rc;
+}
+
 static void accumulate(struct piso_imatrix_entry *e, const float *a, int n, int64_t d) {
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < d; j++) {
@@ -57,6 +92,18 @@ static void accumulate(struct piso_imatrix_entry *e, const float *a, int n, int6
         e->sum2[j] += s;
     }
     e->count += n;
+}
+
+/* Sums x_j² per input column of every weight (entries of layer l sit at l*7 .. l*7+6). */
+static int imatrix_visit(void *ctx, int l, const struct piso_block_taps *taps, int n) {
+    struct piso_imatrix *im = ctx;
+    struct piso_imatrix_entry *e = &im->e[l * 7];
+    for (int k = 0; k < 3; k++) accumulate(&e[k], taps->attn_in, n, e[k].n);
+    accumulate(&e[3], taps->o_in, n, e[3].n);
+    accumulate(&e[4], taps->ffn_in, n, e[4].n);
+    accumulate(&e[5], taps->ffn_in, n, e[5].n);
+    accumulate(&e[6], taps->down_in, n, e[6].n);
+    return 0;
 }
 
 int piso_imatrix_compute(const struct piso_model *m, const int *tokens, int n_tokens, int n_ctx, int max_chunks,
@@ -83,39 +130,12 @@ int piso_imatrix_compute(const struct piso_model *m, const int *tokens, int n_to
             }
         }
     /* entries are added in (layer, kind) order: index l*7 + k until sorted at the end */
-    float *x = malloc(sizeof(float) * (size_t)n_ctx * (size_t)D);
-    struct piso_block_taps taps = {
-        malloc(sizeof(float) * (size_t)n_ctx * (size_t)D), malloc(sizeof(float) * (size_t)n_ctx * (size_t)Hq),
-        malloc(sizeof(float) * (size_t)n_ctx * (size_t)D), malloc(sizeof(float) * (size_t)n_ctx * (size_t)F)};
-    int *chunk = malloc(sizeof(int) * (size_t)n_ctx);
-    if (!x || !taps.attn_in || !taps.o_in || !taps.ffn_in || !taps.down_in || !chunk) {
-        piso_errorf("imatrix: out of memory for a chunk of %d tokens", n_ctx);
-        goto done;
-    }
-    struct piso_progress pr;
-    piso_progress_begin(&pr, "imatrix", "chunks", n_chunk);
-    for (int ch = 0; ch < n_chunk; ch++) {
-        memcpy(chunk, tokens + (size_t)ch * n_ctx, sizeof(int) * (size_t)n_ctx);
-        if (bos_id >= 0) chunk[0] = bos_id;
-        piso_embed(m, chunk, n_ctx, x);
-        for (int l = 0; l < c->n_layers; l++) {
-            if (piso_block_forward(m, l, x, n_ctx, &taps)) goto done;
-            struct piso_imatrix_entry *e = &im->e[l * 7];
-            for (int k = 0; k < 3; k++) accumulate(&e[k], taps.attn_in, n_ctx, D);
-            accumulate(&e[3], taps.o_in, n_ctx, Hq);
-            accumulate(&e[4], taps.ffn_in, n_ctx, D);
-            accumulate(&e[5], taps.ffn_in, n_ctx, D);
-            accumulate(&e[6], taps.down_in, n_ctx, F);
-        }
-        piso_progress_update(&pr, ch + 1);
-    }
+    if (run_chunks(m, tokens, n_chunk, n_ctx, bos_id, "imatrix", imatrix_visit, im) != 0) goto fail;
     qsort(im->e, (size_t)im->n, sizeof *im->e, cmp_entry);
     im->chunk_count = n_chunk;
     im->chunk_size = n_ctx;
     im->dataset = dataset ? strdup(dataset) : NULL;
     rc = 0;
-done:
-    free(x), free(taps.attn_in), free(taps.o_in), free(taps.ffn_in), free(taps.down_in), free(chunk);
 fail:
     if (rc) piso_imatrix_free(im);
     else *out = im;
@@ -337,6 +357,19 @@ static void accumulate_outer(double *acc, const float *a, int n, int64_t d) {
     }
 }
 
+/* Accumulates XᵀX (upper triangle, fp64) of the four distinct linear inputs of each block. */
+struct hessian_acc {
+    double **acc; /* [n_layers * 4] */
+    int64_t dims[4];
+};
+
+static int hessian_visit(void *ctx, int l, const struct piso_block_taps *taps, int n) {
+    struct hessian_acc *h = ctx;
+    const float *in[4] = {taps->attn_in, taps->o_in, taps->ffn_in, taps->down_in};
+    for (int k = 0; k < 4; k++) accumulate_outer(h->acc[4 * l + k], in[k], n, h->dims[k]);
+    return 0;
+}
+
 int piso_calib_hessians_compute(const struct piso_model *m, const int *tokens, int n_tokens, int n_ctx,
                                 int max_chunks, int bos_id, struct piso_calib_hessians **out) {
     const struct piso_config *c = &m->cfg;
@@ -350,29 +383,13 @@ int piso_calib_hessians_compute(const struct piso_model *m, const int *tokens, i
     const int64_t dims[4] = {D, Hq, D, F};
     int rc = -1;
     double **acc = calloc((size_t)c->n_layers * 4, sizeof(double *));
-    float *x = malloc(sizeof(float) * (size_t)n_ctx * (size_t)D);
-    struct piso_block_taps taps = {
-        malloc(sizeof(float) * (size_t)n_ctx * (size_t)D), malloc(sizeof(float) * (size_t)n_ctx * (size_t)Hq),
-        malloc(sizeof(float) * (size_t)n_ctx * (size_t)D), malloc(sizeof(float) * (size_t)n_ctx * (size_t)F)};
-    int *chunk = malloc(sizeof(int) * (size_t)n_ctx);
-    if (!hs || !acc || !x || !taps.attn_in || !taps.o_in || !taps.ffn_in || !taps.down_in || !chunk) goto oom;
+    if (!hs || !acc) goto oom;
     hs->n_layers = c->n_layers, hs->D = D, hs->Hq = Hq, hs->F = F;
     if (!(hs->h = calloc((size_t)c->n_layers * 4, sizeof(float *)))) goto oom;
     for (int i = 0; i < 4 * c->n_layers; i++)
         if (!(acc[i] = calloc((size_t)(dims[i % 4] * dims[i % 4]), sizeof(double)))) goto oom;
-    struct piso_progress pr;
-    piso_progress_begin(&pr, "calibration", "chunks", n_chunk);
-    for (int ch = 0; ch < n_chunk; ch++) {
-        memcpy(chunk, tokens + (size_t)ch * n_ctx, sizeof(int) * (size_t)n_ctx);
-        if (bos_id >= 0) chunk[0] = bos_id;
-        piso_embed(m, chunk, n_ctx, x);
-        for (int l = 0; l < c->n_layers; l++) {
-            if (piso_block_forward(m, l, x, n_ctx, &taps)) goto done;
-            const float *in[4] = {taps.attn_in, taps.o_in, taps.ffn_in, taps.down_in};
-            for (int k = 0; k < 4; k++) accumulate_outer(acc[4 * l + k], in[k], n_ctx, dims[k]);
-        }
-        piso_progress_update(&pr, ch + 1);
-    }
+    struct hessian_acc ha = {acc, {D, Hq, D, F}};
+    if (run_chunks(m, tokens, n_chunk, n_ctx, bos_id, "calibration", hessian_visit, &ha) != 0) goto done;
     hs->n_tokens = (int64_t)n_chunk * n_ctx;
     for (int i = 0; i < 4 * c->n_layers; i++) {
         const int64_t d = dims[i % 4];
@@ -387,7 +404,7 @@ oom:
     piso_errorf("calibration: out of memory");
 done:
     for (int i = 0; acc && i < 4 * c->n_layers; i++) free(acc[i]);
-    free(acc), free(x), free(taps.attn_in), free(taps.o_in), free(taps.ffn_in), free(taps.down_in), free(chunk);
+    free(acc);
     if (rc) piso_calib_hessians_free(hs);
     else *out = hs;
     return rc;

@@ -42,6 +42,22 @@ static double rtn_error(const float *x, const float *w, int n, int lo, int hi, f
     return e;
 }
 
+/* The importance weights of a block: w_in, or all ones when absent or all zero (a dead block
+ * still gets a sensible scale). Sets *Sxx = Σ w x². buf holds n <= 256 floats. */
+static const float *block_weights(const float *x, const float *w_in, int n, float *buf, double *Sxx) {
+    const float *w = w_in;
+    double wsum = 0;
+    for (int i = 0; i < n && w; i++) wsum += w[i];
+    if (!w || wsum <= 0) {
+        for (int i = 0; i < n; i++) buf[i] = 1.0f;
+        w = buf;
+    }
+    double sxx = 0;
+    for (int i = 0; i < n; i++) sxx += (double)w[i] * x[i] * x[i];
+    *Sxx = sxx;
+    return w;
+}
+
 /* The sweep. want16: also search the fp16 grid. Outputs the real optimum d (d_real, E_real) and,
  * with want16, the best fp16 d (d16, E16). Returns -1 on allocation failure. */
 /* Min-heap of the next event of each element, keyed by s: the events of one element come in order
@@ -80,15 +96,8 @@ static void interval_fp16(const struct interval *I, const float *x, const float 
 static int sweep(const float *x, const float *w_in, int n, int lo, int hi, int allow_neg, int want16,
                  double *d_real, double *E_real, uint16_t *d16, double *E16) {
     float wbuf[256];
-    const float *w = w_in;
-    double wsum = 0;
-    for (int i = 0; i < n && w; i++) wsum += w[i];
-    if (!w || wsum <= 0) {
-        for (int i = 0; i < n; i++) wbuf[i] = 1.0f;
-        w = wbuf;
-    }
-    double Sxx = 0;
-    for (int i = 0; i < n; i++) Sxx += (double)w[i] * x[i] * x[i];
+    double Sxx;
+    const float *w = block_weights(x, w_in, n, wbuf, &Sxx);
     const int per = hi > -lo ? hi : -lo;
     struct interval *iv = malloc(sizeof *iv * ((size_t)n * (size_t)per * 2 + 2));
     if (!iv) return piso_errorf("block sweep: out of memory");
@@ -206,15 +215,8 @@ int piso_block_sweep_table(const float *x, const float *w_in, int n, const int8_
                            uint16_t *d16, int *L, double *E16, double *E_real) {
     if (n < 1 || n > 256 || nv < 2 || nv > 64) return piso_errorf("block sweep: bad size %d or table of %d", n, nv);
     float wbuf[256];
-    const float *w = w_in;
-    double wsum = 0;
-    for (int i = 0; i < n && w; i++) wsum += w[i];
-    if (!w || wsum <= 0) {
-        for (int i = 0; i < n; i++) wbuf[i] = 1.0f;
-        w = wbuf;
-    }
-    double Sxx = 0;
-    for (int i = 0; i < n; i++) Sxx += (double)w[i] * x[i] * x[i];
+    double Sxx;
+    const float *w = block_weights(x, w_in, n, wbuf, &Sxx);
     const int i0 = table_index(t, nv, 0.0);
     struct interval *iv = malloc(sizeof *iv * ((size_t)n * (size_t)nv * 2 + 4));
     if (!iv) return piso_errorf("block sweep: out of memory");
