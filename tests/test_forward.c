@@ -253,7 +253,8 @@ static void test_two_layouts(void) {
         piso_model_free(a);
         return;
     }
-    CHECK(a->cfg.rope_style == PISO_ROPE_ADJACENT && b->cfg.rope_style == PISO_ROPE_HALF, "rope styles");
+    /* the HF loader reorders q/k rows to adjacent pairs, so both run the same arithmetic */
+    CHECK(a->cfg.rope_style == PISO_ROPE_ADJACENT && b->cfg.rope_style == PISO_ROPE_ADJACENT, "rope styles");
     CHECK(a->cfg.n_kv_heads == 4 && b->cfg.n_kv_heads == 4 && a->cfg.vocab_size == 512 && a->cfg.tied_embeddings &&
               b->cfg.tied_embeddings, "configs");
     enum { N = 200 };
@@ -263,7 +264,7 @@ static void test_two_layouts(void) {
     float *la = malloc((size_t)N * 512 * 4), *lb = malloc((size_t)N * 512 * 4);
     CHECK(piso_forward(a, tok, N, 0, la) == 0 && piso_forward(b, tok, N, 0, lb) == 0, "forward");
     double d = max_abs_diff(la, lb, (size_t)N * 512);
-    CHECK(d < 1e-4, "stories260K llama2.c vs HF logits differ by %g", d);
+    CHECK(d == 0, "stories260K llama2.c vs HF logits differ by %g (must be bit-identical)", d);
     /* the batched pass equals the reference on the real model too */
     float *lr = malloc((size_t)N * 512 * 4);
     ref_forward(a, tok, 40, lr, NULL, NULL, NULL, NULL);

@@ -35,6 +35,16 @@ struct named {
     float *data;
     int64_t rows, cols;
 };
+/* HF's q/k row order from piso's adjacent-pair order (HF's conversion script: row h*hd + i*hd/2 + j
+ * of the checkpoint is the model's row h*hd + 2j + i), written here from that definition. */
+static void adjacent_to_half(const float *src, float *dst, int heads, int hd, int64_t cols) {
+    for (int h = 0; h < heads; h++)
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < hd / 2; j++)
+                memcpy(dst + ((size_t)h * hd + (size_t)i * hd / 2 + j) * (size_t)cols,
+                       src + ((size_t)h * hd + 2 * (size_t)j + i) * (size_t)cols, sizeof(float) * (size_t)cols);
+}
+
 static int hf_names(struct piso_model *m, struct named *out) {
     const struct piso_config *c = &m->cfg;
     int64_t D = c->dim, F = c->hidden_dim, V = c->vocab_size, Hq = (int64_t)c->n_heads * c->head_dim,
@@ -71,17 +81,39 @@ static void export_hf(struct piso_model *m, const char *dir, enum piso_dtype dt,
         size_t numel = (size_t)t[i].rows * (size_t)(t[i].cols ? t[i].cols : 1);
         int64_t shape[2] = {t[i].rows, t[i].cols};
         int f = i % files;
+        /* the loaded model runs in adjacent-pair order; the checkpoint stores q/k in HF order */
+        const char *nm = t[i].name;
+        int heads = m->cfg.rope_style != PISO_ROPE_ADJACENT ? 0
+                    : strstr(nm, "q_proj.weight")          ? m->cfg.n_heads
+                    : strstr(nm, "k_proj.weight")          ? m->cfg.n_kv_heads
+                                                            : 0;
+        float *hf_order = NULL;
+        if (heads) {
+            hf_order = malloc(numel * sizeof(float));
+            adjacent_to_half(t[i].data, hf_order, heads, m->cfg.head_dim, t[i].cols);
+        }
         if (dt == PISO_DTYPE_F32) {
-            piso_st_writer_add_copy(w[f], t[i].name, dt, t[i].cols ? 2 : 1, shape, t[i].data);
+            piso_st_writer_add_copy(w[f], t[i].name, dt, t[i].cols ? 2 : 1, shape, hf_order ? hf_order : t[i].data);
         } else {
             uint16_t *h = malloc(numel * 2);
             for (size_t j = 0; j < numel; j++) {
                 h[j] = dt == PISO_DTYPE_F16 ? piso_fp32_to_fp16(t[i].data[j]) : piso_fp32_to_bf16(t[i].data[j]);
                 t[i].data[j] = dt == PISO_DTYPE_F16 ? piso_fp16_to_fp32(h[j]) : piso_bf16_to_fp32(h[j]);
             }
+            if (heads) { /* rounding is elementwise: round in model order, store in HF order */
+                uint16_t *hh = malloc(numel * 2);
+                for (int hd = m->cfg.head_dim, r = 0; r < heads * hd; r++) {
+                    int hh_row = r / hd * hd + (r % hd % 2) * hd / 2 + (r % hd) / 2;
+                    memcpy(hh + (size_t)hh_row * (size_t)t[i].cols, h + (size_t)r * (size_t)t[i].cols,
+                           2 * (size_t)t[i].cols);
+                }
+                free(h);
+                h = hh;
+            }
             piso_st_writer_add_copy(w[f], t[i].name, dt, t[i].cols ? 2 : 1, shape, h);
             free(h);
         }
+        free(hf_order);
         k += snprintf(index + k, 65536 - (size_t)k, "%s\"%s\": \"model-0000%d-of-00002.safetensors\"", i ? ", " : "",
                       t[i].name, f + 1);
     }
@@ -254,14 +286,30 @@ static void test_hf_archs(void) {
             CHECK(g->head_dim == c.head_dim && g->n_kv_heads == c.n_kv_heads && g->has_qkv_bias == c.has_qkv_bias &&
                       g->has_qk_norm == c.has_qk_norm && g->tied_embeddings == c.tied_embeddings &&
                       g->rope_llama3 == c.rope_llama3 && g->rope_theta == c.rope_theta && g->norm_eps == c.norm_eps &&
-                      g->rope_style == PISO_ROPE_HALF,
-                  "%s: parsed config", cases[k].cls);
+                      g->rope_style == PISO_ROPE_ADJACENT,
+                  "%s: parsed config (q/k rows reordered to adjacent pairs)", cases[k].cls);
+            /* the loader's reorder is exact: its q/k rows are m's rotate-half rows in adjacent order */
+            float *back = malloc(sizeof(float) * (size_t)(Hq * D));
+            adjacent_to_half(got->layers[0].wq, back, c.n_heads, c.head_dim, D);
+            CHECK(memcmp(back, m->layers[0].wq, sizeof(float) * (size_t)(Hq * D)) == 0, "%s: q rows", cases[k].cls);
+            adjacent_to_half(got->layers[0].wk, back, c.n_kv_heads, c.head_dim, D);
+            CHECK(memcmp(back, m->layers[0].wk, sizeof(float) * (size_t)(Hkv * D)) == 0, "%s: k rows", cases[k].cls);
+            if (c.has_qkv_bias) {
+                adjacent_to_half(got->layers[0].bq, back, c.n_heads, c.head_dim, 1);
+                CHECK(memcmp(back, m->layers[0].bq, sizeof(float) * (size_t)Hq) == 0, "%s: q bias", cases[k].cls);
+            }
+            if (c.has_qk_norm) {
+                adjacent_to_half(got->layers[0].k_norm, back, 1, c.head_dim, 1);
+                CHECK(memcmp(back, m->layers[0].k_norm, sizeof(float) * (size_t)hd) == 0, "%s: k norm", cases[k].cls);
+            }
+            free(back);
             CHECK(g->rope_factor == c.rope_factor && g->rope_orig_ctx == c.rope_orig_ctx, "%s: rope scaling", cases[k].cls);
             int tk[20];
             for (int i = 0; i < 20; i++) tk[i] = (i * 7 + 3) % c.vocab_size;
             float *a = malloc(20 * (size_t)V * 4), *b = malloc(20 * (size_t)V * 4);
             CHECK(piso_forward(m, tk, 20, 0, a) == 0 && piso_forward(got, tk, 20, 0, b) == 0, "forward");
-            CHECK(max_abs_diff(a, b, 20 * (size_t)V) == 0, "%s: logits of the loaded model differ by %g", cases[k].cls,
+            /* same model, the other RoPE pairing: equal up to the order of float operations */
+            CHECK(max_abs_diff(a, b, 20 * (size_t)V) < 1e-5, "%s: logits of the loaded model differ by %g", cases[k].cls,
                   max_abs_diff(a, b, 20 * (size_t)V));
             free(a), free(b);
             piso_model_free(got);

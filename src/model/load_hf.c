@@ -266,6 +266,44 @@ static int load_weights(struct piso_model *m) {
     return 0;
 }
 
+/* Reorders rows [heads * hd, cols] in place from HF's rotate-half layout to adjacent pairs:
+ * HF row h*hd + i*hd/2 + j (i = half, j = frequency) is row h*hd + 2j + i. */
+static int permute_half_to_adjacent(float *w, int heads, int hd, int64_t cols) {
+    float *tmp = malloc(sizeof(float) * (size_t)hd * (size_t)cols);
+    if (!tmp) return piso_errorf("out of memory permuting q/k rows");
+    for (int h = 0; h < heads; h++) {
+        float *head = w + (size_t)h * (size_t)hd * (size_t)cols;
+        memcpy(tmp, head, sizeof(float) * (size_t)hd * (size_t)cols);
+        for (int i = 0; i < 2; i++)
+            for (int j = 0; j < hd / 2; j++)
+                memcpy(head + (size_t)(2 * j + i) * (size_t)cols, tmp + (size_t)(i * hd / 2 + j) * (size_t)cols,
+                       sizeof(float) * (size_t)cols);
+    }
+    free(tmp);
+    return 0;
+}
+
+/* piso runs every model in llama.cpp's adjacent-pair RoPE layout, so one model gives bit-identical
+ * results whichever file it came from (HF twin vs llama2.c vs GGUF). HF stores q/k rows (and their
+ * biases and q/k norms) in rotate-half order: reorder them once here. The exporters write HF order
+ * back. The mapping is copy-on-write, so the file is never touched. */
+static int rope_rows_to_adjacent(struct piso_model *m) {
+    const struct piso_config *c = &m->cfg;
+    const int hd = c->head_dim;
+    for (int l = 0; l < c->n_layers; l++) {
+        struct piso_layer_weights *w = &m->layers[l];
+        if (permute_half_to_adjacent(w->wq, c->n_heads, hd, c->dim) ||
+            permute_half_to_adjacent(w->wk, c->n_kv_heads, hd, c->dim) ||
+            (w->bq && (permute_half_to_adjacent(w->bq, c->n_heads, hd, 1) ||
+                       permute_half_to_adjacent(w->bk, c->n_kv_heads, hd, 1))) ||
+            (w->q_norm && (permute_half_to_adjacent(w->q_norm, 1, hd, 1) ||
+                           permute_half_to_adjacent(w->k_norm, 1, hd, 1))))
+            return -1;
+    }
+    m->cfg.rope_style = PISO_ROPE_ADJACENT;
+    return 0;
+}
+
 int load_hf(const char *dir, struct piso_model **out) {
     struct hf_ctx h = {dir, piso_path_join(dir, "config.json"), NULL};
     char *text;
@@ -284,7 +322,7 @@ int load_hf(const char *dir, struct piso_model **out) {
     free(h.config_path);
     if (rc != 0) return -1;
     struct piso_model *m = model_new(&c, dir);
-    if (open_shards(m, dir) != 0 || load_weights(m) != 0) {
+    if (open_shards(m, dir) != 0 || load_weights(m) != 0 || rope_rows_to_adjacent(m) != 0) {
         piso_model_free(m);
         return -1;
     }
