@@ -10,7 +10,7 @@
  *  - the tokenize CLI agrees with the library, and bad input gets a clear error. */
 #include "harness.h"
 #include "piso/tokenizer.h"
-#include "tokenizer/tok_internal.h" /* tok_nfc, tok_lookup, tok_ids */
+#include "tokenizer/tok_internal.h" /* piso_tok_nfc, piso_tok_lookup, tok_ids */
 
 #include <cjson/cJSON.h>
 #include <unistd.h>
@@ -405,13 +405,13 @@ static void test_metaspace(void) {
     struct tok_ids want = {0};
     int *x, nx;
     piso_tokenize(legacy, "Hey", 3, 0, &x, &nx); /* legacy prepends "▁": "▁Hey" */
-    for (int i = 0; i < nx; i++) tok_ids_push(&want, x[i]);
+    for (int i = 0; i < nx; i++) piso_tok_ids_push(&want, x[i]);
     free(x);
-    int space = tok_lookup(meta, "\xe2\x96\x81", 3);
-    tok_ids_push(&want, space);
-    tok_ids_push(&want, space);
+    int space = piso_tok_lookup(meta, "\xe2\x96\x81", 3);
+    piso_tok_ids_push(&want, space);
+    piso_tok_ids_push(&want, space);
     piso_tokenize(legacy, "friend!", 7, 0, &x, &nx);
-    for (int i = 0; i < nx; i++) tok_ids_push(&want, x[i]);
+    for (int i = 0; i < nx; i++) piso_tok_ids_push(&want, x[i]);
     free(x);
     piso_tokenize(meta, "Hey   friend!", 13, 0, &x, &nx);
     CHECK(space >= 0 && same_ids(x, nx, want.v, want.n), "Metaspace split of 'Hey   friend!'");
@@ -444,7 +444,7 @@ static void concat_encodings(struct piso_tokenizer *t, const char *const *parts,
     for (int i = 0; i < n; i++) {
         int *x, nx;
         piso_tokenize(t, parts[i], strlen(parts[i]), 0, &x, &nx);
-        for (int k = 0; k < nx; k++) tok_ids_push(out, x[k]);
+        for (int k = 0; k < nx; k++) piso_tok_ids_push(out, x[k]);
         free(x);
     }
 }
@@ -544,14 +544,14 @@ static void test_nfc(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         size_t n = 0;
-        char *r = tok_nfc(cases[i][0], strlen(cases[i][0]), &n);
+        char *r = piso_tok_nfc(cases[i][0], strlen(cases[i][0]), &n);
         const char *got = r ? r : cases[i][0];
         CHECK(!strcmp(got, cases[i][1]), "NFC case %zu", i);
         free(r);
     }
     size_t n;
     const char *stable = "plain ascii \xc3\xa9 \xe4\xbd\xa0 \xea\xb0\x81";
-    CHECK(tok_nfc(stable, strlen(stable), &n) == NULL, "NFC text passes through");
+    CHECK(piso_tok_nfc(stable, strlen(stable), &n) == NULL, "NFC text passes through");
     struct piso_tokenizer *q;
     CHECK(piso_tokenizer_load(test_data("tokenizers/qwen3/tokenizer.json"), &q) == 0, "%s", piso_last_error());
     if (!q) return;

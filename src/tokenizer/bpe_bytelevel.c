@@ -12,14 +12,14 @@ static int byte_is_printable(unsigned b) {
 }
 
 /* The 68 other bytes, in order, are 0x00-0x20 (33), 0x7F-0xA0 (34) and 0xAD (1). */
-uint32_t tok_byte_to_cp(unsigned char b) {
+uint32_t piso_tok_byte_to_cp(unsigned char b) {
     if (byte_is_printable(b)) return b;
     if (b <= 0x20) return 256u + b;
     if (b >= 0x7F && b <= 0xA0) return 256u + 33 + (b - 0x7Fu);
     return 256u + 67; /* 0xAD */
 }
 
-int tok_cp_to_byte(uint32_t cp) {
+int piso_tok_cp_to_byte(uint32_t cp) {
     if (cp < 256) return byte_is_printable(cp) ? (int)cp : -1;
     uint32_t k = cp - 256;
     if (k < 33) return (int)k;
@@ -27,7 +27,7 @@ int tok_cp_to_byte(uint32_t cp) {
     return k == 67 ? 0xAD : -1;
 }
 
-int tok_add_regex(struct piso_tokenizer *t, const char *pattern) {
+int piso_tok_add_regex(struct piso_tokenizer *t, const char *pattern) {
     int err;
     PCRE2_SIZE at;
     pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, PCRE2_ZERO_TERMINATED,
@@ -71,7 +71,7 @@ static const char *const RE_DEEPSEEK_LLM_LETTERS =
     "\xf0\x90\x92\xb0-\xf0\x90\x93\x93\xf0\x90\x93\x98-\xf0\x90\x93\xbb\xf0\x90\xb2\x80-\xf0\x90\xb2\xb2"
     "\xf0\x90\xb3\x80-\xf0\x90\xb3\xb2\xf0\x91\xa2\xa0-\xf0\x91\xa3\x9f\xf0\x9e\xa4\x80-\xf0\x9e\xa5\x83]+";
 
-int tok_add_pre_regexes(struct piso_tokenizer *t, const char *pre) {
+int piso_tok_add_pre_regexes(struct piso_tokenizer *t, const char *pre) {
     const char *list[8] = {0};
     int n = 0;
 #define IS(name) (strcmp(pre, name) == 0)
@@ -122,19 +122,19 @@ int tok_add_pre_regexes(struct piso_tokenizer *t, const char *pre) {
     }
 #undef IS
     for (int i = 0; i < n; i++)
-        if (tok_add_regex(t, list[i]) != 0) return -1;
+        if (piso_tok_add_regex(t, list[i]) != 0) return -1;
     return 0;
 }
 
 /* Offset of the first byte that does not start a valid UTF-8 sequence (strict: no overlong forms,
  * no surrogates, at most U+10FFFF), or n if all is valid. */
-size_t tok_utf8_invalid_at(const char *text, size_t n) {
+size_t piso_tok_utf8_invalid_at(const char *text, size_t n) {
     const unsigned char *s = (const unsigned char *)text;
     size_t i = 0;
     while (i < n) {
         unsigned c = s[i];
         if (c < 0x80) { i++; continue; }
-        int len = tok_utf8_len((unsigned char)c);
+        int len = piso_tok_utf8_len((unsigned char)c);
         if (len == 1 || c == 0xC0 || c == 0xC1 || c > 0xF4 || i + (size_t)len > n) return i;
         uint32_t cp = c & (0x7Fu >> len);
         for (int k = 1; k < len; k++) {
@@ -167,16 +167,16 @@ static void encode_pretoken(struct split_ctx *c, const char *s, size_t n) {
         c->mapped = realloc(c->mapped, c->mapped_cap);
     }
     size_t o = 0;
-    for (size_t i = 0; i < n; i++) o += (size_t)tok_utf8_put(tok_byte_to_cp((unsigned char)s[i]), c->mapped + o);
+    for (size_t i = 0; i < n; i++) o += (size_t)piso_tok_utf8_put(piso_tok_byte_to_cp((unsigned char)s[i]), c->mapped + o);
     const struct piso_tokenizer *t = c->t;
     if (t->ignore_merges) {
-        int id = tok_lookup(t, c->mapped, o);
+        int id = piso_tok_lookup(t, c->mapped, o);
         if (id >= 0) {
-            tok_ids_push(c->out, id);
+            piso_tok_ids_push(c->out, id);
             return;
         }
     }
-    if (tok_merge_word(t, c->mapped, o, c->out) != 0) c->failed = 1;
+    if (piso_tok_merge_word(t, c->mapped, o, c->out) != 0) c->failed = 1;
 }
 
 /* Splits s[n] with regex `level` into matches and the gaps between them (HF "Isolated"), each
@@ -215,7 +215,7 @@ static void split_level(struct split_ctx *c, int level, const char *s, size_t n)
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         size_t a = ov[0], b = ov[1];
         if (b == a) { /* empty match: step over one character */
-            pos = a + (size_t)tok_utf8_len((unsigned char)s[a]);
+            pos = a + (size_t)piso_tok_utf8_len((unsigned char)s[a]);
             continue;
         }
         if (a > gap) split_level(c, level + 1, s + gap, a - gap);
@@ -225,11 +225,11 @@ static void split_level(struct split_ctx *c, int level, const char *s, size_t n)
     if (n > gap) split_level(c, level + 1, s + gap, n - gap);
 }
 
-int tok_bytelevel_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n,
+int piso_tok_bytelevel_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n,
                                  struct tok_ids *out) {
     if (n == 0) return 0;
     /* PCRE2 needs valid UTF-8; checking once here lets every match skip the check */
-    size_t bad = tok_utf8_invalid_at(text, n);
+    size_t bad = piso_tok_utf8_invalid_at(text, n);
     if (bad < n) return piso_errorf("%s: text is not valid UTF-8 (at byte %zu)", t->source, bad);
     struct split_ctx c = {.t = t, .out = out};
     c.md = calloc((size_t)t->n_regex + 1, sizeof *c.md);

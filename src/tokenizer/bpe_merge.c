@@ -69,14 +69,14 @@ static void try_pair(const struct piso_tokenizer *t, const char *text, const str
     c.left = l;
     c.right = r;
     if (t->merge_mode == TOK_MERGE_RANK) {
-        int rank = tok_pair_find(t, s[l].id, s[r].id);
+        int rank = piso_tok_pair_find(t, s[l].id, s[r].id);
         if (rank < 0) return;
         c.cost = rank;
         c.a = s[l].id;
         c.b = s[r].id;
         c.result = t->merge_result[rank];
     } else {
-        int id = tok_lookup(t, text + s[l].start, (size_t)(s[l].len + s[r].len));
+        int id = piso_tok_lookup(t, text + s[l].start, (size_t)(s[l].len + s[r].len));
         if (id < 0) return;
         c.cost = -(double)t->v.scores[id];
         c.a = s[l].len + s[r].len;
@@ -89,11 +89,11 @@ static void push_unknown_bytes(const struct piso_tokenizer *t, const unsigned ch
     for (int k = 0; k < n; k++) {
         int id = t->byte_token[p[k]];
         if (id < 0) id = t->v.unk_id;
-        if (id >= 0) tok_ids_push(out, id);
+        if (id >= 0) piso_tok_ids_push(out, id);
     }
 }
 
-int tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t n, struct tok_ids *out) {
+int piso_tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t n, struct tok_ids *out) {
     if (n == 0) return 0;
     if (n > 0x7fffffff) return piso_errorf("%s: text too long to tokenize", t->source);
     struct sym *s = malloc(n * sizeof *s);
@@ -101,7 +101,7 @@ int tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t n, s
     for (size_t i = 0; i < n;) {
         /* one character; a lead byte without its continuation bytes stands alone (invalid UTF-8
          * then round-trips through byte fallback; llama.cpp would take the lead byte's length) */
-        int cl = tok_utf8_len((unsigned char)text[i]);
+        int cl = piso_tok_utf8_len((unsigned char)text[i]);
         if ((size_t)cl > n - i) cl = (int)(n - i);
         for (int k = 1; k < cl; k++)
             if (((unsigned char)text[i + k] & 0xC0) != 0x80) {
@@ -110,7 +110,7 @@ int tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t n, s
             }
         int id = -1;
         if (t->merge_mode == TOK_MERGE_RANK) {
-            id = tok_lookup(t, text + i, (size_t)cl);
+            id = piso_tok_lookup(t, text + i, (size_t)cl);
             if (id < 0 && t->byte_fallback) {
                 int ok = 1;
                 for (int k = 0; k < cl; k++) ok &= t->byte_token[(unsigned char)text[i + k]] >= 0;
@@ -157,8 +157,8 @@ int tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t n, s
     free(h.v);
     for (int k = 0; ns > 0 && k >= 0; k = s[k].next) {
         int id = s[k].id;
-        if (t->merge_mode == TOK_MERGE_SCORE) id = tok_lookup(t, text + s[k].start, (size_t)s[k].len);
-        if (id >= 0) tok_ids_push(out, id);
+        if (t->merge_mode == TOK_MERGE_SCORE) id = piso_tok_lookup(t, text + s[k].start, (size_t)s[k].len);
+        if (id >= 0) piso_tok_ids_push(out, id);
         else if (t->merge_mode == TOK_MERGE_SCORE)
             push_unknown_bytes(t, (const unsigned char *)text + s[k].start, s[k].len, out);
         /* rank mode without an unk token: the character is dropped, as HF does */

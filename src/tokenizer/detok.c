@@ -29,7 +29,7 @@ static int hexval(char c) {
 
 /* Decodes one UTF-8 code point at s[n]; returns its length (1 on invalid bytes, cp = the byte). */
 static int utf8_get(const unsigned char *s, size_t n, uint32_t *cp) {
-    int len = tok_utf8_len(s[0]);
+    int len = piso_tok_utf8_len(s[0]);
     if (len == 1 || (size_t)len > n) {
         *cp = s[0];
         return 1;
@@ -82,7 +82,7 @@ char *piso_detokenize(const struct piso_tokenizer *t, const int *ids, int n_ids,
             for (size_t k = 0; k < n;) {
                 uint32_t cp;
                 int l = utf8_get((const unsigned char *)p + k, n - k, &cp);
-                int byte = tok_cp_to_byte(cp);
+                int byte = piso_tok_cp_to_byte(cp);
                 if (byte >= 0) {
                     unsigned char c = (unsigned char)byte;
                     put(&b, &c, 1);

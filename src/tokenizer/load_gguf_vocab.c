@@ -48,7 +48,7 @@ static int opt_id(const struct piso_gguf *g, const char *key, int n_vocab, int *
 }
 
 static void set_strip(struct piso_tokenizer *t, const char *piece, int bit, int on) {
-    int id = tok_lookup(t, piece, strlen(piece));
+    int id = piso_tok_lookup(t, piece, strlen(piece));
     if (id < 0) return;
     if (!t->strip) t->strip = calloc((size_t)t->v.n_vocab, 1);
     t->strip[id] = (unsigned char)(on ? (t->strip[id] | bit) : (t->strip[id] & ~bit));
@@ -116,7 +116,7 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
     if (kind == PISO_TOK_BYTE_BPE && !(merges = find_array(g, "tokenizer.ggml.merges", GGUF_VT_STRING, 0, 1)))
         return -1;
 
-    struct piso_tokenizer *t = tok_new(kind, n, path);
+    struct piso_tokenizer *t = piso_tok_new(kind, n, path);
     for (int i = 0; i < n; i++) {
         size_t len;
         const char *s = arr_string(tokens, (uint64_t)i, &len);
@@ -137,7 +137,7 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
             t->v.types[i] = ty;
         }
     }
-    tok_index_vocab(t);
+    piso_tok_index_vocab(t);
     if (opt_id(g, "tokenizer.ggml.bos_token_id", n, &t->v.bos_id) ||
         opt_id(g, "tokenizer.ggml.eos_token_id", n, &t->v.eos_id) ||
         opt_id(g, "tokenizer.ggml.unknown_token_id", n, &t->v.unk_id) ||
@@ -154,10 +154,10 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
     /* control, user-defined and unknown tokens are cut out of the text before BPE (llama.cpp) */
     for (int i = 0; i < n; i++) {
         int ty = t->v.types[i];
-        if (ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER || ty == TOK_TYPE_UNKNOWN) tok_add_added(t, i);
+        if (ty == TOK_TYPE_CONTROL || ty == TOK_TYPE_USER || ty == TOK_TYPE_UNKNOWN) piso_tok_add_added(t, i);
     }
     if (kind == PISO_TOK_SPM) {
-        if (t->v.unk_id < 0) t->v.unk_id = tok_lookup(t, "<unk>", 5);
+        if (t->v.unk_id < 0) t->v.unk_id = piso_tok_lookup(t, "<unk>", 5);
         t->merge_mode = TOK_MERGE_SCORE;
         t->prefix = add_space ? TOK_PREFIX_SEGMENT : TOK_PREFIX_NONE;
         t->byte_fallback = 1;
@@ -169,7 +169,7 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
                                                               : strdup("default");
         if (!pre) goto fail;
         snprintf(t->v.pre, sizeof t->v.pre, "%s", pre);
-        int rc = tok_add_pre_regexes(t, pre);
+        int rc = piso_tok_add_pre_regexes(t, pre);
         if (rc != 0) {
             if (rc == -2) piso_errorf("%s: tokenizer.ggml.pre '%s' is not a pre-tokenizer piso knows", path, pre);
             free(pre);
@@ -177,7 +177,7 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
         }
         free(pre);
         int nm = (int)merges->arr_n;
-        tok_pairs_init(t, nm);
+        piso_tok_pairs_init(t, nm);
         t->v.n_merges = nm;
         t->v.merges = calloc((size_t)nm + 1, sizeof(char *));
         for (int i = 0; i < nm; i++) {
@@ -189,7 +189,7 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
                 goto fail;
             }
             t->v.merges[i] = strndup(s, len);
-            tok_add_merge(t, i, s, (size_t)(sp - s), sp + 1, len - (size_t)(sp - s) - 1);
+            piso_tok_add_merge(t, i, s, (size_t)(sp - s), sp + 1, len - (size_t)(sp - s) - 1);
         }
     }
     name_based_strip(t, g, t->v.pre[0] ? t->v.pre : NULL);
@@ -200,7 +200,7 @@ fail:
     return -1;
 }
 
-int tok_load_gguf_path(const char *path, struct piso_tokenizer **out) {
+int piso_tok_load_gguf_path(const char *path, struct piso_tokenizer **out) {
     struct piso_gguf g;
     if (piso_gguf_open(&g, path) != 0) return -1;
     int rc = piso_tokenizer_from_gguf(&g, out);

@@ -94,12 +94,12 @@ static int pre_tokenizer(struct hf_load *L, const cJSON *p) {
             L->n_split++;
             for (size_t k = 0; k < sizeof KNOWN_SPLITS / sizeof *KNOWN_SPLITS; k++)
                 if (!strcmp(re, KNOWN_SPLITS[k][0])) L->pre_guess = KNOWN_SPLITS[k][1];
-            return tok_add_regex(t, re);
+            return piso_tok_add_regex(t, re);
         }
         if (!lit) return piso_errorf("%s: pre_tokenizer Split without a pattern", L->path);
         char *q = malloc(strlen(lit) + 8);
         sprintf(q, "\\Q%s\\E", lit);
-        int rc = strstr(lit, "\\E") ? piso_errorf("%s: Split pattern with \\E", L->path) : tok_add_regex(t, q);
+        int rc = strstr(lit, "\\E") ? piso_errorf("%s: Split pattern with \\E", L->path) : piso_tok_add_regex(t, q);
         free(q);
         return rc;
     }
@@ -110,14 +110,14 @@ static int pre_tokenizer(struct hf_load *L, const cJSON *p) {
         if (jbool(p, "use_regex", 1)) {
             if (!t->add_prefix_space) L->pre_guess = "gpt-2";
             L->n_split++;
-            return tok_add_regex(t, "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|"
+            return piso_tok_add_regex(t, "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|"
                                     "\\s+(?!\\S)|\\s+");
         }
         return 0;
     }
     if (!strcmp(type, "Digits")) {
         L->n_split++;
-        return tok_add_regex(t, jbool(p, "individual_digits", 0) ? "\\p{N}" : "\\p{N}+");
+        return piso_tok_add_regex(t, jbool(p, "individual_digits", 0) ? "\\p{N}" : "\\p{N}+");
     }
     if (!strcmp(type, "Metaspace")) {
         const char *rep = jstr(p, "replacement");
@@ -139,7 +139,7 @@ static int pre_tokenizer(struct hf_load *L, const cJSON *p) {
 static int config_token(const struct piso_tokenizer *t, const cJSON *cfg, const char *key) {
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(cfg, key);
     const char *s = cJSON_IsString(x) ? x->valuestring : jstr(x, "content");
-    return s ? tok_lookup(t, s, strlen(s)) : -1;
+    return s ? piso_tok_lookup(t, s, strlen(s)) : -1;
 }
 
 static cJSON *read_json_beside(const char *path, const char *name) {
@@ -184,13 +184,13 @@ static void special_ids(struct piso_tokenizer *t, const char *path, const cJSON 
         const char *name = jstr(sp, "id");
         if (name) {
             t->bos_template = 1;
-            int id = tok_lookup(t, name, strlen(name));
+            int id = piso_tok_lookup(t, name, strlen(name));
             if (t->v.bos_id < 0) t->v.bos_id = id;
         }
     }
     if (t->v.kind == PISO_TOK_SPM) { /* SentencePiece conventions */
-        if (t->v.bos_id < 0) t->v.bos_id = tok_lookup(t, "<s>", 3);
-        if (t->v.eos_id < 0) t->v.eos_id = tok_lookup(t, "</s>", 4);
+        if (t->v.bos_id < 0) t->v.bos_id = piso_tok_lookup(t, "<s>", 3);
+        if (t->v.eos_id < 0) t->v.eos_id = piso_tok_lookup(t, "</s>", 4);
     }
     t->v.add_bos = cfg && cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(cfg, "add_bos_token"))
                        ? jbool(cfg, "add_bos_token", 0)
@@ -202,7 +202,7 @@ static void special_ids(struct piso_tokenizer *t, const char *path, const cJSON 
 static int load_merges(struct hf_load *L, const cJSON *merges) {
     struct piso_tokenizer *t = L->t;
     int n = cJSON_GetArraySize(merges);
-    tok_pairs_init(t, n);
+    piso_tok_pairs_init(t, n);
     t->v.n_merges = n;
     t->v.merges = calloc((size_t)n + 1, sizeof(char *));
     int rank = 0;
@@ -229,7 +229,7 @@ static int load_merges(struct hf_load *L, const cJSON *merges) {
         memcpy(joined + al + 1, b, bl);
         joined[al + bl + 1] = 0;
         t->v.merges[rank] = joined;
-        tok_add_merge(t, rank, a, al, b, bl);
+        piso_tok_add_merge(t, rank, a, al, b, bl);
         rank++;
     }
     return 0;
@@ -268,7 +268,7 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
     char *pre_text = pre ? cJSON_PrintUnformatted(pre) : NULL;
     int is_bytelevel = pre_text && strstr(pre_text, "\"ByteLevel\"") != NULL;
     free(pre_text);
-    struct piso_tokenizer *t = tok_new(is_bytelevel ? PISO_TOK_BYTE_BPE : PISO_TOK_SPM, (int)n_vocab, path);
+    struct piso_tokenizer *t = piso_tok_new(is_bytelevel ? PISO_TOK_BYTE_BPE : PISO_TOK_SPM, (int)n_vocab, path);
     L->t = t;
     cJSON_ArrayForEach(x, vocab) {
         int id = x->valueint;
@@ -299,14 +299,14 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
             t->v.types[i] = TOK_TYPE_BYTE;
         t->v.scores[i] = 0;
     }
-    tok_index_vocab(t);
-    cJSON_ArrayForEach(x, added) tok_add_added(t, cJSON_GetObjectItemCaseSensitive(x, "id")->valueint);
+    piso_tok_index_vocab(t);
+    cJSON_ArrayForEach(x, added) piso_tok_add_added(t, cJSON_GetObjectItemCaseSensitive(x, "id")->valueint);
     t->merge_mode = TOK_MERGE_RANK;
     t->byte_fallback = jbool(model, "byte_fallback", 0);
     t->fuse_unk = jbool(model, "fuse_unk", 0);
     t->ignore_merges = jbool(model, "ignore_merges", 0);
     const char *unk = jstr(model, "unk_token");
-    if (unk) t->v.unk_id = tok_lookup(t, unk, strlen(unk));
+    if (unk) t->v.unk_id = piso_tok_lookup(t, unk, strlen(unk));
     if (load_merges(L, merges) != 0) return -1;
     /* tokenizer.json has no scores. Give each piece minus the rank of the first merge that makes it,
      * so that merging by score (llama.cpp's SPM, e.g. after a GGUF export) follows the merge ranks;
@@ -332,7 +332,7 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
     return 0;
 }
 
-int tok_load_hf_json(const char *path, struct piso_tokenizer **out) {
+int piso_tok_load_hf_json(const char *path, struct piso_tokenizer **out) {
     char *text = NULL;
     size_t n;
     *out = NULL;

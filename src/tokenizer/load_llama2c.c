@@ -12,7 +12,7 @@ static int is_byte_piece(const char *p, int n) {
     return n == 6 && p[0] == '<' && p[1] == '0' && p[2] == 'x' && p[5] == '>';
 }
 
-int tok_load_llama2c(const char *path, struct piso_tokenizer **out) {
+int piso_tok_load_llama2c(const char *path, struct piso_tokenizer **out) {
     struct piso_mmap m;
     if (piso_mmap_open(&m, path) != 0) return -1;
     const uint8_t *d = m.data;
@@ -44,7 +44,7 @@ int tok_load_llama2c(const char *path, struct piso_tokenizer **out) {
         piso_mmap_close(&m);
         return piso_errorf("%s: llama2.c tokenizer: only %d tokens", path, n);
     }
-    struct piso_tokenizer *t = tok_new(PISO_TOK_SPM, n, path);
+    struct piso_tokenizer *t = piso_tok_new(PISO_TOK_SPM, n, path);
     off = 4;
     for (int i = 0; i < n; i++) {
         int32_t len;
@@ -77,7 +77,7 @@ int tok_load_llama2c(const char *path, struct piso_tokenizer **out) {
     t->merge_mode = TOK_MERGE_SCORE;
     t->prefix = TOK_PREFIX_SEGMENT;
     t->byte_fallback = 1;
-    tok_index_vocab(t);
+    piso_tok_index_vocab(t);
     *out = t;
     return 0;
 bad_header:

@@ -83,7 +83,7 @@ static void decompose(uint32_t cp, struct cps *out) {
 }
 
 static int utf8_next(const unsigned char *s, size_t n, size_t *i, uint32_t *cp) {
-    int len = tok_utf8_len(s[*i]);
+    int len = piso_tok_utf8_len(s[*i]);
     if (len == 1 || *i + (size_t)len > n) {
         *cp = s[(*i)++];
         return 0;
@@ -112,7 +112,7 @@ static int in_sorted(const uint32_t *a, size_t n, uint32_t cp) {
 static int maybe_not_nfc(const unsigned char *s, size_t n) {
     for (size_t i = 0; i < n;) {
         if (s[i] < 0xCC) { /* below U+0300: all stable, none composes with a predecessor */
-            i += (size_t)tok_utf8_len(s[i]);
+            i += (size_t)piso_tok_utf8_len(s[i]);
             continue;
         }
         uint32_t cp;
@@ -124,7 +124,7 @@ static int maybe_not_nfc(const unsigned char *s, size_t n) {
     return 0;
 }
 
-char *tok_nfc(const char *text, size_t n, size_t *out_n) {
+char *piso_tok_nfc(const char *text, size_t n, size_t *out_n) {
     const unsigned char *s = (const unsigned char *)text;
     if (!maybe_not_nfc(s, n)) return NULL;
     struct cps d = {0};
@@ -169,7 +169,7 @@ char *tok_nfc(const char *text, size_t n, size_t *out_n) {
     }
     char *out = malloc(4 * o + 1);
     size_t k = 0;
-    for (size_t i = 0; i < o; i++) k += (size_t)tok_utf8_put(d.v[i], out + k);
+    for (size_t i = 0; i < o; i++) k += (size_t)piso_tok_utf8_put(d.v[i], out + k);
     out[k] = 0;
     free(d.v);
     *out_n = k;

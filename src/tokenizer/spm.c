@@ -14,20 +14,20 @@ static int encode_normalized(const struct piso_tokenizer *t, const char *buf, si
         size_t w = 0;
         for (size_t i = 3; i + 3 <= o && rc == 0; i++) {
             if (memcmp(buf + i, SPACE_MARK, 3) != 0) continue;
-            rc = tok_merge_word(t, buf + w, i - w, out);
+            rc = piso_tok_merge_word(t, buf + w, i - w, out);
             w = i;
         }
-        if (rc == 0) rc = tok_merge_word(t, buf + w, o - w, out);
+        if (rc == 0) rc = piso_tok_merge_word(t, buf + w, o - w, out);
     } else { /* cut around bytes that can never merge: same result, far smaller merge heaps */
         size_t w = 0;
         for (size_t i = 0; i < o && rc == 0; i++) {
             unsigned char c = (unsigned char)buf[i];
             if (c >= 128 || !t->split_ok[c]) continue;
-            if (i > w) rc = tok_merge_word(t, buf + w, i - w, out);
-            if (rc == 0) rc = tok_merge_word(t, buf + i, 1, out);
+            if (i > w) rc = piso_tok_merge_word(t, buf + w, i - w, out);
+            if (rc == 0) rc = piso_tok_merge_word(t, buf + i, 1, out);
             w = i + 1;
         }
-        if (rc == 0 && o > w) rc = tok_merge_word(t, buf + w, o - w, out);
+        if (rc == 0 && o > w) rc = piso_tok_merge_word(t, buf + w, o - w, out);
     }
     return rc;
 }
@@ -64,14 +64,14 @@ static int split_normalized_added(const struct piso_tokenizer *t, const char *bu
             continue;
         }
         if (i > w && encode_normalized(t, buf + w, i - w, out) != 0) return -1;
-        tok_ids_push(out, hit);
+        piso_tok_ids_push(out, hit);
         i += len;
         w = i;
     }
     return o > w ? encode_normalized(t, buf + w, o - w, out) : 0;
 }
 
-int tok_spm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, int first,
+int piso_tok_spm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, int first,
                            struct tok_ids *out) {
     if (n == 0) return 0;
     size_t spaces = 0;

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct piso_tokenizer *tok_new(enum piso_tok_kind kind, int n_vocab, const char *source) {
+struct piso_tokenizer *piso_tok_new(enum piso_tok_kind kind, int n_vocab, const char *source) {
     struct piso_tokenizer *t = calloc(1, sizeof *t);
     t->v.kind = kind;
     t->v.n_vocab = n_vocab;
@@ -49,7 +49,7 @@ void piso_tokenizer_set_parse_special(struct piso_tokenizer *t, int parse_specia
 }
 
 /* ---- hashing -------------------------------------------------------------------------------- */
-uint32_t tok_hash(const char *s, size_t n) { /* FNV-1a */
+uint32_t piso_tok_hash(const char *s, size_t n) { /* FNV-1a */
     uint32_t h = 2166136261u;
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
     return h;
@@ -61,17 +61,17 @@ static uint32_t pow2_at_least(uint64_t n) {
     return c;
 }
 
-int tok_lookup(const struct piso_tokenizer *t, const char *s, size_t n) {
+int piso_tok_lookup(const struct piso_tokenizer *t, const char *s, size_t n) {
     const struct tok_strmap *m = &t->vocab_map;
     if (!m->slots) return -1;
-    for (uint32_t h = tok_hash(s, n) & m->mask;; h = (h + 1) & m->mask) {
+    for (uint32_t h = piso_tok_hash(s, n) & m->mask;; h = (h + 1) & m->mask) {
         int32_t id = m->slots[h];
         if (id < 0) return -1;
         if ((size_t)t->piece_len[id] == n && memcmp(t->v.pieces[id], s, n) == 0) return id;
     }
 }
 
-int tok_index_vocab(struct piso_tokenizer *t) {
+int piso_tok_index_vocab(struct piso_tokenizer *t) {
     uint32_t cap = pow2_at_least((uint64_t)t->v.n_vocab);
     struct tok_strmap *m = &t->vocab_map;
     free(m->slots);
@@ -81,7 +81,7 @@ int tok_index_vocab(struct piso_tokenizer *t) {
     for (int id = 0; id < t->v.n_vocab; id++) {
         const char *p = t->v.pieces[id];
         size_t n = (size_t)t->piece_len[id];
-        for (uint32_t h = tok_hash(p, n) & m->mask;; h = (h + 1) & m->mask) {
+        for (uint32_t h = piso_tok_hash(p, n) & m->mask;; h = (h + 1) & m->mask) {
             int32_t o = m->slots[h];
             if (o < 0 || ((size_t)t->piece_len[o] == n && memcmp(t->v.pieces[o], p, n) == 0)) {
                 m->slots[h] = id; /* a later duplicate replaces the earlier one (llama.cpp) */
@@ -106,14 +106,14 @@ int tok_index_vocab(struct piso_tokenizer *t) {
         char buf[8];
         int n;
         if (t->v.kind == PISO_TOK_SPM) n = snprintf(buf, sizeof buf, "<0x%02X>", b);
-        else n = tok_utf8_put(tok_byte_to_cp((unsigned char)b), buf);
-        t->byte_token[b] = tok_lookup(t, buf, (size_t)n);
+        else n = piso_tok_utf8_put(piso_tok_byte_to_cp((unsigned char)b), buf);
+        t->byte_token[b] = piso_tok_lookup(t, buf, (size_t)n);
     }
     return 0;
 }
 
 /* ---- merges --------------------------------------------------------------------------------- */
-void tok_pairs_init(struct piso_tokenizer *t, int n) {
+void piso_tok_pairs_init(struct piso_tokenizer *t, int n) {
     uint32_t cap = pow2_at_least((uint64_t)n);
     t->pairs.keys = calloc(cap, sizeof(uint64_t));
     t->pairs.val = malloc(cap * sizeof(int32_t));
@@ -128,15 +128,15 @@ static uint32_t pair_hash(uint64_t k) {
     return (uint32_t)k;
 }
 
-void tok_add_merge(struct piso_tokenizer *t, int rank, const char *l, size_t ln, const char *r, size_t rn) {
+void piso_tok_add_merge(struct piso_tokenizer *t, int rank, const char *l, size_t ln, const char *r, size_t rn) {
     t->merge_result[rank] = -1;
-    int a = tok_lookup(t, l, ln), b = tok_lookup(t, r, rn);
+    int a = piso_tok_lookup(t, l, ln), b = piso_tok_lookup(t, r, rn);
     if (a < 0 || b < 0) return;
     char stack[256];
     char *buf = ln + rn <= sizeof stack ? stack : malloc(ln + rn);
     memcpy(buf, l, ln);
     memcpy(buf + ln, r, rn);
-    int m = tok_lookup(t, buf, ln + rn);
+    int m = piso_tok_lookup(t, buf, ln + rn);
     if (buf != stack) free(buf);
     if (m < 0) return;
     t->merge_result[rank] = m;
@@ -151,7 +151,7 @@ void tok_add_merge(struct piso_tokenizer *t, int rank, const char *l, size_t ln,
     }
 }
 
-int tok_pair_find(const struct piso_tokenizer *t, int left, int right) {
+int piso_tok_pair_find(const struct piso_tokenizer *t, int left, int right) {
     if (!t->pairs.keys || left < 0 || right < 0) return -1;
     uint64_t key = (((uint64_t)(uint32_t)left << 32) | (uint32_t)right) + 1;
     for (uint32_t h = pair_hash(key) & t->pairs.mask;; h = (h + 1) & t->pairs.mask) {
@@ -161,7 +161,7 @@ int tok_pair_find(const struct piso_tokenizer *t, int left, int right) {
 }
 
 /* ---- small helpers -------------------------------------------------------------------------- */
-void tok_ids_push(struct tok_ids *a, int x) {
+void piso_tok_ids_push(struct tok_ids *a, int x) {
     if (a->n == a->cap) {
         a->cap = a->cap ? 2 * a->cap : 256;
         a->v = realloc(a->v, (size_t)a->cap * sizeof(int));
@@ -169,7 +169,7 @@ void tok_ids_push(struct tok_ids *a, int x) {
     a->v[a->n++] = x;
 }
 
-int tok_utf8_put(uint32_t cp, char *buf) {
+int piso_tok_utf8_put(uint32_t cp, char *buf) {
     unsigned char *o = (unsigned char *)buf;
     if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
     if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
@@ -186,7 +186,7 @@ int tok_utf8_put(uint32_t cp, char *buf) {
     return 4;
 }
 
-int tok_utf8_len(unsigned char c) {
+int piso_tok_utf8_len(unsigned char c) {
     if (c < 0x80) return 1;
     if ((c & 0xE0) == 0xC0) return 2;
     if ((c & 0xF0) == 0xE0) return 3;
@@ -195,7 +195,7 @@ int tok_utf8_len(unsigned char c) {
 }
 
 /* ---- added tokens --------------------------------------------------------------------------- */
-void tok_add_added(struct piso_tokenizer *t, int id) {
+void piso_tok_add_added(struct piso_tokenizer *t, int id) {
     if (id < 0 || id >= t->v.n_vocab || t->piece_len[id] == 0) return;
     for (int i = 0; i < t->n_added; i++)
         if (t->added[i] == id) return;
@@ -229,18 +229,18 @@ static int encode_segment(const struct piso_tokenizer *t, const char *s, size_t 
                           struct tok_ids *out) {
     char *norm = NULL;
     if (t->nfc) { /* the normalizer runs on each piece between added tokens, as in HF */
-        size_t bad = tok_utf8_invalid_at(s, n);
+        size_t bad = piso_tok_utf8_invalid_at(s, n);
         if (bad < n) return piso_errorf("%s: text is not valid UTF-8 (at byte %zu)", t->source, bad);
         size_t nn;
-        norm = tok_nfc(s, n, &nn);
+        norm = piso_tok_nfc(s, n, &nn);
         if (norm) {
             s = norm;
             n = nn;
         }
     }
-    int rc = t->v.kind == PISO_TOK_SPM   ? tok_spm_encode_segment(t, s, n, first, out)
-             : t->v.kind == PISO_TOK_WPM ? tok_wpm_encode_segment(t, s, n, out)
-                                         : tok_bytelevel_encode_segment(t, s, n, out);
+    int rc = t->v.kind == PISO_TOK_SPM   ? piso_tok_spm_encode_segment(t, s, n, first, out)
+             : t->v.kind == PISO_TOK_WPM ? piso_tok_wpm_encode_segment(t, s, n, out)
+                                         : piso_tok_bytelevel_encode_segment(t, s, n, out);
     free(norm);
     return rc;
 }
@@ -252,7 +252,7 @@ int piso_tokenize(const struct piso_tokenizer *t, const char *text, size_t len, 
     *n_ids = 0;
     if (add_bos) {
         if (t->v.bos_id < 0) return piso_errorf("%s: BOS requested but the tokenizer has no BOS token", t->source);
-        tok_ids_push(&out, t->v.bos_id);
+        piso_tok_ids_push(&out, t->v.bos_id);
     }
     unsigned char first_bytes[32] = {0};
     for (int i = 0; i < t->n_added; i++) {
@@ -274,7 +274,7 @@ int piso_tokenize(const struct piso_tokenizer *t, const char *text, size_t len, 
         if (t->strip && (t->strip[id] & 2)) /* rstrip: ... and after it */
             while (next < len && is_space(text[next])) next++;
         if (end > seg && encode_segment(t, text + seg, end - seg, seg == 0, &out) != 0) goto fail;
-        tok_ids_push(&out, id);
+        piso_tok_ids_push(&out, id);
         i = seg = next;
     }
     if (len > seg && encode_segment(t, text + seg, len - seg, seg == 0, &out) != 0) goto fail;
@@ -295,11 +295,11 @@ static int load_file(const char *path, struct piso_tokenizer **out) {
     unsigned char head[16] = {0};
     size_t n = fread(head, 1, sizeof head, f);
     fclose(f);
-    if (n >= 4 && memcmp(head, "GGUF", 4) == 0) return tok_load_gguf_path(path, out);
+    if (n >= 4 && memcmp(head, "GGUF", 4) == 0) return piso_tok_load_gguf_path(path, out);
     size_t i = 0;
     while (i < n && (head[i] == ' ' || head[i] == '\n' || head[i] == '\r' || head[i] == '\t')) i++;
-    if (i < n && head[i] == '{') return tok_load_hf_json(path, out);
-    if (tok_load_llama2c(path, out) == 0) return 0;
+    if (i < n && head[i] == '{') return piso_tok_load_hf_json(path, out);
+    if (piso_tok_load_llama2c(path, out) == 0) return 0;
     /* a llama2.c checkpoint: use the tokenizer beside it */
     char *dir = strdup(path);
     char *slash = strrchr(dir, '/');

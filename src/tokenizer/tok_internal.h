@@ -79,52 +79,52 @@ struct piso_tokenizer {
 };
 
 /* ---- tok_common.c ---- */
-struct piso_tokenizer *tok_new(enum piso_tok_kind kind, int n_vocab, const char *source);
-uint32_t tok_hash(const char *s, size_t n);
-int tok_lookup(const struct piso_tokenizer *t, const char *s, size_t n); /* id or -1 */
+struct piso_tokenizer *piso_tok_new(enum piso_tok_kind kind, int n_vocab, const char *source);
+uint32_t piso_tok_hash(const char *s, size_t n);
+int piso_tok_lookup(const struct piso_tokenizer *t, const char *s, size_t n); /* id or -1 */
 /* After pieces/lengths are set: builds vocab_map and the byte tables. */
-int tok_index_vocab(struct piso_tokenizer *t);
-/* Sizes the pair map for n merges; then tok_add_merge for rank = 0, 1, ... A merge whose parts or
+int piso_tok_index_vocab(struct piso_tokenizer *t);
+/* Sizes the pair map for n merges; then piso_tok_add_merge for rank = 0, 1, ... A merge whose parts or
  * result are not vocab pieces can never apply and is skipped; a repeated pair keeps its first rank. */
-void tok_pairs_init(struct piso_tokenizer *t, int n);
-void tok_add_merge(struct piso_tokenizer *t, int rank, const char *l, size_t ln, const char *r, size_t rn);
-int tok_pair_find(const struct piso_tokenizer *t, int left, int right); /* rank or -1 */
-void tok_add_added(struct piso_tokenizer *t, int id);
+void piso_tok_pairs_init(struct piso_tokenizer *t, int n);
+void piso_tok_add_merge(struct piso_tokenizer *t, int rank, const char *l, size_t ln, const char *r, size_t rn);
+int piso_tok_pair_find(const struct piso_tokenizer *t, int left, int right); /* rank or -1 */
+void piso_tok_add_added(struct piso_tokenizer *t, int id);
 /* Growable int vector */
 struct tok_ids {
     int *v;
     int n, cap;
 };
-void tok_ids_push(struct tok_ids *a, int x);
+void piso_tok_ids_push(struct tok_ids *a, int x);
 /* Appends the UTF-8 encoding of cp to buf (at most 4 bytes); returns bytes written. */
-int tok_utf8_put(uint32_t cp, char *buf);
+int piso_tok_utf8_put(uint32_t cp, char *buf);
 /* Length of the UTF-8 sequence starting with byte c (1 for invalid lead bytes). */
-int tok_utf8_len(unsigned char c);
-size_t tok_utf8_invalid_at(const char *text, size_t n); /* bpe_bytelevel.c; n if valid */
+int piso_tok_utf8_len(unsigned char c);
+size_t piso_tok_utf8_invalid_at(const char *text, size_t n); /* bpe_bytelevel.c; n if valid */
 
 /* ---- bpe_merge.c: merges over one word text[n]; appends ids. ---- */
-int tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t n, struct tok_ids *out);
+int piso_tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t n, struct tok_ids *out);
 
 /* ---- spm.c / bpe_bytelevel.c: encode one segment of raw text (no added tokens inside). ---- */
-int tok_spm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, int first,
+int piso_tok_spm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, int first,
                            struct tok_ids *out);
-int tok_wpm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, struct tok_ids *out);
-int tok_bytelevel_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n,
+int piso_tok_wpm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, struct tok_ids *out);
+int piso_tok_bytelevel_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n,
                                  struct tok_ids *out);
 /* GPT-2 byte <-> unicode code point table. */
-uint32_t tok_byte_to_cp(unsigned char b);
-int tok_cp_to_byte(uint32_t cp); /* -1 if not in the table */
+uint32_t piso_tok_byte_to_cp(unsigned char b);
+int piso_tok_cp_to_byte(uint32_t cp); /* -1 if not in the table */
 /* Compiles a regex (UTF + UCP, $ only at the end) and appends it to t->regex. */
-int tok_add_regex(struct piso_tokenizer *t, const char *pattern);
+int piso_tok_add_regex(struct piso_tokenizer *t, const char *pattern);
 /* Regexes used by llama.cpp for a tokenizer.ggml.pre name; -2 if the name is unknown. */
-int tok_add_pre_regexes(struct piso_tokenizer *t, const char *pre);
+int piso_tok_add_pre_regexes(struct piso_tokenizer *t, const char *pre);
 
 /* ---- nfc.c: NFC of text[n] (malloc'd, length in *out_n), or NULL if the text is already NFC. */
-char *tok_nfc(const char *text, size_t n, size_t *out_n);
+char *piso_tok_nfc(const char *text, size_t n, size_t *out_n);
 
 /* ---- loaders ---- */
-int tok_load_llama2c(const char *path, struct piso_tokenizer **out);
-int tok_load_hf_json(const char *path, struct piso_tokenizer **out);
-int tok_load_gguf_path(const char *path, struct piso_tokenizer **out);
+int piso_tok_load_llama2c(const char *path, struct piso_tokenizer **out);
+int piso_tok_load_hf_json(const char *path, struct piso_tokenizer **out);
+int piso_tok_load_gguf_path(const char *path, struct piso_tokenizer **out);
 
 #endif

@@ -56,24 +56,24 @@ static void encode_word(const struct piso_tokenizer *t, const char *word, size_t
         size_t j = len < i + (size_t)t->max_piece_len ? len : i + (size_t)t->max_piece_len;
         int id = -1;
         for (; j > i; j--)
-            if ((id = tok_lookup(t, w + i, j - i)) >= 0) break;
+            if ((id = piso_tok_lookup(t, w + i, j - i)) >= 0) break;
         if (id < 0) {
             out->n = start;
-            if (t->v.unk_id >= 0) tok_ids_push(out, t->v.unk_id);
+            if (t->v.unk_id >= 0) piso_tok_ids_push(out, t->v.unk_id);
             break;
         }
-        tok_ids_push(out, id);
+        piso_tok_ids_push(out, id);
         i = j;
     }
     free(w);
 }
 
-int tok_wpm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, struct tok_ids *out) {
+int piso_tok_wpm_encode_segment(const struct piso_tokenizer *t, const char *text, size_t n, struct tok_ids *out) {
     const unsigned char *s = (const unsigned char *)text;
     char *word = malloc(4 * n + 4);
     size_t wl = 0;
     for (size_t i = 0; i < n;) {
-        int cl = tok_utf8_len(s[i]);
+        int cl = piso_tok_utf8_len(s[i]);
         uint32_t cp = s[i];
         if (cl > 1 && i + (size_t)cl <= n) {
             cp = s[i] & (0x7Fu >> cl);
@@ -92,7 +92,7 @@ int tok_wpm_encode_segment(const struct piso_tokenizer *t, const char *text, siz
         int cls = char_class(cp);
         if (cp == 0 || cp == 0xFFFD || cls == 1) continue;
         char u[4];
-        int ul = tok_utf8_put(lookup_pair(wpm_lower, NELEM(wpm_lower), cp), u);
+        int ul = piso_tok_utf8_put(lookup_pair(wpm_lower, NELEM(wpm_lower), cp), u);
         if (cls == 2 || (cp < 0x7F && cls == 3) || is_cjk(cp)) { /* a word of its own */
             if (wl) encode_word(t, word, wl, out);
             encode_word(t, u, (size_t)ul, out);
