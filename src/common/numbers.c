@@ -83,24 +83,21 @@ uint16_t piso_fp32_to_bf16(float f) {
 
 float piso_bf16_to_fp32(uint16_t h) { return bits_f32((uint32_t)h << 16); }
 
+/* Unaligned 16-bit halves (F16 or BF16) to F32 with the given decoder. */
+static void halves_to_f32(const uint8_t *s, float *dst, size_t n, float (*decode)(uint16_t)) {
+    for (size_t i = 0; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, 2);
+        dst[i] = decode(h);
+    }
+}
+
 int piso_convert_to_f32(enum piso_dtype t, const void *src, float *dst, size_t n) {
     const uint8_t *s = src;
     switch (t) {
     case PISO_DTYPE_F32: memmove(dst, src, n * 4); return 0;
-    case PISO_DTYPE_F16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, s + 2 * i, 2);
-            dst[i] = piso_fp16_to_fp32(h);
-        }
-        return 0;
-    case PISO_DTYPE_BF16:
-        for (size_t i = 0; i < n; i++) {
-            uint16_t h;
-            memcpy(&h, s + 2 * i, 2);
-            dst[i] = piso_bf16_to_fp32(h);
-        }
-        return 0;
+    case PISO_DTYPE_F16: halves_to_f32(s, dst, n, piso_fp16_to_fp32); return 0;
+    case PISO_DTYPE_BF16: halves_to_f32(s, dst, n, piso_bf16_to_fp32); return 0;
     case PISO_DTYPE_F64:
         for (size_t i = 0; i < n; i++) {
             double d;
