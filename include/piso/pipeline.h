@@ -9,6 +9,7 @@
 #define PISO_PIPELINE_H
 
 #include "piso/model.h"
+#include "piso/schema.h"
 #include "piso/solve.h"
 
 /* ---- calibration windows ------------------------------------------------------------------ */
@@ -31,8 +32,7 @@ enum piso_objective { PISO_OBJ_X_X = 0, PISO_OBJ_XQ_XQ, PISO_OBJ_X_XQ };
 int piso_objective_from_name(const char *name, enum piso_objective *out);
 const char *piso_objective_name(enum piso_objective o);
 
-enum piso_linear { PISO_LIN_Q = 0, PISO_LIN_K, PISO_LIN_V, PISO_LIN_O, PISO_LIN_GATE, PISO_LIN_UP, PISO_LIN_DOWN,
-                   PISO_LIN_COUNT };
+/* enum piso_linear (the linear layers of a block): piso/schema.h */
 /* HF name of a linear layer: "model.layers.3.self_attn.q_proj" (without ".weight"). */
 void piso_linear_hf_name(int layer, enum piso_linear k, char *buf, size_t n);
 

@@ -4,6 +4,7 @@
 #include "piso/gguf.h"
 #include "piso/gguf_write.h"
 #include "piso/model.h"
+#include "piso/schema.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -94,15 +95,14 @@ static void accumulate(struct piso_imatrix_entry *e, const float *a, int n, int6
     e->count += n;
 }
 
-/* Sums x_j² per input column of every weight (entries of layer l sit at l*7 .. l*7+6). */
+/* Sums x_j² per input column of every weight (entries of layer l sit at l*PISO_LIN_COUNT + k, k
+ * the enum piso_linear; each reads its input from the taps). */
 static int imatrix_visit(void *ctx, int l, const struct piso_block_taps *taps, int n) {
     struct piso_imatrix *im = ctx;
-    struct piso_imatrix_entry *e = &im->e[l * 7];
-    for (int k = 0; k < 3; k++) accumulate(&e[k], taps->attn_in, n, e[k].n);
-    accumulate(&e[3], taps->o_in, n, e[3].n);
-    accumulate(&e[4], taps->ffn_in, n, e[4].n);
-    accumulate(&e[5], taps->ffn_in, n, e[5].n);
-    accumulate(&e[6], taps->down_in, n, e[6].n);
+    struct piso_imatrix_entry *e = &im->e[l * PISO_LIN_COUNT];
+    struct piso_block_taps t = *taps;
+    for (int k = 0; k < PISO_LIN_COUNT; k++)
+        accumulate(&e[k], *piso_block_tap(&t, piso_schema_linear((enum piso_linear)k)->input), n, e[k].n);
     return 0;
 }
 
@@ -115,21 +115,20 @@ int piso_imatrix_compute(const struct piso_model *m, const int *tokens, int n_to
     if (n_chunk < 1)
         return piso_errorf("imatrix: %d tokens are fewer than one chunk of %d (use a longer text or a smaller --ctx)",
                            n_tokens, n_ctx);
-    const int64_t D = c->dim, F = c->hidden_dim, Hq = (int64_t)c->n_heads * c->head_dim;
     struct piso_imatrix *im = calloc(1, sizeof *im);
     if (!im) return piso_errorf("imatrix: out of memory");
-    static const char *names[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
     int rc = -1;
     for (int l = 0; l < c->n_layers; l++)
-        for (int k = 0; k < 7; k++) {
+        for (int k = 0; k < PISO_LIN_COUNT; k++) {
+            const struct piso_tensor_info *t = piso_schema_linear((enum piso_linear)k);
             char nm[64];
-            snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, names[k]);
-            if (!add_entry(im, nm, k == 3 ? Hq : k == 6 ? F : D)) {
+            piso_schema_name(t, PISO_NAME_GGUF, l, nm, sizeof nm);
+            if (!add_entry(im, nm, piso_schema_dim(c, t->cols))) {
                 piso_errorf("imatrix: out of memory");
                 goto fail;
             }
         }
-    /* entries are added in (layer, kind) order: index l*7 + k until sorted at the end */
+    /* entries are added in (layer, kind) order: index l*PISO_LIN_COUNT + k until sorted at the end */
     if (run_chunks(m, tokens, n_chunk, n_ctx, bos_id, "imatrix", imatrix_visit, im) != 0) goto fail;
     qsort(im->e, (size_t)im->n, sizeof *im->e, cmp_entry);
     im->chunk_count = n_chunk;
@@ -414,11 +413,9 @@ const float *piso_calib_hessian_for(const struct piso_calib_hessians *hs, const 
     int l, off = 0;
     if (!hs || sscanf(name, "blk.%d.%n", &l, &off) != 1 || off == 0 || l < 0 || l >= hs->n_layers) return NULL;
     const char *kind = name + off;
-    int k = -1;
-    if (!strcmp(kind, "attn_q.weight") || !strcmp(kind, "attn_k.weight") || !strcmp(kind, "attn_v.weight")) k = 0;
-    else if (!strcmp(kind, "attn_output.weight")) k = 1;
-    else if (!strcmp(kind, "ffn_gate.weight") || !strcmp(kind, "ffn_up.weight")) k = 2;
-    else if (!strcmp(kind, "ffn_down.weight")) k = 3;
+    int k = -1; /* the block input (enum piso_block_input) of the linear layer named */
+    for (int j = 0; j < PISO_LIN_COUNT && k < 0; j++)
+        if (!strcmp(kind, piso_schema_linear((enum piso_linear)j)->gguf)) k = piso_schema_linear((enum piso_linear)j)->input;
     const int64_t dims[4] = {hs->D, hs->Hq, hs->D, hs->F};
     if (k < 0 || dims[k] != n) return NULL;
     return hs->h[4 * l + k];

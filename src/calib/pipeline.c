@@ -14,11 +14,10 @@ int piso_objective_from_name(const char *name, enum piso_objective *out) {
 }
 const char *piso_objective_name(enum piso_objective o) { return (unsigned)o < 3 ? objective_names[o] : "?"; }
 
-static const char *const linear_hf[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                        "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
-                                        "mlp.down_proj"};
 void piso_linear_hf_name(int layer, enum piso_linear k, char *buf, size_t n) {
-    snprintf(buf, n, "model.layers.%d.%s", layer, linear_hf[k]);
+    piso_schema_name(piso_schema_linear(k), PISO_NAME_HF, layer, buf, n);
+    char *suffix = strstr(buf, ".weight");
+    if (suffix) *suffix = 0;
 }
 
 void piso_pipeline_result_free(struct piso_pipeline_result *res) {
@@ -29,34 +28,16 @@ void piso_pipeline_result_free(struct piso_pipeline_result *res) {
 
 /* The weight of linear k in a block, its shape [N, D]. */
 static float *linear_weight(const struct piso_model *m, int layer, enum piso_linear k, int64_t *N, int64_t *D) {
-    const struct piso_config *c = &m->cfg;
-    const struct piso_layer_weights *l = &m->layers[layer];
-    int64_t Dm = c->dim, Hq = (int64_t)c->n_heads * c->head_dim, Hkv = (int64_t)c->n_kv_heads * c->head_dim,
-            F = c->hidden_dim;
-    switch (k) {
-    case PISO_LIN_Q: *N = Hq, *D = Dm; return l->wq;
-    case PISO_LIN_K: *N = Hkv, *D = Dm; return l->wk;
-    case PISO_LIN_V: *N = Hkv, *D = Dm; return l->wv;
-    case PISO_LIN_O: *N = Dm, *D = Hq; return l->wo;
-    case PISO_LIN_GATE: *N = F, *D = Dm; return l->w_gate;
-    case PISO_LIN_UP: *N = F, *D = Dm; return l->w_up;
-    default: *N = Dm, *D = F; return l->w_down;
-    }
+    const struct piso_tensor_info *t = piso_schema_linear(k);
+    *N = piso_schema_dim(&m->cfg, t->rows), *D = piso_schema_dim(&m->cfg, t->cols);
+    return *piso_schema_slot((struct piso_model *)(uintptr_t)m, t, layer);
 }
 
-/* The four stages of a block in data-flow order: the tap they read and the linears they feed. */
-enum stage { ST_ATTN = 0, ST_O, ST_FFN, ST_DOWN };
-static const int stage_first[4] = {PISO_LIN_Q, PISO_LIN_O, PISO_LIN_GATE, PISO_LIN_DOWN};
-static const int stage_count[4] = {3, 1, 2, 1};
-
-static void set_tap(struct piso_block_taps *t, enum stage s, float *buf) {
+/* The four stages of a block in data-flow order are its four linear inputs (enum
+ * piso_block_input): the tap a stage reads and the linears it feeds come from the schema. */
+static void set_tap(struct piso_block_taps *t, enum piso_block_input s, float *buf) {
     memset(t, 0, sizeof *t);
-    switch (s) {
-    case ST_ATTN: t->attn_in = buf; break;
-    case ST_O: t->o_in = buf; break;
-    case ST_FFN: t->ffn_in = buf; break;
-    default: t->down_in = buf; break;
-    }
+    *piso_block_tap(t, s) = buf;
 }
 
 struct stats {
@@ -81,7 +62,7 @@ struct float_taps {
     float *t[4];
 };
 
-static int stage_stats(const struct piso_model *mq, const struct piso_model *mf, int layer, enum stage st,
+static int stage_stats(const struct piso_model *mq, const struct piso_model *mf, int layer, enum piso_block_input st,
                        const float *Xq, const float *Xf, const struct piso_calib *c, struct stats *s,
                        const struct float_taps *cache) {
     int64_t L = c->seqlen, Dm = mq->cfg.dim, D = s->D;
@@ -209,7 +190,8 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     int done_lin = 0, total_lin = nb * PISO_LIN_COUNT;
     /* Cache the float taps of a block when they take at most 2 GiB (always for small models). */
     struct float_taps cache = {{NULL, NULL, NULL, NULL}};
-    int64_t widths[4] = {Dm, Hq, Dm, F};
+    int64_t widths[PISO_IN_COUNT];
+    for (int st = 0; st < PISO_IN_COUNT; st++) widths[st] = piso_schema_input_width(cfg, (enum piso_block_input)st);
     int use_cache = (double)ntok * (2 * Dm + Hq + F) * sizeof(float) <= 2.0 * (1 << 30);
     for (int st = 0; st < 4 && use_cache; st++)
         if (!(cache.t[st] = malloc(sizeof(float) * ntok * widths[st]))) use_cache = 0;
@@ -221,12 +203,13 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
                                             cache.t[3] + off * F};
                 if (piso_block_forward(mf, b, Xf + off * Dm, c->seqlen, &t)) goto done;
             }
-        for (int st = 0; st < 4; st++) {
-            s.D = st == ST_ATTN || st == ST_FFN ? Dm : (st == ST_O ? Hq : F);
-            if (stage_stats(mq, mf, b, (enum stage)st, Xq, Xf, c, &s, use_cache ? &cache : NULL)) goto done;
+        for (int st = 0; st < PISO_IN_COUNT; st++) {
+            s.D = widths[st];
+            if (stage_stats(mq, mf, b, (enum piso_block_input)st, Xq, Xf, c, &s, use_cache ? &cache : NULL)) goto done;
             for (int64_t i = 0; i < s.D * s.D; i++) Hf[i] = (float)s.H[i], Gf[i] = (float)s.G[i], Ff[i] = (float)s.F[i];
-            for (int j = 0; j < stage_count[st]; j++) {
-                enum piso_linear k = (enum piso_linear)(stage_first[st] + j);
+            for (int j = 0; j < PISO_LIN_COUNT; j++) {
+                enum piso_linear k = (enum piso_linear)j;
+                if (piso_schema_linear(k)->input != st) continue;
                 struct piso_layer_report *rep = &res->layers[res->n_layers];
                 if (quantize_linear(mq, mf, b, k, Hf, Gf, Ff, o, rep)) goto done;
                 res->n_layers++, done_lin++;

@@ -1,7 +1,9 @@
-/* GGUF export for llama.cpp (architecture "llama"): metadata with the types llama.cpp's loader
- * checks (u32 hyperparameters, f32 eps), the tokenizer (SPM "llama" or byte-level BPE "gpt2"),
- * weights in ggml order (W[out][in] as ne = [in, out]), q/k rows back in the adjacent-pair RoPE
- * layout, norms F32, and the block types with llama.cpp's fallbacks. */
+/* GGUF export for llama.cpp (architectures "llama", "qwen2", "qwen3" from the schema's architecture
+ * table): metadata with the types llama.cpp's loader checks (u32 hyperparameters, f32 eps), the
+ * tokenizer (SPM "llama" or byte-level BPE "gpt2"), the schema's tensors in ggml order (W[out][in]
+ * as ne = [in, out]), q/k rows in the RoPE row order of the architecture (adjacent pairs for llama,
+ * rotate-half for the NEOX qwen2/qwen3), norms and biases F32, and the block types with llama.cpp's
+ * fallbacks. */
 #include "piso/gguf_export.h"
 #include "piso/block_scales.h"
 #include "piso/ggml_quants.h"
@@ -9,6 +11,7 @@
 #include "piso/gguf_write.h"
 #include "piso/imatrix.h"
 #include "piso/model.h"
+#include "piso/schema.h"
 #include "piso/tokenizer.h"
 
 #include <math.h>
@@ -46,30 +49,18 @@ int piso_gguf_file_type(int type) {
     }
 }
 
-/* GGUF row order for q/k from HF's rotate-half layout: GGUF row (h, 2j+p) = HF row (h, p*hd/2 + j). */
-static float *unpermute_rows(const float *W, int n_head, int head_dim, int64_t D) {
-    float *out = malloc(sizeof(float) * (size_t)n_head * (size_t)head_dim * (size_t)D);
-    if (!out) return NULL;
-    const int half = head_dim / 2;
-    for (int h = 0; h < n_head; h++)
-        for (int j = 0; j < half; j++)
-            for (int p = 0; p < 2; p++)
-                memcpy(out + ((size_t)h * head_dim + 2 * j + p) * D, W + ((size_t)h * head_dim + p * half + j) * D,
-                       sizeof(float) * (size_t)D);
-    return out;
-}
-
 struct exporter {
     struct piso_gguf_writer *w;
     const struct piso_gguf_export_opts *o;
     struct piso_gguf_export_stats *st;
 };
 
-/* Adds a 1-D F32 tensor (norms, rope factors); the data is the model's and outlives the writer. */
-static int add_vec(struct exporter *x, const char *name, const float *v, int64_t n) {
+/* Adds a 1-D F32 tensor (norms, biases, rope factors); the data outlives the writer (the model's),
+ * or the writer takes it (owned: a malloc'd copy). */
+static int add_vec(struct exporter *x, const char *name, const float *v, int64_t n, int owned) {
     x->st->counts[GGML_T_F32]++;
     x->st->n_tensors++;
-    return piso_gguf_add_tensor(x->w, name, 1, &n, GGML_T_F32, (void *)v, sizeof(float) * (size_t)n, 0);
+    return piso_gguf_add_tensor(x->w, name, 1, &n, GGML_T_F32, (void *)v, sizeof(float) * (size_t)n, owned);
 }
 
 /* Converts/quantizes W [N, D] (row-major, rows of D inputs) into `type` and adds it. */
@@ -195,6 +186,52 @@ static float *llama3_rope_factors(const struct piso_config *c) {
     return f;
 }
 
+/* Writes the <arch>.* hyperparameters, the u32s and f32s llama.cpp's loader reads. */
+static int write_hparams(struct piso_gguf_writer *w, const char *arch, const struct piso_config *c) {
+    const struct {
+        const char *key;
+        uint32_t value;
+    } u32s[] = {
+        {"context_length", (uint32_t)c->max_seq_len},
+        {"embedding_length", (uint32_t)c->dim},
+        {"block_count", (uint32_t)c->n_layers},
+        {"feed_forward_length", (uint32_t)c->hidden_dim},
+        {"attention.head_count", (uint32_t)c->n_heads},
+        {"attention.head_count_kv", (uint32_t)c->n_kv_heads},
+        {"rope.dimension_count", (uint32_t)c->head_dim},
+        /* explicit: Qwen3's head size is not dim / n_heads */
+        {"attention.key_length", (uint32_t)c->head_dim},
+        {"attention.value_length", (uint32_t)c->head_dim},
+    };
+    char key[96];
+    int rc = 0;
+    for (size_t i = 0; i < sizeof u32s / sizeof u32s[0] && !rc; i++) {
+        snprintf(key, sizeof key, "%s.%s", arch, u32s[i].key);
+        rc = piso_gguf_set_u32(w, key, u32s[i].value);
+    }
+    snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+    if (!rc) rc = piso_gguf_set_f32(w, key, c->rope_theta > 0 ? c->rope_theta : 10000.0f);
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
+    if (!rc) rc = piso_gguf_set_f32(w, key, c->norm_eps);
+    snprintf(key, sizeof key, "%s.vocab_size", arch);
+    if (!rc) rc = piso_gguf_set_u32(w, key, (uint32_t)c->vocab_size);
+    return rc;
+}
+
+/* Whether llama.cpp's architecture can hold this model; an error names what it lacks. */
+static int check_arch(const struct piso_arch_info *a, const struct piso_config *c, const char *path) {
+    if (c->has_qk_norm && !a->qk_norm)
+        return piso_errorf("%s: GGUF architecture %s has no q/k norms; this %s model has them (use arch qwen3)", path,
+                           a->gguf, c->arch);
+    if (c->rope_llama3 && strcmp(a->gguf, "llama") != 0)
+        return piso_errorf("%s: Llama-3 rope_scaling is stored (rope_freqs) only by GGUF architecture llama, not %s",
+                           path, a->gguf);
+    if (!strcmp(a->gguf, "qwen2") && (int64_t)c->n_heads * c->head_dim != c->dim)
+        return piso_errorf("%s: GGUF architecture qwen2 needs n_heads * head_dim (%d * %d) == dim (%d); use qwen3", path,
+                           c->n_heads, c->head_dim, c->dim);
+    return 0;
+}
+
 int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_vocab *vocab,
                      const struct piso_gguf_export_opts *o, const char *path, struct piso_gguf_export_stats *st_out) {
     const struct piso_config *c = &m->cfg;
@@ -202,9 +239,8 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     struct piso_gguf_export_stats *st = st_out ? st_out : &st_local;
     memset(st, 0, sizeof *st);
     const double t0 = piso_time();
-    if (c->has_qkv_bias || c->has_qk_norm)
-        return piso_errorf("%s: GGUF export writes the llama architecture; this %s model has %s", path, c->arch,
-                           c->has_qkv_bias ? "q/k/v biases (qwen2)" : "q/k norms (qwen3)");
+    const struct piso_arch_info *arch = piso_arch_for_gguf(c);
+    if (check_arch(arch, c, path)) return -1;
     const struct piso_ggml_traits *tr = piso_ggml_traits(o->type);
     if (!tr || !tr->to_float || !tr->from_float)
         return piso_errorf("GGUF export: type %s is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL)",
@@ -215,71 +251,55 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     struct piso_gguf_writer *w = piso_gguf_writer_new();
     if (!w) return piso_errorf("out of memory");
     struct exporter x = {w, o, st};
-    float *rope_f = NULL, **tmp = calloc((size_t)c->n_layers * 2, sizeof(float *));
-    int rc = tmp ? 0 : piso_errorf("out of memory");
+    float *rope_f = NULL;
+    int rc = 0;
     const int ftype = piso_gguf_file_type(o->type);
-    if (!rc) rc = piso_gguf_set_str(w, "general.architecture", "llama");
+    if (!rc) rc = piso_gguf_set_str(w, "general.architecture", arch->gguf);
     if (!rc) rc = piso_gguf_set_str(w, "general.name", o->name ? o->name : "piso export");
     if (!rc && ftype >= 0) rc = piso_gguf_set_u32(w, "general.file_type", (uint32_t)ftype);
     if (!rc) rc = piso_gguf_set_u32(w, "general.quantization_version", 2);
-    if (!rc) rc = piso_gguf_set_u32(w, "llama.context_length", (uint32_t)c->max_seq_len);
-    if (!rc) rc = piso_gguf_set_u32(w, "llama.embedding_length", (uint32_t)c->dim);
-    if (!rc) rc = piso_gguf_set_u32(w, "llama.block_count", (uint32_t)c->n_layers);
-    if (!rc) rc = piso_gguf_set_u32(w, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
-    if (!rc) rc = piso_gguf_set_u32(w, "llama.attention.head_count", (uint32_t)c->n_heads);
-    if (!rc) rc = piso_gguf_set_u32(w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
-    if (!rc) rc = piso_gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)c->head_dim);
-    if (!rc) rc = piso_gguf_set_u32(w, "llama.attention.key_length", (uint32_t)c->head_dim);
-    if (!rc) rc = piso_gguf_set_u32(w, "llama.attention.value_length", (uint32_t)c->head_dim);
-    if (!rc) rc = piso_gguf_set_f32(w, "llama.rope.freq_base", c->rope_theta > 0 ? c->rope_theta : 10000.0f);
-    if (!rc) rc = piso_gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
-    if (!rc) rc = piso_gguf_set_u32(w, "llama.vocab_size", (uint32_t)c->vocab_size);
+    if (!rc) rc = write_hparams(w, arch->gguf, c);
     if (!rc) rc = write_tokenizer(w, vocab, c->vocab_size);
     if (!rc && o->imatrix) rc = piso_gguf_set_u32(w, "quantize.imatrix.entries_count", (uint32_t)o->imatrix->n);
     if (!rc && o->imatrix) rc = piso_gguf_set_u32(w, "quantize.imatrix.chunks_count", (uint32_t)o->imatrix->chunk_count);
     if (!rc && quantized) rc = piso_gguf_set_str(w, "piso.scales", o->scale == PISO_GGUF_SCALE_REF ? "llamacpp-ref" : "piso");
 
-    const int64_t D = c->dim, F = c->hidden_dim, V = c->vocab_size;
-    const int64_t Hq = (int64_t)c->n_heads * c->head_dim, Hkv = (int64_t)c->n_kv_heads * c->head_dim;
     struct piso_progress pr;
     piso_progress_begin(&pr, "export", "layers", c->n_layers);
-    /* token embeddings: with tied embeddings this tensor is also the output projection */
-    if (!rc) rc = add_weight(&x, "token_embd.weight", m->tok_embd, V, D, c->tied_embeddings ? out_type : o->type);
-    if (!rc && (m->rope_freq_factors || c->rope_llama3)) {
-        const float *f = m->rope_freq_factors;
-        if (!f) f = rope_f = llama3_rope_factors(c);
-        rc = f ? add_vec(&x, "rope_freqs.weight", f, c->head_dim / 2) : piso_errorf("out of memory");
-    }
-    for (int l = 0; l < c->n_layers && !rc; l++) {
-        const struct piso_layer_weights *L = &m->layers[l];
-        char nm[64];
-        const float *wq = L->wq, *wk = L->wk;
-        if (c->rope_style == PISO_ROPE_HALF) {
-            wq = tmp[2 * l] = unpermute_rows(L->wq, c->n_heads, c->head_dim, D);
-            wk = tmp[2 * l + 1] = unpermute_rows(L->wk, c->n_kv_heads, c->head_dim, D);
-            if (!wq || !wk) rc = piso_errorf("out of memory");
+    /* the schema's tensors in file order; q/k rows (and their biases, q/k norms) in the row order
+     * of the architecture's RoPE */
+    for (int s = 0, l; s < piso_schema_steps(c) && !rc; s++) {
+        const struct piso_tensor_info *t = piso_schema_step(c, s, &l);
+        const float *data = piso_schema_data(m, t, l);
+        const int64_t rows = piso_schema_dim(c, t->rows), cols = piso_schema_dim(c, t->cols);
+        if (t->role == PISO_TR_ROPE_FREQS && !data && c->rope_llama3) {
+            data = rope_f = llama3_rope_factors(c);
+            if (!data) rc = piso_errorf("out of memory");
         }
-#define VEC(suffix, ptr, n) \
-    if (!rc) snprintf(nm, sizeof nm, "blk.%d." suffix, l), rc = add_vec(&x, nm, ptr, n)
-#define MAT(suffix, ptr, rows, cols) \
-    if (!rc) snprintf(nm, sizeof nm, "blk.%d." suffix, l), rc = add_weight(&x, nm, ptr, rows, cols, o->type)
-        VEC("attn_norm.weight", L->attn_norm, D);
-        MAT("attn_q.weight", wq, Hq, D);
-        MAT("attn_k.weight", wk, Hkv, D);
-        MAT("attn_v.weight", L->wv, Hkv, D);
-        MAT("attn_output.weight", L->wo, D, Hq);
-        VEC("ffn_norm.weight", L->ffn_norm, D);
-        MAT("ffn_gate.weight", L->w_gate, F, D);
-        MAT("ffn_up.weight", L->w_up, F, D);
-        MAT("ffn_down.weight", L->w_down, D, F);
-#undef VEC
-#undef MAT
-        free(tmp[2 * l]), free(tmp[2 * l + 1]);
-        tmp[2 * l] = tmp[2 * l + 1] = NULL;
-        piso_progress_update(&pr, l + 1);
+        if (!data || rc) continue;
+        char nm[96];
+        piso_schema_name(t, PISO_NAME_GGUF, l, nm, sizeof nm);
+        float *reordered = NULL;
+        const int heads = piso_schema_rope_heads(c, t);
+        if (heads && c->rope_style != arch->gguf_rope) {
+            if (!(reordered = malloc(sizeof(float) * (size_t)piso_schema_numel(c, t)))) {
+                rc = piso_errorf("%s: out of memory", nm);
+                break;
+            }
+            piso_rope_reorder(data, reordered, heads, c->head_dim, cols ? cols : 1, arch->gguf_rope);
+            data = reordered;
+        }
+        if (!cols) {
+            rc = add_vec(&x, nm, data, rows, reordered != NULL); /* the writer frees a reordered copy */
+            reordered = NULL;
+        } else {
+            /* token embeddings: with tied embeddings this tensor is also the output projection */
+            const int type = t->role == PISO_TR_OUTPUT || (t->role == PISO_TR_TOK_EMBD && c->tied_embeddings) ? out_type : o->type;
+            rc = add_weight(&x, nm, data, rows, cols, type);
+        }
+        free(reordered);
+        if (t->role == PISO_TR_DOWN) piso_progress_update(&pr, l + 1);
     }
-    if (!rc) rc = add_vec(&x, "output_norm.weight", m->out_norm, D);
-    if (!rc && !c->tied_embeddings) rc = add_weight(&x, "output.weight", m->output, V, D, out_type);
     if (!rc) rc = piso_gguf_writer_write(w, path);
     if (!rc) {
         struct piso_mmap f;
@@ -290,6 +310,5 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     st->seconds = piso_time() - t0;
     piso_gguf_writer_free(w);
     free(rope_f);
-    free(tmp);
     return rc;
 }

@@ -2,6 +2,7 @@
  * quantization record, written into a temporary sibling directory and renamed into place. */
 #include "piso/pipeline.h"
 #include "piso/safetensors.h"
+#include "piso/schema.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -263,9 +264,8 @@ char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v) {
 static char *config_json(const struct piso_model *m) {
     const struct piso_config *c = &m->cfg;
     const char *arch = c->arch[0] ? c->arch : "llama", *cls = "LlamaForCausalLM";
-    if (!strcmp(arch, "mistral")) cls = "MistralForCausalLM";
-    else if (!strcmp(arch, "qwen2")) cls = "Qwen2ForCausalLM";
-    else if (!strcmp(arch, "qwen3")) cls = "Qwen3ForCausalLM";
+    const struct piso_arch_info *ai = piso_arch_by_name(arch);
+    if (ai) cls = ai->hf_class;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddItemToObject(j, "architectures", cJSON_CreateStringArray(&cls, 1));
     cJSON_AddStringToObject(j, "model_type", arch);
@@ -304,21 +304,13 @@ static char *config_json(const struct piso_model *m) {
 }
 
 /* ---- weights ------------------------------------------------------------------------------ */
-/* llama2.c/GGUF pair rows (2j, 2j+1) of each head; HF pairs (j, j + hd/2): new row
- * h·hd + t·hd/2 + j takes old row h·hd + 2j + t. */
-static void rope_rows_to_half(const float *src, float *dst, int heads, int hd, int64_t cols) {
-    for (int h = 0; h < heads; h++)
-        for (int t = 0; t < 2; t++)
-            for (int j = 0; j < hd / 2; j++)
-                memcpy(dst + ((int64_t)h * hd + t * (hd / 2) + j) * cols, src + ((int64_t)h * hd + 2 * j + t) * cols,
-                       sizeof(float) * cols);
-}
-
 struct st_ctx {
     struct piso_st_writer *w;
     enum piso_dtype dtype;
 };
 
+/* Adds one tensor [rows, cols] (ndim 1: [cols]); rope_heads > 0 writes its rows in HF's
+ * rotate-half order. */
 static int add_tensor(struct st_ctx *c, const char *name, const float *data, int64_t rows, int64_t cols, int ndim,
                       int rope_heads, int hd) {
     int64_t shape[2] = {rows, cols}, n = rows * cols;
@@ -326,7 +318,7 @@ static int add_tensor(struct st_ctx *c, const char *name, const float *data, int
     if (rope_heads) {
         perm = malloc(sizeof(float) * n);
         if (!perm) return piso_errorf("out of memory");
-        rope_rows_to_half(data, perm, rope_heads, hd, ndim == 1 ? 1 : cols);
+        piso_rope_reorder(data, perm, rope_heads, hd, ndim == 1 ? 1 : cols, PISO_ROPE_HALF);
         data = perm;
     }
     if (c->dtype == PISO_DTYPE_F32) {
@@ -346,38 +338,16 @@ static int add_tensor(struct st_ctx *c, const char *name, const float *data, int
 static int write_weights(const struct piso_model *m, const char *dir) {
     const struct piso_config *c = &m->cfg;
     struct st_ctx sc = {piso_st_writer_new(), c->dtype == PISO_DTYPE_BF16 || c->dtype == PISO_DTYPE_F16 ? c->dtype : PISO_DTYPE_F32};
-    int64_t D = c->dim, F = c->hidden_dim, hd = c->head_dim, Hq = c->n_heads * hd, Hkv = c->n_kv_heads * hd;
     int adj = c->rope_style == PISO_ROPE_ADJACENT, rc = 0;
     char name[128];
-    rc |= add_tensor(&sc, "model.embed_tokens.weight", m->tok_embd, c->vocab_size, D, 2, 0, 0);
-    for (int l = 0; l < c->n_layers && !rc; l++) {
-        const struct piso_layer_weights *L = &m->layers[l];
-#define T(suffix, ptr, r, cl, nd, heads)                                                          \
-    snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix);                               \
-    rc |= add_tensor(&sc, name, ptr, r, cl, nd, heads, (int)hd);
-        T("input_layernorm.weight", L->attn_norm, 1, D, 1, 0);
-        T("self_attn.q_proj.weight", L->wq, Hq, D, 2, adj ? c->n_heads : 0);
-        T("self_attn.k_proj.weight", L->wk, Hkv, D, 2, adj ? c->n_kv_heads : 0);
-        T("self_attn.v_proj.weight", L->wv, Hkv, D, 2, 0);
-        if (L->bq) {
-            T("self_attn.q_proj.bias", L->bq, 1, Hq, 1, adj ? c->n_heads : 0);
-            T("self_attn.k_proj.bias", L->bk, 1, Hkv, 1, adj ? c->n_kv_heads : 0);
-            T("self_attn.v_proj.bias", L->bv, 1, Hkv, 1, 0);
-        }
-        if (L->q_norm) {
-            T("self_attn.q_norm.weight", L->q_norm, 1, hd, 1, adj ? 1 : 0);
-            T("self_attn.k_norm.weight", L->k_norm, 1, hd, 1, adj ? 1 : 0);
-        }
-        T("self_attn.o_proj.weight", L->wo, D, Hq, 2, 0);
-        T("post_attention_layernorm.weight", L->ffn_norm, 1, D, 1, 0);
-        T("mlp.gate_proj.weight", L->w_gate, F, D, 2, 0);
-        T("mlp.up_proj.weight", L->w_up, F, D, 2, 0);
-        T("mlp.down_proj.weight", L->w_down, D, F, 2, 0);
-#undef T
+    for (int s = 0, l; s < piso_schema_steps(c) && !rc; s++) {
+        const struct piso_tensor_info *t = piso_schema_step(c, s, &l);
+        const float *data = piso_schema_data(m, t, l);
+        if (!data || piso_schema_name(t, PISO_NAME_HF, l, name, sizeof name) != 0) continue;
+        const int64_t rows = piso_schema_dim(c, t->rows), cols = piso_schema_dim(c, t->cols);
+        rc |= add_tensor(&sc, name, data, cols ? rows : 1, cols ? cols : rows, cols ? 2 : 1,
+                         adj ? piso_schema_rope_heads(c, t) : 0, c->head_dim);
     }
-    if (!rc) rc |= add_tensor(&sc, "model.norm.weight", m->out_norm, 1, D, 1, 0, 0);
-    if (!rc && !c->tied_embeddings && m->output != m->tok_embd)
-        rc |= add_tensor(&sc, "lm_head.weight", m->output, c->vocab_size, D, 2, 0, 0);
     if (!rc) {
         piso_st_writer_meta(sc.w, "format", "pt");
         char *path = piso_path_join(dir, "model.safetensors");
@@ -396,7 +366,7 @@ static int write_quant_tensors(const struct piso_model *m, const struct piso_pip
     char name[160];
     for (int i = 0; i < res->n_layers && !rc; i++) {
         const struct piso_layer_report *r = &res->layers[i];
-        int heads = !adj ? 0 : r->kind == PISO_LIN_Q ? c->n_heads : r->kind == PISO_LIN_K ? c->n_kv_heads : 0;
+        int heads = adj ? piso_schema_rope_heads(c, piso_schema_linear(r->kind)) : 0;
         int64_t ng = r->n_groups, N = r->N, D = r->D;
         float *sc = malloc(sizeof(float) * N * ng), *cf = malloc(sizeof(float) * N * D), *cp = malloc(sizeof(float) * N * D);
         int8_t *c8 = malloc((size_t)(N * D));
@@ -408,8 +378,8 @@ static int write_quant_tensors(const struct piso_model *m, const struct piso_pip
         int fits8 = 1;
         for (int64_t k = 0; k < N * D; k++) cf[k] = r->codes[k], fits8 &= r->codes[k] >= -128 && r->codes[k] <= 127;
         if (heads) {
-            rope_rows_to_half(r->scales, sc, heads, c->head_dim, ng);
-            rope_rows_to_half(cf, cp, heads, c->head_dim, D);
+            piso_rope_reorder(r->scales, sc, heads, c->head_dim, ng, PISO_ROPE_HALF);
+            piso_rope_reorder(cf, cp, heads, c->head_dim, D, PISO_ROPE_HALF);
         } else {
             memcpy(sc, r->scales, sizeof(float) * N * ng), memcpy(cp, cf, sizeof(float) * N * D);
         }

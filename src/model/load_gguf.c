@@ -1,8 +1,11 @@
-/* GGUF models, architecture "llama" (shared/docs/llamacpp-formats.md §1.5): hyperparameters from
- * llama.* keys, tensors token_embd / output_norm / output (optional: tied) / blk.N.*. ggml ne is
- * [in, out], i.e. exactly our row-major W[out][in]. F32 tensors are used in place; other types
- * are converted to fp32 once. q/k are in the Meta layout: RoPE on adjacent pairs. */
+/* GGUF models, architectures "llama", "qwen2" and "qwen3" (shared/docs/llamacpp-formats.md §1.5):
+ * hyperparameters from <arch>.* keys, tensors by the schema's GGUF names (token_embd, output_norm,
+ * output (optional: tied), blk.N.*, q/k/v biases and q/k norms). ggml ne is [in, out], i.e. exactly
+ * our row-major W[out][in]. F32 tensors are used in place; other types are converted to fp32 once.
+ * llama keeps q/k in the Meta layout (adjacent RoPE pairs); qwen2/qwen3 (NEOX RoPE) in rotate-half
+ * order, which is reordered here. */
 #include "model/model_internal.h"
+#include "piso/schema.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -15,33 +18,48 @@ static int get_u32_default(const struct piso_gguf *g, const char *key, uint32_t 
     return piso_gguf_get_u32(g, key, out);
 }
 
+/* "<arch>.<key>" */
+static const char *arch_key(char *buf, size_t n, const char *arch, const char *key) {
+    snprintf(buf, n, "%s.%s", arch, key);
+    return buf;
+}
+
 static int gguf_config(const struct piso_gguf *g, struct piso_config *c) {
     memset(c, 0, sizeof *c);
     const char *path = g->map.path;
     char *arch = piso_gguf_get_str(g, "general.architecture");
     if (!arch) return -1;
-    if (strcmp(arch, "llama") != 0) {
-        piso_errorf("%s: general.architecture = \"%s\" is not supported (only \"llama\")", path, arch);
+    const struct piso_arch_info *ai = piso_arch_by_gguf(arch);
+    if (!ai) {
+        char supported[128] = "";
+        for (int i = 0; i < piso_n_archs; i++)
+            if (piso_arch_by_gguf(piso_archs[i].gguf) == &piso_archs[i])
+                snprintf(supported + strlen(supported), sizeof supported - strlen(supported), "%s\"%s\"",
+                         supported[0] ? ", " : "", piso_archs[i].gguf);
+        piso_errorf("%s: general.architecture = \"%s\" is not supported (%s)", path, arch, supported);
         free(arch);
         return -1;
     }
     free(arch);
-    snprintf(c->arch, sizeof c->arch, "llama");
-    uint32_t dim, ff, nl, nh, nkv, ctx, rot = 0;
-    if (piso_gguf_get_u32(g, "llama.embedding_length", &dim) || piso_gguf_get_u32(g, "llama.block_count", &nl) ||
-        piso_gguf_get_u32(g, "llama.feed_forward_length", &ff) ||
-        piso_gguf_get_u32(g, "llama.attention.head_count", &nh) ||
-        piso_gguf_get_f32(g, "llama.attention.layer_norm_rms_epsilon", &c->norm_eps) ||
-        get_u32_default(g, "llama.context_length", 2048, &ctx))
+    const char *A = ai->gguf;
+    char k[96];
+    snprintf(c->arch, sizeof c->arch, "%s", ai->name);
+    uint32_t dim, ff, nl, nh, nkv, ctx, rot = 0, hd, vd;
+    if (piso_gguf_get_u32(g, arch_key(k, sizeof k, A, "embedding_length"), &dim) ||
+        piso_gguf_get_u32(g, arch_key(k, sizeof k, A, "block_count"), &nl) ||
+        piso_gguf_get_u32(g, arch_key(k, sizeof k, A, "feed_forward_length"), &ff) ||
+        piso_gguf_get_u32(g, arch_key(k, sizeof k, A, "attention.head_count"), &nh) ||
+        piso_gguf_get_f32(g, arch_key(k, sizeof k, A, "attention.layer_norm_rms_epsilon"), &c->norm_eps) ||
+        get_u32_default(g, arch_key(k, sizeof k, A, "context_length"), 2048, &ctx))
         return -1;
-    if (get_u32_default(g, "llama.attention.head_count_kv", nh, &nkv)) return -1;
-    if (piso_gguf_find(g, "llama.rope.freq_base")) {
-        if (piso_gguf_get_f32(g, "llama.rope.freq_base", &c->rope_theta)) return -1;
+    if (get_u32_default(g, arch_key(k, sizeof k, A, "attention.head_count_kv"), nh, &nkv)) return -1;
+    if (piso_gguf_find(g, arch_key(k, sizeof k, A, "rope.freq_base"))) {
+        if (piso_gguf_get_f32(g, k, &c->rope_theta)) return -1;
     } else {
         c->rope_theta = 10000.0f;
     }
     if (dim > (1u << 20) || ff > (1u << 22) || nl > 4096 || nh == 0 || nh > 4096 || nkv > 4096 || ctx > (1u << 24))
-        return piso_errorf("%s: implausible llama.* hyperparameters (embedding %u, ff %u, blocks %u, heads %u/%u)", path,
+        return piso_errorf("%s: implausible %s.* hyperparameters (embedding %u, ff %u, blocks %u, heads %u/%u)", path, A,
                            dim, ff, nl, nh, nkv);
     c->dim = (int)dim;
     c->hidden_dim = (int)ff;
@@ -49,16 +67,26 @@ static int gguf_config(const struct piso_gguf *g, struct piso_config *c) {
     c->n_heads = (int)nh;
     c->n_kv_heads = (int)nkv;
     c->max_seq_len = (int)ctx;
-    c->head_dim = c->dim / c->n_heads;
-    if (c->dim % c->n_heads) return piso_errorf("%s: llama.embedding_length %d is not a multiple of llama.attention.head_count %d", path, c->dim, c->n_heads);
-    if (get_u32_default(g, "llama.rope.dimension_count", (uint32_t)c->head_dim, &rot)) return -1;
+    /* head size: attention.key_length when given (Qwen3 sets it apart from dim / heads) */
+    if (!piso_gguf_find(g, arch_key(k, sizeof k, A, "attention.key_length")) && c->dim % c->n_heads)
+        return piso_errorf("%s: %s.embedding_length %d is not a multiple of %s.attention.head_count %d", path, A, c->dim,
+                           A, c->n_heads);
+    if (get_u32_default(g, k, (uint32_t)(c->dim / c->n_heads), &hd)) return -1;
+    if (hd == 0 || hd > 8192) return piso_errorf("%s: %s = %u is out of range", path, k, hd);
+    c->head_dim = (int)hd;
+    if (get_u32_default(g, arch_key(k, sizeof k, A, "attention.value_length"), hd, &vd)) return -1;
+    if (vd != hd)
+        return piso_errorf("%s: %s = %u differs from the key length %u (not supported)", path, k, vd, hd);
+    if (get_u32_default(g, arch_key(k, sizeof k, A, "rope.dimension_count"), (uint32_t)c->head_dim, &rot)) return -1;
     if ((int)rot != c->head_dim)
-        return piso_errorf("%s: llama.rope.dimension_count = %u differs from the head size %d (partial RoPE is not "
-                           "supported)", path, rot, c->head_dim);
+        return piso_errorf("%s: %s = %u differs from the head size %d (partial RoPE is not "
+                           "supported)", path, k, rot, c->head_dim);
     const struct piso_gguf_tensor *emb = piso_gguf_find_tensor(g, "token_embd.weight");
     if (!emb) return piso_errorf("%s: tensor 'token_embd.weight' not found", path);
     c->vocab_size = (int)(emb->ne[1] < (1 << 24) ? emb->ne[1] : 0);
-    c->rope_style = PISO_ROPE_ADJACENT;
+    c->rope_style = ai->gguf_rope; /* the file's row order; the loader reorders to adjacent pairs */
+    c->has_qkv_bias = ai->qkv_bias;
+    c->has_qk_norm = ai->qk_norm;
     c->source = PISO_SRC_GGUF;
     c->dtype = PISO_DTYPE_F32;
     if (emb->type == GGML_T_F16) c->dtype = PISO_DTYPE_F16;
@@ -109,34 +137,38 @@ int load_gguf(const char *path, struct piso_model **out) {
     }
     struct piso_model *m = model_new(&c, path);
     m->storage->gguf = g;
-    int64_t D = c.dim, F = c.hidden_dim, V = c.vocab_size, hd = c.head_dim;
-    int64_t Hq = (int64_t)c.n_heads * hd, Hkv = (int64_t)c.n_kv_heads * hd;
+    struct piso_config *mc = &m->cfg;
     char name[96];
-#define W(dst, ne0, ne1, opt, ...)                                                                     \
-    do {                                                                                           \
-        snprintf(name, sizeof name, __VA_ARGS__);                                                  \
-        dst = gguf_weight(m, name, ne0, ne1, opt);                                                 \
-        if (!dst && (!(opt) || piso_gguf_find_tensor(g, name))) goto fail;                         \
-    } while (0)
-    W(m->tok_embd, D, V, 0, "token_embd.weight");
-    W(m->out_norm, D, 0, 0, "output_norm.weight");
-    W(m->output, D, V, 1, "output.weight");
-    m->cfg.tied_embeddings = m->output == NULL;
-    if (!m->output) m->output = m->tok_embd;
-    W(m->rope_freq_factors, hd / 2, 0, 1, "rope_freqs.weight");
-    for (int l = 0; l < c.n_layers; l++) {
-        struct piso_layer_weights *w = &m->layers[l];
-        W(w->attn_norm, D, 0, 0, "blk.%d.attn_norm.weight", l);
-        W(w->wq, D, Hq, 0, "blk.%d.attn_q.weight", l);
-        W(w->wk, D, Hkv, 0, "blk.%d.attn_k.weight", l);
-        W(w->wv, D, Hkv, 0, "blk.%d.attn_v.weight", l);
-        W(w->wo, Hq, D, 0, "blk.%d.attn_output.weight", l);
-        W(w->ffn_norm, D, 0, 0, "blk.%d.ffn_norm.weight", l);
-        W(w->w_gate, D, F, 0, "blk.%d.ffn_gate.weight", l);
-        W(w->w_up, D, F, 0, "blk.%d.ffn_up.weight", l);
-        W(w->w_down, F, D, 0, "blk.%d.ffn_down.weight", l);
+    /* every tensor of the schema; the output head, rope_freqs, biases (llama.cpp reads them in any
+     * architecture) and q/k norms not required by the architecture are optional */
+    for (int s = 0, l; s < piso_schema_steps(mc); s++) {
+        const struct piso_tensor_info *t = piso_schema_step(mc, s, &l);
+        piso_schema_name(t, PISO_NAME_GGUF, l, name, sizeof name);
+        const int optional = t->presence == PISO_PRESENT_UNTIED || t->presence == PISO_PRESENT_QKV_BIAS ||
+                             !piso_schema_present(mc, t);
+        const int64_t rows = piso_schema_dim(mc, t->rows), cols = piso_schema_dim(mc, t->cols);
+        float *p = gguf_weight(m, name, cols ? cols : rows, cols ? rows : 0, optional); /* ne = [cols, rows] */
+        if (!p && (!optional || piso_gguf_find_tensor(g, name))) goto fail; /* missing or misshapen */
+        *piso_schema_slot(m, t, l) = p;
     }
-#undef W
+    mc->tied_embeddings = m->output == NULL;
+    if (!m->output) m->output = m->tok_embd;
+    mc->has_qkv_bias = mc->has_qk_norm = 0;
+    for (int l = 0; l < mc->n_layers; l++) {
+        const struct piso_layer_weights *w = &m->layers[l];
+        if (!!w->bq != !!w->bk || !!w->bq != !!w->bv) {
+            piso_errorf("%s: block %d: attn_q/k/v biases must all be present or all absent", path, l);
+            goto fail;
+        }
+        if (!!w->q_norm != !!w->k_norm) {
+            piso_errorf("%s: block %d: attn_q_norm and attn_k_norm must both be present or absent", path, l);
+            goto fail;
+        }
+        mc->has_qkv_bias |= w->bq != NULL;
+        mc->has_qk_norm |= w->q_norm != NULL;
+    }
+    /* NEOX architectures (qwen2, qwen3) store q/k rows rotate-half, as HF does */
+    if (mc->rope_style == PISO_ROPE_HALF && model_rope_rows_to_adjacent(m) != 0) goto fail;
     *out = m;
     return 0;
 fail:

@@ -3,6 +3,7 @@
  * Qwen3 (q/k RMSNorm); tied embeddings. F32 tensors are used in place from the copy-on-write
  * mapping, F16/BF16 are converted once into owned buffers. RoPE is HF rotate-half. */
 #include "model/model_internal.h"
+#include "piso/schema.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -51,19 +52,21 @@ static int parse_config(struct hf_ctx *h, struct piso_config *c) {
     const char *arch = NULL;
     if (cJSON_IsArray(archs) && cJSON_IsString(cJSON_GetArrayItem(archs, 0)))
         arch = cJSON_GetArrayItem(archs, 0)->valuestring;
-    static const struct {
-        const char *cls, *type;
-    } known[] = {{"LlamaForCausalLM", "llama"}, {"MistralForCausalLM", "mistral"},
-                 {"Qwen2ForCausalLM", "qwen2"}, {"Qwen3ForCausalLM", "qwen3"}};
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
-        if ((arch && !strcmp(arch, known[i].cls)) ||
-            (!arch && cJSON_IsString(mt) && !strcmp(mt->valuestring, known[i].type)))
-            snprintf(c->arch, sizeof c->arch, "%s", known[i].type);
+    const struct piso_arch_info *ai = NULL;
+    for (int i = 0; i < piso_n_archs; i++) {
+        if ((arch && !strcmp(arch, piso_archs[i].hf_class)) ||
+            (!arch && cJSON_IsString(mt) && !strcmp(mt->valuestring, piso_archs[i].name)))
+            ai = &piso_archs[i];
     }
-    if (!c->arch[0])
-        return piso_errorf("%s: unsupported architecture \"%s\" (field \"architectures\"; supported: LlamaForCausalLM, "
-                           "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM)",
-                           h->config_path, arch ? arch : cJSON_IsString(mt) ? mt->valuestring : "(missing)");
+    if (!ai) {
+        char supported[256] = "";
+        for (int i = 0; i < piso_n_archs; i++)
+            snprintf(supported + strlen(supported), sizeof supported - strlen(supported), "%s%s", i ? ", " : "",
+                     piso_archs[i].hf_class);
+        return piso_errorf("%s: unsupported architecture \"%s\" (field \"architectures\"; supported: %s)",
+                           h->config_path, arch ? arch : cJSON_IsString(mt) ? mt->valuestring : "(missing)", supported);
+    }
+    snprintf(c->arch, sizeof c->arch, "%s", ai->name);
     if (cfg_int(h, "hidden_size", -1, &c->dim) || cfg_int(h, "intermediate_size", -1, &c->hidden_dim) ||
         cfg_int(h, "num_hidden_layers", -1, &c->n_layers) || cfg_int(h, "num_attention_heads", -1, &c->n_heads) ||
         cfg_int(h, "num_key_value_heads", c->n_heads, &c->n_kv_heads) ||
@@ -108,8 +111,8 @@ static int parse_config(struct hf_ctx *h, struct piso_config *c) {
     }
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(h->cfg, "tie_word_embeddings");
     c->tied_embeddings = cJSON_IsTrue(tie);
-    c->has_qkv_bias = !strcmp(c->arch, "qwen2");
-    c->has_qk_norm = !strcmp(c->arch, "qwen3");
+    c->has_qkv_bias = ai->qkv_bias;
+    c->has_qk_norm = ai->qk_norm;
     return piso_config_validate(c, h->config_path);
 }
 
@@ -211,75 +214,40 @@ static float *get_weight(struct piso_model *m, const char *name, int64_t rows, i
     return dst;
 }
 
+/* Every tensor of the schema that HF stores. q/k/v biases and q/k norms are required when the
+ * architecture has them, and picked up (setting the config flag) when present otherwise. */
 static int load_weights(struct piso_model *m) {
-    const struct piso_config *c = &m->cfg;
-    int64_t D = c->dim, F = c->hidden_dim, V = c->vocab_size, hd = c->head_dim;
-    int64_t Hq = (int64_t)c->n_heads * hd, Hkv = (int64_t)c->n_kv_heads * hd;
+    struct piso_config *c = &m->cfg;
     char name[160];
-    int fi_;
-#define W(dst, rows, cols, opt, ...)                                                                   \
-    do {                                                                                           \
-        snprintf(name, sizeof name, __VA_ARGS__);                                                  \
-        dst = get_weight(m, name, rows, cols, opt);                                                \
-        if (!dst && (!(opt) || find_tensor(m, name, &fi_))) return -1; /* missing or misshapen */  \
-    } while (0)
-    W(m->tok_embd, V, D, 0, "model.embed_tokens.weight");
-    W(m->out_norm, D, 0, 0, "model.norm.weight");
-    /* tie_word_embeddings wins over a stored lm_head (transformers ties them on load); without it
-     * a checkpoint that omits lm_head is tied too */
-    if (!c->tied_embeddings) W(m->output, V, D, 1, "lm_head.weight");
-    m->cfg.tied_embeddings = m->output == NULL;
+    int fi;
+    for (int s = 0, l; s < piso_schema_steps(c); s++) {
+        const struct piso_tensor_info *t = piso_schema_step(c, s, &l);
+        if (piso_schema_name(t, PISO_NAME_HF, l, name, sizeof name) != 0) continue;
+        /* tie_word_embeddings wins over a stored lm_head (transformers ties them on load); without it
+         * a checkpoint that omits lm_head is tied too */
+        if (t->role == PISO_TR_OUTPUT && c->tied_embeddings) continue;
+        const int optional = t->presence == PISO_PRESENT_UNTIED || !piso_schema_present(c, t);
+        float *p = get_weight(m, name, piso_schema_dim(c, t->rows), piso_schema_dim(c, t->cols), optional);
+        if (!p && (!optional || find_tensor(m, name, &fi))) return -1; /* missing or misshapen */
+        *piso_schema_slot(m, t, l) = p;
+    }
+    c->tied_embeddings = m->output == NULL;
     if (!m->output) m->output = m->tok_embd;
     for (int l = 0; l < c->n_layers; l++) {
-        struct piso_layer_weights *w = &m->layers[l];
-        const char *p = "model.layers";
-        W(w->attn_norm, D, 0, 0, "%s.%d.input_layernorm.weight", p, l);
-        W(w->wq, Hq, D, 0, "%s.%d.self_attn.q_proj.weight", p, l);
-        W(w->wk, Hkv, D, 0, "%s.%d.self_attn.k_proj.weight", p, l);
-        W(w->wv, Hkv, D, 0, "%s.%d.self_attn.v_proj.weight", p, l);
-        W(w->wo, D, Hq, 0, "%s.%d.self_attn.o_proj.weight", p, l);
-        W(w->ffn_norm, D, 0, 0, "%s.%d.post_attention_layernorm.weight", p, l);
-        W(w->w_gate, F, D, 0, "%s.%d.mlp.gate_proj.weight", p, l);
-        W(w->w_up, F, D, 0, "%s.%d.mlp.up_proj.weight", p, l);
-        W(w->w_down, D, F, 0, "%s.%d.mlp.down_proj.weight", p, l);
-        int req_bias = !c->has_qkv_bias, req_norm = !c->has_qk_norm; /* 1 = optional */
-        W(w->bq, Hq, 0, req_bias, "%s.%d.self_attn.q_proj.bias", p, l);
-        W(w->bk, Hkv, 0, req_bias, "%s.%d.self_attn.k_proj.bias", p, l);
-        W(w->bv, Hkv, 0, req_bias, "%s.%d.self_attn.v_proj.bias", p, l);
-        W(w->q_norm, hd, 0, req_norm, "%s.%d.self_attn.q_norm.weight", p, l);
-        W(w->k_norm, hd, 0, req_norm, "%s.%d.self_attn.k_norm.weight", p, l);
-        int fi;
-        snprintf(name, sizeof name, "%s.%d.self_attn.o_proj.bias", p, l);
+        const struct piso_layer_weights *w = &m->layers[l];
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.o_proj.bias", l);
         if (find_tensor(m, name, &fi)) return piso_errorf("%s: tensor '%s': output-projection biases are not supported", m->path, name);
         if (!!w->bq != !!w->bk || !!w->bq != !!w->bv)
             return piso_errorf("%s: layer %d: q/k/v biases must all be present or all absent", m->path, l);
         if (!!w->q_norm != !!w->k_norm)
             return piso_errorf("%s: layer %d: q_norm and k_norm must both be present or absent", m->path, l);
-        if (w->bq) m->cfg.has_qkv_bias = 1;
-        if (w->q_norm) m->cfg.has_qk_norm = 1;
+        if (w->bq) c->has_qkv_bias = 1;
+        if (w->q_norm) c->has_qk_norm = 1;
     }
-#undef W
     const struct piso_st_tensor *t0 = piso_st_find(&m->storage->st[0], "model.embed_tokens.weight");
-    int fi = 0;
+    fi = 0;
     if (!t0) t0 = find_tensor(m, "model.embed_tokens.weight", &fi);
-    m->cfg.dtype = t0 ? t0->dtype : PISO_DTYPE_F32;
-    return 0;
-}
-
-/* Reorders rows [heads * hd, cols] in place from HF's rotate-half layout to adjacent pairs:
- * HF row h*hd + i*hd/2 + j (i = half, j = frequency) is row h*hd + 2j + i. */
-static int permute_half_to_adjacent(float *w, int heads, int hd, int64_t cols) {
-    float *tmp = malloc(sizeof(float) * (size_t)hd * (size_t)cols);
-    if (!tmp) return piso_errorf("out of memory permuting q/k rows");
-    for (int h = 0; h < heads; h++) {
-        float *head = w + (size_t)h * (size_t)hd * (size_t)cols;
-        memcpy(tmp, head, sizeof(float) * (size_t)hd * (size_t)cols);
-        for (int i = 0; i < 2; i++)
-            for (int j = 0; j < hd / 2; j++)
-                memcpy(head + (size_t)(2 * j + i) * (size_t)cols, tmp + (size_t)(i * hd / 2 + j) * (size_t)cols,
-                       sizeof(float) * (size_t)cols);
-    }
-    free(tmp);
+    c->dtype = t0 ? t0->dtype : PISO_DTYPE_F32;
     return 0;
 }
 
@@ -287,17 +255,14 @@ static int permute_half_to_adjacent(float *w, int heads, int hd, int64_t cols) {
  * results whichever file it came from (HF twin vs llama2.c vs GGUF). HF stores q/k rows (and their
  * biases and q/k norms) in rotate-half order: reorder them once here. The exporters write HF order
  * back. The mapping is copy-on-write, so the file is never touched. */
-static int rope_rows_to_adjacent(struct piso_model *m) {
+int model_rope_rows_to_adjacent(struct piso_model *m) {
     const struct piso_config *c = &m->cfg;
-    const int hd = c->head_dim;
-    for (int l = 0; l < c->n_layers; l++) {
-        struct piso_layer_weights *w = &m->layers[l];
-        if (permute_half_to_adjacent(w->wq, c->n_heads, hd, c->dim) ||
-            permute_half_to_adjacent(w->wk, c->n_kv_heads, hd, c->dim) ||
-            (w->bq && (permute_half_to_adjacent(w->bq, c->n_heads, hd, 1) ||
-                       permute_half_to_adjacent(w->bk, c->n_kv_heads, hd, 1))) ||
-            (w->q_norm && (permute_half_to_adjacent(w->q_norm, 1, hd, 1) ||
-                           permute_half_to_adjacent(w->k_norm, 1, hd, 1))))
+    for (int s = 0, l; s < piso_schema_steps(c); s++) {
+        const struct piso_tensor_info *t = piso_schema_step(c, s, &l);
+        float *p = *piso_schema_slot(m, t, l);
+        const int64_t cols = piso_schema_dim(c, t->cols);
+        if (t->rope && p &&
+            piso_rope_reorder_inplace(p, piso_schema_rope_heads(c, t), c->head_dim, cols ? cols : 1, PISO_ROPE_ADJACENT))
             return -1;
     }
     m->cfg.rope_style = PISO_ROPE_ADJACENT;
@@ -322,7 +287,7 @@ int load_hf(const char *dir, struct piso_model **out) {
     free(h.config_path);
     if (rc != 0) return -1;
     struct piso_model *m = model_new(&c, dir);
-    if (open_shards(m, dir) != 0 || load_weights(m) != 0 || rope_rows_to_adjacent(m) != 0) {
+    if (open_shards(m, dir) != 0 || load_weights(m) != 0 || model_rope_rows_to_adjacent(m) != 0) {
         piso_model_free(m);
         return -1;
     }

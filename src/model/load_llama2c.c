@@ -5,6 +5,7 @@
  * rms_final [D], freq_cis_real and freq_cis_imag [seq_len, hd/2] (unused), wcls [V, D] if separate.
  * The mapping is used in place (copy-on-write); RoPE uses adjacent pairs. */
 #include "model/model_internal.h"
+#include "piso/schema.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -51,10 +52,16 @@ int load_llama2c(const char *path, struct piso_model **out) {
         piso_mmap_close(&map);
         return -1;
     }
-    uint64_t D = (uint64_t)c.dim, F = (uint64_t)c.hidden_dim, L = (uint64_t)c.n_layers, V = (uint64_t)c.vocab_size;
-    uint64_t Hq = (uint64_t)c.n_heads * c.head_dim, Hkv = (uint64_t)c.n_kv_heads * c.head_dim;
-    uint64_t per_layer = D + Hq * D + 2 * Hkv * D + D * Hq + D + 3 * F * D;
-    uint64_t need = V * D + L * per_layer + D + (uint64_t)c.max_seq_len * c.head_dim + (shared ? 0 : V * D);
+    /* the schema's tensors by llama2.c position; freq_cis_real/imag [seq_len, hd/2] each before wcls */
+    const struct piso_tensor_info *order[PISO_TR_COUNT];
+    int n_order = 0;
+    for (int pos = 0; pos < PISO_TR_COUNT; pos++)
+        for (int r = 0; r < PISO_TR_COUNT; r++)
+            if (piso_schema[r].llama2c == pos && piso_schema_present(&c, &piso_schema[r])) order[n_order++] = &piso_schema[r];
+    const uint64_t freq_cis = (uint64_t)c.max_seq_len * c.head_dim;
+    uint64_t need = freq_cis;
+    for (int i = 0; i < n_order; i++)
+        need += (uint64_t)piso_schema_numel(&c, order[i]) * (order[i]->per_layer ? (uint64_t)c.n_layers : 1);
     if (need > (map.size - sizeof h) / sizeof(float)) {
         uint64_t have = (map.size - sizeof h) / sizeof(float);
         piso_mmap_close(&map);
@@ -66,21 +73,13 @@ int load_llama2c(const char *path, struct piso_model **out) {
     struct piso_model *m = model_new(&c, path);
     m->storage->map = map;
     float *p = (float *)(uintptr_t)(map.data + sizeof h); /* 28-byte header: 4-aligned floats */
-#define TAKE(n) (p += (n), p - (n))
-    m->tok_embd = TAKE(V * D);
-    for (uint64_t l = 0; l < L; l++) m->layers[l].attn_norm = TAKE(D);
-    for (uint64_t l = 0; l < L; l++) m->layers[l].wq = TAKE(Hq * D);
-    for (uint64_t l = 0; l < L; l++) m->layers[l].wk = TAKE(Hkv * D);
-    for (uint64_t l = 0; l < L; l++) m->layers[l].wv = TAKE(Hkv * D);
-    for (uint64_t l = 0; l < L; l++) m->layers[l].wo = TAKE(D * Hq);
-    for (uint64_t l = 0; l < L; l++) m->layers[l].ffn_norm = TAKE(D);
-    for (uint64_t l = 0; l < L; l++) m->layers[l].w_gate = TAKE(F * D);
-    for (uint64_t l = 0; l < L; l++) m->layers[l].w_down = TAKE(D * F);
-    for (uint64_t l = 0; l < L; l++) m->layers[l].w_up = TAKE(F * D);
-    m->out_norm = TAKE(D);
-    p += (uint64_t)c.max_seq_len * c.head_dim; /* freq_cis_real, freq_cis_imag: recomputed */
-    m->output = shared ? m->tok_embd : TAKE(V * D);
-#undef TAKE
+    for (int i = 0; i < n_order; i++) {
+        const struct piso_tensor_info *t = order[i];
+        const uint64_t n = (uint64_t)piso_schema_numel(&c, t);
+        if (t->role == PISO_TR_OUTPUT) p += freq_cis; /* freq_cis_real, freq_cis_imag: recomputed */
+        for (int l = 0; l < (t->per_layer ? c.n_layers : 1); l++, p += n) *piso_schema_slot(m, t, l) = p;
+    }
+    if (shared) m->output = m->tok_embd;
     *out = m;
     return 0;
 }

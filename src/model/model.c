@@ -1,5 +1,6 @@
 /* Model lifetime: format detection, config validation, in-memory allocation, freeing. */
 #include "model/model_internal.h"
+#include "piso/schema.h"
 
 #include <stdlib.h>
 #include <dirent.h>
@@ -80,32 +81,11 @@ int piso_model_alloc(const struct piso_config *cfg, struct piso_model **out) {
     *out = NULL;
     if (piso_config_validate(cfg, "model config") != 0) return -1;
     struct piso_model *m = model_new(cfg, NULL);
-    size_t D = (size_t)cfg->dim, F = (size_t)cfg->hidden_dim, V = (size_t)cfg->vocab_size;
-    size_t Hq = (size_t)cfg->n_heads * (size_t)cfg->head_dim, Hkv = (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim;
-    m->tok_embd = model_own(m, V * D);
-    m->out_norm = model_own(m, D);
-    m->output = cfg->tied_embeddings ? m->tok_embd : model_own(m, V * D);
-    for (int l = 0; l < cfg->n_layers; l++) {
-        struct piso_layer_weights *w = &m->layers[l];
-        w->attn_norm = model_own(m, D);
-        w->ffn_norm = model_own(m, D);
-        w->wq = model_own(m, Hq * D);
-        w->wk = model_own(m, Hkv * D);
-        w->wv = model_own(m, Hkv * D);
-        w->wo = model_own(m, D * Hq);
-        w->w_gate = model_own(m, F * D);
-        w->w_up = model_own(m, F * D);
-        w->w_down = model_own(m, D * F);
-        if (cfg->has_qkv_bias) {
-            w->bq = model_own(m, Hq);
-            w->bk = model_own(m, Hkv);
-            w->bv = model_own(m, Hkv);
-        }
-        if (cfg->has_qk_norm) {
-            w->q_norm = model_own(m, (size_t)cfg->head_dim);
-            w->k_norm = model_own(m, (size_t)cfg->head_dim);
-        }
+    for (int s = 0, l; s < piso_schema_steps(cfg); s++) {
+        const struct piso_tensor_info *t = piso_schema_step(cfg, s, &l);
+        if (piso_schema_present(cfg, t)) *piso_schema_slot(m, t, l) = model_own(m, (size_t)piso_schema_numel(cfg, t));
     }
+    if (cfg->tied_embeddings) m->output = m->tok_embd;
     for (int i = 0; i < m->storage->n_owned; i++)
         if (!m->storage->owned[i]) {
             piso_model_free(m);
@@ -182,23 +162,9 @@ static int check_tensor_finite(const struct piso_model *m, const float *p, size_
 
 static int check_finite(const struct piso_model *m) {
     const struct piso_config *c = &m->cfg;
-    size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, V = (size_t)c->vocab_size, hd = (size_t)c->head_dim;
-    size_t Hq = (size_t)c->n_heads * hd, Hkv = (size_t)c->n_kv_heads * hd;
-    if (check_tensor_finite(m, m->tok_embd, V * D, "token embeddings", -1) ||
-        check_tensor_finite(m, m->out_norm, D, "final norm", -1) ||
-        (m->output != m->tok_embd && check_tensor_finite(m, m->output, V * D, "output head", -1)))
-        return -1;
-    for (int l = 0; l < c->n_layers; l++) {
-        const struct piso_layer_weights *w = &m->layers[l];
-        if (check_tensor_finite(m, w->attn_norm, D, "attn_norm", l) || check_tensor_finite(m, w->wq, Hq * D, "q_proj", l) ||
-            check_tensor_finite(m, w->wk, Hkv * D, "k_proj", l) || check_tensor_finite(m, w->wv, Hkv * D, "v_proj", l) ||
-            check_tensor_finite(m, w->bq, Hq, "q_proj bias", l) || check_tensor_finite(m, w->bk, Hkv, "k_proj bias", l) ||
-            check_tensor_finite(m, w->bv, Hkv, "v_proj bias", l) || check_tensor_finite(m, w->q_norm, hd, "q_norm", l) ||
-            check_tensor_finite(m, w->k_norm, hd, "k_norm", l) || check_tensor_finite(m, w->wo, D * Hq, "o_proj", l) ||
-            check_tensor_finite(m, w->ffn_norm, D, "ffn_norm", l) ||
-            check_tensor_finite(m, w->w_gate, F * D, "gate_proj", l) ||
-            check_tensor_finite(m, w->w_up, F * D, "up_proj", l) || check_tensor_finite(m, w->w_down, D * F, "down_proj", l))
-            return -1;
+    for (int s = 0, l; s < piso_schema_steps(c); s++) {
+        const struct piso_tensor_info *t = piso_schema_step(c, s, &l);
+        if (check_tensor_finite(m, piso_schema_data(m, t, l), (size_t)piso_schema_numel(c, t), t->label, l)) return -1;
     }
     return 0;
 }
