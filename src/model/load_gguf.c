@@ -60,9 +60,7 @@ static int gguf_config(const struct piso_gguf *g, struct piso_config *c) {
     c->vocab_size = (int)(emb->ne[1] < (1 << 24) ? emb->ne[1] : 0);
     c->rope_style = PISO_ROPE_ADJACENT;
     c->source = PISO_SRC_GGUF;
-    c->dtype = PISO_DTYPE_F32;
-    if (emb->type == GGML_T_F16) c->dtype = PISO_DTYPE_F16;
-    if (emb->type == GGML_T_BF16) c->dtype = PISO_DTYPE_BF16;
+    c->dtype = piso_ggml_traits(emb->type)->dtype; /* a known type: checked at open */
     return piso_config_validate(c, path);
 }
 
