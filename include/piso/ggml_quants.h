@@ -29,12 +29,13 @@ struct piso_blk256 {
     uint8_t q[PISO_QK_K];
 };
 
-/* The supported block types (ggml ids: enum piso_ggml_type in gguf.h). */
+/* Lookups in the traits table (gguf.h): whether a type has block converters (Q8_0, Q4_0, Q4_1,
+ * Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL), its elements and bytes per block (0 for unknown ids). */
 int piso_ggml_is_block_type(int type);
-int piso_ggml_block_elems(int type);  /* 32 or 256 */
-int piso_ggml_block_bytes(int type);  /* 34, 18, 20, 22, 24, 144, 176, 210 */
+int piso_ggml_block_elems(int type);
+int piso_ggml_block_bytes(int type);
 
-/* Packing and unpacking of one block in the exact llama.cpp byte layout. */
+/* Packing and unpacking of one block of a block type in the exact llama.cpp byte layout. */
 void piso_pack_blk32(int type, const struct piso_blk32 *b, void *dst);
 void piso_unpack_blk32(int type, const void *src, struct piso_blk32 *b);
 void piso_pack_blk256(int type, const struct piso_blk256 *b, void *dst);
@@ -53,27 +54,6 @@ void piso_ggml_dequantize_row(int type, const void *src, float *dst, int64_t k);
  * Q8_0 ignores the imatrix, as llama.cpp does. Returns the number of bytes written. */
 size_t piso_ggml_quantize_ref(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
                               const float *imatrix);
-
-/* Row converters for the ggml traits table (ggml_types.c): from_float is llama.cpp's reference
- * rule without an imatrix. */
-void piso_ggml_q8_0_to_float(const void *src, float *dst, int64_t k);
-void piso_ggml_q8_0_from_float(const float *src, void *dst, int64_t k);
-void piso_ggml_q4_0_to_float(const void *src, float *dst, int64_t k);
-void piso_ggml_q4_0_from_float(const float *src, void *dst, int64_t k);
-void piso_ggml_q4_1_to_float(const void *src, float *dst, int64_t k);
-void piso_ggml_q4_1_from_float(const float *src, void *dst, int64_t k);
-void piso_ggml_q5_0_to_float(const void *src, float *dst, int64_t k);
-void piso_ggml_q5_0_from_float(const float *src, void *dst, int64_t k);
-void piso_ggml_q5_1_to_float(const void *src, float *dst, int64_t k);
-void piso_ggml_q5_1_from_float(const float *src, void *dst, int64_t k);
-void piso_ggml_q4_k_to_float(const void *src, float *dst, int64_t k);
-void piso_ggml_q4_k_from_float(const float *src, void *dst, int64_t k);
-void piso_ggml_q5_k_to_float(const void *src, float *dst, int64_t k);
-void piso_ggml_q5_k_from_float(const float *src, void *dst, int64_t k);
-void piso_ggml_q6_k_to_float(const void *src, float *dst, int64_t k);
-void piso_ggml_q6_k_from_float(const float *src, void *dst, int64_t k);
-void piso_ggml_iq4_nl_to_float(const void *src, float *dst, int64_t k);
-void piso_ggml_iq4_nl_from_float(const float *src, void *dst, int64_t k);
 
 /* IQ4_NL's non-uniform levels (x = d·value[q]) and the nearest-index rule (ties to the upper). */
 extern const int8_t piso_iq4nl_values[16];

@@ -16,20 +16,52 @@ enum piso_ggml_type {
     GGML_T_F32 = 0, GGML_T_F16 = 1, GGML_T_Q4_0 = 2, GGML_T_Q4_1 = 3, GGML_T_Q5_0 = 6, GGML_T_Q5_1 = 7,
     GGML_T_Q8_0 = 8, GGML_T_Q8_1 = 9, GGML_T_Q2_K = 10, GGML_T_Q3_K = 11, GGML_T_Q4_K = 12,
     GGML_T_Q5_K = 13, GGML_T_Q6_K = 14, GGML_T_Q8_K = 15, GGML_T_IQ4_NL = 20, GGML_T_BF16 = 30,
-    GGML_T_MXFP4 = 39, GGML_T_COUNT = 64
+    GGML_T_MXFP4 = 39, GGML_T_COUNT = 64,
+    GGML_T_NONE = -1 /* no type (a traits row without fallback) */
 };
 
-/* One table of traits per ggml type (ggml style). to_float / from_float are NULL where not
- * implemented; from_float quantizes one row of k values (k a multiple of blck_size) with the
- * reference rule. */
+/* How llama.cpp's reference rule uses an importance matrix h for a block type. */
+enum piso_ggml_imatrix_rule {
+    PISO_IMAT_UNUSED,      /* ignored (Q8_0, the float types) */
+    PISO_IMAT_H,           /* weights h (Q6_K) */
+    PISO_IMAT_ROW_SIGMA,   /* h·sqrt(σ² + x²), σ² the row's mean square (Q4_0, Q4_1, Q5_0, Q5_1) */
+    PISO_IMAT_BLOCK_SIGMA  /* h·sqrt(σ² + x²), σ² twice the block's mean square (IQ4_NL, Q4_K, Q5_K) */
+};
+
+/* One table of traits per ggml type (ggml style): every fact about a type lives here (ggml_types.c).
+ *
+ * Levels of the block types: an element is stored as the code q = l + code_zero with the level l in
+ * [level_min, level_max], and dequantizes to d·l (Q8_0, Q4_0, Q5_0; Q6_K with d·sc per sub-block),
+ * to d·q + m when has_min (Q4_1, Q5_1; Q4_K/Q5_K as d·sc·q − dmin·mn per sub-block), or to
+ * d·level_values[q] when level_values is set (IQ4_NL).
+ *
+ * Functions are NULL where not implemented. to_float dequantizes k values (a multiple of blck_size);
+ * from_float quantizes k values with llama.cpp's reference rule without an imatrix; quantize_ref is
+ * that rule for one row of k values, importance-weighted when imatrix ([k]) is given; pack/unpack
+ * convert one decoded block (struct piso_blk32 for 32-blocks, struct piso_blk256 for 256-blocks,
+ * ggml_quants.h) to and from its bytes. */
 struct piso_ggml_traits {
     const char *name;
-    int blck_size;
-    int type_size; /* bytes per block */
+    int blck_size;  /* elements per block */
+    int type_size;  /* bytes per block */
+    int fallback;   /* type for rows whose length is not a multiple of blck_size (llama.cpp's choice);
+                       GGML_T_NONE where blck_size is 1 */
+    int file_type;  /* LLAMA_FTYPE id written as general.file_type for a model of this type; -1: none */
+    enum piso_dtype dtype; /* what a model keeps from weights of this type (quantized: F32) */
+    int level_min, level_max, code_zero, has_min;
+    const int8_t *level_values;
+    int sub_size;   /* elements sharing one scale (32; Q6_K 16) */
+    const char *grid; /* piso grid with the same levels (symmetric 32-blocks), for the dense scale solver */
+    enum piso_ggml_imatrix_rule imatrix_rule;
     void (*to_float)(const void *src, float *dst, int64_t k);
     void (*from_float)(const float *src, void *dst, int64_t k);
+    void (*quantize_ref)(const float *x, void *dst, int64_t k, const float *imatrix);
+    void (*pack)(const void *blk, void *dst);
+    void (*unpack)(const void *src, void *blk);
 };
 const struct piso_ggml_traits *piso_ggml_traits(int type); /* NULL for unknown ids */
+/* First type along the fallback chain whose block size divides a row of ne0 values. */
+int piso_ggml_type_for_row(int type, int64_t ne0);
 int piso_ggml_type_from_name(const char *name, int *type);   /* "Q4_K", "f16", ... (any case) */
 size_t piso_ggml_row_size(int type, int64_t ne0);
 

@@ -18,35 +18,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-int piso_gguf_type_for_row(int type, int64_t ne0) {
-    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
-    if (!tr || ne0 % tr->blck_size == 0) return type;
-    int fb = type;
-    switch (type) {
-    case GGML_T_Q4_K: fb = GGML_T_Q5_0; break;
-    case GGML_T_Q5_K: fb = GGML_T_Q5_1; break;
-    case GGML_T_Q6_K: fb = GGML_T_Q8_0; break;
-    default: break;
-    }
-    return ne0 % piso_ggml_traits(fb)->blck_size == 0 ? fb : GGML_T_F16;
-}
+int piso_gguf_type_for_row(int type, int64_t ne0) { return piso_ggml_type_for_row(type, ne0); }
 
 int piso_gguf_file_type(int type) {
-    switch (type) {
-    case GGML_T_F32: return 0;
-    case GGML_T_F16: return 1;
-    case GGML_T_Q4_0: return 2;
-    case GGML_T_Q4_1: return 3;
-    case GGML_T_Q8_0: return 7;
-    case GGML_T_Q5_0: return 8;
-    case GGML_T_Q5_1: return 9;
-    case GGML_T_Q4_K: return 15; /* Q4_K_M */
-    case GGML_T_Q5_K: return 17; /* Q5_K_M */
-    case GGML_T_Q6_K: return 18;
-    case GGML_T_IQ4_NL: return 25;
-    case GGML_T_BF16: return 32;
-    default: return -1;
-    }
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    return tr ? tr->file_type : -1;
 }
 
 struct exporter {
@@ -71,9 +47,7 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
     void *buf = malloc(nbytes ? nbytes : 1);
     float *imat = NULL;
     if (!buf) return piso_errorf("%s: out of memory (%zu bytes)", name, nbytes);
-    if (t == GGML_T_F32) {
-        memcpy(buf, W, nbytes);
-    } else if (t == GGML_T_F16 || t == GGML_T_BF16) {
+    if (!piso_ggml_is_block_type(t)) {
         piso_ggml_traits(t)->from_float(W, buf, N * D);
     } else {
         if (x->o->imatrix) {

@@ -2,6 +2,7 @@
  * scale rules (the `llamacpp-ref` baseline), written from shared/docs/llamacpp-formats.md §2-§3. */
 #include "piso/ggml_quants.h"
 #include "piso/gguf.h"
+#include "formats/ggml_blocks.h"
 
 #include <math.h>
 #include <string.h>
@@ -30,98 +31,81 @@ static inline float h2f(uint16_t h) { return piso_fp16_to_fp32(h); }
 static inline uint16_t f2h(float f) { return piso_fp32_to_fp16(f); }
 static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
-int piso_ggml_is_block_type(int t) {
-    switch (t) {
-    case GGML_T_Q8_0: case GGML_T_Q4_0: case GGML_T_Q4_1: case GGML_T_Q5_0: case GGML_T_Q5_1:
-    case GGML_T_Q4_K: case GGML_T_Q5_K: case GGML_T_Q6_K: case GGML_T_IQ4_NL:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-int piso_ggml_block_elems(int t) {
-    return (t == GGML_T_Q4_K || t == GGML_T_Q5_K || t == GGML_T_Q6_K) ? PISO_QK_K : PISO_QK;
-}
-
-int piso_ggml_block_bytes(int t) {
-    switch (t) {
-    case GGML_T_Q8_0: return 34;
-    case GGML_T_Q4_0: return 18;
-    case GGML_T_IQ4_NL: return 18;
-    case GGML_T_Q4_1: return 20;
-    case GGML_T_Q5_0: return 22;
-    case GGML_T_Q5_1: return 24;
-    case GGML_T_Q4_K: return 144;
-    case GGML_T_Q5_K: return 176;
-    case GGML_T_Q6_K: return 210;
-    default: return 0;
-    }
-}
-
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
 static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 
 /* ---- legacy 32-blocks ------------------------------------------------------------------------ */
 
-void piso_pack_blk32(int type, const struct piso_blk32 *b, void *dst) {
-    uint8_t *p = dst;
+/* Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL: fp16 d at 0, then at the given offsets (0: absent) fp16 m and the
+ * 32 fifth bits, and 16 bytes of nibbles: byte j = element j (low) | element j+16 (high). */
+static void pack_nibbles32(const struct piso_blk32 *b, uint8_t *p, size_t at_m, size_t at_qh, size_t at_qs) {
     put16(p, b->d);
-    p += 2;
-    if (type == GGML_T_Q8_0) {
-        for (int i = 0; i < 32; i++) p[i] = (uint8_t)(int8_t)b->q[i];
-        return;
-    }
-    if (type == GGML_T_Q4_1 || type == GGML_T_Q5_1) {
-        put16(p, b->m);
-        p += 2;
-    }
-    if (type == GGML_T_Q5_0 || type == GGML_T_Q5_1) {
+    if (at_m) put16(p + at_m, b->m);
+    if (at_qh) {
         uint32_t qh = 0;
         for (int i = 0; i < 32; i++) qh |= (uint32_t)((b->q[i] >> 4) & 1) << i;
-        for (int k = 0; k < 4; k++) p[k] = (uint8_t)(qh >> (8 * k));
-        p += 4;
+        for (int k = 0; k < 4; k++) p[at_qh + k] = (uint8_t)(qh >> (8 * k));
     }
-    /* nibble layout: byte j = element j (low) | element j+16 (high) */
-    for (int j = 0; j < 16; j++) p[j] = (uint8_t)((b->q[j] & 15) | (b->q[j + 16] & 15) << 4);
+    for (int j = 0; j < 16; j++) p[at_qs + j] = (uint8_t)((b->q[j] & 15) | (b->q[j + 16] & 15) << 4);
 }
 
-void piso_unpack_blk32(int type, const void *src, struct piso_blk32 *b) {
+static void unpack_nibbles32(const uint8_t *p, struct piso_blk32 *b, size_t at_m, size_t at_qh, size_t at_qs) {
+    b->d = get16(p);
+    b->m = at_m ? get16(p + at_m) : 0;
+    uint32_t qh = 0;
+    if (at_qh) {
+        const uint8_t *h = p + at_qh;
+        qh = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+    }
+    const uint8_t *qs = p + at_qs;
+    for (int j = 0; j < 16; j++) {
+        b->q[j] = (int16_t)((qs[j] & 15) | ((qh >> j) & 1) << 4);
+        b->q[j + 16] = (int16_t)((qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
+    }
+}
+
+void piso_ggml_pack_q8_0(const void *blk, void *dst) {
+    const struct piso_blk32 *b = blk;
+    uint8_t *p = dst;
+    put16(p, b->d);
+    for (int i = 0; i < 32; i++) p[offsetof(struct piso_block_q8_0, qs) + i] = (uint8_t)(int8_t)b->q[i];
+}
+
+void piso_ggml_unpack_q8_0(const void *src, void *blk) {
     const uint8_t *p = src;
+    struct piso_blk32 *b = blk;
     b->d = get16(p);
     b->m = 0;
-    p += 2;
-    if (type == GGML_T_Q8_0) {
-        for (int i = 0; i < 32; i++) b->q[i] = (int8_t)p[i];
-        return;
-    }
-    if (type == GGML_T_Q4_1 || type == GGML_T_Q5_1) {
-        b->m = get16(p);
-        p += 2;
-    }
-    uint32_t qh = 0;
-    if (type == GGML_T_Q5_0 || type == GGML_T_Q5_1) {
-        qh = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-        p += 4;
-    }
-    for (int j = 0; j < 16; j++) {
-        b->q[j] = (int16_t)((p[j] & 15) | ((qh >> j) & 1) << 4);
-        b->q[j + 16] = (int16_t)((p[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
-    }
+    for (int i = 0; i < 32; i++) b->q[i] = (int8_t)p[offsetof(struct piso_block_q8_0, qs) + i];
 }
 
-void piso_blk32_to_float(int type, const struct piso_blk32 *b, float *y) {
-    const float d = h2f(b->d), m = h2f(b->m);
-    for (int i = 0; i < 32; i++) {
-        switch (type) {
-        case GGML_T_Q8_0: y[i] = (float)b->q[i] * d; break;
-        case GGML_T_Q4_0: y[i] = (float)(b->q[i] - 8) * d; break;
-        case GGML_T_Q5_0: y[i] = (float)(b->q[i] - 16) * d; break;
-        case GGML_T_IQ4_NL: y[i] = d * (float)piso_iq4nl_values[b->q[i] & 15]; break;
-        default: y[i] = (float)b->q[i] * d + m; break; /* Q4_1, Q5_1 */
-        }
+#define NIBBLES32_PACKERS(t, at_m, at_qh)                                                                      \
+    void piso_ggml_pack_##t(const void *blk, void *dst) {                                                       \
+        pack_nibbles32(blk, dst, at_m, at_qh, offsetof(struct piso_block_##t, qs));                              \
+    }                                                                                                            \
+    void piso_ggml_unpack_##t(const void *src, void *blk) {                                                     \
+        unpack_nibbles32(src, blk, at_m, at_qh, offsetof(struct piso_block_##t, qs));                            \
     }
+NIBBLES32_PACKERS(q4_0, 0, 0)
+NIBBLES32_PACKERS(q4_1, offsetof(struct piso_block_q4_1, m), 0)
+NIBBLES32_PACKERS(q5_0, 0, offsetof(struct piso_block_q5_0, qh))
+NIBBLES32_PACKERS(q5_1, offsetof(struct piso_block_q5_1, m), offsetof(struct piso_block_q5_1, qh))
+#undef NIBBLES32_PACKERS
+
+/* Values of a decoded 32-block, with fp32 arithmetic as ggml does. */
+static void blk32_values(const struct piso_ggml_traits *tr, const struct piso_blk32 *b, float *y) {
+    const float d = h2f(b->d), m = h2f(b->m);
+    if (tr->level_values)
+        for (int i = 0; i < 32; i++) y[i] = d * (float)tr->level_values[b->q[i] & 15]; /* 4-bit index */
+    else if (tr->has_min)
+        for (int i = 0; i < 32; i++) y[i] = (float)b->q[i] * d + m;
+    else
+        for (int i = 0; i < 32; i++) y[i] = (float)(b->q[i] - tr->code_zero) * d;
 }
+
+void piso_pack_blk32(int type, const struct piso_blk32 *b, void *dst) { piso_ggml_traits(type)->pack(b, dst); }
+void piso_unpack_blk32(int type, const void *src, struct piso_blk32 *b) { piso_ggml_traits(type)->unpack(src, b); }
+void piso_blk32_to_float(int type, const struct piso_blk32 *b, float *y) { blk32_values(piso_ggml_traits(type), b, y); }
 
 /* ---- K-quant 256-blocks ---------------------------------------------------------------------- */
 
@@ -146,31 +130,15 @@ static void unpack_scales_k4(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
     }
 }
 
-void piso_pack_blk256(int type, const struct piso_blk256 *b, void *dst) {
-    uint8_t *p = dst;
-    if (type == GGML_T_Q6_K) {
-        uint8_t *ql = p, *qh = p + 128;
-        int8_t *sc = (int8_t *)(p + 192);
-        memset(p, 0, 192);
-        for (int h = 0; h < 2; h++)
-            for (int l = 0; l < 32; l++) {
-                const uint8_t *q = b->q + 128 * h;
-                uint8_t *L = ql + 64 * h, *H = qh + 32 * h;
-                L[l] = (uint8_t)((q[l] & 15) | (q[l + 64] & 15) << 4);
-                L[l + 32] = (uint8_t)((q[l + 32] & 15) | (q[l + 96] & 15) << 4);
-                H[l] = (uint8_t)((q[l] >> 4) | (q[l + 32] >> 4) << 2 | (q[l + 64] >> 4) << 4 | (q[l + 96] >> 4) << 6);
-            }
-        for (int j = 0; j < 16; j++) sc[j] = b->sc6[j];
-        put16(p + 208, b->d);
-        return;
-    }
+/* Q4_K/Q5_K share d, dmin and the scales at the start; at_qh (0: absent) holds Q5_K's fifth bits.
+ * Nibbles: chunk c of 64 elements, byte l = element 64c+l (low) | element 64c+32+l (high). */
+static void pack_k4(const struct piso_blk256 *b, uint8_t *p, size_t at_qh, size_t at_qs) {
     put16(p, b->d);
-    put16(p + 2, b->dmin);
-    pack_scales_k4(b->sc, b->mn, p + 4);
-    uint8_t *qs = p + 16;
-    if (type == GGML_T_Q5_K) {
-        uint8_t *qh = p + 16;
-        qs = p + 48;
+    put16(p + offsetof(struct piso_block_q4_K, dmin), b->dmin);
+    pack_scales_k4(b->sc, b->mn, p + offsetof(struct piso_block_q4_K, scales));
+    uint8_t *qs = p + at_qs;
+    if (at_qh) {
+        uint8_t *qh = p + at_qh;
         memset(qh, 0, 32);
         for (int c = 0; c < 4; c++)
             for (int l = 0; l < 32; l++) {
@@ -183,32 +151,12 @@ void piso_pack_blk256(int type, const struct piso_blk256 *b, void *dst) {
             qs[32 * c + l] = (uint8_t)((b->q[64 * c + l] & 15) | (b->q[64 * c + 32 + l] & 15) << 4);
 }
 
-void piso_unpack_blk256(int type, const void *src, struct piso_blk256 *b) {
-    const uint8_t *p = src;
+static void unpack_k4(const uint8_t *p, struct piso_blk256 *b, size_t at_qh, size_t at_qs) {
     memset(b, 0, sizeof *b);
-    if (type == GGML_T_Q6_K) {
-        const uint8_t *ql = p, *qh = p + 128;
-        for (int h = 0; h < 2; h++)
-            for (int l = 0; l < 32; l++) {
-                const uint8_t *L = ql + 64 * h, *H = qh + 32 * h;
-                uint8_t *q = b->q + 128 * h;
-                q[l] = (uint8_t)((L[l] & 15) | ((H[l] >> 0) & 3) << 4);
-                q[l + 32] = (uint8_t)((L[l + 32] & 15) | ((H[l] >> 2) & 3) << 4);
-                q[l + 64] = (uint8_t)((L[l] >> 4) | ((H[l] >> 4) & 3) << 4);
-                q[l + 96] = (uint8_t)((L[l + 32] >> 4) | ((H[l] >> 6) & 3) << 4);
-            }
-        for (int j = 0; j < 16; j++) b->sc6[j] = (int8_t)p[192 + j];
-        b->d = get16(p + 208);
-        return;
-    }
     b->d = get16(p);
-    b->dmin = get16(p + 2);
-    unpack_scales_k4(p + 4, b->sc, b->mn);
-    const uint8_t *qs = p + 16, *qh = NULL;
-    if (type == GGML_T_Q5_K) {
-        qh = p + 16;
-        qs = p + 48;
-    }
+    b->dmin = get16(p + offsetof(struct piso_block_q4_K, dmin));
+    unpack_scales_k4(p + offsetof(struct piso_block_q4_K, scales), b->sc, b->mn);
+    const uint8_t *qs = p + at_qs, *qh = at_qh ? p + at_qh : NULL;
     for (int c = 0; c < 4; c++)
         for (int l = 0; l < 32; l++) {
             b->q[64 * c + l] = (uint8_t)((qs[32 * c + l] & 15) | (qh ? ((qh[l] >> (2 * c)) & 1) << 4 : 0));
@@ -216,10 +164,62 @@ void piso_unpack_blk256(int type, const void *src, struct piso_blk256 *b) {
         }
 }
 
-void piso_blk256_to_float(int type, const struct piso_blk256 *b, float *y) {
+_Static_assert(offsetof(struct piso_block_q4_K, scales) == offsetof(struct piso_block_q5_K, scales) &&
+                   offsetof(struct piso_block_q4_K, dmin) == offsetof(struct piso_block_q5_K, dmin),
+               "Q4_K and Q5_K share the scale fields");
+
+void piso_ggml_pack_q4_K(const void *blk, void *dst) { pack_k4(blk, dst, 0, offsetof(struct piso_block_q4_K, qs)); }
+void piso_ggml_unpack_q4_K(const void *src, void *blk) { unpack_k4(src, blk, 0, offsetof(struct piso_block_q4_K, qs)); }
+void piso_ggml_pack_q5_K(const void *blk, void *dst) {
+    pack_k4(blk, dst, offsetof(struct piso_block_q5_K, qh), offsetof(struct piso_block_q5_K, qs));
+}
+void piso_ggml_unpack_q5_K(const void *src, void *blk) {
+    unpack_k4(src, blk, offsetof(struct piso_block_q5_K, qh), offsetof(struct piso_block_q5_K, qs));
+}
+
+/* Q6_K: low nibbles in ql, high 2 bits in qh, per half of 128 elements (llama.cpp's interleave). */
+void piso_ggml_pack_q6_K(const void *blk, void *dst) {
+    const struct piso_blk256 *b = blk;
+    uint8_t *p = dst;
+    uint8_t *ql = p + offsetof(struct piso_block_q6_K, ql), *qh = p + offsetof(struct piso_block_q6_K, qh);
+    uint8_t *sc = p + offsetof(struct piso_block_q6_K, scales);
+    memset(p, 0, offsetof(struct piso_block_q6_K, scales));
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *q = b->q + 128 * h;
+            uint8_t *L = ql + 64 * h, *H = qh + 32 * h;
+            L[l] = (uint8_t)((q[l] & 15) | (q[l + 64] & 15) << 4);
+            L[l + 32] = (uint8_t)((q[l + 32] & 15) | (q[l + 96] & 15) << 4);
+            H[l] = (uint8_t)((q[l] >> 4) | (q[l + 32] >> 4) << 2 | (q[l + 64] >> 4) << 4 | (q[l + 96] >> 4) << 6);
+        }
+    for (int j = 0; j < 16; j++) sc[j] = (uint8_t)b->sc6[j];
+    put16(p + offsetof(struct piso_block_q6_K, d), b->d);
+}
+
+void piso_ggml_unpack_q6_K(const void *src, void *blk) {
+    const uint8_t *p = src;
+    struct piso_blk256 *b = blk;
+    memset(b, 0, sizeof *b);
+    const uint8_t *ql = p + offsetof(struct piso_block_q6_K, ql), *qh = p + offsetof(struct piso_block_q6_K, qh);
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *L = ql + 64 * h, *H = qh + 32 * h;
+            uint8_t *q = b->q + 128 * h;
+            q[l] = (uint8_t)((L[l] & 15) | ((H[l] >> 0) & 3) << 4);
+            q[l + 32] = (uint8_t)((L[l + 32] & 15) | ((H[l] >> 2) & 3) << 4);
+            q[l + 64] = (uint8_t)((L[l] >> 4) | ((H[l] >> 4) & 3) << 4);
+            q[l + 96] = (uint8_t)((L[l + 32] >> 4) | ((H[l] >> 6) & 3) << 4);
+        }
+    for (int j = 0; j < 16; j++) b->sc6[j] = (int8_t)p[offsetof(struct piso_block_q6_K, scales) + j];
+    b->d = get16(p + offsetof(struct piso_block_q6_K, d));
+}
+
+/* Values of a decoded super-block: x = d·sc·q − dmin·mn per sub-block (has_min), else
+ * x = d·sc6·(q − code_zero) per sub-block. */
+static void blk256_values(const struct piso_ggml_traits *tr, const struct piso_blk256 *b, float *y) {
     const float d = h2f(b->d);
-    if (type == GGML_T_Q6_K) {
-        for (int i = 0; i < 256; i++) y[i] = d * (float)b->sc6[i / 16] * (float)((int)b->q[i] - 32);
+    if (!tr->has_min) {
+        for (int i = 0; i < 256; i++) y[i] = d * (float)b->sc6[i / tr->sub_size] * (float)((int)b->q[i] - tr->code_zero);
         return;
     }
     const float dmin = h2f(b->dmin);
@@ -229,18 +229,23 @@ void piso_blk256_to_float(int type, const struct piso_blk256 *b, float *y) {
     }
 }
 
+void piso_pack_blk256(int type, const struct piso_blk256 *b, void *dst) { piso_ggml_traits(type)->pack(b, dst); }
+void piso_unpack_blk256(int type, const void *src, struct piso_blk256 *b) { piso_ggml_traits(type)->unpack(src, b); }
+void piso_blk256_to_float(int type, const struct piso_blk256 *b, float *y) { blk256_values(piso_ggml_traits(type), b, y); }
+
 void piso_ggml_dequantize_row(int type, const void *src, float *dst, int64_t k) {
-    const int be = piso_ggml_block_elems(type), bb = piso_ggml_block_bytes(type);
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    const int be = tr->blck_size, bb = tr->type_size;
     const uint8_t *p = src;
     for (int64_t i = 0; i < k / be; i++, p += bb) {
         if (be == PISO_QK) {
             struct piso_blk32 b;
-            piso_unpack_blk32(type, p, &b);
-            piso_blk32_to_float(type, &b, dst + i * be);
+            tr->unpack(p, &b);
+            blk32_values(tr, &b, dst + i * be);
         } else {
             struct piso_blk256 b;
-            piso_unpack_blk256(type, p, &b);
-            piso_blk256_to_float(type, &b, dst + i * be);
+            tr->unpack(p, &b);
+            blk256_values(tr, &b, dst + i * be);
         }
     }
 }
@@ -410,10 +415,29 @@ static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const f
 
 /* ---- reference quantizers, one block or super-block at a time -------------------------------- */
 
+/* One block of llama.cpp's rule: x the block, qw its imatrix entries (NULL: none), sigma2 the
+ * row's mean square (PISO_IMAT_ROW_SIGMA types), blk the decoded block to fill. */
+typedef void block_ref_fn(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2, void *blk);
+
+/* Q8_0: d = amax/127, q = round(x/d); llama.cpp ignores the imatrix. */
+static void ref_q8_0(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2, void *blk) {
+    (void)tr, (void)qw, (void)sigma2;
+    struct piso_blk32 *b = blk;
+    memset(b, 0, sizeof *b);
+    float amax = 0;
+    for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
+    const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
+    b->d = f2h(d);
+    for (int i = 0; i < 32; i++) b->q[i] = (int16_t)roundf(x[i] * id);
+}
+
 /* IQ4_NL (quantize_iq4_nl, the default path): 16 candidate scales around max/±127 with the weights
  * x² (or h·sqrt(σ² + x²), σ² = 2·mean square of the block), then levels for the fp32 scale. */
-static void ref_iq4nl(const float *x, const float *qw, struct piso_blk32 *b) {
-    const int8_t *v = piso_iq4nl_values;
+static void ref_iq4_nl(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2_row, void *blk) {
+    (void)sigma2_row;
+    struct piso_blk32 *b = blk;
+    memset(b, 0, sizeof *b);
+    const int8_t *v = tr->level_values;
     float w[32], sigma2 = 0;
     for (int j = 0; j < 32; j++) sigma2 += x[j] * x[j];
     sigma2 *= 2.f / 32;
@@ -448,47 +472,46 @@ static void ref_iq4nl(const float *x, const float *qw, struct piso_blk32 *b) {
     for (int j = 0; j < 32; j++) b->q[j] = (int16_t)piso_iq4nl_index(id * x[j]);
 }
 
-static void ref_blk32(int type, const float *x, const float *qw, float sigma2, struct piso_blk32 *b) {
+/* Importance of the legacy rules: h·sqrt(σ² + x²). */
+static void legacy_weights(const float *x, const float *qw, float sigma2, float *w) {
+    for (int i = 0; i < 32; i++) w[i] = qw[i] * sqrtf(sigma2 + x[i] * x[i]);
+}
+
+/* Q4_0, Q5_0: levels [-nmax/2, nmax/2 - 1], nmax = the number of levels. */
+static void ref_sym(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2, void *blk) {
+    struct piso_blk32 *b = blk;
     memset(b, 0, sizeof *b);
-    if (type == GGML_T_IQ4_NL) {
-        ref_iq4nl(x, qw, b);
-        return;
-    }
-    if (type == GGML_T_Q8_0) { /* d = amax/127, q = round(x/d); the imatrix is ignored */
-        float amax = 0;
-        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[i]));
-        const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
-        b->d = f2h(d);
-        for (int i = 0; i < 32; i++) b->q[i] = (int16_t)roundf(x[i] * id);
-        return;
-    }
-    const int sym = (type == GGML_T_Q4_0 || type == GGML_T_Q5_0);
-    const int nmax = (type == GGML_T_Q4_0 || type == GGML_T_Q4_1) ? 16 : 32; /* number of levels */
-    uint8_t L[32], Laux[32];
-    float w[32];
-    if (qw)
-        for (int i = 0; i < 32; i++) w[i] = qw[i] * sqrtf(sigma2 + x[i] * x[i]);
-    if (sym) {
-        if (qw) {
-            float d = make_qx_quants(32, nmax / 2, x, L, 1, w);
-            b->d = f2h(d);
-            for (int i = 0; i < 32; i++) b->q[i] = L[i];
-            return;
-        }
-        /* ref: the element with the largest |x| lands on -nmax/2 */
-        float amax = 0, max = 0;
-        for (int i = 0; i < 32; i++)
-            if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
-        const float d = max / -(float)(nmax / 2), id = d ? 1.0f / d : 0.0f;
-        b->d = f2h(d);
-        for (int i = 0; i < 32; i++) {
-            int q = (int8_t)(x[i] * id + (float)(nmax / 2) + 0.5f);
-            b->q[i] = (int16_t)(q > nmax - 1 ? nmax - 1 : q);
-        }
-        return;
-    }
+    const int nmax = tr->level_max - tr->level_min + 1;
     if (qw) {
-        float min;
+        uint8_t L[32];
+        float w[32];
+        legacy_weights(x, qw, sigma2, w);
+        float d = make_qx_quants(32, nmax / 2, x, L, 1, w);
+        b->d = f2h(d);
+        for (int i = 0; i < 32; i++) b->q[i] = L[i];
+        return;
+    }
+    /* ref: the element with the largest |x| lands on -nmax/2 */
+    float amax = 0, max = 0;
+    for (int i = 0; i < 32; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), max = x[i];
+    const float d = max / -(float)(nmax / 2), id = d ? 1.0f / d : 0.0f;
+    b->d = f2h(d);
+    for (int i = 0; i < 32; i++) {
+        int q = (int8_t)(x[i] * id + (float)(nmax / 2) + 0.5f);
+        b->q[i] = (int16_t)(q > nmax - 1 ? nmax - 1 : q);
+    }
+}
+
+/* Q4_1, Q5_1: levels [0, nmax - 1] and a min, nmax = the number of levels. */
+static void ref_affine(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2, void *blk) {
+    struct piso_blk32 *b = blk;
+    memset(b, 0, sizeof *b);
+    const int nmax = tr->level_max - tr->level_min + 1;
+    if (qw) {
+        uint8_t L[32], Laux[32];
+        float w[32], min;
+        legacy_weights(x, qw, sigma2, w);
         float d = make_qkx_quants(32, nmax - 1, x, w, L, &min, Laux, -0.9f, 0.05f, 36, 0);
         b->d = f2h(d);
         b->m = f2h(-min);
@@ -520,39 +543,47 @@ static void requant_k4(const float *x, int nmax, struct piso_blk256 *b) {
     }
 }
 
-static void ref_blk256(int type, const float *x, const float *qw, struct piso_blk256 *b) {
+/* Q6_K: 16 sub-blocks of 16, each by make_qx_quants, then the 8-bit sub-scales against d. */
+static void ref_q6_K(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2, void *blk) {
+    (void)tr, (void)sigma2;
+    struct piso_blk256 *b = blk;
     memset(b, 0, sizeof *b);
-    uint8_t L[256], Laux[32];
-    float w[32], sw[8], scales[16], mins[8];
-    if (type == GGML_T_Q6_K) {
-        float max_scale = 0, max_abs_scale = 0;
-        for (int ib = 0; ib < 16; ib++) {
-            scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, qw ? qw + 16 * ib : NULL);
-            if (fabsf(scales[ib]) > max_abs_scale) max_abs_scale = fabsf(scales[ib]), max_scale = scales[ib];
-        }
-        if (max_abs_scale < GROUP_MAX_EPS) {
-            for (int i = 0; i < 256; i++) b->q[i] = 32;
-            return;
-        }
-        const float iscale = -128.f / max_scale;
-        b->d = f2h(1 / iscale);
-        for (int ib = 0; ib < 16; ib++) {
-            int l = nearest_int(iscale * scales[ib]);
-            b->sc6[ib] = (int8_t)(l > 127 ? 127 : l);
-        }
-        for (int j = 0; j < 16; j++) {
-            const float d = h2f(b->d) * b->sc6[j];
-            if (!d) continue;
-            for (int ii = 0; ii < 16; ii++)
-                L[16 * j + ii] = (uint8_t)(clampi(nearest_int(x[16 * j + ii] / d), -32, 31) + 32);
-        }
-        memcpy(b->q, L, 256);
+    uint8_t L[256];
+    float scales[16];
+    float max_scale = 0, max_abs_scale = 0;
+    for (int ib = 0; ib < 16; ib++) {
+        scales[ib] = make_qx_quants(16, 32, x + 16 * ib, L + 16 * ib, 1, qw ? qw + 16 * ib : NULL);
+        if (fabsf(scales[ib]) > max_abs_scale) max_abs_scale = fabsf(scales[ib]), max_scale = scales[ib];
+    }
+    if (max_abs_scale < GROUP_MAX_EPS) {
+        for (int i = 0; i < 256; i++) b->q[i] = 32;
         return;
     }
-    const int nmax = type == GGML_T_Q4_K ? 15 : 31;
+    const float iscale = -128.f / max_scale;
+    b->d = f2h(1 / iscale);
+    for (int ib = 0; ib < 16; ib++) {
+        int l = nearest_int(iscale * scales[ib]);
+        b->sc6[ib] = (int8_t)(l > 127 ? 127 : l);
+    }
+    for (int j = 0; j < 16; j++) {
+        const float d = h2f(b->d) * b->sc6[j];
+        if (!d) continue;
+        for (int ii = 0; ii < 16; ii++) L[16 * j + ii] = (uint8_t)(clampi(nearest_int(x[16 * j + ii] / d), -32, 31) + 32);
+    }
+    memcpy(b->q, L, 256);
+}
+
+/* Q4_K/Q5_K: 8 sub-blocks by make_qkx2_quants (the search rmin, rdelta, nstep without an imatrix)
+ * or make_qkx3_quants (with one), then 6-bit sub-scales and mins against the fp16 d and dmin. */
+static void ref_k4(const struct piso_ggml_traits *tr, const float *x, const float *qw, struct piso_blk256 *b,
+                   float rmin, float rdelta, int nstep) {
+    memset(b, 0, sizeof *b);
+    const int nmax = tr->level_max;
+    uint8_t L[256], Laux[32];
+    float w[32], sw[8], scales[8], mins[8];
     float sum_x2 = 0;
     for (int i = 0; i < 256; i++) sum_x2 += x[i] * x[i];
-    const float sigma2 = 2 * sum_x2 / 256, av_all = sqrtf(sigma2);
+    const float sigma2 = 2 * sum_x2 / 256;
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; j++) {
         const float *xj = x + 32 * j;
@@ -568,14 +599,11 @@ static void ref_blk256(int type, const float *x, const float *qw, struct piso_bl
             for (int l = 0; l < 32; l++) s2 += xj[l] * xj[l];
             const float av_x = sqrtf(s2 / 32);
             for (int l = 0; l < 32; l++) w[l] = av_x + fabsf(xj[l]);
-            scales[j] = type == GGML_T_Q4_K
-                            ? make_qkx_quants(32, 15, xj, w, L + 32 * j, &mins[j], Laux, -1.f, 0.1f, 20, 0)
-                            : make_qkx_quants(32, 31, xj, w, L + 32 * j, &mins[j], Laux, -0.5f, 0.1f, 15, 0);
+            scales[j] = make_qkx_quants(32, nmax, xj, w, L + 32 * j, &mins[j], Laux, rmin, rdelta, nstep, 0);
         }
         max_scale = fmaxf(max_scale, scales[j]);
         max_min = fmaxf(max_min, mins[j]);
     }
-    (void)av_all;
     if (qw) {
         uint8_t Ls[8], Lm[8];
         const float d_block = make_qp_quants(8, 63, scales, Ls, sw);
@@ -597,53 +625,64 @@ static void ref_blk256(int type, const float *x, const float *qw, struct piso_bl
     requant_k4(x, nmax, b);
 }
 
-size_t piso_ggml_quantize_ref(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
-                              const float *imatrix) {
-    const int be = piso_ggml_block_elems(type), bb = piso_ggml_block_bytes(type);
-    const int64_t nb = n_per_row / be;
-    if (type == GGML_T_Q8_0) imatrix = NULL;
-#pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t r = 0; r < nrows; r++) {
-        const float *xr = x + r * n_per_row;
-        uint8_t *out = (uint8_t *)dst + r * nb * bb;
-        float sigma2 = 0; /* legacy imatrix weights blend with the row's mean square */
-        if (imatrix && be == PISO_QK) {
-            float s = 0; /* fp32 in order, as llama.cpp sums it: the baseline stays bit-exact */
-            for (int64_t i = 0; i < n_per_row; i++) s += xr[i] * xr[i];
-            sigma2 = s / (float)n_per_row;
-        }
-        for (int64_t ib = 0; ib < nb; ib++) {
-            const float *qw = imatrix ? imatrix + ib * be : NULL;
-            if (be == PISO_QK) {
-                struct piso_blk32 b;
-                ref_blk32(type, xr + ib * be, qw, sigma2, &b);
-                piso_pack_blk32(type, &b, out + ib * bb);
-            } else {
-                struct piso_blk256 b;
-                ref_blk256(type, xr + ib * be, qw, &b);
-                piso_pack_blk256(type, &b, out + ib * bb);
-            }
-        }
-    }
-    return (size_t)(nrows * nb * bb);
+static void ref_q4_K(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2, void *blk) {
+    (void)sigma2;
+    ref_k4(tr, x, qw, blk, -1.f, 0.1f, 20);
 }
 
-/* ---- traits-table converters ----------------------------------------------------------------- */
-void piso_ggml_q8_0_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q8_0, src, dst, k); }
-void piso_ggml_q8_0_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q8_0, src, dst, 1, k, NULL); }
-void piso_ggml_q4_0_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q4_0, src, dst, k); }
-void piso_ggml_q4_0_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q4_0, src, dst, 1, k, NULL); }
-void piso_ggml_q4_1_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q4_1, src, dst, k); }
-void piso_ggml_q4_1_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q4_1, src, dst, 1, k, NULL); }
-void piso_ggml_q5_0_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q5_0, src, dst, k); }
-void piso_ggml_q5_0_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q5_0, src, dst, 1, k, NULL); }
-void piso_ggml_q5_1_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q5_1, src, dst, k); }
-void piso_ggml_q5_1_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q5_1, src, dst, 1, k, NULL); }
-void piso_ggml_q4_k_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q4_K, src, dst, k); }
-void piso_ggml_q4_k_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q4_K, src, dst, 1, k, NULL); }
-void piso_ggml_q5_k_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q5_K, src, dst, k); }
-void piso_ggml_q5_k_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q5_K, src, dst, 1, k, NULL); }
-void piso_ggml_q6_k_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_Q6_K, src, dst, k); }
-void piso_ggml_q6_k_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_Q6_K, src, dst, 1, k, NULL); }
-void piso_ggml_iq4_nl_to_float(const void *src, float *dst, int64_t k) { piso_ggml_dequantize_row(GGML_T_IQ4_NL, src, dst, k); }
-void piso_ggml_iq4_nl_from_float(const float *src, void *dst, int64_t k) { piso_ggml_quantize_ref(GGML_T_IQ4_NL, src, dst, 1, k, NULL); }
+static void ref_q5_K(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2, void *blk) {
+    (void)sigma2;
+    ref_k4(tr, x, qw, blk, -0.5f, 0.1f, 15);
+}
+
+/* One row of n values (a multiple of the block size) by the block rule, packed. */
+static void quantize_row_ref(int type, block_ref_fn *quantize_block, const float *x, void *dst, int64_t n,
+                             const float *imatrix) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    const int be = tr->blck_size, bb = tr->type_size;
+    if (tr->imatrix_rule == PISO_IMAT_UNUSED) imatrix = NULL;
+    float sigma2 = 0; /* the row's mean square, for the legacy imatrix weights */
+    if (imatrix && tr->imatrix_rule == PISO_IMAT_ROW_SIGMA) {
+        float s = 0; /* fp32 in order, as llama.cpp sums it: the baseline stays bit-exact */
+        for (int64_t i = 0; i < n; i++) s += x[i] * x[i];
+        sigma2 = s / (float)n;
+    }
+    union {
+        struct piso_blk32 b32;
+        struct piso_blk256 b256;
+    } blk;
+    for (int64_t ib = 0; ib < n / be; ib++) {
+        quantize_block(tr, x + ib * be, imatrix ? imatrix + ib * be : NULL, sigma2, &blk);
+        tr->pack(&blk, (uint8_t *)dst + ib * bb);
+    }
+}
+
+size_t piso_ggml_quantize_ref(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
+                              const float *imatrix) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    const size_t row_bytes = piso_ggml_row_size(type, n_per_row);
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int64_t r = 0; r < nrows; r++)
+        tr->quantize_ref(x + r * n_per_row, (uint8_t *)dst + (size_t)r * row_bytes, n_per_row, imatrix);
+    return (size_t)nrows * row_bytes;
+}
+
+/* ---- the traits table's entry points, per block type ----------------------------------------- */
+#define ROW_ENTRY_POINTS(t, TYPE, quantize_block)                                                              \
+    void piso_ggml_dequantize_row_##t(const void *src, float *dst, int64_t k) {                                 \
+        piso_ggml_dequantize_row(TYPE, src, dst, k);                                                             \
+    }                                                                                                            \
+    void piso_ggml_quantize_row_##t##_ref(const float *x, void *dst, int64_t k, const float *imatrix) {         \
+        quantize_row_ref(TYPE, quantize_block, x, dst, k, imatrix);                                              \
+    }                                                                                                            \
+    void piso_ggml_from_float_##t(const float *x, void *dst, int64_t k) { quantize_row_ref(TYPE, quantize_block, x, dst, k, NULL); }
+ROW_ENTRY_POINTS(q8_0, GGML_T_Q8_0, ref_q8_0)
+ROW_ENTRY_POINTS(q4_0, GGML_T_Q4_0, ref_sym)
+ROW_ENTRY_POINTS(q4_1, GGML_T_Q4_1, ref_affine)
+ROW_ENTRY_POINTS(q5_0, GGML_T_Q5_0, ref_sym)
+ROW_ENTRY_POINTS(q5_1, GGML_T_Q5_1, ref_affine)
+ROW_ENTRY_POINTS(iq4_nl, GGML_T_IQ4_NL, ref_iq4_nl)
+ROW_ENTRY_POINTS(q4_K, GGML_T_Q4_K, ref_q4_K)
+ROW_ENTRY_POINTS(q5_K, GGML_T_Q5_K, ref_q5_K)
+ROW_ENTRY_POINTS(q6_K, GGML_T_Q6_K, ref_q6_K)
+#undef ROW_ENTRY_POINTS

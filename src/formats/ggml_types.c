@@ -3,6 +3,7 @@
  * because GGUF data may sit at any byte offset (general.alignment can be 1). */
 #include "piso/ggml_quants.h"
 #include "piso/gguf.h"
+#include "formats/ggml_blocks.h"
 
 #include <string.h>
 #include <strings.h>
@@ -27,17 +28,6 @@ static void bf16_to_float(const void *src, float *dst, int64_t k) {
     }
 }
 
-/* Q8_0 block: fp16 d, int8 qs[32]; x = d * q. */
-static void q8_0_to_float(const void *src, float *dst, int64_t k) {
-    const uint8_t *s = src;
-    for (int64_t b = 0; b < k / 32; b++, s += 34) {
-        uint16_t h;
-        memcpy(&h, s, 2);
-        float d = piso_fp16_to_fp32(h);
-        for (int j = 0; j < 32; j++) dst[b * 32 + j] = d * (float)(int8_t)s[2 + j];
-    }
-}
-
 static void f32_from_float(const float *src, void *dst, int64_t k) { memcpy(dst, src, (size_t)k * sizeof(float)); }
 
 static void f16_from_float(const float *src, void *dst, int64_t k) {
@@ -56,27 +46,61 @@ static void bf16_from_float(const float *src, void *dst, int64_t k) {
     }
 }
 
-/* Designated initializers indexed by type id; ids not listed stay zeroed (= unknown). Block
- * formats add their to_float / from_float here. */
+/* Designated initializers indexed by type id; ids not listed stay zeroed (= unknown). Bytes per
+ * block are the block structs' sizes, which ggml_blocks.h checks against llama.cpp's. Fallbacks are
+ * llama.cpp's (llama_tensor_get_type): K-quants to the 32-block type of about the same size, every
+ * block type finally to F16. File types are LLAMA_FTYPE_MOSTLY_* (Q4_K/Q5_K: the _M mixes). */
+#define FLOAT_TYPE(nm, bytes, ftype, dt, conv)                                                                \
+    {.name = nm, .blck_size = 1, .type_size = bytes, .fallback = GGML_T_NONE, .file_type = ftype, .dtype = dt, \
+     .to_float = conv##_to_float, .from_float = conv##_from_float}
+#define UNSUPPORTED_TYPE(nm, blck, block) \
+    {.name = nm, .blck_size = blck, .type_size = sizeof(struct block), .fallback = GGML_T_F16, .file_type = -1}
+#define BLOCK_FUNCS(t, packer)                                                                             \
+    .to_float = piso_ggml_dequantize_row_##t, .from_float = piso_ggml_from_float_##t,                       \
+    .quantize_ref = piso_ggml_quantize_row_##t##_ref, .pack = piso_ggml_pack_##packer, .unpack = piso_ggml_unpack_##packer
+
 static const struct piso_ggml_traits ggml_traits[GGML_T_COUNT] = {
-    [GGML_T_F32] = {"f32", 1, 4, f32_to_float, f32_from_float},
-    [GGML_T_F16] = {"f16", 1, 2, f16_to_float, f16_from_float},
-    [GGML_T_BF16] = {"bf16", 1, 2, bf16_to_float, bf16_from_float},
-    [GGML_T_Q4_0] = {"q4_0", 32, 18, piso_ggml_q4_0_to_float, piso_ggml_q4_0_from_float},
-    [GGML_T_Q4_1] = {"q4_1", 32, 20, piso_ggml_q4_1_to_float, piso_ggml_q4_1_from_float},
-    [GGML_T_Q5_0] = {"q5_0", 32, 22, piso_ggml_q5_0_to_float, piso_ggml_q5_0_from_float},
-    [GGML_T_Q5_1] = {"q5_1", 32, 24, piso_ggml_q5_1_to_float, piso_ggml_q5_1_from_float},
-    [GGML_T_Q8_0] = {"q8_0", 32, 34, q8_0_to_float, piso_ggml_q8_0_from_float},
-    [GGML_T_Q8_1] = {"q8_1", 32, 36, NULL, NULL},
-    [GGML_T_Q2_K] = {"q2_K", 256, 84, NULL, NULL},
-    [GGML_T_Q3_K] = {"q3_K", 256, 110, NULL, NULL},
-    [GGML_T_Q4_K] = {"q4_K", 256, 144, piso_ggml_q4_k_to_float, piso_ggml_q4_k_from_float},
-    [GGML_T_Q5_K] = {"q5_K", 256, 176, piso_ggml_q5_k_to_float, piso_ggml_q5_k_from_float},
-    [GGML_T_Q6_K] = {"q6_K", 256, 210, piso_ggml_q6_k_to_float, piso_ggml_q6_k_from_float},
-    [GGML_T_Q8_K] = {"q8_K", 256, 292, NULL, NULL},
-    [GGML_T_IQ4_NL] = {"iq4_nl", 32, 18, piso_ggml_iq4_nl_to_float, piso_ggml_iq4_nl_from_float},
-    [GGML_T_MXFP4] = {"mxfp4", 32, 17, NULL, NULL},
+    [GGML_T_F32] = FLOAT_TYPE("f32", 4, 0, PISO_DTYPE_F32, f32),
+    [GGML_T_F16] = FLOAT_TYPE("f16", 2, 1, PISO_DTYPE_F16, f16),
+    [GGML_T_BF16] = FLOAT_TYPE("bf16", 2, 32, PISO_DTYPE_BF16, bf16),
+    [GGML_T_Q8_0] = {.name = "q8_0", .blck_size = PISO_QK, .type_size = sizeof(struct piso_block_q8_0),
+                     .fallback = GGML_T_F16, .file_type = 7, .level_min = -127, .level_max = 127, .code_zero = 0,
+                     .sub_size = PISO_QK, .grid = "int8", .imatrix_rule = PISO_IMAT_UNUSED, BLOCK_FUNCS(q8_0, q8_0)},
+    [GGML_T_Q4_0] = {.name = "q4_0", .blck_size = PISO_QK, .type_size = sizeof(struct piso_block_q4_0),
+                     .fallback = GGML_T_F16, .file_type = 2, .level_min = -8, .level_max = 7, .code_zero = 8,
+                     .sub_size = PISO_QK, .grid = "int4", .imatrix_rule = PISO_IMAT_ROW_SIGMA, BLOCK_FUNCS(q4_0, q4_0)},
+    [GGML_T_Q4_1] = {.name = "q4_1", .blck_size = PISO_QK, .type_size = sizeof(struct piso_block_q4_1),
+                     .fallback = GGML_T_F16, .file_type = 3, .level_min = 0, .level_max = 15, .has_min = 1,
+                     .sub_size = PISO_QK, .imatrix_rule = PISO_IMAT_ROW_SIGMA, BLOCK_FUNCS(q4_1, q4_1)},
+    [GGML_T_Q5_0] = {.name = "q5_0", .blck_size = PISO_QK, .type_size = sizeof(struct piso_block_q5_0),
+                     .fallback = GGML_T_F16, .file_type = 8, .level_min = -16, .level_max = 15, .code_zero = 16,
+                     .sub_size = PISO_QK, .grid = "int5", .imatrix_rule = PISO_IMAT_ROW_SIGMA, BLOCK_FUNCS(q5_0, q5_0)},
+    [GGML_T_Q5_1] = {.name = "q5_1", .blck_size = PISO_QK, .type_size = sizeof(struct piso_block_q5_1),
+                     .fallback = GGML_T_F16, .file_type = 9, .level_min = 0, .level_max = 31, .has_min = 1,
+                     .sub_size = PISO_QK, .imatrix_rule = PISO_IMAT_ROW_SIGMA, BLOCK_FUNCS(q5_1, q5_1)},
+    [GGML_T_IQ4_NL] = {.name = "iq4_nl", .blck_size = PISO_QK, .type_size = sizeof(struct piso_block_iq4_nl),
+                       .fallback = GGML_T_F16, .file_type = 25, .level_min = 0, .level_max = 15,
+                       .level_values = piso_iq4nl_values, .sub_size = PISO_QK, .imatrix_rule = PISO_IMAT_BLOCK_SIGMA,
+                       BLOCK_FUNCS(iq4_nl, q4_0)},
+    [GGML_T_Q4_K] = {.name = "q4_K", .blck_size = PISO_QK_K, .type_size = sizeof(struct piso_block_q4_K),
+                     .fallback = GGML_T_Q5_0, .file_type = 15, .level_min = 0, .level_max = 15, .has_min = 1,
+                     .sub_size = 32, .imatrix_rule = PISO_IMAT_BLOCK_SIGMA, BLOCK_FUNCS(q4_K, q4_K)},
+    [GGML_T_Q5_K] = {.name = "q5_K", .blck_size = PISO_QK_K, .type_size = sizeof(struct piso_block_q5_K),
+                     .fallback = GGML_T_Q5_1, .file_type = 17, .level_min = 0, .level_max = 31, .has_min = 1,
+                     .sub_size = 32, .imatrix_rule = PISO_IMAT_BLOCK_SIGMA, BLOCK_FUNCS(q5_K, q5_K)},
+    [GGML_T_Q6_K] = {.name = "q6_K", .blck_size = PISO_QK_K, .type_size = sizeof(struct piso_block_q6_K),
+                     .fallback = GGML_T_Q8_0, .file_type = 18, .level_min = -32, .level_max = 31, .code_zero = 32,
+                     .sub_size = 16, .imatrix_rule = PISO_IMAT_H, BLOCK_FUNCS(q6_K, q6_K)},
+    /* known to the reader (sizes), not converted */
+    [GGML_T_Q8_1] = UNSUPPORTED_TYPE("q8_1", PISO_QK, piso_block_q8_1),
+    [GGML_T_Q2_K] = UNSUPPORTED_TYPE("q2_K", PISO_QK_K, piso_block_q2_K),
+    [GGML_T_Q3_K] = UNSUPPORTED_TYPE("q3_K", PISO_QK_K, piso_block_q3_K),
+    [GGML_T_Q8_K] = UNSUPPORTED_TYPE("q8_K", PISO_QK_K, piso_block_q8_K),
+    [GGML_T_MXFP4] = UNSUPPORTED_TYPE("mxfp4", PISO_QK, piso_block_mxfp4),
 };
+#undef FLOAT_TYPE
+#undef UNSUPPORTED_TYPE
+#undef BLOCK_FUNCS
 
 const struct piso_ggml_traits *piso_ggml_traits(int type) {
     if (type < 0 || type >= GGML_T_COUNT || !ggml_traits[type].name) return NULL;
@@ -97,4 +121,25 @@ size_t piso_ggml_row_size(int type, int64_t ne0) {
     const struct piso_ggml_traits *tr = piso_ggml_traits(type);
     if (!tr || ne0 < 0) return 0;
     return (size_t)(ne0 / tr->blck_size) * (size_t)tr->type_size;
+}
+
+int piso_ggml_type_for_row(int type, int64_t ne0) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    while (tr && ne0 % tr->blck_size != 0 && tr->fallback != GGML_T_NONE) tr = piso_ggml_traits(type = tr->fallback);
+    return type;
+}
+
+int piso_ggml_is_block_type(int type) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    return tr && tr->pack;
+}
+
+int piso_ggml_block_elems(int type) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    return tr ? tr->blck_size : 0;
+}
+
+int piso_ggml_block_bytes(int type) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    return tr ? tr->type_size : 0;
 }

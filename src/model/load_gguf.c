@@ -88,9 +88,7 @@ static int gguf_config(const struct piso_gguf *g, struct piso_config *c) {
     c->has_qkv_bias = ai->qkv_bias;
     c->has_qk_norm = ai->qk_norm;
     c->source = PISO_SRC_GGUF;
-    c->dtype = PISO_DTYPE_F32;
-    if (emb->type == GGML_T_F16) c->dtype = PISO_DTYPE_F16;
-    if (emb->type == GGML_T_BF16) c->dtype = PISO_DTYPE_BF16;
+    c->dtype = piso_ggml_traits(emb->type)->dtype; /* a known type: checked at open */
     return piso_config_validate(c, path);
 }
 

@@ -374,15 +374,16 @@ static double affine_fit(const float *x, const float *w, int n, int nmax, int fp
 /* ---- per-format block quantizers ------------------------------------------------------------- */
 
 static void piso_blk32(int type, const float *x, const float *w, struct piso_blk32 *b) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
     memset(b, 0, sizeof *b);
-    if (type == GGML_T_IQ4_NL) {
+    if (tr->level_values) {
         int L[32];
-        piso_block_sweep_table(x, w, 32, piso_iq4nl_values, 16, 1, &b->d, L, NULL, NULL);
+        piso_block_sweep_table(x, w, 32, tr->level_values, tr->level_max + 1, 1, &b->d, L, NULL, NULL);
         for (int i = 0; i < 32; i++) b->q[i] = (int16_t)L[i];
         return;
     }
-    if (type == GGML_T_Q4_1 || type == GGML_T_Q5_1) {
-        const int nmax = type == GGML_T_Q4_1 ? 15 : 31;
+    if (tr->has_min) {
+        const int nmax = tr->level_max;
         float a, m;
         affine_fit(x, w, 32, nmax, 1, 0, NAN, &a, &m);
         uint8_t L[32];
@@ -391,8 +392,7 @@ static void piso_blk32(int type, const float *x, const float *w, struct piso_blk
         for (int i = 0; i < 32; i++) b->q[i] = L[i];
         return;
     }
-    const int lo = type == GGML_T_Q8_0 ? -127 : type == GGML_T_Q4_0 ? -8 : -16;
-    const int hi = type == GGML_T_Q8_0 ? 127 : -lo - 1, zero = type == GGML_T_Q8_0 ? 0 : -lo;
+    const int lo = tr->level_min, hi = tr->level_max, zero = tr->code_zero;
     int L[32];
     /* Q8_0's levels are symmetric: the negative scales give the same errors */
     piso_block_sweep(x, w, 32, lo, hi, lo != -hi, &b->d, L, NULL, NULL);
@@ -412,7 +412,7 @@ static double k4_sub_error(const float *x, const float *w, int nmax, float d, fl
 }
 
 static void piso_blk_k4(int type, const float *x, const float *w, struct piso_blk256 *b) {
-    const int nmax = type == GGML_T_Q4_K ? 15 : 31;
+    const int nmax = piso_ggml_traits(type)->level_max;
     float scale[8], mins[8], v[8], u[8];
     for (int j = 0; j < 8; j++) {
         float a, m;
@@ -530,7 +530,7 @@ size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t n
             double ws = 0;
             for (int i = 0; i < be; i++) ws += wb[i];
             for (int i = 0; i < be; i++) wblk[i] = ws > 0 ? wb[i] : 1.0f; /* dead inputs: plain SSE */
-            if (blend && weights && type != GGML_T_Q6_K) {
+            if (blend && weights && piso_ggml_traits(type)->imatrix_rule != PISO_IMAT_H) {
                 /* llama.cpp's empirical weights h·sqrt(σ² + x²): σ² the row's mean square (32-blocks)
                  * or twice the super-block's (K-quants) */
                 double s2 = 0;
@@ -546,7 +546,7 @@ size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t n
                 piso_pack_blk32(type, &b, out + ib * bb);
             } else {
                 struct piso_blk256 b;
-                if (type == GGML_T_Q6_K) piso_blk_q6k(xb, wblk, &b);
+                if (!piso_ggml_traits(type)->has_min) piso_blk_q6k(xb, wblk, &b);
                 else piso_blk_k4(type, xb, wblk, &b);
                 piso_pack_blk256(type, &b, out + ib * bb);
             }
@@ -568,35 +568,36 @@ size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t n
 /* Rounds element idx of a block against its fixed scales; returns the dequantized value and
  * stores the code in the block. */
 static float round_elem32(int type, struct piso_blk32 *b, int idx, float w) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
     const float d = h2f(b->d);
-    if (type == GGML_T_Q4_1 || type == GGML_T_Q5_1) {
-        const int nmax = type == GGML_T_Q4_1 ? 15 : 31;
+    if (tr->has_min) {
+        const int nmax = tr->level_max;
         const float m = h2f(b->m);
         const int q = d != 0.0f ? clampi(nearest_int((w - m) / d), 0, nmax) : 0;
         b->q[idx] = (int16_t)q;
         return (float)q * d + m;
     }
-    if (type == GGML_T_IQ4_NL) {
-        const int q = table_index(piso_iq4nl_values, 16, d != 0.0f ? (double)w / d : 0.0);
+    if (tr->level_values) {
+        const int q = table_index(tr->level_values, tr->level_max + 1, d != 0.0f ? (double)w / d : 0.0);
         b->q[idx] = (int16_t)q;
-        return d * (float)piso_iq4nl_values[q];
+        return d * (float)tr->level_values[q];
     }
-    const int lo = type == GGML_T_Q8_0 ? -127 : type == GGML_T_Q4_0 ? -8 : -16;
-    const int hi = type == GGML_T_Q8_0 ? 127 : -lo - 1, zero = type == GGML_T_Q8_0 ? 0 : -lo;
+    const int lo = tr->level_min, hi = tr->level_max, zero = tr->code_zero;
     const int l = d != 0.0f ? clampi(nearest_int(w / d), lo, hi) : 0;
     b->q[idx] = (int16_t)(l + zero);
     return (float)l * d;
 }
 
 static float round_elem256(int type, struct piso_blk256 *b, int idx, float w) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
     const float d = h2f(b->d);
-    if (type == GGML_T_Q6_K) {
+    if (!tr->has_min) {
         const float D = d * (float)b->sc6[idx / 16];
         const int l = D != 0.0f ? clampi(nearest_int(w / D), -32, 31) : 0;
         b->q[idx] = (uint8_t)(l + 32);
         return D * (float)l;
     }
-    const int nmax = type == GGML_T_Q4_K ? 15 : 31, j = idx / 32;
+    const int nmax = tr->level_max, j = idx / 32;
     const float D = d * (float)b->sc[j], M = h2f(b->dmin) * (float)b->mn[j];
     const int q = D != 0.0f ? clampi(nearest_int((w + M) / D), 0, nmax) : 0;
     b->q[idx] = (uint8_t)q;
@@ -637,9 +638,10 @@ size_t piso_ggml_quantize_gptq(int type, const float *W, void *dst, int64_t N, i
         piso_errorf("GPTQ: the calibration Hessian (%lld x %lld) could not be factored", (long long)D, (long long)D);
         return 0;
     }
-    const int sym = type == GGML_T_Q8_0 || type == GGML_T_Q4_0 || type == GGML_T_Q5_0;
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    const int sym = tr->grid != NULL; /* symmetric integer levels: the dense exact solver applies */
     struct piso_grid grid;
-    if (sym) piso_grid_init(&grid, type == GGML_T_Q8_0 ? "int8" : type == GGML_T_Q4_0 ? "int4" : "int5", type == GGML_T_Q8_0);
+    if (sym) piso_grid_init(&grid, tr->grid, tr->level_min == -tr->level_max);
     float *hdiag = malloc(sizeof(float) * (size_t)D);
     for (int64_t i = 0; i < D; i++) hdiag[i] = H[i * D + i] > 0 ? H[i * D + i] : 0;
 #pragma omp parallel for schedule(dynamic, 1)
