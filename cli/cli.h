@@ -1,4 +1,5 @@
-/* cli/cli.h — the subcommands of the piso CLI and the small helpers they share. */
+/* cli/cli.h — the subcommands of the piso CLI and the small helpers they share. The CLI's own
+ * non-static names carry the prefixes declared here: cmd_ (a subcommand) and cli_ (the rest). */
 #ifndef PISO_CLI_H
 #define PISO_CLI_H
 
@@ -10,8 +11,8 @@ int cmd_layer(int argc, char **argv);      /* quantize one layer problem (issue:
 int cmd_perplexity(int argc, char **argv); /* llama.cpp-protocol perplexity */
 int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
-int cmd_quantize(int argc, char **argv);   /* whole model: HF directory or GGUF output */
-int cmd_imatrix(int argc, char **argv);    /* llama.cpp-compatible importance matrix */
+int cmd_quantize(int argc, char **argv); /* whole model: HF directory or GGUF output */
+int cmd_imatrix(int argc, char **argv);  /* llama.cpp-compatible importance matrix */
 
 struct piso_model;
 struct piso_tokenizer;

@@ -14,14 +14,12 @@ struct generate_args {
 };
 
 static const struct cli_option generate_options[] = {
-    {"--model", NULL, CLI_STRING, offsetof(struct generate_args, model), .arg = "PATH",
-     .help = "an HF model directory, a llama2.c .bin or a GGUF file", .required = 1},
+    CLI_OPTION_MODEL(struct generate_args),
     {"--prompt", NULL, CLI_STRING, offsetof(struct generate_args, prompt), .arg = "STR", .help = "the text to continue",
      .required = 1},
     {"-n", NULL, CLI_INT, offsetof(struct generate_args, n_new), .arg = "N", .help = "new tokens at most", .def = "64",
      .imin = 0, .imax = 1000000},
-    {"--tokenizer", NULL, CLI_STRING, offsetof(struct generate_args, tokenizer), .arg = "PATH",
-     .help = "the tokenizer, when it is not in or beside the model"},
+    CLI_OPTION_TOKENIZER(struct generate_args),
     {0},
 };
 

@@ -18,14 +18,12 @@ struct imatrix_args {
 static const char *const imatrix_formats[] = {"gguf", "dat", NULL};
 
 static const struct cli_option imatrix_options[] = {
-    {"--model", NULL, CLI_STRING, offsetof(struct imatrix_args, model), .arg = "PATH",
-     .help = "an HF model directory, a llama2.c .bin or a GGUF file", .required = 1},
+    CLI_OPTION_MODEL(struct imatrix_args),
     {"--calib", NULL, CLI_STRING, offsetof(struct imatrix_args, calib), .arg = "FILE", .help = "calibration text",
      .required = 1},
     {"--out", "-o", CLI_STRING, offsetof(struct imatrix_args, out), .arg = "FILE",
      .help = "the importance matrix to write", .required = 1},
-    {"--tokenizer", NULL, CLI_STRING, offsetof(struct imatrix_args, tokenizer), .arg = "PATH",
-     .help = "the tokenizer, when it is not in or beside the model"},
+    CLI_OPTION_TOKENIZER(struct imatrix_args),
     {"--ctx", NULL, CLI_INT, offsetof(struct imatrix_args, ctx), .arg = "N", .help = "tokens per chunk", .def = "512",
      .imin = 16, .imax = 1 << 20},
     {"--chunks", NULL, CLI_INT, offsetof(struct imatrix_args, chunks), .arg = "N",

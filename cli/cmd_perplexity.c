@@ -14,10 +14,8 @@ struct ppl_args {
 };
 
 static const struct cli_option ppl_options[] = {
-    {"--model", NULL, CLI_STRING, offsetof(struct ppl_args, model), .arg = "PATH",
-     .help = "an HF model directory, a llama2.c .bin or a GGUF file", .required = 1},
-    {"--tokenizer", NULL, CLI_STRING, offsetof(struct ppl_args, tokenizer), .arg = "PATH",
-     .help = "the tokenizer, when it is not in or beside the model"},
+    CLI_OPTION_MODEL(struct ppl_args),
+    CLI_OPTION_TOKENIZER(struct ppl_args),
     {"--text", NULL, CLI_STRING, offsetof(struct ppl_args, text), .arg = "FILE", .help = "the text to score",
      .required = 1},
     {"--ctx", NULL, CLI_INT, offsetof(struct ppl_args, ctx), .arg = "N",

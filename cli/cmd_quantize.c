@@ -14,10 +14,8 @@ enum { SECTION_COMMON = 1u << 0, SECTION_HF = 1u << 1, SECTION_GGUF = 1u << 2 };
 #define ARG(field) offsetof(struct cli_quantize_args, field)
 
 static const struct cli_option common_options[] = {
-    {"--model", NULL, CLI_STRING, ARG(model), .arg = "PATH",
-     .help = "an HF model directory, a llama2.c .bin or a GGUF file", .required = 1},
-    {"--tokenizer", NULL, CLI_STRING, ARG(tokenizer), .arg = "PATH",
-     .help = "the tokenizer, when it is not in or beside the model"},
+    CLI_OPTION_MODEL(struct cli_quantize_args),
+    CLI_OPTION_TOKENIZER(struct cli_quantize_args),
     {"--out", NULL, CLI_STRING, ARG(out), .arg = "PATH",
      .help = "the output: a directory, or FILE.gguf for GGUF output", .required = 1},
     {"--calib", NULL, CLI_STRING, ARG(calib), .arg = "FILE", .help = "calibration text"},

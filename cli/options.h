@@ -53,6 +53,14 @@ struct cli_command {
     const struct cli_section *sections; /* ends with an entry whose options are NULL */
 };
 
+/* The model and tokenizer options of the commands that load a model (same words everywhere). */
+#define CLI_OPTION_MODEL(type) \
+    {"--model", NULL, CLI_STRING, offsetof(type, model), .arg = "PATH", \
+     .help = "an HF model directory, a llama2.c .bin or a GGUF file", .required = 1}
+#define CLI_OPTION_TOKENIZER(type) \
+    {"--tokenizer", NULL, CLI_STRING, offsetof(type, tokenizer), .arg = "PATH", \
+     .help = "the tokenizer, when it is not in or beside the model"}
+
 /* The options every command has. */
 struct cli_common {
     int json, quiet;

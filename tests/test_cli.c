@@ -36,11 +36,12 @@ static void test_help(void) {
         {"tokenize", {"--tokenizer", "--text", "--file", "--bos", "--no-special", "--decode", NULL}},
         {"generate", {"--model", "--prompt", "-n", "--tokenizer", NULL}},
         {"imatrix", {"--model", "--calib", "-o", "--out", "--tokenizer", "--ctx", "--chunks", "--format", NULL}},
-        {"quantize", {"--model", "--tokenizer", "--calib", "--format", "--narrow", "--group", "--rounding",
-                      "--scale", "--interleave", "--objective", "--act-order", "--damp", "--nsamples", "--seqlen",
-                      "--seed", "--out", "--eval", "--ctx",
-                      /* GGUF output */
-                      "--type", "--imatrix", "--output-type", "--weighting", "--chunks", "llamacpp-ref", NULL}},
+        {"quantize",
+         {"--model", "--tokenizer", "--calib", "--format", "--narrow", "--group", "--rounding", "--scale",
+          "--interleave", "--objective", "--act-order", "--damp", "--nsamples", "--seqlen", "--seed", "--out", "--eval",
+          "--ctx",
+          /* GGUF output */
+          "--type", "--imatrix", "--output-type", "--weighting", "--chunks", "llamacpp-ref", NULL}},
     };
     for (size_t c = 0; c < sizeof expect / sizeof expect[0]; c++) {
         char args[64], *out = NULL;
@@ -111,61 +112,81 @@ static void expect_usage_error(const char *args, const char *words1, const char 
     CHECK(rc == 2, "'%s': exit %d (want 2): %s", args, rc, out ? out : "");
     CHECK(out && strncmp(out, prefix, strlen(prefix)) == 0, "'%s': message '%s' does not start '%s'", args,
           out ? out : "", prefix);
-    CHECK(out && strstr(out, words1) && (!words2 || strstr(out, words2)), "'%s': message '%s' lacks '%s' / '%s'",
-          args, out ? out : "", words1, words2 ? words2 : "");
+    CHECK(out && strstr(out, words1) && (!words2 || strstr(out, words2)), "'%s': message '%s' lacks '%s' / '%s'", args,
+          out ? out : "", words1, words2 ? words2 : "");
     free(out);
 }
 
 static void test_errors(void) {
-    /* unknown option, missing argument, malformed numbers */
-    expect_usage_error("perplexity --model m --text t --bogus", "option --bogus:", "unknown");
-    expect_usage_error("layer --problem p --format int4 --bogus=3", "option --bogus:", "unknown");
-    expect_usage_error("perplexity --model m --text", "option --text:", "missing");
-    expect_usage_error("imatrix --model m --calib c -o", "option --out:", "missing");
-    expect_usage_error("generate --model m --prompt p -n abc", "option -n:", "'abc' is not an integer");
-    expect_usage_error("generate --model m --prompt p -n 12x", "option -n:", "'12x' is not an integer");
-    expect_usage_error("generate --model m --prompt p -n ''", "option -n:", "is not an integer");
-    expect_usage_error("quantize --model m --out d --format int4 --damp 0.1x", "option --damp:", "not a finite number");
-    expect_usage_error("tokenize --tokenizer t --text a --bos=1", "option --bos:", "takes no value");
-    expect_usage_error("perplexity --model m stray", "unexpected argument 'stray'", NULL);
-    /* out of range, not wrapped: 4294967312 = 2^32 + 16 would be 16 as an int */
-    expect_usage_error("perplexity --model m --text t --ctx 4294967312", "option --ctx:", "too large (at most 1048576)");
-    expect_usage_error("imatrix --model m --calib c -o x --ctx 4294967312", "option --ctx:", "too large");
-    expect_usage_error("quantize --model m --out x.gguf --ctx 4294967312", "option --ctx:", "too large");
-    expect_usage_error("imatrix --model m --calib c -o x --ctx 8", "option --ctx:", "too small (at least 16)");
-    expect_usage_error("perplexity --model m --text t --ctx 99999999999999999999999", "option --ctx:", "too large");
-    expect_usage_error("layer --problem p --format int4 --group 1073741825", "option --group:",
-                       "1073741825 is too large (at most 1073741824)");
-    expect_usage_error("layer --problem p --format int4 --group -1", "option --group:", "too small");
-    expect_usage_error("generate --model m --prompt p -n 1000001", "option -n:", "too large");
-    /* non-finite numbers are refused, not replaced by a default */
-    expect_usage_error("quantize --model m --out d --format int4 --damp nan", "option --damp:", "'nan' is not a finite");
-    expect_usage_error("quantize --model m --out d --format int4 --damp inf", "option --damp:", "not a finite");
-    expect_usage_error("quantize --model m --out d --format int4 --damp 1e999", "option --damp:", "not a finite");
-    expect_usage_error("quantize --model m --out d --format int4 --damp -0.5", "option --damp:", "too small");
-    /* choices */
-    expect_usage_error("layer --problem p --format int4 --scale magic", "option --scale:", "'magic'");
-    expect_usage_error("quantize --model m --out d --format int4 --rounding foo", "option --rounding:", "rtn, gptq, qronos");
-    expect_usage_error("quantize --model m --out x.gguf --scale best", "option --scale:", "piso, llamacpp-ref");
-    expect_usage_error("quantize --model m --out x.gguf --weighting x", "option --weighting:", "raw, blend");
-    expect_usage_error("imatrix --model m --calib c -o x --format xml", "option --format:", "gguf, dat");
-    expect_usage_error("quantize --model m --out x.gguf --type QQ", "option --type:", "'QQ'");
-    /* required options; options of the other quantize output */
-    expect_usage_error("tokenize --text a", "option --tokenizer:", "required");
-    expect_usage_error("generate --model m", "option --prompt:", "required");
-    expect_usage_error("quantize --model m --out d", "option --format:", "required");
-    expect_usage_error("quantize --model m --out d --format int4 --imatrix f", "option --imatrix:", "GGUF output");
-    expect_usage_error("quantize --model m --out x.gguf --rounding rtn", "option --rounding:", "Hugging Face");
-    expect_usage_error("tokenize --tokenizer t", "exactly one of --text and --file", NULL);
+    static const char *const cases[][3] = {
+        /* unknown option, missing argument, malformed numbers */
+        {"perplexity --model m --text t --bogus", "option --bogus:", "unknown"},
+        {"layer --problem p --format int4 --bogus=3", "option --bogus:", "unknown"},
+        {"perplexity --model m --text", "option --text:", "missing"},
+        {"imatrix --model m --calib c -o", "option --out:", "missing"},
+        {"generate --model m --prompt p -n abc", "option -n:", "'abc' is not an integer"},
+        {"generate --model m --prompt p -n 12x", "option -n:", "'12x' is not an integer"},
+        {"generate --model m --prompt p -n ''", "option -n:", "is not an integer"},
+        {"quantize --model m --out d --format int4 --damp 0.1x", "option --damp:", "not a finite number"},
+        {"tokenize --tokenizer t --text a --bos=1", "option --bos:", "takes no value"},
+        {"perplexity --model m stray", "unexpected argument 'stray'", NULL},
+        /* out of range, not wrapped: 4294967312 = 2^32 + 16 would be 16 as an int */
+        {"perplexity --model m --text t --ctx 4294967312", "option --ctx:", "too large (at most 1048576)"},
+        {"imatrix --model m --calib c -o x --ctx 4294967312", "option --ctx:", "too large"},
+        {"quantize --model m --out x.gguf --ctx 4294967312", "option --ctx:", "too large"},
+        {"imatrix --model m --calib c -o x --ctx 8", "option --ctx:", "too small (at least 16)"},
+        {"perplexity --model m --text t --ctx 99999999999999999999999", "option --ctx:", "too large"},
+        {"layer --problem p --format int4 --group 1073741825",
+         "option --group:", "1073741825 is too large (at most 1073741824)"},
+        {"layer --problem p --format int4 --group -1", "option --group:", "too small"},
+        {"generate --model m --prompt p -n 1000001", "option -n:", "too large"},
+        /* non-finite numbers are refused, not replaced by a default */
+        {"quantize --model m --out d --format int4 --damp nan", "option --damp:", "'nan' is not a finite"},
+        {"quantize --model m --out d --format int4 --damp inf", "option --damp:", "not a finite"},
+        {"quantize --model m --out d --format int4 --damp 1e999", "option --damp:", "not a finite"},
+        {"quantize --model m --out d --format int4 --damp -0.5", "option --damp:", "too small"},
+        /* choices */
+        {"layer --problem p --format int4 --scale magic", "option --scale:", "'magic'"},
+        {"quantize --model m --out d --format int4 --rounding foo", "option --rounding:", "rtn, gptq, qronos"},
+        {"quantize --model m --out x.gguf --scale best", "option --scale:", "piso, llamacpp-ref"},
+        {"quantize --model m --out x.gguf --weighting x", "option --weighting:", "raw, blend"},
+        {"imatrix --model m --calib c -o x --format xml", "option --format:", "gguf, dat"},
+        {"quantize --model m --out x.gguf --type QQ", "option --type:", "'QQ'"},
+        /* required options; options of the other quantize output */
+        {"tokenize --text a", "option --tokenizer:", "required"},
+        {"generate --model m", "option --prompt:", "required"},
+        {"quantize --model m --out d", "option --format:", "required"},
+        {"quantize --model m --out d --format int4 --imatrix f", "option --imatrix:", "GGUF output"},
+        {"quantize --model m --out x.gguf --rounding rtn", "option --rounding:", "Hugging Face"},
+        {"tokenize --tokenizer t", "exactly one of --text and --file", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        expect_usage_error(cases[i][0], cases[i][1], cases[i][2]);
 }
 
 /* ---- the JSON writer --------------------------------------------------------------------- */
 
 /* One document written both by piso_json and by cJSON. */
 static void build_both(struct piso_json *w, enum piso_json_style style, cJSON **ref) {
-    static const double numbers[] = {0, -0.0, 1, -7, 0.1, 1.0 / 3, 2.5e-300, 1e300, 2147483647.0, 2147483648.0,
-                                     -2147483649.0, 123456789012345.0, 0.30000000000000004, 8.4377, 1e-6, 0.01,
-                                     (double)0.1f, DBL_MAX, DBL_MIN};
+    static const double numbers[] = {0,
+                                     -0.0,
+                                     1,
+                                     -7,
+                                     0.1,
+                                     1.0 / 3,
+                                     2.5e-300,
+                                     1e300,
+                                     2147483647.0,
+                                     2147483648.0,
+                                     -2147483649.0,
+                                     123456789012345.0,
+                                     0.30000000000000004,
+                                     8.4377,
+                                     1e-6,
+                                     0.01,
+                                     (double)0.1f,
+                                     DBL_MAX,
+                                     DBL_MIN};
     enum { NN = sizeof numbers / sizeof numbers[0] };
     cJSON *j = cJSON_CreateObject();
     piso_json_begin(w, style);
