@@ -1,7 +1,9 @@
-/* cli/cli.h — the subcommands of the piso CLI and the small argument helpers they share. */
+/* cli/cli.h — the subcommands of the piso CLI and the small helpers they share. The CLI's own
+ * non-static names carry the prefixes declared here: cmd_ (a subcommand) and cli_ (the rest). */
 #ifndef PISO_CLI_H
 #define PISO_CLI_H
 
+#include "options.h"
 #include "piso/common.h"
 
 /* Each subcommand receives argv after the subcommand name; returns the process exit code. */
@@ -9,9 +11,8 @@ int cmd_layer(int argc, char **argv);      /* quantize one layer problem (issue:
 int cmd_perplexity(int argc, char **argv); /* llama.cpp-protocol perplexity */
 int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
-int cmd_quantize(int argc, char **argv);      /* whole model: HF directory or GGUF output */
-int cmd_quantize_gguf(int argc, char **argv); /* whole model to a llama.cpp GGUF file */
-int cmd_imatrix(int argc, char **argv);    /* llama.cpp-compatible importance matrix */
+int cmd_quantize(int argc, char **argv); /* whole model: HF directory or GGUF output */
+int cmd_imatrix(int argc, char **argv);  /* llama.cpp-compatible importance matrix */
 
 struct piso_model;
 struct piso_tokenizer;
@@ -21,13 +22,7 @@ const struct piso_tokenizer *cli_model_tokenizer(const struct piso_model *m);
 /* Reads and tokenizes a whole text file as llama.cpp does (BOS first when the vocabulary adds one). */
 int cli_tokenize_file(const struct piso_tokenizer *t, const char *path, int **ids, int *n);
 
-/* Argument helpers. `i` indexes argv; on a match they advance it past the value.
- * cli_flag: "--name"; cli_opt: "--name VALUE" or "--name=VALUE". */
-int cli_flag(int argc, char **argv, int *i, const char *name);
-int cli_opt(int argc, char **argv, int *i, const char *name, const char **value);
-int cli_opt_int(int argc, char **argv, int *i, const char *name, long *value);
-/* Prints "piso <cmd>: error: <message>" to stderr and returns 1 (or 2 for usage errors). */
+/* Prints "piso <cmd>: error: <message>" to stderr and returns 1 (a failure that is not a usage error). */
 int cli_fail(const char *cmd, const char *message);
-int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

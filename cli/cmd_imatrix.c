@@ -2,56 +2,79 @@
  * activations, keyed by GGUF tensor name) from calibration text, llama-imatrix's chunking. */
 #include "cli.h"
 #include "piso/imatrix.h"
+#include "piso/json_out.h"
 #include "piso/model.h"
 #include "piso/tokenizer.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static const char *USAGE =
-    "usage: piso imatrix --model PATH --calib FILE -o imatrix.gguf [--tokenizer PATH] [--ctx 512]\n"
-    "                    [--chunks N] [--format gguf|dat] [--json] [--quiet]\n";
+struct imatrix_args {
+    struct cli_common common;
+    const char *model, *tokenizer, *calib, *out, *format;
+    int64_t ctx, chunks;
+};
+
+static const char *const imatrix_formats[] = {"gguf", "dat", NULL};
+
+static const struct cli_option imatrix_options[] = {
+    CLI_OPTION_MODEL(struct imatrix_args),
+    {"--calib", NULL, CLI_STRING, offsetof(struct imatrix_args, calib), .arg = "FILE", .help = "calibration text",
+     .required = 1},
+    {"--out", "-o", CLI_STRING, offsetof(struct imatrix_args, out), .arg = "FILE",
+     .help = "the importance matrix to write", .required = 1},
+    CLI_OPTION_TOKENIZER(struct imatrix_args),
+    {"--ctx", NULL, CLI_INT, offsetof(struct imatrix_args, ctx), .arg = "N", .help = "tokens per chunk", .def = "512",
+     .imin = 16, .imax = 1 << 20},
+    {"--chunks", NULL, CLI_INT, offsetof(struct imatrix_args, chunks), .arg = "N",
+     .help = "chunks to use; 0: all the text gives", .imin = 0, .imax = 1 << 30},
+    {"--format", NULL, CLI_CHOICE, offsetof(struct imatrix_args, format),
+     .help = "file format; by default dat when FILE ends in .dat, else gguf", .choices = imatrix_formats},
+    {0},
+};
+
+static const struct cli_section imatrix_sections[] = {{NULL, NULL, imatrix_options}, {0}};
+
+static const struct cli_command imatrix_command = {
+    .name = "imatrix",
+    .summary = "Compute a llama.cpp importance matrix (mean squared activation per input column)\n"
+               "from calibration text, chunked as llama-imatrix does.",
+    .notes = "--json prints {\"out\", \"format\", \"entries\", \"chunks\", \"ctx\", \"tokens\", \"seconds\"}.\n",
+    .sections = imatrix_sections,
+};
 
 int cmd_imatrix(int argc, char **argv) {
-    const char *model = NULL, *tok = NULL, *calib = NULL, *out = NULL, *format = NULL;
-    long ctx = 512, chunks = 0;
-    int json = 0;
-    for (int i = 0; i < argc; i++) {
-        if (cli_opt(argc, argv, &i, "--model", &model) || cli_opt(argc, argv, &i, "--tokenizer", &tok) ||
-            cli_opt(argc, argv, &i, "--calib", &calib) || cli_opt(argc, argv, &i, "-o", &out) ||
-            cli_opt(argc, argv, &i, "--out", &out) || cli_opt(argc, argv, &i, "--format", &format) ||
-            cli_opt_int(argc, argv, &i, "--ctx", &ctx) || cli_opt_int(argc, argv, &i, "--chunks", &chunks))
-            continue;
-        if (cli_flag(argc, argv, &i, "--json")) json = 1;
-        else if (cli_flag(argc, argv, &i, "--quiet")) piso_set_quiet(1);
-        else if (cli_flag(argc, argv, &i, "--help") || cli_flag(argc, argv, &i, "-h")) {
-            fputs(USAGE, stdout);
-            return 0;
-        } else
-            return cli_usage_error("imatrix", "unknown option '%s'\n%s", argv[i], USAGE);
-    }
-    if (!model || !calib || !out) return cli_usage_error("imatrix", "--model, --calib and -o are required\n%s", USAGE);
-    if (ctx < 16 || ctx > 1 << 20) return cli_usage_error("imatrix", "--ctx %ld out of range (16..1048576)", ctx);
-    size_t ol = strlen(out);
-    int dat = format ? !strcmp(format, "dat") : (ol > 4 && !strcmp(out + ol - 4, ".dat"));
-    if (format && strcmp(format, "dat") && strcmp(format, "gguf"))
-        return cli_usage_error("imatrix", "--format must be gguf or dat, got '%s'", format);
+    struct imatrix_args a = {0};
+    int prc = cli_parse(&imatrix_command, CLI_ALL_SECTIONS, argc, argv, &a.common);
+    if (prc != CLI_CONTINUE) return prc;
+    size_t ol = strlen(a.out);
+    int dat = a.format ? !strcmp(a.format, "dat") : (ol > 4 && !strcmp(a.out + ol - 4, ".dat"));
     struct piso_model *m = NULL;
     int *ids = NULL, n = 0, rc = 1;
     struct piso_imatrix *im = NULL;
     const struct piso_tokenizer *tk = NULL;
     double t0 = piso_time();
-    if (piso_model_load(model, tok, &m) || !(tk = cli_model_tokenizer(m)) ||
-        cli_tokenize_file(tk, calib, &ids, &n))
+    if (piso_model_load(a.model, a.tokenizer, &m) || !(tk = cli_model_tokenizer(m)) ||
+        cli_tokenize_file(tk, a.calib, &ids, &n))
         goto done;
     const struct piso_tokenizer_vocab *v = piso_tokenizer_vocab(tk);
-    if (piso_imatrix_compute(m, ids, n, (int)ctx, (int)chunks, v->bos_id, calib, &im)) goto done;
-    if (dat ? piso_imatrix_save_dat(im, out) : piso_imatrix_save_gguf(im, out)) goto done;
-    if (json)
-        printf("{\"out\": \"%s\", \"format\": \"%s\", \"entries\": %d, \"chunks\": %d, \"ctx\": %ld, \"tokens\": %d, "
-               "\"seconds\": %.3f}\n", out, dat ? "dat" : "gguf", im->n, im->chunk_count, ctx, n, piso_time() - t0);
-    else
-        piso_log("imatrix: %d entries from %d chunks of %ld tokens -> %s\n", im->n, im->chunk_count, ctx, out);
+    if (piso_imatrix_compute(m, ids, n, (int)a.ctx, (int)a.chunks, v->bos_id, a.calib, &im)) goto done;
+    if (dat ? piso_imatrix_save_dat(im, a.out) : piso_imatrix_save_gguf(im, a.out)) goto done;
+    if (a.common.json) {
+        struct piso_json w;
+        piso_json_begin(&w, PISO_JSON_SPACED);
+        piso_json_string(&w, "out", a.out);
+        piso_json_string(&w, "format", dat ? "dat" : "gguf");
+        piso_json_int(&w, "entries", im->n);
+        piso_json_int(&w, "chunks", im->chunk_count);
+        piso_json_int(&w, "ctx", a.ctx);
+        piso_json_int(&w, "tokens", n);
+        piso_json_fixed(&w, "seconds", piso_time() - t0, 3);
+        if (piso_json_print(&w, stdout)) goto done;
+    } else {
+        piso_log("imatrix: %d entries from %d chunks of %lld tokens -> %s\n", im->n, im->chunk_count, (long long)a.ctx,
+                 a.out);
+    }
     rc = 0;
 done:
     if (rc) cli_fail("imatrix", piso_last_error());

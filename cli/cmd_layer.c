@@ -1,31 +1,54 @@
 /* piso layer — solve one layer problem file with a scale method and report/write the result. */
 #include "cli.h"
+#include "piso/json_out.h"
 #include "piso/quant.h"
 #include "piso/safetensors.h"
 
-#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: piso layer --problem P.safetensors --format FMT [--group G] [--scale METHOD]\n"
-            "                  [--narrow] [--no-negative] [--json] [--out Q.safetensors] [--quiet]\n"
-            "                  [--threads N]\n\n"
-            "  --problem   F32 'weight' [N, D] and 'hessian' [D, D] (+ 'cross' [D, D] = G), or\n"
-            "              'inputs' [T, D] (+ 'inputs_float' [T, D]): H = X~^T X~, G = X~^T X\n"
-            "  --format    int2..int8, e2m1, e2m3, e3m2, e4m3, e5m2\n"
-            "  --group     group size along D (must divide D); default: one scale per row\n"
-            "  --scale     absmax | mse-grid | piso-datafree | piso-diag | piso (default) | piso-seq\n"
-            "  --narrow    symmetric integer range (int4: -7..7)\n"
-            "  --no-negative  never use negative scales on asymmetric grids\n"
-            "  --json      print one JSON object on stdout\n"
-            "  --out       write dequant [N, D] F32, scales [N, D/g] F32, codes [N, D] (I8 for\n"
-            "              integer grids, U8 grid index for minifloats)\n");
-}
+struct layer_args {
+    struct cli_common common;
+    const char *problem, *format, *scale, *out;
+    int64_t group, threads;
+    int narrow, no_negative;
+};
+
+static const char *const layer_scales[] = {"absmax",   "mse-grid", "piso-datafree", "piso-diag", "piso",
+                                           "piso-seq", NULL};
+
+static const struct cli_option layer_options[] = {
+    {"--problem", NULL, CLI_STRING, offsetof(struct layer_args, problem), .arg = "P.safetensors",
+     .help = "F32 'weight' [N, D] and 'hessian' [D, D] (+ 'cross' [D, D] = G), or\n"
+             "'inputs' [T, D] (+ 'inputs_float' [T, D]): H = X~^T X~, G = X~^T X",
+     .required = 1},
+    {"--format", NULL, CLI_STRING, offsetof(struct layer_args, format), .arg = "FMT",
+     .help = "int2..int8, e2m1, e2m3, e3m2, e4m3, e5m2", .required = 1},
+    {"--group", NULL, CLI_INT, offsetof(struct layer_args, group), .arg = "G",
+     .help = "group size along D (must divide D); 0: one scale per row", .imin = 0, .imax = 1 << 30},
+    {"--scale", NULL, CLI_CHOICE, offsetof(struct layer_args, scale), .help = "scale method", .def = "piso",
+     .choices = layer_scales},
+    {"--narrow", NULL, CLI_FLAG, offsetof(struct layer_args, narrow), .help = "symmetric integer range (int4: -7..7)"},
+    {"--no-negative", NULL, CLI_FLAG, offsetof(struct layer_args, no_negative),
+     .help = "never use negative scales on asymmetric grids"},
+    {"--out", NULL, CLI_STRING, offsetof(struct layer_args, out), .arg = "Q.safetensors",
+     .help = "write dequant [N, D] F32, scales [N, D/g] F32, codes [N, D] (I8 for\n"
+             "integer grids, U8 grid index for minifloats)"},
+    {"--threads", NULL, CLI_INT, offsetof(struct layer_args, threads), .arg = "N",
+     .help = "OpenMP threads; 0: the default", .imin = 0, .imax = 1 << 16},
+    {0},
+};
+
+static const struct cli_section layer_sections[] = {{NULL, NULL, layer_options}, {0}};
+
+static const struct cli_command layer_command = {
+    .name = "layer",
+    .summary = "Solve one layer problem (weight + Hessian) with a scale method.",
+    .sections = layer_sections,
+};
 
 static int write_result(const char *path, const struct piso_layer_result *r, const struct piso_quant_opts *o,
                         const char *format) {
@@ -55,76 +78,52 @@ static int write_result(const char *path, const struct piso_layer_result *r, con
     return rc;
 }
 
-static void print_json(const struct piso_layer_result *r, const struct piso_quant_opts *o, const char *format,
-                       const char *problem, double seconds, double load_seconds) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "problem", problem);
-    cJSON_AddStringToObject(j, "format", format);
-    cJSON_AddStringToObject(j, "grid", o->grid.name);
-    cJSON_AddBoolToObject(j, "narrow", o->grid.narrow);
-    cJSON_AddNumberToObject(j, "group", o->group);
-    cJSON_AddStringToObject(j, "method", piso_scale_method_name(o->method));
-    cJSON_AddNumberToObject(j, "N", (double)r->N);
-    cJSON_AddNumberToObject(j, "D", (double)r->D);
-    cJSON_AddNumberToObject(j, "n_groups", (double)r->n_groups);
-    cJSON_AddNumberToObject(j, "objective", r->objective);
-    cJSON_AddBoolToObject(j, "constant_dropped", r->constant_dropped);
-    cJSON *rows = cJSON_AddArrayToObject(j, "rows");
+static int print_json(const struct piso_layer_result *r, const struct piso_quant_opts *o, const char *format,
+                      const char *problem, double seconds, double load_seconds) {
+    struct piso_json w;
+    piso_json_begin(&w, PISO_JSON_COMPACT);
+    piso_json_string(&w, "problem", problem);
+    piso_json_string(&w, "format", format);
+    piso_json_string(&w, "grid", o->grid.name);
+    piso_json_bool(&w, "narrow", o->grid.narrow);
+    piso_json_int(&w, "group", o->group);
+    piso_json_string(&w, "method", piso_scale_method_name(o->method));
+    piso_json_int(&w, "N", r->N);
+    piso_json_int(&w, "D", r->D);
+    piso_json_int(&w, "n_groups", r->n_groups);
+    piso_json_number(&w, "objective", r->objective);
+    piso_json_bool(&w, "constant_dropped", r->constant_dropped);
+    piso_json_array_begin(&w, "rows");
     for (int64_t i = 0; i < r->N; i++) {
-        cJSON *row = cJSON_CreateObject();
+        piso_json_object_begin(&w, NULL);
         if (r->n_groups == 1) {
-            cJSON_AddNumberToObject(row, "scale", r->scales[i]);
+            piso_json_number(&w, "scale", r->scales[i]);
         } else {
-            cJSON *s = cJSON_AddArrayToObject(row, "scales");
-            for (int64_t k = 0; k < r->n_groups; k++)
-                cJSON_AddItemToArray(s, cJSON_CreateNumber(r->scales[i * r->n_groups + k]));
+            piso_json_array_begin(&w, "scales");
+            for (int64_t k = 0; k < r->n_groups; k++) piso_json_number(&w, NULL, r->scales[i * r->n_groups + k]);
+            piso_json_array_end(&w);
         }
-        cJSON_AddNumberToObject(row, "objective", r->row_objective[i]);
-        cJSON_AddItemToArray(rows, row);
+        piso_json_number(&w, "objective", r->row_objective[i]);
+        piso_json_object_end(&w);
     }
-    cJSON_AddNumberToObject(j, "seconds", seconds);
-    cJSON_AddNumberToObject(j, "load_seconds", load_seconds);
-    cJSON_AddNumberToObject(j, "threads", piso_num_threads());
-    char *s = cJSON_PrintUnformatted(j);
-    printf("%s\n", s);
-    free(s);
-    cJSON_Delete(j);
+    piso_json_array_end(&w);
+    piso_json_number(&w, "seconds", seconds);
+    piso_json_number(&w, "load_seconds", load_seconds);
+    piso_json_int(&w, "threads", piso_num_threads());
+    return piso_json_print(&w, stdout);
 }
 
 int cmd_layer(int argc, char **argv) {
-    const char *problem = NULL, *format = NULL, *method = "piso", *out = NULL;
-    long group = 0, threads = 0;
-    int narrow = 0, json = 0, quiet = 0, no_negative = 0;
-    for (int i = 0; i < argc; i++) {
-        if (cli_opt(argc, argv, &i, "--problem", &problem)) continue;
-        if (cli_opt(argc, argv, &i, "--format", &format)) continue;
-        if (cli_opt(argc, argv, &i, "--scale", &method)) continue;
-        if (cli_opt(argc, argv, &i, "--out", &out)) continue;
-        if (cli_opt_int(argc, argv, &i, "--group", &group)) continue;
-        if (cli_opt_int(argc, argv, &i, "--threads", &threads)) continue;
-        if (cli_flag(argc, argv, &i, "--narrow")) { narrow = 1; continue; }
-        if (cli_flag(argc, argv, &i, "--no-negative")) { no_negative = 1; continue; }
-        if (cli_flag(argc, argv, &i, "--json")) { json = 1; continue; }
-        if (cli_flag(argc, argv, &i, "--quiet")) { quiet = 1; continue; }
-        if (cli_flag(argc, argv, &i, "--help") || cli_flag(argc, argv, &i, "-h")) {
-            usage(stdout);
-            return 0;
-        }
-        usage(stderr);
-        return cli_usage_error("layer", "unknown argument '%s'", argv[i]);
-    }
-    if (!problem || !format) {
-        usage(stderr);
-        return cli_usage_error("layer", "--problem and --format are required");
-    }
-    if (group < 0 || group > (1L << 30)) return cli_usage_error("layer", "--group must be positive, got %ld", group);
-    if (threads < 0) return cli_usage_error("layer", "--threads must be positive, got %ld", threads);
+    struct layer_args a = {0};
+    int prc = cli_parse(&layer_command, CLI_ALL_SECTIONS, argc, argv, &a.common);
+    if (prc != CLI_CONTINUE) return prc;
+    const char *problem = a.problem, *format = a.format, *method = a.scale, *out = a.out;
+    long group = (long)a.group;
 #ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
+    if (a.threads > 0) omp_set_num_threads((int)a.threads);
 #endif
-    piso_set_quiet(quiet);
-    struct piso_quant_opts opts = {.group = (int)group, .allow_negative = !no_negative};
-    if (piso_grid_init(&opts.grid, format, narrow) != 0) return cli_fail("layer", piso_last_error());
+    struct piso_quant_opts opts = {.group = (int)group, .allow_negative = !a.no_negative};
+    if (piso_grid_init(&opts.grid, format, a.narrow) != 0) return cli_fail("layer", piso_last_error());
     if (piso_scale_method_from_name(method, &opts.method) != 0) return cli_fail("layer", piso_last_error());
 
     double t0 = piso_time();
@@ -134,12 +133,12 @@ int cmd_layer(int argc, char **argv) {
     if (group > 0 && p.D % group != 0) {
         piso_problem_free(&p);
         char msg[256];
-        snprintf(msg, sizeof msg, "--group %ld does not divide D = %lld (the columns of 'weight' in %s)",
-                 group, (long long)p.D, problem);
+        snprintf(msg, sizeof msg, "--group %ld does not divide D = %lld (the columns of 'weight' in %s)", group,
+                 (long long)p.D, problem);
         return cli_fail("layer", msg);
     }
-    piso_log("piso layer: %s: N = %lld, D = %lld, %s, %s, group %ld%s\n", problem, (long long)p.N,
-             (long long)p.D, opts.grid.name, method, group, p.G ? ", cross term" : "");
+    piso_log("piso layer: %s: N = %lld, D = %lld, %s, %s, group %ld%s\n", problem, (long long)p.N, (long long)p.D,
+             opts.grid.name, method, group, p.G ? ", cross term" : "");
     struct piso_layer_problem lp = {.N = p.N, .D = p.D, .W = p.W, .H = p.H, .G = p.G};
     struct piso_layer_result r;
     if (piso_quantize_layer(&lp, &opts, &r) != 0) {
@@ -150,8 +149,8 @@ int cmd_layer(int argc, char **argv) {
     int rc = 0;
     if (out && write_result(out, &r, &opts, format) != 0) rc = cli_fail("layer", piso_last_error());
     if (!rc) {
-        if (json) {
-            print_json(&r, &opts, format, problem, t2 - t1, t1 - t0);
+        if (a.common.json) {
+            if (print_json(&r, &opts, format, problem, t2 - t1, t1 - t0)) rc = cli_fail("layer", piso_last_error());
         } else {
             printf("objective %.10g%s\n", r.objective, r.constant_dropped ? " (constant dropped)" : "");
             printf("rows %lld, groups per row %lld, %s, %s, %.3f s\n", (long long)r.N, (long long)r.n_groups,

@@ -2,52 +2,66 @@
  * llama.cpp's perplexity protocol (see piso/eval.h). */
 #include "cli.h"
 #include "piso/eval.h"
+#include "piso/json_out.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-static const char USAGE[] =
-    "usage: piso perplexity --model PATH [--tokenizer PATH] --text FILE [--ctx N] [--json] [--quiet]\n"
-    "  PATH: an HF model directory, a llama2.c .bin or a GGUF file\n"
-    "  --ctx N   chunk length (default min(512, the model's context))\n"
-    "  --json    print {\"ppl\", \"nll\", \"tokens\", \"chunks\", \"scored\", \"seconds\"} on stdout\n";
+struct ppl_args {
+    struct cli_common common;
+    const char *model, *tokenizer, *text;
+    int64_t ctx;
+};
+
+static const struct cli_option ppl_options[] = {
+    CLI_OPTION_MODEL(struct ppl_args),
+    CLI_OPTION_TOKENIZER(struct ppl_args),
+    {"--text", NULL, CLI_STRING, offsetof(struct ppl_args, text), .arg = "FILE", .help = "the text to score",
+     .required = 1},
+    {"--ctx", NULL, CLI_INT, offsetof(struct ppl_args, ctx), .arg = "N",
+     .help = "chunk length; 0: min(512, the model's context)", .imin = 0, .imax = 1 << 20},
+    {0},
+};
+
+static const struct cli_section ppl_sections[] = {{NULL, NULL, ppl_options}, {0}};
+
+static const struct cli_command ppl_command = {
+    .name = "perplexity",
+    .summary = "Perplexity of a model on a text file, by llama.cpp's protocol.",
+    .notes = "--json prints {\"ppl\", \"nll\", \"tokens\", \"chunks\", \"scored\", \"seconds\"}.\n",
+    .sections = ppl_sections,
+};
 
 int cmd_perplexity(int argc, char **argv) {
-    const char *model = NULL, *tok = NULL, *text = NULL;
-    long ctx = 0;
-    int json = 0;
-    for (int i = 0; i < argc; i++) {
-        if (cli_opt(argc, argv, &i, "--model", &model) || cli_opt(argc, argv, &i, "--tokenizer", &tok) ||
-            cli_opt(argc, argv, &i, "--text", &text) || cli_opt_int(argc, argv, &i, "--ctx", &ctx))
-            continue;
-        if (cli_flag(argc, argv, &i, "--json")) { json = 1; continue; }
-        if (cli_flag(argc, argv, &i, "--quiet")) { piso_set_quiet(1); continue; }
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(USAGE, stdout);
-            return 0;
-        }
-        return cli_usage_error("perplexity", "unknown argument '%s'\n%s", argv[i], USAGE);
-    }
-    if (!model || !text) return cli_usage_error("perplexity", "--model and --text are required\n%s", USAGE);
-    if (ctx < 0 || ctx > (1 << 20)) return cli_usage_error("perplexity", "--ctx %ld is out of range", ctx);
+    struct ppl_args a = {0};
+    int prc = cli_parse(&ppl_command, CLI_ALL_SECTIONS, argc, argv, &a.common);
+    if (prc != CLI_CONTINUE) return prc;
     char *buf;
     size_t len;
-    if (piso_read_file(text, &buf, &len) != 0) return cli_fail("perplexity", piso_last_error());
+    if (piso_read_file(a.text, &buf, &len) != 0) return cli_fail("perplexity", piso_last_error());
     struct piso_model *m;
-    if (piso_model_load(model, tok, &m) != 0) {
+    if (piso_model_load(a.model, a.tokenizer, &m) != 0) {
         free(buf);
         return cli_fail("perplexity", piso_last_error());
     }
     struct piso_ppl_result r;
-    int rc = piso_perplexity(m, buf, len, (int)ctx, &r);
+    int rc = piso_perplexity(m, buf, len, (int)a.ctx, &r);
     free(buf);
     piso_model_free(m);
     if (rc != 0) return cli_fail("perplexity", piso_last_error());
-    if (json)
-        printf("{\"ppl\": %.6f, \"nll\": %.6f, \"tokens\": %d, \"chunks\": %d, \"scored\": %d, \"seconds\": %.3f}\n", r.ppl,
-               r.nll, r.tokens, r.chunks, r.scored, r.seconds);
-    else
+    if (a.common.json) {
+        struct piso_json w;
+        piso_json_begin(&w, PISO_JSON_SPACED);
+        piso_json_fixed(&w, "ppl", r.ppl, 6);
+        piso_json_fixed(&w, "nll", r.nll, 6);
+        piso_json_int(&w, "tokens", r.tokens);
+        piso_json_int(&w, "chunks", r.chunks);
+        piso_json_int(&w, "scored", r.scored);
+        piso_json_fixed(&w, "seconds", r.seconds, 3);
+        if (piso_json_print(&w, stdout)) return cli_fail("perplexity", piso_last_error());
+    } else {
         printf("perplexity: %.4f  (nll %.6f over %d scored tokens; %d tokens, %d chunks; %.2f s)\n", r.ppl, r.nll,
                r.scored, r.tokens, r.chunks, r.seconds);
+    }
     return 0;
 }

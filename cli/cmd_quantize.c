@@ -1,140 +1,176 @@
-/* piso quantize — whole-model quantization. GGUF output (--type, or --out *.gguf) is handled by
- * cmd_quantize_gguf (llama.cpp block formats); everything else writes a Hugging Face directory. */
+/* piso quantize — whole-model quantization. GGUF output (--type, or --out *.gguf) is written by
+ * cli_quantize_gguf (llama.cpp block formats); everything else writes a Hugging Face directory. */
 #include "cli.h"
+#include "quantize.h"
 #include "piso/eval.h"
+#include "piso/json_out.h"
 #include "piso/pipeline.h"
 
-#include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int wants_gguf(int argc, char **argv) {
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], "--type") || !strncmp(argv[i], "--type=", 7)) return 1;
-        const char *out = NULL;
-        if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[i + 1];
-        if (!strncmp(argv[i], "--out=", 6)) out = argv[i] + 6;
-        if (out) {
-            size_t n = strlen(out);
-            if (n > 5 && !strcmp(out + n - 5, ".gguf")) return 1;
-        }
-    }
-    return 0;
-}
+enum { SECTION_COMMON = 1u << 0, SECTION_HF = 1u << 1, SECTION_GGUF = 1u << 2 };
 
-static const char *const usage =
-    "usage: piso quantize --model PATH [--tokenizer PATH] --calib FILE --format int2..int8|fp4_e2m1|...\n"
-    "         [--narrow] [--group G] [--rounding rtn|gptq|qronos]\n"
-    "         [--scale absmax|mse-grid|piso-datafree|piso-diag|piso|piso-seq]\n"
-    "         [--interleave none|layer|group] [--objective x-x|xq-xq|x-xq] [--act-order] [--damp F]\n"
-    "         [--nsamples N] [--seqlen L] [--seed S] --out DIR [--eval TEXT] [--ctx N] [--json] [--quiet]\n"
-    "  (--calib may be left out for RTN with a data-free scale: absmax, mse-grid, piso-datafree)\n";
+#define ARG(field) offsetof(struct cli_quantize_args, field)
 
-struct q_args {
-    const char *model, *tokenizer, *calib, *format, *out, *eval;
-    const char *rounding, *scale, *interleave, *objective;
-    long group, nsamples, seqlen, seed, ctx;
-    double damp;
-    int narrow, act_order, json, quiet;
+static const struct cli_option common_options[] = {
+    CLI_OPTION_MODEL(struct cli_quantize_args),
+    CLI_OPTION_TOKENIZER(struct cli_quantize_args),
+    {"--out", NULL, CLI_STRING, ARG(out), .arg = "PATH",
+     .help = "the output: a directory, or FILE.gguf for GGUF output", .required = 1},
+    {"--calib", NULL, CLI_STRING, ARG(calib), .arg = "FILE", .help = "calibration text"},
+    {0},
 };
 
-static int parse(int argc, char **argv, struct q_args *a) {
-    memset(a, 0, sizeof *a);
-    a->damp = -1, a->seed = 0, a->rounding = "gptq", a->scale = "piso";
-    for (int i = 0; i < argc; i++) {
-        const char *v = NULL;
-        if (cli_opt(argc, argv, &i, "--model", &a->model) || cli_opt(argc, argv, &i, "--tokenizer", &a->tokenizer) ||
-            cli_opt(argc, argv, &i, "--calib", &a->calib) || cli_opt(argc, argv, &i, "--format", &a->format) ||
-            cli_opt(argc, argv, &i, "--out", &a->out) || cli_opt(argc, argv, &i, "--eval", &a->eval) ||
-            cli_opt(argc, argv, &i, "--rounding", &a->rounding) || cli_opt(argc, argv, &i, "--scale", &a->scale) ||
-            cli_opt(argc, argv, &i, "--interleave", &a->interleave) ||
-            cli_opt(argc, argv, &i, "--objective", &a->objective) ||
-            cli_opt_int(argc, argv, &i, "--group", &a->group) || cli_opt_int(argc, argv, &i, "--nsamples", &a->nsamples) ||
-            cli_opt_int(argc, argv, &i, "--seqlen", &a->seqlen) || cli_opt_int(argc, argv, &i, "--seed", &a->seed) ||
-            cli_opt_int(argc, argv, &i, "--ctx", &a->ctx))
-            continue;
-        if (cli_opt(argc, argv, &i, "--damp", &v)) {
-            char *end;
-            a->damp = strtod(v, &end);
-            if (*end || a->damp < 0) return cli_usage_error("quantize", "--damp needs a number >= 0, got '%s'", v);
-            continue;
-        }
-        if (cli_flag(argc, argv, &i, "--narrow")) a->narrow = 1;
-        else if (cli_flag(argc, argv, &i, "--act-order")) a->act_order = 1;
-        else if (cli_flag(argc, argv, &i, "--json")) a->json = 1;
-        else if (cli_flag(argc, argv, &i, "--quiet")) a->quiet = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            fputs(usage, stdout);
-            return -2;
-        } else
-            return cli_usage_error("quantize", "unknown argument '%s'\n%s", argv[i], usage);
-    }
-    return 0;
-}
+static const char *const hf_roundings[] = {"rtn", "gptq", "qronos", NULL};
+static const char *const hf_scales[] = {"absmax", "mse-grid", "piso-datafree", "piso-diag", "piso", "piso-seq", NULL};
+static const char *const hf_interleaves[] = {"none", "layer", "group", NULL};
+static const char *const hf_objectives[] = {"x-x", "xq-xq", "x-xq", NULL};
+
+static const struct cli_option hf_options[] = {
+    {"--format", NULL, CLI_STRING, ARG(format), .arg = "FMT",
+     .help = "int2..int8, fp4_e2m1, e2m1, e2m3, e3m2, e4m3, e5m2", .required = 1},
+    {"--narrow", NULL, CLI_FLAG, ARG(narrow), .help = "symmetric integer range (int4: -7..7)"},
+    {"--group", NULL, CLI_INT, ARG(group), .arg = "G", .help = "group size along the input; 0: one scale per row",
+     .imin = 0, .imax = 1 << 20},
+    {"--rounding", NULL, CLI_CHOICE, ARG(rounding), .help = "error correction", .def = "gptq", .choices = hf_roundings},
+    {"--scale", NULL, CLI_CHOICE, ARG(scale),
+     .help = "scale method; --calib may be left out for rtn with a data-free\nscale (absmax, mse-grid, piso-datafree)",
+     .def = "piso", .choices = hf_scales},
+    {"--interleave", NULL, CLI_CHOICE, ARG(interleave),
+     .help = "when scales are refit during error correction; default: group\nwith --group, else layer",
+     .choices = hf_interleaves},
+    {"--objective", NULL, CLI_CHOICE, ARG(objective),
+     .help = "which inputs the layer error uses (float x, quantized xq);\ndefault: xq-xq for gptq, else x-xq",
+     .choices = hf_objectives},
+    {"--act-order", NULL, CLI_FLAG, ARG(act_order), .help = "quantize columns by decreasing Hessian diagonal"},
+    {"--damp", NULL, CLI_DOUBLE, ARG(damp), .arg = "F",
+     .help =
+         "Hessian damping: lambda = F * mean(diag H) (gptq, default 0.01)\nor F * sigma_max(H) (qronos, default 1e-6)",
+     .dmin = 0, .dmax = 1e6},
+    {"--nsamples", NULL, CLI_INT, ARG(nsamples), .arg = "N", .help = "calibration windows; 0: the pipeline's default",
+     .imin = 0, .imax = 1 << 20},
+    {"--seqlen", NULL, CLI_INT, ARG(seqlen), .arg = "L", .help = "tokens per window; 0: the pipeline's default",
+     .imin = 0, .imax = 1 << 20},
+    {"--seed", NULL, CLI_INT, ARG(seed), .arg = "S", .help = "seed of the window sampling", .imin = INT64_MIN,
+     .imax = INT64_MAX},
+    {"--eval", NULL, CLI_STRING, ARG(eval), .arg = "TEXT", .help = "a text file: perplexity before and after"},
+    {"--ctx", NULL, CLI_INT, ARG(ctx), .arg = "N", .help = "--eval chunk length; 0: min(512, the model's context)",
+     .imin = 0, .imax = 1 << 20},
+    {0},
+};
+
+static const char *const gguf_scales[] = {"piso", "llamacpp-ref", NULL};
+static const char *const gguf_weightings[] = {"raw", "blend", NULL};
+
+static const struct cli_option gguf_options[] = {
+    {"--type", NULL, CLI_STRING, ARG(type), .arg = "T",
+     .help = "ggml type of the weights: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1\nQ4_K Q5_K Q6_K IQ4_NL", .def = "Q8_0"},
+    {"--output-type", NULL, CLI_STRING, ARG(output_type), .arg = "T",
+     .help = "ggml type of output.weight; default: llama.cpp's rule"},
+    {"--scale", NULL, CLI_CHOICE, ARG(scale), .help = "block scales: piso's exact ones, or llama.cpp's reference rule",
+     .def = "piso", .choices = gguf_scales},
+    {"--imatrix", NULL, CLI_STRING, ARG(imatrix), .arg = "FILE",
+     .help = "weigh by this importance matrix (.gguf or .dat); not with --calib\n"
+             "(which computes one, plus dense Hessians)"},
+    {"--weighting", NULL, CLI_CHOICE, ARG(weighting),
+     .help = "blend: piso scales weigh by h*sqrt(s2 + x^2) (llama.cpp's imatrix\nblend), not h", .def = "raw",
+     .choices = gguf_weightings},
+    {"--ctx", NULL, CLI_INT, ARG(ctx), .arg = "N", .help = "--calib chunk length", .def = "512", .imin = 16,
+     .imax = 1 << 20},
+    {"--chunks", NULL, CLI_INT, ARG(chunks), .arg = "N", .help = "--calib chunks to use; 0: all", .imin = 0,
+     .imax = 1 << 30},
+    {0},
+};
+
+static const struct cli_section quantize_sections[] = {
+    {NULL, NULL, common_options},
+    {"Hugging Face output", "the default", hf_options},
+    {"GGUF output", "with --type T or --out FILE.gguf", gguf_options},
+    {0},
+};
+
+static const struct cli_command quantize_command = {
+    .name = "quantize",
+    .summary = "Quantize a whole model: a Hugging Face directory with piso's codes and scales (default),\n"
+               "or a llama.cpp GGUF file in ggml block formats.",
+    .usage = "--model PATH --out DIR --format FMT [--calib FILE] [options]\n"
+             "       piso quantize --model PATH --out FILE.gguf [--type T] [--calib FILE | --imatrix FILE] [options]",
+    .sections = quantize_sections,
+};
 
 /* quantization.json: everything needed to interpret the codes (no timings, so that outputs are
  * byte-identical across runs and thread counts). */
-static char *quantization_json(const struct q_args *a, const struct piso_pipeline_opts *po,
+static char *quantization_json(const struct cli_quantize_args *a, const struct piso_pipeline_opts *po,
                                const struct piso_calib *cal, const struct piso_pipeline_result *res,
                                const struct piso_model *m, double ppl_before, double ppl_after) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "quantizer", "piso");
-    cJSON_AddStringToObject(j, "format", po->ec.q.grid.name);
-    cJSON_AddBoolToObject(j, "narrow", a->narrow);
-    cJSON *gv = cJSON_AddArrayToObject(j, "grid");
-    for (int i = 0; i < po->ec.q.grid.n; i++) cJSON_AddItemToArray(gv, cJSON_CreateNumber(po->ec.q.grid.v[i]));
-    cJSON_AddStringToObject(j, "codes",
-                            po->ec.q.grid.is_int ? "integer grid value: weight = scale * code"
-                                                 : "index into grid: weight = scale * grid[code]");
-    cJSON_AddNumberToObject(j, "group", (double)a->group);
-    cJSON_AddStringToObject(j, "rounding", piso_rounding_name(po->rounding));
-    cJSON_AddStringToObject(j, "scale", piso_scale_method_name(po->ec.q.method));
-    cJSON_AddStringToObject(j, "interleave", piso_interleave_name(po->ec.interleave));
-    cJSON_AddStringToObject(j, "objective", piso_objective_name(po->objective));
-    cJSON_AddBoolToObject(j, "act_order", po->ec.act_order);
-    if (po->ec.damp >= 0) cJSON_AddNumberToObject(j, "damp", po->ec.damp);
-    else cJSON_AddNumberToObject(j, "damp", po->rounding == PISO_ROUND_QRONOS ? 1e-6 : 0.01);
-    cJSON_AddStringToObject(j, "damp_meaning", po->rounding == PISO_ROUND_QRONOS ? "lambda = damp * sigma_max(H)"
-                                                                                : "lambda = damp * mean(diag H)");
+    struct piso_json w;
+    piso_json_begin(&w, PISO_JSON_PRETTY);
+    piso_json_string(&w, "quantizer", "piso");
+    piso_json_string(&w, "format", po->ec.q.grid.name);
+    piso_json_bool(&w, "narrow", a->narrow);
+    piso_json_array_begin(&w, "grid");
+    for (int i = 0; i < po->ec.q.grid.n; i++) piso_json_number(&w, NULL, po->ec.q.grid.v[i]);
+    piso_json_array_end(&w);
+    piso_json_string(&w, "codes",
+                     po->ec.q.grid.is_int ? "integer grid value: weight = scale * code"
+                                          : "index into grid: weight = scale * grid[code]");
+    piso_json_number(&w, "group", (double)a->group);
+    piso_json_string(&w, "rounding", piso_rounding_name(po->rounding));
+    piso_json_string(&w, "scale", piso_scale_method_name(po->ec.q.method));
+    piso_json_string(&w, "interleave", piso_interleave_name(po->ec.interleave));
+    piso_json_string(&w, "objective", piso_objective_name(po->objective));
+    piso_json_bool(&w, "act_order", po->ec.act_order);
+    if (po->ec.damp >= 0)
+        piso_json_number(&w, "damp", po->ec.damp);
+    else
+        piso_json_number(&w, "damp", po->rounding == PISO_ROUND_QRONOS ? 1e-6 : 0.01);
+    piso_json_string(&w, "damp_meaning",
+                     po->rounding == PISO_ROUND_QRONOS ? "lambda = damp * sigma_max(H)"
+                                                       : "lambda = damp * mean(diag H)");
     if (cal) {
-        cJSON *c = cJSON_AddObjectToObject(j, "calibration");
-        cJSON_AddStringToObject(c, "file", a->calib);
-        cJSON_AddNumberToObject(c, "nsamples", cal->nsamples);
-        cJSON_AddNumberToObject(c, "seqlen", cal->seqlen);
-        cJSON_AddNumberToObject(c, "seed", (double)a->seed);
-        cJSON_AddNumberToObject(c, "text_tokens", cal->n_text_tokens);
+        piso_json_object_begin(&w, "calibration");
+        piso_json_string(&w, "file", a->calib);
+        piso_json_number(&w, "nsamples", cal->nsamples);
+        piso_json_number(&w, "seqlen", cal->seqlen);
+        piso_json_number(&w, "seed", (double)a->seed);
+        piso_json_number(&w, "text_tokens", cal->n_text_tokens);
+        piso_json_object_end(&w);
     }
-    cJSON_AddStringToObject(j, "source", a->model);
-    cJSON_AddStringToObject(j, "weights", "model.safetensors holds the dequantized weights (scale * code)");
-    cJSON_AddStringToObject(j, "tensors", "quantization.safetensors");
-    cJSON_AddStringToObject(j, "not_quantized", "embed_tokens, lm_head, norms");
+    piso_json_string(&w, "source", a->model);
+    piso_json_string(&w, "weights", "model.safetensors holds the dequantized weights (scale * code)");
+    piso_json_string(&w, "tensors", "quantization.safetensors");
+    piso_json_string(&w, "not_quantized", "embed_tokens, lm_head, norms");
     if (ppl_before > 0) {
-        cJSON *p = cJSON_AddObjectToObject(j, "perplexity");
-        cJSON_AddStringToObject(p, "text", a->eval);
-        cJSON_AddNumberToObject(p, "before", ppl_before);
-        cJSON_AddNumberToObject(p, "after", ppl_after);
+        piso_json_object_begin(&w, "perplexity");
+        piso_json_string(&w, "text", a->eval);
+        piso_json_number(&w, "before", ppl_before);
+        piso_json_number(&w, "after", ppl_after);
+        piso_json_object_end(&w);
     }
-    cJSON *L = cJSON_AddObjectToObject(j, "layers");
+    piso_json_object_begin(&w, "layers");
     char nm[160];
     for (int i = 0; i < res->n_layers; i++) {
         const struct piso_layer_report *r = &res->layers[i];
-        cJSON *o = cJSON_AddObjectToObject(L, r->name);
-        double shape[2] = {(double)r->N, (double)r->D};
-        cJSON_AddItemToObject(o, "shape", cJSON_CreateDoubleArray(shape, 2));
-        cJSON_AddNumberToObject(o, "group", r->group);
-        if (r->last_group != r->group) cJSON_AddNumberToObject(o, "last_group", r->last_group);
-        cJSON_AddNumberToObject(o, "n_groups", (double)r->n_groups);
+        piso_json_object_begin(&w, r->name);
+        piso_json_array_begin(&w, "shape");
+        piso_json_number(&w, NULL, (double)r->N);
+        piso_json_number(&w, NULL, (double)r->D);
+        piso_json_array_end(&w);
+        piso_json_number(&w, "group", r->group);
+        if (r->last_group != r->group) piso_json_number(&w, "last_group", r->last_group);
+        piso_json_number(&w, "n_groups", (double)r->n_groups);
         snprintf(nm, sizeof nm, "%s.scales", r->name);
-        cJSON_AddStringToObject(o, "scales", nm);
+        piso_json_string(&w, "scales", nm);
         snprintf(nm, sizeof nm, "%s.codes", r->name);
-        cJSON_AddStringToObject(o, "codes", nm);
-        cJSON_AddNumberToObject(o, "rel_err", r->rel_err);
-        cJSON_AddNumberToObject(o, "rel_err_absmax_rtn", r->rel_err_absmax);
+        piso_json_string(&w, "codes", nm);
+        piso_json_number(&w, "rel_err", r->rel_err);
+        piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
+        piso_json_object_end(&w);
     }
+    piso_json_object_end(&w);
     (void)m;
-    char *s = cJSON_Print(j);
-    cJSON_Delete(j);
-    return s;
+    return piso_json_finish(&w);
 }
 
 static double eval_ppl(const struct piso_model *m, const char *text, size_t len, int ctx) {
@@ -143,16 +179,18 @@ static double eval_ppl(const struct piso_model *m, const char *text, size_t len,
     return r.ppl;
 }
 
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = s ? strlen(s) : 0, k = strlen(suffix);
+    return n > k && !strcmp(s + n - k, suffix);
+}
+
 int cmd_quantize(int argc, char **argv) {
-    if (wants_gguf(argc, argv)) return cmd_quantize_gguf(argc, argv);
-    struct q_args a;
-    int prc = parse(argc, argv, &a);
-    if (prc == -2) return 0;
-    if (prc) return prc;
-    if (!a.model) return cli_usage_error("quantize", "--model is required\n%s", usage);
-    if (!a.out) return cli_usage_error("quantize", "--out is required\n%s", usage);
-    if (!a.format) return cli_usage_error("quantize", "--format is required (e.g. int4)\n%s", usage);
-    if (a.quiet) piso_set_quiet(1);
+    /* --type, or an output named *.gguf, asks for a GGUF file; otherwise a Hugging Face directory */
+    int gguf = cli_peek(argc, argv, "--type") || ends_with(cli_peek(argc, argv, "--out"), ".gguf");
+    struct cli_quantize_args a = {.damp = -1};
+    int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF), argc, argv, &a.common);
+    if (prc != CLI_CONTINUE) return prc;
+    if (gguf) return cli_quantize_gguf(&a);
 
     struct piso_pipeline_opts po;
     memset(&po, 0, sizeof po);
@@ -162,28 +200,24 @@ int cmd_quantize(int argc, char **argv) {
         snprintf(msg, sizeof msg, "unsupported --format '%s' (%s)", a.format, piso_last_error());
         return cli_fail("quantize", msg);
     }
-    if (piso_rounding_from_name(a.rounding, &po.rounding))
-        return cli_usage_error("quantize", "unknown --rounding '%s' (rtn, gptq, qronos)", a.rounding);
-    if (piso_scale_method_from_name(a.scale, &po.ec.q.method))
-        return cli_usage_error("quantize", "unknown --scale '%s' (absmax, mse-grid, piso-datafree, piso-diag, piso, piso-seq)",
-                               a.scale);
-    if (a.group < 0 || a.group > 1 << 20) return cli_usage_error("quantize", "--group must be >= 0");
     po.ec.q.group = (int)a.group;
     po.ec.q.allow_negative = 1;
     po.ec.act_order = a.act_order;
     po.ec.damp = a.damp;
     po.ec.interleave = a.group > 0 ? PISO_INTERLEAVE_GROUP : PISO_INTERLEAVE_LAYER;
-    if (a.interleave && piso_interleave_from_name(a.interleave, &po.ec.interleave))
-        return cli_usage_error("quantize", "unknown --interleave '%s' (none, layer, group)", a.interleave);
+    int unknown = piso_rounding_from_name(a.rounding, &po.rounding);
     po.objective = po.rounding == PISO_ROUND_GPTQ ? PISO_OBJ_XQ_XQ : PISO_OBJ_X_XQ;
-    if (a.objective && piso_objective_from_name(a.objective, &po.objective))
-        return cli_usage_error("quantize", "unknown --objective '%s' (x-x, xq-xq, x-xq)", a.objective);
+    /* the option table lists only names the library knows, so none of these fails */
+    unknown |= piso_scale_method_from_name(a.scale, &po.ec.q.method);
+    if (a.interleave) unknown |= piso_interleave_from_name(a.interleave, &po.ec.interleave);
+    if (a.objective) unknown |= piso_objective_from_name(a.objective, &po.objective);
+    if (unknown) return cli_fail("quantize", "internal error: an option value the library does not know");
     int data_free = po.rounding == PISO_ROUND_RTN &&
                     (po.ec.q.method == PISO_SCALE_ABSMAX || po.ec.q.method == PISO_SCALE_MSE_GRID ||
                      po.ec.q.method == PISO_SCALE_PISO_DATAFREE);
     if (!a.calib && !data_free)
-        return cli_usage_error("quantize", "--calib FILE is required for %s with --scale %s", a.rounding, a.scale);
-    if (a.nsamples < 0 || a.seqlen < 0) return cli_usage_error("quantize", "--nsamples and --seqlen must be > 0");
+        return cli_usage_error("quantize", "option --calib: required for --rounding %s with --scale %s", a.rounding,
+                               a.scale);
 
     struct piso_model *mq = NULL, *mf = NULL;
     struct piso_calib cal;
@@ -201,8 +235,8 @@ int cmd_quantize(int argc, char **argv) {
         piso_errorf("model %s carries no tokenizer (pass --tokenizer)", a.model);
         goto fail;
     }
-    if (a.calib && piso_calib_load(mq->tok, a.calib, (int)a.nsamples, (int)a.seqlen, mq->cfg.max_seq_len,
-                                   (uint64_t)a.seed, &cal))
+    if (a.calib &&
+        piso_calib_load(mq->tok, a.calib, (int)a.nsamples, (int)a.seqlen, mq->cfg.max_seq_len, (uint64_t)a.seed, &cal))
         goto fail;
     if (piso_model_load(a.model, a.tokenizer, &mf) || piso_model_make_writable(mq)) goto fail;
     int ctx = a.ctx > 0 ? (int)a.ctx : 0; /* 0: the evaluator's default, min(512, model context) */
@@ -232,8 +266,10 @@ int cmd_quantize(int argc, char **argv) {
     /* tokenizer.json: the given one, or the HF source's, else generated */
     if (a.tokenizer) {
         size_t n = strlen(a.tokenizer);
-        if (n >= 14 && !strcmp(a.tokenizer + n - 14, "tokenizer.json")) tokjson = strdup(a.tokenizer);
-        else if (piso_is_dir(a.tokenizer)) tokjson = piso_path_join(a.tokenizer, "tokenizer.json");
+        if (n >= 14 && !strcmp(a.tokenizer + n - 14, "tokenizer.json"))
+            tokjson = strdup(a.tokenizer);
+        else if (piso_is_dir(a.tokenizer))
+            tokjson = piso_path_join(a.tokenizer, "tokenizer.json");
     } else if (piso_is_dir(a.model)) {
         tokjson = piso_path_join(a.model, "tokenizer.json");
         srcdir = strdup(a.model);
@@ -243,46 +279,45 @@ int cmd_quantize(int argc, char **argv) {
     if (piso_hf_export(mq, a.out, &eo)) goto fail;
     double secs = piso_time() - t0;
     piso_log("wrote %s (%.1fs)\n", a.out, secs);
-    if (a.json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "model", a.model);
-        cJSON_AddStringToObject(j, "out", a.out);
-        cJSON_AddStringToObject(j, "format", po.ec.q.grid.name);
-        cJSON_AddNumberToObject(j, "group", (double)a.group);
-        cJSON_AddStringToObject(j, "rounding", piso_rounding_name(po.rounding));
-        cJSON_AddStringToObject(j, "scale", piso_scale_method_name(po.ec.q.method));
-        cJSON_AddStringToObject(j, "interleave", piso_interleave_name(po.ec.interleave));
-        cJSON_AddStringToObject(j, "objective", piso_objective_name(po.objective));
-        cJSON_AddBoolToObject(j, "act_order", po.ec.act_order);
+    if (a.common.json) {
+        struct piso_json w;
+        piso_json_begin(&w, PISO_JSON_COMPACT);
+        piso_json_string(&w, "model", a.model);
+        piso_json_string(&w, "out", a.out);
+        piso_json_string(&w, "format", po.ec.q.grid.name);
+        piso_json_number(&w, "group", (double)a.group);
+        piso_json_string(&w, "rounding", piso_rounding_name(po.rounding));
+        piso_json_string(&w, "scale", piso_scale_method_name(po.ec.q.method));
+        piso_json_string(&w, "interleave", piso_interleave_name(po.ec.interleave));
+        piso_json_string(&w, "objective", piso_objective_name(po.objective));
+        piso_json_bool(&w, "act_order", po.ec.act_order);
         /* without --calib (data-free RTN) the per-layer errors are measured on a single BOS token */
-        cJSON_AddBoolToObject(j, "calibrated", a.calib != NULL);
-        cJSON_AddNumberToObject(j, "nsamples", a.calib ? cal.nsamples : 0);
-        cJSON_AddNumberToObject(j, "seqlen", a.calib ? cal.seqlen : 0);
+        piso_json_bool(&w, "calibrated", a.calib != NULL);
+        piso_json_number(&w, "nsamples", a.calib ? cal.nsamples : 0);
+        piso_json_number(&w, "seqlen", a.calib ? cal.seqlen : 0);
         if (ppl_before > 0) {
-            cJSON_AddNumberToObject(j, "perplexity_before", ppl_before);
-            cJSON_AddNumberToObject(j, "perplexity_after", ppl_after);
+            piso_json_number(&w, "perplexity_before", ppl_before);
+            piso_json_number(&w, "perplexity_after", ppl_after);
         }
-        cJSON_AddNumberToObject(j, "seconds_quantize", res.seconds);
-        cJSON_AddNumberToObject(j, "seconds", secs);
-        cJSON *L = cJSON_AddArrayToObject(j, "layers");
+        piso_json_number(&w, "seconds_quantize", res.seconds);
+        piso_json_number(&w, "seconds", secs);
+        piso_json_array_begin(&w, "layers");
         for (int i = 0; i < res.n_layers; i++) {
             const struct piso_layer_report *r = &res.layers[i];
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "name", r->name);
-            cJSON_AddNumberToObject(o, "rows", (double)r->N);
-            cJSON_AddNumberToObject(o, "cols", (double)r->D);
-            cJSON_AddNumberToObject(o, "group", r->group);
-            if (r->last_group != r->group) cJSON_AddNumberToObject(o, "last_group", r->last_group);
-            cJSON_AddNumberToObject(o, "rel_err", r->rel_err);
-            cJSON_AddNumberToObject(o, "rel_err_absmax_rtn", r->rel_err_absmax);
-            cJSON_AddNumberToObject(o, "objective", r->objective);
-            cJSON_AddNumberToObject(o, "seconds", r->seconds);
-            cJSON_AddItemToArray(L, o);
+            piso_json_object_begin(&w, NULL);
+            piso_json_string(&w, "name", r->name);
+            piso_json_number(&w, "rows", (double)r->N);
+            piso_json_number(&w, "cols", (double)r->D);
+            piso_json_number(&w, "group", r->group);
+            if (r->last_group != r->group) piso_json_number(&w, "last_group", r->last_group);
+            piso_json_number(&w, "rel_err", r->rel_err);
+            piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
+            piso_json_number(&w, "objective", r->objective);
+            piso_json_number(&w, "seconds", r->seconds);
+            piso_json_object_end(&w);
         }
-        char *s = cJSON_PrintUnformatted(j);
-        printf("%s\n", s);
-        free(s);
-        cJSON_Delete(j);
+        piso_json_array_end(&w);
+        if (piso_json_print(&w, stdout)) goto fail;
     }
     rc = 0;
 fail:

@@ -414,7 +414,6 @@ static void test_bad_files(void) {
     write_problem(p, N, D, W, H, NULL, 0, NULL, NULL);
     expect_error(p, "--format int4 --group 3", "does not divide");
     expect_error(p, "--format int42", "int42");
-    expect_error(p, "--format int4 --scale magic", "magic");
 
     write_problem(p, N, D, W, NULL, NULL, 0, NULL, NULL);
     expect_error(p, "--format int4", "'hessian'");

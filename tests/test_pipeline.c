@@ -47,7 +47,7 @@ static void test_errors(void) {
         {"--calib SHORT --format int4 --seqlen 128", "shorter than one window"},
         {"--calib SHORT --format int4", "shorter than one window"},
         {"--calib CALIB --format int9", "unsupported --format"},
-        {"--calib CALIB --format int4 --rounding foo", "unknown --rounding"},
+        {"--calib CALIB --format int4 --rounding foo", "option --rounding: unknown value 'foo'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char extra[1024];

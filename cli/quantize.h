@@ -1,0 +1,26 @@
+/* cli/quantize.h — the arguments of `piso quantize`, shared by its two outputs: a Hugging Face
+ * directory (cmd_quantize.c) and a llama.cpp GGUF file (cmd_quantize_gguf.c). One option table
+ * (in cmd_quantize.c) declares both, in sections. */
+#ifndef PISO_CLI_QUANTIZE_H
+#define PISO_CLI_QUANTIZE_H
+
+#include "options.h"
+
+struct cli_quantize_args {
+    struct cli_common common;
+    const char *model, *tokenizer, *calib, *out, *scale;
+    int64_t ctx;
+    /* Hugging Face output */
+    const char *format, *rounding, *interleave, *objective, *eval;
+    int64_t group, nsamples, seqlen, seed;
+    double damp; /* < 0: the rounding's default */
+    int narrow, act_order;
+    /* GGUF output */
+    const char *type, *imatrix, *output_type, *weighting;
+    int64_t chunks;
+};
+
+/* Writes the GGUF file a asks for; returns the exit code. */
+int cli_quantize_gguf(const struct cli_quantize_args *a);
+
+#endif
