@@ -41,7 +41,8 @@ void piso_la_gram_add(double *acc, const float *A, const float *B, int64_t t, in
  * definite (A is then unspecified). */
 int64_t piso_la_cholesky_upper(double *A, int64_t n);
 
-/* In place: A [n, n] symmetric positive definite → A⁻¹ (full, symmetric). Returns 0 or as above. */
+/* In place: A [n, n] symmetric positive definite → A⁻¹ (full, symmetric). Returns 0 or as above, or
+ * −1 when out of memory (A is then unspecified). */
 int64_t piso_la_spd_inverse(double *A, int64_t n);
 
 /* How much damping λ to add to H's diagonal before factoring it. */
