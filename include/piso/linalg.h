@@ -74,4 +74,8 @@ int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const 
  * normalised all-ones vector (deterministic); 0 for a zero matrix. */
 double piso_la_power_iteration(const float *A, int64_t n, int iters);
 
+/* Benchmark reference only (bench/bench_linalg.c): the same factor as piso_la_cholesky_upper of
+ * piso_la_spd_inverse(A) (upper, strict lower left unspecified), by plain LAPACK on one thread. */
+int64_t piso_la_reference_inverse_factor_1t(double *A, int64_t n);
+
 #endif

@@ -17,8 +17,8 @@
 
 /* Right-looking blocked upper Cholesky of A [n, n] (leading dimension n), in place, upper triangle
  * only. Per diagonal block k: factor it (LAPACK, one thread), solve the panel to its right in
- * column tiles in parallel, subtract the panel's outer product from the trailing upper tiles in
- * parallel (SYRK on diagonal tiles, GEMM elsewhere). */
+ * column chunks in parallel, subtract the panel's outer product from the trailing upper triangle in
+ * parallel (row tiles × column chunks; SYRK on diagonal tiles, GEMM elsewhere). */
 static int64_t la_cholesky_blocked(double *A, int64_t n) {
     for (int64_t k0 = 0; k0 < n; k0 += LA_TILE) {
         int64_t kb = la_min(LA_TILE, n - k0), c0 = k0 + kb, rest = n - c0;
@@ -29,11 +29,11 @@ static int64_t la_cholesky_blocked(double *A, int64_t n) {
         la_pin_end(pin);
         if (info != 0) return info > 0 ? k0 + (int64_t)info : k0 + 1;
         if (rest == 0) break;
-        int64_t t = la_ntiles(rest);
+        int64_t t = la_ntiles(rest), wide = la_ntiles_wide(rest);
         int par = (double)rest * rest * kb > LA_PAR_MIN_WORK;
 #pragma omp parallel for schedule(dynamic, 1) if (par)
-        for (int64_t tj = 0; tj < t; tj++) { /* panel: U_kkᵀ · X = A[k, tj] */
-            int64_t j0 = c0 + tj * LA_TILE, w = la_min(LA_TILE, n - j0);
+        for (int64_t tj = 0; tj < wide; tj++) { /* panel: U_kkᵀ · X = A[k, chunk tj] */
+            int64_t j0 = c0 + tj * LA_WIDE, w = la_min(LA_WIDE, n - j0);
             int p = la_pin_begin();
             cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, (int)kb, (int)w, 1.0, Ukk,
                         (int)n, A + k0 * n + j0, (int)n);
@@ -41,18 +41,20 @@ static int64_t la_cholesky_blocked(double *A, int64_t n) {
         }
         const double *P = A + k0 * n; /* the solved panel rows [kb, n] */
 #pragma omp parallel for schedule(dynamic, 1) if (par)
-        for (int64_t b = 0; b < t * (t + 1) / 2; b++) { /* trailing update of tile (I, J), I ≤ J */
-            int64_t ti, tj;
-            la_upper_tile(b, t, &ti, &tj);
-            int64_t i0 = c0 + ti * LA_TILE, j0 = c0 + tj * LA_TILE;
-            int64_t h = la_min(LA_TILE, n - i0), w = la_min(LA_TILE, n - j0);
+        for (int64_t b = 0; b < t * wide; b++) {
+            /* trailing update, row tile ti × the LA_WIDE columns chunk tc of its upper part: wide
+             * GEMMs pack the panel less often than square tiles would */
+            int64_t ti = b / wide, i0 = c0 + ti * LA_TILE, j0 = i0 + (b % wide) * LA_WIDE;
+            if (j0 >= n) continue;
+            int64_t h = la_min(LA_TILE, n - i0), w = la_min(LA_WIDE, n - j0);
             int p = la_pin_begin();
-            if (ti == tj)
+            if (j0 == i0) /* the diagonal tile's upper triangle by SYRK, the rest of the chunk by GEMM */
                 cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)h, (int)kb, -1.0, P + i0, (int)n, 1.0,
                             A + i0 * n + i0, (int)n);
-            else
-                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)h, (int)w, (int)kb, -1.0, P + i0, (int)n,
-                            P + j0, (int)n, 1.0, A + i0 * n + j0, (int)n);
+            int64_t g0 = j0 == i0 ? i0 + h : j0, gw = j0 + w - g0;
+            if (gw > 0)
+                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)h, (int)gw, (int)kb, -1.0, P + i0, (int)n,
+                            P + g0, (int)n, 1.0, A + i0 * n + g0, (int)n);
             la_pin_end(p);
         }
     }
@@ -190,4 +192,18 @@ int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const 
     }
     if (out) *out = d;
     return 0;
+}
+
+/* The factor as piso computed it before src/linalg was blocked: LAPACK dpotrf + dpotri + dpotrf
+ * with OpenBLAS on one thread. Kept only as the reference that bench_linalg times against. */
+int64_t piso_la_reference_inverse_factor_1t(double *A, int64_t n) {
+    int pin = la_pin_begin();
+    lapack_int info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n);
+    if (info == 0) info = LAPACKE_dpotri_work(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n);
+    if (info == 0)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < i; j++) A[i * n + j] = A[j * n + i];
+    if (info == 0) info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n);
+    la_pin_end(pin);
+    return info > 0 ? (int64_t)info : info < 0 ? -1 : 0;
 }

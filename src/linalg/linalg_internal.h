@@ -28,6 +28,9 @@ static inline void la_pin_end(int saved) {
 
 static inline int64_t la_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t la_ntiles(int64_t n) { return (n + LA_TILE - 1) / LA_TILE; }
+/* Chunks of a factorization's trailing row tiles: wider, so each GEMM packs its panel less often. */
+#define LA_WIDE (4 * LA_TILE)
+static inline int64_t la_ntiles_wide(int64_t n) { return (n + LA_WIDE - 1) / LA_WIDE; }
 
 /* The upper tiles (ti ≤ tj) of a t × t tiling, numbered row by row: tile b → (ti, tj). */
 static inline void la_upper_tile(int64_t b, int64_t t, int64_t *ti, int64_t *tj) {
