@@ -21,6 +21,12 @@ void piso_la_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, fl
 void piso_la_dgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
                    int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc);
 
+/* The same product as one single-threaded BLAS call on the calling thread, for callers that already
+ * give each thread its own products (e.g. one attention head per thread); also bit-identical for any
+ * thread count. */
+void piso_la_sgemm_1t(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
 /* C[n, n] = alpha · AᵀA + beta · C for A [k, n]; both triangles of C are written (symmetric). */
 void piso_la_ssyrk_t(int64_t n, int64_t k, float alpha, const float *A, int64_t lda, float beta, float *C,
                      int64_t ldc);

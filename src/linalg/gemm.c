@@ -12,90 +12,83 @@
 
 static CBLAS_TRANSPOSE la_trans(int t) { return t ? CblasTrans : CblasNoTrans; }
 
-/* The tile (r0, c0) of op(A)·op(B): where its rows of op(A) and columns of op(B) start. */
-#define LA_A_ROWS(A, lda, trans_a, r0) ((trans_a) ? (A) + (r0) : (A) + (r0) * (lda))
-#define LA_B_COLS(B, ldb, trans_b, c0) ((trans_b) ? (B) + (c0) * (ldb) : (B) + (c0))
+/* One tile: a single-threaded BLAS call, fp32 or fp64 (the pointers point at the tile's start). */
+static void la_gemm_tile(int dbl, int trans_a, int trans_b, int64_t m, int64_t n, int64_t K, double alpha,
+                         const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc) {
+    int pin = la_pin_begin();
+    if (dbl)
+        cblas_dgemm(CblasRowMajor, la_trans(trans_a), la_trans(trans_b), (int)m, (int)n, (int)K, alpha, A, (int)lda,
+                    B, (int)ldb, beta, C, (int)ldc);
+    else
+        cblas_sgemm(CblasRowMajor, la_trans(trans_a), la_trans(trans_b), (int)m, (int)n, (int)K, (float)alpha, A,
+                    (int)lda, B, (int)ldb, (float)beta, C, (int)ldc);
+    la_pin_end(pin);
+}
+
+/* C = alpha·op(A)·op(B) + beta·C in LA_TILE × LA_TILE tiles of C; upper_only: only the tiles on and
+ * above the diagonal (M = N). es: bytes per element (4 or 8). */
+static void la_gemm_tiled(size_t es, int upper_only, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                          double alpha, const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C,
+                          int64_t ldc) {
+    int64_t tr = la_ntiles(M), tc = la_ntiles(N), nt = upper_only ? tr * (tr + 1) / 2 : tr * tc;
+    double work = (double)M * N * K / (upper_only ? 2 : 1);
+#pragma omp parallel for schedule(dynamic, 1) if (work > LA_PAR_MIN_WORK)
+    for (int64_t b = 0; b < nt; b++) {
+        int64_t ti = b / tc, tj = b % tc;
+        if (upper_only) la_upper_tile(b, tr, &ti, &tj);
+        int64_t r0 = ti * LA_TILE, c0 = tj * LA_TILE;
+        const char *a = (const char *)A + es * (size_t)(trans_a ? r0 : r0 * lda);
+        const char *bt = (const char *)B + es * (size_t)(trans_b ? c0 * ldb : c0);
+        la_gemm_tile(es == 8, trans_a, trans_b, la_min(LA_TILE, M - r0), la_min(LA_TILE, N - c0), K, alpha, a, lda,
+                     bt, ldb, beta, (char *)C + es * (size_t)(r0 * ldc + c0), ldc);
+    }
+}
 
 void piso_la_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    int64_t tr = la_ntiles(M), tc = la_ntiles(N);
-#pragma omp parallel for schedule(dynamic, 1) if ((double)M * N * K > LA_PAR_MIN_WORK)
-    for (int64_t b = 0; b < tr * tc; b++) {
-        int64_t r0 = (b / tc) * LA_TILE, c0 = (b % tc) * LA_TILE;
-        int64_t m = la_min(LA_TILE, M - r0), n = la_min(LA_TILE, N - c0);
-        int pin = la_pin_begin();
-        cblas_sgemm(CblasRowMajor, la_trans(trans_a), la_trans(trans_b), (int)m, (int)n, (int)K, alpha,
-                    LA_A_ROWS(A, lda, trans_a, r0), (int)lda, LA_B_COLS(B, ldb, trans_b, c0), (int)ldb, beta,
-                    C + r0 * ldc + c0, (int)ldc);
-        la_pin_end(pin);
-    }
+    la_gemm_tiled(sizeof *C, 0, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void piso_la_sgemm_1t(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    la_gemm_tile(0, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void piso_la_dgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
                    int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc) {
-    int64_t tr = la_ntiles(M), tc = la_ntiles(N);
-#pragma omp parallel for schedule(dynamic, 1) if ((double)M * N * K > LA_PAR_MIN_WORK)
-    for (int64_t b = 0; b < tr * tc; b++) {
-        int64_t r0 = (b / tc) * LA_TILE, c0 = (b % tc) * LA_TILE;
-        int64_t m = la_min(LA_TILE, M - r0), n = la_min(LA_TILE, N - c0);
-        int pin = la_pin_begin();
-        cblas_dgemm(CblasRowMajor, la_trans(trans_a), la_trans(trans_b), (int)m, (int)n, (int)K, alpha,
-                    LA_A_ROWS(A, lda, trans_a, r0), (int)lda, LA_B_COLS(B, ldb, trans_b, c0), (int)ldb, beta,
-                    C + r0 * ldc + c0, (int)ldc);
-        la_pin_end(pin);
-    }
+    la_gemm_tiled(sizeof *C, 0, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-/* Copies the upper triangle of C [n, n] into the lower one, in parallel over rows. */
-static void la_mirror_s(float *C, int64_t n, int64_t ldc) {
+/* Only the tiles on and above the diagonal are computed (as GEMM tiles of AᵀA), then the upper
+ * triangle is copied into the lower one, so C is exactly symmetric. */
+static void la_syrk_t(size_t es, int64_t n, int64_t k, double alpha, const void *A, int64_t lda, double beta,
+                      void *C, int64_t ldc) {
+    la_gemm_tiled(es, 1, 1, 0, n, n, k, alpha, A, lda, A, lda, beta, C, ldc);
+    double *cd = C;
+    float *cs = C;
 #pragma omp parallel for schedule(static) if ((double)n * n > LA_PAR_MIN_WORK / 16)
     for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < i; j++) C[i * ldc + j] = C[j * ldc + i];
-}
-static void la_mirror_d(double *C, int64_t n, int64_t ldc) {
-#pragma omp parallel for schedule(static) if ((double)n * n > LA_PAR_MIN_WORK / 16)
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < i; j++) C[i * ldc + j] = C[j * ldc + i];
+        for (int64_t j = 0; j < i; j++) {
+            if (es == 8) cd[i * ldc + j] = cd[j * ldc + i];
+            else cs[i * ldc + j] = cs[j * ldc + i];
+        }
 }
 
-/* Only the tiles on and above the diagonal are computed (as GEMM tiles: the same per-element sums
- * as piso_la_?gemm(1, 0, ...) on AᵀA), then mirrored, so C is exactly symmetric. */
 void piso_la_ssyrk_t(int64_t n, int64_t k, float alpha, const float *A, int64_t lda, float beta, float *C,
                      int64_t ldc) {
-    int64_t t = la_ntiles(n);
-#pragma omp parallel for schedule(dynamic, 1) if ((double)n * n * k / 2 > LA_PAR_MIN_WORK)
-    for (int64_t b = 0; b < t * (t + 1) / 2; b++) {
-        int64_t ti, tj;
-        la_upper_tile(b, t, &ti, &tj);
-        int64_t r0 = ti * LA_TILE, c0 = tj * LA_TILE, m = la_min(LA_TILE, n - r0), w = la_min(LA_TILE, n - c0);
-        int pin = la_pin_begin();
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)w, (int)k, alpha, A + r0, (int)lda,
-                    A + c0, (int)lda, beta, C + r0 * ldc + c0, (int)ldc);
-        la_pin_end(pin);
-    }
-    la_mirror_s(C, n, ldc);
+    la_syrk_t(sizeof *C, n, k, alpha, A, lda, beta, C, ldc);
 }
 
 void piso_la_dsyrk_t(int64_t n, int64_t k, double alpha, const double *A, int64_t lda, double beta, double *C,
                      int64_t ldc) {
-    int64_t t = la_ntiles(n);
-#pragma omp parallel for schedule(dynamic, 1) if ((double)n * n * k / 2 > LA_PAR_MIN_WORK)
-    for (int64_t b = 0; b < t * (t + 1) / 2; b++) {
-        int64_t ti, tj;
-        la_upper_tile(b, t, &ti, &tj);
-        int64_t r0 = ti * LA_TILE, c0 = tj * LA_TILE, m = la_min(LA_TILE, n - r0), w = la_min(LA_TILE, n - c0);
-        int pin = la_pin_begin();
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)m, (int)w, (int)k, alpha, A + r0, (int)lda,
-                    A + c0, (int)lda, beta, C + r0 * ldc + c0, (int)ldc);
-        la_pin_end(pin);
-    }
-    la_mirror_d(C, n, ldc);
+    la_syrk_t(sizeof *C, n, k, alpha, A, lda, beta, C, ldc);
 }
 
 void piso_la_gram_add(double *acc, const float *A, const float *B, int64_t t, int64_t n, int64_t m,
                       float *scratch) {
-    if (A == B && n == m) piso_la_ssyrk_t(n, t, 1.0f, A, n, 0.0f, scratch, n);
-    else piso_la_sgemm(1, 0, n, m, t, 1.0f, A, n, B, m, 0.0f, scratch, m);
+    /* a full GEMM also when B == A: BLAS does not give Aᵀ·A exactly symmetric, so SYRK's mirrored
+     * lower triangle would move the bits of every Hessian the pipeline has computed so far */
+    piso_la_sgemm(1, 0, n, m, t, 1.0f, A, n, B, m, 0.0f, scratch, m);
 #pragma omp parallel for schedule(static) if ((double)n * m > LA_PAR_MIN_WORK / 16)
     for (int64_t i = 0; i < n * m; i++) acc[i] += scratch[i];
 }

@@ -112,7 +112,7 @@ static int attention(const struct piso_config *c, const float *q, const float *k
         for (int h = 0; h < c->n_heads; h++) {
             if (!S) continue;
             const float *qh = q + (size_t)h * hd, *kh = k + (size_t)(h / group) * hd, *vh = v + (size_t)(h / group) * hd;
-            piso_la_sgemm(0, 1, n, T, hd, scale, qh, Hq, kh, Hkv, 0.0f, S, T);
+            piso_la_sgemm_1t(0, 1, n, T, hd, scale, qh, Hq, kh, Hkv, 0.0f, S, T);
             for (int i = 0; i < n; i++) {
                 float *s = S + (size_t)i * T;
                 int last = pos0 + i; /* keys 0..last are visible */
@@ -127,7 +127,7 @@ static int attention(const struct piso_config *c, const float *q, const float *k
                 for (int j = 0; j <= last; j++) s[j] *= inv;
                 for (int j = last + 1; j < T; j++) s[j] = 0.0f;
             }
-            piso_la_sgemm(0, 0, n, hd, T, 1.0f, S, T, vh, Hkv, 0.0f, out + (size_t)h * hd, Hq);
+            piso_la_sgemm_1t(0, 0, n, hd, T, 1.0f, S, T, vh, Hkv, 0.0f, out + (size_t)h * hd, Hq);
         }
         free(S);
     }
