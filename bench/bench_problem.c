@@ -6,9 +6,9 @@
  *
  * usage: bench_problem OUT.safetensors [N D T] [--inputs] [--from MODEL.safetensors TENSOR]
  * (with --from, N and D come from the tensor: pass 0 0 T to set T) */
+#include "piso/linalg.h"
 #include "piso/safetensors.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,8 +62,7 @@ int main(int argc, char **argv) {
     for (int64_t k = 0; k < T * D; k++) Z[k] = nrand();
     for (int64_t k = 0; k < D * D; k++) M[k] = nrand() / sqrtf((float)D);
     for (int64_t i = 0; i < D; i++) M[i * D + i] += 1.0f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)D, (int)D, 1.0f, Z, (int)D, M, (int)D, 0.0f,
-                X, (int)D);
+    piso_la_sgemm(0, 0, T, D, D, 1.0f, Z, D, M, D, 0.0f, X, D);
     for (int64_t t = 0; t < T; t++)
         for (int64_t j = 3; j < D; j += 512) X[t * D + j] *= 20.0f;
     struct piso_st_writer *wr = piso_st_writer_new();
@@ -76,7 +75,7 @@ int main(int argc, char **argv) {
         piso_st_writer_add(wr, "inputs_float", PISO_DTYPE_F32, 2, sx, X);
     } else {
         H = malloc(sizeof(float) * (size_t)(D * D));
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)D, (int)T, 1.0f / (float)T, X, (int)D, 0.0f, H, (int)D);
+        piso_la_ssyrk_t(D, T, 1.0f / (float)T, X, D, 0.0f, H, D);
         for (int64_t i = 0; i < D; i++)
             for (int64_t j = i + 1; j < D; j++) H[j * D + i] = H[i * D + j];
         piso_st_writer_add(wr, "hessian", PISO_DTYPE_F32, 2, sh, H);

@@ -6,9 +6,9 @@
  * (the same rows for every method), so methods compare on equal footing.
  *
  * usage: bench_scales [D] [rows-for-slow-methods] [T] [only-this-method] */
+#include "piso/linalg.h"
 #include "piso/quant.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,20 +47,20 @@ int main(int argc, char **argv) {
     for (size_t k = 0; k < (size_t)N * D; k++) W[k] = 0.02f * nrand() * (urand() < 0.01 ? 4.0f : 1.0f);
 
     /* reference: one D³ sgemm (after a warm-up, which also produces X when T == D) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, D, 1.0f, Z, D, M, D, 0.0f, X, D);
+    piso_la_sgemm(0, 0, T, D, D, 1.0f, Z, D, M, D, 0.0f, X, D);
     /* the best of three, so that a busy machine disturbs the reference as little as possible */
     float *C = malloc(sizeof(float) * DD);
     double t_gemm = INFINITY;
     for (int k = 0; k < 3; k++) {
         double t0 = piso_time();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, D, D, D, 1.0f, M, D, M, D, 0.0f, C, D);
+        piso_la_sgemm(0, 0, D, D, D, 1.0f, M, D, M, D, 0.0f, C, D);
         double t = piso_time() - t0;
         if (t < t_gemm) t_gemm = t;
     }
     free(C);
     for (int t = 0; t < T; t++)
         for (int j = 0; j < 8; j++) X[(size_t)t * D + (size_t)j * (D / 8) + 3] *= 20.0f; /* outliers */
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, D, T, 1.0f / (float)T, X, D, 0.0f, H, D);
+    piso_la_ssyrk_t(D, T, 1.0f / (float)T, X, D, 0.0f, H, D);
     for (int i = 0; i < D; i++)
         for (int j = i + 1; j < D; j++) H[(size_t)j * D + i] = H[(size_t)i * D + j];
     free(Z);

@@ -21,6 +21,12 @@ void piso_la_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, fl
 void piso_la_dgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
                    int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc);
 
+/* The same product as one single-threaded BLAS call on the calling thread, for callers that already
+ * give each thread its own products (e.g. one attention head per thread); also bit-identical for any
+ * thread count. */
+void piso_la_sgemm_1t(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc);
+
 /* C[n, n] = alpha · AᵀA + beta · C for A [k, n]; both triangles of C are written (symmetric). */
 void piso_la_ssyrk_t(int64_t n, int64_t k, float alpha, const float *A, int64_t lda, float beta, float *C,
                      int64_t ldc);
@@ -41,7 +47,8 @@ void piso_la_gram_add(double *acc, const float *A, const float *B, int64_t t, in
  * definite (A is then unspecified). */
 int64_t piso_la_cholesky_upper(double *A, int64_t n);
 
-/* In place: A [n, n] symmetric positive definite → A⁻¹ (full, symmetric). Returns 0 or as above. */
+/* In place: A [n, n] symmetric positive definite → A⁻¹ (full, symmetric). Returns 0 or as above, or
+ * −1 when out of memory (A is then unspecified). */
 int64_t piso_la_spd_inverse(double *A, int64_t n);
 
 /* How much damping λ to add to H's diagonal before factoring it. */
@@ -72,5 +79,9 @@ int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const 
 /* Largest eigenvalue of the symmetric PSD A [n, n] (ld = n) by `iters` power iterations from the
  * normalised all-ones vector (deterministic); 0 for a zero matrix. */
 double piso_la_power_iteration(const float *A, int64_t n, int iters);
+
+/* Benchmark reference only (bench/bench_linalg.c): the same factor as piso_la_cholesky_upper of
+ * piso_la_spd_inverse(A) (upper, strict lower left unspecified), by plain LAPACK on one thread. */
+int64_t piso_la_reference_inverse_factor_1t(double *A, int64_t n);
 
 #endif

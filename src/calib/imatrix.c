@@ -1,6 +1,7 @@
 /* llama.cpp-compatible importance matrices: computed from piso's forward pass (the taps on the
  * inputs of every linear layer), read and written in the GGUF and legacy .dat formats. */
 #include "piso/imatrix.h"
+#include "piso/linalg.h"
 #include "piso/gguf.h"
 #include "piso/gguf_write.h"
 #include "piso/model.h"
@@ -341,31 +342,18 @@ void piso_calib_hessians_free(struct piso_calib_hessians *hs) {
     free(hs->h), free(hs);
 }
 
-/* acc [d, d] += aᵀa for a [n, d] (upper triangle). Rows of acc in parallel; each element sums
- * its tokens in order, so the result does not depend on the thread count. */
-static void accumulate_outer(double *acc, const float *a, int n, int64_t d) {
-#pragma omp parallel for schedule(dynamic, 4)
-    for (int64_t i = 0; i < d; i++) {
-        double *row = acc + i * d;
-        for (int t = 0; t < n; t++) {
-            const float *at = a + (size_t)t * d;
-            const double ai = at[i];
-            if (ai == 0) continue;
-            for (int64_t j = i; j < d; j++) row[j] += ai * at[j];
-        }
-    }
-}
-
-/* Accumulates XᵀX (upper triangle, fp64) of the four distinct linear inputs of each block. */
+/* Accumulates XᵀX (fp64, per window by piso_la_gram_add) of the four distinct linear inputs of
+ * each block. */
 struct hessian_acc {
     double **acc; /* [n_layers * 4] */
     int64_t dims[4];
+    float *scratch; /* [max dim, max dim] */
 };
 
 static int hessian_visit(void *ctx, int l, const struct piso_block_taps *taps, int n) {
     struct hessian_acc *h = ctx;
     const float *in[4] = {taps->attn_in, taps->o_in, taps->ffn_in, taps->down_in};
-    for (int k = 0; k < 4; k++) accumulate_outer(h->acc[4 * l + k], in[k], n, h->dims[k]);
+    for (int k = 0; k < 4; k++) piso_la_gram_add(h->acc[4 * l + k], in[k], in[k], n, h->dims[k], h->dims[k], h->scratch);
     return 0;
 }
 
@@ -381,13 +369,17 @@ int piso_calib_hessians_compute(const struct piso_model *m, const int *tokens, i
     const int64_t D = c->dim, F = c->hidden_dim, Hq = (int64_t)c->n_heads * c->head_dim;
     const int64_t dims[4] = {D, Hq, D, F};
     int rc = -1;
+    float *scratch = NULL; /* one window's XᵀX */
     double **acc = calloc((size_t)c->n_layers * 4, sizeof(double *));
     if (!hs || !acc) goto oom;
     hs->n_layers = c->n_layers, hs->D = D, hs->Hq = Hq, hs->F = F;
     if (!(hs->h = calloc((size_t)c->n_layers * 4, sizeof(float *)))) goto oom;
     for (int i = 0; i < 4 * c->n_layers; i++)
         if (!(acc[i] = calloc((size_t)(dims[i % 4] * dims[i % 4]), sizeof(double)))) goto oom;
-    struct hessian_acc ha = {acc, {D, Hq, D, F}};
+    int64_t dmax = D > Hq ? D : Hq;
+    dmax = dmax > F ? dmax : F;
+    if (!(scratch = malloc(sizeof(float) * (size_t)(dmax * dmax)))) goto oom;
+    struct hessian_acc ha = {acc, {D, Hq, D, F}, scratch};
     if (run_chunks(m, tokens, n_chunk, n_ctx, bos_id, "calibration", hessian_visit, &ha) != 0) goto done;
     hs->n_tokens = (int64_t)n_chunk * n_ctx;
     for (int i = 0; i < 4 * c->n_layers; i++) {
@@ -403,7 +395,7 @@ oom:
     piso_errorf("calibration: out of memory");
 done:
     for (int i = 0; acc && i < 4 * c->n_layers; i++) free(acc[i]);
-    free(acc);
+    free(acc), free(scratch);
     if (rc) piso_calib_hessians_free(hs);
     else *out = hs;
     return rc;

@@ -1,8 +1,7 @@
 /* The block-by-block calibration pipeline (see piso/pipeline.h). */
+#include "piso/linalg.h"
 #include "piso/pipeline.h"
-#include "quant/ec_internal.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,11 +46,7 @@ struct stats {
 };
 
 static void acc_product(struct stats *s, const float *A, const float *B, int n, double *acc) {
-    /* acc += Aᵀ B for one window (A, B [n, D]): an fp32 GEMM per window, summed in fp64 in a fixed
-     * order, so the result does not depend on the number of threads. */
-    int D = (int)s->D;
-    ec_sgemm(1, 0, D, D, n, 1.0f, A, D, B, D, 0.0f, s->tmp, D);
-    for (int64_t i = 0; i < s->D * s->D; i++) acc[i] += s->tmp[i];
+    piso_la_gram_add(acc, A, B, n, s->D, s->D, s->tmp); /* acc += Aᵀ B for one window (A, B [n, D]) */
 }
 
 /* Runs block `layer` of both models over every window, capturing the inputs of stage st, and

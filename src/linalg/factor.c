@@ -1,8 +1,13 @@
 /* Cholesky, SPD inverse, the damped inverse factor of the error-correcting solvers, power iteration.
- * First version: LAPACK pinned to one thread (its threaded kernels change results with the thread
- * count); the redesign's linalg engineer replaces it with a blocked parallel factorization. */
+ *
+ * Blocked and parallel, bit-identical for any thread count by construction: the matrix is cut into
+ * fixed LA_TILE × LA_TILE tiles, every tile of a step is computed by one single-threaded BLAS/LAPACK
+ * call on one thread, steps follow each other in a fixed order. OpenBLAS's own threading (which
+ * changes results with the thread count) is never used. */
 #include "piso/common.h"
 #include "piso/linalg.h"
+
+#include "linalg/linalg_internal.h"
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -10,26 +15,118 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Right-looking blocked upper Cholesky of A [n, n] (leading dimension n), in place, upper triangle
+ * only. Per diagonal block k: factor it (LAPACK, one thread), solve the panel to its right in
+ * column chunks in parallel, subtract the panel's outer product from the trailing upper triangle in
+ * parallel (row tiles × column chunks; SYRK on diagonal tiles, GEMM elsewhere). */
+static int64_t la_cholesky_blocked(double *A, int64_t n) {
+    for (int64_t k0 = 0; k0 < n; k0 += LA_TILE) {
+        int64_t kb = la_min(LA_TILE, n - k0), c0 = k0 + kb, rest = n - c0;
+        double *Ukk = A + k0 * n + k0;
+        /* row-major upper = column-major lower of the same memory */
+        int pin = la_pin_begin();
+        lapack_int info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)kb, Ukk, (lapack_int)n);
+        la_pin_end(pin);
+        if (info != 0) return info > 0 ? k0 + (int64_t)info : k0 + 1;
+        if (rest == 0) break;
+        int64_t t = la_ntiles(rest), wide = la_ntiles_wide(rest);
+        int par = (double)rest * rest * kb > LA_PAR_MIN_WORK;
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+        for (int64_t tj = 0; tj < wide; tj++) { /* panel: U_kkᵀ · X = A[k, chunk tj] */
+            int64_t j0 = c0 + tj * LA_WIDE, w = la_min(LA_WIDE, n - j0);
+            int p = la_pin_begin();
+            cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasTrans, CblasNonUnit, (int)kb, (int)w, 1.0, Ukk,
+                        (int)n, A + k0 * n + j0, (int)n);
+            la_pin_end(p);
+        }
+        const double *P = A + k0 * n; /* the solved panel rows [kb, n] */
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+        for (int64_t b = 0; b < t * wide; b++) {
+            /* trailing update, row tile ti × the LA_WIDE columns chunk tc of its upper part: wide
+             * GEMMs pack the panel less often than square tiles would */
+            int64_t ti = b / wide, i0 = c0 + ti * LA_TILE, j0 = i0 + (b % wide) * LA_WIDE;
+            if (j0 >= n) continue;
+            int64_t h = la_min(LA_TILE, n - i0), w = la_min(LA_WIDE, n - j0);
+            int p = la_pin_begin();
+            if (j0 == i0) /* the diagonal tile's upper triangle by SYRK, the rest of the chunk by GEMM */
+                cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)h, (int)kb, -1.0, P + i0, (int)n, 1.0,
+                            A + i0 * n + i0, (int)n);
+            int64_t g0 = j0 == i0 ? i0 + h : j0, gw = j0 + w - g0;
+            if (gw > 0)
+                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)h, (int)gw, (int)kb, -1.0, P + i0, (int)n,
+                            P + g0, (int)n, 1.0, A + i0 * n + g0, (int)n);
+            la_pin_end(p);
+        }
+    }
+    return 0;
+}
+
 int64_t piso_la_cholesky_upper(double *A, int64_t n) {
-    int saved = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-    lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)n, A, (lapack_int)n);
-    openblas_set_num_threads(saved);
-    if (info != 0) return info > 0 ? (int64_t)info : 1;
+    int64_t info = la_cholesky_blocked(A, n);
+    if (info != 0) return info;
+#pragma omp parallel for schedule(static) if ((double)n * n > LA_PAR_MIN_WORK / 16)
     for (int64_t i = 0; i < n; i++)
         for (int64_t j = 0; j < i; j++) A[i * n + j] = 0;
     return 0;
 }
 
+/* A⁻¹ = V·Vᵀ with V = U⁻¹ (A = UᵀU). Phase 1, column tiles J in parallel: V[0:j1, J] by one
+ * triangular solve U·X = E_J that reads only U's upper triangle; it is stored transposed (L = Vᵀ)
+ * in A's strict lower triangle, its diagonal tiles also as clean lower-triangular copies in `diag`.
+ * Phase 2, upper tiles (I ≤ J) in parallel: A⁻¹[I, J] = Σ_{K ≥ J} L[K, I]ᵀ L[K, J] (tile K = J from
+ * the clean copy, K > J one GEMM), written over U, which is no longer needed; then mirrored. */
 int64_t piso_la_spd_inverse(double *A, int64_t n) {
-    int saved = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-    lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n);
-    if (info == 0) info = LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n);
-    openblas_set_num_threads(saved);
-    if (info != 0) return info > 0 ? (int64_t)info : 1;
+    int64_t info = la_cholesky_blocked(A, n);
+    if (info != 0) return info;
+    int64_t t = la_ntiles(n);
+    double *diag = malloc(sizeof(double) * (size_t)(t * LA_TILE * LA_TILE));
+    if (!diag) return -1;
+    int oom = 0, par = (double)n * n * n > LA_PAR_MIN_WORK;
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int64_t q = 0; q < t; q++) {
+        int64_t tj = t - 1 - q; /* largest solves first */
+        int64_t j0 = tj * LA_TILE, w = la_min(LA_TILE, n - j0), j1 = j0 + w;
+        double *X = calloc((size_t)(j1 * w), sizeof(double)), *Dg = diag + tj * LA_TILE * LA_TILE;
+        if (!X) {
+#pragma omp atomic write
+            oom = 1;
+            continue;
+        }
+        for (int64_t c = 0; c < w; c++) X[(j0 + c) * w + c] = 1.0;
+        int p = la_pin_begin();
+        cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, (int)j1, (int)w, 1.0, A,
+                    (int)n, X, (int)w);
+        la_pin_end(p);
+        for (int64_t c = 0; c < w; c++) {
+            for (int64_t r = 0; r < j0 + c; r++) A[(j0 + c) * n + r] = X[r * w + c]; /* L[j, r] = V[r, j] */
+            for (int64_t r = 0; r < w; r++) Dg[c * LA_TILE + r] = r <= c ? X[(j0 + r) * w + c] : 0.0;
+        }
+        free(X);
+    }
+    if (oom) {
+        free(diag);
+        return -1;
+    }
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int64_t b = 0; b < t * (t + 1) / 2; b++) {
+        int64_t ti, tj;
+        la_upper_tile(b, t, &ti, &tj);
+        int64_t i0 = ti * LA_TILE, j0 = tj * LA_TILE;
+        int64_t h = la_min(LA_TILE, n - i0), w = la_min(LA_TILE, n - j0), below = j0 + w;
+        const double *Lji = ti == tj ? diag + ti * LA_TILE * LA_TILE : A + j0 * n + i0;
+        int ldji = ti == tj ? LA_TILE : (int)n;
+        int p = la_pin_begin();
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)h, (int)w, (int)w, 1.0, Lji, ldji,
+                    diag + tj * LA_TILE * LA_TILE, LA_TILE, 0.0, A + i0 * n + j0, (int)n);
+        if (below < n)
+            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)h, (int)w, (int)(n - below), 1.0,
+                        A + below * n + i0, (int)n, A + below * n + j0, (int)n, 1.0, A + i0 * n + j0, (int)n);
+        la_pin_end(p);
+    }
+    free(diag);
+#pragma omp parallel for schedule(static) if ((double)n * n > LA_PAR_MIN_WORK / 16)
     for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i + 1; j < n; j++) A[i * n + j] = A[j * n + i];
+        for (int64_t j = 0; j < i; j++) A[i * n + j] = A[j * n + i];
     return 0;
 }
 
@@ -82,14 +179,31 @@ int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const 
             if (!(R[a * n + a] > 0)) R[a * n + a] = 1.0; /* dead input */
             R[a * n + a] += d.lambda;
         }
-        if (piso_la_spd_inverse(R, n) == 0) {
+        int64_t info = piso_la_spd_inverse(R, n);
+        if (info == 0) {
             if (inv) memcpy(inv, R, sizeof(double) * (size_t)(n * n));
-            if (piso_la_cholesky_upper(R, n) == 0) break;
+            info = piso_la_cholesky_upper(R, n);
+            if (info == 0) break;
         }
+        if (info < 0) return piso_errorf("%s: out of memory inverting a [%lld, %lld] matrix", what, (long long)n, (long long)n);
         if (d.retries >= damp->max_retries)
             return piso_errorf("%s: H + λI is not positive definite even with λ = %g", what, d.lambda);
         d.lambda = d.lambda > 0 ? d.lambda * 10 : 1e-6 * d.ref;
     }
     if (out) *out = d;
     return 0;
+}
+
+/* The factor as piso computed it before src/linalg was blocked: LAPACK dpotrf + dpotri + dpotrf
+ * with OpenBLAS on one thread. Kept only as the reference that bench_linalg times against. */
+int64_t piso_la_reference_inverse_factor_1t(double *A, int64_t n) {
+    int pin = la_pin_begin();
+    lapack_int info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n);
+    if (info == 0) info = LAPACKE_dpotri_work(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n);
+    if (info == 0)
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < i; j++) A[i * n + j] = A[j * n + i];
+    if (info == 0) info = LAPACKE_dpotrf_work(LAPACK_COL_MAJOR, 'L', (lapack_int)n, A, (lapack_int)n);
+    la_pin_end(pin);
+    return info > 0 ? (int64_t)info : info < 0 ? -1 : 0;
 }

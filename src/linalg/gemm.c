@@ -1,55 +1,94 @@
-/* GEMM and SYRK, bit-identical for any thread count.
+/* GEMM, SYRK and Gram accumulation, bit-identical for any thread count.
  *
- * OpenBLAS's own threading changes results with the thread count, so C is split into fixed blocks of
- * LA_COL_BLOCK columns, each one single-threaded BLAS call inside an OpenMP loop: the same calls
- * happen for any thread count. (First version: the redesign's linalg engineer tunes the tiling.) */
+ * C is split into fixed LA_TILE × LA_TILE tiles (rows × columns); each tile is one single-threaded
+ * BLAS call, and a parallel loop hands whole tiles to threads. The same calls happen for any thread
+ * count, and a tile's elements sum over K inside one call, so results are bit-identical. Small
+ * products run the same tiles on the calling thread without a parallel region. */
 #include "piso/linalg.h"
 
-#include <cblas.h>
-#include <omp.h>
+#include "linalg/linalg_internal.h"
 
-#define LA_COL_BLOCK 256
+#include <cblas.h>
+
+static CBLAS_TRANSPOSE la_trans(int t) { return t ? CblasTrans : CblasNoTrans; }
+
+/* One tile: a single-threaded BLAS call, fp32 or fp64 (the pointers point at the tile's start). */
+static void la_gemm_tile(int dbl, int trans_a, int trans_b, int64_t m, int64_t n, int64_t K, double alpha,
+                         const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc) {
+    int pin = la_pin_begin();
+    if (dbl)
+        cblas_dgemm(CblasRowMajor, la_trans(trans_a), la_trans(trans_b), (int)m, (int)n, (int)K, alpha, A, (int)lda,
+                    B, (int)ldb, beta, C, (int)ldc);
+    else
+        cblas_sgemm(CblasRowMajor, la_trans(trans_a), la_trans(trans_b), (int)m, (int)n, (int)K, (float)alpha, A,
+                    (int)lda, B, (int)ldb, (float)beta, C, (int)ldc);
+    la_pin_end(pin);
+}
+
+/* C = alpha·op(A)·op(B) + beta·C in LA_TILE × LA_TILE tiles of C; upper_only: only the tiles on and
+ * above the diagonal (M = N). es: bytes per element (4 or 8). */
+static void la_gemm_tiled(size_t es, int upper_only, int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                          double alpha, const void *A, int64_t lda, const void *B, int64_t ldb, double beta, void *C,
+                          int64_t ldc) {
+    int64_t tr = la_ntiles(M), tc = la_ntiles(N), nt = upper_only ? tr * (tr + 1) / 2 : tr * tc;
+    double work = (double)M * N * K / (upper_only ? 2 : 1);
+#pragma omp parallel for schedule(dynamic, 1) if (work > LA_PAR_MIN_WORK)
+    for (int64_t b = 0; b < nt; b++) {
+        int64_t ti = b / tc, tj = b % tc;
+        if (upper_only) la_upper_tile(b, tr, &ti, &tj);
+        int64_t r0 = ti * LA_TILE, c0 = tj * LA_TILE;
+        const char *a = (const char *)A + es * (size_t)(trans_a ? r0 : r0 * lda);
+        const char *bt = (const char *)B + es * (size_t)(trans_b ? c0 * ldb : c0);
+        la_gemm_tile(es == 8, trans_a, trans_b, la_min(LA_TILE, M - r0), la_min(LA_TILE, N - c0), K, alpha, a, lda,
+                     bt, ldb, beta, (char *)C + es * (size_t)(r0 * ldc + c0), ldc);
+    }
+}
 
 void piso_la_sgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                    int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
-    int64_t nb = (N + LA_COL_BLOCK - 1) / LA_COL_BLOCK;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t j0 = b * LA_COL_BLOCK, n = N - j0 < LA_COL_BLOCK ? N - j0 : LA_COL_BLOCK;
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                    (int)M, (int)n, (int)K, alpha, A, (int)lda, trans_b ? B + j0 * ldb : B + j0, (int)ldb, beta,
-                    C + j0, (int)ldc);
-    }
+    la_gemm_tiled(sizeof *C, 0, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void piso_la_sgemm_1t(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                      int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    la_gemm_tile(0, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void piso_la_dgemm(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K, double alpha, const double *A,
                    int64_t lda, const double *B, int64_t ldb, double beta, double *C, int64_t ldc) {
-    int64_t nb = (N + LA_COL_BLOCK - 1) / LA_COL_BLOCK;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t b = 0; b < nb; b++) {
-        int64_t j0 = b * LA_COL_BLOCK, n = N - j0 < LA_COL_BLOCK ? N - j0 : LA_COL_BLOCK;
-        cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-                    (int)M, (int)n, (int)K, alpha, A, (int)lda, trans_b ? B + j0 * ldb : B + j0, (int)ldb, beta,
-                    C + j0, (int)ldc);
-    }
+    la_gemm_tiled(sizeof *C, 0, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+/* Only the tiles on and above the diagonal are computed (as GEMM tiles of AᵀA), then the upper
+ * triangle is copied into the lower one, so C is exactly symmetric. */
+static void la_syrk_t(size_t es, int64_t n, int64_t k, double alpha, const void *A, int64_t lda, double beta,
+                      void *C, int64_t ldc) {
+    la_gemm_tiled(es, 1, 1, 0, n, n, k, alpha, A, lda, A, lda, beta, C, ldc);
+    double *cd = C;
+    float *cs = C;
+#pragma omp parallel for schedule(static) if ((double)n * n > LA_PAR_MIN_WORK / 16)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < i; j++) {
+            if (es == 8) cd[i * ldc + j] = cd[j * ldc + i];
+            else cs[i * ldc + j] = cs[j * ldc + i];
+        }
 }
 
 void piso_la_ssyrk_t(int64_t n, int64_t k, float alpha, const float *A, int64_t lda, float beta, float *C,
                      int64_t ldc) {
-    piso_la_sgemm(1, 0, n, n, k, alpha, A, lda, A, lda, beta, C, ldc);
-    for (int64_t i = 0; i < n; i++) /* exact symmetry: mirror the upper triangle */
-        for (int64_t j = i + 1; j < n; j++) C[j * ldc + i] = C[i * ldc + j];
+    la_syrk_t(sizeof *C, n, k, alpha, A, lda, beta, C, ldc);
 }
 
 void piso_la_dsyrk_t(int64_t n, int64_t k, double alpha, const double *A, int64_t lda, double beta, double *C,
                      int64_t ldc) {
-    piso_la_dgemm(1, 0, n, n, k, alpha, A, lda, A, lda, beta, C, ldc);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i + 1; j < n; j++) C[j * ldc + i] = C[i * ldc + j];
+    la_syrk_t(sizeof *C, n, k, alpha, A, lda, beta, C, ldc);
 }
 
 void piso_la_gram_add(double *acc, const float *A, const float *B, int64_t t, int64_t n, int64_t m,
                       float *scratch) {
+    /* a full GEMM also when B == A: BLAS does not give Aᵀ·A exactly symmetric, so SYRK's mirrored
+     * lower triangle would move the bits of every Hessian the pipeline has computed so far */
     piso_la_sgemm(1, 0, n, m, t, 1.0f, A, n, B, m, 0.0f, scratch, m);
+#pragma omp parallel for schedule(static) if ((double)n * m > LA_PAR_MIN_WORK / 16)
     for (int64_t i = 0; i < n * m; i++) acc[i] += scratch[i];
 }

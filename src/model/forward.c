@@ -1,49 +1,28 @@
 /* Forward pass: batched causal prefill of one window (positions 0..n-1), Llama family.
  *
- * All projections are row-major GEMMs Y[n, out] = X[n, in] · W[out, in]^T through cblas_sgemm,
- * split into fixed tiles; attention runs one head per OpenMP iteration. Every BLAS call is
+ * All projections are row-major GEMMs Y[n, out] = X[n, in] · W[out, in]^T through piso_la_sgemm
+ * (fixed tiles); attention runs one head per OpenMP iteration. Every BLAS call is
  * single-threaded and the same for any thread count, so results do not depend on it. Norm
  * statistics and softmax sums accumulate in double. Generation reuses the same block code with a
  * KV cache (block_forward_at). */
+#include "piso/linalg.h"
 #include "piso/model.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* cblas_sgemm on the calling thread only. OpenBLAS (OpenMP build) threads a call made outside an
- * active parallel region with omp_get_max_threads() threads, so outside one we lower that to 1
- * for the call. */
-static void sgemm1(CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B,
-                   int ldb, float beta, float *C, int ldc) {
-    int outside = !omp_in_parallel(), saved = omp_get_max_threads();
-    if (outside) omp_set_num_threads(1);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    if (outside) omp_set_num_threads(saved);
+/* Y[n, out] (+)= X[n, in] · W[out, in]^T: piso_la_sgemm's fixed tiles make it bit-identical for any
+ * thread count, and a small product (generation, tiny M) runs serially without a parallel region. */
+static void linear(const float *X, const float *W, float *Y, int n, int in, int out, float beta) {
+    piso_la_sgemm(0, 1, n, out, in, 1.0f, X, in, W, in, beta, Y, out);
 }
 
-/* Y[n, out] (+)= X[n, in] · W[out, in]^T, in fixed tiles of rows x output features. OpenBLAS's
- * own threading gives results that change with the thread count, so each tile is one
- * single-threaded sgemm call: the tiling depends only on the shapes, the same calls happen for any
- * thread count and the results are bit-identical. */
-#define TILE_ROWS 256
-#define TILE_COLS 256
 /* Below this many multiply-adds (or elements, for the cheap loops) a parallel region costs more
  * than it saves; running serially does not change any result. */
 #define PAR_MIN_WORK (1 << 24)
 #define PAR_MIN_ELEMS (1 << 18)
-static void linear(const float *X, const float *W, float *Y, int n, int in, int out, float beta) {
-    int tr = (n + TILE_ROWS - 1) / TILE_ROWS, tc = (out + TILE_COLS - 1) / TILE_COLS;
-#pragma omp parallel for schedule(dynamic, 1) if ((double)n * in * out > PAR_MIN_WORK)
-    for (int b = 0; b < tr * tc; b++) {
-        int r0 = (b / tc) * TILE_ROWS, o0 = (b % tc) * TILE_COLS;
-        int nr = n - r0 < TILE_ROWS ? n - r0 : TILE_ROWS, no = out - o0 < TILE_COLS ? out - o0 : TILE_COLS;
-        sgemm1(CblasTrans, nr, no, in, 1.0f, X + (size_t)r0 * in, in, W + (size_t)o0 * in, in, beta,
-               Y + (size_t)r0 * out + o0, out);
-    }
-}
 
 /* y[n, d] = x / rms(x) * w, row by row */
 static void rmsnorm_rows(const float *x, const float *w, float *y, int n, int d, float eps) {
@@ -133,7 +112,7 @@ static int attention(const struct piso_config *c, const float *q, const float *k
         for (int h = 0; h < c->n_heads; h++) {
             if (!S) continue;
             const float *qh = q + (size_t)h * hd, *kh = k + (size_t)(h / group) * hd, *vh = v + (size_t)(h / group) * hd;
-            sgemm1(CblasTrans, n, T, hd, scale, qh, Hq, kh, Hkv, 0.0f, S, T);
+            piso_la_sgemm_1t(0, 1, n, T, hd, scale, qh, Hq, kh, Hkv, 0.0f, S, T);
             for (int i = 0; i < n; i++) {
                 float *s = S + (size_t)i * T;
                 int last = pos0 + i; /* keys 0..last are visible */
@@ -148,7 +127,7 @@ static int attention(const struct piso_config *c, const float *q, const float *k
                 for (int j = 0; j <= last; j++) s[j] *= inv;
                 for (int j = last + 1; j < T; j++) s[j] = 0.0f;
             }
-            sgemm1(CblasNoTrans, n, hd, T, 1.0f, S, T, vh, Hkv, 0.0f, out + (size_t)h * hd, Hq);
+            piso_la_sgemm_1t(0, 0, n, hd, T, 1.0f, S, T, vh, Hkv, 0.0f, out + (size_t)h * hd, Hq);
         }
         free(S);
     }

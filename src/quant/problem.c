@@ -1,10 +1,9 @@
 /* Layer problem files for `piso layer`: weight + hessian (+ cross), or weight + inputs
  * (+ inputs_float) from which H = X̃ᵀX̃ and G = X̃ᵀX are built; validated on load. */
+#include "piso/linalg.h"
 #include "piso/quant.h"
 #include "piso/safetensors.h"
 
-#include <cblas.h>
-#include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,12 +39,11 @@ int piso_check_hessian(const float *H, int64_t D, const char *what) {
     for (int64_t i = 0; i < D; i++)
         for (int64_t j = 0; j < D; j++)
             A[i * D + j] = 0.5 * ((double)H[i * D + j] + H[j * D + i]) + (i == j ? jitter : 0.0);
-    lapack_int info = LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)D, A, (lapack_int)D);
+    int64_t info = piso_la_cholesky_upper(A, D);
     free(A);
     if (info > 0)
         return piso_errorf("%s: not positive semidefinite (Cholesky of H + %g*max(diag)*I fails at "
                            "column %d)", what, PSD_JITTER, (int)info - 1);
-    if (info < 0) return piso_errorf("%s: Cholesky argument error %d", what, (int)info);
     return 0;
 }
 
@@ -83,26 +81,20 @@ static void build_from_inputs(const float *Xt, const float *X, int64_t T, int64_
         double *A = malloc(sizeof(double) * (size_t)(T * D));
         double *C = malloc(sizeof(double) * (size_t)(D * D));
         for (int64_t k = 0; k < T * D; k++) A[k] = Xt[k];
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)D, (int)T, 1.0, A, (int)D, 0.0, C, (int)D);
-        for (int64_t i = 0; i < D; i++)
-            for (int64_t j = i; j < D; j++) H[i * D + j] = H[j * D + i] = (float)C[i * D + j];
+        piso_la_dsyrk_t(D, T, 1.0, A, D, 0.0, C, D);
+        for (int64_t k = 0; k < D * D; k++) H[k] = (float)C[k];
         if (X) {
             double *B = malloc(sizeof(double) * (size_t)(T * D));
             for (int64_t k = 0; k < T * D; k++) B[k] = X[k];
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)D, (int)D, (int)T, 1.0, A, (int)D,
-                        B, (int)D, 0.0, C, (int)D);
+            piso_la_dgemm(1, 0, D, D, T, 1.0, A, D, B, D, 0.0, C, D);
             for (int64_t k = 0; k < D * D; k++) G[k] = (float)C[k];
             free(B);
         }
         free(A);
         free(C);
     } else {
-        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, (int)D, (int)T, 1.0f, Xt, (int)D, 0.0f, H, (int)D);
-        for (int64_t i = 0; i < D; i++)
-            for (int64_t j = i + 1; j < D; j++) H[j * D + i] = H[i * D + j];
-        if (X)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)D, (int)D, (int)T, 1.0f, Xt, (int)D,
-                        X, (int)D, 0.0f, G, (int)D);
+        piso_la_ssyrk_t(D, T, 1.0f, Xt, D, 0.0f, H, D);
+        if (X) piso_la_sgemm(1, 0, D, D, T, 1.0f, Xt, D, X, D, 0.0f, G, D);
     }
 }
 

@@ -2,10 +2,10 @@
  * round-to-nearest. Rows are independent and run in parallel (OpenMP, dynamic schedule); every
  * sum is taken in a fixed order inside one row, and the fp64 GEMMs (G·w for all rows, the row
  * objectives) split rows, not sums, across threads, so the result does not depend on them. */
+#include "piso/linalg.h"
 #include "piso/quant.h"
 #include "quant/quant_internal.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,8 +142,7 @@ static void rows_times(const float *W, int64_t N, int64_t D, const double *M, in
     for (int64_t r0 = 0; r0 < N; r0 += ROW_BLOCK) {
         int64_t r1 = r0 + ROW_BLOCK < N ? r0 + ROW_BLOCK : N;
         rows_d(W, NULL, D, r0, r1, ROWS_W, buf);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, transpose ? CblasTrans : CblasNoTrans, (int)(r1 - r0), (int)D,
-                    (int)D, 1.0, buf, (int)D, M, (int)D, 0.0, out + r0 * D, (int)D);
+        piso_la_dgemm(0, transpose, r1 - r0, D, D, 1.0, buf, D, M, D, 0.0, out + r0 * D, D);
     }
 }
 
@@ -154,8 +153,7 @@ static void row_objectives(const struct piso_layer_problem *p, const float *dq, 
     for (int64_t r0 = 0; r0 < N; r0 += ROW_BLOCK) {
         int64_t r1 = r0 + ROW_BLOCK < N ? r0 + ROW_BLOCK : N;
         rows_d(p->W, dq, D, r0, r1, p->G ? ROWS_DQ : ROWS_ERR, buf);
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(r1 - r0), (int)D, (int)D, 1.0, buf, (int)D,
-                    Hd, (int)D, 0.0, prod, (int)D);
+        piso_la_dgemm(0, 0, r1 - r0, D, D, 1.0, buf, D, Hd, D, 0.0, prod, D);
         for (int64_t r = r0; r < r1; r++) {
             const double *e = buf + (r - r0) * D, *he = prod + (r - r0) * D;
             double acc = 0;
