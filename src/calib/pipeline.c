@@ -1,6 +1,6 @@
 /* The block-by-block calibration pipeline (see piso/pipeline.h). */
 #include "piso/pipeline.h"
-#include "quant/ec_internal.h"
+#include "piso/linalg.h"
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -68,9 +68,7 @@ struct stats {
 static void acc_product(struct stats *s, const float *A, const float *B, int n, double *acc) {
     /* acc += Aᵀ B for one window (A, B [n, D]): an fp32 GEMM per window, summed in fp64 in a fixed
      * order, so the result does not depend on the number of threads. */
-    int D = (int)s->D;
-    ec_sgemm(1, 0, D, D, n, 1.0f, A, D, B, D, 0.0f, s->tmp, D);
-    for (int64_t i = 0; i < s->D * s->D; i++) acc[i] += s->tmp[i];
+    piso_la_gram_add(acc, A, B, n, s->D, s->D, s->tmp);
 }
 
 /* Runs block `layer` of both models over every window, capturing the inputs of stage st, and
@@ -140,8 +138,7 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
         rc = piso_rtn_layer(&lp, &o->ec.q, &r);
     } else {
         struct piso_ec_problem ep = {N, D, Wf, Ho, Go, F};
-        rc = o->rounding == PISO_ROUND_GPTQ ? piso_gptq_layer(&ep, &o->ec, &r, NULL)
-                                            : piso_qronos_layer(&ep, &o->ec, &r, NULL);
+        rc = piso_rounding_layer(o->rounding)(&ep, &o->ec, &r, NULL);
     }
     piso_set_quiet(was_quiet);
     piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);
