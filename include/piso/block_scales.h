@@ -42,8 +42,9 @@ size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t n
  * right; a block's scales are chosen on the error-updated weights (Q8_0/Q4_0/Q5_0: the exact sweep
  * with the dense block H_gg, fp16-rounded; other types: the exact diagonal method with diag(H)),
  * then its elements are rounded one at a time against those scales with GPTQ's error feedback
- * through the upper Cholesky factor of (H + λI)⁻¹ (λ = 1% of the mean diagonal; dead inputs get
- * H_ii = 1). H [D, D] symmetric PSD. Returns the bytes written, 0 on failure (with a message). */
+ * through the upper Cholesky factor of (H + λI)⁻¹ (λ = 1% of the mean diagonal, dead inputs counted
+ * as 1 and given H_ii = 1; ×10 until it factors): the engine's lazy-batch sweep (src/quant/ec_engine.h)
+ * with the block rounding as its rounder. H [D, D] symmetric PSD. Returns the bytes written, 0 on failure (with a message). */
 size_t piso_ggml_quantize_gptq(int type, const float *W, void *dst, int64_t N, int64_t D, const float *H);
 
 #endif

@@ -14,7 +14,7 @@
 
 #include "piso/quant.h"
 
-enum piso_rounding { PISO_ROUND_RTN = 0, PISO_ROUND_GPTQ, PISO_ROUND_QRONOS };
+enum piso_rounding { PISO_ROUND_RTN = 0, PISO_ROUND_GPTQ, PISO_ROUND_QRONOS, PISO_ROUND_COUNT };
 
 /* Where the scales are chosen relative to error correction (algorithms.md §2.9):
  *  NONE  — decoupled: before error correction, from the float model's statistics (H = G = XᵀX,
@@ -26,6 +26,7 @@ enum piso_rounding { PISO_ROUND_RTN = 0, PISO_ROUND_GPTQ, PISO_ROUND_QRONOS };
  *          minimiser of the layer objective in this group's scale with all other columns held. */
 enum piso_interleave { PISO_INTERLEAVE_NONE = 0, PISO_INTERLEAVE_LAYER, PISO_INTERLEAVE_GROUP };
 
+/* Names come from one table in src/quant/gptq.c (name → layer function). */
 int piso_rounding_from_name(const char *name, enum piso_rounding *out);
 const char *piso_rounding_name(enum piso_rounding r);
 int piso_interleave_from_name(const char *name, enum piso_interleave *out);
@@ -62,6 +63,10 @@ int piso_gptq_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *
                     struct piso_layer_result *r, struct piso_ec_stats *st);
 int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o,
                       struct piso_layer_result *r, struct piso_ec_stats *st);
+typedef int (*piso_ec_layer_fn)(const struct piso_ec_problem *p, const struct piso_ec_opts *o,
+                                struct piso_layer_result *r, struct piso_ec_stats *st);
+/* The layer function of an error-correcting rounding (NULL for RTN or an unknown value). */
+piso_ec_layer_fn piso_rounding_layer(enum piso_rounding r);
 
 /* RTN with the scale method of opts, allowing a ragged last group (split into two calls of
  * piso_quantize_layer; groups are independent in every method except piso-seq, whose cross-group

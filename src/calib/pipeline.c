@@ -116,8 +116,7 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
         rc = piso_rtn_layer(&lp, &o->ec.q, &r);
     } else {
         struct piso_ec_problem ep = {N, D, Wf, Ho, Go, F};
-        rc = o->rounding == PISO_ROUND_GPTQ ? piso_gptq_layer(&ep, &o->ec, &r, NULL)
-                                            : piso_qronos_layer(&ep, &o->ec, &r, NULL);
+        rc = piso_rounding_layer(o->rounding)(&ep, &o->ec, &r, NULL);
     }
     piso_set_quiet(was_quiet);
     piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);

@@ -562,8 +562,9 @@ size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t n
 
 /* ---- dense calibration: GPTQ interleave ------------------------------------------------------ */
 
+#include "piso/linalg.h"
 #include "piso/quant.h"
-#include <lapacke.h>
+#include "quant/ec_engine.h"
 
 /* Rounds element idx of a block against its fixed scales; returns the dequantized value and
  * stores the code in the block. */
@@ -604,81 +605,88 @@ static float round_elem256(int type, struct piso_blk256 *b, int idx, float w) {
     return D * (float)q - M;
 }
 
-/* U upper with (H + λI)⁻¹ = UᵀU, in double [D, D]; damping grows until the factorizations succeed. */
-static double *gptq_factor(const float *H, int64_t D) {
-    double *A = malloc(sizeof(double) * (size_t)(D * D));
-    if (!A) return NULL;
-    double mean = 0;
-    for (int64_t i = 0; i < D; i++) mean += H[i * D + i];
-    mean = mean > 0 ? mean / (double)D : 1.0;
-    for (double damp = 0.01; damp < 1e4; damp *= 10) {
-        for (int64_t i = 0; i < D; i++)
-            for (int64_t j = 0; j < D; j++) A[i * D + j] = H[i * D + j];
-        for (int64_t i = 0; i < D; i++) {
-            if (!(A[i * D + i] > 0)) A[i * D + i] = 1; /* dead input */
-            A[i * D + i] += damp * mean;
+/* The GGUF block rounder of the engine (ec_engine.h): one decoded block per (row, block); a
+ * block's scales are chosen when the sweep reaches its first column, on the error-updated weights. */
+struct gguf_rounder {
+    int type, be, sym;
+    int64_t nb;               /* blocks per row */
+    struct piso_grid grid;    /* sym: the block's integer levels */
+    const float *H;           /* [D, D] */
+    float *hdiag;             /* [D] max(H_ii, 0): the importances of the block scale choice */
+    struct piso_blk32 *b32;   /* [N, nb] when be = 32 */
+    struct piso_blk256 *b256; /* [N, nb] when be = 256 */
+};
+
+static int gguf_begin_group(void *ctx, struct piso_ec_work *w, int k) {
+    const struct gguf_rounder *g = ctx;
+    const int64_t D = w->D, j0 = w->grp_start[k], ib = w->grp_id[k]; /* no act order: position = column */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t r = 0; r < w->N; r++) {
+        const float *wb = w->Wc + r * D + j0;
+        uint8_t packed[256];
+        piso_ggml_quantize_piso(g->type, wb, packed, 1, g->be, g->hdiag + j0);
+        if (g->be != PISO_QK) {
+            piso_unpack_blk256(g->type, packed, &g->b256[r * g->nb + ib]);
+            continue;
         }
-        /* row-major upper Cholesky, inverse, then upper Cholesky of the inverse */
-        if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)D, A, (lapack_int)D)) continue;
-        if (LAPACKE_dpotri(LAPACK_ROW_MAJOR, 'U', (lapack_int)D, A, (lapack_int)D)) continue;
-        if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)D, A, (lapack_int)D)) continue;
-        for (int64_t i = 0; i < D; i++)
-            for (int64_t j = 0; j < i; j++) A[i * D + j] = 0;
-        return A;
+        struct piso_blk32 *b = &g->b32[r * g->nb + ib];
+        piso_unpack_blk32(g->type, packed, b);
+        if (g->sym) { /* the exact scale for the dense block H_gg */
+            double E;
+            float s = piso_solve_scale_dense(wb, g->be, g->H + j0 * D + j0, (int)D, NULL, &g->grid, 1, &E);
+            uint16_t h = f2h(s);
+            if (isfinite(s) && s != 0 && (h & 0x7fff) && (h & 0x7fff) < 0x7c00) b->d = h;
+        }
     }
-    free(A);
-    return NULL;
+    return 0;
 }
+
+static float gguf_round_column(void *ctx, struct piso_ec_work *w, int64_t r, int pos, float value) {
+    const struct gguf_rounder *g = ctx;
+    const int ib = w->col_group[pos], i = w->perm[pos] - ib * g->be;
+    return g->be == PISO_QK ? round_elem32(g->type, &g->b32[r * g->nb + ib], i, value)
+                            : round_elem256(g->type, &g->b256[r * g->nb + ib], i, value);
+}
+
+static const struct piso_ec_rounder gguf_rounder = {"gguf-block", NULL, gguf_begin_group, gguf_round_column};
 
 size_t piso_ggml_quantize_gptq(int type, const float *W, void *dst, int64_t N, int64_t D, const float *H) {
     const int be = piso_ggml_block_elems(type), bb = piso_ggml_block_bytes(type);
-    const int64_t nb = D / be;
-    double *U = gptq_factor(H, D);
-    if (!U) {
-        piso_errorf("GPTQ: the calibration Hessian (%lld x %lld) could not be factored", (long long)D, (long long)D);
-        return 0;
-    }
+    struct gguf_rounder g;
+    memset(&g, 0, sizeof g);
+    g.type = type, g.be = be, g.nb = D / be;
     const struct piso_ggml_traits *tr = piso_ggml_traits(type);
-    const int sym = tr->grid != NULL; /* symmetric integer levels: the dense exact solver applies */
-    struct piso_grid grid;
-    if (sym) piso_grid_init(&grid, tr->grid, tr->level_min == -tr->level_max);
-    float *hdiag = malloc(sizeof(float) * (size_t)D);
-    for (int64_t i = 0; i < D; i++) hdiag[i] = H[i * D + i] > 0 ? H[i * D + i] : 0;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int64_t r = 0; r < N; r++) {
-        double *w = malloc(sizeof(double) * (size_t)D);
-        float wb[256];
-        uint8_t packed[256];
-        for (int64_t i = 0; i < D; i++) w[i] = W[r * D + i];
-        uint8_t *out = (uint8_t *)dst + r * nb * bb;
-        for (int64_t ib = 0; ib < nb; ib++) {
-            const int64_t j0 = ib * be;
-            for (int i = 0; i < be; i++) wb[i] = (float)w[j0 + i];
-            /* the block's scales from the updated weights */
-            piso_ggml_quantize_piso(type, wb, packed, 1, be, hdiag + j0);
-            struct piso_blk32 b32;
-            struct piso_blk256 b256;
-            if (be == PISO_QK) piso_unpack_blk32(type, packed, &b32);
-            else piso_unpack_blk256(type, packed, &b256);
-            if (sym) {
-                double E;
-                float s = piso_solve_scale_dense(wb, be, H + j0 * D + j0, (int)D, NULL, &grid, 1, &E);
-                uint16_t h = f2h(s);
-                if (isfinite(s) && s != 0 && (h & 0x7fff) && (h & 0x7fff) < 0x7c00) b32.d = h;
-            }
-            /* columns one at a time, error pushed onto the columns to the right */
-            for (int i = 0; i < be; i++) {
-                const int64_t j = j0 + i;
-                const float wq = be == PISO_QK ? round_elem32(type, &b32, i, (float)w[j]) : round_elem256(type, &b256, i, (float)w[j]);
-                const double err = (w[j] - wq) / U[j * D + j];
-                for (int64_t k = j + 1; k < D; k++) w[k] -= err * U[j * D + k];
-            }
-            if (be == PISO_QK) piso_pack_blk32(type, &b32, out + ib * bb);
-            else piso_pack_blk256(type, &b256, out + ib * bb);
-        }
-        free(w);
+    g.sym = tr->grid != NULL; /* symmetric integer levels: the dense exact solver applies */
+    if (g.sym) piso_grid_init(&g.grid, tr->grid, tr->level_min == -tr->level_max);
+    g.H = H;
+    struct piso_ec_opts o;
+    piso_ec_opts_default(&o);
+    o.q.group = be;
+    const struct piso_ec_problem p = {N, D, W, H, NULL, NULL};
+    struct piso_ec_work w;
+    if (piso_ec_setup(&w, &p, &o, 0)) return 0;
+    double *R = malloc(sizeof(double) * (size_t)(D * D));
+    g.hdiag = malloc(sizeof(float) * (size_t)D);
+    if (be == PISO_QK) g.b32 = malloc(sizeof *g.b32 * (size_t)(N * g.nb));
+    else g.b256 = malloc(sizeof *g.b256 * (size_t)(N * g.nb));
+    size_t done = 0;
+    if (!R || !g.hdiag || (!g.b32 && !g.b256)) {
+        piso_errorf("GPTQ: out of memory for a [%lld, %lld] tensor", (long long)N, (long long)D);
+        goto out;
     }
-    free(hdiag);
-    free(U);
-    return (size_t)(N * nb * bb);
+    for (int64_t i = 0; i < D; i++) g.hdiag[i] = H[i * D + i] > 0 ? H[i * D + i] : 0;
+    /* λ = 1% of the mean diagonal (dead inputs counted as 1), ×10 until H + λI factors */
+    const struct piso_la_damping damp = {PISO_LA_DAMP_MEAN_DIAG, 0.01, 8};
+    if (piso_la_damped_inverse_factor(w.Hp, D, D, &damp, "GPTQ: the calibration Hessian", R, NULL, NULL)) goto out;
+    if (piso_ec_sweep(&w, R, 0, &gguf_rounder, &g)) goto out;
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t ib = 0; ib < g.nb; ib++) {
+            uint8_t *out = (uint8_t *)dst + (r * g.nb + ib) * bb;
+            if (be == PISO_QK) piso_pack_blk32(type, &g.b32[r * g.nb + ib], out);
+            else piso_pack_blk256(type, &g.b256[r * g.nb + ib], out);
+        }
+    done = (size_t)(N * g.nb * bb);
+out:
+    free(R), free(g.hdiag), free(g.b32), free(g.b256), piso_ec_free(&w);
+    return done;
 }

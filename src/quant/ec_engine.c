@@ -1,0 +1,282 @@
+/* The error-correction engine (ec_engine.h): column order, the lazy-batch sweep parameterised by a
+ * rounder, the result; and the grid rounder of GPTQ and Qronos. */
+#include "quant/ec_engine.h"
+#include "piso/linalg.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- setup ---------------------------------------------------------------------------------- */
+struct key_idx {
+    double key;
+    int idx;
+};
+static int by_key_desc(const void *a, const void *b) {
+    const struct key_idx *x = a, *y = b;
+    if (x->key != y->key) return x->key > y->key ? -1 : 1;
+    return x->idx - y->idx; /* stable: ties keep the original order */
+}
+
+void piso_ec_free(struct piso_ec_work *w) {
+    free(w->perm), free(w->col_group), free(w->grp_start), free(w->grp_len), free(w->grp_id);
+    free(w->Wo), free(w->Wc), free(w->Hp);
+    if (w->Gp != w->Hp) free(w->Gp);
+    free(w->S), free(w->codes), free(w->row_loss), free(w->GmH), free(w->dW);
+    memset(w, 0, sizeof *w);
+}
+
+static void permute_square(const float *A, int64_t D, const int *perm, float *out) {
+    for (int64_t a = 0; a < D; a++)
+        for (int64_t b = 0; b < D; b++) out[a * D + b] = A[(int64_t)perm[a] * D + perm[b]];
+}
+
+int piso_ec_setup(struct piso_ec_work *w, const struct piso_ec_problem *p, const struct piso_ec_opts *o,
+                  int zero_dead) {
+    memset(w, 0, sizeof *w);
+    int64_t N = p->N, D = p->D;
+    if (N <= 0 || D <= 0 || !p->W || !p->H) return piso_errorf("error correction: empty layer problem");
+    w->N = N, w->D = D, w->opts = *o, w->p = p;
+    w->group = (o->q.group > 0 && o->q.group < D) ? o->q.group : (int)D;
+    w->n_groups = (int)((D + w->group - 1) / w->group);
+    int ng = w->n_groups;
+    w->perm = malloc(sizeof(int) * D), w->col_group = malloc(sizeof(int) * D);
+    w->grp_start = malloc(sizeof(int) * ng), w->grp_len = malloc(sizeof(int) * ng), w->grp_id = malloc(sizeof(int) * ng);
+    w->Wo = malloc(sizeof(float) * N * D), w->Wc = malloc(sizeof(float) * N * D);
+    w->Hp = malloc(sizeof(float) * D * D);
+    w->Gp = p->G ? malloc(sizeof(float) * D * D) : w->Hp;
+    w->S = malloc(sizeof(float) * N * ng), w->codes = malloc(sizeof(int16_t) * N * D);
+    w->row_loss = calloc((size_t)N, sizeof(double));
+    struct key_idx *k = malloc(sizeof *k * (size_t)(D > ng ? D : ng));
+    if (!w->perm || !w->col_group || !w->grp_start || !w->grp_len || !w->grp_id || !w->Wo || !w->Wc ||
+        !w->Hp || !w->Gp || !w->S || !w->codes || !w->row_loss || !k) {
+        free(k), piso_ec_free(w);
+        return piso_errorf("out of memory for error correction of a [%lld, %lld] layer", (long long)N, (long long)D);
+    }
+    /* Column order: groups by Σ diag(H) descending, columns inside a group by diag(H) descending
+     * (act order); identity otherwise. */
+    int gs = w->group;
+    for (int gi = 0; gi < ng; gi++) {
+        double s = 0;
+        for (int c = gi * gs; c < gi * gs + gs && c < D; c++) s += p->H[(int64_t)c * D + c];
+        k[gi].key = o->act_order ? s : 0, k[gi].idx = gi;
+    }
+    qsort(k, (size_t)ng, sizeof *k, by_key_desc);
+    int pos = 0;
+    struct key_idx *kc = malloc(sizeof *kc * (size_t)gs);
+    if (!kc) {
+        free(k), piso_ec_free(w);
+        return piso_errorf("out of memory");
+    }
+    for (int t = 0; t < ng; t++) {
+        int gi = k[t].idx, c0 = gi * gs, len = (int)((c0 + gs <= D) ? gs : D - c0);
+        w->grp_start[t] = pos, w->grp_len[t] = len, w->grp_id[t] = gi;
+        for (int j = 0; j < len; j++)
+            kc[j].key = o->act_order ? p->H[(int64_t)(c0 + j) * D + c0 + j] : 0, kc[j].idx = c0 + j;
+        qsort(kc, (size_t)len, sizeof *kc, by_key_desc);
+        for (int j = 0; j < len; j++) w->perm[pos] = kc[j].idx, w->col_group[pos] = gi, pos++;
+    }
+    free(kc), free(k);
+
+    permute_square(p->H, D, w->perm, w->Hp);
+    if (p->G) permute_square(p->G, D, w->perm, w->Gp);
+    for (int64_t a = 0; a < D; a++)
+        if (!(w->Hp[a * D + a] > 0)) w->dead++;
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t a = 0; a < D; a++) {
+            float v = p->W[r * D + w->perm[a]];
+            if (zero_dead && !(w->Hp[a * D + a] > 0)) v = 0; /* dead input: the weight can do nothing useful */
+            w->Wo[r * D + a] = v;
+        }
+    memcpy(w->Wc, w->Wo, sizeof(float) * N * D);
+    return 0;
+}
+
+/* ---- the grid rounder (GPTQ, Qronos) ---------------------------------------------------------- */
+/* Scales fixed before error correction (interleave none/layer). */
+static int grid_begin_layer(void *ctx, struct piso_ec_work *w) {
+    (void)ctx;
+    const struct piso_ec_opts *o = &w->opts;
+    int64_t N = w->N, D = w->D;
+    int ng = w->n_groups;
+    enum piso_scale_method m = o->q.method;
+    int data_free = m == PISO_SCALE_ABSMAX || m == PISO_SCALE_MSE_GRID || m == PISO_SCALE_PISO_DATAFREE;
+    if (o->interleave != PISO_INTERLEAVE_GROUP && data_free) {
+        /* Data-free scales on the original weights need no statistics: solve them directly. */
+        for (int k = 0; k < ng; k++) piso_ec_group_scales(w, k);
+    } else if (o->interleave != PISO_INTERLEAVE_GROUP) {
+        /* Scales fixed before error correction, on the original weights (dead columns zeroed). */
+        float *Wz = malloc(sizeof(float) * N * D);
+        if (!Wz) return piso_errorf("out of memory");
+        for (int64_t r = 0; r < N; r++)
+            for (int64_t a = 0; a < D; a++) Wz[r * D + w->perm[a]] = w->Wo[r * D + a];
+        struct piso_layer_problem lp = {N, D, Wz, w->p->H, w->p->G};
+        if (o->interleave == PISO_INTERLEAVE_NONE && w->p->H_scale) lp.H = w->p->H_scale, lp.G = NULL;
+        struct piso_quant_opts qo = o->q;
+        qo.group = w->group >= D ? 0 : w->group;
+        struct piso_layer_result rr;
+        int rc = piso_rtn_layer(&lp, &qo, &rr);
+        free(Wz);
+        if (rc) return -1;
+        memcpy(w->S, rr.scales, sizeof(float) * N * ng);
+        piso_layer_result_free(&rr);
+    }
+    return 0;
+}
+
+/* ---- per-group scales on the current weights ----------------------------------------------- */
+void piso_ec_group_scales(struct piso_ec_work *w, int k) {
+    int64_t N = w->N, D = w->D;
+    int c0 = w->grp_start[k], L = w->grp_len[k], gid = w->grp_id[k];
+    enum piso_scale_method m = w->opts.q.method;
+    const struct piso_grid *grid = &w->opts.q.grid;
+    int an = w->opts.q.allow_negative;
+    int need_u = m == PISO_SCALE_PISO || m == PISO_SCALE_PISO_SEQ || m == PISO_SCALE_PISO_DIAG;
+    float *U = NULL;
+    if (need_u) {
+        /* u_g = (G w_orig)_g − H_{g,:} v + H_{g,g} v_g for all rows at once [N, L], written as
+         * (G − H)_{g,:} w_orig + H_{g,:} (w_orig − v) + H_{g,g} v_g so that the GEMMs multiply
+         * small operands instead of subtracting two large products in fp32. */
+        U = malloc(sizeof(float) * N * L);
+        if (!w->dW) w->dW = malloc(sizeof(float) * N * D);
+        if (w->Gp != w->Hp && !w->GmH && (w->GmH = malloc(sizeof(float) * D * D)))
+            for (int64_t i = 0; i < D * D; i++) w->GmH[i] = w->Gp[i] - w->Hp[i];
+        if (!U || !w->dW || (w->Gp != w->Hp && !w->GmH)) {
+            free(U), U = NULL;
+            need_u = 0, m = PISO_SCALE_ABSMAX; /* degrade rather than fail mid-sweep */
+        } else {
+            for (int64_t i = 0; i < N * D; i++) w->dW[i] = w->Wo[i] - w->Wc[i];
+            piso_la_sgemm(0, 1, (int)N, L, (int)D, 1.0f, w->dW, (int)D, w->Hp + (int64_t)c0 * D, (int)D, 0.0f, U, L);
+            if (w->GmH)
+                piso_la_sgemm(0, 1, (int)N, L, (int)D, 1.0f, w->Wo, (int)D, w->GmH + (int64_t)c0 * D, (int)D, 1.0f, U, L);
+        }
+    }
+#pragma omp parallel for schedule(dynamic, 8)
+    for (int64_t r = 0; r < N; r++) {
+        const float *v = w->Wc + r * D + c0;
+        double *ud = NULL;
+        float hd_local[256];
+        float *hd = NULL;
+        float s;
+        if (need_u) {
+            ud = malloc(sizeof(double) * L);
+            for (int i = 0; i < L; i++) {
+                double acc = U[r * L + i];
+                const float *h = w->Hp + (int64_t)(c0 + i) * D + c0;
+                for (int j = 0; j < L; j++) acc += (double)h[j] * v[j];
+                ud[i] = acc;
+            }
+        }
+        switch (m) {
+        case PISO_SCALE_MSE_GRID: s = piso_scale_mse_grid(v, L, grid); break;
+        case PISO_SCALE_PISO_DATAFREE: s = piso_solve_scale_diag(v, L, NULL, NULL, grid, an, NULL); break;
+        case PISO_SCALE_PISO_DIAG:
+            hd = L <= 256 ? hd_local : malloc(sizeof(float) * L);
+            for (int i = 0; i < L; i++) hd[i] = w->Hp[(int64_t)(c0 + i) * D + c0 + i];
+            s = piso_solve_scale_diag(v, L, hd, ud, grid, an, NULL);
+            if (hd != hd_local) free(hd);
+            break;
+        case PISO_SCALE_PISO:
+        case PISO_SCALE_PISO_SEQ:
+            s = piso_solve_scale_dense(v, L, w->Hp + (int64_t)c0 * D + c0, (int)D, ud, grid, an, NULL);
+            break;
+        default: s = piso_scale_absmax(v, L, grid); break;
+        }
+        free(ud);
+        w->S[r * w->n_groups + gid] = s;
+    }
+    free(U);
+}
+
+static float grid_round_column(void *ctx, struct piso_ec_work *w, int64_t r, int pos, float value) {
+    (void)ctx;
+    float s = w->S[r * w->n_groups + w->col_group[pos]];
+    int idx = 0;
+    float gv = piso_grid_round(&w->opts.q.grid, value / s, &idx);
+    w->codes[r * w->D + pos] = (int16_t)(w->opts.q.grid.is_int ? (int)lrintf(gv) : idx);
+    return s * gv;
+}
+
+static int grid_begin_group(void *ctx, struct piso_ec_work *w, int k) {
+    (void)ctx;
+    if (w->opts.interleave == PISO_INTERLEAVE_GROUP) piso_ec_group_scales(w, k);
+    return 0;
+}
+
+const struct piso_ec_rounder piso_ec_grid_rounder = {"grid", grid_begin_layer, grid_begin_group, grid_round_column};
+
+/* ---- the sweep ------------------------------------------------------------------------------ */
+int piso_ec_sweep(struct piso_ec_work *w, const double *R, int first, const struct piso_ec_rounder *rd,
+                  void *ctx) {
+    int64_t N = w->N, D = w->D, Dr = D - first;
+    if (Dr <= 0) return 0;
+    int B = w->opts.block_size > 0 ? w->opts.block_size : 128;
+    float *Rf = malloc(sizeof(float) * Dr * Dr), *E = malloc(sizeof(float) * N * B);
+    if (!Rf || !E) {
+        free(Rf), free(E);
+        return piso_errorf("out of memory for the GPTQ sweep");
+    }
+    for (int64_t i = 0; i < Dr * Dr; i++) Rf[i] = (float)R[i];
+    /* Block boundaries at every group start (so trailing updates are complete when a group's
+     * scale is solved), at most B wide. */
+    for (int k = 0; k < w->n_groups; k++) {
+        int gs = w->grp_start[k], ge = gs + w->grp_len[k];
+        if (ge <= first) continue;
+        if (gs >= first && rd->begin_group && rd->begin_group(ctx, w, k)) {
+            free(Rf), free(E);
+            return -1;
+        }
+        for (int i1 = gs > first ? gs : first; i1 < ge; i1 += B) {
+            int i2 = i1 + B < ge ? i1 + B : ge, bl = i2 - i1;
+#pragma omp parallel for schedule(static)
+            for (int64_t r = 0; r < N; r++) {
+                float *wr = w->Wc + r * D;
+                double loss = 0;
+                for (int i = i1; i < i2; i++) {
+                    const float *Ri = Rf + (int64_t)(i - first) * Dr - first;
+                    float q = rd->round_column(ctx, w, r, i, wr[i]);
+                    float e = (wr[i] - q) / Ri[i];
+                    loss += (double)e * e;
+                    wr[i] = q;
+                    for (int j = i + 1; j < i2; j++) wr[j] -= e * Ri[j];
+                    E[r * B + (i - i1)] = e;
+                }
+                w->row_loss[r] += loss;
+            }
+            if (i2 < D) /* W[:, i2:] -= E_block · R[i1:i2, i2:] */
+                piso_la_sgemm(0, 0, (int)N, (int)(D - i2), bl, -1.0f, E, B,
+                            Rf + (int64_t)(i1 - first) * Dr + (i2 - first), (int)Dr, 1.0f, w->Wc + i2, (int)D);
+        }
+    }
+    free(Rf), free(E);
+    return 0;
+}
+
+int piso_ec_result_alloc(struct piso_layer_result *r, int64_t N, int64_t D, int64_t ng) {
+    memset(r, 0, sizeof *r);
+    r->N = N, r->D = D, r->n_groups = ng;
+    r->scales = malloc(sizeof(float) * N * ng);
+    r->dequant = malloc(sizeof(float) * N * D);
+    r->codes = malloc(sizeof(int16_t) * N * D);
+    r->row_objective = calloc((size_t)N, sizeof(double));
+    if (!r->scales || !r->dequant || !r->codes || !r->row_objective) {
+        piso_layer_result_free(r);
+        return piso_errorf("out of memory for a [%lld, %lld] layer result", (long long)N, (long long)D);
+    }
+    return 0;
+}
+
+int piso_ec_finish(struct piso_ec_work *w, const struct piso_ec_problem *p, struct piso_layer_result *r) {
+    int64_t N = w->N, D = w->D;
+    if (piso_ec_result_alloc(r, N, D, w->n_groups)) return -1;
+    memcpy(r->scales, w->S, sizeof(float) * N * w->n_groups);
+    for (int64_t i = 0; i < N; i++)
+        for (int64_t a = 0; a < D; a++) {
+            r->dequant[i * D + w->perm[a]] = w->Wc[i * D + a];
+            r->codes[i * D + w->perm[a]] = w->codes[i * D + a];
+        }
+    r->constant_dropped = p->G != NULL;
+    r->objective = piso_layer_objective(N, D, p->W, r->dequant, p->H, p->G, r->row_objective);
+    return 0;
+}
+
