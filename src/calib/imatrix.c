@@ -174,7 +174,7 @@ int piso_imatrix_save_gguf(const struct piso_imatrix *im, const char *path) {
     return rc;
 }
 
-static int load_gguf(const char *path, struct piso_imatrix *im) {
+static int piso_load_gguf(const char *path, struct piso_imatrix *im) {
     struct piso_gguf g;
     if (piso_gguf_open(&g, path)) return -1;
     int rc = -1;
@@ -317,7 +317,7 @@ int piso_imatrix_load(const char *path, struct piso_imatrix **out) {
         return -1;
     }
     int is_gguf = f.size >= 4 && !memcmp(f.data, "GGUF", 4);
-    int rc = is_gguf ? load_gguf(path, im) : load_dat(path, &f, im);
+    int rc = is_gguf ? piso_load_gguf(path, im) : load_dat(path, &f, im);
     piso_mmap_close(&f);
     if (rc) {
         piso_imatrix_free(im);

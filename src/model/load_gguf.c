@@ -112,7 +112,7 @@ static float *gguf_weight(struct piso_model *m, const char *name, int64_t ne0, i
         piso_errorf("%s: tensor '%s': type %s cannot be converted to f32", g->map.path, name, tr ? tr->name : "?");
         return NULL;
     }
-    float *dst = model_own(m, (size_t)(ne0 * (ne1 ? ne1 : 1)));
+    float *dst = piso_model_own(m, (size_t)(ne0 * (ne1 ? ne1 : 1)));
     if (!dst) {
         piso_errorf("%s: tensor '%s': out of memory", g->map.path, name);
         return NULL;
@@ -121,7 +121,7 @@ static float *gguf_weight(struct piso_model *m, const char *name, int64_t ne0, i
     return dst;
 }
 
-int load_gguf(const char *path, struct piso_model **out) {
+int piso_load_gguf(const char *path, struct piso_model **out) {
     struct piso_gguf *g = calloc(1, sizeof *g);
     if (piso_gguf_open(g, path) != 0) {
         free(g);
@@ -133,7 +133,7 @@ int load_gguf(const char *path, struct piso_model **out) {
         free(g);
         return -1;
     }
-    struct piso_model *m = model_new(&c, path);
+    struct piso_model *m = piso_model_new(&c, path);
     m->storage->gguf = g;
     struct piso_config *mc = &m->cfg;
     char name[96];
@@ -166,7 +166,7 @@ int load_gguf(const char *path, struct piso_model **out) {
         mc->has_qk_norm |= w->q_norm != NULL;
     }
     /* NEOX architectures (qwen2, qwen3) store q/k rows rotate-half, as HF does */
-    if (mc->rope_style == PISO_ROPE_HALF && model_rope_rows_to_adjacent(m) != 0) goto fail;
+    if (mc->rope_style == PISO_ROPE_HALF && piso_model_rope_rows_to_adjacent(m) != 0) goto fail;
     *out = m;
     return 0;
 fail:

@@ -205,7 +205,7 @@ static float *get_weight(struct piso_model *m, const char *name, int64_t rows, i
         piso_errorf("%s: tensor '%s': dtype %s is not supported (F32, F16, BF16)", file, name, piso_dtype_name(t->dtype));
         return NULL;
     }
-    float *dst = model_own(m, (size_t)t->numel);
+    float *dst = piso_model_own(m, (size_t)t->numel);
     if (!dst) {
         piso_errorf("%s: tensor '%s': out of memory", file, name);
         return NULL;
@@ -255,7 +255,7 @@ static int load_weights(struct piso_model *m) {
  * results whichever file it came from (HF twin vs llama2.c vs GGUF). HF stores q/k rows (and their
  * biases and q/k norms) in rotate-half order: reorder them once here. The exporters write HF order
  * back. The mapping is copy-on-write, so the file is never touched. */
-int model_rope_rows_to_adjacent(struct piso_model *m) {
+int piso_model_rope_rows_to_adjacent(struct piso_model *m) {
     const struct piso_config *c = &m->cfg;
     for (int s = 0, l; s < piso_schema_steps(c); s++) {
         const struct piso_tensor_info *t = piso_schema_step(c, s, &l);
@@ -269,7 +269,7 @@ int model_rope_rows_to_adjacent(struct piso_model *m) {
     return 0;
 }
 
-int load_hf(const char *dir, struct piso_model **out) {
+int piso_load_hf(const char *dir, struct piso_model **out) {
     struct hf_ctx h = {dir, piso_path_join(dir, "config.json"), NULL};
     char *text;
     if (piso_read_file(h.config_path, &text, NULL) != 0) {
@@ -286,8 +286,8 @@ int load_hf(const char *dir, struct piso_model **out) {
     cJSON_Delete(h.cfg);
     free(h.config_path);
     if (rc != 0) return -1;
-    struct piso_model *m = model_new(&c, dir);
-    if (open_shards(m, dir) != 0 || load_weights(m) != 0 || model_rope_rows_to_adjacent(m) != 0) {
+    struct piso_model *m = piso_model_new(&c, dir);
+    if (open_shards(m, dir) != 0 || load_weights(m) != 0 || piso_model_rope_rows_to_adjacent(m) != 0) {
         piso_model_free(m);
         return -1;
     }

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int load_llama2c(const char *path, struct piso_model **out) {
+int piso_load_llama2c(const char *path, struct piso_model **out) {
     struct piso_mmap map;
     if (piso_mmap_open(&map, path) != 0) return -1;
     int32_t h[7];
@@ -70,7 +70,7 @@ int load_llama2c(const char *path, struct piso_model **out) {
                            path, c.dim, c.hidden_dim, c.n_layers, c.vocab_size, c.max_seq_len,
                            (unsigned long long)need, (unsigned long long)have);
     }
-    struct piso_model *m = model_new(&c, path);
+    struct piso_model *m = piso_model_new(&c, path);
     m->storage->map = map;
     float *p = (float *)(uintptr_t)(map.data + sizeof h); /* 28-byte header: 4-aligned floats */
     for (int i = 0; i < n_order; i++) {

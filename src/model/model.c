@@ -6,7 +6,7 @@
 #include <dirent.h>
 #include <string.h>
 
-struct piso_model *model_new(const struct piso_config *cfg, const char *path) {
+struct piso_model *piso_model_new(const struct piso_config *cfg, const char *path) {
     struct piso_model *m = calloc(1, sizeof *m);
     m->cfg = *cfg;
     m->path = strdup(path ? path : "(memory)");
@@ -15,7 +15,7 @@ struct piso_model *model_new(const struct piso_config *cfg, const char *path) {
     return m;
 }
 
-float *model_own(struct piso_model *m, size_t n) {
+float *piso_model_own(struct piso_model *m, size_t n) {
     struct piso_model_storage *s = m->storage;
     if (s->n_owned == s->cap_owned) {
         s->cap_owned = s->cap_owned ? 2 * s->cap_owned : 64;
@@ -80,10 +80,10 @@ int piso_config_validate(const struct piso_config *c, const char *what) {
 int piso_model_alloc(const struct piso_config *cfg, struct piso_model **out) {
     *out = NULL;
     if (piso_config_validate(cfg, "model config") != 0) return -1;
-    struct piso_model *m = model_new(cfg, NULL);
+    struct piso_model *m = piso_model_new(cfg, NULL);
     for (int s = 0, l; s < piso_schema_steps(cfg); s++) {
         const struct piso_tensor_info *t = piso_schema_step(cfg, s, &l);
-        if (piso_schema_present(cfg, t)) *piso_schema_slot(m, t, l) = model_own(m, (size_t)piso_schema_numel(cfg, t));
+        if (piso_schema_present(cfg, t)) *piso_schema_slot(m, t, l) = piso_model_own(m, (size_t)piso_schema_numel(cfg, t));
     }
     if (cfg->tied_embeddings) m->output = m->tok_embd;
     for (int i = 0; i < m->storage->n_owned; i++)
@@ -207,7 +207,7 @@ int piso_model_load(const char *path, const char *tokenizer_path, struct piso_mo
         return rc;
     }
     if (piso_is_dir(path)) {
-        rc = load_hf(path, out);
+        rc = piso_load_hf(path, out);
     } else {
         FILE *f = fopen(path, "rb");
         if (!f) return piso_errorf("%s: cannot open (expected an HF model directory, a llama2.c .bin or a .gguf)", path);
@@ -215,12 +215,12 @@ int piso_model_load(const char *path, const char *tokenizer_path, struct piso_mo
         size_t got = fread(magic, 1, 4, f);
         fclose(f);
         if (got == 4 && memcmp(magic, "GGUF", 4) == 0) {
-            rc = load_gguf(path, out);
+            rc = piso_load_gguf(path, out);
         } else {
             size_t n = strlen(path);
             if (n >= 12 && strcmp(path + n - 12, ".safetensors") == 0)
                 return piso_errorf("%s: pass the model directory (with config.json), not the .safetensors file", path);
-            rc = load_llama2c(path, out);
+            rc = piso_load_llama2c(path, out);
         }
     }
     if (rc != 0) return -1;

@@ -17,17 +17,17 @@ struct piso_model_storage {
 };
 
 /* An empty model (cfg copied) with storage and the layer array allocated. */
-struct piso_model *model_new(const struct piso_config *cfg, const char *path);
+struct piso_model *piso_model_new(const struct piso_config *cfg, const char *path);
 /* n floats owned by the model (zeroed), freed with it. */
-float *model_own(struct piso_model *m, size_t n);
+float *piso_model_own(struct piso_model *m, size_t n);
 
 /* Reorders the rows the schema marks as RoPE rows (q/k weights, biases, q/k norms) from
  * rotate-half to adjacent pairs, the order piso runs every model in. */
-int model_rope_rows_to_adjacent(struct piso_model *m);
+int piso_model_rope_rows_to_adjacent(struct piso_model *m);
 
 /* Format loaders: fill cfg and weights of *out (tokenizer not included). */
-int load_hf(const char *dir, struct piso_model **out);
-int load_llama2c(const char *path, struct piso_model **out);
-int load_gguf(const char *path, struct piso_model **out);
+int piso_load_hf(const char *dir, struct piso_model **out);
+int piso_load_llama2c(const char *path, struct piso_model **out);
+int piso_load_gguf(const char *path, struct piso_model **out);
 
 #endif
