@@ -247,7 +247,7 @@ static void test_damped(void) {
         }
     for (int64_t i = 0; i < n; i++) sum_diag += H[i * n + i] > 0 ? H[i * n + i] : 1.0, dead += !(H[i * n + i] > 0);
     double *R = malloc(sizeof(double) * (size_t)(n * n)), *inv = malloc(sizeof(double) * (size_t)(n * n));
-    struct piso_la_damping dp = {PISO_LA_DAMP_MEAN_DIAG, 0.01, 5};
+    struct piso_la_damping dp = {PISO_LA_DAMP_MEAN_DIAG, 0.01, 5, 0};
     struct piso_la_damped d;
     CHECK(piso_la_damped_inverse_factor(H, n, n, &dp, "H", R, inv, &d) == 0, "damped: %s", piso_last_error());
     CHECK(d.dead == dead && dead == 8, "dead inputs %lld (expected %lld = 8)", (long long)d.dead, (long long)dead);
@@ -265,7 +265,7 @@ static void test_damped(void) {
     CHECK(d.retries == 3 && fabs(d.lambda - 10.0) < 1e-12 && d.ref == 1.0, "indefinite: retries %d λ %g ref %g",
           d.retries, d.lambda, d.ref);
     check_factor(Hi, m, Ri, invi, d.lambda, 1e-12, "damped indefinite H");
-    struct piso_la_damping few = {PISO_LA_DAMP_MEAN_DIAG, 0.01, 2};
+    struct piso_la_damping few = {PISO_LA_DAMP_MEAN_DIAG, 0.01, 2, 0};
     CHECK(piso_la_damped_inverse_factor(Hi, m, m, &few, "layer 3 wq", Ri, NULL, &d) == -1, "2 retries must fail");
     CHECK(strstr(piso_last_error(), "layer 3 wq") != NULL, "error names the matrix: %s", piso_last_error());
 
@@ -273,7 +273,7 @@ static void test_damped(void) {
     int64_t k = 70, ld = 75;
     float *Hs = calloc((size_t)(k * ld), sizeof(float));
     for (int64_t i = 0; i < k; i++) Hs[i * ld + i] = i == 0 ? 4.0f : 1.0f;
-    struct piso_la_damping sp = {PISO_LA_DAMP_SIGMA_MAX, 0.1, 3};
+    struct piso_la_damping sp = {PISO_LA_DAMP_SIGMA_MAX, 0.1, 3, 0};
     double *Rs = malloc(sizeof(double) * (size_t)(k * k));
     CHECK(piso_la_damped_inverse_factor(Hs, k, ld, &sp, "Hs", Rs, NULL, &d) == 0, "sigma: %s", piso_last_error());
     CHECK(fabs(d.ref - 4.0) < 1e-6 && d.lambda == 0.1 * d.ref && d.dead == 0, "σ_max ref %g", d.ref);
@@ -337,7 +337,7 @@ static void run_all(struct outputs *o, int threads) {
     for (int64_t i = 0; i < n * n; i++) H[i] = (float)S[i];
     o->R = malloc(sizeof(double) * (size_t)(n * n));
     o->Rinv = malloc(sizeof(double) * (size_t)(n * n));
-    struct piso_la_damping sp = {PISO_LA_DAMP_SIGMA_MAX, 0.01, 3};
+    struct piso_la_damping sp = {PISO_LA_DAMP_SIGMA_MAX, 0.01, 3, 0};
     piso_la_damped_inverse_factor(H, n, n, &sp, "H", o->R, o->Rinv, NULL);
     o->sigma = piso_la_power_iteration(H, n, 30);
     free(A), free(B), free(Ad), free(Bd), free(scratch), free(H), free(S);

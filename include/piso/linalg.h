@@ -54,12 +54,15 @@ int64_t piso_la_spd_inverse(double *A, int64_t n);
 /* How much damping λ to add to H's diagonal before factoring it. */
 enum piso_la_damp_ref {
     PISO_LA_DAMP_MEAN_DIAG = 0, /* λ = factor · mean(diag H), dead inputs counted as 1 (GPTQ) */
-    PISO_LA_DAMP_SIGMA_MAX,     /* λ = factor · σ_max(H) by power iteration (Qronos) */
+    PISO_LA_DAMP_SIGMA_MAX,     /* λ = factor · σ_max(H) by power iteration */
+    PISO_LA_DAMP_GIVEN,         /* λ = factor · ref_value, a reference the caller computed (Qronos:
+                                 * σ_max of the whole H while it factors the block H[1:,1:]) */
 };
 struct piso_la_damping {
     enum piso_la_damp_ref ref;
     double factor;   /* ≥ 0 */
     int max_retries; /* λ ×10 (or 1e-6·ref when λ = 0) after each failed factorization */
+    double ref_value; /* PISO_LA_DAMP_GIVEN only: the reference (> 0) */
 };
 struct piso_la_damped {
     double lambda;    /* λ actually used */

@@ -161,6 +161,8 @@ int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const 
     if (damp->ref == PISO_LA_DAMP_MEAN_DIAG) {
         for (int64_t a = 0; a < n; a++) d.ref += H[a * ldh + a] > 0 ? H[a * ldh + a] : 1.0;
         d.ref = n > 0 ? d.ref / (double)n : 1.0;
+    } else if (damp->ref == PISO_LA_DAMP_GIVEN) {
+        d.ref = damp->ref_value > 0 ? damp->ref_value : 1.0;
     } else {
         /* σ_max of the leading block; a copy when it is strided */
         float *Hc = ldh == n ? NULL : malloc(sizeof(float) * (size_t)(n * n));

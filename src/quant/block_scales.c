@@ -676,7 +676,7 @@ size_t piso_ggml_quantize_gptq(int type, const float *W, void *dst, int64_t N, i
     }
     for (int64_t i = 0; i < D; i++) g.hdiag[i] = H[i * D + i] > 0 ? H[i * D + i] : 0;
     /* λ = 1% of the mean diagonal (dead inputs counted as 1), ×10 until H + λI factors */
-    const struct piso_la_damping damp = {PISO_LA_DAMP_MEAN_DIAG, 0.01, 8};
+    const struct piso_la_damping damp = {PISO_LA_DAMP_MEAN_DIAG, 0.01, 8, 0};
     if (piso_la_damped_inverse_factor(w.Hp, D, D, &damp, "GPTQ: the calibration Hessian", R, NULL, NULL)) goto out;
     if (piso_ec_sweep(&w, R, 0, &gguf_rounder, &g)) goto out;
     for (int64_t r = 0; r < N; r++)

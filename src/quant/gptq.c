@@ -157,7 +157,7 @@ int piso_gptq_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *
         piso_errorf("out of memory for GPTQ's [%lld, %lld] Hessian", (long long)D, (long long)D);
         goto done;
     }
-    const struct piso_la_damping damp = {PISO_LA_DAMP_MEAN_DIAG, o->damp >= 0 ? o->damp : 0.01, 8};
+    const struct piso_la_damping damp = {PISO_LA_DAMP_MEAN_DIAG, o->damp >= 0 ? o->damp : 0.01, 8, 0};
     struct piso_la_damped dd;
     const struct piso_ec_rounder *rd = &piso_ec_grid_rounder;
     if (piso_la_damped_inverse_factor(w.Hp, D, D, &damp, "GPTQ", R, NULL, &dd)) goto done;

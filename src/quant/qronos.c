@@ -9,43 +9,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* (H + λI)[1:,1:]⁻¹ (inv) and its upper Cholesky factor R₁, λ = damp·σ_max of the whole H (not of
- * the block, which piso_la_damped_inverse_factor would use), ×10 after each failed factorization. */
-static int downdated_factor(const struct piso_ec_work *w, double smax, double lambda, double *Hd, double *inv,
-                            double *R, double *lambda_out) {
-    int64_t D = w->D, D1 = D - 1;
-    for (int attempt = 0;; attempt++) {
-        for (int64_t a = 0; a < D1; a++)
-            for (int64_t b = 0; b < D1; b++) Hd[a * D1 + b] = w->Hp[(a + 1) * D + b + 1];
-        for (int64_t a = 0; a < D1; a++) {
-            if (!(Hd[a * D1 + a] > 0)) Hd[a * D1 + a] = 1.0; /* dead input */
-            Hd[a * D1 + a] += lambda;
-        }
-        if (piso_la_spd_inverse(Hd, D1) == 0) {
-            memcpy(inv, Hd, sizeof(double) * D1 * D1);
-            memcpy(R, Hd, sizeof(double) * D1 * D1);
-            if (piso_la_cholesky_upper(R, D1) == 0) break;
-        }
-        if (attempt >= 8) return piso_errorf("Qronos: H + λI is not positive definite even with λ = %g", lambda);
-        lambda = lambda > 0 ? lambda * 10 : 1e-6 * smax;
-    }
-    *lambda_out = lambda;
-    return 0;
-}
-
 int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o,
                       struct piso_layer_result *r, struct piso_ec_stats *st) {
     struct piso_ec_work w;
     if (piso_ec_setup(&w, p, o, 1)) return -1;
     const struct piso_ec_rounder *rd = &piso_ec_grid_rounder;
     int64_t N = w.N, D = w.D, D1 = D - 1;
-    double *Hd = D1 > 0 ? malloc(sizeof(double) * D1 * D1) : NULL;
     double *R = D1 > 0 ? malloc(sizeof(double) * D1 * D1) : NULL;
     double *iH1 = D1 > 0 ? malloc(sizeof(double) * D1 * D1) : NULL;
     double *rhs = D1 > 0 ? malloc(sizeof(double) * N * D1) : NULL, *v1 = D1 > 0 ? malloc(sizeof(double) * N * D1) : NULL;
     float *T = D1 > 0 ? malloc(sizeof(float) * N * D1) : NULL;
     int rc = -1;
-    if (D1 > 0 && (!Hd || !R || !iH1 || !rhs || !v1 || !T)) {
+    if (D1 > 0 && (!R || !iH1 || !rhs || !v1 || !T)) {
         piso_errorf("out of memory for Qronos on a [%lld, %lld] layer", (long long)N, (long long)D);
         goto done;
     }
@@ -67,7 +42,11 @@ int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts
     for (int64_t i = 0; i < N; i++) w.Wc[i * D] = rd->round_column(NULL, &w, i, 0, w.Wc[i * D]);
 
     if (D1 > 0) {
-        if (downdated_factor(&w, smax, lambda, Hd, iH1, R, &lambda)) goto done;
+        /* (H + λI)[1:,1:]⁻¹ and its upper Cholesky factor R₁, λ relative to σ_max of the whole H */
+        const struct piso_la_damping damp = {PISO_LA_DAMP_GIVEN, o->damp >= 0 ? o->damp : 1e-6, 8, smax};
+        struct piso_la_damped dd;
+        if (piso_la_damped_inverse_factor(w.Hp + D + 1, D1, D, &damp, "Qronos", R, iH1, &dd)) goto done;
+        lambda = dd.lambda;
         /* Re-fit the rest: v₁ = argmin ‖Xw − x̃₀q₀ − X̃₁v‖² + λ‖v − w₁‖²
          *                    = (H + λI)[1:,1:]⁻¹ (G[1:,:] w + λ w₁ − H[1:,0] q₀). */
         piso_la_sgemm(0, 1, N, D1, D, 1.0f, w.Wo, D, w.Gp + D, D, 0.0f, T, D1);
@@ -90,6 +69,6 @@ int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts
     }
     rc = 0;
 done:
-    free(Hd), free(R), free(iH1), free(rhs), free(v1), free(T), piso_ec_free(&w);
+    free(R), free(iH1), free(rhs), free(v1), free(T), piso_ec_free(&w);
     return rc;
 }
