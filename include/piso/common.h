@@ -86,6 +86,16 @@ int piso_is_dir(const char *path);
 char *piso_path_join(const char *dir, const char *name);
 int piso_mkdir_p(const char *path);
 
+/* A growable byte buffer, kept NUL-terminated (so text can be read from it as a C string). An
+ * allocation failure sets `failed` and drops later appends; the owner checks it once at the end. */
+struct piso_buf {
+    char *data;
+    size_t len, cap;
+    int failed;
+};
+void piso_buf_put(struct piso_buf *b, const void *p, size_t n);
+void piso_buf_free(struct piso_buf *b);
+
 /* Atomic output: write into a temporary file beside `path`, then rename over it on commit.
  * On abort (or any failure) the temporary is removed, so a partial output never appears. */
 struct piso_outfile {

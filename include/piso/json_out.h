@@ -16,6 +16,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "piso/common.h"
+
 #include <stdio.h>
 
 #ifdef __cplusplus
@@ -31,8 +33,7 @@ enum piso_json_style {
 enum { PISO_JSON_MAX_DEPTH = 32 };
 
 struct piso_json {
-    char *buf;
-    size_t len, cap;
+    struct piso_buf out;
     enum piso_json_style style;
     int depth;                                   /* open objects and arrays */
     unsigned char is_array[PISO_JSON_MAX_DEPTH]; /* per open level */

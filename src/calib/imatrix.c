@@ -107,15 +107,22 @@ static int imatrix_visit(void *ctx, int l, const struct piso_block_taps *taps, i
     return 0;
 }
 
+/* Whole chunks of n_ctx tokens in the text, at most max_chunks (> 0); < 1 after setting the error. */
+static int chunk_count(int n_tokens, int n_ctx, int max_chunks, const char *what) {
+    int n_chunk = n_ctx > 0 ? n_tokens / n_ctx : 0;
+    if (max_chunks > 0 && n_chunk > max_chunks) n_chunk = max_chunks;
+    if (n_chunk < 1)
+        piso_errorf("%s: %d tokens are fewer than one chunk of %d (use a longer text or a smaller --ctx)", what,
+                    n_tokens, n_ctx);
+    return n_chunk;
+}
+
 int piso_imatrix_compute(const struct piso_model *m, const int *tokens, int n_tokens, int n_ctx, int max_chunks,
                          int bos_id, const char *dataset, struct piso_imatrix **out) {
     const struct piso_config *c = &m->cfg;
     if (n_ctx < 16) return piso_errorf("imatrix: context %d is too short (llama.cpp needs >= 16 tokens)", n_ctx);
-    int n_chunk = n_tokens / n_ctx;
-    if (max_chunks > 0 && n_chunk > max_chunks) n_chunk = max_chunks;
-    if (n_chunk < 1)
-        return piso_errorf("imatrix: %d tokens are fewer than one chunk of %d (use a longer text or a smaller --ctx)",
-                           n_tokens, n_ctx);
+    int n_chunk = chunk_count(n_tokens, n_ctx, max_chunks, "imatrix");
+    if (n_chunk < 1) return -1;
     struct piso_imatrix *im = calloc(1, sizeof *im);
     if (!im) return piso_errorf("imatrix: out of memory");
     int rc = -1;
@@ -360,11 +367,8 @@ static int hessian_visit(void *ctx, int l, const struct piso_block_taps *taps, i
 int piso_calib_hessians_compute(const struct piso_model *m, const int *tokens, int n_tokens, int n_ctx,
                                 int max_chunks, int bos_id, struct piso_calib_hessians **out) {
     const struct piso_config *c = &m->cfg;
-    int n_chunk = n_tokens / n_ctx;
-    if (max_chunks > 0 && n_chunk > max_chunks) n_chunk = max_chunks;
-    if (n_chunk < 1)
-        return piso_errorf("calibration: %d tokens are fewer than one chunk of %d (use a longer text or a smaller --ctx)",
-                           n_tokens, n_ctx);
+    int n_chunk = chunk_count(n_tokens, n_ctx, max_chunks, "calibration");
+    if (n_chunk < 1) return -1;
     struct piso_calib_hessians *hs = calloc(1, sizeof *hs);
     const int64_t D = c->dim, F = c->hidden_dim, Hq = (int64_t)c->n_heads * c->head_dim;
     const int64_t dims[4] = {D, Hq, D, F};

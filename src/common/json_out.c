@@ -10,20 +10,8 @@
 #include <string.h>
 
 static void put(struct piso_json *w, const char *s, size_t n) {
-    if (w->failed) return;
-    if (w->len + n + 1 > w->cap) {
-        size_t cap = w->cap ? w->cap : 256;
-        while (w->len + n + 1 > cap) cap *= 2;
-        char *b = realloc(w->buf, cap);
-        if (!b) {
-            w->failed = 1;
-            return;
-        }
-        w->buf = b, w->cap = cap;
-    }
-    memcpy(w->buf + w->len, s, n);
-    w->len += n;
-    w->buf[w->len] = 0;
+    if (!w->failed) piso_buf_put(&w->out, s, n);
+    if (w->out.failed) w->failed = 1;
 }
 
 static void puts_(struct piso_json *w, const char *s) { put(w, s, strlen(s)); }
@@ -177,9 +165,9 @@ void piso_json_sig(struct piso_json *w, const char *key, double v, int digits) {
 
 char *piso_json_finish(struct piso_json *w) {
     while (!w->failed && w->depth > 0) close_level(w, w->is_array[w->depth - 1]);
-    char *text = w->failed ? NULL : w->buf;
+    char *text = w->failed ? NULL : w->out.data;
     if (!text) {
-        free(w->buf);
+        piso_buf_free(&w->out);
         piso_errorf("JSON output: could not build the document (out of memory or a writer misuse)");
     }
     memset(w, 0, sizeof *w);
@@ -195,6 +183,6 @@ int piso_json_print(struct piso_json *w, FILE *f) {
 }
 
 void piso_json_free(struct piso_json *w) {
-    free(w->buf);
+    piso_buf_free(&w->out);
     memset(w, 0, sizeof *w);
 }

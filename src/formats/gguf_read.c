@@ -66,15 +66,26 @@ static void scalar_value(struct piso_gguf_kv *kv, const uint8_t *p) {
     }
 }
 
-static int parse_kv(struct cursor *c, struct piso_gguf_kv *kv, int64_t index) {
-    const char *key;
-    uint64_t klen;
+/* The name of key or tensor `index` (kind: "key" or "tensor"): non-empty, no NUL byte, at most
+ * max_len bytes (0: no limit); a malloc'd copy in *out. */
+static int cur_name(struct cursor *c, const char *kind, int64_t index, uint64_t max_len, char **out) {
+    const char *name = NULL;
+    uint64_t len = 0;
     char what[64];
-    snprintf(what, sizeof what, "key %lld", (long long)index);
-    if (cur_string(c, &key, &klen, what) != 0) return -1;
-    if (klen == 0) return piso_errorf("key %lld is empty", (long long)index);
-    if (memchr(key, 0, klen)) return piso_errorf("key %lld contains a NUL byte", (long long)index);
-    kv->key = strndup(key, klen);
+    snprintf(what, sizeof what, "%s %lld", kind, (long long)index);
+    if (cur_string(c, &name, &len, what) != 0) return -1;
+    if (len == 0) return piso_errorf("%s: the name is empty", what);
+    if (max_len && len > max_len)
+        return piso_errorf("%s: name of %llu bytes is too long (max %llu)", what, (unsigned long long)len,
+                           (unsigned long long)max_len);
+    if (memchr(name, 0, len)) return piso_errorf("%s: the name contains a NUL byte", what);
+    *out = strndup(name, len);
+    if (!*out) return piso_errorf("%s: out of memory", what);
+    return 0;
+}
+
+static int parse_kv(struct cursor *c, struct piso_gguf_kv *kv, int64_t index) {
+    if (cur_name(c, "key", index, 0, &kv->key) != 0) return -1;
     uint32_t t = 0;
     if (cur_take(c, &t, 4, kv->key) != 0) return -1;
     if (t >= GGUF_VT_COUNT) return piso_errorf("key '%s': invalid value type %u", kv->key, t);
@@ -120,17 +131,7 @@ static int parse_kv(struct cursor *c, struct piso_gguf_kv *kv, int64_t index) {
 }
 
 static int parse_tensor_info(struct cursor *c, struct piso_gguf_tensor *t, int64_t index) {
-    const char *name;
-    uint64_t nlen;
-    char what[64];
-    snprintf(what, sizeof what, "tensor info %lld", (long long)index);
-    if (cur_string(c, &name, &nlen, what) != 0) return -1;
-    if (nlen == 0) return piso_errorf("tensor %lld has an empty name", (long long)index);
-    if (nlen >= GGUF_MAX_NAME)
-        return piso_errorf("tensor %lld: name of %llu bytes is too long (max %d)", (long long)index,
-                           (unsigned long long)nlen, GGUF_MAX_NAME - 1);
-    if (memchr(name, 0, nlen)) return piso_errorf("tensor %lld: name contains a NUL byte", (long long)index);
-    t->name = strndup(name, nlen);
+    if (cur_name(c, "tensor", index, GGUF_MAX_NAME - 1, &t->name) != 0) return -1;
     uint32_t nd = 0;
     if (cur_take(c, &nd, 4, t->name) != 0) return -1;
     if (nd > 4) return piso_errorf("tensor '%s': n_dims = %u (max 4)", t->name, nd);

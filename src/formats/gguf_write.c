@@ -18,8 +18,7 @@ struct wtensor {
 };
 
 struct piso_gguf_writer {
-    uint8_t *kv;
-    size_t kv_len, kv_cap;
+    struct piso_buf kv; /* the metadata key/value section */
     char **keys;
     int64_t n_kv;
     struct wtensor *t;
@@ -36,31 +35,17 @@ void piso_gguf_writer_free(struct piso_gguf_writer *w) {
         free(w->t[i].name);
         if (w->t[i].owned) free(w->t[i].data);
     }
-    free(w->keys), free(w->kv), free(w->t), free(w);
+    piso_buf_free(&w->kv);
+    free(w->keys), free(w->t), free(w);
 }
 
-static void put(struct piso_gguf_writer *w, const void *p, size_t n) {
-    if (w->failed || n == 0) return;
-    if (w->kv_len + n > w->kv_cap) {
-        size_t cap = w->kv_cap ? w->kv_cap : 4096;
-        while (cap < w->kv_len + n) cap *= 2;
-        uint8_t *nb = realloc(w->kv, cap);
-        if (!nb) {
-            w->failed = 1;
-            return;
-        }
-        w->kv = nb, w->kv_cap = cap;
-    }
-    memcpy(w->kv + w->kv_len, p, n);
-    w->kv_len += n;
-}
 /* Little-endian scalars (the hosts we build on are little-endian; memcpy keeps it portable to them). */
-static void put_u32(struct piso_gguf_writer *w, uint32_t v) { put(w, &v, 4); }
-static void put_u64(struct piso_gguf_writer *w, uint64_t v) { put(w, &v, 8); }
-static void put_str(struct piso_gguf_writer *w, const char *s) {
+static void put_u32(struct piso_buf *b, uint32_t v) { piso_buf_put(b, &v, 4); }
+static void put_u64(struct piso_buf *b, uint64_t v) { piso_buf_put(b, &v, 8); }
+static void put_str(struct piso_buf *b, const char *s) {
     uint64_t n = strlen(s);
-    put_u64(w, n);
-    put(w, s, n);
+    put_u64(b, n);
+    piso_buf_put(b, s, n);
 }
 
 static int new_key(struct piso_gguf_writer *w, const char *key, enum piso_gguf_vtype t) {
@@ -72,57 +57,57 @@ static int new_key(struct piso_gguf_writer *w, const char *key, enum piso_gguf_v
     w->keys = nk;
     if (!(w->keys[w->n_kv] = strdup(key))) return piso_errorf("gguf writer: out of memory");
     w->n_kv++;
-    put_str(w, key);
-    put_u32(w, (uint32_t)t);
+    put_str(&w->kv, key);
+    put_u32(&w->kv, (uint32_t)t);
+    return 0;
+}
+
+/* A key with one fixed-size value of type t (bytes already little-endian). */
+static int set_scalar(struct piso_gguf_writer *w, const char *key, enum piso_gguf_vtype t, const void *v, size_t n) {
+    if (new_key(w, key, t)) return -1;
+    piso_buf_put(&w->kv, v, n);
+    return 0;
+}
+/* A key holding an array of n fixed-size elements of type et. */
+static int set_array(struct piso_gguf_writer *w, const char *key, enum piso_gguf_vtype et, const void *v, uint64_t n,
+                     size_t elem_size) {
+    if (new_key(w, key, GGUF_VT_ARRAY)) return -1;
+    put_u32(&w->kv, et);
+    put_u64(&w->kv, n);
+    piso_buf_put(&w->kv, v, elem_size * n);
     return 0;
 }
 
 int piso_gguf_set_u32(struct piso_gguf_writer *w, const char *key, uint32_t v) {
-    if (new_key(w, key, GGUF_VT_UINT32)) return -1;
-    put_u32(w, v);
-    return 0;
+    return set_scalar(w, key, GGUF_VT_UINT32, &v, 4);
 }
 int piso_gguf_set_i32(struct piso_gguf_writer *w, const char *key, int32_t v) {
-    if (new_key(w, key, GGUF_VT_INT32)) return -1;
-    put(w, &v, 4);
-    return 0;
+    return set_scalar(w, key, GGUF_VT_INT32, &v, 4);
 }
 int piso_gguf_set_f32(struct piso_gguf_writer *w, const char *key, float v) {
-    if (new_key(w, key, GGUF_VT_FLOAT32)) return -1;
-    put(w, &v, 4);
-    return 0;
+    return set_scalar(w, key, GGUF_VT_FLOAT32, &v, 4);
 }
 int piso_gguf_set_bool(struct piso_gguf_writer *w, const char *key, int v) {
-    if (new_key(w, key, GGUF_VT_BOOL)) return -1;
     uint8_t b = v ? 1 : 0;
-    put(w, &b, 1);
-    return 0;
+    return set_scalar(w, key, GGUF_VT_BOOL, &b, 1);
 }
 int piso_gguf_set_str(struct piso_gguf_writer *w, const char *key, const char *v) {
     if (new_key(w, key, GGUF_VT_STRING)) return -1;
-    put_str(w, v);
+    put_str(&w->kv, v);
     return 0;
 }
 int piso_gguf_set_arr_str(struct piso_gguf_writer *w, const char *key, const char *const *v, uint64_t n) {
     if (new_key(w, key, GGUF_VT_ARRAY)) return -1;
-    put_u32(w, GGUF_VT_STRING);
-    put_u64(w, n);
-    for (uint64_t i = 0; i < n; i++) put_str(w, v[i] ? v[i] : "");
+    put_u32(&w->kv, GGUF_VT_STRING);
+    put_u64(&w->kv, n);
+    for (uint64_t i = 0; i < n; i++) put_str(&w->kv, v[i] ? v[i] : "");
     return 0;
 }
 int piso_gguf_set_arr_f32(struct piso_gguf_writer *w, const char *key, const float *v, uint64_t n) {
-    if (new_key(w, key, GGUF_VT_ARRAY)) return -1;
-    put_u32(w, GGUF_VT_FLOAT32);
-    put_u64(w, n);
-    put(w, v, 4 * n);
-    return 0;
+    return set_array(w, key, GGUF_VT_FLOAT32, v, n, 4);
 }
 int piso_gguf_set_arr_i32(struct piso_gguf_writer *w, const char *key, const int32_t *v, uint64_t n) {
-    if (new_key(w, key, GGUF_VT_ARRAY)) return -1;
-    put_u32(w, GGUF_VT_INT32);
-    put_u64(w, n);
-    put(w, v, 4 * n);
-    return 0;
+    return set_array(w, key, GGUF_VT_INT32, v, n, 4);
 }
 
 int piso_gguf_add_tensor(struct piso_gguf_writer *w, const char *name, int n_dims, const int64_t *ne, int type,
@@ -191,14 +176,14 @@ done:
 static size_t pad(size_t n) { return (n + GGUF_ALIGNMENT - 1) / GGUF_ALIGNMENT * GGUF_ALIGNMENT; }
 
 int piso_gguf_writer_write(struct piso_gguf_writer *w, const char *path) {
-    if (w->failed) return piso_errorf("%s: out of memory while building the GGUF metadata", path);
+    if (w->failed || w->kv.failed) return piso_errorf("%s: out of memory while building the GGUF metadata", path);
     /* header + kv + tensor infos in one buffer */
-    struct piso_gguf_writer h = {0};
+    struct piso_buf h = {0};
     put_u32(&h, 0x46554747u);
     put_u32(&h, 3);
     put_u64(&h, (uint64_t)w->n_t);
     put_u64(&h, (uint64_t)w->n_kv);
-    put(&h, w->kv, w->kv_len);
+    piso_buf_put(&h, w->kv.data, w->kv.len);
     uint64_t off = 0;
     for (int64_t i = 0; i < w->n_t; i++) {
         const struct wtensor *t = &w->t[i];
@@ -210,23 +195,23 @@ int piso_gguf_writer_write(struct piso_gguf_writer *w, const char *path) {
         off += pad(t->nbytes);
     }
     if (h.failed) {
-        free(h.kv);
+        piso_buf_free(&h);
         return piso_errorf("%s: out of memory", path);
     }
     static const uint8_t zeros[GGUF_ALIGNMENT] = {0};
     struct piso_outfile o;
     if (piso_outfile_open(&o, path)) {
-        free(h.kv);
+        piso_buf_free(&h);
         return -1;
     }
-    int rc = piso_outfile_write(&o, h.kv, h.kv_len);
-    if (!rc && pad(h.kv_len) > h.kv_len) rc = piso_outfile_write(&o, zeros, pad(h.kv_len) - h.kv_len);
+    int rc = piso_outfile_write(&o, h.data, h.len);
+    if (!rc && pad(h.len) > h.len) rc = piso_outfile_write(&o, zeros, pad(h.len) - h.len);
     for (int64_t i = 0; i < w->n_t && !rc; i++) {
         const struct wtensor *t = &w->t[i];
         rc = piso_outfile_write(&o, t->data, t->nbytes);
         if (!rc && pad(t->nbytes) > t->nbytes) rc = piso_outfile_write(&o, zeros, pad(t->nbytes) - t->nbytes);
     }
-    free(h.kv);
+    piso_buf_free(&h);
     if (rc) {
         piso_outfile_abort(&o);
         return piso_error_context("writing %s", path);
