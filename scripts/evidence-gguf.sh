@@ -16,7 +16,7 @@ MODEL=$S/models/stories260K/stories260K.bin
 TOK=$S/models/stories260K/tok512.bin
 EVAL=$S/data/tinystories/tinystories_sample.cs336.txt
 CALIB=$S/data/tinystories/TinyStories-valid.small30KB.txt
-P=build/piso
+P=${PISO:-build/piso}
 $P tokenize --tokenizer "$TOK" --file "$EVAL" --bos --json --quiet > "$OUT/eval.json"
 $P imatrix --model "$MODEL" --tokenizer "$TOK" --calib "$CALIB" -o "$OUT/imatrix.gguf" --ctx 512 --quiet
 has_piso_ppl=0
