@@ -146,8 +146,8 @@ int main(void) {
     /* refusals: an unsupported type, and no partial file */
     char bad[512];
     snprintf(bad, sizeof bad, "%s/bad.gguf", dir);
-    snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --type Q2_K --quiet 2>/dev/null", PISO_BIN, bin, bad);
-    CHECK(test_run(cmd, NULL) == 1, "Q2_K refused");
+    snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --type Q8_K --quiet 2>/dev/null", PISO_BIN, bin, bad);
+    CHECK(test_run(cmd, NULL) == 1, "Q8_K (no writer) refused");
     CHECK(!piso_file_exists(bad), "no file after a refusal");
     snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --type Q4_0 --scale best --quiet 2>/dev/null", PISO_BIN, bin, bad);
     CHECK(test_run(cmd, NULL) == 2, "bad --scale is a usage error");

@@ -40,8 +40,10 @@ static int add_vec(struct exporter *x, const char *name, const float *v, int64_t
 }
 
 /* Converts/quantizes W [N, D] (row-major, rows of D inputs) into `type` and adds it. */
-static int add_weight(struct exporter *x, const char *name, const float *W, int64_t N, int64_t D, int type) {
+static int add_weight(struct exporter *x, const char *name, const float *W, int64_t N, int64_t D, int type,
+                      int tensor_scale_ok) {
     const int t = piso_gguf_type_for_row(type, D);
+    float tscale = 1.0f; /* NVFP4: the per-tensor scale (NAME.scale) */
     if (t != type) x->st->n_fallback++;
     const size_t nbytes = piso_ggml_row_size(t, D) * (size_t)N;
     void *buf = malloc(nbytes ? nbytes : 1);
@@ -63,9 +65,14 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
             }
             if (r == 1) free(imat), imat = NULL; /* no entry: quantized without importance, as llama.cpp does */
         }
-        const float *H = x->o->scale == PISO_GGUF_SCALE_PISO ? piso_calib_hessian_for(x->o->hessians, name, D) : NULL;
+        /* NVFP4: no GPTQ path (its 64-blocks have no engine rounder); the imatrix from the same
+         * calibration still weighs the exact scales */
+        const float *H = x->o->scale == PISO_GGUF_SCALE_PISO && t != GGML_T_NVFP4
+                             ? piso_calib_hessian_for(x->o->hessians, name, D) : NULL;
         size_t done;
-        if (H) done = piso_ggml_quantize_gptq(t, W, buf, N, D, H);
+        if (t == GGML_T_NVFP4 && x->o->scale == PISO_GGUF_SCALE_PISO)
+            done = piso_nvfp4_quantize_tensor(W, buf, N, D, imat, tensor_scale_ok, &tscale);
+        else if (H) done = piso_ggml_quantize_gptq(t, W, buf, N, D, H);
         else if (x->o->scale == PISO_GGUF_SCALE_REF) done = piso_ggml_quantize_ref(t, W, buf, N, D, imat);
         else done = piso_ggml_quantize_piso_ex(t, W, buf, N, D, imat, x->o->blend);
         if (done != nbytes) {
@@ -83,7 +90,7 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
             if (y) {
                 piso_ggml_dequantize_row(t, (const uint8_t *)buf + r * rs, y, D);
                 for (int64_t j = 0; j < D; j++) {
-                    const double d = (double)W[r * D + j] - y[j];
+                    const double d = (double)W[r * D + j] - (double)y[j] * tscale;
                     e += (imat ? imat[j] : 1.0) * d * d;
                 }
             }
@@ -96,7 +103,21 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
     x->st->counts[t]++;
     x->st->n_tensors++;
     int64_t ne[2] = {D, N};
-    return piso_gguf_add_tensor(x->w, name, 2, ne, t, buf, nbytes, 1);
+    int rc = piso_gguf_add_tensor(x->w, name, 2, ne, t, buf, nbytes, 1);
+    if (!rc && tscale != 1.0f) {
+        /* llama.cpp's per-tensor scale of NVFP4 weights: "blk.N.attn_q.scale" for "blk.N.attn_q.weight" */
+        char sn[128];
+        const size_t len = strlen(name);
+        float *sv = malloc(sizeof(float));
+        if (!sv || len < 7 || strcmp(name + len - 7, ".weight") || len + 1 > sizeof sn) {
+            free(sv);
+            return piso_errorf("%s: cannot name its NVFP4 scale tensor", name);
+        }
+        snprintf(sn, sizeof sn, "%.*s.scale", (int)(len - 7), name);
+        *sv = tscale;
+        rc = add_vec(x, sn, sv, 1, 1);
+    }
+    return rc;
 }
 
 /* Tokenizer keys. A vocabulary shorter than the embedding (padded HF checkpoints) is padded with
@@ -217,7 +238,7 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     if (check_arch(arch, c, path)) return -1;
     const struct piso_ggml_traits *tr = piso_ggml_traits(o->type);
     if (!tr || !tr->to_float || !tr->from_float)
-        return piso_errorf("GGUF export: type %s is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL)",
+        return piso_errorf("GGUF export: type %s is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, MXFP4, NVFP4)",
                            tr ? tr->name : "?");
     const int quantized = piso_ggml_is_block_type(o->type);
     const int out_type = o->output_type >= 0 ? o->output_type : quantized ? GGML_T_Q6_K : o->type;
@@ -269,7 +290,9 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
         } else {
             /* token embeddings: with tied embeddings this tensor is also the output projection */
             const int type = t->role == PISO_TR_OUTPUT || (t->role == PISO_TR_TOK_EMBD && c->tied_embeddings) ? out_type : o->type;
-            rc = add_weight(&x, nm, data, rows, cols, type);
+            /* NVFP4 tensor scales only where llama.cpp applies them: the linear weights (not the
+             * embedding lookup, so not a tied output either) */
+            rc = add_weight(&x, nm, data, rows, cols, type, t->role != PISO_TR_TOK_EMBD);
         }
         free(reordered);
         if (t->role == PISO_TR_DOWN) piso_progress_update(&pr, l + 1);
