@@ -29,7 +29,8 @@ static const char *const hf_objectives[] = {"x-x", "xq-xq", "x-xq", NULL};
 
 static const struct cli_option hf_options[] = {
     {"--format", NULL, CLI_STRING, ARG(format), .arg = "FMT",
-     .help = "int2..int8, fp4_e2m1, e2m1, e2m3, e3m2, e4m3, e5m2", .required = 1},
+     .help = "int2..int8, fp4_e2m1, e2m1, e2m3, e3m2, e4m3, e5m2; hardware blocks with\nrepresentable scales: mxfp4, mxfp6_e2m3, mxfp6_e3m2, mxfp8_e4m3,\nmxfp8_e5m2, mxint8 (32, power of two), nvfp4 (16, UE4M3 x tensor scale)",
+     .required = 1},
     {"--narrow", NULL, CLI_FLAG, ARG(narrow), .help = "symmetric integer range (int4: -7..7)"},
     {"--group", NULL, CLI_INT, ARG(group), .arg = "G", .help = "group size along the input; 0: one scale per row",
      .imin = 0, .imax = 1 << 20},
@@ -200,6 +201,10 @@ int cmd_quantize(int argc, char **argv) {
         snprintf(msg, sizeof msg, "unsupported --format '%s' (%s)", a.format, piso_last_error());
         return cli_fail("quantize", msg);
     }
+    if (po.ec.q.grid.block && a.group != 0 && a.group != po.ec.q.grid.block)
+        return cli_usage_error("quantize", "option --group: %s has blocks of %d (leave --group out)", po.ec.q.grid.name,
+                               po.ec.q.grid.block);
+    if (po.ec.q.grid.block) a.group = po.ec.q.grid.block; /* MX: 32, NVFP4: 16 */
     po.ec.q.group = (int)a.group;
     po.ec.q.allow_negative = 1;
     po.ec.act_order = a.act_order;
