@@ -66,7 +66,9 @@ static const char *const gguf_weightings[] = {"raw", "blend", NULL};
 
 static const struct cli_option gguf_options[] = {
     {"--type", NULL, CLI_STRING, ARG(type), .arg = "T",
-     .help = "ggml type of the weights: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1\nQ4_K Q5_K Q6_K IQ4_NL", .def = "Q8_0"},
+     .help = "ggml type of the weights: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1\nQ2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL MXFP4 NVFP4; or a llama-quantize\nmixture: Q3_K_S Q3_K_M Q4_K_M Q5_K_M (and Q2_K with --mix)", .def = "Q8_0"},
+    {"--mix", NULL, CLI_FLAG, ARG(mix),
+     .help = "llama-quantize's per-tensor mixture for --type (Q2_K; Q3_K = Q3_K_M,\nQ4_K = Q4_K_M, Q5_K = Q5_K_M) instead of one type for every weight"},
     {"--output-type", NULL, CLI_STRING, ARG(output_type), .arg = "T",
      .help = "ggml type of output.weight; default: llama.cpp's rule"},
     {"--scale", NULL, CLI_CHOICE, ARG(scale), .help = "block scales: piso's exact ones, or llama.cpp's reference rule",

@@ -17,8 +17,52 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int piso_gguf_type_for_row(int type, int64_t ne0) { return piso_ggml_type_for_row(type, ne0); }
+
+static const struct {
+    const char *name;
+    int ftype, base;
+} mixtures[] = {{"Q2_K", 10, GGML_T_Q2_K},   {"Q3_K_S", 11, GGML_T_Q3_K}, {"Q3_K_M", 12, GGML_T_Q3_K},
+                {"Q4_K_M", 15, GGML_T_Q4_K}, {"Q5_K_M", 17, GGML_T_Q5_K}};
+
+int piso_gguf_mixture_from_name(const char *name, int *ftype, int *base_type) {
+    for (size_t i = 0; i < sizeof mixtures / sizeof mixtures[0]; i++)
+        if (!strcasecmp(name, mixtures[i].name)) {
+            *ftype = mixtures[i].ftype, *base_type = mixtures[i].base;
+            return 0;
+        }
+    return -1;
+}
+
+/* llama-quantize's choice (llama_tensor_get_type for a dense llama model), written from its rules:
+ * use_more_bits = the first and last eighth of the layers and every third in between. */
+static int use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+int piso_gguf_mixture_type(int ftype, int base, int role, int l, int n, int n_gqa, int64_t ne0, int tied) {
+    if (role == PISO_TR_OUTPUT || (role == PISO_TR_TOK_EMBD && tied)) {
+        if (ne0 % piso_ggml_traits(base)->blck_size != 0) return GGML_T_Q8_0;
+        return base != GGML_T_Q8_0 ? GGML_T_Q6_K : base;
+    }
+    switch (role) {
+    case PISO_TR_WV:
+        if (ftype == 10) return n_gqa >= 4 ? GGML_T_Q4_K : GGML_T_Q3_K;
+        if (ftype == 12) return l < 2 ? GGML_T_Q5_K : GGML_T_Q4_K;
+        if ((ftype == 15 || ftype == 17) && use_more_bits(l, n)) return GGML_T_Q6_K;
+        return base;
+    case PISO_TR_DOWN:
+        if (ftype == 10) return GGML_T_Q3_K;
+        if (ftype == 12) return l < n / 16 ? GGML_T_Q5_K : GGML_T_Q4_K;
+        if ((ftype == 15 || ftype == 17) && use_more_bits(l, n)) return GGML_T_Q6_K;
+        return base;
+    case PISO_TR_WO:
+        if (ftype == 10) return GGML_T_Q3_K;
+        if (ftype == 12) return GGML_T_Q4_K;
+        return base;
+    default: return base;
+    }
+}
 
 int piso_gguf_file_type(int type) {
     const struct piso_ggml_traits *tr = piso_ggml_traits(type);
@@ -248,7 +292,7 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     struct exporter x = {w, o, st};
     float *rope_f = NULL;
     int rc = 0;
-    const int ftype = piso_gguf_file_type(o->type);
+    const int ftype = o->mixture ? o->mixture : piso_gguf_file_type(o->type);
     if (!rc) rc = piso_gguf_set_str(w, "general.architecture", arch->gguf);
     if (!rc) rc = piso_gguf_set_str(w, "general.name", o->name ? o->name : "piso export");
     if (!rc && ftype >= 0) rc = piso_gguf_set_u32(w, "general.file_type", (uint32_t)ftype);
@@ -289,7 +333,11 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
             reordered = NULL;
         } else {
             /* token embeddings: with tied embeddings this tensor is also the output projection */
-            const int type = t->role == PISO_TR_OUTPUT || (t->role == PISO_TR_TOK_EMBD && c->tied_embeddings) ? out_type : o->type;
+            const int is_out = t->role == PISO_TR_OUTPUT || (t->role == PISO_TR_TOK_EMBD && c->tied_embeddings);
+            int type = is_out ? out_type : o->type;
+            if (o->mixture && !(is_out && o->output_type >= 0)) /* llama-quantize's per-tensor choice */
+                type = piso_gguf_mixture_type(o->mixture, o->type, t->role, l, c->n_layers, c->n_heads / c->n_kv_heads,
+                                              cols, c->tied_embeddings);
             /* NVFP4 tensor scales only where llama.cpp applies them: the linear weights (not the
              * embedding lookup, so not a tied output either) */
             rc = add_weight(&x, nm, data, rows, cols, type, t->role != PISO_TR_TOK_EMBD);
