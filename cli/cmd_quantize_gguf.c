@@ -75,12 +75,27 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
         piso_json_int(&w, "bytes", (int64_t)st.file_bytes);
         piso_json_sig(&w, "objective", st.objective, 9);
         piso_json_fixed(&w, "seconds", st.seconds, 3);
+        /* every weight stored in a fallback type: its row length is not a multiple of the block */
+        piso_json_array_begin(&w, "fallbacks");
+        for (int64_t i = 0; i < st.n_fallback && i < PISO_GGUF_MAX_FALLBACKS; i++) {
+            piso_json_object_begin(&w, NULL);
+            piso_json_string(&w, "tensor", st.fallbacks[i].name);
+            piso_json_int(&w, "columns", st.fallbacks[i].ne0);
+            piso_json_string(&w, "type", piso_ggml_traits(st.fallbacks[i].want)->name);
+            piso_json_string(&w, "stored", piso_ggml_traits(st.fallbacks[i].got)->name);
+            piso_json_object_end(&w);
+        }
+        piso_json_array_end(&w);
         piso_json_object_begin(&w, "tensor_types");
         for (int t = 0; t < 64; t++)
             if (st.counts[t]) piso_json_int(&w, piso_ggml_traits(t)->name, st.counts[t]);
         piso_json_object_end(&w);
         if (piso_json_print(&w, stdout)) goto done;
     } else {
+        for (int64_t i = 0; i < st.n_fallback && i < PISO_GGUF_MAX_FALLBACKS; i++)
+            piso_log("quantize: %s: %lld columns are not a multiple of %s's block of %d: stored as %s\n", st.fallbacks[i].name,
+                     (long long)st.fallbacks[i].ne0, piso_ggml_traits(st.fallbacks[i].want)->name,
+                     piso_ggml_traits(st.fallbacks[i].want)->blck_size, piso_ggml_traits(st.fallbacks[i].got)->name);
         piso_log("quantize: %s (%s scales) -> %s: %lld tensors (%lld in a fallback type), %llu bytes, %.2f s\n",
                  piso_ggml_traits(o.type)->name, a->scale, a->out, (long long)st.n_tensors, (long long)st.n_fallback,
                  (unsigned long long)st.file_bytes, st.seconds);

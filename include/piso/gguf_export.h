@@ -42,7 +42,13 @@ struct piso_gguf_export_stats {
     int counts[64];                 /* tensors per ggml type */
     double objective;               /* Σ over the quantized blk.* weights of Σ_j h_j (w − ŵ)², h the
                                        imatrix entry (1 without one) */
+    struct {                        /* the first PISO_GGUF_MAX_FALLBACKS weights stored in a fallback type */
+        char name[96];
+        int64_t ne0;
+        int want, got;
+    } fallbacks[64];
 };
+#define PISO_GGUF_MAX_FALLBACKS 64
 
 /* Fallback for a row length that is not a multiple of the block size (llama.cpp's rule: Q4_K→Q5_0,
  * Q5_K→Q5_1, Q6_K→Q8_0, and F16 when even 32 does not divide the row). */

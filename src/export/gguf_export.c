@@ -88,7 +88,15 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
                       int tensor_scale_ok) {
     const int t = piso_gguf_type_for_row(type, D);
     float tscale = 1.0f; /* NVFP4: the per-tensor scale (NAME.scale) */
-    if (t != type) x->st->n_fallback++;
+    if (t != type) {
+        if (x->st->n_fallback < PISO_GGUF_MAX_FALLBACKS) {
+            snprintf(x->st->fallbacks[x->st->n_fallback].name, sizeof x->st->fallbacks[0].name, "%s", name);
+            x->st->fallbacks[x->st->n_fallback].ne0 = D;
+            x->st->fallbacks[x->st->n_fallback].want = type;
+            x->st->fallbacks[x->st->n_fallback].got = t;
+        }
+        x->st->n_fallback++;
+    }
     const size_t nbytes = piso_ggml_row_size(t, D) * (size_t)N;
     void *buf = malloc(nbytes ? nbytes : 1);
     float *imat = NULL;

@@ -119,6 +119,14 @@ static float *gguf_weight(struct piso_model *m, const char *name, int64_t ne0, i
         return NULL;
     }
     piso_gguf_tensor_to_f32(g, t, dst);
+    /* a NaN/Inf block scale (fp16 d, E8M0 255 is a finite 2^127 in ggml) poisons every value of its
+     * block: refuse it, as llama.cpp's --check-tensors does */
+    for (int64_t i = 0; i < ne0 * (ne1 ? ne1 : 1); i++)
+        if (!isfinite(dst[i])) {
+            piso_errorf("%s: tensor '%s' (%s): non-finite value at element %lld (row %lld, block %lld): a NaN/Inf scale?",
+                        g->map.path, name, tr->name, (long long)i, (long long)(i / ne0), (long long)((i % ne0) / tr->blck_size));
+            return NULL;
+        }
     /* NVFP4 weights may carry llama.cpp's per-tensor scale "NAME.scale" (F32, one value) */
     const size_t len = strlen(name);
     if (t->type == GGML_T_NVFP4 && len > 7 && !strcmp(name + len - 7, ".weight")) {
