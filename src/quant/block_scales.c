@@ -416,7 +416,7 @@ static double kmin_sub_error(const float *x, const float *w, int n, int nmax, fl
  * the exact sweep over the sub-block scales (weighted by each sub-block's Σ w L², resp. Σ w); then
  * ±1 ulp of both super-scales with every sub-block's integer (scale, min) searched ±2 around their
  * rounding, with full re-rounding of the elements. */
-static void piso_blk_kmin(int type, const float *x, const float *w, struct piso_blk256 *b) {
+static void piso_blk_kmin(int type, const float *x, const float *w, struct piso_blk256 *b, const struct piso_blk256 *seed) {
     const struct piso_ggml_traits *tr = piso_ggml_traits(type);
     const int nmax = tr->level_max, sub = tr->sub_size, nsub = 256 / sub, smax = sub == 16 ? 15 : 63;
     float scale[16], mins[16], v[16], u[16];
@@ -436,16 +436,20 @@ static void piso_blk_kmin(int type, const float *x, const float *w, struct piso_
     double best = DBL_MAX;
     memset(b, 0, sizeof *b);
     uint8_t *bsc = sub == 16 ? b->sc16 : b->sc, *bmn = sub == 16 ? b->mn16 : b->mn;
+    /* centres: the swept super-scales, and (Q2_K) those of llama.cpp's block for the same input */
+    const int ncent = seed ? 2 : 1;
+    for (int ce = 0; ce < ncent; ce++)
     for (int dd = -1; dd <= 1; dd++)
         for (int dm = -1; dm <= 1; dm++) {
-            const int hd = d16 + dd, hm = m16 + dm;
+            const int hd = (ce ? (seed->d & 0x7fff) : d16) + dd, hm = (ce ? (seed->dmin & 0x7fff) : m16) + dm;
             if (hd < 0 || hd > 0x7bff || hm < 0 || hm > 0x7bff) continue;
             const float d = h2f((uint16_t)hd), dmin = h2f((uint16_t)hm);
             double tot = 0;
             uint8_t sc[16], mn[16];
             for (int j = 0; j < nsub && tot < best; j++) {
-                const int s0 = d > 0 ? clampi(nearest_int(scale[j] / d), 0, smax) : 0;
-                const int m0 = dmin > 0 ? clampi(nearest_int(mins[j] / dmin), 0, smax) : 0;
+                /* around the rounding of the sub-block's own optimum, or around the seed's choice */
+                const int s0 = ce ? seed->sc16[j] : d > 0 ? clampi(nearest_int(scale[j] / d), 0, smax) : 0;
+                const int m0 = ce ? seed->mn16[j] : dmin > 0 ? clampi(nearest_int(mins[j] / dmin), 0, smax) : 0;
                 double bj = DBL_MAX;
                 for (int s = clampi(s0 - 2, 0, smax); s <= clampi(s0 + 2, 0, smax); s++)
                     for (int m = clampi(m0 - 2, 0, smax); m <= clampi(m0 + 2, 0, smax); m++) {
@@ -472,7 +476,7 @@ static void piso_blk_kmin(int type, const float *x, const float *w, struct piso_
  * -32..31), 16 sub-blocks of 16: each sub-block's real optimum scale by the exact sweep (both signs),
  * the fp16 super-scale by the exact sweep over those scales (weighted by Σ w L²), then ±1 ulp of it
  * with each integer sub-scale searched ±2 around its rounding, with full re-rounding. */
-static void piso_blk_ksym(int type, const float *x, const float *w, struct piso_blk256 *b) {
+static void piso_blk_ksym(int type, const float *x, const float *w, struct piso_blk256 *b, const struct piso_blk256 *seed) {
     const struct piso_ggml_traits *tr = piso_ggml_traits(type);
     const int lo = tr->level_min, hi = tr->level_max, zero = tr->code_zero;
     const int slo = type == GGML_T_Q3_K ? -32 : -128, shi = type == GGML_T_Q3_K ? 31 : 127;
@@ -492,15 +496,18 @@ static void piso_blk_ksym(int type, const float *x, const float *w, struct piso_
     piso_block_sweep(scale, v, 16, slo, shi, 1, &d16, Ls, NULL, NULL);
     double best = DBL_MAX;
     memset(b, 0, sizeof *b);
+    /* centres: the swept super-scale, and (Q3_K) that of llama.cpp's block for the same input */
+    for (int ce = 0; ce < (seed ? 2 : 1); ce++)
     for (int dd = -1; dd <= 1; dd++) {
-        const int mag = (d16 & 0x7fff) + dd;
+        const uint16_t c16 = ce ? seed->d : d16;
+        const int mag = (c16 & 0x7fff) + dd;
         if (mag < 0 || mag > 0x7bff) continue;
-        const uint16_t hd = (uint16_t)((d16 & 0x8000) | mag);
+        const uint16_t hd = (uint16_t)((c16 & 0x8000) | mag);
         const float d = h2f(hd);
         double tot = 0;
         int8_t sc[16];
         for (int j = 0; j < 16; j++) {
-            const int s0 = d != 0.0f ? clampi(nearest_int(scale[j] / d), slo, shi) : 0;
+            const int s0 = ce ? seed->sc6[j] : d != 0.0f ? clampi(nearest_int(scale[j] / d), slo, shi) : 0;
             double bj = DBL_MAX;
             for (int s = clampi(s0 - 2, slo, shi); s <= clampi(s0 + 2, slo, shi); s++) {
                 double e = rtn_error(x + 16 * j, w + 16 * j, 16, lo, hi, d * (float)s, NULL);
@@ -661,9 +668,15 @@ size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t n
                 piso_blk32(type, xb, wblk, &b);
                 piso_pack_blk32(type, &b, out + ib * bb);
             } else {
-                struct piso_blk256 b;
-                if (!piso_ggml_traits(type)->has_min) piso_blk_ksym(type, xb, wblk, &b);
-                else piso_blk_kmin(type, xb, wblk, &b);
+                /* Q2_K, Q3_K: llama.cpp's block also seeds the super-scale search */
+                struct piso_blk256 b, seed;
+                const int seeded = type == GGML_T_Q2_K || type == GGML_T_Q3_K;
+                if (seeded) {
+                    piso_ggml_quantize_ref(type, xb, ref, 1, be, weights ? wb : NULL);
+                    piso_unpack_blk256(type, ref, &seed);
+                }
+                if (!piso_ggml_traits(type)->has_min) piso_blk_ksym(type, xb, wblk, &b, seeded ? &seed : NULL);
+                else piso_blk_kmin(type, xb, wblk, &b, seeded ? &seed : NULL);
                 piso_pack_blk256(type, &b, out + ib * bb);
             }
             /* keep llama.cpp's block where it is better on this objective (rare; K-quants) */
