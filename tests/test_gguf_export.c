@@ -165,6 +165,23 @@ int main(void) {
           "per-tensor fallbacks in the JSON: %s", js ? js : "");
     free(js);
 
+    /* weights beyond the fp16 range of llama.cpp's Q4_0 scale (d = max/8 > 65504): refused by name,
+     * no file left behind; piso's scales stay finite (the sweep only keeps finite fp16 values) */
+    {
+        struct piso_model *mh;
+        CHECK(piso_model_load(bin, tok, &mh) == 0 && piso_model_make_writable(mh) == 0, "load: %s", piso_last_error());
+        mh->layers[0].wq[5] = 1e6f;
+        char huge[512];
+        snprintf(huge, sizeof huge, "%s/huge.gguf", dir);
+        struct piso_gguf_export_opts oh = {.type = GGML_T_Q4_0, .output_type = -1, .scale = PISO_GGUF_SCALE_REF};
+        CHECK(piso_gguf_export(mh, NULL, &oh, huge, NULL) != 0 && strstr(piso_last_error(), "blk.0.attn_q.weight") &&
+                  strstr(piso_last_error(), "non-finite") && !piso_file_exists(huge),
+              "an Inf scale refused at export: %s", piso_last_error());
+        oh.scale = PISO_GGUF_SCALE_PISO;
+        CHECK(piso_gguf_export(mh, NULL, &oh, huge, NULL) == 0, "piso scales stay finite: %s", piso_last_error());
+        piso_model_free(mh);
+    }
+
     /* a non-finite block scale: one Q8_0 block's fp16 d set to +Inf is refused by name */
     char inf[512];
     snprintf(inf, sizeof inf, "%s/inf.gguf", dir);

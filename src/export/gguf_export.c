@@ -134,13 +134,15 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
         /* the objective the scales minimise, Σ_rows Σ_j h_j (w − ŵ)² (h = 1 without an imatrix),
          * summed over the block weights (blk.*) */
         double obj = 0;
+        int64_t nonfinite = 0;
         const size_t rs = piso_ggml_row_size(t, D);
-#pragma omp parallel for reduction(+ : obj) schedule(static)
+#pragma omp parallel for reduction(+ : obj, nonfinite) schedule(static)
         for (int64_t r = 0; r < N; r++) {
             float *y = malloc(sizeof(float) * (size_t)D);
             double e = 0;
             if (y) {
                 piso_ggml_dequantize_row(t, (const uint8_t *)buf + r * rs, y, D);
+                for (int64_t j = 0; j < D; j++) nonfinite += !isfinite(y[j]);
                 for (int64_t j = 0; j < D; j++) {
                     const double d = (double)W[r * D + j] - (double)y[j] * tscale;
                     e += (imat ? imat[j] : 1.0) * d * d;
@@ -151,6 +153,11 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
         }
         if (!strncmp(name, "blk.", 4)) x->st->objective += obj;
         free(imat);
+        if (nonfinite) { /* e.g. llama.cpp's rule on weights beyond the fp16 range of the scales */
+            free(buf);
+            return piso_errorf("%s: %lld values would be stored with a non-finite (NaN/Inf) %s scale: weights too large for "
+                               "the type's scales", name, (long long)nonfinite, piso_ggml_traits(t)->name);
+        }
     }
     x->st->counts[t]++;
     x->st->n_tensors++;
