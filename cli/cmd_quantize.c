@@ -162,6 +162,7 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_json_array_end(&w);
         piso_json_number(&w, "group", r->group);
         if (r->last_group != r->group) piso_json_number(&w, "last_group", r->last_group);
+        if (r->tensor_scale > 0) piso_json_number(&w, "tensor_scale", r->tensor_scale);
         piso_json_number(&w, "n_groups", (double)r->n_groups);
         snprintf(nm, sizeof nm, "%s.scales", r->name);
         piso_json_string(&w, "scales", nm);
@@ -317,6 +318,7 @@ int cmd_quantize(int argc, char **argv) {
             piso_json_number(&w, "cols", (double)r->D);
             piso_json_number(&w, "group", r->group);
             if (r->last_group != r->group) piso_json_number(&w, "last_group", r->last_group);
+            if (r->tensor_scale > 0) piso_json_number(&w, "tensor_scale", r->tensor_scale);
             piso_json_number(&w, "rel_err", r->rel_err);
             piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
             piso_json_number(&w, "objective", r->objective);

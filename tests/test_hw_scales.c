@@ -5,6 +5,7 @@
  * by hand; the NVFP4 tensor scale never worse than the recipe's on its objective. */
 #include "harness.h"
 #include "piso/quant.h"
+#include "piso/solve.h"
 
 #include <float.h>
 #include <stdint.h>
@@ -173,6 +174,20 @@ static void test_layer(void) {
     piso_grid_init(&o.grid, "nvfp4", 0);
     o.group = 0;
     CHECK(piso_quantize_layer(&p, &o, &r) == 0 && r.n_groups == 4 && r.tensor_scale > 0, "nvfp4 layer");
+    piso_layer_result_free(&r);
+    /* a ragged layer (D = 40: blocks 16, 16 and a last one of 8) through the RTN entry point: one
+     * tensor scale for the whole tensor, every block scale a UE4M3 value times it */
+    float W2[4 * 40], H2[40 * 40];
+    for (int i = 0; i < 4 * 40; i++) W2[i] = frand() * 0.03f;
+    for (int a = 0; a < 40; a++)
+        for (int b = 0; b < 40; b++) H2[a * 40 + b] = a == b ? 1.0f : 0.0f;
+    struct piso_layer_problem p2 = {4, 40, W2, H2, NULL};
+    CHECK(piso_rtn_layer(&p2, &o, &r) == 0 && r.n_groups == 3 && r.tensor_scale > 0, "nvfp4 ragged layer: %s", piso_last_error());
+    int off_grid = 0;
+    struct piso_grid gt = o.grid;
+    gt.scale_mult = r.tensor_scale;
+    for (int k = 0; k < 4 * 3 && r.scales; k++) off_grid += !representable(&gt, r.scales[k]);
+    CHECK(off_grid == 0, "nvfp4 ragged layer: %d block scales are not UE4M3 x the tensor scale %g", off_grid, r.tensor_scale);
     piso_layer_result_free(&r);
 }
 

@@ -288,6 +288,7 @@ int piso_ec_finish(struct piso_ec_work *w, const struct piso_ec_problem *p, stru
     int64_t N = w->N, D = w->D;
     if (piso_ec_result_alloc(r, N, D, w->n_groups)) return -1;
     memcpy(r->scales, w->S, sizeof(float) * N * w->n_groups);
+    r->tensor_scale = w->opts.q.grid.scale_set == PISO_SSET_UE4M3 ? w->opts.q.grid.scale_mult : 0;
     for (int64_t i = 0; i < N; i++)
         for (int64_t a = 0; a < D; a++) {
             r->dequant[i * D + w->perm[a]] = w->Wc[i * D + a];

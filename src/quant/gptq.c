@@ -142,6 +142,7 @@ int piso_rtn_layer(const struct piso_layer_problem *p, const struct piso_quant_o
         memcpy(r->codes + i * D + D1, r2.codes + i * D2, sizeof(int16_t) * D2);
     }
     r->constant_dropped = p->G != NULL;
+    r->tensor_scale = opts->grid.scale_set == PISO_SSET_UE4M3 ? opts->grid.scale_mult : 0;
     if (p->H) r->objective = piso_layer_objective(N, D, p->W, r->dequant, p->H, p->G, r->row_objective);
     else { /* data-free: H = I */
         double tot = 0;
