@@ -26,7 +26,7 @@ static const struct cli_option layer_options[] = {
              "'inputs' [T, D] (+ 'inputs_float' [T, D]): H = X~^T X~, G = X~^T X",
      .required = 1},
     {"--format", NULL, CLI_STRING, offsetof(struct layer_args, format), .arg = "FMT",
-     .help = "int2..int8, e2m1, e2m3, e3m2, e4m3, e5m2", .required = 1},
+     .help = "int2..int8, e2m1, e2m3, e3m2, e4m3, e5m2; mxfp4, mxfp6_e2m3, mxfp6_e3m2,\nmxfp8_e4m3, mxfp8_e5m2, mxint8 (blocks of 32, power-of-two scales),\nnvfp4 (blocks of 16, UE4M3 scales x a tensor scale)", .required = 1},
     {"--group", NULL, CLI_INT, offsetof(struct layer_args, group), .arg = "G",
      .help = "group size along D (must divide D); 0: one scale per row", .imin = 0, .imax = 1 << 30},
     {"--scale", NULL, CLI_CHOICE, offsetof(struct layer_args, scale), .help = "scale method", .def = "piso",
@@ -86,8 +86,9 @@ static int print_json(const struct piso_layer_result *r, const struct piso_quant
     piso_json_string(&w, "format", format);
     piso_json_string(&w, "grid", o->grid.name);
     piso_json_bool(&w, "narrow", o->grid.narrow);
-    piso_json_int(&w, "group", o->group);
+    piso_json_int(&w, "group", o->grid.block ? o->grid.block : o->group);
     piso_json_string(&w, "method", piso_scale_method_name(o->method));
+    if (r->tensor_scale > 0) piso_json_number(&w, "tensor_scale", r->tensor_scale);
     piso_json_int(&w, "N", r->N);
     piso_json_int(&w, "D", r->D);
     piso_json_int(&w, "n_groups", r->n_groups);

@@ -29,7 +29,8 @@ static const char *const hf_objectives[] = {"x-x", "xq-xq", "x-xq", NULL};
 
 static const struct cli_option hf_options[] = {
     {"--format", NULL, CLI_STRING, ARG(format), .arg = "FMT",
-     .help = "int2..int8, fp4_e2m1, e2m1, e2m3, e3m2, e4m3, e5m2", .required = 1},
+     .help = "int2..int8, fp4_e2m1, e2m1, e2m3, e3m2, e4m3, e5m2; hardware blocks with\nrepresentable scales: mxfp4, mxfp6_e2m3, mxfp6_e3m2, mxfp8_e4m3,\nmxfp8_e5m2, mxint8 (32, power of two), nvfp4 (16, UE4M3 x tensor scale)",
+     .required = 1},
     {"--narrow", NULL, CLI_FLAG, ARG(narrow), .help = "symmetric integer range (int4: -7..7)"},
     {"--group", NULL, CLI_INT, ARG(group), .arg = "G", .help = "group size along the input; 0: one scale per row",
      .imin = 0, .imax = 1 << 20},
@@ -65,7 +66,9 @@ static const char *const gguf_weightings[] = {"raw", "blend", NULL};
 
 static const struct cli_option gguf_options[] = {
     {"--type", NULL, CLI_STRING, ARG(type), .arg = "T",
-     .help = "ggml type of the weights: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1\nQ4_K Q5_K Q6_K IQ4_NL", .def = "Q8_0"},
+     .help = "ggml type of the weights: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1\nQ2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL MXFP4 NVFP4; or a llama-quantize\nmixture: Q3_K_S Q3_K_M Q4_K_M Q5_K_M (and Q2_K with --mix)", .def = "Q8_0"},
+    {"--mix", NULL, CLI_FLAG, ARG(mix),
+     .help = "llama-quantize's per-tensor mixture for --type (Q2_K; Q3_K = Q3_K_M,\nQ4_K = Q4_K_M, Q5_K = Q5_K_M) instead of one type for every weight"},
     {"--output-type", NULL, CLI_STRING, ARG(output_type), .arg = "T",
      .help = "ggml type of output.weight; default: llama.cpp's rule"},
     {"--scale", NULL, CLI_CHOICE, ARG(scale), .help = "block scales: piso's exact ones, or llama.cpp's reference rule",
@@ -159,6 +162,7 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_json_array_end(&w);
         piso_json_number(&w, "group", r->group);
         if (r->last_group != r->group) piso_json_number(&w, "last_group", r->last_group);
+        if (r->tensor_scale > 0) piso_json_number(&w, "tensor_scale", r->tensor_scale);
         piso_json_number(&w, "n_groups", (double)r->n_groups);
         snprintf(nm, sizeof nm, "%s.scales", r->name);
         piso_json_string(&w, "scales", nm);
@@ -200,6 +204,10 @@ int cmd_quantize(int argc, char **argv) {
         snprintf(msg, sizeof msg, "unsupported --format '%s' (%s)", a.format, piso_last_error());
         return cli_fail("quantize", msg);
     }
+    if (po.ec.q.grid.block && a.group != 0 && a.group != po.ec.q.grid.block)
+        return cli_usage_error("quantize", "option --group: %s has blocks of %d (leave --group out)", po.ec.q.grid.name,
+                               po.ec.q.grid.block);
+    if (po.ec.q.grid.block) a.group = po.ec.q.grid.block; /* MX: 32, NVFP4: 16 */
     po.ec.q.group = (int)a.group;
     po.ec.q.allow_negative = 1;
     po.ec.act_order = a.act_order;
@@ -310,6 +318,7 @@ int cmd_quantize(int argc, char **argv) {
             piso_json_number(&w, "cols", (double)r->D);
             piso_json_number(&w, "group", r->group);
             if (r->last_group != r->group) piso_json_number(&w, "last_group", r->last_group);
+            if (r->tensor_scale > 0) piso_json_number(&w, "tensor_scale", r->tensor_scale);
             piso_json_number(&w, "rel_err", r->rel_err);
             piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
             piso_json_number(&w, "objective", r->objective);

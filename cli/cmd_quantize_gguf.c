@@ -13,13 +13,26 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int cli_quantize_gguf(const struct cli_quantize_args *a) {
     if (a->calib && a->imatrix)
         return cli_usage_error("quantize", "option --imatrix: not with --calib (give one of them)");
     struct piso_gguf_export_opts o = {.type = GGML_T_Q8_0, .output_type = -1};
-    if (piso_ggml_type_from_name(a->type, &o.type))
+    int mix_ftype, mix_base;
+    if (piso_gguf_mixture_from_name(a->type, &mix_ftype, &mix_base) == 0 && (a->mix || strcasecmp(a->type, "Q2_K"))) {
+        o.type = mix_base, o.mixture = mix_ftype; /* Q3_K_S, Q3_K_M, Q4_K_M, Q5_K_M; Q2_K with --mix */
+    } else if (piso_ggml_type_from_name(a->type, &o.type)) {
         return cli_usage_error("quantize", "option --type: unknown type '%s'", a->type);
+    } else if (a->mix) {
+        static const char *const by_type[][2] = {{"q2_K", "Q2_K"}, {"q3_K", "Q3_K_M"}, {"q4_K", "Q4_K_M"}, {"q5_K", "Q5_K_M"}};
+        const char *mname = NULL;
+        for (int i = 0; i < 4; i++)
+            if (!strcmp(piso_ggml_traits(o.type)->name, by_type[i][0])) mname = by_type[i][1];
+        if (!mname) return cli_usage_error("quantize", "option --mix: no llama-quantize mixture for type '%s' (Q2_K, Q3_K, Q4_K, Q5_K)", a->type);
+        piso_gguf_mixture_from_name(mname, &mix_ftype, &mix_base);
+        o.mixture = mix_ftype;
+    }
     if (a->output_type && piso_ggml_type_from_name(a->output_type, &o.output_type))
         return cli_usage_error("quantize", "option --output-type: unknown type '%s'", a->output_type);
     o.scale = !strcmp(a->scale, "llamacpp-ref") ? PISO_GGUF_SCALE_REF : PISO_GGUF_SCALE_PISO;
@@ -54,6 +67,7 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
         piso_json_begin(&w, PISO_JSON_SPACED);
         piso_json_string(&w, "out", a->out);
         piso_json_string(&w, "type", piso_ggml_traits(o.type)->name);
+        if (o.mixture) piso_json_int(&w, "mixture_file_type", o.mixture);
         piso_json_string(&w, "scale", a->scale);
         piso_json_string(&w, "importance", a->calib ? "calib" : a->imatrix ? "imatrix" : "none");
         piso_json_int(&w, "tensors", st.n_tensors);
@@ -61,12 +75,27 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
         piso_json_int(&w, "bytes", (int64_t)st.file_bytes);
         piso_json_sig(&w, "objective", st.objective, 9);
         piso_json_fixed(&w, "seconds", st.seconds, 3);
+        /* every weight stored in a fallback type: its row length is not a multiple of the block */
+        piso_json_array_begin(&w, "fallbacks");
+        for (int64_t i = 0; i < st.n_fallback && i < PISO_GGUF_MAX_FALLBACKS; i++) {
+            piso_json_object_begin(&w, NULL);
+            piso_json_string(&w, "tensor", st.fallbacks[i].name);
+            piso_json_int(&w, "columns", st.fallbacks[i].ne0);
+            piso_json_string(&w, "type", piso_ggml_traits(st.fallbacks[i].want)->name);
+            piso_json_string(&w, "stored", piso_ggml_traits(st.fallbacks[i].got)->name);
+            piso_json_object_end(&w);
+        }
+        piso_json_array_end(&w);
         piso_json_object_begin(&w, "tensor_types");
         for (int t = 0; t < 64; t++)
             if (st.counts[t]) piso_json_int(&w, piso_ggml_traits(t)->name, st.counts[t]);
         piso_json_object_end(&w);
         if (piso_json_print(&w, stdout)) goto done;
     } else {
+        for (int64_t i = 0; i < st.n_fallback && i < PISO_GGUF_MAX_FALLBACKS; i++)
+            piso_log("quantize: %s: %lld columns are not a multiple of %s's block of %d: stored as %s\n", st.fallbacks[i].name,
+                     (long long)st.fallbacks[i].ne0, piso_ggml_traits(st.fallbacks[i].want)->name,
+                     piso_ggml_traits(st.fallbacks[i].want)->blck_size, piso_ggml_traits(st.fallbacks[i].got)->name);
         piso_log("quantize: %s (%s scales) -> %s: %lld tensors (%lld in a fallback type), %llu bytes, %.2f s\n",
                  piso_ggml_traits(o.type)->name, a->scale, a->out, (long long)st.n_tensors, (long long)st.n_fallback,
                  (unsigned long long)st.file_bytes, st.seconds);

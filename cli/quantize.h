@@ -17,6 +17,7 @@ struct cli_quantize_args {
     int narrow, act_order;
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;
+    int mix; /* --mix: llama-quantize's mixture for the type */
     int64_t chunks;
 };
 

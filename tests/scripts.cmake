@@ -5,3 +5,8 @@
 if(TEST test_llamacpp_interop)
   set_tests_properties(test_llamacpp_interop PROPERTIES LABELS slow)
 endif()
+# The mixture comparison quantizes a 16-layer 256-wide model and stories260K ten times each with piso
+# and with llama.cpp's own quantizer: ~30 s in Release; slow for the ASan pass as well.
+if(TEST test_gguf_mixtures)
+  set_tests_properties(test_gguf_mixtures PROPERTIES LABELS slow)
+endif()

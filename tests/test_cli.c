@@ -152,6 +152,10 @@ static void test_errors(void) {
         {"quantize --model m --out x.gguf --weighting x", "option --weighting:", "raw, blend"},
         {"imatrix --model m --calib c -o x --format xml", "option --format:", "gguf, dat"},
         {"quantize --model m --out x.gguf --type QQ", "option --type:", "'QQ'"},
+        {"quantize --model m --out x.gguf --type Q6_K --mix", "option --mix:", "no llama-quantize mixture"},
+        /* hardware block formats fix the group to their block */
+        {"quantize --model m --calib c --out d --format mxfp4 --group 16", "option --group:", "blocks of 32"},
+        {"quantize --model m --calib c --out d --format nvfp4 --group 32", "option --group:", "blocks of 16"},
         /* required options; options of the other quantize output */
         {"tokenize --text a", "option --tokenizer:", "required"},
         {"generate --model m", "option --prompt:", "required"},

@@ -17,7 +17,7 @@ static const int sizes[][3] = {{GGML_T_F32, 1, 4},       {GGML_T_F16, 1, 2},    
                                {GGML_T_Q5_1, 32, 24},    {GGML_T_Q8_0, 32, 34},   {GGML_T_Q8_1, 32, 36},
                                {GGML_T_Q2_K, 256, 84},   {GGML_T_Q3_K, 256, 110}, {GGML_T_Q4_K, 256, 144},
                                {GGML_T_Q5_K, 256, 176},  {GGML_T_Q6_K, 256, 210}, {GGML_T_Q8_K, 256, 292},
-                               {GGML_T_IQ4_NL, 32, 18},  {GGML_T_MXFP4, 32, 17}};
+                               {GGML_T_IQ4_NL, 32, 18},  {GGML_T_MXFP4, 32, 17},  {GGML_T_NVFP4, 64, 36}};
 
 static void test_sizes_and_names(void) {
     int n_known = 0;
@@ -89,6 +89,7 @@ static void test_fallbacks_and_file_types(void) {
 
 /* Value of element i of a decoded block by the level formula of the table's fields. */
 static float value32(const struct piso_ggml_traits *tr, const struct piso_blk32 *b, int i) {
+    if (tr->scale_kind == PISO_SCALE_E8M0) return ldexpf(1.0f, (int)b->d - 128) * (float)tr->level_values[b->q[i]];
     const float d = piso_fp16_to_fp32(b->d);
     if (tr->level_values) return d * (float)tr->level_values[b->q[i]];
     if (tr->has_min) return d * (float)b->q[i] + piso_fp16_to_fp32(b->m);
@@ -98,6 +99,8 @@ static float value32(const struct piso_ggml_traits *tr, const struct piso_blk32 
 static float value256(const struct piso_ggml_traits *tr, const struct piso_blk256 *b, int i) {
     const float d = piso_fp16_to_fp32(b->d);
     const int j = i / tr->sub_size;
+    if (tr->has_min && tr->sub_size == 16) /* Q2_K */
+        return d * (float)b->sc16[j] * (float)b->q[i] - piso_fp16_to_fp32(b->dmin) * (float)b->mn16[j];
     if (tr->has_min) return d * (float)b->sc[j] * (float)b->q[i] - piso_fp16_to_fp32(b->dmin) * (float)b->mn[j];
     return d * (float)b->sc6[j] * (float)(b->q[i] - tr->code_zero);
 }
@@ -112,7 +115,21 @@ static void test_blocks(void) {
             for (int i = 0; i < tr->type_size; i++) bytes[i] = (uint8_t)(next() >> 13);
             /* keep the fp16 scales finite and moderate: exponent field 8..22 */
             float y[256];
-            if (tr->blck_size == 32) {
+            if (tr->blck_size == 64) { /* NVFP4: UE4M3 codes 0..0x7F, E2M1 indices */
+                struct piso_blk64 b;
+                tr->unpack(bytes, &b);
+                for (int s = 0; s < 4; s++) b.d[s] &= 0x7F;
+                tr->pack(&b, bytes);
+                tr->unpack(bytes, &b);
+                tr->pack(&b, again);
+                tr->to_float(bytes, y, 64);
+                for (int i = 0; i < 64; i++) {
+                    const int c = b.d[i / 16], e = (c >> 3) & 15, m = c & 7;
+                    const float sc = c == 0x7F ? 0.0f : e ? ldexpf(1.0f + m / 8.0f, e - 8) : ldexpf((float)m, -10);
+                    bad_value += y[i] != (float)tr->level_values[b.q[i]] * sc;
+                    bad_level += b.q[i] > 15;
+                }
+            } else if (tr->blck_size == 32) {
                 struct piso_blk32 b;
                 tr->unpack(bytes, &b);
                 b.d = (uint16_t)((b.d & 0x83ff) | (8 + next() % 15) << 10), b.m = (uint16_t)((b.m & 0x83ff) | (8 + next() % 15) << 10);
@@ -155,7 +172,11 @@ static void test_blocks(void) {
         int out_of_levels = 0;
         for (int ib = 0; ib < 512 / tr->blck_size; ib++) {
             const uint8_t *p = q2 + (size_t)ib * tr->type_size;
-            if (tr->blck_size == 32) {
+            if (tr->blck_size == 64) {
+                struct piso_blk64 b;
+                tr->unpack(p, &b);
+                for (int i = 0; i < 64; i++) out_of_levels += b.q[i] > 15 || b.d[i / 16] > 0x7E;
+            } else if (tr->blck_size == 32) {
                 struct piso_blk32 b;
                 tr->unpack(p, &b);
                 for (int i = 0; i < 32; i++) {

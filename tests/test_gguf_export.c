@@ -146,11 +146,65 @@ int main(void) {
     /* refusals: an unsupported type, and no partial file */
     char bad[512];
     snprintf(bad, sizeof bad, "%s/bad.gguf", dir);
-    snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --type Q2_K --quiet 2>/dev/null", PISO_BIN, bin, bad);
-    CHECK(test_run(cmd, NULL) == 1, "Q2_K refused");
+    snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --type Q8_K --quiet 2>/dev/null", PISO_BIN, bin, bad);
+    CHECK(test_run(cmd, NULL) == 1, "Q8_K (no writer) refused");
     CHECK(!piso_file_exists(bad), "no file after a refusal");
     snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --type Q4_0 --scale best --quiet 2>/dev/null", PISO_BIN, bin, bad);
     CHECK(test_run(cmd, NULL) == 2, "bad --scale is a usage error");
+    snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --type Q6_K --mix --quiet 2>/dev/null", PISO_BIN, bin, bad);
+    CHECK(test_run(cmd, NULL) == 2, "--mix without a llama-quantize mixture for the type is a usage error");
+    snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --type Q2_K_XL --quiet 2>/dev/null", PISO_BIN, bin, bad);
+    CHECK(test_run(cmd, NULL) == 2 && !piso_file_exists(bad), "a type llama.cpp does not know is a usage error");
+
+    /* fallbacks reported per tensor: Q2_K on 64-wide rows → Q4_0, ffn_down (172 columns) → F16 */
+    char *js = NULL;
+    snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s/q2k.gguf --type Q2_K --scale llamacpp-ref --quiet --json", PISO_BIN, bin, dir);
+    CHECK(test_run(cmd, &js) == 0 && js, "%s", cmd);
+    CHECK(js && strstr(js, "\"tensor\": \"blk.0.attn_q.weight\", \"columns\": 64, \"type\": \"q2_K\", \"stored\": \"q4_0\"") &&
+              strstr(js, "\"tensor\": \"blk.0.ffn_down.weight\", \"columns\": 172, \"type\": \"q2_K\", \"stored\": \"f16\""),
+          "per-tensor fallbacks in the JSON: %s", js ? js : "");
+    free(js);
+
+    /* weights beyond the fp16 range of llama.cpp's Q4_0 scale (d = max/8 > 65504): refused by name,
+     * no file left behind; piso's scales stay finite (the sweep only keeps finite fp16 values) */
+    {
+        struct piso_model *mh;
+        CHECK(piso_model_load(bin, tok, &mh) == 0 && piso_model_make_writable(mh) == 0, "load: %s", piso_last_error());
+        mh->layers[0].wq[5] = 1e6f;
+        char huge[512];
+        snprintf(huge, sizeof huge, "%s/huge.gguf", dir);
+        struct piso_gguf_export_opts oh = {.type = GGML_T_Q4_0, .output_type = -1, .scale = PISO_GGUF_SCALE_REF};
+        CHECK(piso_gguf_export(mh, NULL, &oh, huge, NULL) != 0 && strstr(piso_last_error(), "blk.0.attn_q.weight") &&
+                  strstr(piso_last_error(), "non-finite") && !piso_file_exists(huge),
+              "an Inf scale refused at export: %s", piso_last_error());
+        oh.scale = PISO_GGUF_SCALE_PISO;
+        CHECK(piso_gguf_export(mh, NULL, &oh, huge, NULL) == 0, "piso scales stay finite: %s", piso_last_error());
+        piso_model_free(mh);
+    }
+
+    /* a non-finite block scale: one Q8_0 block's fp16 d set to +Inf is refused by name */
+    char inf[512];
+    snprintf(inf, sizeof inf, "%s/inf.gguf", dir);
+    snprintf(cmd, sizeof cmd, "%s quantize --model %s --tokenizer %s --out %s --type Q8_0 --quiet", PISO_BIN, bin, tok, inf);
+    CHECK(test_run(cmd, NULL) == 0, "%s", cmd);
+    struct piso_gguf gi;
+    long off = -1;
+    if (piso_gguf_open(&gi, inf) == 0) {
+        const struct piso_gguf_tensor *t = piso_gguf_find_tensor(&gi, "blk.1.attn_k.weight");
+        if (t && t->type == GGML_T_Q8_0) off = (long)((const uint8_t *)t->data - gi.map.data) + 34 * 3; /* block 3 */
+        piso_gguf_close(&gi);
+    }
+    CHECK(off > 0, "found blk.1.attn_k.weight in Q8_0");
+    FILE *f = off > 0 ? fopen(inf, "r+b") : NULL;
+    if (f) {
+        const uint8_t inf16[2] = {0x00, 0x7c};
+        fseek(f, off, SEEK_SET), fwrite(inf16, 1, 2, f), fclose(f);
+        struct piso_model *mi = NULL;
+        CHECK(piso_model_load(inf, NULL, &mi) != 0 && strstr(piso_last_error(), "blk.1.attn_k.weight") &&
+                  strstr(piso_last_error(), "non-finite"),
+              "an Inf scale is refused by name: %s", piso_last_error());
+        piso_model_free(mi);
+    }
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0, "cleanup");
     return test_finish();

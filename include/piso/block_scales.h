@@ -38,6 +38,23 @@ size_t piso_ggml_quantize_piso(int type, const float *x, void *dst, int64_t nrow
 size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
                                   const float *weights, int blend);
 
+/* FP4 scale searches over every representable scale (exhaustive up to the scales that are provably
+ * dominated: those giving all zeros beyond the smallest of them, and those saturating every element
+ * below the largest of them). Elements round to the nearest E2M1 value. MXFP4: the E8M0 exponent of
+ * a block of n elements; NVFP4: the UE4M3 code (0..0x7E) of a sub-block, with the tensor scale
+ * tscale multiplied in (x ≈ kvalue·ue4m3(c)·tscale). Weights w[n] > 0 count (zero: ignored).
+ * Return the number of scales evaluated. */
+int piso_mxfp4_best_exponent(const float *x, const float *w, int n, uint8_t *e, double *E);
+int piso_nvfp4_best_code(const float *x, const float *w, int n, float tscale, uint8_t *c, double *E);
+
+/* NVFP4 tensor with piso's scales: every sub-block's UE4M3 code exact (above) for the tensor scale
+ * s; with tensor_scale, s is the best (on Σ w (x − x̂)²) of 1 (llama.cpp's, no scale tensor), the
+ * NVIDIA recipe s0 = max|x|/(6·448), and s0·2^(i/32), i = 1..7 — never worse than either recipe.
+ * *scale_out = s (written by the GGUF exporter as NAME.scale, which llama.cpp multiplies into the
+ * matmul output). Returns the bytes written (0 on error). */
+size_t piso_nvfp4_quantize_tensor(const float *x, void *dst, int64_t nrows, int64_t n_per_row, const float *weights,
+                                  int tensor_scale, float *scale_out);
+
 /* Dense calibration, GPTQ-interleaved: each row of W [N, D] is quantized block by block, left to
  * right; a block's scales are chosen on the error-updated weights (Q8_0/Q4_0/Q5_0: the exact sweep
  * with the dense block H_gg, fp16-rounded; other types: the exact diagonal method with diag(H)),

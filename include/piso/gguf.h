@@ -16,7 +16,7 @@ enum piso_ggml_type {
     GGML_T_F32 = 0, GGML_T_F16 = 1, GGML_T_Q4_0 = 2, GGML_T_Q4_1 = 3, GGML_T_Q5_0 = 6, GGML_T_Q5_1 = 7,
     GGML_T_Q8_0 = 8, GGML_T_Q8_1 = 9, GGML_T_Q2_K = 10, GGML_T_Q3_K = 11, GGML_T_Q4_K = 12,
     GGML_T_Q5_K = 13, GGML_T_Q6_K = 14, GGML_T_Q8_K = 15, GGML_T_IQ4_NL = 20, GGML_T_BF16 = 30,
-    GGML_T_MXFP4 = 39, GGML_T_COUNT = 64,
+    GGML_T_MXFP4 = 39, GGML_T_NVFP4 = 40, GGML_T_COUNT = 64,
     GGML_T_NONE = -1 /* no type (a traits row without fallback) */
 };
 
@@ -25,7 +25,15 @@ enum piso_ggml_imatrix_rule {
     PISO_IMAT_UNUSED,      /* ignored (Q8_0, the float types) */
     PISO_IMAT_H,           /* weights h (Q6_K) */
     PISO_IMAT_ROW_SIGMA,   /* h·sqrt(σ² + x²), σ² the row's mean square (Q4_0, Q4_1, Q5_0, Q5_1) */
-    PISO_IMAT_BLOCK_SIGMA  /* h·sqrt(σ² + x²), σ² twice the block's mean square (IQ4_NL, Q4_K, Q5_K) */
+    PISO_IMAT_BLOCK_SIGMA, /* h·sqrt(σ² + x²), σ² twice the block's mean square (IQ4_NL, Q3_K, Q4_K, Q5_K) */
+    PISO_IMAT_SUPER_SIGMA1 /* h·sqrt(σ² + x²), σ² the super-block's mean square (Q2_K) */
+};
+
+/* How a block type stores its scales. */
+enum piso_ggml_scale_kind {
+    PISO_SCALE_FP16 = 0, /* IEEE half (the legacy and K-quant types) */
+    PISO_SCALE_E8M0,     /* a power of two 2^(e-128) per 32 (MXFP4) */
+    PISO_SCALE_UE4M3     /* unsigned FP8 E4M3 per 16, times ½ (NVFP4) */
 };
 
 /* One table of traits per ggml type (ggml style): every fact about a type lives here (ggml_types.c).
@@ -33,7 +41,8 @@ enum piso_ggml_imatrix_rule {
  * Levels of the block types: an element is stored as the code q = l + code_zero with the level l in
  * [level_min, level_max], and dequantizes to d·l (Q8_0, Q4_0, Q5_0; Q6_K with d·sc per sub-block),
  * to d·q + m when has_min (Q4_1, Q5_1; Q4_K/Q5_K as d·sc·q − dmin·mn per sub-block), or to
- * d·level_values[q] when level_values is set (IQ4_NL).
+ * d·level_values[q] when level_values is set (IQ4_NL; MXFP4/NVFP4 with the doubled E2M1 table and
+ * an E8M0/UE4M3 scale, scale_kind).
  *
  * Functions are NULL where not implemented. to_float dequantizes k values (a multiple of blck_size);
  * from_float quantizes k values with llama.cpp's reference rule without an imatrix; quantize_ref is
@@ -50,9 +59,10 @@ struct piso_ggml_traits {
     enum piso_dtype dtype; /* what a model keeps from weights of this type (quantized: F32) */
     int level_min, level_max, code_zero, has_min;
     const int8_t *level_values;
-    int sub_size;   /* elements sharing one scale (32; Q6_K 16) */
+    int sub_size;   /* elements sharing one scale (32; Q2_K, Q3_K, Q6_K, NVFP4 16) */
     const char *grid; /* piso grid with the same levels (symmetric 32-blocks), for the dense scale solver */
     enum piso_ggml_imatrix_rule imatrix_rule;
+    enum piso_ggml_scale_kind scale_kind;
     void (*to_float)(const void *src, float *dst, int64_t k);
     void (*from_float)(const float *src, void *dst, int64_t k);
     void (*quantize_ref)(const float *x, void *dst, int64_t k, const float *imatrix);

@@ -22,7 +22,18 @@ struct piso_gguf_export_opts {
     const struct piso_calib_hessians *hessians;  /* dense calibration (may be NULL; piso only) */
     const char *name;            /* general.name (may be NULL) */
     int blend;                   /* piso scales: weigh by h·sqrt(σ²+x²) (llama.cpp's blend), not h */
+    int mixture;                 /* 0: `type` for every weight; else a LLAMA_FTYPE id of a
+                                    llama-quantize mixture (10 Q2_K, 11 Q3_K_S, 12 Q3_K_M, 15 Q4_K_M,
+                                    17 Q5_K_M): per-tensor types as llama-quantize picks them */
 };
+
+/* The llama-quantize mixtures piso reproduces: name → LLAMA_FTYPE id and its base type; -1 if unknown. */
+int piso_gguf_mixture_from_name(const char *name, int *ftype, int *base_type);
+/* The type llama-quantize's mixture `ftype` gives weight `role` (enum piso_tensor_role) of layer
+ * `layer` with ne0 inputs, before the row fallback; counters are the layer index and n_layers
+ * (dense llama-style models: no experts, not Falcon, not 70B). */
+int piso_gguf_mixture_type(int ftype, int base_type, int role, int layer, int n_layers, int n_gqa, int64_t ne0,
+                           int tied);
 
 struct piso_gguf_export_stats {
     int64_t n_tensors, n_fallback;  /* tensors written; weights written in a fallback type */
@@ -31,7 +42,13 @@ struct piso_gguf_export_stats {
     int counts[64];                 /* tensors per ggml type */
     double objective;               /* Σ over the quantized blk.* weights of Σ_j h_j (w − ŵ)², h the
                                        imatrix entry (1 without one) */
+    struct {                        /* the first PISO_GGUF_MAX_FALLBACKS weights stored in a fallback type */
+        char name[96];
+        int64_t ne0;
+        int want, got;
+    } fallbacks[64];
 };
+#define PISO_GGUF_MAX_FALLBACKS 64
 
 /* Fallback for a row length that is not a multiple of the block size (llama.cpp's rule: Q4_K→Q5_0,
  * Q5_K→Q5_1, Q6_K→Q8_0, and F16 when even 32 does not divide the row). */

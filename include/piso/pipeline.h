@@ -50,6 +50,7 @@ struct piso_layer_report {
     int group;                       /* group size asked (0 = channel-wise) */
     int last_group;                  /* size of the last group when D is not a multiple (else = group) */
     int64_t n_groups;
+    float tensor_scale;              /* NVFP4: the per-tensor scale inside every scale (0 otherwise) */
     double rel_err;                  /* ‖Xw − X̃ŵ‖² / ‖Xw‖² summed over rows, chosen method */
     double rel_err_absmax;           /* the same for absmax RTN on the same inputs */
     double objective;                /* the solver's own objective value */

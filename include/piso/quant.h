@@ -18,11 +18,30 @@ struct piso_grid {
     float v[PISO_GRID_MAX];
     int is_int, bits, narrow;
     int symmetric;       /* v == -v (then negative scales are never needed) */
+    /* Hardware block formats restrict the scales (MX: algorithms.md §9.2, NVFP4: §9.3): */
+    int scale_set;       /* PISO_SSET_ANY, PISO_SSET_POW2 (E8M0: 2^-127..2^127) or PISO_SSET_UE4M3
+                            (the positive FP8 E4M3 values 2^-9..448, times scale_mult) */
+    float scale_mult;    /* NVFP4: the per-tensor FP32 scale (1 until chosen) */
+    int block;           /* the format's block size along the input (MX 32, NVFP4 16; 0: free) */
+    int emax;            /* MX: floor(log2 of the largest grid value), the OCP recipe's emax_elem */
 };
+enum { PISO_SSET_ANY = 0, PISO_SSET_POW2, PISO_SSET_UE4M3 };
 
-/* format: int2..int8, fp4_e2m1 (alias e2m1), e2m3, e3m2, e4m3 (OCP, max 448), e5m2 (OCP, no inf/NaN).
- * narrow: symmetric integer range -(2^(b-1)-1)..2^(b-1)-1 (ignored for floats). */
+/* format: int2..int8, fp4_e2m1 (alias e2m1), e2m3, e3m2, e4m3 (OCP, max 448), e5m2 (OCP, no inf/NaN);
+ * the hardware block formats mxfp4, mxfp6_e2m3, mxfp6_e3m2, mxfp8_e4m3, mxfp8_e5m2, mxint8 (OCP MX:
+ * blocks of 32 with a power-of-two scale; mxint8's grid is int8, its implicit 2^-6 folded into the
+ * power-of-two scale) and nvfp4 (e2m1, blocks of 16, UE4M3 scales times a per-tensor FP32 scale).
+ * narrow: symmetric integer range -(2^(b-1)-1)..2^(b-1)-1 (ignored for floats and MX). */
 int piso_grid_init(struct piso_grid *g, const char *format, int narrow);
+/* Representable scales (scale_set): the largest ≤ s and the smallest ≥ s (0 / INFINITY where there
+ * is none); every scale when scale_set is PISO_SSET_ANY. */
+void piso_grid_scale_bracket(const struct piso_grid *g, double s, double *below, double *above);
+/* The k-th representable scale in increasing order, k < piso_grid_scale_count(g) (0 for ANY). */
+int piso_grid_scale_count(const struct piso_grid *g);
+double piso_grid_scale_at(const struct piso_grid *g, int k);
+/* The recipe scale of a block with max|w| = amax (OCP MX: 2^(floor(log2 amax) − emax); NVFP4:
+ * E4M3-RNE(amax/(6·mult))·mult, saturating at 448; free scales: amax/max|grid|); 1 for amax = 0. */
+float piso_grid_recipe_scale(const struct piso_grid *g, float amax);
 /* Nearest grid value to x, clamped to the range; ties go to the even code (round-half-even for
  * integers, even mantissa for minifloats). Writes its index into g->v when index != NULL. */
 float piso_grid_round(const struct piso_grid *g, float x, int *index);
@@ -54,7 +73,15 @@ float piso_solve_scale_dense(const float *w, int n, const float *H, int ldh, con
  * u_i = hdiag_i·w_i. */
 float piso_solve_scale_diag(const float *w, int n, const float *hdiag, const double *u,
                             const struct piso_grid *g, int allow_negative, double *E_out);
-/* absmax: max|w| / max|grid| (1 for an all-zero vector). */
+/* NVFP4's per-tensor scale for W [N, D] (groups of 16): the best of 1, the NVIDIA recipe
+ * s0 = max|W|/(6·448) and s0·2^(i/32), i = 1..7 (offsets inside one E4M3 grid step), each scored by
+ * Σ over groups of the exact diag(H)-weighted optimum over every UE4M3 group scale (hdiag NULL:
+ * identity). On that objective the result is never worse than the recipe (s0 with absmax group
+ * scales). Returns 1 for grids without UE4M3 scales. */
+/* NVFP4's recipe tensor scale max|W|/(6·448) (1 for an all-zero tensor). */
+float piso_grid_recipe_tensor_scale(const float *W, int64_t n);
+float piso_nvfp4_tensor_scale(const float *W, int64_t N, int64_t D, const float *hdiag, const struct piso_grid *g);
+/* absmax: max|w| / max|grid| (1 for an all-zero vector); the OCP/NVIDIA recipe for MX/NVFP4. */
 float piso_scale_absmax(const float *w, int n, const struct piso_grid *g);
 /* mse-grid: the best of the 20 scales (k/20)·absmax, k = 1..20, for ||w − s·q(w; s)||². */
 float piso_scale_mse_grid(const float *w, int n, const struct piso_grid *g);
@@ -91,6 +118,7 @@ struct piso_layer_result {
     double *row_objective;   /* [N] objective of each row */
     double objective;        /* Σ rows; with G: Σ (ŵᵀHŵ − 2ŵᵀGw), else Σ (w−ŵ)ᵀH(w−ŵ) */
     int constant_dropped;    /* 1 when G was given */
+    float tensor_scale;      /* NVFP4: the per-tensor scale (included in scales); 0 otherwise */
 };
 
 /* Chooses the scales with opts->method and rounds to nearest (RTN). Rows run in parallel; the

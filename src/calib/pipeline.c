@@ -140,6 +140,7 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     rep->group = o->ec.q.group > 0 && o->ec.q.group < D ? o->ec.q.group : 0;
     rep->last_group = rep->group && D % rep->group ? (int)(D % rep->group) : rep->group;
     rep->n_groups = r.n_groups;
+    rep->tensor_scale = r.tensor_scale;
     rep->rel_err = energy > 0 ? e_m / energy : 0;
     rep->rel_err_absmax = energy > 0 ? e_a / energy : 0;
     rep->objective = r.objective;

@@ -17,8 +17,52 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 int piso_gguf_type_for_row(int type, int64_t ne0) { return piso_ggml_type_for_row(type, ne0); }
+
+static const struct {
+    const char *name;
+    int ftype, base;
+} mixtures[] = {{"Q2_K", 10, GGML_T_Q2_K},   {"Q3_K_S", 11, GGML_T_Q3_K}, {"Q3_K_M", 12, GGML_T_Q3_K},
+                {"Q4_K_M", 15, GGML_T_Q4_K}, {"Q5_K_M", 17, GGML_T_Q5_K}};
+
+int piso_gguf_mixture_from_name(const char *name, int *ftype, int *base_type) {
+    for (size_t i = 0; i < sizeof mixtures / sizeof mixtures[0]; i++)
+        if (!strcasecmp(name, mixtures[i].name)) {
+            *ftype = mixtures[i].ftype, *base_type = mixtures[i].base;
+            return 0;
+        }
+    return -1;
+}
+
+/* llama-quantize's choice (llama_tensor_get_type for a dense llama model), written from its rules:
+ * use_more_bits = the first and last eighth of the layers and every third in between. */
+static int use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+int piso_gguf_mixture_type(int ftype, int base, int role, int l, int n, int n_gqa, int64_t ne0, int tied) {
+    if (role == PISO_TR_OUTPUT || (role == PISO_TR_TOK_EMBD && tied)) {
+        if (ne0 % piso_ggml_traits(base)->blck_size != 0) return GGML_T_Q8_0;
+        return base != GGML_T_Q8_0 ? GGML_T_Q6_K : base;
+    }
+    switch (role) {
+    case PISO_TR_WV:
+        if (ftype == 10) return n_gqa >= 4 ? GGML_T_Q4_K : GGML_T_Q3_K;
+        if (ftype == 12) return l < 2 ? GGML_T_Q5_K : GGML_T_Q4_K;
+        if ((ftype == 15 || ftype == 17) && use_more_bits(l, n)) return GGML_T_Q6_K;
+        return base;
+    case PISO_TR_DOWN:
+        if (ftype == 10) return GGML_T_Q3_K;
+        if (ftype == 12) return l < n / 16 ? GGML_T_Q5_K : GGML_T_Q4_K;
+        if ((ftype == 15 || ftype == 17) && use_more_bits(l, n)) return GGML_T_Q6_K;
+        return base;
+    case PISO_TR_WO:
+        if (ftype == 10) return GGML_T_Q3_K;
+        if (ftype == 12) return GGML_T_Q4_K;
+        return base;
+    default: return base;
+    }
+}
 
 int piso_gguf_file_type(int type) {
     const struct piso_ggml_traits *tr = piso_ggml_traits(type);
@@ -40,9 +84,19 @@ static int add_vec(struct exporter *x, const char *name, const float *v, int64_t
 }
 
 /* Converts/quantizes W [N, D] (row-major, rows of D inputs) into `type` and adds it. */
-static int add_weight(struct exporter *x, const char *name, const float *W, int64_t N, int64_t D, int type) {
+static int add_weight(struct exporter *x, const char *name, const float *W, int64_t N, int64_t D, int type,
+                      int tensor_scale_ok) {
     const int t = piso_gguf_type_for_row(type, D);
-    if (t != type) x->st->n_fallback++;
+    float tscale = 1.0f; /* NVFP4: the per-tensor scale (NAME.scale) */
+    if (t != type) {
+        if (x->st->n_fallback < PISO_GGUF_MAX_FALLBACKS) {
+            snprintf(x->st->fallbacks[x->st->n_fallback].name, sizeof x->st->fallbacks[0].name, "%s", name);
+            x->st->fallbacks[x->st->n_fallback].ne0 = D;
+            x->st->fallbacks[x->st->n_fallback].want = type;
+            x->st->fallbacks[x->st->n_fallback].got = t;
+        }
+        x->st->n_fallback++;
+    }
     const size_t nbytes = piso_ggml_row_size(t, D) * (size_t)N;
     void *buf = malloc(nbytes ? nbytes : 1);
     float *imat = NULL;
@@ -63,9 +117,14 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
             }
             if (r == 1) free(imat), imat = NULL; /* no entry: quantized without importance, as llama.cpp does */
         }
-        const float *H = x->o->scale == PISO_GGUF_SCALE_PISO ? piso_calib_hessian_for(x->o->hessians, name, D) : NULL;
+        /* NVFP4: no GPTQ path (its 64-blocks have no engine rounder); the imatrix from the same
+         * calibration still weighs the exact scales */
+        const float *H = x->o->scale == PISO_GGUF_SCALE_PISO && t != GGML_T_NVFP4
+                             ? piso_calib_hessian_for(x->o->hessians, name, D) : NULL;
         size_t done;
-        if (H) done = piso_ggml_quantize_gptq(t, W, buf, N, D, H);
+        if (t == GGML_T_NVFP4 && x->o->scale == PISO_GGUF_SCALE_PISO)
+            done = piso_nvfp4_quantize_tensor(W, buf, N, D, imat, tensor_scale_ok, &tscale);
+        else if (H) done = piso_ggml_quantize_gptq(t, W, buf, N, D, H);
         else if (x->o->scale == PISO_GGUF_SCALE_REF) done = piso_ggml_quantize_ref(t, W, buf, N, D, imat);
         else done = piso_ggml_quantize_piso_ex(t, W, buf, N, D, imat, x->o->blend);
         if (done != nbytes) {
@@ -75,15 +134,17 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
         /* the objective the scales minimise, Σ_rows Σ_j h_j (w − ŵ)² (h = 1 without an imatrix),
          * summed over the block weights (blk.*) */
         double obj = 0;
+        int64_t nonfinite = 0;
         const size_t rs = piso_ggml_row_size(t, D);
-#pragma omp parallel for reduction(+ : obj) schedule(static)
+#pragma omp parallel for reduction(+ : obj, nonfinite) schedule(static)
         for (int64_t r = 0; r < N; r++) {
             float *y = malloc(sizeof(float) * (size_t)D);
             double e = 0;
             if (y) {
                 piso_ggml_dequantize_row(t, (const uint8_t *)buf + r * rs, y, D);
+                for (int64_t j = 0; j < D; j++) nonfinite += !isfinite(y[j]);
                 for (int64_t j = 0; j < D; j++) {
-                    const double d = (double)W[r * D + j] - y[j];
+                    const double d = (double)W[r * D + j] - (double)y[j] * tscale;
                     e += (imat ? imat[j] : 1.0) * d * d;
                 }
             }
@@ -92,11 +153,30 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
         }
         if (!strncmp(name, "blk.", 4)) x->st->objective += obj;
         free(imat);
+        if (nonfinite) { /* e.g. llama.cpp's rule on weights beyond the fp16 range of the scales */
+            free(buf);
+            return piso_errorf("%s: %lld values would be stored with a non-finite (NaN/Inf) %s scale: weights too large for "
+                               "the type's scales", name, (long long)nonfinite, piso_ggml_traits(t)->name);
+        }
     }
     x->st->counts[t]++;
     x->st->n_tensors++;
     int64_t ne[2] = {D, N};
-    return piso_gguf_add_tensor(x->w, name, 2, ne, t, buf, nbytes, 1);
+    int rc = piso_gguf_add_tensor(x->w, name, 2, ne, t, buf, nbytes, 1);
+    if (!rc && tscale != 1.0f) {
+        /* llama.cpp's per-tensor scale of NVFP4 weights: "blk.N.attn_q.scale" for "blk.N.attn_q.weight" */
+        char sn[128];
+        const size_t len = strlen(name);
+        float *sv = malloc(sizeof(float));
+        if (!sv || len < 7 || strcmp(name + len - 7, ".weight") || len + 1 > sizeof sn) {
+            free(sv);
+            return piso_errorf("%s: cannot name its NVFP4 scale tensor", name);
+        }
+        snprintf(sn, sizeof sn, "%.*s.scale", (int)(len - 7), name);
+        *sv = tscale;
+        rc = add_vec(x, sn, sv, 1, 1);
+    }
+    return rc;
 }
 
 /* Tokenizer keys. A vocabulary shorter than the embedding (padded HF checkpoints) is padded with
@@ -217,7 +297,7 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     if (check_arch(arch, c, path)) return -1;
     const struct piso_ggml_traits *tr = piso_ggml_traits(o->type);
     if (!tr || !tr->to_float || !tr->from_float)
-        return piso_errorf("GGUF export: type %s is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, IQ4_NL)",
+        return piso_errorf("GGUF export: type %s is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, MXFP4, NVFP4)",
                            tr ? tr->name : "?");
     const int quantized = piso_ggml_is_block_type(o->type);
     const int out_type = o->output_type >= 0 ? o->output_type : quantized ? GGML_T_Q6_K : o->type;
@@ -227,7 +307,7 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     struct exporter x = {w, o, st};
     float *rope_f = NULL;
     int rc = 0;
-    const int ftype = piso_gguf_file_type(o->type);
+    const int ftype = o->mixture ? o->mixture : piso_gguf_file_type(o->type);
     if (!rc) rc = piso_gguf_set_str(w, "general.architecture", arch->gguf);
     if (!rc) rc = piso_gguf_set_str(w, "general.name", o->name ? o->name : "piso export");
     if (!rc && ftype >= 0) rc = piso_gguf_set_u32(w, "general.file_type", (uint32_t)ftype);
@@ -268,8 +348,14 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
             reordered = NULL;
         } else {
             /* token embeddings: with tied embeddings this tensor is also the output projection */
-            const int type = t->role == PISO_TR_OUTPUT || (t->role == PISO_TR_TOK_EMBD && c->tied_embeddings) ? out_type : o->type;
-            rc = add_weight(&x, nm, data, rows, cols, type);
+            const int is_out = t->role == PISO_TR_OUTPUT || (t->role == PISO_TR_TOK_EMBD && c->tied_embeddings);
+            int type = is_out ? out_type : o->type;
+            if (o->mixture && !(is_out && o->output_type >= 0)) /* llama-quantize's per-tensor choice */
+                type = piso_gguf_mixture_type(o->mixture, o->type, t->role, l, c->n_layers, c->n_heads / c->n_kv_heads,
+                                              cols, c->tied_embeddings);
+            /* NVFP4 tensor scales only where llama.cpp applies them: the linear weights (not the
+             * embedding lookup, so not a tied output either) */
+            rc = add_weight(&x, nm, data, rows, cols, type, t->role != PISO_TR_TOK_EMBD);
         }
         free(reordered);
         if (t->role == PISO_TR_DOWN) piso_progress_update(&pr, l + 1);

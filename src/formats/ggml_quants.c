@@ -10,6 +10,56 @@
 #define GROUP_MAX_EPS 1e-15f
 
 const int8_t piso_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+const int8_t piso_mxfp4_values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* 2^(e-128): the E8M0 scale with the ½ of the doubled E2M1 table folded in. e < 2 gives fp32
+ * subnormals (2^-128, 2^-127), written as bits as ggml does. */
+float piso_e8m0_half(uint8_t e) {
+    const uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* UE4M3 (4 exponent bits, bias 7, 3 mantissa bits, no sign) times ½; 0 and 0x7F (NaN) decode to 0. */
+float piso_ue4m3_to_fp32(uint8_t c) {
+    if (c == 0 || c == 0x7F) return 0.0f;
+    const int e = (c >> 3) & 15, m = c & 7;
+    const float raw = e == 0 ? ldexpf((float)m, -9) : ldexpf(1.0f + (float)m / 8.0f, e - 7);
+    return raw * 0.5f;
+}
+
+/* llama.cpp's encoder: the fp32 mantissa's top 3 bits rounded half up on the 4th, subnormals as
+ * (int)(x·512 + ½), inputs above 448 clamped, codes saturating at 0x7E; x ≤ 0 or NaN → 0. */
+uint8_t piso_fp32_to_ue4m3(float x) {
+    if (!(x > 0.0f)) return 0;
+    if (x > 448.0f) x = 448.0f;
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int e = (int)((bits >> 23) & 0xFF) - 127 + 7;
+    if (e <= 0) {
+        int m = (int)(x * 512.0f + 0.5f);
+        return (uint8_t)(m > 7 ? 7 : m < 1 ? 0 : m);
+    }
+    if (e >= 15) return 0x7E;
+    int m = (int)((bits >> 20) & 7) + (int)((bits >> 19) & 1);
+    if (m > 7) {
+        m = 0;
+        if (++e >= 15) return 0x7E;
+    }
+    return (uint8_t)(e << 3 | m);
+}
+
+/* Index of the E2M1 value nearest x for scale d (first index wins a tie, as ggml's best_index_mxfp4). */
+static int mxfp4_index(float x, float d) {
+    int best = 0;
+    float err = fabsf((float)piso_mxfp4_values[0] * d - x);
+    for (int i = 1; i < 16; i++) {
+        const float e = fabsf((float)piso_mxfp4_values[i] * d - x);
+        if (e < err) err = e, best = i;
+    }
+    return best;
+}
 
 /* Index of the table value nearest to v (ties to the upper one), as ggml's best_index_int8. */
 int piso_iq4nl_index(float v) {
@@ -92,8 +142,53 @@ NIBBLES32_PACKERS(q5_0, 0, offsetof(struct piso_block_q5_0, qh))
 NIBBLES32_PACKERS(q5_1, offsetof(struct piso_block_q5_1, m), offsetof(struct piso_block_q5_1, qh))
 #undef NIBBLES32_PACKERS
 
+/* MXFP4: the E8M0 byte, then 16 bytes in the nibble layout. */
+void piso_ggml_pack_mxfp4(const void *blk, void *dst) {
+    const struct piso_blk32 *b = blk;
+    uint8_t *p = dst;
+    p[0] = (uint8_t)b->d;
+    for (int j = 0; j < 16; j++) p[1 + j] = (uint8_t)((b->q[j] & 15) | (b->q[j + 16] & 15) << 4);
+}
+
+void piso_ggml_unpack_mxfp4(const void *src, void *blk) {
+    const uint8_t *p = src;
+    struct piso_blk32 *b = blk;
+    b->d = p[0], b->m = 0;
+    for (int j = 0; j < 16; j++) b->q[j] = (int16_t)(p[1 + j] & 15), b->q[j + 16] = (int16_t)(p[1 + j] >> 4);
+}
+
+/* NVFP4: four UE4M3 bytes, then per sub-block s 8 bytes: element j (low) | element j+8 (high). */
+void piso_pack_blk64(const struct piso_blk64 *b, void *dst) {
+    uint8_t *p = dst;
+    memcpy(p, b->d, 4);
+    for (int s = 0; s < 4; s++)
+        for (int j = 0; j < 8; j++) p[4 + 8 * s + j] = (uint8_t)((b->q[16 * s + j] & 15) | (b->q[16 * s + 8 + j] & 15) << 4);
+}
+
+void piso_unpack_blk64(const void *src, struct piso_blk64 *b) {
+    const uint8_t *p = src;
+    memcpy(b->d, p, 4);
+    for (int s = 0; s < 4; s++)
+        for (int j = 0; j < 8; j++) b->q[16 * s + j] = p[4 + 8 * s + j] & 15, b->q[16 * s + 8 + j] = p[4 + 8 * s + j] >> 4;
+}
+
+void piso_ggml_pack_nvfp4(const void *blk, void *dst) { piso_pack_blk64(blk, dst); }
+void piso_ggml_unpack_nvfp4(const void *src, void *blk) { piso_unpack_blk64(src, blk); }
+
+void piso_blk64_to_float(const struct piso_blk64 *b, float *y) {
+    for (int s = 0; s < 4; s++) {
+        const float d = piso_ue4m3_to_fp32(b->d[s]);
+        for (int j = 0; j < 16; j++) y[16 * s + j] = (float)piso_mxfp4_values[b->q[16 * s + j] & 15] * d;
+    }
+}
+
 /* Values of a decoded 32-block, with fp32 arithmetic as ggml does. */
 static void blk32_values(const struct piso_ggml_traits *tr, const struct piso_blk32 *b, float *y) {
+    if (tr->scale_kind == PISO_SCALE_E8M0) {
+        const float d = piso_e8m0_half((uint8_t)b->d);
+        for (int i = 0; i < 32; i++) y[i] = (float)tr->level_values[b->q[i] & 15] * d;
+        return;
+    }
     const float d = h2f(b->d), m = h2f(b->m);
     if (tr->level_values)
         for (int i = 0; i < 32; i++) y[i] = d * (float)tr->level_values[b->q[i] & 15]; /* 4-bit index */
@@ -214,6 +309,82 @@ void piso_ggml_unpack_q6_K(const void *src, void *blk) {
     b->d = get16(p + offsetof(struct piso_block_q6_K, d));
 }
 
+/* Q2_K/Q3_K 2-bit planes: for half h and l < 32, byte 32h+l holds elements 128h+l, +32, +64, +96
+ * in bits 0-1, 2-3, 4-5, 6-7. */
+static void pack_planes2(const uint8_t *q, uint8_t *qs) {
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *e = q + 128 * h + l;
+            qs[32 * h + l] = (uint8_t)((e[0] & 3) | (e[32] & 3) << 2 | (e[64] & 3) << 4 | (e[96] & 3) << 6);
+        }
+}
+
+static void unpack_planes2(const uint8_t *qs, uint8_t *q) {
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++)
+            for (int k = 0; k < 4; k++) q[128 * h + 32 * k + l] = (qs[32 * h + l] >> (2 * k)) & 3;
+}
+
+/* Q2_K: scales[j] = scale (low nibble) | min (high nibble) of sub-block j, the planes, d, dmin. */
+void piso_ggml_pack_q2_K(const void *blk, void *dst) {
+    const struct piso_blk256 *b = blk;
+    uint8_t *p = dst;
+    for (int j = 0; j < 16; j++) p[offsetof(struct piso_block_q2_K, scales) + j] = (uint8_t)((b->sc16[j] & 15) | (b->mn16[j] & 15) << 4);
+    pack_planes2(b->q, p + offsetof(struct piso_block_q2_K, qs));
+    put16(p + offsetof(struct piso_block_q2_K, d), b->d);
+    put16(p + offsetof(struct piso_block_q2_K, dmin), b->dmin);
+}
+
+void piso_ggml_unpack_q2_K(const void *src, void *blk) {
+    const uint8_t *p = src;
+    struct piso_blk256 *b = blk;
+    memset(b, 0, sizeof *b);
+    for (int j = 0; j < 16; j++) {
+        const uint8_t v = p[offsetof(struct piso_block_q2_K, scales) + j];
+        b->sc16[j] = v & 15, b->mn16[j] = v >> 4;
+    }
+    unpack_planes2(p + offsetof(struct piso_block_q2_K, qs), b->q);
+    b->d = get16(p + offsetof(struct piso_block_q2_K, d));
+    b->dmin = get16(p + offsetof(struct piso_block_q2_K, dmin));
+}
+
+/* Q3_K: the high bit of element e in hmask[e % 32] at bit e / 32; the low two bits in the planes;
+ * the 6-bit scales s6 = sc6 + 32: low nibbles in bytes 0-7 (sub-blocks 0-7 low, 8-15 high nibble),
+ * the top two bits of sub-block j in byte 8 + j % 4 at bits 2·(j / 4). */
+void piso_ggml_pack_q3_K(const void *blk, void *dst) {
+    const struct piso_blk256 *b = blk;
+    uint8_t *p = dst;
+    uint8_t *hm = p + offsetof(struct piso_block_q3_K, hmask), *sc = p + offsetof(struct piso_block_q3_K, scales);
+    uint8_t low[256];
+    memset(hm, 0, 32);
+    for (int e = 0; e < 256; e++) {
+        hm[e % 32] |= (uint8_t)(((b->q[e] >> 2) & 1) << (e / 32));
+        low[e] = b->q[e] & 3;
+    }
+    pack_planes2(low, p + offsetof(struct piso_block_q3_K, qs));
+    memset(sc, 0, 12);
+    for (int j = 0; j < 16; j++) {
+        const int s6 = (b->sc6[j] + 32) & 63;
+        sc[j % 8] |= (uint8_t)((s6 & 15) << (j < 8 ? 0 : 4));
+        sc[8 + j % 4] |= (uint8_t)((s6 >> 4) << (2 * (j / 4)));
+    }
+    put16(p + offsetof(struct piso_block_q3_K, d), b->d);
+}
+
+void piso_ggml_unpack_q3_K(const void *src, void *blk) {
+    const uint8_t *p = src;
+    struct piso_blk256 *b = blk;
+    memset(b, 0, sizeof *b);
+    const uint8_t *hm = p + offsetof(struct piso_block_q3_K, hmask), *sc = p + offsetof(struct piso_block_q3_K, scales);
+    unpack_planes2(p + offsetof(struct piso_block_q3_K, qs), b->q);
+    for (int e = 0; e < 256; e++) b->q[e] |= (uint8_t)(((hm[e % 32] >> (e / 32)) & 1) << 2);
+    for (int j = 0; j < 16; j++) {
+        const int lo = j < 8 ? sc[j] & 15 : sc[j - 8] >> 4, hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+        b->sc6[j] = (int8_t)((lo | hi << 4) - 32);
+    }
+    b->d = get16(p + offsetof(struct piso_block_q3_K, d));
+}
+
 /* Values of a decoded super-block: x = d·sc·q − dmin·mn per sub-block (has_min), else
  * x = d·sc6·(q − code_zero) per sub-block. */
 static void blk256_values(const struct piso_ggml_traits *tr, const struct piso_blk256 *b, float *y) {
@@ -223,6 +394,13 @@ static void blk256_values(const struct piso_ggml_traits *tr, const struct piso_b
         return;
     }
     const float dmin = h2f(b->dmin);
+    if (tr->sub_size == 16) { /* Q2_K */
+        for (int j = 0; j < 16; j++) {
+            const float d1 = d * (float)b->sc16[j], m1 = dmin * (float)b->mn16[j];
+            for (int l = 0; l < 16; l++) y[16 * j + l] = d1 * (float)b->q[16 * j + l] - m1;
+        }
+        return;
+    }
     for (int j = 0; j < 8; j++) {
         const float d1 = d * (float)b->sc[j], m1 = dmin * (float)b->mn[j];
         for (int l = 0; l < 32; l++) y[32 * j + l] = d1 * (float)b->q[32 * j + l] - m1;
@@ -238,7 +416,11 @@ void piso_ggml_dequantize_row(int type, const void *src, float *dst, int64_t k) 
     const int be = tr->blck_size, bb = tr->type_size;
     const uint8_t *p = src;
     for (int64_t i = 0; i < k / be; i++, p += bb) {
-        if (be == PISO_QK) {
+        if (be == PISO_QK_NVFP4) {
+            struct piso_blk64 b;
+            piso_unpack_blk64(p, &b);
+            piso_blk64_to_float(&b, dst + i * be);
+        } else if (be == PISO_QK) {
             struct piso_blk32 b;
             tr->unpack(p, &b);
             blk32_values(tr, &b, dst + i * be);
@@ -360,7 +542,7 @@ static float make_qkx_quants(int n, int nmax, const float *x, const float *w, ui
 static float make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *w) {
     float max = 0;
     for (int i = 0; i < n; i++) max = fmaxf(max, x[i]);
-    if (!max) {
+    if (max < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
     }
@@ -635,6 +817,195 @@ static void ref_q5_K(const struct piso_ggml_traits *tr, const float *x, const fl
     ref_k4(tr, x, qw, blk, -0.5f, 0.1f, 15);
 }
 
+/* Q3_K's reference search (make_q3_quants with do_rmse): RTN at -nmax/max, then up to five passes
+ * of coordinate descent on the levels with weights x², each element re-rounded against the
+ * least-squares scale of the others. L receives levels + nmax (0 for an all-zero block). */
+static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; i++) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) amax = ax, max = x[i];
+    }
+    if (amax < GROUP_MAX_EPS) {
+        memset(L, 0, (size_t)n);
+        return 0.f;
+    }
+    const float iscale = -nmax / max;
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; i++) {
+        int l = clampi(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        L[i] = (int8_t)l;
+        float w = x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    for (int itry = 0; itry < 5; ++itry) {
+        int n_changed = 0;
+        for (int i = 0; i < n; i++) {
+            float w = x[i] * x[i];
+            float slx = sumlx - w * x[i] * L[i];
+            if (slx > 0) {
+                float sl2 = suml2 - w * L[i] * L[i];
+                int new_l = clampi(nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
+                if (new_l != L[i]) {
+                    slx += w * x[i] * new_l;
+                    sl2 += w * new_l * new_l;
+                    if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+                        L[i] = (int8_t)new_l;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        ++n_changed;
+                    }
+                }
+            }
+        }
+        if (!n_changed) break;
+    }
+    for (int i = 0; i < n; i++) L[i] = (int8_t)(L[i] + nmax);
+    return suml2 > 0.0f ? sumlx / suml2 : 0.0f;
+}
+
+/* Requantizes a Q2_K/Q3_K super-block by RTN against the final fp16 scales; sub-blocks whose scale
+ * is zero keep the levels of the search (as llama.cpp). L: codes (Q2_K 0..3, Q3_K level + 4). */
+static void requant_k16(const float *x, struct piso_blk256 *b, int q3, uint8_t *L) {
+    const float d = h2f(b->d), dmin = h2f(b->dmin);
+    for (int j = 0; j < 16; j++) {
+        if (q3) {
+            const float dd = d * (float)b->sc6[j];
+            if (!dd) continue;
+            for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)(clampi(nearest_int(x[16 * j + l] / dd), -4, 3) + 4);
+        } else {
+            const float dd = d * (float)b->sc16[j];
+            if (!dd) continue;
+            const float dm = dmin * (float)b->mn16[j];
+            for (int l = 0; l < 16; l++) L[16 * j + l] = (uint8_t)clampi(nearest_int((x[16 * j + l] + dm) / dd), 0, 3);
+        }
+    }
+    memcpy(b->q, L, 256);
+}
+
+/* Q2_K: 16 sub-blocks of 16 with levels 0..3 and a min. Without an imatrix make_qkx2_quants with
+ * weights |x| and the absolute error (use_mad), 4-bit scales and mins by rounding against their
+ * maxima; with one make_qkx3_quants with h·sqrt(σ² + x²) (σ² the super-block's mean square) and
+ * the 4-bit scales and mins by make_qp_quants weighted by each sub-block's total weight. */
+static void ref_q2_K(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2_row, void *blk) {
+    (void)tr, (void)sigma2_row;
+    struct piso_blk256 *b = blk;
+    memset(b, 0, sizeof *b);
+    uint8_t L[256], Laux[16], bytes[16];
+    float w[16], scales[16], mins[16], sw[16];
+    if (qw) {
+        float sumx2 = 0;
+        for (int j = 0; j < 256; j++) sumx2 += x[j] * x[j];
+        const float sigma2 = sumx2 / 256;
+        for (int j = 0; j < 16; j++) {
+            sw[j] = 0;
+            for (int l = 0; l < 16; l++) w[l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
+            for (int l = 0; l < 16; l++) sw[j] += w[l];
+            scales[j] = make_qkx_quants(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], Laux, -0.9f, 0.05f, 36, 0);
+        }
+        uint8_t Ls[16], Lm[16];
+        const float dm = make_qp_quants(16, 15, scales, Ls, sw), mm = make_qp_quants(16, 15, mins, Lm, sw);
+        b->d = f2h(dm), b->dmin = f2h(mm);
+        for (int j = 0; j < 16; j++) bytes[j] = (uint8_t)(Ls[j] | Lm[j] << 4);
+    } else {
+        float max_scale = 0, max_min = 0;
+        for (int j = 0; j < 16; j++) {
+            for (int l = 0; l < 16; l++) w[l] = fabsf(x[16 * j + l]);
+            scales[j] = make_qkx_quants(16, 3, x + 16 * j, w, L + 16 * j, &mins[j], Laux, -0.5f, 0.1f, 15, 1);
+            if (scales[j] > max_scale) max_scale = scales[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        memset(bytes, 0, sizeof bytes);
+        if (max_scale > 0) {
+            const float iscale = 15.f / max_scale;
+            for (int j = 0; j < 16; j++) bytes[j] = (uint8_t)nearest_int(iscale * scales[j]);
+            b->d = f2h(max_scale / 15.f);
+        }
+        if (max_min > 0) {
+            const float iscale = 15.f / max_min;
+            for (int j = 0; j < 16; j++) bytes[j] |= (uint8_t)(nearest_int(iscale * mins[j]) << 4);
+            b->dmin = f2h(max_min / 15.f);
+        }
+    }
+    for (int j = 0; j < 16; j++) b->sc16[j] = bytes[j] & 15, b->mn16[j] = bytes[j] >> 4;
+    requant_k16(x, b, 0, L);
+}
+
+/* Q3_K: 16 sub-blocks of 16 with levels -4..3. Without an imatrix make_q3_quants and the 6-bit
+ * signed scales by rounding against -32/max; with one make_qx_quants with h·sqrt(σ² + x²) (σ²
+ * twice the super-block's mean square) and the scales by make_qx_quants(16, 32) weighted by each
+ * sub-block's total weight. */
+static void ref_q3_K(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2_row, void *blk) {
+    (void)tr, (void)sigma2_row;
+    struct piso_blk256 *b = blk;
+    memset(b, 0, sizeof *b);
+    uint8_t L[256];
+    float scales[16];
+    if (qw) {
+        float sumx2 = 0, w[16], sw[16];
+        for (int j = 0; j < 256; j++) sumx2 += x[j] * x[j];
+        const float sigma2 = 2 * sumx2 / 256;
+        for (int j = 0; j < 16; j++) {
+            for (int l = 0; l < 16; l++) w[l] = qw[16 * j + l] * sqrtf(sigma2 + x[16 * j + l] * x[16 * j + l]);
+            float sumw = 0;
+            for (int l = 0; l < 16; l++) sumw += w[l];
+            sw[j] = sumw;
+            scales[j] = make_qx_quants(16, 4, x + 16 * j, L + 16 * j, 1, w);
+        }
+        uint8_t Ls[16];
+        const float d_block = make_qx_quants(16, 32, scales, Ls, 1, sw);
+        for (int j = 0; j < 16; j++) b->sc6[j] = (int8_t)((Ls[j] & 63) - 32);
+        b->d = f2h(d_block);
+    } else {
+        int8_t L8[256];
+        float max_scale = 0, amax = 0;
+        for (int j = 0; j < 16; j++) {
+            scales[j] = make_q3_quants(16, 4, x + 16 * j, L8 + 16 * j);
+            if (fabsf(scales[j]) > amax) amax = fabsf(scales[j]), max_scale = scales[j];
+        }
+        for (int i = 0; i < 256; i++) L[i] = (uint8_t)L8[i];
+        for (int j = 0; j < 16; j++) b->sc6[j] = -32; /* stored 0 */
+        if (max_scale != 0.0f) {
+            const float iscale = -32.f / max_scale;
+            for (int j = 0; j < 16; j++) b->sc6[j] = (int8_t)clampi((int8_t)nearest_int(iscale * scales[j]), -32, 31);
+            b->d = f2h(1 / iscale);
+        }
+    }
+    requant_k16(x, b, 1, L);
+}
+
+/* MXFP4 (quantize_row_mxfp4_ref; llama.cpp ignores the imatrix): e = floor(log2 amax) − 2 + 127,
+ * then the nearest E2M1 value of every element. */
+static void ref_mxfp4(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2, void *blk) {
+    (void)tr, (void)qw, (void)sigma2;
+    struct piso_blk32 *b = blk;
+    memset(b, 0, sizeof *b);
+    float amax = 0;
+    for (int j = 0; j < 32; j++)
+        if (amax < fabsf(x[j])) amax = fabsf(x[j]);
+    const uint8_t e = amax > 0.0f ? (uint8_t)(int)(floorf(log2f(amax)) - 2 + 127) : 0;
+    const float d = piso_e8m0_half(e);
+    b->d = e;
+    for (int j = 0; j < 32; j++) b->q[j] = (int16_t)mxfp4_index(x[j], d);
+}
+
+/* NVFP4 (quantize_row_nvfp4_ref; the imatrix is ignored): per 16 elements the UE4M3 code of
+ * amax/6, then the nearest E2M1 value of every element. */
+static void ref_nvfp4(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2, void *blk) {
+    (void)tr, (void)qw, (void)sigma2;
+    struct piso_blk64 *b = blk;
+    for (int s = 0; s < 4; s++) {
+        const float *xb = x + 16 * s;
+        float amax = 0;
+        for (int j = 0; j < 16; j++)
+            if (amax < fabsf(xb[j])) amax = fabsf(xb[j]);
+        b->d[s] = piso_fp32_to_ue4m3(amax / 6.0f);
+        const float d = piso_ue4m3_to_fp32(b->d[s]);
+        for (int j = 0; j < 16; j++) b->q[16 * s + j] = (uint8_t)mxfp4_index(xb[j], d);
+    }
+}
+
 /* One row of n values (a multiple of the block size) by the block rule, packed. */
 static void quantize_row_ref(int type, block_ref_fn *quantize_block, const float *x, void *dst, int64_t n,
                              const float *imatrix) {
@@ -649,6 +1020,7 @@ static void quantize_row_ref(int type, block_ref_fn *quantize_block, const float
     }
     union {
         struct piso_blk32 b32;
+        struct piso_blk64 b64;
         struct piso_blk256 b256;
     } blk;
     for (int64_t ib = 0; ib < n / be; ib++) {
@@ -685,4 +1057,8 @@ ROW_ENTRY_POINTS(iq4_nl, GGML_T_IQ4_NL, ref_iq4_nl)
 ROW_ENTRY_POINTS(q4_K, GGML_T_Q4_K, ref_q4_K)
 ROW_ENTRY_POINTS(q5_K, GGML_T_Q5_K, ref_q5_K)
 ROW_ENTRY_POINTS(q6_K, GGML_T_Q6_K, ref_q6_K)
+ROW_ENTRY_POINTS(q2_K, GGML_T_Q2_K, ref_q2_K)
+ROW_ENTRY_POINTS(q3_K, GGML_T_Q3_K, ref_q3_K)
+ROW_ENTRY_POINTS(mxfp4, GGML_T_MXFP4, ref_mxfp4)
+ROW_ENTRY_POINTS(nvfp4, GGML_T_NVFP4, ref_nvfp4)
 #undef ROW_ENTRY_POINTS

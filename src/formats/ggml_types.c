@@ -91,12 +91,28 @@ static const struct piso_ggml_traits ggml_traits[GGML_T_COUNT] = {
     [GGML_T_Q6_K] = {.name = "q6_K", .blck_size = PISO_QK_K, .type_size = sizeof(struct piso_block_q6_K),
                      .fallback = GGML_T_Q8_0, .file_type = 18, .level_min = -32, .level_max = 31, .code_zero = 32,
                      .sub_size = 16, .imatrix_rule = PISO_IMAT_H, BLOCK_FUNCS(q6_K, q6_K)},
+    /* Q2_K/Q3_K fall back to Q4_0 (the bundled llama.cpp's tensor_type_fallback; older versions
+     * used IQ4_NL); file types MOSTLY_Q2_K and MOSTLY_Q3_K_M */
+    [GGML_T_Q2_K] = {.name = "q2_K", .blck_size = PISO_QK_K, .type_size = sizeof(struct piso_block_q2_K),
+                     .fallback = GGML_T_Q4_0, .file_type = 10, .level_min = 0, .level_max = 3, .has_min = 1,
+                     .sub_size = 16, .imatrix_rule = PISO_IMAT_SUPER_SIGMA1, BLOCK_FUNCS(q2_K, q2_K)},
+    [GGML_T_Q3_K] = {.name = "q3_K", .blck_size = PISO_QK_K, .type_size = sizeof(struct piso_block_q3_K),
+                     .fallback = GGML_T_Q4_0, .file_type = 12, .level_min = -4, .level_max = 3, .code_zero = 4,
+                     .sub_size = 16, .imatrix_rule = PISO_IMAT_BLOCK_SIGMA, BLOCK_FUNCS(q3_K, q3_K)},
+    /* FP4 with a power-of-two (MXFP4, MOSTLY_MXFP4_MOE) or UE4M3 (NVFP4, MOSTLY_NVFP4) scale; llama.cpp's
+     * rules ignore the imatrix. NVFP4 rows of 32 but not 64 fall back to MXFP4 (piso's choice:
+     * llama-quantize cannot write NVFP4). */
+    [GGML_T_MXFP4] = {.name = "mxfp4", .blck_size = PISO_QK, .type_size = sizeof(struct piso_block_mxfp4),
+                      .fallback = GGML_T_F16, .file_type = 38, .level_min = 0, .level_max = 15,
+                      .level_values = piso_mxfp4_values, .sub_size = PISO_QK, .imatrix_rule = PISO_IMAT_UNUSED,
+                      .scale_kind = PISO_SCALE_E8M0, BLOCK_FUNCS(mxfp4, mxfp4)},
+    [GGML_T_NVFP4] = {.name = "nvfp4", .blck_size = PISO_QK_NVFP4, .type_size = sizeof(struct piso_block_nvfp4),
+                      .fallback = GGML_T_MXFP4, .file_type = 39, .level_min = 0, .level_max = 15,
+                      .level_values = piso_mxfp4_values, .sub_size = 16, .imatrix_rule = PISO_IMAT_UNUSED,
+                      .scale_kind = PISO_SCALE_UE4M3, BLOCK_FUNCS(nvfp4, nvfp4)},
     /* known to the reader (sizes), not converted */
     [GGML_T_Q8_1] = UNSUPPORTED_TYPE("q8_1", PISO_QK, piso_block_q8_1),
-    [GGML_T_Q2_K] = UNSUPPORTED_TYPE("q2_K", PISO_QK_K, piso_block_q2_K),
-    [GGML_T_Q3_K] = UNSUPPORTED_TYPE("q3_K", PISO_QK_K, piso_block_q3_K),
     [GGML_T_Q8_K] = UNSUPPORTED_TYPE("q8_K", PISO_QK_K, piso_block_q8_K),
-    [GGML_T_MXFP4] = UNSUPPORTED_TYPE("mxfp4", PISO_QK, piso_block_mxfp4),
 };
 #undef FLOAT_TYPE
 #undef UNSUPPORTED_TYPE

@@ -8,6 +8,7 @@
 #include "piso/schema.h"
 
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 static int get_u32_default(const struct piso_gguf *g, const char *key, uint32_t def, uint32_t *out) {
@@ -118,6 +119,34 @@ static float *gguf_weight(struct piso_model *m, const char *name, int64_t ne0, i
         return NULL;
     }
     piso_gguf_tensor_to_f32(g, t, dst);
+    /* a NaN/Inf block scale (fp16 d, E8M0 255 is a finite 2^127 in ggml) poisons every value of its
+     * block: refuse it, as llama.cpp's --check-tensors does */
+    for (int64_t i = 0; i < ne0 * (ne1 ? ne1 : 1); i++)
+        if (!isfinite(dst[i])) {
+            piso_errorf("%s: tensor '%s' (%s): non-finite value at element %lld (row %lld, block %lld): a NaN/Inf scale?",
+                        g->map.path, name, tr->name, (long long)i, (long long)(i / ne0), (long long)((i % ne0) / tr->blck_size));
+            return NULL;
+        }
+    /* NVFP4 weights may carry llama.cpp's per-tensor scale "NAME.scale" (F32, one value) */
+    const size_t len = strlen(name);
+    if (t->type == GGML_T_NVFP4 && len > 7 && !strcmp(name + len - 7, ".weight")) {
+        char sn[160];
+        snprintf(sn, sizeof sn, "%.*s.scale", (int)(len - 7), name);
+        const struct piso_gguf_tensor *st = piso_gguf_find_tensor(g, sn);
+        if (st) {
+            float s;
+            if (st->type != GGML_T_F32 || st->ne[0] * st->ne[1] * st->ne[2] * st->ne[3] != 1) {
+                piso_errorf("%s: tensor '%s': expected one F32 value", g->map.path, sn);
+                return NULL;
+            }
+            memcpy(&s, st->data, sizeof s);
+            if (!isfinite(s)) {
+                piso_errorf("%s: tensor '%s': non-finite scale %g", g->map.path, sn, (double)s);
+                return NULL;
+            }
+            for (int64_t i = 0; i < ne0 * (ne1 ? ne1 : 1); i++) dst[i] *= s;
+        }
+    }
     return dst;
 }
 

@@ -399,11 +399,11 @@ static void piso_blk32(int type, const float *x, const float *w, struct piso_blk
     for (int i = 0; i < 32; i++) b->q[i] = (int16_t)(L[i] + zero);
 }
 
-/* Sub-block error for fixed integer scale/min and the fp16 super scales (Q4_K/Q5_K). */
-static double k4_sub_error(const float *x, const float *w, int nmax, float d, float dmin, int sc, int mn) {
+/* Sub-block error for fixed integer scale/min and the fp16 super scales (Q2_K, Q4_K, Q5_K). */
+static double kmin_sub_error(const float *x, const float *w, int n, int nmax, float d, float dmin, int sc, int mn) {
     const float dd = d * (float)sc, dm = dmin * (float)mn;
     double e = 0;
-    for (int l = 0; l < 32; l++) {
+    for (int l = 0; l < n; l++) {
         int q = dd != 0.0f ? clampi(nearest_int((x[l] + dm) / dd), 0, nmax) : 0;
         double r = (double)x[l] - (double)(dd * (float)q - dm);
         e += (double)w[l] * r * r;
@@ -411,37 +411,49 @@ static double k4_sub_error(const float *x, const float *w, int nmax, float d, fl
     return e;
 }
 
-static void piso_blk_k4(int type, const float *x, const float *w, struct piso_blk256 *b) {
-    const int nmax = piso_ggml_traits(type)->level_max;
-    float scale[8], mins[8], v[8], u[8];
-    for (int j = 0; j < 8; j++) {
+/* K-quants with a min (Q4_K/Q5_K: 8 sub-blocks of 32, 6-bit scales and mins; Q2_K: 16 of 16, 4-bit):
+ * each sub-block's real (scale, min) from the alternating exact sweep; the fp16 super-scales from
+ * the exact sweep over the sub-block scales (weighted by each sub-block's Σ w L², resp. Σ w); then
+ * ±1 ulp of both super-scales with every sub-block's integer (scale, min) searched ±2 around their
+ * rounding, with full re-rounding of the elements. */
+static void piso_blk_kmin(int type, const float *x, const float *w, struct piso_blk256 *b, const struct piso_blk256 *seed) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    const int nmax = tr->level_max, sub = tr->sub_size, nsub = 256 / sub, smax = sub == 16 ? 15 : 63;
+    float scale[16], mins[16], v[16], u[16];
+    for (int j = 0; j < nsub; j++) {
         float a, m;
-        affine_fit(x + 32 * j, w + 32 * j, 32, nmax, 0, 1, NAN, &a, &m);
+        affine_fit(x + sub * j, w + sub * j, sub, nmax, 0, 1, NAN, &a, &m);
         uint8_t L[32];
-        affine_error(x + 32 * j, w + 32 * j, 32, nmax, a, m, L);
+        affine_error(x + sub * j, w + sub * j, sub, nmax, a, m, L);
         scale[j] = a, mins[j] = -m;
         v[j] = u[j] = 0;
-        for (int l = 0; l < 32; l++) v[j] += w[32 * j + l] * L[l] * L[l], u[j] += w[32 * j + l];
+        for (int l = 0; l < sub; l++) v[j] += w[sub * j + l] * L[l] * L[l], u[j] += w[sub * j + l];
     }
-    int Ls[8], Lm[8];
+    int Ls[16], Lm[16];
     uint16_t d16, m16;
-    piso_block_sweep(scale, v, 8, 0, 63, 0, &d16, Ls, NULL, NULL);
-    piso_block_sweep(mins, u, 8, 0, 63, 0, &m16, Lm, NULL, NULL);
+    piso_block_sweep(scale, v, nsub, 0, smax, 0, &d16, Ls, NULL, NULL);
+    piso_block_sweep(mins, u, nsub, 0, smax, 0, &m16, Lm, NULL, NULL);
     double best = DBL_MAX;
+    memset(b, 0, sizeof *b);
+    uint8_t *bsc = sub == 16 ? b->sc16 : b->sc, *bmn = sub == 16 ? b->mn16 : b->mn;
+    /* centres: the swept super-scales, and (Q2_K) those of llama.cpp's block for the same input */
+    const int ncent = seed ? 2 : 1;
+    for (int ce = 0; ce < ncent; ce++)
     for (int dd = -1; dd <= 1; dd++)
         for (int dm = -1; dm <= 1; dm++) {
-            const int hd = d16 + dd, hm = m16 + dm;
+            const int hd = (ce ? (seed->d & 0x7fff) : d16) + dd, hm = (ce ? (seed->dmin & 0x7fff) : m16) + dm;
             if (hd < 0 || hd > 0x7bff || hm < 0 || hm > 0x7bff) continue;
             const float d = h2f((uint16_t)hd), dmin = h2f((uint16_t)hm);
             double tot = 0;
-            uint8_t sc[8], mn[8];
-            for (int j = 0; j < 8; j++) {
-                const int s0 = d > 0 ? clampi(nearest_int(scale[j] / d), 0, 63) : 0;
-                const int m0 = dmin > 0 ? clampi(nearest_int(mins[j] / dmin), 0, 63) : 0;
+            uint8_t sc[16], mn[16];
+            for (int j = 0; j < nsub && tot < best; j++) {
+                /* around the rounding of the sub-block's own optimum, or around the seed's choice */
+                const int s0 = ce ? seed->sc16[j] : d > 0 ? clampi(nearest_int(scale[j] / d), 0, smax) : 0;
+                const int m0 = ce ? seed->mn16[j] : dmin > 0 ? clampi(nearest_int(mins[j] / dmin), 0, smax) : 0;
                 double bj = DBL_MAX;
-                for (int s = clampi(s0 - 2, 0, 63); s <= clampi(s0 + 2, 0, 63); s++)
-                    for (int m = clampi(m0 - 2, 0, 63); m <= clampi(m0 + 2, 0, 63); m++) {
-                        double e = k4_sub_error(x + 32 * j, w + 32 * j, nmax, d, dmin, s, m);
+                for (int s = clampi(s0 - 2, 0, smax); s <= clampi(s0 + 2, 0, smax); s++)
+                    for (int m = clampi(m0 - 2, 0, smax); m <= clampi(m0 + 2, 0, smax); m++) {
+                        double e = kmin_sub_error(x + sub * j, w + sub * j, sub, nmax, d, dmin, s, m);
                         if (e < bj) bj = e, sc[j] = (uint8_t)s, mn[j] = (uint8_t)m;
                     }
                 tot += bj;
@@ -449,46 +461,56 @@ static void piso_blk_k4(int type, const float *x, const float *w, struct piso_bl
             if (tot < best) {
                 best = tot;
                 b->d = (uint16_t)hd, b->dmin = (uint16_t)hm;
-                memcpy(b->sc, sc, 8), memcpy(b->mn, mn, 8);
+                memcpy(bsc, sc, (size_t)nsub), memcpy(bmn, mn, (size_t)nsub);
             }
         }
     const float d = h2f(b->d), dmin = h2f(b->dmin);
-    for (int j = 0; j < 8; j++) {
-        const float D = d * (float)b->sc[j], M = dmin * (float)b->mn[j];
-        for (int l = 0; l < 32; l++)
-            b->q[32 * j + l] = (uint8_t)(D != 0.0f ? clampi(nearest_int((x[32 * j + l] + M) / D), 0, nmax) : 0);
+    for (int j = 0; j < nsub; j++) {
+        const float D = d * (float)bsc[j], M = dmin * (float)bmn[j];
+        for (int l = 0; l < sub; l++)
+            b->q[sub * j + l] = (uint8_t)(D != 0.0f ? clampi(nearest_int((x[sub * j + l] + M) / D), 0, nmax) : 0);
     }
 }
 
-static void piso_blk_q6k(const float *x, const float *w, struct piso_blk256 *b) {
+/* Symmetric K-quants (Q6_K: levels -32..31, 8-bit sub-scales; Q3_K: levels -4..3, 6-bit sub-scales
+ * -32..31), 16 sub-blocks of 16: each sub-block's real optimum scale by the exact sweep (both signs),
+ * the fp16 super-scale by the exact sweep over those scales (weighted by Σ w L²), then ±1 ulp of it
+ * with each integer sub-scale searched ±2 around its rounding, with full re-rounding. */
+static void piso_blk_ksym(int type, const float *x, const float *w, struct piso_blk256 *b, const struct piso_blk256 *seed) {
+    const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    const int lo = tr->level_min, hi = tr->level_max, zero = tr->code_zero;
+    const int slo = type == GGML_T_Q3_K ? -32 : -128, shi = type == GGML_T_Q3_K ? 31 : 127;
     float scale[16], v[16];
     for (int j = 0; j < 16; j++) {
         double dr, Er, E16;
         uint16_t h;
-        sweep(x + 16 * j, w + 16 * j, 16, -32, 31, 1, 0, &dr, &Er, &h, &E16);
+        sweep(x + 16 * j, w + 16 * j, 16, lo, hi, 1, 0, &dr, &Er, &h, &E16);
         scale[j] = (float)dr;
         int L[16];
-        rtn_error(x + 16 * j, w + 16 * j, 16, -32, 31, scale[j], L);
+        rtn_error(x + 16 * j, w + 16 * j, 16, lo, hi, scale[j], L);
         v[j] = 0;
         for (int l = 0; l < 16; l++) v[j] += w[16 * j + l] * (float)(L[l] * L[l]);
     }
     uint16_t d16;
     int Ls[16];
-    piso_block_sweep(scale, v, 16, -128, 127, 1, &d16, Ls, NULL, NULL);
+    piso_block_sweep(scale, v, 16, slo, shi, 1, &d16, Ls, NULL, NULL);
     double best = DBL_MAX;
     memset(b, 0, sizeof *b);
+    /* centres: the swept super-scale, and (Q3_K) that of llama.cpp's block for the same input */
+    for (int ce = 0; ce < (seed ? 2 : 1); ce++)
     for (int dd = -1; dd <= 1; dd++) {
-        const int mag = (d16 & 0x7fff) + dd;
+        const uint16_t c16 = ce ? seed->d : d16;
+        const int mag = (c16 & 0x7fff) + dd;
         if (mag < 0 || mag > 0x7bff) continue;
-        const uint16_t hd = (uint16_t)((d16 & 0x8000) | mag);
+        const uint16_t hd = (uint16_t)((c16 & 0x8000) | mag);
         const float d = h2f(hd);
         double tot = 0;
         int8_t sc[16];
         for (int j = 0; j < 16; j++) {
-            const int s0 = d != 0.0f ? clampi(nearest_int(scale[j] / d), -128, 127) : 0;
+            const int s0 = ce ? seed->sc6[j] : d != 0.0f ? clampi(nearest_int(scale[j] / d), slo, shi) : 0;
             double bj = DBL_MAX;
-            for (int s = clampi(s0 - 2, -128, 127); s <= clampi(s0 + 2, -128, 127); s++) {
-                double e = rtn_error(x + 16 * j, w + 16 * j, 16, -32, 31, d * (float)s, NULL);
+            for (int s = clampi(s0 - 2, slo, shi); s <= clampi(s0 + 2, slo, shi); s++) {
+                double e = rtn_error(x + 16 * j, w + 16 * j, 16, lo, hi, d * (float)s, NULL);
                 if (e < bj) bj = e, sc[j] = (int8_t)s;
             }
             tot += bj;
@@ -498,9 +520,101 @@ static void piso_blk_q6k(const float *x, const float *w, struct piso_blk256 *b) 
     const float d = h2f(b->d);
     for (int j = 0; j < 16; j++) {
         int L[16];
-        rtn_error(x + 16 * j, w + 16 * j, 16, -32, 31, d * (float)b->sc6[j], L);
-        for (int l = 0; l < 16; l++) b->q[16 * j + l] = (uint8_t)(L[l] + 32);
+        rtn_error(x + 16 * j, w + 16 * j, 16, lo, hi, d * (float)b->sc6[j], L);
+        for (int l = 0; l < 16; l++) b->q[16 * j + l] = (uint8_t)(L[l] + zero);
     }
+}
+
+/* ---- FP4 blocks: E2M1 elements with a power-of-two (MXFP4) or UE4M3 (NVFP4) scale ---------- */
+
+/* Nearest E2M1 index of v = x/d among the doubled magnitudes 0,1,2,3,4,6,8,12 (midpoints 0.5, 1.5,
+ * 2.5, 3.5, 5, 7, 10), sign in bit 3; -0 is stored as index 0. */
+static int e2m1_index(float v) {
+    static const float mid[7] = {0.5f, 1.5f, 2.5f, 3.5f, 5.0f, 7.0f, 10.0f};
+    const float a = fabsf(v);
+    int k = 0;
+    while (k < 7 && a > mid[k]) k++;
+    return k && v < 0 ? k | 8 : k;
+}
+
+/* Weighted error of a block of n elements for scale d (levels kvalue·d, exact in fp32 for the
+ * 3-bit-mantissa scales of both formats); codes into q when given. */
+static double fp4_error(const float *x, const float *w, int n, float d, uint8_t *q) {
+    double e = 0;
+    for (int i = 0; i < n; i++) {
+        const int k = d > 0.0f ? e2m1_index(x[i] / d) : 0;
+        const double r = (double)x[i] - (double)((float)piso_mxfp4_values[k] * d);
+        if (q) q[i] = (uint8_t)k;
+        e += (double)w[i] * r * r;
+    }
+    return e;
+}
+
+/* The range of scales that can matter for a block: d with 0.5·d ≥ max|x| give all zeros (one
+ * of them suffices: the smallest), d with 12·d ≤ min|x| (over x ≠ 0) saturate every element and the
+ * error falls as d grows (the largest suffices); every representable d in between is evaluated. */
+static void fp4_bounds(const float *x, const float *w, int n, float *amax, float *amin) {
+    float mx = 0, mn = INFINITY;
+    for (int i = 0; i < n; i++) {
+        if (w[i] <= 0) continue;
+        const float a = fabsf(x[i]);
+        if (a > mx) mx = a;
+        if (a > 0 && a < mn) mn = a;
+    }
+    *amax = mx, *amin = mn;
+}
+
+int piso_mxfp4_best_exponent(const float *x, const float *w, int n, uint8_t *e_out, double *E_out) {
+    float amax, amin;
+    fp4_bounds(x, w, n, &amax, &amin);
+    int e_lo = 0, e_hi = 254;
+    while (e_hi > 0 && 0.5f * piso_e8m0_half((uint8_t)(e_hi - 1)) >= amax) e_hi--;
+    while (e_lo < e_hi && 12.0f * piso_e8m0_half((uint8_t)(e_lo + 1)) <= amin) e_lo++;
+    double best = DBL_MAX;
+    int be = e_hi;
+    for (int e = e_hi; e >= e_lo; e--) {
+        const double err = fp4_error(x, w, n, piso_e8m0_half((uint8_t)e), NULL);
+        if (err < best) best = err, be = e;
+    }
+    *e_out = (uint8_t)be;
+    if (E_out) *E_out = best;
+    return e_hi - e_lo + 1;
+}
+
+int piso_nvfp4_best_code(const float *x, const float *w, int n, float tscale, uint8_t *c_out, double *E_out) {
+    float amax, amin;
+    fp4_bounds(x, w, n, &amax, &amin);
+    int c_lo = 0, c_hi = 0x7E;
+    while (c_hi > 1 && 0.5f * piso_ue4m3_to_fp32((uint8_t)(c_hi - 1)) * tscale >= amax) c_hi--;
+    while (c_lo < c_hi && 12.0f * piso_ue4m3_to_fp32((uint8_t)(c_lo + 1)) * tscale <= amin) c_lo++;
+    double best = fp4_error(x, w, n, 0.0f, NULL); /* code 0: all zeros */
+    int bc = 0;
+    for (int c = c_lo; c <= c_hi; c++) {
+        const double err = fp4_error(x, w, n, piso_ue4m3_to_fp32((uint8_t)c) * tscale, NULL);
+        if (err < best) best = err, bc = c;
+    }
+    *c_out = (uint8_t)bc;
+    if (E_out) *E_out = best;
+    return c_hi - c_lo + 1;
+}
+
+static void piso_blk_mxfp4(const float *x, const float *w, struct piso_blk32 *b) {
+    uint8_t e, q[32];
+    piso_mxfp4_best_exponent(x, w, 32, &e, NULL);
+    fp4_error(x, w, 32, piso_e8m0_half(e), q);
+    b->d = e, b->m = 0;
+    for (int i = 0; i < 32; i++) b->q[i] = q[i];
+}
+
+static double piso_blk_nvfp4(const float *x, const float *w, float tscale, struct piso_blk64 *b) {
+    double tot = 0;
+    for (int s = 0; s < 4; s++) {
+        double E;
+        piso_nvfp4_best_code(x + 16 * s, w + 16 * s, 16, tscale, &b->d[s], &E);
+        fp4_error(x + 16 * s, w + 16 * s, 16, piso_ue4m3_to_fp32(b->d[s]) * tscale, b->q + 16 * s);
+        tot += E;
+    }
+    return tot;
 }
 
 size_t piso_ggml_quantize_piso(int type, const float *x, void *dst, int64_t nrows, int64_t n_per_row,
@@ -533,21 +647,36 @@ size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t n
             if (blend && weights && piso_ggml_traits(type)->imatrix_rule != PISO_IMAT_H) {
                 /* llama.cpp's empirical weights h·sqrt(σ² + x²): σ² the row's mean square (32-blocks)
                  * or twice the super-block's (K-quants) */
+                const enum piso_ggml_imatrix_rule rule = piso_ggml_traits(type)->imatrix_rule;
                 double s2 = 0;
                 const float *xs = be == PISO_QK ? xr : xb;
                 const int64_t ns = be == PISO_QK ? n_per_row : be;
                 for (int64_t i = 0; i < ns; i++) s2 += (double)xs[i] * xs[i];
-                const float sigma2 = (float)(s2 / (double)ns) * (be == PISO_QK ? 1.0f : 2.0f);
+                const float sigma2 = (float)(s2 / (double)ns) * (be == PISO_QK || rule == PISO_IMAT_SUPER_SIGMA1 ? 1.0f : 2.0f);
                 for (int i = 0; i < be; i++) wblk[i] *= sqrtf(sigma2 + xb[i] * xb[i]);
             }
-            if (be == PISO_QK) {
+            if (type == GGML_T_NVFP4) {
+                struct piso_blk64 b;
+                piso_blk_nvfp4(xb, wblk, 1.0f, &b);
+                piso_pack_blk64(&b, out + ib * bb);
+            } else if (type == GGML_T_MXFP4) {
+                struct piso_blk32 b;
+                piso_blk_mxfp4(xb, wblk, &b);
+                piso_pack_blk32(type, &b, out + ib * bb);
+            } else if (be == PISO_QK) {
                 struct piso_blk32 b;
                 piso_blk32(type, xb, wblk, &b);
                 piso_pack_blk32(type, &b, out + ib * bb);
             } else {
-                struct piso_blk256 b;
-                if (!piso_ggml_traits(type)->has_min) piso_blk_q6k(xb, wblk, &b);
-                else piso_blk_k4(type, xb, wblk, &b);
+                /* Q2_K, Q3_K: llama.cpp's block also seeds the super-scale search */
+                struct piso_blk256 b, seed;
+                const int seeded = type == GGML_T_Q2_K || type == GGML_T_Q3_K;
+                if (seeded) {
+                    piso_ggml_quantize_ref(type, xb, ref, 1, be, weights ? wb : NULL);
+                    piso_unpack_blk256(type, ref, &seed);
+                }
+                if (!piso_ggml_traits(type)->has_min) piso_blk_ksym(type, xb, wblk, &b, seeded ? &seed : NULL);
+                else piso_blk_kmin(type, xb, wblk, &b, seeded ? &seed : NULL);
                 piso_pack_blk256(type, &b, out + ib * bb);
             }
             /* keep llama.cpp's block where it is better on this objective (rare; K-quants) */
@@ -570,6 +699,12 @@ size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t n
  * stores the code in the block. */
 static float round_elem32(int type, struct piso_blk32 *b, int idx, float w) {
     const struct piso_ggml_traits *tr = piso_ggml_traits(type);
+    if (tr->scale_kind == PISO_SCALE_E8M0) { /* MXFP4 */
+        const float d = piso_e8m0_half((uint8_t)b->d);
+        const int k = e2m1_index(w / d);
+        b->q[idx] = (int16_t)k;
+        return (float)piso_mxfp4_values[k] * d;
+    }
     const float d = h2f(b->d);
     if (tr->has_min) {
         const int nmax = tr->level_max;
@@ -592,14 +727,15 @@ static float round_elem32(int type, struct piso_blk32 *b, int idx, float w) {
 static float round_elem256(int type, struct piso_blk256 *b, int idx, float w) {
     const struct piso_ggml_traits *tr = piso_ggml_traits(type);
     const float d = h2f(b->d);
-    if (!tr->has_min) {
+    if (!tr->has_min) { /* Q6_K, Q3_K */
         const float D = d * (float)b->sc6[idx / 16];
-        const int l = D != 0.0f ? clampi(nearest_int(w / D), -32, 31) : 0;
-        b->q[idx] = (uint8_t)(l + 32);
+        const int l = D != 0.0f ? clampi(nearest_int(w / D), tr->level_min, tr->level_max) : 0;
+        b->q[idx] = (uint8_t)(l + tr->code_zero);
         return D * (float)l;
     }
-    const int nmax = tr->level_max, j = idx / 32;
-    const float D = d * (float)b->sc[j], M = h2f(b->dmin) * (float)b->mn[j];
+    const int nmax = tr->level_max, j = idx / tr->sub_size;
+    const float D = d * (float)(tr->sub_size == 16 ? b->sc16[j] : b->sc[j]);
+    const float M = h2f(b->dmin) * (float)(tr->sub_size == 16 ? b->mn16[j] : b->mn[j]);
     const int q = D != 0.0f ? clampi(nearest_int((w + M) / D), 0, nmax) : 0;
     b->q[idx] = (uint8_t)q;
     return D * (float)q - M;
@@ -689,4 +825,59 @@ size_t piso_ggml_quantize_gptq(int type, const float *W, void *dst, int64_t N, i
 out:
     free(R), free(g.hdiag), free(g.b32), free(g.b256), piso_ec_free(&w);
     return done;
+}
+
+/* ---- NVFP4 with a per-tensor scale ------------------------------------------------------------ */
+
+/* Σ over the tensor of the exact sub-block optimum for tensor scale s (the blocks into dst when given). */
+static double nvfp4_tensor_error(const float *x, void *dst, int64_t nrows, int64_t n, const float *w, float s) {
+    const int64_t nb = n / PISO_QK_NVFP4;
+    double tot = 0;
+#pragma omp parallel for schedule(dynamic, 4) reduction(+ : tot)
+    for (int64_t r = 0; r < nrows; r++) {
+        double e = 0;
+        for (int64_t ib = 0; ib < nb; ib++) {
+            struct piso_blk64 b;
+            e += piso_blk_nvfp4(x + r * n + ib * PISO_QK_NVFP4, w + ib * PISO_QK_NVFP4, s, &b);
+            if (dst) piso_pack_blk64(&b, (uint8_t *)dst + (r * nb + ib) * 36);
+        }
+        tot += e;
+    }
+    return tot;
+}
+
+size_t piso_nvfp4_quantize_tensor(const float *x, void *dst, int64_t nrows, int64_t n_per_row, const float *weights,
+                                  int tensor_scale, float *scale_out) {
+    if (n_per_row % PISO_QK_NVFP4) {
+        piso_errorf("NVFP4: row of %lld values is not a multiple of 64", (long long)n_per_row);
+        return 0;
+    }
+    float *w = malloc(sizeof(float) * (size_t)n_per_row);
+    if (!w) return 0;
+    /* importances per column (all one without them; a dead block gets plain squared error) */
+    for (int64_t i = 0; i < n_per_row; i++) w[i] = weights ? weights[i] : 1.0f;
+    for (int64_t b = 0; b < n_per_row; b += PISO_QK_NVFP4) {
+        double ws = 0;
+        for (int i = 0; i < PISO_QK_NVFP4; i++) ws += w[b + i];
+        if (!(ws > 0))
+            for (int i = 0; i < PISO_QK_NVFP4; i++) w[b + i] = 1.0f;
+    }
+    float best_s = 1.0f;
+    if (tensor_scale) {
+        float amax = 0;
+        for (int64_t i = 0; i < nrows * n_per_row; i++) amax = fmaxf(amax, fabsf(x[i]));
+        double best = nvfp4_tensor_error(x, NULL, nrows, n_per_row, w, 1.0f);
+        /* the recipe's s0 = amax/(6·448) and 7 offsets inside one UE4M3 grid step (the grid repeats
+         * every octave, so these cover the alignments of the sub-block scales) */
+        const float s0 = amax / (6.0f * 448.0f);
+        for (int i = 0; i < 8 && s0 > 0 && isfinite(s0); i++) {
+            const float s = s0 * exp2f((float)i / 32.0f);
+            const double e = nvfp4_tensor_error(x, NULL, nrows, n_per_row, w, s);
+            if (e < best) best = e, best_s = s;
+        }
+    }
+    nvfp4_tensor_error(x, dst, nrows, n_per_row, w, best_s);
+    free(w);
+    if (scale_out) *scale_out = best_s;
+    return (size_t)(nrows * (n_per_row / PISO_QK_NVFP4) * 36);
 }

@@ -37,6 +37,24 @@ int piso_ec_setup(struct piso_ec_work *w, const struct piso_ec_problem *p, const
     int64_t N = p->N, D = p->D;
     if (N <= 0 || D <= 0 || !p->W || !p->H) return piso_errorf("error correction: empty layer problem");
     w->N = N, w->D = D, w->opts = *o, w->p = p;
+    if (o->q.grid.block) {
+        /* MX / NVFP4: the format's block is the group (a shorter last block is a zero-padded one) */
+        if (o->q.group != 0 && o->q.group != o->q.grid.block)
+            return piso_errorf("%s has blocks of %d (group %d given)", o->q.grid.name, o->q.grid.block, o->q.group);
+        w->opts.q.group = o->q.grid.block;
+        if (o->q.grid.scale_set == PISO_SSET_UE4M3 && o->q.grid.scale_mult == 1.0f) {
+            /* NVFP4's tensor scale, once per layer from the original weights and diag(H) */
+            float *hd = malloc(sizeof(float) * (size_t)D);
+            if (!hd) return piso_errorf("out of memory");
+            for (int64_t i = 0; i < D; i++) hd[i] = p->H[i * D + i] > 0 ? p->H[i * D + i] : 0;
+            const int df = o->q.method == PISO_SCALE_ABSMAX || o->q.method == PISO_SCALE_MSE_GRID ||
+                           o->q.method == PISO_SCALE_PISO_DATAFREE;
+            w->opts.q.grid.scale_mult = o->q.method == PISO_SCALE_ABSMAX ? piso_grid_recipe_tensor_scale(p->W, N * D)
+                                        : piso_nvfp4_tensor_scale(p->W, N, D, df ? NULL : hd, &o->q.grid);
+            free(hd);
+        }
+        o = &w->opts;
+    }
     w->group = (o->q.group > 0 && o->q.group < D) ? o->q.group : (int)D;
     w->n_groups = (int)((D + w->group - 1) / w->group);
     int ng = w->n_groups;
@@ -270,6 +288,7 @@ int piso_ec_finish(struct piso_ec_work *w, const struct piso_ec_problem *p, stru
     int64_t N = w->N, D = w->D;
     if (piso_ec_result_alloc(r, N, D, w->n_groups)) return -1;
     memcpy(r->scales, w->S, sizeof(float) * N * w->n_groups);
+    r->tensor_scale = w->opts.q.grid.scale_set == PISO_SSET_UE4M3 ? w->opts.q.grid.scale_mult : 0;
     for (int64_t i = 0; i < N; i++)
         for (int64_t a = 0; a < D; a++) {
             r->dequant[i * D + w->perm[a]] = w->Wc[i * D + a];

@@ -94,6 +94,23 @@ static float *sub_block(const float *A, int64_t ld, int64_t r0, int64_t nr, int6
 
 int piso_rtn_layer(const struct piso_layer_problem *p, const struct piso_quant_opts *opts,
                    struct piso_layer_result *r) {
+    struct piso_quant_opts hw;
+    if (opts->grid.block) {
+        /* MX / NVFP4: blocks are the groups (a shorter last one is zero-padded); NVFP4's tensor
+         * scale is chosen once for the whole tensor */
+        hw = *opts;
+        hw.group = opts->grid.block;
+        if (opts->grid.scale_set == PISO_SSET_UE4M3 && opts->grid.scale_mult == 1.0f) {
+            const int df = opts->method == PISO_SCALE_MSE_GRID || opts->method == PISO_SCALE_PISO_DATAFREE || !p->H;
+            float *hd = df ? NULL : malloc(sizeof(float) * (size_t)p->D);
+            if (!df && !hd) return piso_errorf("out of memory");
+            for (int64_t i = 0; hd && i < p->D; i++) hd[i] = p->H[i * p->D + i] > 0 ? p->H[i * p->D + i] : 0;
+            hw.grid.scale_mult = opts->method == PISO_SCALE_ABSMAX ? piso_grid_recipe_tensor_scale(p->W, p->N * p->D)
+                                                                   : piso_nvfp4_tensor_scale(p->W, p->N, p->D, hd, &opts->grid);
+            free(hd);
+        }
+        opts = &hw;
+    }
     int64_t N = p->N, D = p->D, g = opts->group;
     if (g <= 0 || D % g == 0 || g > D) {
         struct piso_quant_opts o = *opts;
@@ -125,6 +142,7 @@ int piso_rtn_layer(const struct piso_layer_problem *p, const struct piso_quant_o
         memcpy(r->codes + i * D + D1, r2.codes + i * D2, sizeof(int16_t) * D2);
     }
     r->constant_dropped = p->G != NULL;
+    r->tensor_scale = opts->grid.scale_set == PISO_SSET_UE4M3 ? opts->grid.scale_mult : 0;
     if (p->H) r->objective = piso_layer_objective(N, D, p->W, r->dequant, p->H, p->G, r->row_objective);
     else { /* data-free: H = I */
         double tot = 0;

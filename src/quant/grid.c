@@ -31,9 +31,82 @@ static void grid_minifloat(struct piso_grid *g, int e, int m, int max_codes) {
     g->symmetric = 1;
 }
 
+/* The positive FP8 E4M3 values (codes 1..0x7E; 0x7F is NaN), increasing with the code. */
+static double e4m3_value(int code) {
+    const int e = (code >> 3) & 15, m = code & 7;
+    return e == 0 ? ldexp((double)m, -9) : ldexp(1.0 + m / 8.0, e - 7);
+}
+
+int piso_grid_scale_count(const struct piso_grid *g) {
+    return g->scale_set == PISO_SSET_POW2 ? 255 : g->scale_set == PISO_SSET_UE4M3 ? 126 : 0;
+}
+
+double piso_grid_scale_at(const struct piso_grid *g, int k) {
+    if (g->scale_set == PISO_SSET_POW2) return ldexp(1.0, k - 127);
+    if (g->scale_set == PISO_SSET_UE4M3) return e4m3_value(k + 1) * (double)g->scale_mult;
+    return 0;
+}
+
+void piso_grid_scale_bracket(const struct piso_grid *g, double s, double *below, double *above) {
+    const int n = piso_grid_scale_count(g);
+    if (!n) {
+        *below = *above = s;
+        return;
+    }
+    /* binary search over the increasing list */
+    int lo = -1, hi = n; /* scale_at(lo) <= s < scale_at(hi) */
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) / 2;
+        if (piso_grid_scale_at(g, mid) <= s) lo = mid;
+        else hi = mid;
+    }
+    *below = lo >= 0 ? piso_grid_scale_at(g, lo) : 0;
+    *above = lo >= 0 && piso_grid_scale_at(g, lo) == s ? s : hi < n ? piso_grid_scale_at(g, hi) : INFINITY;
+}
+
+float piso_grid_recipe_scale(const struct piso_grid *g, float amax) {
+    if (!(amax > 0) || !isfinite(amax)) return 1.0f;
+    if (g->scale_set == PISO_SSET_POW2) {
+        int k = (int)floor(log2((double)amax)) - g->emax;
+        k = k < -127 ? -127 : k > 127 ? 127 : k;
+        return (float)ldexp(1.0, k);
+    }
+    if (g->scale_set == PISO_SSET_UE4M3) {
+        /* E4M3 round-to-nearest-even of amax/(6·mult): the nearest code, ties to the even one */
+        double t = (double)amax / (6.0 * (double)g->scale_mult);
+        int best = 1;
+        for (int c = 2; c <= 0x7E; c++) {
+            const double dc = fabs(e4m3_value(c) - t), db = fabs(e4m3_value(best) - t);
+            if (dc < db || (dc == db && (c & 1) == 0)) best = c;
+        }
+        return (float)(e4m3_value(best) * (double)g->scale_mult);
+    }
+    return amax / piso_grid_maxabs(g);
+}
+
 int piso_grid_init(struct piso_grid *g, const char *format, int narrow) {
     memset(g, 0, sizeof *g);
+    g->scale_mult = 1.0f;
     if (!format) return piso_errorf("grid: no format given");
+    if (!strncmp(format, "mx", 2) || !strcmp(format, "nvfp4")) {
+        static const struct {
+            const char *name, *elem;
+            int sset, block;
+        } hw[] = {{"mxfp4", "e2m1", PISO_SSET_POW2, 32},      {"mxfp6_e2m3", "e2m3", PISO_SSET_POW2, 32},
+                  {"mxfp6_e3m2", "e3m2", PISO_SSET_POW2, 32}, {"mxfp8_e4m3", "e4m3", PISO_SSET_POW2, 32},
+                  {"mxfp8_e5m2", "e5m2", PISO_SSET_POW2, 32}, {"mxint8", "int8", PISO_SSET_POW2, 32},
+                  {"nvfp4", "e2m1", PISO_SSET_UE4M3, 16}};
+        for (size_t i = 0; i < sizeof hw / sizeof hw[0]; i++) {
+            if (strcmp(format, hw[i].name)) continue;
+            if (piso_grid_init(g, hw[i].elem, 0)) return -1;
+            g->scale_set = hw[i].sset, g->block = hw[i].block, g->scale_mult = 1.0f;
+            g->emax = (int)floor(log2((double)g->v[g->n - 1]));
+            snprintf(g->name, sizeof g->name, "%s", hw[i].name);
+            return 0;
+        }
+        return piso_errorf("grid: unknown format '%s' (mxfp4, mxfp6_e2m3, mxfp6_e3m2, mxfp8_e4m3, mxfp8_e5m2, mxint8, nvfp4)",
+                           format);
+    }
     if (!strncmp(format, "int", 3)) {
         char *end;
         long b = strtol(format + 3, &end, 10);
@@ -56,7 +129,8 @@ int piso_grid_init(struct piso_grid *g, const char *format, int narrow) {
     else if (!strcmp(f, "e4m3")) grid_minifloat(g, 4, 3, 127);     /* 0x7f is NaN: max 448 */
     else if (!strcmp(f, "e5m2")) grid_minifloat(g, 5, 2, 31 * 4);  /* exponent 31 is inf/NaN */
     else
-        return piso_errorf("grid: unknown format '%s' (int2..int8, e2m1, e2m3, e3m2, e4m3, e5m2)", format);
+        return piso_errorf("grid: unknown format '%s' (int2..int8, e2m1, e2m3, e3m2, e4m3, e5m2, mxfp4, mxfp6_e2m3, "
+                           "mxfp6_e3m2, mxfp8_e4m3, mxfp8_e5m2, mxint8, nvfp4)", format);
     snprintf(g->name, sizeof g->name, "%s", f);
     return 0;
 }

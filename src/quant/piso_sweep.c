@@ -23,8 +23,13 @@ struct sweep_event {
     float delta; /* the step (signed) */
 };
 
+#define SWEEP_PENDING 64
 struct sweep_best {
     double s, E;
+    const struct piso_grid *g;     /* scale_set: only representable scales are candidates */
+    int n_pending;                 /* representable scales on (or within the margin of) a */
+    double pending[SWEEP_PENDING]; /* breakpoint: evaluated exactly by the caller */
+    int overflow;                  /* more than SWEEP_PENDING of them: evaluate every scale */
 };
 
 /* Sorts the events by s ascending (s > 0, so the IEEE bits order like the values): an LSD radix
@@ -102,9 +107,41 @@ static int64_t max_events(int n, const struct piso_grid *g) {
     return (int64_t)n * (up > down ? up : down);
 }
 
+static void add_pending(struct sweep_best *best, double c) {
+    for (int k = 0; k < best->n_pending; k++)
+        if (best->pending[k] == c) return;
+    if (best->n_pending < SWEEP_PENDING) best->pending[best->n_pending++] = c;
+    else best->overflow = 1;
+}
+
+/* Representable scales only: E is a convex parabola on the interval, so the best representable
+ * scale in it is one of the two neighbours of its (clamped) vertex: O(log |scales|) per interval.
+ * A neighbour within the margin of an end of the interval sits on a rounding breakpoint, where
+ * the levels depend on the tie rule: it is left to an exact evaluation. */
+static void consider_set(double a, double b, double s_lo, double s_hi, struct sweep_best *best) {
+    double v = a / b, c[2];
+    if (v < s_lo) v = s_lo;
+    if (v > s_hi) v = s_hi;
+    piso_grid_scale_bracket(best->g, v, &c[0], &c[1]);
+    for (int k = 0; k < 2; k++) {
+        const double x = c[k];
+        if (!(x > 0) || !isfinite(x) || x < s_lo * (1 - SWEEP_MARGIN) || x > s_hi * (1 + SWEEP_MARGIN)) continue;
+        if (x <= s_lo * (1 + SWEEP_MARGIN) || x >= s_hi * (1 - SWEEP_MARGIN)) {
+            add_pending(best, x);
+            continue;
+        }
+        const double E = x * (b * x - 2 * a);
+        if (E < best->E) best->E = E, best->s = x;
+    }
+}
+
 /* Minimises b·s² − 2a·s over the interval (s_lo, s_hi) shrunk by the margin. */
 static void consider(double a, double b, double s_lo, double s_hi, struct sweep_best *best) {
     if (!(b > 0)) return; /* q ≠ 0 but X̃q = 0: E = 0 here, never better than q = 0 */
+    if (best->g && best->g->scale_set) {
+        consider_set(a, b, s_lo, s_hi, best);
+        return;
+    }
     double lo = s_lo > 0 ? s_lo * (1 + SWEEP_MARGIN) : s_hi * 1e-12;
     double hi = s_hi * (1 - SWEEP_MARGIN);
     if (lo > hi) lo = hi = 0.5 * (s_lo + s_hi);
@@ -251,9 +288,10 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
     int nsign = (allow_negative && !g->symmetric) ? 2 : 1;
     float s_best = 0;
     double E_best = INFINITY;
+    if (g->scale_set) nsign = 1; /* hardware scales are positive */
     for (int k = 0; k < nsign; k++) {
         double sign = k == 0 ? 1.0 : -1.0;
-        struct sweep_best best = {0, INFINITY};
+        struct sweep_best best = {0, INFINITY, g, 0, {0}, 0};
         int64_t T = build_events(w, n, sign, g, ev, tmp);
         if (T == 0) continue;
         if (H) {
@@ -261,6 +299,16 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
         } else {
             memset(scratch, 0, sizeof(float) * (size_t)n);
             sweep_diag(ev, T, hdiag, u, w, sign, scratch, &best);
+        }
+        if (g->scale_set) {
+            /* the scales on breakpoints, exactly (all of them if there were too many) */
+            const int all = best.overflow, cnt = all ? piso_grid_scale_count(g) : best.n_pending;
+            for (int p = 0; p < cnt; p++) {
+                const float c = (float)(all ? piso_grid_scale_at(g, p) : best.pending[p]);
+                if (!(c > 0) || !isfinite(c)) continue;
+                const double E = H ? piso_objective_dense(w, n, H, ldh, u, g, c) : objective_diag(w, n, hdiag, u, g, c);
+                if (E < best.E) best.E = E, best.s = c;
+            }
         }
         if (!(best.E < 0)) continue;
         float s = (float)(sign * best.s);

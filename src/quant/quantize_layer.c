@@ -184,6 +184,29 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     if (opts->method < 0 || opts->method >= PISO_SCALE_COUNT)
         return piso_errorf("quantize layer: unknown scale method %d", (int)opts->method);
     int64_t D = p->D, N = p->N;
+    struct piso_quant_opts hw_opts;
+    if (opts->grid.block) { /* MX / NVFP4: the format's block is the group */
+        const int ragged = D < opts->grid.block && (opts->group == 0 || opts->group == D); /* one short, zero-padded block */
+        if (opts->group != 0 && opts->group != opts->grid.block && !ragged)
+            return piso_errorf("quantize layer: %s has blocks of %d (group %d given)", opts->grid.name, opts->grid.block, opts->group);
+        if (D % opts->grid.block && !ragged)
+            return piso_errorf("quantize layer: %s needs D to be a multiple of %d (D = %lld)", opts->grid.name,
+                               opts->grid.block, (long long)D);
+        hw_opts = *opts;
+        hw_opts.group = ragged ? 0 : opts->grid.block;
+        if (opts->grid.scale_set == PISO_SSET_UE4M3 && opts->grid.scale_mult == 1.0f) {
+            float *hd = malloc(sizeof(float) * (size_t)D);
+            if (!hd) return piso_errorf("quantize layer: out of memory");
+            for (int64_t i = 0; i < D; i++) hd[i] = p->H[i * D + i] > 0 ? p->H[i * D + i] : 0;
+            const int datafree = opts->method == PISO_SCALE_ABSMAX || opts->method == PISO_SCALE_MSE_GRID ||
+                                 opts->method == PISO_SCALE_PISO_DATAFREE;
+            hw_opts.grid.scale_mult = opts->method == PISO_SCALE_ABSMAX
+                                          ? piso_grid_recipe_tensor_scale(p->W, N * D)
+                                          : piso_nvfp4_tensor_scale(p->W, N, D, datafree ? NULL : hd, &opts->grid);
+            free(hd);
+        }
+        opts = &hw_opts;
+    }
     int64_t gs = opts->group > 0 ? opts->group : D;
     if (opts->group < 0 || D % gs != 0)
         return piso_errorf("quantize layer: group size %d does not divide D = %lld", opts->group,
@@ -204,6 +227,7 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     r->N = N;
     r->D = D;
     r->n_groups = c.ng;
+    r->tensor_scale = opts->grid.scale_set == PISO_SSET_UE4M3 ? opts->grid.scale_mult : 0;
     r->scales = malloc(sizeof(float) * (size_t)(N * c.ng));
     r->dequant = malloc(sizeof(float) * (size_t)(N * D));
     r->codes = malloc(sizeof(int16_t) * (size_t)(N * D));
