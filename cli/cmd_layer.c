@@ -126,15 +126,16 @@ int cmd_layer(int argc, char **argv) {
     if (piso_grid_init(&opts.grid, format, a.narrow) != 0) return cli_fail("layer", piso_last_error());
     if (piso_scale_method_from_name(method, &opts.method) != 0) return cli_fail("layer", piso_last_error());
 
+    if (out && piso_output_check(out, 0) != 0) return cli_fail("layer", piso_last_error()); /* before any work */
     double t0 = piso_time();
     struct piso_problem p;
     if (piso_problem_load(problem, &p) != 0) return cli_fail("layer", piso_last_error());
     double t1 = piso_time();
     if (group > 0 && p.D % group != 0) {
-        piso_problem_free(&p);
         char msg[256];
         snprintf(msg, sizeof msg, "--group %ld does not divide D = %lld (the columns of 'weight' in %s)", group,
                  (long long)p.D, problem);
+        piso_problem_free(&p); /* after the message: it reads p.D */
         return cli_fail("layer", msg);
     }
     piso_log("piso layer: %s: N = %lld, D = %lld, %s, %s, group %ld%s\n", problem, (long long)p.N, (long long)p.D,

@@ -37,9 +37,14 @@ static struct piso_imatrix_entry *add_entry(struct piso_imatrix *im, const char 
     return e;
 }
 
-int piso_imatrix_get(const struct piso_imatrix *im, const char *name, int64_t n, float *out) {
+const struct piso_imatrix_entry *piso_imatrix_find(const struct piso_imatrix *im, const char *name) {
+    if (!im || im->n <= 0) return NULL;
     struct piso_imatrix_entry key = {.name = (char *)name};
-    const struct piso_imatrix_entry *e = bsearch(&key, im->e, (size_t)im->n, sizeof key, cmp_entry);
+    return bsearch(&key, im->e, (size_t)im->n, sizeof key, cmp_entry);
+}
+
+int piso_imatrix_get(const struct piso_imatrix *im, const char *name, int64_t n, float *out) {
+    const struct piso_imatrix_entry *e = piso_imatrix_find(im, name);
     if (!e) return 1;
     if (e->n != n)
         return piso_errorf("imatrix entry '%s' has %lld values, the weight has %lld input columns", name,
@@ -320,6 +325,12 @@ int piso_imatrix_load(const char *path, struct piso_imatrix **out) {
     int rc = is_gguf ? piso_load_gguf(path, im) : load_dat(path, &f, im);
     piso_mmap_close(&f);
     if (rc) {
+        piso_imatrix_free(im);
+        return -1;
+    }
+    if (im->n == 0) {
+        piso_errorf("%s: imatrix has no entries (%s)", path,
+                    is_gguf ? "a GGUF without <name>.in_sum2 tensors: a model, not an imatrix?" : "entry count 0");
         piso_imatrix_free(im);
         return -1;
     }

@@ -455,6 +455,7 @@ static int fill_dir(const struct piso_model *m, const char *tmp, const struct pi
 }
 
 int piso_hf_export_check(const char *dir) {
+    if (piso_output_check(dir, 1)) return -1;
     struct stat st;
     if (stat(dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) return piso_errorf("output %s exists and is not a directory", dir);
@@ -490,29 +491,44 @@ int piso_hf_export(const struct piso_model *m, const char *dir, const struct pis
     char *tmp = malloc(n), *old = malloc(n);
     snprintf(tmp, n, "%s.piso-tmp-%d", dir, (int)getpid());
     snprintf(old, n, "%s.piso-old-%d", dir, (int)getpid());
-    int rc = -1;
+    int rc = -1, tmp_id = -1, old_id = -1;
+    if (!tmp || !old) {
+        piso_errorf("%s: out of memory", dir);
+        goto done;
+    }
     remove_flat_dir(tmp);
     if (mkdir(tmp, 0755) != 0) {
         piso_errorf("cannot create %s: %s", tmp, strerror(errno));
         goto done;
     }
+    tmp_id = piso_cleanup_add(tmp, 1); /* an interrupt removes it */
     if (fill_dir(m, tmp, o)) {
         piso_error_context("writing %s", dir);
         remove_flat_dir(tmp);
+        piso_cleanup_remove(tmp_id);
         goto done;
     }
+    piso_commit_begin(); /* the renames run to the end: an existing model is replaced whole or kept */
     if (exists && rename(dir, old) != 0) {
         piso_errorf("cannot move the old %s aside: %s", dir, strerror(errno));
         remove_flat_dir(tmp);
+        piso_cleanup_remove(tmp_id);
+        piso_commit_end();
         goto done;
     }
     if (rename(tmp, dir) != 0) {
         piso_errorf("cannot rename %s to %s: %s", tmp, dir, strerror(errno));
         if (exists) rename(old, dir);
         remove_flat_dir(tmp);
+        piso_cleanup_remove(tmp_id);
+        piso_commit_end();
         goto done;
     }
+    piso_cleanup_remove(tmp_id);
+    if (exists) old_id = piso_cleanup_add(old, 1);
+    piso_commit_end();
     if (exists) remove_flat_dir(old);
+    piso_cleanup_remove(old_id);
     rc = 0;
 done:
     free(tmp), free(old);

@@ -193,6 +193,7 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
         }
     }
     name_based_strip(t, g, t->v.pre[0] ? t->v.pre : NULL);
+    piso_tok_sort_added(t);
     *out = t;
     return 0;
 fail:

@@ -152,7 +152,7 @@ static cJSON *read_json_beside(const char *path, const char *name) {
     char *text = NULL;
     size_t n;
     cJSON *j = NULL;
-    if (piso_file_exists(p) && piso_read_file(p, &text, &n) == 0) j = cJSON_Parse(text);
+    if (piso_file_exists(p) && piso_read_file_max(p, &text, &n, PISO_JSON_LIMIT) == 0) j = cJSON_ParseWithLength(text, n);
     free(text);
     free(p);
     return j;
@@ -328,6 +328,7 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
     if (t->v.kind == PISO_TOK_BYTE_BPE && L->n_split == 1 && L->pre_guess)
         snprintf(t->v.pre, sizeof t->v.pre, "%s", L->pre_guess);
     special_ids(t, path, root);
+    piso_tok_sort_added(t);
     *out = t;
     return 0;
 }

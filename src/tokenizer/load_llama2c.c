@@ -32,7 +32,12 @@ int piso_tok_load_llama2c(const char *path, struct piso_tokenizer **out) {
         }
         memcpy(&score, d + off, 4);
         memcpy(&len, d + off + 4, 4);
-        if (len < 0 || len > max_len || (size_t)len > size - off - 8 || !isfinite(score)) {
+        if (len >= 0 && len <= max_len && (size_t)len > size - off - 8) {
+            piso_mmap_close(&m);
+            return piso_errorf("%s: llama2.c tokenizer: token %d: its %d bytes run past the end of the file at byte "
+                               "%zu (truncated?)", path, n, (int)len, size);
+        }
+        if (len < 0 || len > max_len || !isfinite(score)) {
             piso_mmap_close(&m);
             return piso_errorf("%s: llama2.c tokenizer: token %d has an invalid length %d or score "
                                "(max_token_length %d)", path, n, (int)len, (int)max_len);
@@ -78,6 +83,7 @@ int piso_tok_load_llama2c(const char *path, struct piso_tokenizer **out) {
     t->prefix = TOK_PREFIX_SEGMENT;
     t->byte_fallback = 1;
     piso_tok_index_vocab(t);
+    piso_tok_sort_added(t);
     *out = t;
     return 0;
 bad_header:
