@@ -251,10 +251,11 @@ int piso_imatrix_save_dat(const struct piso_imatrix *im, const char *path) {
         /* ncall: the number of chunks the entry saw; values are mean·ncall, as llama.cpp writes */
         int64_t cs = im->chunk_size > 0 ? im->chunk_size : 1;
         int32_t ncall = (int32_t)((e->count + cs - 1) / cs), nval = (int32_t)e->n;
+        if (e->count <= 0) ncall = 1; /* no observations: the neutral 1.0 that piso_imatrix_get gives */
         rc |= piso_outfile_write(&o, &len, 4) | piso_outfile_write(&o, e->name, (size_t)len) |
               piso_outfile_write(&o, &ncall, 4) | piso_outfile_write(&o, &nval, 4);
         for (int64_t j = 0; j < e->n && !rc; j++) {
-            float v = e->count > 0 ? (float)(e->sum2[j] / (double)e->count * ncall) : 0.0f;
+            float v = e->count > 0 ? (float)(e->sum2[j] / (double)e->count * ncall) : 1.0f;
             rc |= piso_outfile_write(&o, &v, 4);
         }
     }

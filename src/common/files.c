@@ -22,6 +22,8 @@ int piso_mmap_open(struct piso_mmap *m, const char *path) {
         return piso_errorf("%s: not a regular file", path);
     }
     m->size = (size_t)st.st_size;
+    static const uint8_t empty[8]; /* an empty file maps to a valid empty range, never NULL + 0 */
+    m->data = empty;
     if (m->size > 0) {
         /* copy-on-write: callers may modify mapped data (e.g. quantize an F32 weight in place);
          * pages they write become private copies and the file is never touched */

@@ -50,6 +50,52 @@ static int parse_tensor(struct piso_st_tensor *t, const cJSON *e, size_t data_si
     return 0;
 }
 
+static int cmp_str_ptr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int cmp_by_offset(const void *a, const void *b) {
+    const struct piso_st_tensor *x = *(struct piso_st_tensor *const *)a, *y = *(struct piso_st_tensor *const *)b;
+    return ((const uint8_t *)x->data > (const uint8_t *)y->data) - ((const uint8_t *)x->data < (const uint8_t *)y->data);
+}
+
+/* A file describes itself consistently (as the reference loader demands): names and metadata keys
+ * unique, and the tensors' byte ranges tile the data section exactly, without overlap or gap. */
+static int check_layout(struct piso_st_file *f, size_t data_size) {
+    int n = f->n_tensors, rc = 0;
+    size_t cap = (size_t)(n > f->n_meta ? n : f->n_meta) + 1;
+    char **names = malloc(sizeof(char *) * cap);
+    struct piso_st_tensor **order = malloc(sizeof *order * cap);
+    if (!names || !order) {
+        free(names), free(order);
+        return piso_errorf("out of memory checking %d tensors", n);
+    }
+    for (int i = 0; i < n; i++) names[i] = f->tensors[i].name;
+    qsort(names, (size_t)n, sizeof *names, cmp_str_ptr);
+    for (int i = 1; i < n && !rc; i++)
+        if (!strcmp(names[i], names[i - 1])) rc = piso_errorf("tensor '%s' appears more than once", names[i]);
+    for (int i = 0; i < f->n_meta; i++) names[i] = f->meta_keys[i];
+    qsort(names, (size_t)f->n_meta, sizeof *names, cmp_str_ptr);
+    for (int i = 1; i < f->n_meta && !rc; i++)
+        if (!strcmp(names[i], names[i - 1])) rc = piso_errorf("__metadata__ key '%s' appears more than once", names[i]);
+    if (!rc) {
+        for (int i = 0; i < n; i++) order[i] = &f->tensors[i];
+        qsort(order, (size_t)n, sizeof *order, cmp_by_offset);
+        const uint8_t *base = f->map.data + (f->map.size - data_size), *at = base;
+        for (int i = 0; i < n && !rc; i++) {
+            const uint8_t *b = order[i]->data;
+            if (b != at)
+                rc = piso_errorf("tensor '%s' starts at data offset %zu, expected %zu (the end of %s): tensors %s",
+                                 order[i]->name, (size_t)(b - base), (size_t)(at - base),
+                                 i ? order[i - 1]->name : "the header", b < at ? "overlap" : "leave a gap");
+            at = b + order[i]->nbytes;
+        }
+        if (!rc && (size_t)(at - base) != data_size)
+            rc = piso_errorf("the tensors end at data offset %zu, but the file has %zu bytes of data after the "
+                             "header (trailing bytes)", (size_t)(at - base), data_size);
+    }
+    free(names), free(order);
+    return rc;
+}
+
 int piso_st_open(struct piso_st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     if (piso_mmap_open(&f->map, path) != 0) return -1;
@@ -96,6 +142,7 @@ int piso_st_open(struct piso_st_file *f, const char *path) {
         t->data = base + (uintptr_t)t->data;
     }
     cJSON_Delete(root);
+    if (check_layout(f, data_size) != 0) return st_fail(f, path);
     return 0;
 }
 
