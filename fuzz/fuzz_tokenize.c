@@ -67,7 +67,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(back != NULL, "decode");
         if (roundtrip[k] == 1 && utf8 && !has_nul)
             FUZZ_CHECK(strlen(back) == size && !memcmp(back, data, size), "byte-level BPE %d: decode(encode(s)) != s", k);
-        if (roundtrip[k] == 2 && utf8 && !has_nul && size > 0) {
+        /* (a literal U+2581 in the text is SPM's own space symbol: it decodes to a space) */
+        if (roundtrip[k] == 2 && utf8 && !has_nul && size > 0 && !memmem(data, size, "\xE2\x96\x81", 3)) {
             /* SPM: the encoder adds one space before the text; the decoder drops one leading space */
             FUZZ_CHECK(strlen(back) == size && !memcmp(back, data, size), "SPM %d: decode(encode(s)) != s ('%.*s' vs '%s')",
                        k, (int)size, (const char *)data, back);

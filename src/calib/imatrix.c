@@ -225,7 +225,7 @@ static int piso_load_gguf(const char *path, struct piso_imatrix *im) {
             }
             e->sum2[j] = v;
         }
-        if (!isfinite(cnt) || cnt < 0) {
+        if (!isfinite(cnt) || cnt < 0 || cnt > 9.0e15f) { /* a token count: below 2^53, and an int64 */
             piso_errorf("%s: imatrix entry '%s' has count %g", path, base, cnt);
             goto done;
         }
