@@ -65,6 +65,7 @@ int piso_read_file_max(const char *path, char **out, size_t *size, size_t max) {
     if (size) *size = 0;
     char lim[64];
     format_bytes(max, lim, sizeof lim);
+    if (!path) return piso_errorf("out of memory (no path to read)");
     FILE *f = fopen(path, "rb");
     if (!f) return piso_errorf("%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -157,17 +158,21 @@ int piso_output_check(const char *path, int is_dir) {
 
 int piso_file_exists(const char *path) {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    return path && stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 int piso_is_dir(const char *path) {
     struct stat st;
-    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    return path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
 char *piso_path_join(const char *dir, const char *name) {
     size_t a = strlen(dir), b = strlen(name);
     char *s = malloc(a + b + 2);
+    if (!s) { /* callers pass NULL on to piso_file_exists & co., which treat it as absent */
+        piso_errorf("%s/%s: out of memory", dir, name);
+        return NULL;
+    }
     memcpy(s, dir, a);
     size_t k = a;
     if (a && dir[a - 1] != '/') s[k++] = '/';

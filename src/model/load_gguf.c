@@ -145,6 +145,11 @@ int piso_load_gguf(const char *path, struct piso_model **out) {
         }
     }
     struct piso_model *m = piso_model_new(&c, path);
+    if (!m) {
+        piso_gguf_close(g);
+        free(g);
+        return -1;
+    }
     m->storage->gguf = g;
     struct piso_config *mc = &m->cfg;
     char name[96];

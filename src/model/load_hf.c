@@ -337,6 +337,7 @@ int piso_load_hf(const char *dir, struct piso_model **out) {
     free(h.config_path);
     if (rc != 0) return -1;
     struct piso_model *m = piso_model_new(&c, dir);
+    if (!m) return -1;
     if (open_shards(m, dir) != 0 || load_weights(m) != 0 || piso_model_rope_rows_to_adjacent(m) != 0) {
         piso_model_free(m);
         return -1;

@@ -89,6 +89,10 @@ int piso_load_llama2c(const char *path, struct piso_model **out) {
                            (unsigned long long)need * sizeof(float), have);
     }
     struct piso_model *m = piso_model_new(&c, path);
+    if (!m) {
+        piso_mmap_close(&map);
+        return -1;
+    }
     m->storage->map = map;
     float *p = (float *)(uintptr_t)(map.data + sizeof h); /* 28-byte header: 4-aligned floats */
     for (int i = 0; i < n_order; i++) {

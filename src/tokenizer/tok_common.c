@@ -9,17 +9,23 @@
 
 struct piso_tokenizer *piso_tok_new(enum piso_tok_kind kind, int n_vocab, const char *source) {
     struct piso_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
     t->v.kind = kind;
     t->v.n_vocab = n_vocab;
     t->v.pieces = calloc((size_t)n_vocab + 1, sizeof(char *));
     t->v.scores = calloc((size_t)n_vocab + 1, sizeof(float));
     t->v.types = calloc((size_t)n_vocab + 1, sizeof(int));
     t->piece_len = calloc((size_t)n_vocab + 1, sizeof(int));
-    for (int i = 0; i < n_vocab; i++) t->v.types[i] = TOK_TYPE_NORMAL;
+    for (int i = 0; t->v.types && i < n_vocab; i++) t->v.types[i] = TOK_TYPE_NORMAL;
     t->v.bos_id = t->v.eos_id = t->v.unk_id = t->v.pad_id = -1;
     t->parse_special = 1;
     t->source = strdup(source ? source : "?");
     for (int b = 0; b < 256; b++) t->byte_token[b] = -1;
+    if (!t->v.pieces || !t->v.scores || !t->v.types || !t->piece_len || !t->source) {
+        t->v.n_vocab = 0; /* nothing to free piece by piece */
+        piso_tokenizer_free(t);
+        return NULL;
+    }
     return t;
 }
 
@@ -79,6 +85,9 @@ int piso_tok_index_vocab(struct piso_tokenizer *t) {
     struct tok_strmap *m = &t->vocab_map;
     free(m->slots);
     m->slots = malloc(cap * sizeof(int32_t));
+    if (!m->slots) return piso_errorf("%s: out of memory for the vocabulary index", t->source);
+    for (int id = 0; id < t->v.n_vocab; id++)
+        if (!t->v.pieces[id]) return piso_errorf("%s: out of memory for token %d", t->source, id);
     m->mask = cap - 1;
     for (uint32_t i = 0; i < cap; i++) m->slots[i] = -1;
     for (int id = 0; id < t->v.n_vocab; id++) {
@@ -116,12 +125,15 @@ int piso_tok_index_vocab(struct piso_tokenizer *t) {
 }
 
 /* ---- merges --------------------------------------------------------------------------------- */
-void piso_tok_pairs_init(struct piso_tokenizer *t, int n) {
+int piso_tok_pairs_init(struct piso_tokenizer *t, int n) {
     uint32_t cap = pow2_at_least((uint64_t)n);
     t->pairs.keys = calloc(cap, sizeof(uint64_t));
     t->pairs.val = malloc(cap * sizeof(int32_t));
     t->pairs.mask = cap - 1;
     t->merge_result = malloc(((size_t)n + 1) * sizeof(int32_t));
+    if (!t->pairs.keys || !t->pairs.val || !t->merge_result)
+        return piso_errorf("%s: out of memory for %d merges", t->source, n);
+    return 0;
 }
 
 static uint32_t pair_hash(uint64_t k) {

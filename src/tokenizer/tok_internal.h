@@ -88,7 +88,7 @@ int piso_tok_lookup(const struct piso_tokenizer *t, const char *s, size_t n); /*
 int piso_tok_index_vocab(struct piso_tokenizer *t);
 /* Sizes the pair map for n merges; then piso_tok_add_merge for rank = 0, 1, ... A merge whose parts or
  * result are not vocab pieces can never apply and is skipped; a repeated pair keeps its first rank. */
-void piso_tok_pairs_init(struct piso_tokenizer *t, int n);
+int piso_tok_pairs_init(struct piso_tokenizer *t, int n); /* -1: out of memory */
 void piso_tok_add_merge(struct piso_tokenizer *t, int rank, const char *l, size_t ln, const char *r, size_t rn);
 int piso_tok_pair_find(const struct piso_tokenizer *t, int left, int right); /* rank or -1 */
 /* Appends an added token (duplicates ignored); every loader calls piso_tok_sort_added after the last
