@@ -58,6 +58,10 @@ static int write_result(const char *path, const struct piso_layer_result *r, con
     piso_st_writer_add(w, "dequant", PISO_DTYPE_F32, 2, sh_nd, r->dequant);
     piso_st_writer_add(w, "scales", PISO_DTYPE_F32, 2, sh_s, r->scales);
     void *codes = malloc((size_t)(N * D));
+    if (!codes) {
+        piso_st_writer_free(w);
+        return piso_errorf("%s: out of memory", path);
+    }
     if (o->grid.is_int) {
         int8_t *c = codes;
         for (int64_t k = 0; k < N * D; k++) c[k] = (int8_t)r->codes[k];

@@ -104,6 +104,7 @@ static char *hf_piece(const struct piso_tokenizer_vocab *v, int i) {
     }
     size_t n = strlen(p), k = 0;
     char *s = malloc(3 * n + 1);
+    if (!s) return NULL;
     for (size_t j = 0; j < n; j++) {
         if (p[j] == ' ') s[k++] = (char)0xE2, s[k++] = (char)0x96, s[k++] = (char)0x81;
         else s[k++] = p[j];

@@ -219,6 +219,7 @@ struct st_wtensor {
 
 struct piso_st_writer {
     int n, cap;
+    int oom; /* an add failed for lack of memory: write() refuses */
     struct st_wtensor *t;
     cJSON *meta;
 };
@@ -227,13 +228,27 @@ struct piso_st_writer *piso_st_writer_new(void) { return calloc(1, sizeof(struct
 
 void piso_st_writer_add(struct piso_st_writer *w, const char *name, enum piso_dtype dtype, int ndim,
                         const int64_t *shape, const void *data) {
+    if (!w || w->oom) {
+        if (w) w->oom = 1;
+        return;
+    }
     if (w->n == w->cap) {
-        w->cap = w->cap ? 2 * w->cap : 16;
-        w->t = realloc(w->t, sizeof *w->t * (size_t)w->cap);
+        int cap = w->cap ? 2 * w->cap : 16;
+        struct st_wtensor *nt = realloc(w->t, sizeof *w->t * (size_t)cap);
+        if (!nt) {
+            w->oom = 1;
+            return;
+        }
+        w->t = nt, w->cap = cap;
     }
     struct st_wtensor *t = &w->t[w->n++];
     memset(t, 0, sizeof *t);
     t->name = strdup(name);
+    if (!t->name) {
+        w->n--;
+        w->oom = 1;
+        return;
+    }
     t->dtype = dtype;
     t->ndim = ndim;
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
@@ -249,9 +264,14 @@ static size_t wt_bytes(const struct st_wtensor *t) {
 void piso_st_writer_add_copy(struct piso_st_writer *w, const char *name, enum piso_dtype dtype, int ndim,
                              const int64_t *shape, const void *data) {
     piso_st_writer_add(w, name, dtype, ndim, shape, NULL);
+    if (!w || w->oom) return;
     struct st_wtensor *t = &w->t[w->n - 1];
     size_t nb = wt_bytes(t);
     t->owned = malloc(nb ? nb : 1);
+    if (!t->owned) {
+        w->oom = 1;
+        return;
+    }
     memcpy(t->owned, data, nb);
     t->data = t->owned;
 }
@@ -262,6 +282,7 @@ void piso_st_writer_meta(struct piso_st_writer *w, const char *key, const char *
 }
 
 int piso_st_writer_write(struct piso_st_writer *w, const char *path) {
+    if (!w || w->oom) return piso_errorf("%s: out of memory collecting the tensors", path);
     cJSON *root = cJSON_CreateObject();
     if (w->meta) cJSON_AddItemReferenceToObject(root, "__metadata__", w->meta);
     size_t off = 0;

@@ -177,9 +177,15 @@ int piso_tok_pair_find(const struct piso_tokenizer *t, int left, int right) {
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 void piso_tok_ids_push(struct tok_ids *a, int x) {
+    if (a->oom) return;
     if (a->n == a->cap) {
-        a->cap = a->cap ? 2 * a->cap : 256;
-        a->v = realloc(a->v, (size_t)a->cap * sizeof(int));
+        int cap = a->cap ? 2 * a->cap : 256;
+        int *v = realloc(a->v, (size_t)cap * sizeof(int));
+        if (!v) {
+            a->oom = 1;
+            return;
+        }
+        a->v = v, a->cap = cap;
     }
     a->v[a->n++] = x;
 }
@@ -309,7 +315,11 @@ int piso_tokenize(const struct piso_tokenizer *t, const char *text, size_t len, 
         i = seg = next;
     }
     if (len > seg && encode_segment(t, text + seg, len - seg, seg == 0, &out) != 0) goto fail;
-    if (!out.v) out.v = malloc(sizeof(int));
+    if (!out.v && !out.oom && !(out.v = malloc(sizeof(int)))) out.oom = 1;
+    if (out.oom) {
+        piso_errorf("%s: out of memory tokenizing %zu bytes", t->source, len);
+        goto fail;
+    }
     *ids = out.v;
     *n_ids = out.n;
     return 0;

@@ -99,6 +99,7 @@ void piso_tok_sort_added(struct piso_tokenizer *t);
 struct tok_ids {
     int *v;
     int n, cap;
+    int oom; /* a push failed for lack of memory: the encoding is incomplete (piso_tokenize reports it) */
 };
 void piso_tok_ids_push(struct tok_ids *a, int x);
 /* Appends the UTF-8 encoding of cp to buf (at most 4 bytes); returns bytes written. */
