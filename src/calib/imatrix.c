@@ -193,6 +193,11 @@ static int piso_load_gguf(const char *path, struct piso_imatrix *im) {
         size_t len = strlen(t->name);
         if (len < 8 || strcmp(t->name + len - 8, ".in_sum2")) continue;
         char base[96], cname[112];
+        if (len == 8 || len - 8 >= sizeof base) {
+            piso_errorf("%s: imatrix tensor '%s' does not name a weight (the name before .in_sum2 must have 1..%zu "
+                        "characters)", path, t->name, sizeof base - 1);
+            goto done;
+        }
         snprintf(base, sizeof base, "%.*s", (int)(len - 8), t->name);
         snprintf(cname, sizeof cname, "%s.counts", base);
         const struct piso_gguf_tensor *c = piso_gguf_find_tensor(&g, cname);
