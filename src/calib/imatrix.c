@@ -192,7 +192,7 @@ static int piso_load_gguf(const char *path, struct piso_imatrix *im) {
         const struct piso_gguf_tensor *t = &g.tensors[i];
         size_t len = strlen(t->name);
         if (len < 8 || strcmp(t->name + len - 8, ".in_sum2")) continue;
-        char base[96], cname[112];
+        char base[256], cname[272]; /* as the .dat reader: names of up to 255 bytes */
         if (len == 8 || len - 8 >= sizeof base) {
             piso_errorf("%s: imatrix tensor '%s' does not name a weight (the name before .in_sum2 must have 1..%zu "
                         "characters)", path, t->name, sizeof base - 1);
@@ -293,6 +293,7 @@ static int load_dat(const char *path, const struct piso_mmap *f, struct piso_ima
         if (len <= 0 || len >= (int32_t)sizeof name) return piso_errorf("%s: entry %d: bad name length %d", path, i, len);
         TAKE(name, (size_t)len, "a name");
         name[len] = 0;
+        if (strlen(name) != (size_t)len) return piso_errorf("%s: entry %d: the name contains a NUL byte", path, i);
         TAKE(&ncall, 4, name);
         TAKE(&nval, 4, name);
         if (nval <= 0 || (size_t)(end - p) / 4 < (size_t)nval)
