@@ -505,6 +505,12 @@ static void test_options_and_messages(void) {
     expect_fail("empty text", NULL, args, 1, WANT("empty.txt", "empty"));
     snprintf(args, sizeof args, "imatrix --model %s --calib %s -o %s", model, tmp("empty.txt"), tmp("e.gguf"));
     expect_fail("empty calibration text", NULL, args, 1, WANT("empty.txt", "empty"));
+    snprintf(args, sizeof args, "quantize --model %s --format int4 --rounding rtn --scale absmax --eval %s --out %s", model,
+             tmp("empty.txt"), tmp("e_hf"));
+    expect_fail("empty --eval text", NULL, args, 1, WANT("empty.txt", "empty"));
+    snprintf(args, sizeof args, "quantize --model %s --format int4 --calib %s --out %s", model, tmp("empty.txt"),
+             tmp("e_hf"));
+    expect_fail("empty --calib text", NULL, args, 1, WANT("empty.txt", "empty"));
 }
 
 /* ---- interrupted runs ----------------------------------------------------------------------- */
