@@ -120,20 +120,39 @@ int piso_st_open(struct piso_st_file *f, const char *path) {
     size_t data_size = f->map.size - 8 - (size_t)hlen;
     int n = cJSON_GetArraySize(root);
     f->tensors = calloc((size_t)n + 1, sizeof *f->tensors);
+    if (!f->tensors) {
+        cJSON_Delete(root);
+        piso_errorf("out of memory for %d tensors", n);
+        return st_fail(f, path);
+    }
     for (const cJSON *e = root->child; e; e = e->next) {
         if (strcmp(e->string, "__metadata__") == 0) {
             for (const cJSON *m = e->child; m; m = m->next) {
                 if (!cJSON_IsString(m)) continue;
-                f->meta_keys = realloc(f->meta_keys, sizeof(char *) * (size_t)(f->n_meta + 1));
-                f->meta_values = realloc(f->meta_values, sizeof(char *) * (size_t)(f->n_meta + 1));
-                f->meta_keys[f->n_meta] = strdup(m->string);
-                f->meta_values[f->n_meta] = strdup(m->valuestring);
+                char **nk = realloc(f->meta_keys, sizeof(char *) * (size_t)(f->n_meta + 1));
+                if (nk) f->meta_keys = nk;
+                char **nv = nk ? realloc(f->meta_values, sizeof(char *) * (size_t)(f->n_meta + 1)) : NULL;
+                if (nv) f->meta_values = nv;
+                char *k = nv ? strdup(m->string) : NULL, *v = k ? strdup(m->valuestring) : NULL;
+                if (!v) {
+                    free(k);
+                    cJSON_Delete(root);
+                    piso_errorf("out of memory for the metadata");
+                    return st_fail(f, path);
+                }
+                f->meta_keys[f->n_meta] = k;
+                f->meta_values[f->n_meta] = v;
                 f->n_meta++;
             }
             continue;
         }
         struct piso_st_tensor *t = &f->tensors[f->n_tensors++];
         t->name = strdup(e->string);
+        if (!t->name) {
+            cJSON_Delete(root);
+            piso_errorf("out of memory for the tensor names");
+            return st_fail(f, path);
+        }
         if (!cJSON_IsObject(e) || parse_tensor(t, e, data_size) != 0) {
             if (!cJSON_IsObject(e)) piso_errorf("tensor '%s': entry is not an object", t->name);
             cJSON_Delete(root);
@@ -191,6 +210,10 @@ float *piso_st_load_f32(const struct piso_st_file *f, const char *name, int expe
         return NULL;
     }
     float *x = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+    if (!x) {
+        piso_errorf("%s: tensor '%s': out of memory for %lld values", f->map.path, name, (long long)t->numel);
+        return NULL;
+    }
     if (piso_st_read_f32(f, t, x, (size_t)t->numel) != 0) {
         free(x);
         return NULL;

@@ -112,7 +112,8 @@ int piso_model_make_writable(struct piso_model *m) {
 /* Loads the tokenizer for a llama2.c checkpoint: tok<vocab>.bin beside it (tok512.bin for
  * stories260K), else tokenizer.bin / tokenizer.json beside it. */
 static int llama2c_tokenizer(struct piso_model *m, struct piso_tokenizer **out) {
-    char *dir = strdup(m->path), *slash = strrchr(dir, '/');
+    char *dir = strdup(m->path), *slash = dir ? strrchr(dir, '/') : NULL;
+    if (!dir) return piso_errorf("%s: out of memory", m->path);
     if (slash) *slash = 0;
     else strcpy(dir, ".");
     char name[32];
