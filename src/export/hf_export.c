@@ -98,6 +98,7 @@ static char *hf_piece(const struct piso_tokenizer_vocab *v, int i) {
         if (i == v->unk_id) return strdup("<unk>");
         while (*p == '\n' || *p == ' ') p++;
         char *s = strdup(p);
+        if (!s) return NULL;
         size_t n = strlen(s);
         while (n && (s[n - 1] == '\n' || s[n - 1] == ' ')) s[--n] = 0;
         return s;
@@ -122,7 +123,13 @@ char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v) {
         free(names), free(sorted), free(order);
         return NULL;
     }
-    for (int i = 0; i < V; i++) names[i] = hf_piece(v, i), sorted[i].s = names[i], sorted[i].id = i;
+    int oom = 0;
+    for (int i = 0; i < V; i++) names[i] = hf_piece(v, i), sorted[i].s = names[i], sorted[i].id = i, oom |= !names[i];
+    if (oom) {
+        for (int i = 0; i < V; i++) free(names[i]);
+        free(names), free(sorted), free(order);
+        return NULL;
+    }
     qsort(sorted, (size_t)V, sizeof *sorted, by_piece);
 
     cJSON *root = cJSON_CreateObject();
@@ -223,6 +230,11 @@ char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v) {
         struct merge *ms = malloc(sizeof *ms * (n + 1));
         int nm = 0;
         char *buf = malloc(n + 1);
+        if (!ms || !buf) {
+            free(ms), free(buf);
+            oom = 1;
+            break;
+        }
         for (size_t k = 1; k < n; k++) {
             if (((unsigned char)s[k] & 0xC0) == 0x80) continue; /* split only between characters */
             memcpy(buf, s, k), buf[k] = 0;
@@ -247,6 +259,10 @@ char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v) {
         qsort(ms, (size_t)nm, sizeof *ms, by_lr);
         for (int j = 0; j < nm; j++) {
             char *m = malloc(n + 2);
+            if (!m) {
+                oom = 1;
+                break;
+            }
             memcpy(m, s, (size_t)ms[j].split), m[ms[j].split] = ' ';
             strcpy(m + ms[j].split + 1, s + ms[j].split);
             cJSON_AddItemToArray(merges, cJSON_CreateString(m));
@@ -254,7 +270,7 @@ char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v) {
         }
         free(ms), free(buf);
     }
-    char *out = cJSON_PrintUnformatted(root);
+    char *out = oom ? NULL : cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     for (int i = 0; i < V; i++) free(names[i]);
     free(names), free(sorted), free(order);
@@ -425,7 +441,7 @@ static int fill_dir(const struct piso_model *m, const char *tmp, const struct pi
             return piso_errorf("writing tokenizer.json for a byte-level BPE vocabulary without a source "
                                "tokenizer.json is not supported (pass --tokenizer path/to/tokenizer.json)");
         char *tj = piso_spm_tokenizer_json(v);
-        rc = tj ? write_text(tmp, "tokenizer.json", tj) : piso_errorf("cannot build tokenizer.json");
+        rc = tj ? write_text(tmp, "tokenizer.json", tj) : piso_errorf("cannot build tokenizer.json: out of memory");
         free(tj);
         if (rc) return -1;
     }
