@@ -490,7 +490,8 @@ int piso_hf_export_check(const char *dir) {
         return 0;
     }
     /* the parent must exist: the directory is built beside it and renamed */
-    char *parent = strdup(dir), *slash = strrchr(parent, '/');
+    char *parent = strdup(dir), *slash = parent ? strrchr(parent, '/') : NULL;
+    if (!parent) return piso_errorf("%s: out of memory", dir);
     int rc = 0;
     if (slash && slash != parent) {
         *slash = 0;

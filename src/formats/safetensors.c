@@ -300,6 +300,7 @@ void piso_st_writer_add_copy(struct piso_st_writer *w, const char *name, enum pi
 }
 
 void piso_st_writer_meta(struct piso_st_writer *w, const char *key, const char *value) {
+    if (!w) return; /* piso_st_writer_new ran out of memory: write() reports it */
     if (!w->meta) w->meta = cJSON_CreateObject();
     cJSON_AddStringToObject(w->meta, key, value);
 }
