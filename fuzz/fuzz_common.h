@@ -8,6 +8,7 @@
 
 #include "piso/common.h"
 
+#include <dirent.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,14 +26,42 @@
         }                                                                                      \
     } while (0)
 
-/* The private directory (created on first use; /dev/shm when there is one). */
+static char fuzz_dir_path[256];
+
+/* At exit: the private directory and the files in it (and in its one subdirectory level) go. */
+static inline void fuzz_dir_remove(void) {
+    DIR *d = opendir(fuzz_dir_path);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char p[600];
+        snprintf(p, sizeof p, "%s/%s", fuzz_dir_path, e->d_name);
+        if (unlink(p) != 0) { /* a directory (fuzz_config_json's model directory) */
+            DIR *s = opendir(p);
+            struct dirent *f;
+            while (s && (f = readdir(s))) {
+                if (f->d_name[0] == '.') continue;
+                char q[1200];
+                snprintf(q, sizeof q, "%s/%s", p, f->d_name);
+                unlink(q);
+            }
+            if (s) closedir(s);
+            rmdir(p);
+        }
+    }
+    if (d) closedir(d);
+    rmdir(fuzz_dir_path);
+}
+
+/* The private directory (created on first use; /dev/shm when there is one; removed at exit). */
 static inline const char *fuzz_dir(void) {
-    static char dir[256];
+    char *dir = fuzz_dir_path;
     if (!dir[0]) {
         struct stat st;
         const char *base = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : "/tmp";
-        snprintf(dir, sizeof dir, "%s/piso-fuzz-%d", base, (int)getpid());
+        snprintf(dir, sizeof fuzz_dir_path, "%s/piso-fuzz-%d", base, (int)getpid());
         mkdir(dir, 0700);
+        atexit(fuzz_dir_remove);
         piso_set_quiet(1);
     }
     return dir;
