@@ -14,6 +14,10 @@ int cli_tokenize_file(const struct piso_tokenizer *t, const char *path, int **id
     char *text;
     size_t len;
     if (piso_read_file(path, &text, &len) != 0) return -1;
+    if (len == 0) {
+        free(text);
+        return piso_errorf("%s: the text is empty", path);
+    }
     int rc = piso_tokenize(t, text, len, piso_tokenizer_vocab(t)->add_bos, ids, n);
     free(text);
     return rc;

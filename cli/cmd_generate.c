@@ -49,7 +49,24 @@ int cmd_generate(int argc, char **argv) {
         return cli_fail("generate",
                         n == 0 ? "the prompt gave no tokens and the tokenizer has no BOS" : piso_last_error());
     }
+    int ctx = m->cfg.max_seq_len;
+    if (ctx > 0 && n > ctx) {
+        free(ids);
+        piso_model_free(m);
+        piso_errorf("the prompt is %d tokens, longer than the model's context of %d", n, ctx);
+        return cli_fail("generate", piso_last_error());
+    }
+    if (ctx > 0 && a.n_new > ctx - n) {
+        piso_log("generate: -n %lld capped at %d (the model's context is %d tokens, the prompt %d)\n",
+                 (long long)a.n_new, ctx - n, ctx, n);
+        a.n_new = ctx - n;
+    }
     int *all = realloc(ids, (size_t)(n + a.n_new) * sizeof *all);
+    if (!all) {
+        free(ids);
+        piso_model_free(m);
+        return cli_fail("generate", "out of memory");
+    }
     double t0 = piso_time();
     /* llama2.c stops when BOS comes back; other models at EOS */
     int stop = m->cfg.source == PISO_SRC_LLAMA2C ? v->bos_id : v->eos_id;

@@ -47,6 +47,7 @@ int cmd_imatrix(int argc, char **argv) {
     struct imatrix_args a = {0};
     int prc = cli_parse(&imatrix_command, CLI_ALL_SECTIONS, argc, argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
+    if (piso_output_check(a.out, 0) != 0) return cli_fail("imatrix", piso_last_error()); /* before any work */
     size_t ol = strlen(a.out);
     int dat = a.format ? !strcmp(a.format, "dat") : (ol > 4 && !strcmp(a.out + ol - 4, ".dat"));
     struct piso_model *m = NULL;

@@ -58,6 +58,10 @@ static int write_result(const char *path, const struct piso_layer_result *r, con
     piso_st_writer_add(w, "dequant", PISO_DTYPE_F32, 2, sh_nd, r->dequant);
     piso_st_writer_add(w, "scales", PISO_DTYPE_F32, 2, sh_s, r->scales);
     void *codes = malloc((size_t)(N * D));
+    if (!codes) {
+        piso_st_writer_free(w);
+        return piso_errorf("%s: out of memory", path);
+    }
     if (o->grid.is_int) {
         int8_t *c = codes;
         for (int64_t k = 0; k < N * D; k++) c[k] = (int8_t)r->codes[k];
@@ -127,15 +131,16 @@ int cmd_layer(int argc, char **argv) {
     if (piso_grid_init(&opts.grid, format, a.narrow) != 0) return cli_fail("layer", piso_last_error());
     if (piso_scale_method_from_name(method, &opts.method) != 0) return cli_fail("layer", piso_last_error());
 
+    if (out && piso_output_check(out, 0) != 0) return cli_fail("layer", piso_last_error()); /* before any work */
     double t0 = piso_time();
     struct piso_problem p;
     if (piso_problem_load(problem, &p) != 0) return cli_fail("layer", piso_last_error());
     double t1 = piso_time();
     if (group > 0 && p.D % group != 0) {
-        piso_problem_free(&p);
         char msg[256];
         snprintf(msg, sizeof msg, "--group %ld does not divide D = %lld (the columns of 'weight' in %s)", group,
                  (long long)p.D, problem);
+        piso_problem_free(&p); /* after the message: it reads p.D */
         return cli_fail("layer", msg);
     }
     piso_log("piso layer: %s: N = %lld, D = %lld, %s, %s, group %ld%s\n", problem, (long long)p.N, (long long)p.D,

@@ -39,6 +39,11 @@ int cmd_perplexity(int argc, char **argv) {
     char *buf;
     size_t len;
     if (piso_read_file(a.text, &buf, &len) != 0) return cli_fail("perplexity", piso_last_error());
+    if (len == 0) {
+        free(buf);
+        piso_errorf("%s: the text is empty", a.text);
+        return cli_fail("perplexity", piso_last_error());
+    }
     struct piso_model *m;
     if (piso_model_load(a.model, a.tokenizer, &m) != 0) {
         free(buf);

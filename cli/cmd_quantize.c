@@ -238,6 +238,10 @@ int cmd_quantize(int argc, char **argv) {
     double ppl_before = -1, ppl_after = -1, t0 = piso_time();
     if (piso_hf_export_check(a.out)) goto fail; /* before any long work */
     if (a.eval && piso_read_file(a.eval, &eval_text, &eval_len)) goto fail;
+    if (a.eval && eval_len == 0) {
+        piso_errorf("--eval %s: the text is empty", a.eval);
+        goto fail;
+    }
     if (piso_model_load(a.model, a.tokenizer, &mq)) goto fail;
     if (!mq->tok) {
         piso_errorf("model %s carries no tokenizer (pass --tokenizer)", a.model);

@@ -44,6 +44,7 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
     int *ids = NULL, n = 0, rc = 1;
     struct piso_gguf_export_stats st;
     const struct piso_tokenizer *tk = NULL;
+    if (piso_output_check(a->out, 0)) goto done; /* before any work */
     if (piso_model_load(a->model, a->tokenizer, &m)) goto done;
     /* a tokenizer is needed for --calib and wanted in the file; without one the file is "no_vocab" */
     tk = cli_model_tokenizer(m);

@@ -48,6 +48,7 @@ int cmd_tokenize(int argc, char **argv) {
     } else {
         buf = strdup(a.text);
         len = strlen(a.text);
+        if (!buf) return cli_fail("tokenize", "out of memory");
     }
     struct piso_tokenizer *t;
     if (piso_tokenizer_load(a.tokenizer, &t) != 0) {

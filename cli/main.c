@@ -30,7 +30,12 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 2, argv + 2);
+        if (!strcmp(argv[1], commands[i].name)) {
+            char prog[64];
+            snprintf(prog, sizeof prog, "piso %s", commands[i].name);
+            piso_interrupt_install(prog); /* SIGINT/SIGTERM remove temporary outputs */
+            return commands[i].run(argc - 2, argv + 2);
+        }
     fprintf(stderr, "piso: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

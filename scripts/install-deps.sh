@@ -4,7 +4,8 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config
       libopenblas-openmp-dev liblapacke-dev   # BLAS (GEMM/SYRK) and LAPACK (Cholesky), OpenMP flavour
       libpcre2-dev                            # Unicode pre-tokenizer regexes
-      libcjson-dev)                           # JSON parsing (config.json, tokenizer.json, headers)
+      libcjson-dev                            # JSON parsing (config.json, tokenizer.json, headers)
+      clang libclang-rt-dev libomp-dev llvm)  # fuzzing: libFuzzer + ASan/UBSan, OpenMP for clang, llvm-cov
 # node + npm run llama.cpp (npm package node-llama-cpp) in the interop test; keep an existing install.
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 missing=()

@@ -78,8 +78,14 @@ struct piso_mmap {
 };
 int piso_mmap_open(struct piso_mmap *m, const char *path);
 void piso_mmap_close(struct piso_mmap *m);
-/* Reads a whole file into a NUL-terminated malloc'd buffer. */
+/* Reads a whole file into a NUL-terminated malloc'd buffer, refusing (with a message naming the
+ * path and the limit) a file larger than piso_read_limit(): 1 GiB, or $PISO_READ_LIMIT bytes. */
+#define PISO_READ_LIMIT_DEFAULT ((size_t)1 << 30)
 int piso_read_file(const char *path, char **out, size_t *size);
+/* The same with an explicit limit in bytes (e.g. 64 MiB for a config.json). */
+int piso_read_file_max(const char *path, char **out, size_t *size, size_t max);
+size_t piso_read_limit(void);
+#define PISO_JSON_LIMIT ((size_t)64 << 20) /* config.json, an index, tokenizer_config.json */
 int piso_file_exists(const char *path);
 int piso_is_dir(const char *path);
 /* Joins a directory and a file name into a malloc'd string. */
@@ -102,11 +108,28 @@ struct piso_outfile {
     FILE *f;
     char *path;
     char *tmp_path;
+    int cleanup_id; /* the temporary's slot in the interrupt cleanup */
 };
 int piso_outfile_open(struct piso_outfile *o, const char *path);
+/* Checks, before any work, that `path` can become an output (a file, or with is_dir a directory):
+ * not empty, not the wrong kind of existing thing, in an existing writable directory. The message
+ * names the path. */
+int piso_output_check(const char *path, int is_dir);
 int piso_outfile_write(struct piso_outfile *o, const void *data, size_t n);
 int piso_outfile_commit(struct piso_outfile *o); /* flush, fsync, rename; frees */
 void piso_outfile_abort(struct piso_outfile *o);
+
+/* ---- interrupted runs (common/cleanup.c) ------------------------------------------------
+ * piso_interrupt_install makes SIGINT/SIGTERM/SIGHUP remove every registered temporary output
+ * (a file, or with is_dir a flat directory), print "<prog>: interrupted ..." and end the process
+ * with the signal. Between piso_commit_begin and _end (renaming a finished output into place) a
+ * signal is held until the end. Tests: PISO_TEST_SIGNAL=INT|TERM[:N] raises the signal right after
+ * the N-th (default first) registration. */
+void piso_interrupt_install(const char *prog);
+int piso_cleanup_add(const char *path, int is_dir); /* slot id, or -1 (then not protected) */
+void piso_cleanup_remove(int id);
+void piso_commit_begin(void);
+void piso_commit_end(void);
 
 /* ---- data location (tests, benches): $PISO_DATA or the given default -------------------- */
 const char *piso_data_dir(const char *fallback);

@@ -37,6 +37,8 @@ void piso_imatrix_free(struct piso_imatrix *im);
 /* The mean of squared activations for `name` into out[n] (sum2/count, as llama-quantize uses it).
  * Returns 0, 1 if there is no entry (out untouched), or -1 if the entry has another length. */
 int piso_imatrix_get(const struct piso_imatrix *im, const char *name, int64_t n, float *out);
+/* The entry for `name`, or NULL. */
+const struct piso_imatrix_entry *piso_imatrix_find(const struct piso_imatrix *im, const char *name);
 
 /* Dense calibration: per decoder layer, the second moments H = XᵀX/n of the inputs of its linear
  * layers (attn: input of q/k/v [D,D]; o: input of attn_output [Hq,Hq]; ffn: input of gate/up [D,D];

@@ -100,7 +100,8 @@ void piso_head(const struct piso_model *m, const float *x, int n, float *logits)
 int piso_forward(const struct piso_model *m, const int *tokens, int n, int first, float *logits);
 /* Greedy decoding: appends up to n_new argmax tokens to tokens[0..n) (capacity n + n_new),
  * stopping early when the argmax equals stop_id (not appended; stop_id < 0 never stops). Returns the
- * new length, or -1 with an error. */
+ * new length, or -1 with an error. The sequence never grows past the model's context (max_seq_len):
+ * n_new is capped there, and a prompt longer than the context is an error. */
 int piso_generate_greedy(const struct piso_model *m, int *tokens, int n, int n_new, int stop_id);
 
 #endif

@@ -37,9 +37,14 @@ static struct piso_imatrix_entry *add_entry(struct piso_imatrix *im, const char 
     return e;
 }
 
-int piso_imatrix_get(const struct piso_imatrix *im, const char *name, int64_t n, float *out) {
+const struct piso_imatrix_entry *piso_imatrix_find(const struct piso_imatrix *im, const char *name) {
+    if (!im || im->n <= 0) return NULL;
     struct piso_imatrix_entry key = {.name = (char *)name};
-    const struct piso_imatrix_entry *e = bsearch(&key, im->e, (size_t)im->n, sizeof key, cmp_entry);
+    return bsearch(&key, im->e, (size_t)im->n, sizeof key, cmp_entry);
+}
+
+int piso_imatrix_get(const struct piso_imatrix *im, const char *name, int64_t n, float *out) {
+    const struct piso_imatrix_entry *e = piso_imatrix_find(im, name);
     if (!e) return 1;
     if (e->n != n)
         return piso_errorf("imatrix entry '%s' has %lld values, the weight has %lld input columns", name,
@@ -194,7 +199,12 @@ static int piso_load_gguf(const char *path, struct piso_imatrix *im) {
         const struct piso_gguf_tensor *t = &g.tensors[i];
         size_t len = strlen(t->name);
         if (len < 8 || strcmp(t->name + len - 8, ".in_sum2")) continue;
-        char base[96], cname[112];
+        char base[256], cname[272]; /* as the .dat reader: names of up to 255 bytes */
+        if (len == 8 || len - 8 >= sizeof base) {
+            piso_errorf("%s: imatrix tensor '%s' does not name a weight (the name before .in_sum2 must have 1..%zu "
+                        "characters)", path, t->name, sizeof base - 1);
+            goto done;
+        }
         snprintf(base, sizeof base, "%.*s", (int)(len - 8), t->name);
         snprintf(cname, sizeof cname, "%s.counts", base);
         const struct piso_gguf_tensor *c = piso_gguf_find_tensor(&g, cname);
@@ -227,7 +237,7 @@ static int piso_load_gguf(const char *path, struct piso_imatrix *im) {
             }
             e->sum2[j] = v;
         }
-        if (!isfinite(cnt) || cnt < 0) {
+        if (!isfinite(cnt) || cnt < 0 || cnt > 9.0e15f) { /* a token count: below 2^53, and an int64 */
             piso_errorf("%s: imatrix entry '%s' has count %g", path, base, cnt);
             goto done;
         }
@@ -253,10 +263,11 @@ int piso_imatrix_save_dat(const struct piso_imatrix *im, const char *path) {
         /* ncall: the number of chunks the entry saw; values are mean·ncall, as llama.cpp writes */
         int64_t cs = im->chunk_size > 0 ? im->chunk_size : 1;
         int32_t ncall = (int32_t)((e->count + cs - 1) / cs), nval = (int32_t)e->n;
+        if (e->count <= 0) ncall = 1; /* no observations: the neutral 1.0 that piso_imatrix_get gives */
         rc |= piso_outfile_write(&o, &len, 4) | piso_outfile_write(&o, e->name, (size_t)len) |
               piso_outfile_write(&o, &ncall, 4) | piso_outfile_write(&o, &nval, 4);
         for (int64_t j = 0; j < e->n && !rc; j++) {
-            float v = e->count > 0 ? (float)(e->sum2[j] / (double)e->count * ncall) : 0.0f;
+            float v = e->count > 0 ? (float)(e->sum2[j] / (double)e->count * ncall) : 1.0f;
             rc |= piso_outfile_write(&o, &v, 4);
         }
     }
@@ -289,6 +300,7 @@ static int load_dat(const char *path, const struct piso_mmap *f, struct piso_ima
         if (len <= 0 || len >= (int32_t)sizeof name) return piso_errorf("%s: entry %d: bad name length %d", path, i, len);
         TAKE(name, (size_t)len, "a name");
         name[len] = 0;
+        if (strlen(name) != (size_t)len) return piso_errorf("%s: entry %d: the name contains a NUL byte", path, i);
         TAKE(&ncall, 4, name);
         TAKE(&nval, 4, name);
         if (nval <= 0 || (size_t)(end - p) / 4 < (size_t)nval)
@@ -327,6 +339,12 @@ int piso_imatrix_load(const char *path, struct piso_imatrix **out) {
     int rc = is_gguf ? piso_load_gguf(path, im) : load_dat(path, &f, im);
     piso_mmap_close(&f);
     if (rc) {
+        piso_imatrix_free(im);
+        return -1;
+    }
+    if (im->n == 0) {
+        piso_errorf("%s: imatrix has no entries (%s)", path,
+                    is_gguf ? "a GGUF without <name>.in_sum2 tensors: a model, not an imatrix?" : "entry count 0");
         piso_imatrix_free(im);
         return -1;
     }

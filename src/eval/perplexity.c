@@ -42,6 +42,11 @@ int piso_perplexity_ids(const struct piso_model *m, const int *ids, int n_ids, i
         memcpy(chunk, ids + (size_t)c * ctx, (size_t)ctx * sizeof *chunk);
         chunk[0] = bos_id; /* replaced, not prepended */
         rc = piso_forward(m, chunk, ctx, first, logits);
+        int64_t bad = rc == 0 ? piso_find_nonfinite(logits, (size_t)(ctx - first) * V) : -1;
+        if (bad >= 0)
+            rc = piso_errorf("chunk %d: the model's logits are not finite (%g at position %lld, token %lld): weights "
+                             "too large or broken", c, (double)logits[bad], (long long)(first + bad / V),
+                             (long long)(bad % V));
         for (int j = first; rc == 0 && j <= ctx - 2; j++) {
             nll += token_nll(logits + (size_t)(j - first) * V, V, ids[(size_t)c * ctx + j + 1]);
             count++;
@@ -53,6 +58,9 @@ int piso_perplexity_ids(const struct piso_model *m, const int *ids, int n_ids, i
     if (rc != 0) return piso_error_context("perplexity");
     r->nll = nll / count;
     r->ppl = exp(r->nll);
+    if (!isfinite(r->nll) || !isfinite(r->ppl))
+        return piso_errorf("perplexity: the result is not finite (mean NLL %g): the model's outputs are broken",
+                           r->nll);
     r->tokens = n_ids;
     r->chunks = chunks;
     r->scored = count;

@@ -301,6 +301,19 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
                            tr ? tr->name : "?");
     const int quantized = piso_ggml_is_block_type(o->type);
     const int out_type = o->output_type >= 0 ? o->output_type : quantized ? GGML_T_Q6_K : o->type;
+    if (o->imatrix) { /* an importance matrix that matches no weight is the wrong file */
+        int hits = 0;
+        for (int s = 0, l; s < piso_schema_steps(c) && !hits; s++) {
+            const struct piso_tensor_info *t = piso_schema_step(c, s, &l);
+            char nm[96];
+            piso_schema_name(t, PISO_NAME_GGUF, l, nm, sizeof nm);
+            hits += piso_imatrix_find(o->imatrix, nm) != NULL;
+        }
+        if (!hits)
+            return piso_errorf("GGUF export: none of the imatrix's %d entries (e.g. '%s') names a weight of this model "
+                               "(e.g. blk.0.attn_q.weight): an imatrix of another model?",
+                               o->imatrix->n, o->imatrix->n > 0 ? o->imatrix->e[0].name : "");
+    }
 
     struct piso_gguf_writer *w = piso_gguf_writer_new();
     if (!w) return piso_errorf("out of memory");

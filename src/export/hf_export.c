@@ -98,12 +98,14 @@ static char *hf_piece(const struct piso_tokenizer_vocab *v, int i) {
         if (i == v->unk_id) return strdup("<unk>");
         while (*p == '\n' || *p == ' ') p++;
         char *s = strdup(p);
+        if (!s) return NULL;
         size_t n = strlen(s);
         while (n && (s[n - 1] == '\n' || s[n - 1] == ' ')) s[--n] = 0;
         return s;
     }
     size_t n = strlen(p), k = 0;
     char *s = malloc(3 * n + 1);
+    if (!s) return NULL;
     for (size_t j = 0; j < n; j++) {
         if (p[j] == ' ') s[k++] = (char)0xE2, s[k++] = (char)0x96, s[k++] = (char)0x81;
         else s[k++] = p[j];
@@ -121,7 +123,13 @@ char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v) {
         free(names), free(sorted), free(order);
         return NULL;
     }
-    for (int i = 0; i < V; i++) names[i] = hf_piece(v, i), sorted[i].s = names[i], sorted[i].id = i;
+    int oom = 0;
+    for (int i = 0; i < V; i++) names[i] = hf_piece(v, i), sorted[i].s = names[i], sorted[i].id = i, oom |= !names[i];
+    if (oom) {
+        for (int i = 0; i < V; i++) free(names[i]);
+        free(names), free(sorted), free(order);
+        return NULL;
+    }
     qsort(sorted, (size_t)V, sizeof *sorted, by_piece);
 
     cJSON *root = cJSON_CreateObject();
@@ -222,6 +230,11 @@ char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v) {
         struct merge *ms = malloc(sizeof *ms * (n + 1));
         int nm = 0;
         char *buf = malloc(n + 1);
+        if (!ms || !buf) {
+            free(ms), free(buf);
+            oom = 1;
+            break;
+        }
         for (size_t k = 1; k < n; k++) {
             if (((unsigned char)s[k] & 0xC0) == 0x80) continue; /* split only between characters */
             memcpy(buf, s, k), buf[k] = 0;
@@ -246,6 +259,10 @@ char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v) {
         qsort(ms, (size_t)nm, sizeof *ms, by_lr);
         for (int j = 0; j < nm; j++) {
             char *m = malloc(n + 2);
+            if (!m) {
+                oom = 1;
+                break;
+            }
             memcpy(m, s, (size_t)ms[j].split), m[ms[j].split] = ' ';
             strcpy(m + ms[j].split + 1, s + ms[j].split);
             cJSON_AddItemToArray(merges, cJSON_CreateString(m));
@@ -253,7 +270,7 @@ char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v) {
         }
         free(ms), free(buf);
     }
-    char *out = cJSON_PrintUnformatted(root);
+    char *out = oom ? NULL : cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     for (int i = 0; i < V; i++) free(names[i]);
     free(names), free(sorted), free(order);
@@ -424,7 +441,7 @@ static int fill_dir(const struct piso_model *m, const char *tmp, const struct pi
             return piso_errorf("writing tokenizer.json for a byte-level BPE vocabulary without a source "
                                "tokenizer.json is not supported (pass --tokenizer path/to/tokenizer.json)");
         char *tj = piso_spm_tokenizer_json(v);
-        rc = tj ? write_text(tmp, "tokenizer.json", tj) : piso_errorf("cannot build tokenizer.json");
+        rc = tj ? write_text(tmp, "tokenizer.json", tj) : piso_errorf("cannot build tokenizer.json: out of memory");
         free(tj);
         if (rc) return -1;
     }
@@ -455,6 +472,7 @@ static int fill_dir(const struct piso_model *m, const char *tmp, const struct pi
 }
 
 int piso_hf_export_check(const char *dir) {
+    if (piso_output_check(dir, 1)) return -1;
     struct stat st;
     if (stat(dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode)) return piso_errorf("output %s exists and is not a directory", dir);
@@ -472,7 +490,8 @@ int piso_hf_export_check(const char *dir) {
         return 0;
     }
     /* the parent must exist: the directory is built beside it and renamed */
-    char *parent = strdup(dir), *slash = strrchr(parent, '/');
+    char *parent = strdup(dir), *slash = parent ? strrchr(parent, '/') : NULL;
+    if (!parent) return piso_errorf("%s: out of memory", dir);
     int rc = 0;
     if (slash && slash != parent) {
         *slash = 0;
@@ -490,29 +509,44 @@ int piso_hf_export(const struct piso_model *m, const char *dir, const struct pis
     char *tmp = malloc(n), *old = malloc(n);
     snprintf(tmp, n, "%s.piso-tmp-%d", dir, (int)getpid());
     snprintf(old, n, "%s.piso-old-%d", dir, (int)getpid());
-    int rc = -1;
+    int rc = -1, tmp_id = -1, old_id = -1;
+    if (!tmp || !old) {
+        piso_errorf("%s: out of memory", dir);
+        goto done;
+    }
     remove_flat_dir(tmp);
     if (mkdir(tmp, 0755) != 0) {
         piso_errorf("cannot create %s: %s", tmp, strerror(errno));
         goto done;
     }
+    tmp_id = piso_cleanup_add(tmp, 1); /* an interrupt removes it */
     if (fill_dir(m, tmp, o)) {
         piso_error_context("writing %s", dir);
         remove_flat_dir(tmp);
+        piso_cleanup_remove(tmp_id);
         goto done;
     }
+    piso_commit_begin(); /* the renames run to the end: an existing model is replaced whole or kept */
     if (exists && rename(dir, old) != 0) {
         piso_errorf("cannot move the old %s aside: %s", dir, strerror(errno));
         remove_flat_dir(tmp);
+        piso_cleanup_remove(tmp_id);
+        piso_commit_end();
         goto done;
     }
     if (rename(tmp, dir) != 0) {
         piso_errorf("cannot rename %s to %s: %s", tmp, dir, strerror(errno));
         if (exists) rename(old, dir);
         remove_flat_dir(tmp);
+        piso_cleanup_remove(tmp_id);
+        piso_commit_end();
         goto done;
     }
+    piso_cleanup_remove(tmp_id);
+    if (exists) old_id = piso_cleanup_add(old, 1);
+    piso_commit_end();
     if (exists) remove_flat_dir(old);
+    piso_cleanup_remove(old_id);
     rc = 0;
 done:
     free(tmp), free(old);

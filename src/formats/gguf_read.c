@@ -232,6 +232,7 @@ static int gguf_parse(struct piso_gguf *g) {
         return piso_errorf("tensor data section starts at %zu, past the end of the %zu-byte file", data_start,
                            g->map.size);
     size_t data_size = data_start <= g->map.size ? g->map.size - data_start : 0;
+    uint64_t expect = 0; /* as llama.cpp: tensors lie in order, each at the aligned end of the one before */
     for (int64_t i = 0; i < n_t; i++) {
         struct piso_gguf_tensor *t = &g->tensors[i];
         if (t->offset % g->alignment != 0)
@@ -241,8 +242,16 @@ static int gguf_parse(struct piso_gguf *g) {
             return piso_errorf("tensor '%s': data [%llu, %llu) lies outside the %zu bytes of tensor data "
                                "(truncated file?)", t->name, (unsigned long long)t->offset,
                                (unsigned long long)(t->offset + t->nbytes), data_size);
+        if (t->offset != expect)
+            return piso_errorf("tensor '%s': offset %llu, expected %llu (the aligned end of %s): tensors overlap, "
+                               "or a shape or type does not match the data", t->name, (unsigned long long)t->offset,
+                               (unsigned long long)expect, i ? g->tensors[i - 1].name : "the start of the data");
         t->data = g->map.data + data_start + t->offset;
+        expect = (t->offset + t->nbytes + g->alignment - 1) / g->alignment * g->alignment;
     }
+    if (n_t > 0 && data_size > expect && data_size - expect >= g->alignment)
+        return piso_errorf("%zu bytes of tensor data, but the tensors take %llu: a shape or type does not match "
+                           "the data", data_size, (unsigned long long)expect);
     return 0;
 }
 

@@ -50,6 +50,52 @@ static int parse_tensor(struct piso_st_tensor *t, const cJSON *e, size_t data_si
     return 0;
 }
 
+static int cmp_str_ptr(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+static int cmp_by_offset(const void *a, const void *b) {
+    const struct piso_st_tensor *x = *(struct piso_st_tensor *const *)a, *y = *(struct piso_st_tensor *const *)b;
+    return ((const uint8_t *)x->data > (const uint8_t *)y->data) - ((const uint8_t *)x->data < (const uint8_t *)y->data);
+}
+
+/* A file describes itself consistently (as the reference loader demands): names and metadata keys
+ * unique, and the tensors' byte ranges tile the data section exactly, without overlap or gap. */
+static int check_layout(struct piso_st_file *f, size_t data_size) {
+    int n = f->n_tensors, rc = 0;
+    size_t cap = (size_t)(n > f->n_meta ? n : f->n_meta) + 1;
+    char **names = malloc(sizeof(char *) * cap);
+    struct piso_st_tensor **order = malloc(sizeof *order * cap);
+    if (!names || !order) {
+        free(names), free(order);
+        return piso_errorf("out of memory checking %d tensors", n);
+    }
+    for (int i = 0; i < n; i++) names[i] = f->tensors[i].name;
+    qsort(names, (size_t)n, sizeof *names, cmp_str_ptr);
+    for (int i = 1; i < n && !rc; i++)
+        if (!strcmp(names[i], names[i - 1])) rc = piso_errorf("tensor '%s' appears more than once", names[i]);
+    for (int i = 0; i < f->n_meta; i++) names[i] = f->meta_keys[i];
+    qsort(names, (size_t)f->n_meta, sizeof *names, cmp_str_ptr);
+    for (int i = 1; i < f->n_meta && !rc; i++)
+        if (!strcmp(names[i], names[i - 1])) rc = piso_errorf("__metadata__ key '%s' appears more than once", names[i]);
+    if (!rc) {
+        for (int i = 0; i < n; i++) order[i] = &f->tensors[i];
+        qsort(order, (size_t)n, sizeof *order, cmp_by_offset);
+        const uint8_t *base = f->map.data + (f->map.size - data_size), *at = base;
+        for (int i = 0; i < n && !rc; i++) {
+            const uint8_t *b = order[i]->data;
+            if (b != at)
+                rc = piso_errorf("tensor '%s' starts at data offset %zu, expected %zu (the end of %s): tensors %s",
+                                 order[i]->name, (size_t)(b - base), (size_t)(at - base),
+                                 i ? order[i - 1]->name : "the header", b < at ? "overlap" : "leave a gap");
+            at = b + order[i]->nbytes;
+        }
+        if (!rc && (size_t)(at - base) != data_size)
+            rc = piso_errorf("the tensors end at data offset %zu, but the file has %zu bytes of data after the "
+                             "header (trailing bytes)", (size_t)(at - base), data_size);
+    }
+    free(names), free(order);
+    return rc;
+}
+
 int piso_st_open(struct piso_st_file *f, const char *path) {
     memset(f, 0, sizeof *f);
     if (piso_mmap_open(&f->map, path) != 0) return -1;
@@ -74,20 +120,39 @@ int piso_st_open(struct piso_st_file *f, const char *path) {
     size_t data_size = f->map.size - 8 - (size_t)hlen;
     int n = cJSON_GetArraySize(root);
     f->tensors = calloc((size_t)n + 1, sizeof *f->tensors);
+    if (!f->tensors) {
+        cJSON_Delete(root);
+        piso_errorf("out of memory for %d tensors", n);
+        return st_fail(f, path);
+    }
     for (const cJSON *e = root->child; e; e = e->next) {
         if (strcmp(e->string, "__metadata__") == 0) {
             for (const cJSON *m = e->child; m; m = m->next) {
                 if (!cJSON_IsString(m)) continue;
-                f->meta_keys = realloc(f->meta_keys, sizeof(char *) * (size_t)(f->n_meta + 1));
-                f->meta_values = realloc(f->meta_values, sizeof(char *) * (size_t)(f->n_meta + 1));
-                f->meta_keys[f->n_meta] = strdup(m->string);
-                f->meta_values[f->n_meta] = strdup(m->valuestring);
+                char **nk = realloc(f->meta_keys, sizeof(char *) * (size_t)(f->n_meta + 1));
+                if (nk) f->meta_keys = nk;
+                char **nv = nk ? realloc(f->meta_values, sizeof(char *) * (size_t)(f->n_meta + 1)) : NULL;
+                if (nv) f->meta_values = nv;
+                char *k = nv ? strdup(m->string) : NULL, *v = k ? strdup(m->valuestring) : NULL;
+                if (!v) {
+                    free(k);
+                    cJSON_Delete(root);
+                    piso_errorf("out of memory for the metadata");
+                    return st_fail(f, path);
+                }
+                f->meta_keys[f->n_meta] = k;
+                f->meta_values[f->n_meta] = v;
                 f->n_meta++;
             }
             continue;
         }
         struct piso_st_tensor *t = &f->tensors[f->n_tensors++];
         t->name = strdup(e->string);
+        if (!t->name) {
+            cJSON_Delete(root);
+            piso_errorf("out of memory for the tensor names");
+            return st_fail(f, path);
+        }
         if (!cJSON_IsObject(e) || parse_tensor(t, e, data_size) != 0) {
             if (!cJSON_IsObject(e)) piso_errorf("tensor '%s': entry is not an object", t->name);
             cJSON_Delete(root);
@@ -96,6 +161,7 @@ int piso_st_open(struct piso_st_file *f, const char *path) {
         t->data = base + (uintptr_t)t->data;
     }
     cJSON_Delete(root);
+    if (check_layout(f, data_size) != 0) return st_fail(f, path);
     return 0;
 }
 
@@ -144,6 +210,10 @@ float *piso_st_load_f32(const struct piso_st_file *f, const char *name, int expe
         return NULL;
     }
     float *x = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+    if (!x) {
+        piso_errorf("%s: tensor '%s': out of memory for %lld values", f->map.path, name, (long long)t->numel);
+        return NULL;
+    }
     if (piso_st_read_f32(f, t, x, (size_t)t->numel) != 0) {
         free(x);
         return NULL;
@@ -172,6 +242,7 @@ struct st_wtensor {
 
 struct piso_st_writer {
     int n, cap;
+    int oom; /* an add failed for lack of memory: write() refuses */
     struct st_wtensor *t;
     cJSON *meta;
 };
@@ -180,13 +251,27 @@ struct piso_st_writer *piso_st_writer_new(void) { return calloc(1, sizeof(struct
 
 void piso_st_writer_add(struct piso_st_writer *w, const char *name, enum piso_dtype dtype, int ndim,
                         const int64_t *shape, const void *data) {
+    if (!w || w->oom) {
+        if (w) w->oom = 1;
+        return;
+    }
     if (w->n == w->cap) {
-        w->cap = w->cap ? 2 * w->cap : 16;
-        w->t = realloc(w->t, sizeof *w->t * (size_t)w->cap);
+        int cap = w->cap ? 2 * w->cap : 16;
+        struct st_wtensor *nt = realloc(w->t, sizeof *w->t * (size_t)cap);
+        if (!nt) {
+            w->oom = 1;
+            return;
+        }
+        w->t = nt, w->cap = cap;
     }
     struct st_wtensor *t = &w->t[w->n++];
     memset(t, 0, sizeof *t);
     t->name = strdup(name);
+    if (!t->name) {
+        w->n--;
+        w->oom = 1;
+        return;
+    }
     t->dtype = dtype;
     t->ndim = ndim;
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
@@ -202,19 +287,26 @@ static size_t wt_bytes(const struct st_wtensor *t) {
 void piso_st_writer_add_copy(struct piso_st_writer *w, const char *name, enum piso_dtype dtype, int ndim,
                              const int64_t *shape, const void *data) {
     piso_st_writer_add(w, name, dtype, ndim, shape, NULL);
+    if (!w || w->oom) return;
     struct st_wtensor *t = &w->t[w->n - 1];
     size_t nb = wt_bytes(t);
     t->owned = malloc(nb ? nb : 1);
+    if (!t->owned) {
+        w->oom = 1;
+        return;
+    }
     memcpy(t->owned, data, nb);
     t->data = t->owned;
 }
 
 void piso_st_writer_meta(struct piso_st_writer *w, const char *key, const char *value) {
+    if (!w) return; /* piso_st_writer_new ran out of memory: write() reports it */
     if (!w->meta) w->meta = cJSON_CreateObject();
     cJSON_AddStringToObject(w->meta, key, value);
 }
 
 int piso_st_writer_write(struct piso_st_writer *w, const char *path) {
+    if (!w || w->oom) return piso_errorf("%s: out of memory collecting the tensors", path);
     cJSON *root = cJSON_CreateObject();
     if (w->meta) cJSON_AddItemReferenceToObject(root, "__metadata__", w->meta);
     size_t off = 0;

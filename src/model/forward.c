@@ -252,7 +252,11 @@ int piso_generate_greedy(const struct piso_model *m, int *tokens, int n, int n_n
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
             return piso_errorf("generate: prompt token %d at position %d is outside the vocabulary", tokens[i], i);
-    int T = n + (n_new > 0 ? n_new : 0), D = c->dim, rc = 0;
+    if (c->max_seq_len > 0 && n > c->max_seq_len)
+        return piso_errorf("generate: the prompt has %d tokens, more than the model's context of %d", n, c->max_seq_len);
+    if (n_new < 0) n_new = 0;
+    if (c->max_seq_len > 0 && n_new > c->max_seq_len - n) n_new = c->max_seq_len - n; /* capped at the context */
+    int T = n + n_new, D = c->dim, rc = 0;
     size_t Hkv = (size_t)c->n_kv_heads * c->head_dim, per_layer = (size_t)T * Hkv;
     float *cache = malloc(2 * (size_t)c->n_layers * per_layer * sizeof *cache); /* [L][2][T, Hkv] */
     float *x = malloc((size_t)n * D * sizeof *x), *logits = malloc((size_t)c->vocab_size * sizeof *logits);

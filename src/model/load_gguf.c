@@ -162,7 +162,23 @@ int piso_load_gguf(const char *path, struct piso_model **out) {
         free(g);
         return -1;
     }
+    for (int64_t i = 0; i < g->n_tensors; i++) { /* the file describes itself consistently */
+        long blk;
+        int used = 0;
+        if (sscanf(g->tensors[i].name, "blk.%ld.%n", &blk, &used) == 1 && used > 0 && (blk < 0 || blk >= c.n_layers)) {
+            piso_errorf("%s: tensor '%s' is in block %ld, but %s.block_count = %d", path, g->tensors[i].name, blk,
+                        c.arch, c.n_layers);
+            piso_gguf_close(g);
+            free(g);
+            return -1;
+        }
+    }
     struct piso_model *m = piso_model_new(&c, path);
+    if (!m) {
+        piso_gguf_close(g);
+        free(g);
+        return -1;
+    }
     m->storage->gguf = g;
     struct piso_config *mc = &m->cfg;
     char name[96];

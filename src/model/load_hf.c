@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct hf_ctx {
     const char *dir;
@@ -116,6 +117,38 @@ static int parse_config(struct hf_ctx *h, struct piso_config *c) {
     return piso_config_validate(c, h->config_path);
 }
 
+static int cmp_name_pos(const void *a, const void *b) {
+    const struct name_pos { const char *s; int i; } *x = a, *y = b;
+    int c = strcmp(x->s, y->s);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* Drops repeated names, keeping each one's first place; O(n log n) (an index names a shard once
+ * per tensor: tens of thousands of repeats). Returns the new count. */
+static int unique_names(char **v, int n) {
+    struct name_pos { const char *s; int i; } *np = malloc(sizeof *np * (size_t)(n ? n : 1));
+    unsigned char *keep = calloc((size_t)(n ? n : 1), 1);
+    if (!np || !keep) { /* fall back to the quadratic scan */
+        free(np), free(keep);
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            int seen = 0;
+            for (int j = 0; j < k && !seen; j++) seen = !strcmp(v[j], v[i]);
+            if (!seen) v[k++] = v[i];
+        }
+        return k;
+    }
+    for (int i = 0; i < n; i++) np[i].s = v[i], np[i].i = i;
+    qsort(np, (size_t)n, sizeof *np, cmp_name_pos);
+    for (int i = 0; i < n; i++)
+        if (i == 0 || strcmp(np[i].s, np[i - 1].s) != 0) keep[np[i].i] = 1;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (keep[i]) v[k++] = v[i];
+    free(np), free(keep);
+    return k;
+}
+
 /* Opens model.safetensors or every shard named in model.safetensors.index.json. */
 static int open_shards(struct piso_model *m, const char *dir) {
     struct piso_model_storage *s = m->storage;
@@ -129,8 +162,12 @@ static int open_shards(struct piso_model *m, const char *dir) {
     }
     free(single);
     char *index_path = piso_path_join(dir, "model.safetensors.index.json"), *text;
-    if (piso_read_file(index_path, &text, NULL) != 0) {
+    if (!piso_file_exists(index_path)) {
         piso_errorf("%s: no model.safetensors or model.safetensors.index.json", dir);
+        free(index_path);
+        return -1;
+    }
+    if (piso_read_file_max(index_path, &text, NULL, PISO_JSON_LIMIT) != 0) {
         free(index_path);
         return -1;
     }
@@ -151,10 +188,9 @@ static int open_shards(struct piso_model *m, const char *dir) {
             rc = piso_errorf("%s: weight_map entry \"%s\" is not a file name", index_path, e->string);
             break;
         }
-        int seen = 0;
-        for (int i = 0; i < n_files && !seen; i++) seen = !strcmp(files[i], e->valuestring);
-        if (!seen) files[n_files++] = e->valuestring;
+        files[n_files++] = e->valuestring;
     }
+    n_files = rc == 0 ? unique_names(files, n_files) : 0;
     s->st = calloc((size_t)n_files + 1, sizeof *s->st);
     for (int i = 0; rc == 0 && i < n_files; i++) {
         char *p = piso_path_join(dir, files[i]);
@@ -244,6 +280,16 @@ static int load_weights(struct piso_model *m) {
         if (w->bq) c->has_qkv_bias = 1;
         if (w->q_norm) c->has_qk_norm = 1;
     }
+    /* a file describes itself consistently: no layer past num_hidden_layers */
+    for (int i = 0; i < m->storage->n_st; i++)
+        for (int k = 0; k < m->storage->st[i].n_tensors; k++) {
+            const char *tn = m->storage->st[i].tensors[k].name;
+            long layer;
+            int used = 0;
+            if (sscanf(tn, "model.layers.%ld.%n", &layer, &used) == 1 && used > 0 && layer >= c->n_layers)
+                return piso_errorf("%s: tensor '%s' is in layer %ld, but config.json says num_hidden_layers = %d",
+                                   m->storage->st[i].map.path, tn, layer, c->n_layers);
+        }
     const struct piso_st_tensor *t0 = piso_st_find(&m->storage->st[0], "model.embed_tokens.weight");
     fi = 0;
     if (!t0) t0 = find_tensor(m, "model.embed_tokens.weight", &fi);
@@ -272,8 +318,12 @@ int piso_model_rope_rows_to_adjacent(struct piso_model *m) {
 int piso_load_hf(const char *dir, struct piso_model **out) {
     struct hf_ctx h = {dir, piso_path_join(dir, "config.json"), NULL};
     char *text;
-    if (piso_read_file(h.config_path, &text, NULL) != 0) {
+    if (access(h.config_path, F_OK) != 0) {
         piso_errorf("%s: not a model directory (no config.json)", dir);
+        free(h.config_path);
+        return -1;
+    }
+    if (piso_read_file_max(h.config_path, &text, NULL, PISO_JSON_LIMIT) != 0) {
         free(h.config_path);
         return -1;
     }
@@ -287,6 +337,7 @@ int piso_load_hf(const char *dir, struct piso_model **out) {
     free(h.config_path);
     if (rc != 0) return -1;
     struct piso_model *m = piso_model_new(&c, dir);
+    if (!m) return -1;
     if (open_shards(m, dir) != 0 || load_weights(m) != 0 || piso_model_rope_rows_to_adjacent(m) != 0) {
         piso_model_free(m);
         return -1;

@@ -19,6 +19,16 @@ int piso_load_llama2c(const char *path, struct piso_model **out) {
         return piso_errorf("%s: %zu bytes: too short for a llama2.c checkpoint header (and not GGUF)", path, map.size);
     }
     memcpy(h, map.data, sizeof h);
+    int text = 1; /* a text file given as a model: say so instead of decoding its letters as numbers */
+    for (size_t i = 0; i < sizeof h && text; i++) {
+        unsigned char ch = map.data[i];
+        text = (ch >= 0x20 && ch < 0x7f) || ch == '\n' || ch == '\r' || ch == '\t' || ch >= 0x80;
+    }
+    if (text) {
+        piso_mmap_close(&map);
+        return piso_errorf("%s: starts with text, not a model: expected an HF model directory, a llama2.c checkpoint "
+                           "(.bin) or a GGUF file", path);
+    }
     static const char *fields[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
     for (int i = 0; i < 7; i++) {
         if (h[i] == 0 || (h[i] < 0 && i != 5) || h[i] < -(1 << 24)) {
@@ -70,7 +80,19 @@ int piso_load_llama2c(const char *path, struct piso_model **out) {
                            path, c.dim, c.hidden_dim, c.n_layers, c.vocab_size, c.max_seq_len,
                            (unsigned long long)need, (unsigned long long)have);
     }
+    if (need * sizeof(float) != map.size - sizeof h) { /* more than the header describes */
+        size_t have = map.size - sizeof h;
+        piso_mmap_close(&map);
+        return piso_errorf("%s: llama2.c header (dim %d, hidden_dim %d, %d layers, vocab %d, seq_len %d) describes "
+                           "%llu bytes of weights, but the file holds %zu: the header does not match the file",
+                           path, c.dim, c.hidden_dim, c.n_layers, c.vocab_size, c.max_seq_len,
+                           (unsigned long long)need * sizeof(float), have);
+    }
     struct piso_model *m = piso_model_new(&c, path);
+    if (!m) {
+        piso_mmap_close(&map);
+        return -1;
+    }
     m->storage->map = map;
     float *p = (float *)(uintptr_t)(map.data + sizeof h); /* 28-byte header: 4-aligned floats */
     for (int i = 0; i < n_order; i++) {

@@ -8,10 +8,16 @@
 
 struct piso_model *piso_model_new(const struct piso_config *cfg, const char *path) {
     struct piso_model *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
     m->cfg = *cfg;
     m->path = strdup(path ? path : "(memory)");
     m->storage = calloc(1, sizeof *m->storage);
     m->layers = calloc((size_t)(cfg->n_layers > 0 ? cfg->n_layers : 1), sizeof *m->layers);
+    if (!m->path || !m->storage || !m->layers) {
+        piso_model_free(m);
+        piso_errorf("%s: out of memory for the model", path ? path : "model");
+        return NULL;
+    }
     return m;
 }
 
@@ -81,6 +87,7 @@ int piso_model_alloc(const struct piso_config *cfg, struct piso_model **out) {
     *out = NULL;
     if (piso_config_validate(cfg, "model config") != 0) return -1;
     struct piso_model *m = piso_model_new(cfg, NULL);
+    if (!m) return -1;
     for (int s = 0, l; s < piso_schema_steps(cfg); s++) {
         const struct piso_tensor_info *t = piso_schema_step(cfg, s, &l);
         if (piso_schema_present(cfg, t)) *piso_schema_slot(m, t, l) = piso_model_own(m, (size_t)piso_schema_numel(cfg, t));
@@ -105,7 +112,8 @@ int piso_model_make_writable(struct piso_model *m) {
 /* Loads the tokenizer for a llama2.c checkpoint: tok<vocab>.bin beside it (tok512.bin for
  * stories260K), else tokenizer.bin / tokenizer.json beside it. */
 static int llama2c_tokenizer(struct piso_model *m, struct piso_tokenizer **out) {
-    char *dir = strdup(m->path), *slash = strrchr(dir, '/');
+    char *dir = strdup(m->path), *slash = dir ? strrchr(dir, '/') : NULL;
+    if (!dir) return piso_errorf("%s: out of memory", m->path);
     if (slash) *slash = 0;
     else strcpy(dir, ".");
     char name[32];

@@ -215,6 +215,10 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     c.hdiag = malloc(sizeof(float) * (size_t)D);
     c.order = malloc(sizeof(int64_t) * (size_t)c.ng);
     double *imp = calloc((size_t)c.ng, sizeof(double));
+    if (!c.hdiag || !c.order || !imp) {
+        free(c.hdiag), free(c.order), free(imp);
+        return piso_errorf("quantize layer: out of memory for D = %lld", (long long)D);
+    }
     for (int64_t i = 0; i < D; i++) {
         c.hdiag[i] = p->H[i * D + i];
         imp[i / gs] += c.hdiag[i];

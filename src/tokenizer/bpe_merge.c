@@ -24,7 +24,7 @@ struct cand {
 
 struct heap {
     struct cand *v;
-    int n, cap;
+    int n, cap, oom;
 };
 
 static int cand_before(const struct cand *x, const struct cand *y) {
@@ -32,9 +32,15 @@ static int cand_before(const struct cand *x, const struct cand *y) {
 }
 
 static void heap_push(struct heap *h, struct cand c) {
+    if (h->oom) return;
     if (h->n == h->cap) {
-        h->cap = h->cap ? 2 * h->cap : 64;
-        h->v = realloc(h->v, (size_t)h->cap * sizeof *h->v);
+        int cap = h->cap ? 2 * h->cap : 64;
+        struct cand *v = realloc(h->v, (size_t)cap * sizeof *h->v);
+        if (!v) { /* the merge stops short; piso_tok_merge_word reports it */
+            h->oom = 1;
+            return;
+        }
+        h->v = v, h->cap = cap;
     }
     int i = h->n++;
     while (i > 0) {
@@ -97,6 +103,7 @@ int piso_tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t
     if (n == 0) return 0;
     if (n > 0x7fffffff) return piso_errorf("%s: text too long to tokenize", t->source);
     struct sym *s = malloc(n * sizeof *s);
+    if (!s) return piso_errorf("%s: out of memory tokenizing %zu bytes", t->source, n);
     int ns = 0;
     for (size_t i = 0; i < n;) {
         /* one character; a lead byte without its continuation bytes stands alone (invalid UTF-8
@@ -155,6 +162,10 @@ int piso_tok_merge_word(const struct piso_tokenizer *t, const char *text, size_t
         try_pair(t, text, s, c.left, L->next, &h);
     }
     free(h.v);
+    if (h.oom) {
+        free(s);
+        return piso_errorf("%s: out of memory merging %zu bytes", t->source, n);
+    }
     for (int k = 0; ns > 0 && k >= 0; k = s[k].next) {
         int id = s[k].id;
         if (t->merge_mode == TOK_MERGE_SCORE) id = piso_tok_lookup(t, text + s[k].start, (size_t)s[k].len);

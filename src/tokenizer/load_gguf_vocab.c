@@ -117,10 +117,15 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
         return -1;
 
     struct piso_tokenizer *t = piso_tok_new(kind, n, path);
+    if (!t) return piso_errorf("%s: out of memory for %d tokens", path, n);
     for (int i = 0; i < n; i++) {
         size_t len;
         const char *s = arr_string(tokens, (uint64_t)i, &len);
         t->v.pieces[i] = malloc(len + 1);
+        if (!t->v.pieces[i]) {
+            piso_errorf("%s: out of memory for token %d", path, i);
+            goto fail;
+        }
         memcpy(t->v.pieces[i], s, len);
         t->v.pieces[i][len] = 0;
         t->piece_len[i] = (int)len;
@@ -137,7 +142,7 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
             t->v.types[i] = ty;
         }
     }
-    piso_tok_index_vocab(t);
+    if (piso_tok_index_vocab(t) != 0) goto fail;
     if (opt_id(g, "tokenizer.ggml.bos_token_id", n, &t->v.bos_id) ||
         opt_id(g, "tokenizer.ggml.eos_token_id", n, &t->v.eos_id) ||
         opt_id(g, "tokenizer.ggml.unknown_token_id", n, &t->v.unk_id) ||
@@ -177,9 +182,13 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
         }
         free(pre);
         int nm = (int)merges->arr_n;
-        piso_tok_pairs_init(t, nm);
-        t->v.n_merges = nm;
+        if (piso_tok_pairs_init(t, nm) != 0) goto fail;
         t->v.merges = calloc((size_t)nm + 1, sizeof(char *));
+        if (!t->v.merges) {
+            piso_errorf("%s: out of memory for %d merges", path, nm);
+            goto fail;
+        }
+        t->v.n_merges = nm;
         for (int i = 0; i < nm; i++) {
             size_t len;
             const char *s = arr_string(merges, (uint64_t)i, &len);
@@ -188,11 +197,15 @@ int piso_tokenizer_from_gguf(const struct piso_gguf *g, struct piso_tokenizer **
                 piso_errorf("%s: tokenizer.ggml.merges[%d] has no space between its two pieces", path, i);
                 goto fail;
             }
-            t->v.merges[i] = strndup(s, len);
+            if (!(t->v.merges[i] = strndup(s, len))) {
+                piso_errorf("%s: out of memory for merge %d", path, i);
+                goto fail;
+            }
             piso_tok_add_merge(t, i, s, (size_t)(sp - s), sp + 1, len - (size_t)(sp - s) - 1);
         }
     }
     name_based_strip(t, g, t->v.pre[0] ? t->v.pre : NULL);
+    piso_tok_sort_added(t);
     *out = t;
     return 0;
 fail:

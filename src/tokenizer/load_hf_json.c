@@ -152,7 +152,7 @@ static cJSON *read_json_beside(const char *path, const char *name) {
     char *text = NULL;
     size_t n;
     cJSON *j = NULL;
-    if (piso_file_exists(p) && piso_read_file(p, &text, &n) == 0) j = cJSON_Parse(text);
+    if (piso_file_exists(p) && piso_read_file_max(p, &text, &n, PISO_JSON_LIMIT) == 0) j = cJSON_ParseWithLength(text, n);
     free(text);
     free(p);
     return j;
@@ -202,9 +202,10 @@ static void special_ids(struct piso_tokenizer *t, const char *path, const cJSON 
 static int load_merges(struct hf_load *L, const cJSON *merges) {
     struct piso_tokenizer *t = L->t;
     int n = cJSON_GetArraySize(merges);
-    piso_tok_pairs_init(t, n);
-    t->v.n_merges = n;
+    if (piso_tok_pairs_init(t, n) != 0) return -1;
     t->v.merges = calloc((size_t)n + 1, sizeof(char *));
+    if (!t->v.merges) return piso_errorf("%s: out of memory for %d merges", L->path, n);
+    t->v.n_merges = n;
     int rank = 0;
     const cJSON *m;
     cJSON_ArrayForEach(m, merges) {
@@ -224,6 +225,7 @@ static int load_merges(struct hf_load *L, const cJSON *merges) {
             return piso_errorf("%s: model.merges[%d] is neither \"a b\" nor [\"a\", \"b\"]", L->path, rank);
         }
         char *joined = malloc(al + bl + 2);
+        if (!joined) return piso_errorf("%s: out of memory for merge %d", L->path, rank);
         memcpy(joined, a, al);
         joined[al] = ' ';
         memcpy(joined + al + 1, b, bl);
@@ -269,18 +271,19 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
     int is_bytelevel = pre_text && strstr(pre_text, "\"ByteLevel\"") != NULL;
     free(pre_text);
     struct piso_tokenizer *t = piso_tok_new(is_bytelevel ? PISO_TOK_BYTE_BPE : PISO_TOK_SPM, (int)n_vocab, path);
+    if (!t) return piso_errorf("%s: out of memory for %ld tokens", path, n_vocab);
     L->t = t;
     cJSON_ArrayForEach(x, vocab) {
         int id = x->valueint;
         free(t->v.pieces[id]);
-        t->v.pieces[id] = strdup(x->string);
+        if (!(t->v.pieces[id] = strdup(x->string))) return piso_errorf("%s: out of memory for token %d", path, id);
         t->piece_len[id] = (int)strlen(x->string);
     }
     cJSON_ArrayForEach(x, added) {
         int id = cJSON_GetObjectItemCaseSensitive(x, "id")->valueint;
         const char *c = jstr(x, "content");
         free(t->v.pieces[id]);
-        t->v.pieces[id] = strdup(c);
+        if (!(t->v.pieces[id] = strdup(c))) return piso_errorf("%s: out of memory for token %d", path, id);
         t->piece_len[id] = (int)strlen(c);
         t->v.types[id] = jbool(x, "special", 0) ? TOK_TYPE_CONTROL : TOK_TYPE_USER;
         int strip = (jbool(x, "lstrip", 0) ? 1 : 0) | (jbool(x, "rstrip", 0) ? 2 : 0) |
@@ -290,7 +293,7 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
     }
     for (int i = 0; i < t->v.n_vocab; i++) {
         if (!t->v.pieces[i]) {
-            t->v.pieces[i] = strdup("");
+            if (!(t->v.pieces[i] = strdup(""))) return piso_errorf("%s: out of memory", path);
             t->v.types[i] = TOK_TYPE_UNUSED;
         }
         const char *p = t->v.pieces[i];
@@ -299,7 +302,7 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
             t->v.types[i] = TOK_TYPE_BYTE;
         t->v.scores[i] = 0;
     }
-    piso_tok_index_vocab(t);
+    if (piso_tok_index_vocab(t) != 0) return -1;
     cJSON_ArrayForEach(x, added) piso_tok_add_added(t, cJSON_GetObjectItemCaseSensitive(x, "id")->valueint);
     t->merge_mode = TOK_MERGE_RANK;
     t->byte_fallback = jbool(model, "byte_fallback", 0);
@@ -328,6 +331,7 @@ static int load_root(struct hf_load *L, const cJSON *root, struct piso_tokenizer
     if (t->v.kind == PISO_TOK_BYTE_BPE && L->n_split == 1 && L->pre_guess)
         snprintf(t->v.pre, sizeof t->v.pre, "%s", L->pre_guess);
     special_ids(t, path, root);
+    piso_tok_sort_added(t);
     *out = t;
     return 0;
 }

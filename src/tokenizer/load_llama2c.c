@@ -32,7 +32,12 @@ int piso_tok_load_llama2c(const char *path, struct piso_tokenizer **out) {
         }
         memcpy(&score, d + off, 4);
         memcpy(&len, d + off + 4, 4);
-        if (len < 0 || len > max_len || (size_t)len > size - off - 8 || !isfinite(score)) {
+        if (len >= 0 && len <= max_len && (size_t)len > size - off - 8) {
+            piso_mmap_close(&m);
+            return piso_errorf("%s: llama2.c tokenizer: token %d: its %d bytes run past the end of the file at byte "
+                               "%zu (truncated?)", path, n, (int)len, size);
+        }
+        if (len < 0 || len > max_len || !isfinite(score)) {
             piso_mmap_close(&m);
             return piso_errorf("%s: llama2.c tokenizer: token %d has an invalid length %d or score "
                                "(max_token_length %d)", path, n, (int)len, (int)max_len);
@@ -45,6 +50,10 @@ int piso_tok_load_llama2c(const char *path, struct piso_tokenizer **out) {
         return piso_errorf("%s: llama2.c tokenizer: only %d tokens", path, n);
     }
     struct piso_tokenizer *t = piso_tok_new(PISO_TOK_SPM, n, path);
+    if (!t) {
+        piso_mmap_close(&m);
+        return piso_errorf("%s: out of memory for %d tokens", path, n);
+    }
     off = 4;
     for (int i = 0; i < n; i++) {
         int32_t len;
@@ -53,6 +62,11 @@ int piso_tok_load_llama2c(const char *path, struct piso_tokenizer **out) {
         const char *p = (const char *)d + off + 8;
         off += 8 + (size_t)len;
         char *s = malloc((size_t)len * 3 + 1);
+        if (!s) {
+            piso_mmap_close(&m);
+            piso_tokenizer_free(t);
+            return piso_errorf("%s: out of memory for token %d", path, i);
+        }
         int o = 0;
         for (int k = 0; k < len; k++) {
             if (p[k] == ' ') {
@@ -77,7 +91,11 @@ int piso_tok_load_llama2c(const char *path, struct piso_tokenizer **out) {
     t->merge_mode = TOK_MERGE_SCORE;
     t->prefix = TOK_PREFIX_SEGMENT;
     t->byte_fallback = 1;
-    piso_tok_index_vocab(t);
+    if (piso_tok_index_vocab(t) != 0) {
+        piso_tokenizer_free(t);
+        return -1;
+    }
+    piso_tok_sort_added(t);
     *out = t;
     return 0;
 bad_header:

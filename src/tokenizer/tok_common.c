@@ -2,22 +2,30 @@
  * and the loader dispatch (tokenizer.json, llama2.c tokenizer.bin, GGUF, model directory). */
 #include "tokenizer/tok_internal.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct piso_tokenizer *piso_tok_new(enum piso_tok_kind kind, int n_vocab, const char *source) {
     struct piso_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
     t->v.kind = kind;
     t->v.n_vocab = n_vocab;
     t->v.pieces = calloc((size_t)n_vocab + 1, sizeof(char *));
     t->v.scores = calloc((size_t)n_vocab + 1, sizeof(float));
     t->v.types = calloc((size_t)n_vocab + 1, sizeof(int));
     t->piece_len = calloc((size_t)n_vocab + 1, sizeof(int));
-    for (int i = 0; i < n_vocab; i++) t->v.types[i] = TOK_TYPE_NORMAL;
+    for (int i = 0; t->v.types && i < n_vocab; i++) t->v.types[i] = TOK_TYPE_NORMAL;
     t->v.bos_id = t->v.eos_id = t->v.unk_id = t->v.pad_id = -1;
     t->parse_special = 1;
     t->source = strdup(source ? source : "?");
     for (int b = 0; b < 256; b++) t->byte_token[b] = -1;
+    if (!t->v.pieces || !t->v.scores || !t->v.types || !t->piece_len || !t->source) {
+        t->v.n_vocab = 0; /* nothing to free piece by piece */
+        piso_tokenizer_free(t);
+        return NULL;
+    }
     return t;
 }
 
@@ -37,6 +45,7 @@ void piso_tokenizer_free(struct piso_tokenizer *t) {
     for (int i = 0; i < t->n_regex; i++) pcre2_code_free(t->regex[i]);
     free(t->regex);
     free(t->added);
+    free(t->is_added);
     free(t->strip);
     free(t->source);
     free(t);
@@ -76,6 +85,9 @@ int piso_tok_index_vocab(struct piso_tokenizer *t) {
     struct tok_strmap *m = &t->vocab_map;
     free(m->slots);
     m->slots = malloc(cap * sizeof(int32_t));
+    if (!m->slots) return piso_errorf("%s: out of memory for the vocabulary index", t->source);
+    for (int id = 0; id < t->v.n_vocab; id++)
+        if (!t->v.pieces[id]) return piso_errorf("%s: out of memory for token %d", t->source, id);
     m->mask = cap - 1;
     for (uint32_t i = 0; i < cap; i++) m->slots[i] = -1;
     for (int id = 0; id < t->v.n_vocab; id++) {
@@ -113,12 +125,15 @@ int piso_tok_index_vocab(struct piso_tokenizer *t) {
 }
 
 /* ---- merges --------------------------------------------------------------------------------- */
-void piso_tok_pairs_init(struct piso_tokenizer *t, int n) {
+int piso_tok_pairs_init(struct piso_tokenizer *t, int n) {
     uint32_t cap = pow2_at_least((uint64_t)n);
     t->pairs.keys = calloc(cap, sizeof(uint64_t));
     t->pairs.val = malloc(cap * sizeof(int32_t));
     t->pairs.mask = cap - 1;
     t->merge_result = malloc(((size_t)n + 1) * sizeof(int32_t));
+    if (!t->pairs.keys || !t->pairs.val || !t->merge_result)
+        return piso_errorf("%s: out of memory for %d merges", t->source, n);
+    return 0;
 }
 
 static uint32_t pair_hash(uint64_t k) {
@@ -162,9 +177,15 @@ int piso_tok_pair_find(const struct piso_tokenizer *t, int left, int right) {
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 void piso_tok_ids_push(struct tok_ids *a, int x) {
+    if (a->oom) return;
     if (a->n == a->cap) {
-        a->cap = a->cap ? 2 * a->cap : 256;
-        a->v = realloc(a->v, (size_t)a->cap * sizeof(int));
+        int cap = a->cap ? 2 * a->cap : 256;
+        int *v = realloc(a->v, (size_t)cap * sizeof(int));
+        if (!v) {
+            a->oom = 1;
+            return;
+        }
+        a->v = v, a->cap = cap;
     }
     a->v[a->n++] = x;
 }
@@ -197,16 +218,32 @@ int piso_tok_utf8_len(unsigned char c) {
 /* ---- added tokens --------------------------------------------------------------------------- */
 void piso_tok_add_added(struct piso_tokenizer *t, int id) {
     if (id < 0 || id >= t->v.n_vocab || t->piece_len[id] == 0) return;
-    for (int i = 0; i < t->n_added; i++)
-        if (t->added[i] == id) return;
-    t->added = realloc(t->added, (size_t)(t->n_added + 1) * sizeof(int));
-    /* keep longest first so the first hit at a position is the longest one */
-    int i = t->n_added++;
-    while (i > 0 && t->piece_len[t->added[i - 1]] < t->piece_len[id]) {
-        t->added[i] = t->added[i - 1];
-        i--;
+    if (!t->is_added && !(t->is_added = calloc((size_t)t->v.n_vocab, 1))) return;
+    if (t->is_added[id]) return;
+    if (t->n_added == t->added_cap) {
+        int cap = t->added_cap ? 2 * t->added_cap : 16;
+        int *na = realloc(t->added, (size_t)cap * sizeof(int));
+        if (!na) return;
+        t->added = na, t->added_cap = cap;
     }
-    t->added[i] = id;
+    t->is_added[id] = 1;
+    t->added[t->n_added++] = id;
+}
+
+static int cmp_added(const void *a, const void *b) {
+    const int *x = a, *y = b; /* triples (piece length, insertion position, id) */
+    if (x[0] != y[0]) return x[0] > y[0] ? -1 : 1;
+    return (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+void piso_tok_sort_added(struct piso_tokenizer *t) {
+    if (t->n_added < 2) return;
+    int *tr = malloc(3 * sizeof(int) * (size_t)t->n_added);
+    if (!tr) return; /* keeps insertion order: matching then may prefer a shorter token */
+    for (int i = 0; i < t->n_added; i++) tr[3 * i] = t->piece_len[t->added[i]], tr[3 * i + 1] = i, tr[3 * i + 2] = t->added[i];
+    qsort(tr, (size_t)t->n_added, 3 * sizeof(int), cmp_added);
+    for (int i = 0; i < t->n_added; i++) t->added[i] = tr[3 * i + 2];
+    free(tr);
 }
 
 static int match_added(const struct piso_tokenizer *t, const char *s, size_t n, int *len) {
@@ -278,7 +315,11 @@ int piso_tokenize(const struct piso_tokenizer *t, const char *text, size_t len, 
         i = seg = next;
     }
     if (len > seg && encode_segment(t, text + seg, len - seg, seg == 0, &out) != 0) goto fail;
-    if (!out.v) out.v = malloc(sizeof(int));
+    if (!out.v && !out.oom && !(out.v = malloc(sizeof(int)))) out.oom = 1;
+    if (out.oom) {
+        piso_errorf("%s: out of memory tokenizing %zu bytes", t->source, len);
+        goto fail;
+    }
     *ids = out.v;
     *n_ids = out.n;
     return 0;
@@ -289,49 +330,85 @@ fail:
 
 /* ---- loading -------------------------------------------------------------------------------- */
 
-static int load_file(const char *path, struct piso_tokenizer **out) {
+/* What kind of file `path` looks like from its first bytes: 'G' GGUF, 'J' JSON (after an optional
+ * UTF-8 BOM and any whitespace), 0 otherwise (a llama2.c tokenizer.bin or something else). */
+static int sniff(const char *path, int *kind) {
     FILE *f = fopen(path, "rb");
-    if (!f) return piso_errorf("%s: cannot open tokenizer", path);
-    unsigned char head[16] = {0};
+    if (!f) return piso_errorf("%s: cannot open tokenizer: %s", path, strerror(errno));
+    unsigned char head[4096];
     size_t n = fread(head, 1, sizeof head, f);
     fclose(f);
-    if (n >= 4 && memcmp(head, "GGUF", 4) == 0) return piso_tok_load_gguf_path(path, out);
-    size_t i = 0;
-    while (i < n && (head[i] == ' ' || head[i] == '\n' || head[i] == '\r' || head[i] == '\t')) i++;
-    if (i < n && head[i] == '{') return piso_tok_load_hf_json(path, out);
-    if (piso_tok_load_llama2c(path, out) == 0) return 0;
-    /* a llama2.c checkpoint: use the tokenizer beside it */
-    char *dir = strdup(path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = 0;
-    else strcpy(dir, ".");
-    static const char *names[] = {"tokenizer.bin", "tok512.bin", "tokenizer.json"};
-    for (int k = 0; k < 3; k++) {
-        char *p = piso_path_join(dir, names[k]);
-        if (strcmp(p, path) != 0 && piso_file_exists(p)) {
-            int rc = load_file(p, out);
-            free(p);
-            free(dir);
-            return rc;
-        }
-        free(p);
+    *kind = 0;
+    if (n >= 4 && memcmp(head, "GGUF", 4) == 0) {
+        *kind = 'G';
+        return 0;
     }
-    free(dir);
-    return piso_errorf("%s: not a tokenizer (not GGUF, not a tokenizer.json, not a llama2.c tokenizer.bin) "
-                       "and no tokenizer.bin or tokenizer.json beside it", path);
+    size_t i = n >= 3 && memcmp(head, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+    while (i < n && (head[i] == ' ' || head[i] == '\n' || head[i] == '\r' || head[i] == '\t')) i++;
+    if (i < n && head[i] == '{') *kind = 'J';
+    return 0;
+}
+
+/* Loads one tokenizer file. A llama2.c checkpoint is not a tokenizer: with `beside` the tokenizer
+ * next to it is used (once: a file found that way is never itself looked beside, so two broken
+ * files side by side cannot send this into a loop). */
+static int load_file(const char *path, int beside, struct piso_tokenizer **out) {
+    int kind;
+    if (sniff(path, &kind) != 0) return -1;
+    if (kind == 'G') return piso_tok_load_gguf_path(path, out);
+    if (kind == 'J') return piso_tok_load_hf_json(path, out);
+    if (piso_tok_load_llama2c(path, out) == 0) return 0;
+    char why[512];
+    snprintf(why, sizeof why, "%s", piso_last_error());
+    if (beside) { /* a llama2.c checkpoint: use the tokenizer beside it */
+        char *dir = strdup(path);
+        if (!dir) return piso_errorf("%s: out of memory", path);
+        char *slash = strrchr(dir, '/');
+        if (slash) *slash = 0;
+        else strcpy(dir, ".");
+        static const char *names[] = {"tokenizer.bin", "tok512.bin", "tokenizer.json"};
+        for (int k = 0; k < 3; k++) {
+            char *p = piso_path_join(dir, names[k]);
+            if (p && strcmp(p, path) != 0 && piso_file_exists(p)) {
+                int rc = load_file(p, 0, out);
+                if (rc != 0) {
+                    char inner[1024];
+                    snprintf(inner, sizeof inner, "%s", piso_last_error());
+                    piso_errorf("%s: not a tokenizer (as a llama2.c tokenizer.bin: %s), and the tokenizer beside it "
+                                "failed: %s", path, why, inner);
+                }
+                free(p);
+                free(dir);
+                return rc;
+            }
+            free(p);
+        }
+        free(dir);
+    }
+    return piso_errorf("%s: not a tokenizer: not GGUF, not a tokenizer.json, and as a llama2.c tokenizer.bin: %s%s",
+                       path, why, beside ? "; and no tokenizer.bin, tok512.bin or tokenizer.json beside it" : "");
+}
+
+/* "no such file" only when there is none: a device, a FIFO or a socket is named as what it is */
+static int not_a_file(const char *path, const char *what) {
+    struct stat st;
+    if (stat(path, &st) != 0) return piso_errorf("%s: no such %s: %s", path, what, strerror(errno));
+    return piso_errorf("%s: not a regular file (a %s): cannot be a %s", path,
+                       S_ISCHR(st.st_mode) ? "character device" : S_ISBLK(st.st_mode) ? "block device"
+                       : S_ISFIFO(st.st_mode) ? "FIFO" : S_ISSOCK(st.st_mode) ? "socket" : "special file", what);
 }
 
 int piso_tokenizer_load(const char *path, struct piso_tokenizer **out) {
     *out = NULL;
     if (!piso_is_dir(path)) {
-        if (!piso_file_exists(path)) return piso_errorf("%s: no such tokenizer file or directory", path);
-        return load_file(path, out);
+        if (!piso_file_exists(path)) return not_a_file(path, "tokenizer file or directory");
+        return load_file(path, 1, out);
     }
     static const char *names[] = {"tokenizer.json", "tokenizer.bin", "tok512.bin"};
     for (int k = 0; k < 3; k++) {
         char *p = piso_path_join(path, names[k]);
         if (piso_file_exists(p)) {
-            int rc = load_file(p, out);
+            int rc = load_file(p, 0, out);
             free(p);
             return rc;
         }

@@ -70,7 +70,9 @@ struct piso_tokenizer {
 
     /* added tokens matched in raw text (longest match at the leftmost position) */
     int n_added;
-    int *added;                     /* ids */
+    int *added;                     /* ids, longest piece first once piso_tok_sort_added has run */
+    int added_cap;
+    unsigned char *is_added;        /* [n_vocab] or NULL */
     unsigned char *strip;           /* [n_vocab] or NULL: 1 = lstrip, 2 = rstrip, 4 = normalized (HF) */
     int match_normalized;           /* tokens flagged 4 are matched in the SPM-normalized text */
     int parse_special;              /* match control tokens too (default 1, as HF) */
@@ -86,14 +88,18 @@ int piso_tok_lookup(const struct piso_tokenizer *t, const char *s, size_t n); /*
 int piso_tok_index_vocab(struct piso_tokenizer *t);
 /* Sizes the pair map for n merges; then piso_tok_add_merge for rank = 0, 1, ... A merge whose parts or
  * result are not vocab pieces can never apply and is skipped; a repeated pair keeps its first rank. */
-void piso_tok_pairs_init(struct piso_tokenizer *t, int n);
+int piso_tok_pairs_init(struct piso_tokenizer *t, int n); /* -1: out of memory */
 void piso_tok_add_merge(struct piso_tokenizer *t, int rank, const char *l, size_t ln, const char *r, size_t rn);
 int piso_tok_pair_find(const struct piso_tokenizer *t, int left, int right); /* rank or -1 */
+/* Appends an added token (duplicates ignored); every loader calls piso_tok_sort_added after the last
+ * one, which orders them longest first (stable), as matching needs. Both O(n log n) overall. */
 void piso_tok_add_added(struct piso_tokenizer *t, int id);
+void piso_tok_sort_added(struct piso_tokenizer *t);
 /* Growable int vector */
 struct tok_ids {
     int *v;
     int n, cap;
+    int oom; /* a push failed for lack of memory: the encoding is incomplete (piso_tokenize reports it) */
 };
 void piso_tok_ids_push(struct tok_ids *a, int x);
 /* Appends the UTF-8 encoding of cp to buf (at most 4 bytes); returns bytes written. */
