@@ -26,6 +26,9 @@ for t in "${targets[@]}"; do
   args=(-max_total_time="$per" -print_final_stats=1 -rss_limit_mb=2048 -malloc_limit_mb=1024 -timeout=20
         -max_len=65536 -artifact_prefix="build-fuzz/artifacts/$t-")
   [ -f "$dict" ] && args+=(-dict="$dict")
+  # CI: a fixed mutation seed, so a red run can be replayed (FUZZ_SEED overrides; 0 = from the clock)
+  seed=${FUZZ_SEED:-$([ "${CI:-}" = true ] && echo 1 || echo 0)}
+  (( seed )) && args+=(-seed="$seed")
   log=build-fuzz/$t.log
   set +e
   ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
