@@ -12,7 +12,7 @@
 #define CLI_OPTIONS_ROUNDERS(type) \
     {"--alpha", NULL, CLI_DOUBLE, offsetof(type, alpha), .arg = "A", \
      .help = "sr/beam/gpfq: target X_a = Xq + A (X - Xq); 0 symmetric, 1 fully\n" \
-             "asymmetric (default 0.25)", \
+             "asymmetric (default 0.5)", \
      .dmin = 0, .dmax = 1}, \
     {"--alpha-sample", NULL, CLI_FLAG, offsetof(type, alpha_sample), \
      .help = "sr/beam/gpfq: draw alpha per layer from U(0, 1), seeded by --seed"}, \

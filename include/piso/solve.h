@@ -55,7 +55,7 @@ struct piso_ec_opts {
     int beam_b;                    /* beam: candidates per column, the B nearest grid values (≥ 2;
                                     * default 2; ≥ the grid size: the whole grid) */
 };
-#define PISO_ALPHA_DEFAULT 0.25
+#define PISO_ALPHA_DEFAULT 0.5
 /* Checks the options a rounding uses (α in [0, 1], beam K ≥ 1, B ≥ 2); an error naming the option. */
 int piso_ec_opts_check(const struct piso_ec_opts *o, enum piso_rounding r);
 void piso_ec_opts_default(struct piso_ec_opts *o);

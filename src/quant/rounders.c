@@ -144,7 +144,7 @@ done:
 struct cand {
     double cost;
     float q, e;
-    int parent, rank, code;
+    int parent, rank, code, greedy;
 };
 static int cand_cmp(const void *a, const void *b) {
     const struct cand *x = a, *y = b;
@@ -162,6 +162,7 @@ struct beam_tile {
     float *Bw, *Bw2, *E, *E2; /* [SK, B] batch columns, batch errors */
     int16_t *Cb, *Cb2;       /* [SK, B] batch codes */
     int *anc, *anc2, *n;     /* [SK], [SK], [T] */
+    int *greedy, *greedy2;   /* [SK]: 1 on the state that always took the nearest value (sr's path) */
     float *Wrep;             /* [SK, D] the row's target per slot (interleave group) */
     struct cand *cands;      /* [K·B] */
 };
@@ -169,7 +170,7 @@ struct beam_tile {
 static void beam_tile_free(struct beam_tile *b) {
     free(b->W), free(b->Wn), free(b->C), free(b->Cn), free(b->S), free(b->Sn), free(b->cost), free(b->cost2);
     free(b->Bw), free(b->Bw2), free(b->E), free(b->E2), free(b->Cb), free(b->Cb2), free(b->anc), free(b->anc2);
-    free(b->n), free(b->Wrep), free(b->cands);
+    free(b->n), free(b->Wrep), free(b->cands), free(b->greedy), free(b->greedy2);
 }
 
 static int beam_tile_alloc(struct beam_tile *b, int T, int K, int D, int ng, int B, int ncand, int group_scales) {
@@ -184,10 +185,11 @@ static int beam_tile_alloc(struct beam_tile *b, int T, int K, int D, int ng, int
     b->E = malloc(sizeof(float) * SK * B), b->E2 = malloc(sizeof(float) * SK * B);
     b->Cb = malloc(sizeof(int16_t) * SK * B), b->Cb2 = malloc(sizeof(int16_t) * SK * B);
     b->anc = malloc(sizeof(int) * SK), b->anc2 = malloc(sizeof(int) * SK), b->n = malloc(sizeof(int) * T);
+    b->greedy = calloc(SK, sizeof(int)), b->greedy2 = calloc(SK, sizeof(int));
     b->Wrep = group_scales ? malloc(sizeof(float) * SK * D) : NULL;
     b->cands = malloc(sizeof(struct cand) * (size_t)K * ncand);
     if (!b->W || !b->Wn || !b->C || !b->Cn || !b->S || !b->Sn || !b->cost || !b->cost2 || !b->Bw || !b->Bw2 ||
-        !b->E || !b->E2 || !b->Cb || !b->Cb2 || !b->anc || !b->anc2 || !b->n || (group_scales && !b->Wrep) ||
+        !b->E || !b->E2 || !b->Cb || !b->Cb2 || !b->anc || !b->anc2 || !b->n || !b->greedy || !b->greedy2 || (group_scales && !b->Wrep) ||
         !b->cands) {
         beam_tile_free(b);
         return -1;
@@ -225,6 +227,7 @@ static int beam_tile_run(struct piso_ec_work *w, const float *Rf, int64_t r0, in
             memcpy(b->S + (size_t)s * ng, w->S + (r0 + t) * ng, sizeof(float) * ng);
             if (b->Wrep) memcpy(b->Wrep + (size_t)s * D, w->Wo + (r0 + t) * D, sizeof(float) * D);
             b->cost[s] = 0;
+            b->greedy[s] = j == 0;
         }
     }
     int idx[PISO_GRID_MAX];
@@ -252,7 +255,8 @@ static int beam_tile_run(struct piso_ec_work *w, const float *Rf, int64_t r0, in
                     int nc = 0, nt = b->n[t];
                     for (int j = 0; j < nt; j++) {
                         int s = t * K + j;
-                        float sc = b->S[(size_t)s * ng + gid], v = b->Bw[(size_t)s * Bw + c];
+                        /* scales are gathered at batch ends: inside a batch a state's are its ancestor's */
+                        float sc = b->S[(size_t)b->anc[s] * ng + gid], v = b->Bw[(size_t)s * Bw + c];
                         int m = nearest_indices(grid, v / sc, ncand, idx);
                         for (int q = 0; q < m; q++) {
                             struct cand *cd = &b->cands[nc++];
@@ -260,7 +264,7 @@ static int beam_tile_run(struct piso_ec_work *w, const float *Rf, int64_t r0, in
                             cd->q = sc * gv;
                             cd->e = (v - cd->q) / Ri[i];
                             cd->cost = b->cost[s] + (double)cd->e * cd->e;
-                            cd->parent = j, cd->rank = q;
+                            cd->parent = j, cd->rank = q, cd->greedy = b->greedy[s] && q == 0;
                             cd->code = grid->is_int ? (int)lrintf(gv) : idx[q];
                         }
                     }
@@ -276,6 +280,12 @@ static int beam_tile_run(struct piso_ec_work *w, const float *Rf, int64_t r0, in
                             b->cands[z] = x;
                         }
                     }
+                    /* sr's path always survives (so the result is never worse than sr's): when its
+                     * child is not among the K best it replaces the K-th (costs stay ascending) */
+                    int gk = 0;
+                    for (int m = 0; m < keep && !gk; m++) gk = b->cands[m].greedy;
+                    for (int m = keep; m < nc && !gk; m++)
+                        if (b->cands[m].greedy) b->cands[keep - 1] = b->cands[m], gk = 1;
                     for (int m = 0; m < keep; m++) {
                         const struct cand *cd = &b->cands[m];
                         int s = t * K + m, ps = t * K + cd->parent;
@@ -290,6 +300,7 @@ static int beam_tile_run(struct piso_ec_work *w, const float *Rf, int64_t r0, in
                         b->Cb2[(size_t)s * Bw + c] = (int16_t)cd->code;
                         b->anc2[s] = b->anc[ps];
                         b->cost2[s] = cd->cost;
+                        b->greedy2[s] = cd->greedy;
                     }
                     b->n[t] = keep;
                 }
@@ -297,7 +308,7 @@ static int beam_tile_run(struct piso_ec_work *w, const float *Rf, int64_t r0, in
                 for (int t = 0; t < T; t++)
                     for (int m = 0; m < b->n[t]; m++) {
                         int s = t * K + m;
-                        b->anc[s] = b->anc2[s], b->cost[s] = b->cost2[s];
+                        b->anc[s] = b->anc2[s], b->cost[s] = b->cost2[s], b->greedy[s] = b->greedy2[s];
                     }
                 float *tf;
                 int16_t *ti;
@@ -347,6 +358,7 @@ static int beam_tile_run(struct piso_ec_work *w, const float *Rf, int64_t r0, in
 static int beam_sweep(struct piso_ec_work *w, const double *R) {
     int64_t N = w->N, D = w->D;
     int K = w->opts.beam_k, B = w->opts.block_size > 0 ? w->opts.block_size : 128;
+    if (B > D) B = (int)D;
     int ncand = w->opts.beam_b < w->opts.q.grid.n ? w->opts.beam_b : w->opts.q.grid.n;
     /* tiles of about 128 states: a GEMM-sized trailing update, and several tiles per thread */
     int T = K >= 128 ? 1 : 128 / K;
