@@ -10,6 +10,7 @@
  *  - bad options (K < 1, B < 2, α outside [0, 1]) fail before any work, in the library and the CLI,
  *    and the CLI writes nothing. */
 #include "harness.h"
+#include "piso/pipeline.h"
 #include "piso/solve.h"
 
 #include <stdint.h>
@@ -393,6 +394,27 @@ static void test_bad_options(void) {
     remove("/tmp/piso_test_rounders_err");
 }
 
+/* --alpha-sample: U(0, 1) per (seed, block, layer), reproducible; mean and spread of many draws */
+static void test_alpha_sample(void) {
+    double sum = 0, sum2 = 0, lo = 1, hi = 0;
+    int n = 0, same = 0;
+    for (uint64_t seed = 0; seed < 50; seed++)
+        for (int b = 0; b < 8; b++)
+            for (int k = 0; k < PISO_LIN_COUNT; k++) {
+                double a = piso_alpha_sample(seed, b, (enum piso_linear)k);
+                same += a == piso_alpha_sample(seed, b, (enum piso_linear)k);
+                sum += a, sum2 += a * a, n++;
+                if (a < lo) lo = a;
+                if (a > hi) hi = a;
+            }
+    double mean = sum / n, var = sum2 / n - mean * mean;
+    CHECK(same == n && lo >= 0 && hi < 1, "draws in [0, 1) and reproducible (%g..%g)", lo, hi);
+    CHECK(fabs(mean - 0.5) < 0.03 && fabs(var - 1.0 / 12) < 0.01, "U(0,1): mean %g var %g over %d draws", mean, var, n);
+    CHECK(piso_alpha_sample(1, 0, (enum piso_linear)0) != piso_alpha_sample(2, 0, (enum piso_linear)0) &&
+              piso_alpha_sample(1, 0, (enum piso_linear)0) != piso_alpha_sample(1, 1, (enum piso_linear)0),
+          "the seed and the layer change the draw");
+}
+
 int main(void) {
     piso_set_quiet(1);
     test_exhaustive();
@@ -400,5 +422,6 @@ int main(void) {
     test_sr_is_gptq();
     test_gpfq();
     test_bad_options();
+    test_alpha_sample();
     return test_finish();
 }

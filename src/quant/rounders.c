@@ -183,7 +183,7 @@ static int beam_tile_alloc(struct beam_tile *b, int T, int K, int D, int ng, int
     b->cost = malloc(sizeof(double) * SK), b->cost2 = malloc(sizeof(double) * SK);
     b->Bw = malloc(sizeof(float) * SK * B), b->Bw2 = malloc(sizeof(float) * SK * B);
     b->E = malloc(sizeof(float) * SK * B), b->E2 = malloc(sizeof(float) * SK * B);
-    b->Cb = malloc(sizeof(int16_t) * SK * B), b->Cb2 = malloc(sizeof(int16_t) * SK * B);
+    b->Cb = calloc(SK * B, sizeof(int16_t)), b->Cb2 = calloc(SK * B, sizeof(int16_t));
     b->anc = malloc(sizeof(int) * SK), b->anc2 = malloc(sizeof(int) * SK), b->n = malloc(sizeof(int) * T);
     b->greedy = calloc(SK, sizeof(int)), b->greedy2 = calloc(SK, sizeof(int));
     b->Wrep = group_scales ? malloc(sizeof(float) * SK * D) : NULL;
