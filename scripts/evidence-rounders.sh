@@ -23,12 +23,14 @@ JOBS=${JOBS:-1}
 mkdir -p "$OUTDIR"
 export PISO MODEL CALIB EVAL OUTDIR
 
-# one run: ID LABEL FORMAT GROUP SEED ARGS...  -> $OUTDIR/res/ID.tsv
+# one run: ID LABEL FORMAT GROUP SEED ARGS...  -> $OUTDIR/res/ID.tsv (kept: a second call with the
+# same OUTDIR skips the runs already done)
 cat > "$OUTDIR/run1.sh" <<'EOF'
 #!/usr/bin/env bash
 set -euo pipefail
 id=$1 label=$2 fmt=$3 group=$4 seed=$5
 shift 5
+[ -s "$OUTDIR/res/$id.tsv" ] && exit 0
 out=$OUTDIR/q_$id
 rm -rf "$out"
 json=$("$PISO" quantize --model "$MODEL" --calib "$CALIB" --format "$fmt" --group "$group" --seed "$seed" \
@@ -48,31 +50,38 @@ chmod +x "$OUTDIR/run1.sh"
 
 JOBLIST=$OUTDIR/jobs.txt
 : > "$JOBLIST"
+: > "$OUTDIR/order.txt"
 n=0
 job() { # LABEL FORMAT GROUP SEED ARGS...
     n=$((n + 1))
-    local args=""
+    local args="" id
     for a in "$@"; do args+=" $(printf '%q' "$a")"; done
-    echo "$OUTDIR/run1.sh $n$args" >> "$JOBLIST"
+    id=$(printf '%s' "$args" | md5sum | cut -c1-12)
+    echo "$OUTDIR/run1.sh $id$args" >> "$JOBLIST"
+    echo "$id" >> "$OUTDIR/order.txt"
 }
 
-if [ "$PART" = table ] || [ "$PART" = all ]; then
+# The most informative runs first (PiSO scales, then the spread, then absmax)
+table_rows() { # SCALE METHODS...
+    local sc=$1
+    shift
     for fmt in int2 int3 int4; do
         for group in 0 32; do
-            for sc in absmax piso; do
-                job "GPTQ $sc" $fmt $group 0 --rounding gptq --scale $sc
-                job "Qronos $sc" $fmt $group 0 --rounding qronos --scale $sc
-                job "GPFQ α=1 $sc" $fmt $group 0 --rounding gpfq --alpha 1 --scale $sc
-                for a in 0 0.25 0.5 1; do
-                    job "sr α=$a $sc" $fmt $group 0 --rounding sr --alpha $a --scale $sc
-                done
-                for k in 4 16; do
-                    job "beam K=$k α=0.5 $sc" $fmt $group 0 --rounding beam --beam $k --alpha 0.5 --scale $sc
-                done
+            for meth in "$@"; do
+                case $meth in
+                gptq) job "GPTQ $sc" $fmt $group 0 --rounding gptq --scale $sc ;;
+                qronos) job "Qronos $sc" $fmt $group 0 --rounding qronos --scale $sc ;;
+                gpfq) job "GPFQ α=1 $sc" $fmt $group 0 --rounding gpfq --alpha 1 --scale $sc ;;
+                sr*) job "sr α=${meth#sr} $sc" $fmt $group 0 --rounding sr --alpha ${meth#sr} --scale $sc ;;
+                beam*) job "beam K=${meth#beam} α=0.5 $sc" $fmt $group 0 --rounding beam --beam ${meth#beam} --alpha 0.5 \
+                    --scale $sc ;;
+                esac
             done
         done
     done
-fi
+}
+NEW="gpfq sr0 sr0.25 sr0.5 sr1 beam4 beam16"
+if [ "$PART" = table ] || [ "$PART" = all ]; then table_rows piso $NEW; fi
 if [ "$PART" = spread ] || [ "$PART" = all ]; then
     for seed in 1 2 3 4 5; do
         for cfg in "sr int2 0" "sr int3 32" "beam int2 0"; do
@@ -84,17 +93,26 @@ if [ "$PART" = spread ] || [ "$PART" = all ]; then
         done
     done
 fi
+if [ "$PART" = table ] || [ "$PART" = all ]; then
+    table_rows absmax $NEW
+    table_rows absmax gptq qronos
+    table_rows piso gptq qronos
+fi
 
 if [ "$JOBS" -gt 1 ]; then export OMP_NUM_THREADS=1; fi
 xargs -d '\n' -P "$JOBS" -I{} bash -c '{}' < "$JOBLIST"
 
-python3 - "$OUTDIR/res" <<'EOF'
+python3 - "$OUTDIR/res" "$OUTDIR/order.txt" <<'EOF'
 import sys, os, collections, statistics
 rows = collections.OrderedDict()
 spread = collections.OrderedDict()
 before = None
 secs = collections.defaultdict(float)
-files = sorted(os.listdir(sys.argv[1]), key=lambda f: int(f.split(".")[0]))
+files = [l.strip() + ".tsv" for l in open(sys.argv[2])]
+files = [f for f in files if os.path.exists(os.path.join(sys.argv[1], f))]
+# table rows in a fixed order: GPTQ, Qronos, GPFQ, sr, beam
+rank = lambda lab: [k for k, p in enumerate(("GPTQ", "Qronos", "GPFQ", "sr", "beam", "spread")) if lab.startswith(p)][0]
+files.sort(key=lambda f: rank(open(os.path.join(sys.argv[1], f)).read().split("\t")[0]))
 for f in files:
     label, fmt, group, seed, ppl, b, s = open(os.path.join(sys.argv[1], f)).read().rstrip("\n").split("\t")
     before = float(b)
