@@ -15,6 +15,9 @@
 
 #include <stdint.h>
 #include <sys/stat.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 static uint64_t rng = 0x1234567887654321ull;
 static double urand(void) {
@@ -415,6 +418,37 @@ static void test_alpha_sample(void) {
           "the seed and the layer change the draw");
 }
 
+/* the outputs do not depend on the number of threads (tiles and GEMM blocks depend on shapes only) */
+static void test_threads(void) {
+#ifdef _OPENMP
+    struct layer l;
+    const int64_t N = 40, D = 96;
+    make_layer(&l, N, D, 2 * D, 0.3);
+    struct piso_ec_problem p = {N, D, l.W, l.H, l.G, NULL};
+    const piso_ec_layer_fn fn[3] = {piso_sr_layer, piso_beam_layer, piso_gpfq_layer};
+    for (int m = 0; m < 3; m++) {
+        struct piso_ec_opts o;
+        opts_for(&o, "int3", 32, 1, 0.5);
+        o.q.method = PISO_SCALE_PISO, o.interleave = PISO_INTERLEAVE_GROUP, o.beam_k = 3;
+        struct piso_layer_result r1, r4;
+        int nt = omp_get_max_threads();
+        omp_set_num_threads(1);
+        int rc = fn[m](&p, &o, &r1, NULL);
+        omp_set_num_threads(4);
+        rc |= fn[m](&p, &o, &r4, NULL);
+        omp_set_num_threads(nt);
+        if (rc) {
+            CHECK(0, "threads: %s", piso_last_error());
+            continue;
+        }
+        CHECK(!memcmp(r1.dequant, r4.dequant, sizeof(float) * N * D) && !memcmp(r1.codes, r4.codes, sizeof(int16_t) * N * D),
+              "rounder %d: 1 and 4 threads give different results", m);
+        piso_layer_result_free(&r1), piso_layer_result_free(&r4);
+    }
+    free_layer(&l);
+#endif
+}
+
 int main(void) {
     piso_set_quiet(1);
     test_exhaustive();
@@ -423,5 +457,6 @@ int main(void) {
     test_gpfq();
     test_bad_options();
     test_alpha_sample();
+    test_threads();
     return test_finish();
 }
