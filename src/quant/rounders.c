@@ -324,10 +324,12 @@ static int beam_tile_run(struct piso_ec_work *w, const float *Rf, int64_t r0, in
                         memcpy(b->Cb + (size_t)s * Bw, b->Cb2 + (size_t)s * Bw, sizeof(int16_t) * bl);
                     }
             }
-            /* batch end: gather every state's row from its ancestor, then the trailing update */
+            /* batch end: gather every state's row from its ancestor, then the trailing update (the
+             * decided columns of W are needed again only by the group scales' targets; without them
+             * the final row is rebuilt from the codes) */
             for (int s = 0; s < SK; s++) {
-                int a = b->anc[s];
-                memcpy(b->Wn + (size_t)s * D, b->W + (size_t)a * D, sizeof(float) * D);
+                int a = b->anc[s], from = group_scales ? 0 : i1;
+                memcpy(b->Wn + (size_t)s * D + from, b->W + (size_t)a * D + from, sizeof(float) * (D - from));
                 memcpy(b->Wn + (size_t)s * D + i1, b->Bw + (size_t)s * Bw, sizeof(float) * bl);
                 memcpy(b->Cn + (size_t)s * D, b->C + (size_t)a * D, sizeof(int16_t) * D);
                 memcpy(b->Cn + (size_t)s * D + i1, b->Cb + (size_t)s * Bw, sizeof(int16_t) * bl);
@@ -347,7 +349,13 @@ static int beam_tile_run(struct piso_ec_work *w, const float *Rf, int64_t r0, in
     for (int t = 0; t < T; t++) {
         int s = t * K;
         int64_t r = r0 + t;
-        memcpy(w->Wc + r * D, b->W + (size_t)s * D, sizeof(float) * D);
+        if (group_scales) memcpy(w->Wc + r * D, b->W + (size_t)s * D, sizeof(float) * D);
+        else /* the same products as the candidates' q = scale · grid value */
+            for (int i = 0; i < D; i++) {
+                int16_t cd = b->C[(size_t)s * D + i];
+                float gv = grid->is_int ? (float)cd : grid->v[cd];
+                w->Wc[r * D + i] = b->S[(size_t)s * ng + w->col_group[i]] * gv;
+            }
         memcpy(w->codes + r * D, b->C + (size_t)s * D, sizeof(int16_t) * D);
         memcpy(w->S + r * ng, b->S + (size_t)s * ng, sizeof(float) * ng);
         w->row_loss[r] = b->cost[s];
@@ -357,7 +365,9 @@ static int beam_tile_run(struct piso_ec_work *w, const float *Rf, int64_t r0, in
 
 static int beam_sweep(struct piso_ec_work *w, const double *R) {
     int64_t N = w->N, D = w->D;
+    /* lazy batches of at most 32 columns: every child copies its parent's batch columns */
     int K = w->opts.beam_k, B = w->opts.block_size > 0 ? w->opts.block_size : 128;
+    if (B > 32) B = 32;
     if (B > D) B = (int)D;
     int ncand = w->opts.beam_b < w->opts.q.grid.n ? w->opts.beam_b : w->opts.q.grid.n;
     /* tiles of about 128 states: a GEMM-sized trailing update, and several tiles per thread */
