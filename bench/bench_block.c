@@ -9,7 +9,11 @@
  * linearly to all rows (rows are independent), then adds the GPTQ sweep time with those scales;
  * "piso-group" runs GPTQ with PiSO interleaved per group (g = --group) on every row.
  *
- * usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format int4]
+ * --rounders: instead, the rounders of rounders.c against GPTQ on the same layers (absmax scales,
+ * channel-wise, the x–x̃ problem with G = X̃ᵀX ≠ H so that the α-target is computed): GPTQ, sr, beam
+ * K = 4 and K = 16 (B = 2), gpfq; seconds per layer and ratios to GPTQ for the block.
+ *
+ * usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format int4] [--rounders]
  *   --scale-down K divides every dimension by K (quick runs); --tokens defaults to 16·2048. */
 #include "piso/linalg.h"
 #include "piso/solve.h"
@@ -48,15 +52,76 @@ static float *synth_weights(int64_t N, int64_t D) {
     return W;
 }
 
+struct lin_shape {
+    const char *name;
+    int64_t N, D;
+};
+
+/* G = X̃ᵀX for X = X̃ + noise is H + (noise cross terms); a stand-in with the same cost: G = 0.98·H
+ * plus a small symmetric perturbation. */
+static float *synth_cross(const float *H, int64_t D) {
+    float *G = malloc(sizeof(float) * D * D);
+    for (int64_t a = 0; a < D; a++)
+        for (int64_t b = 0; b < D; b++) G[a * D + b] = 0.98f * H[a * D + b] + 0.001f * frand() * H[a * D + a];
+    return G;
+}
+
+static int bench_rounders(const struct lin_shape *lin, int64_t Dm, const float *H_D, const float *H_F,
+                          struct piso_ec_opts *o) {
+    static const struct {
+        const char *name;
+        enum piso_rounding r;
+        int k;
+    } m[] = {{"gptq", PISO_ROUND_GPTQ, 0}, {"sr", PISO_ROUND_SR, 0}, {"beam4", PISO_ROUND_BEAM, 4},
+             {"beam16", PISO_ROUND_BEAM, 16}, {"gpfq", PISO_ROUND_GPFQ, 0}};
+    enum { NM = 5 };
+    double tot[NM] = {0};
+    int64_t F = lin[4].D == Dm ? lin[4].N : lin[4].D;
+    float *G_D = synth_cross(H_D, Dm), *G_F = synth_cross(H_F, F);
+    o->q.method = PISO_SCALE_ABSMAX, o->q.group = 0, o->interleave = PISO_INTERLEAVE_LAYER;
+    printf("ISA: avx2 %s, avx512f %s\n", __builtin_cpu_supports("avx2") ? "yes" : "no",
+           __builtin_cpu_supports("avx512f") ? "yes" : "no");
+    printf("%-5s %6s %6s |", "layer", "rows", "cols");
+    for (int j = 0; j < NM; j++) printf(" %9s", m[j].name);
+    printf("   (seconds; absmax, channel-wise, x-xq problem, alpha 0.5, B = 2)\n");
+    for (int l = 0; l < 7; l++) {
+        int64_t N = lin[l].N, D = lin[l].D;
+        float *W = synth_weights(N, D);
+        struct piso_ec_problem p = {N, D, W, D == Dm ? H_D : H_F, D == Dm ? G_D : G_F, NULL};
+        printf("%-5s %6lld %6lld |", lin[l].name, (long long)N, (long long)D);
+        for (int j = 0; j < NM; j++) {
+            struct piso_layer_result r;
+            o->beam_k = m[j].k ? m[j].k : 4;
+            double a = piso_time();
+            if (piso_rounding_layer(m[j].r)(&p, o, &r, NULL)) {
+                fprintf(stderr, "bench_block: %s\n", piso_last_error());
+                return 1;
+            }
+            double t = piso_time() - a;
+            piso_layer_result_free(&r);
+            tot[j] += t;
+            printf(" %8.2fs", t);
+        }
+        printf("\n");
+        free(W);
+    }
+    printf("block:");
+    for (int j = 0; j < NM; j++) printf(" %s %.2f s (%.2fx GPTQ)%s", m[j].name, tot[j], tot[j] / tot[0], j + 1 < NM ? ";" : "\n");
+    free(G_D), free(G_F);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int T = 16 * 2048, K = 1, rows_sample = 64, group = 128;
     const char *format = "int4";
+    int rounders = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--scale-down") && i + 1 < argc) K = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--rows-sample") && i + 1 < argc) rows_sample = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--group") && i + 1 < argc) group = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--format") && i + 1 < argc) format = argv[++i];
+        else if (!strcmp(argv[i], "--rounders")) rounders = 1;
         else {
             fprintf(stderr, "usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format F]\n");
             return 2;
@@ -66,10 +131,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     piso_set_quiet(1); /* the layer solvers' own progress lines */
     int64_t Dm = 2048 / K, F = 8192 / K, Hq = 2048 / K, Hkv = 512 / K;
-    struct {
-        const char *name;
-        int64_t N, D;
-    } lin[7] = {{"q", Hq, Dm}, {"k", Hkv, Dm}, {"v", Hkv, Dm}, {"o", Dm, Hq}, {"gate", F, Dm}, {"up", F, Dm}, {"down", Dm, F}};
+    struct lin_shape lin[7] = {{"q", Hq, Dm}, {"k", Hkv, Dm}, {"v", Hkv, Dm}, {"o", Dm, Hq}, {"gate", F, Dm}, {"up", F, Dm}, {"down", Dm, F}};
     printf("synthetic Llama-3.2-1B block / %d: hidden %lld, intermediate %lld; %d calibration tokens; %s; %d threads\n", K,
            (long long)Dm, (long long)F, T, format, piso_num_threads());
     double t0 = piso_time();
@@ -82,6 +144,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_block: %s\n", piso_last_error());
         return 1;
     }
+    if (rounders) return bench_rounders(lin, Dm, H_D, H_F, &o);
     double t_abs = 0, t_piso_ch = 0, t_piso_grp = 0;
     printf("%-5s %6s %6s | %10s | %12s %10s | %10s\n", "layer", "rows", "cols", "gptq+absm", "piso-ch(ext)",
            "gptq(fix)", "gptq+piso-g");

@@ -1,6 +1,8 @@
 /* piso layer — solve one layer problem file with a scale method and report/write the result. */
 #include "cli.h"
+#include "rounders.h"
 #include "piso/json_out.h"
+#include "piso/pipeline.h"
 #include "piso/quant.h"
 #include "piso/safetensors.h"
 
@@ -12,10 +14,17 @@
 
 struct layer_args {
     struct cli_common common;
-    const char *problem, *format, *scale, *out;
-    int64_t group, threads;
-    int narrow, no_negative;
+    const char *problem, *format, *scale, *out, *rounding, *interleave;
+    int64_t group, threads, seed;
+    int narrow, no_negative, act_order;
+    double damp;
+    double alpha; /* < 0: not given */
+    int64_t beam, candidates;
+    int alpha_sample;
 };
+
+static const char *const layer_roundings[] = {"rtn", "gptq", "qronos", "sr", "beam", "gpfq", NULL};
+static const char *const layer_interleaves[] = {"layer", "group", NULL};
 
 static const char *const layer_scales[] = {"absmax",   "mse-grid", "piso-datafree", "piso-diag", "piso",
                                            "piso-seq", NULL};
@@ -37,6 +46,21 @@ static const struct cli_option layer_options[] = {
     {"--out", NULL, CLI_STRING, offsetof(struct layer_args, out), .arg = "Q.safetensors",
      .help = "write dequant [N, D] F32, scales [N, D/g] F32, codes [N, D] (I8 for\n"
              "integer grids, U8 grid index for minifloats)"},
+    {"--rounding", NULL, CLI_CHOICE, offsetof(struct layer_args, rounding),
+     .help = "rtn, or error correction: gptq, qronos, sr (successive rounding on\n"
+             "the alpha-target), beam (K-best beam search on it), gpfq",
+     .def = "rtn", .choices = layer_roundings},
+    CLI_OPTIONS_ROUNDERS(struct layer_args),
+    {"--seed", NULL, CLI_INT, offsetof(struct layer_args, seed), .arg = "S", .help = "seed of --alpha-sample",
+     .imin = INT64_MIN, .imax = INT64_MAX},
+    {"--interleave", NULL, CLI_CHOICE, offsetof(struct layer_args, interleave),
+     .help = "error correction: scales once per layer, or at each group's start\n(default: group with --group)",
+     .choices = layer_interleaves},
+    {"--act-order", NULL, CLI_FLAG, offsetof(struct layer_args, act_order),
+     .help = "error correction: columns by decreasing Hessian diagonal"},
+    {"--damp", NULL, CLI_DOUBLE, offsetof(struct layer_args, damp), .arg = "F",
+     .help = "error correction: lambda = F * mean(diag H) (gptq/sr/beam, 0.01) or\nF * sigma_max(H) (qronos, 1e-6)",
+     .dmin = 0, .dmax = 1e6},
     {"--threads", NULL, CLI_INT, offsetof(struct layer_args, threads), .arg = "N",
      .help = "OpenMP threads; 0: the default", .imin = 0, .imax = 1 << 16},
     {0},
@@ -82,8 +106,15 @@ static int write_result(const char *path, const struct piso_layer_result *r, con
     return rc;
 }
 
+struct ec_report {
+    enum piso_rounding rounding;
+    const struct piso_ec_opts *ec;
+    const struct piso_ec_stats *st;
+    int alpha_sample;
+};
+
 static int print_json(const struct piso_layer_result *r, const struct piso_quant_opts *o, const char *format,
-                      const char *problem, double seconds, double load_seconds) {
+                      const char *problem, double seconds, double load_seconds, const struct ec_report *er) {
     struct piso_json w;
     piso_json_begin(&w, PISO_JSON_COMPACT);
     piso_json_string(&w, "problem", problem);
@@ -93,6 +124,16 @@ static int print_json(const struct piso_layer_result *r, const struct piso_quant
     piso_json_int(&w, "group", o->grid.block ? o->grid.block : o->group);
     piso_json_string(&w, "method", piso_scale_method_name(o->method));
     if (r->tensor_scale > 0) piso_json_number(&w, "tensor_scale", r->tensor_scale);
+    piso_json_string(&w, "rounding", piso_rounding_name(er->rounding));
+    if (er->rounding != PISO_ROUND_RTN) {
+        piso_json_string(&w, "interleave", piso_interleave_name(er->ec->interleave));
+        piso_json_bool(&w, "act_order", er->ec->act_order);
+        cli_rounders_json(&w, er->rounding, er->ec, 0);
+        if (er->alpha_sample) piso_json_bool(&w, "alpha_sampled", 1);
+        if (er->rounding != PISO_ROUND_GPFQ) piso_json_number(&w, "lambda", er->st->lambda);
+        if (cli_rounding_uses_alpha(er->rounding)) piso_json_number(&w, "cost", er->st->cost);
+        piso_json_int(&w, "dead_columns", er->st->dead_columns);
+    }
     piso_json_int(&w, "N", r->N);
     piso_json_int(&w, "D", r->D);
     piso_json_int(&w, "n_groups", r->n_groups);
@@ -119,7 +160,7 @@ static int print_json(const struct piso_layer_result *r, const struct piso_quant
 }
 
 int cmd_layer(int argc, char **argv) {
-    struct layer_args a = {0};
+    struct layer_args a = {.damp = -1, .alpha = -1};
     int prc = cli_parse(&layer_command, CLI_ALL_SECTIONS, argc, argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
     const char *problem = a.problem, *format = a.format, *method = a.scale, *out = a.out;
@@ -130,6 +171,21 @@ int cmd_layer(int argc, char **argv) {
     struct piso_quant_opts opts = {.group = (int)group, .allow_negative = !a.no_negative};
     if (piso_grid_init(&opts.grid, format, a.narrow) != 0) return cli_fail("layer", piso_last_error());
     if (piso_scale_method_from_name(method, &opts.method) != 0) return cli_fail("layer", piso_last_error());
+    enum piso_rounding rounding;
+    if (piso_rounding_from_name(a.rounding, &rounding)) return cli_fail("layer", "internal error: unknown rounding");
+    struct piso_ec_opts ec;
+    struct piso_ec_stats st;
+    memset(&st, 0, sizeof st);
+    piso_ec_opts_default(&ec);
+    ec.act_order = a.act_order, ec.damp = a.damp;
+    ec.interleave = group > 0 ? PISO_INTERLEAVE_GROUP : PISO_INTERLEAVE_LAYER;
+    if (a.interleave) piso_interleave_from_name(a.interleave, &ec.interleave);
+    if (rounding == PISO_ROUND_RTN && (a.act_order || a.damp >= 0 || a.interleave))
+        return cli_usage_error("layer", "option %s: only with an error-correcting --rounding (not rtn)",
+                               a.act_order ? "--act-order" : a.damp >= 0 ? "--damp" : "--interleave");
+    int urc = cli_rounders_apply("layer", rounding, a.alpha, a.alpha_sample, a.beam, a.candidates, &ec);
+    if (urc) return urc;
+    if (a.alpha_sample) ec.alpha = piso_alpha_sample((uint64_t)a.seed, 0, (enum piso_linear)0);
 
     if (out && piso_output_check(out, 0) != 0) return cli_fail("layer", piso_last_error()); /* before any work */
     double t0 = piso_time();
@@ -147,7 +203,15 @@ int cmd_layer(int argc, char **argv) {
              opts.grid.name, method, group, p.G ? ", cross term" : "");
     struct piso_layer_problem lp = {.N = p.N, .D = p.D, .W = p.W, .H = p.H, .G = p.G};
     struct piso_layer_result r;
-    if (piso_quantize_layer(&lp, &opts, &r) != 0) {
+    int fail;
+    if (rounding == PISO_ROUND_RTN) {
+        fail = piso_quantize_layer(&lp, &opts, &r) != 0;
+    } else {
+        struct piso_ec_problem ep = {p.N, p.D, p.W, p.H, p.G, NULL};
+        ec.q = opts;
+        fail = piso_rounding_layer(rounding)(&ep, &ec, &r, &st) != 0;
+    }
+    if (fail) {
         piso_problem_free(&p);
         return cli_fail("layer", piso_last_error());
     }
@@ -156,9 +220,15 @@ int cmd_layer(int argc, char **argv) {
     if (out && write_result(out, &r, &opts, format) != 0) rc = cli_fail("layer", piso_last_error());
     if (!rc) {
         if (a.common.json) {
-            if (print_json(&r, &opts, format, problem, t2 - t1, t1 - t0)) rc = cli_fail("layer", piso_last_error());
+            struct ec_report er = {rounding, &ec, &st, a.alpha_sample};
+            if (print_json(&r, &opts, format, problem, t2 - t1, t1 - t0, &er)) rc = cli_fail("layer", piso_last_error());
         } else {
             printf("objective %.10g%s\n", r.objective, r.constant_dropped ? " (constant dropped)" : "");
+            if (rounding == PISO_ROUND_GPFQ)
+                printf("gpfq, alpha %g: cost q^T H q - 2 q^T G_alpha w = %.10g\n", ec.alpha, st.cost);
+            else if (cli_rounding_uses_alpha(rounding))
+                printf("%s, alpha %g, lambda %g: cost (w~ - q)^T H_lambda (w~ - q) = %.10g\n", a.rounding, ec.alpha,
+                       st.lambda, st.cost);
             printf("rows %lld, groups per row %lld, %s, %s, %.3f s\n", (long long)r.N, (long long)r.n_groups,
                    opts.grid.name, method, t2 - t1);
             if (out) printf("wrote %s\n", out);

@@ -5,6 +5,7 @@
 #include "piso/eval.h"
 #include "piso/json_out.h"
 #include "piso/pipeline.h"
+#include "rounders.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,7 @@ static const struct cli_option common_options[] = {
     {0},
 };
 
-static const char *const hf_roundings[] = {"rtn", "gptq", "qronos", NULL};
+static const char *const hf_roundings[] = {"rtn", "gptq", "qronos", "sr", "beam", "gpfq", NULL};
 static const char *const hf_scales[] = {"absmax", "mse-grid", "piso-datafree", "piso-diag", "piso", "piso-seq", NULL};
 static const char *const hf_interleaves[] = {"none", "layer", "group", NULL};
 static const char *const hf_objectives[] = {"x-x", "xq-xq", "x-xq", NULL};
@@ -34,7 +35,11 @@ static const struct cli_option hf_options[] = {
     {"--narrow", NULL, CLI_FLAG, ARG(narrow), .help = "symmetric integer range (int4: -7..7)"},
     {"--group", NULL, CLI_INT, ARG(group), .arg = "G", .help = "group size along the input; 0: one scale per row",
      .imin = 0, .imax = 1 << 20},
-    {"--rounding", NULL, CLI_CHOICE, ARG(rounding), .help = "error correction", .def = "gptq", .choices = hf_roundings},
+    {"--rounding", NULL, CLI_CHOICE, ARG(rounding),
+     .help = "error correction; sr: successive rounding on the alpha-target,\n"
+             "beam: K-best beam search on it, gpfq: greedy path following",
+     .def = "gptq", .choices = hf_roundings},
+    CLI_OPTIONS_ROUNDERS(struct cli_quantize_args),
     {"--scale", NULL, CLI_CHOICE, ARG(scale),
      .help = "scale method; --calib may be left out for rtn with a data-free\nscale (absmax, mse-grid, piso-datafree)",
      .def = "piso", .choices = hf_scales},
@@ -124,12 +129,14 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
     piso_json_string(&w, "interleave", piso_interleave_name(po->ec.interleave));
     piso_json_string(&w, "objective", piso_objective_name(po->objective));
     piso_json_bool(&w, "act_order", po->ec.act_order);
+    cli_rounders_json(&w, po->rounding, &po->ec, po->alpha_sample);
     if (po->ec.damp >= 0)
         piso_json_number(&w, "damp", po->ec.damp);
     else
         piso_json_number(&w, "damp", po->rounding == PISO_ROUND_QRONOS ? 1e-6 : 0.01);
     piso_json_string(&w, "damp_meaning",
-                     po->rounding == PISO_ROUND_QRONOS ? "lambda = damp * sigma_max(H)"
+                     po->rounding == PISO_ROUND_QRONOS  ? "lambda = damp * sigma_max(H)"
+                     : po->rounding == PISO_ROUND_GPFQ ? "not used (gpfq has no damping)"
                                                        : "lambda = damp * mean(diag H)");
     if (cal) {
         piso_json_object_begin(&w, "calibration");
@@ -170,6 +177,7 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_json_string(&w, "codes", nm);
         piso_json_number(&w, "rel_err", r->rel_err);
         piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
+        if (cli_rounding_uses_alpha(po->rounding)) piso_json_number(&w, "alpha", r->alpha);
         piso_json_object_end(&w);
     }
     piso_json_object_end(&w);
@@ -191,7 +199,7 @@ static int ends_with(const char *s, const char *suffix) {
 int cmd_quantize(int argc, char **argv) {
     /* --type, or an output named *.gguf, asks for a GGUF file; otherwise a Hugging Face directory */
     int gguf = cli_peek(argc, argv, "--type") || ends_with(cli_peek(argc, argv, "--out"), ".gguf");
-    struct cli_quantize_args a = {.damp = -1};
+    struct cli_quantize_args a = {.damp = -1, .alpha = -1};
     int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF), argc, argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
     if (gguf) return cli_quantize_gguf(&a);
@@ -220,6 +228,9 @@ int cmd_quantize(int argc, char **argv) {
     if (a.interleave) unknown |= piso_interleave_from_name(a.interleave, &po.ec.interleave);
     if (a.objective) unknown |= piso_objective_from_name(a.objective, &po.objective);
     if (unknown) return cli_fail("quantize", "internal error: an option value the library does not know");
+    int urc = cli_rounders_apply("quantize", po.rounding, a.alpha, a.alpha_sample, a.beam, a.candidates, &po.ec);
+    if (urc) return urc;
+    po.alpha_sample = a.alpha_sample, po.alpha_seed = (uint64_t)a.seed;
     int data_free = po.rounding == PISO_ROUND_RTN &&
                     (po.ec.q.method == PISO_SCALE_ABSMAX || po.ec.q.method == PISO_SCALE_MSE_GRID ||
                      po.ec.q.method == PISO_SCALE_PISO_DATAFREE);
@@ -303,6 +314,7 @@ int cmd_quantize(int argc, char **argv) {
         piso_json_string(&w, "interleave", piso_interleave_name(po.ec.interleave));
         piso_json_string(&w, "objective", piso_objective_name(po.objective));
         piso_json_bool(&w, "act_order", po.ec.act_order);
+        cli_rounders_json(&w, po.rounding, &po.ec, po.alpha_sample);
         /* without --calib (data-free RTN) the per-layer errors are measured on a single BOS token */
         piso_json_bool(&w, "calibrated", a.calib != NULL);
         piso_json_number(&w, "nsamples", a.calib ? cal.nsamples : 0);
@@ -326,6 +338,7 @@ int cmd_quantize(int argc, char **argv) {
             piso_json_number(&w, "rel_err", r->rel_err);
             piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
             piso_json_number(&w, "objective", r->objective);
+            if (cli_rounding_uses_alpha(po.rounding)) piso_json_number(&w, "alpha", r->alpha);
             piso_json_number(&w, "seconds", r->seconds);
             piso_json_object_end(&w);
         }

@@ -15,6 +15,10 @@ struct cli_quantize_args {
     int64_t group, nsamples, seqlen, seed;
     double damp; /* < 0: the rounding's default */
     int narrow, act_order;
+    /* sr / beam / gpfq */
+    double alpha; /* < 0: not given */
+    int64_t beam, candidates;
+    int alpha_sample;
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;
     int mix; /* --mix: llama-quantize's mixture for the type */

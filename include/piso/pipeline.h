@@ -40,7 +40,13 @@ struct piso_pipeline_opts {
     enum piso_rounding rounding;
     struct piso_ec_opts ec;          /* grid, group, scale method, interleave, act order, damping */
     enum piso_objective objective;
+    /* sr/beam/gpfq: draw α per linear layer from U(0, 1) (a hash of seed, block and layer kind)
+     * instead of using ec.alpha for all */
+    int alpha_sample;
+    uint64_t alpha_seed;
 };
+/* The α that alpha_sample gives linear k of block `layer`: U(0, 1) from splitmix64. */
+double piso_alpha_sample(uint64_t seed, int layer, enum piso_linear k);
 
 struct piso_layer_report {
     char name[96];                   /* HF name, e.g. model.layers.0.self_attn.q_proj */
@@ -54,6 +60,7 @@ struct piso_layer_report {
     double rel_err;                  /* ‖Xw − X̃ŵ‖² / ‖Xw‖² summed over rows, chosen method */
     double rel_err_absmax;           /* the same for absmax RTN on the same inputs */
     double objective;                /* the solver's own objective value */
+    double alpha;                    /* sr/beam/gpfq: the α used (sampled or fixed); else 0 */
     double seconds;
     float *scales;                   /* [N, n_groups], rows in the model's order */
     int16_t *codes;                  /* [N, D] */

@@ -14,7 +14,16 @@
 
 #include "piso/quant.h"
 
-enum piso_rounding { PISO_ROUND_RTN = 0, PISO_ROUND_GPTQ, PISO_ROUND_QRONOS, PISO_ROUND_COUNT };
+/* sr, beam, gpfq: src/quant/rounders.c (algorithms.md §5–6). */
+enum piso_rounding {
+    PISO_ROUND_RTN = 0,
+    PISO_ROUND_GPTQ,
+    PISO_ROUND_QRONOS,
+    PISO_ROUND_SR,   /* successive rounding on the α-target (GPTQ's sweep on w̃ with H + λI) */
+    PISO_ROUND_BEAM, /* the same objective, K best partial assignments per row */
+    PISO_ROUND_GPFQ, /* greedy path following: each column fit to the past residual only */
+    PISO_ROUND_COUNT
+};
 
 /* Where the scales are chosen relative to error correction (algorithms.md §2.9):
  *  NONE  — decoupled: before error correction, from the float model's statistics (H = G = XᵀX,
@@ -39,7 +48,16 @@ struct piso_ec_opts {
     double damp;                   /* GPTQ: λ = damp·mean(diag H) (default 0.01);
                                     * Qronos: λ = damp·σ_max(H) (default 1e-6). < 0: default */
     int block_size;                /* lazy-batch width (0: 128); GROUP interleave uses the groups */
+    /* sr, beam, gpfq (ignored by the others): */
+    double alpha;                  /* α ∈ [0, 1]: target X_α = X̃ + α(X − X̃) (0 symmetric, 1 asymmetric);
+                                    * default PISO_ALPHA_DEFAULT */
+    int beam_k;                    /* beam: partial assignments kept per row (≥ 1; default 4) */
+    int beam_b;                    /* beam: candidates per column, the B nearest grid values (≥ 2;
+                                    * default 2; ≥ the grid size: the whole grid) */
 };
+#define PISO_ALPHA_DEFAULT 0.5
+/* Checks the options a rounding uses (α in [0, 1], beam K ≥ 1, B ≥ 2); an error naming the option. */
+int piso_ec_opts_check(const struct piso_ec_opts *o, enum piso_rounding r);
 void piso_ec_opts_default(struct piso_ec_opts *o);
 
 struct piso_ec_problem {
@@ -55,6 +73,9 @@ struct piso_ec_stats {
     double loss;           /* GPTQ: Σ e_i² over rows and columns (= Σ_rows (w−ŵ)ᵀ(H+λI)(w−ŵ)) */
     double lambda;         /* damping actually used (raised ×10 when H + λI was not PD) */
     int dead_columns;      /* inputs with H_ii = 0 (their weights become 0) */
+    double cost;           /* sr/beam: Σ_rows (w̃ − q)ᵀ(H + λI)(w̃ − q), the objective they minimise
+                            * (= loss); gpfq: Σ_rows (q̂ᵀHq̂ − 2q̂ᵀG_α w) = ‖X_α w − X̃q̂‖² − ‖X_α w‖² */
+    double alpha;          /* sr/beam/gpfq: the α used */
 };
 
 /* The result's objective is computed with the undamped H and G as in piso/quant.h. The result
@@ -63,6 +84,22 @@ int piso_gptq_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *
                     struct piso_layer_result *r, struct piso_ec_stats *st);
 int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o,
                       struct piso_layer_result *r, struct piso_ec_stats *st);
+/* Successive rounding (sr) and bounded beam search (beam) on the regularised asymmetric objective
+ * (algorithms.md §6): with H_λ = H + λI (λ = damp·mean(diag H), GPTQ's rule, default 0.01) and the
+ * shifted target w̃ = H_λ⁻¹(H + α(G − H))w (G = H when the problem has no G), both minimise
+ * (w̃ − q)ᵀH_λ(w̃ − q) = ‖X_α w − X̃q‖² + λ‖q‖² + const over the codes q (scales as GPTQ chooses them,
+ * on w̃ with H_λ). sr is GPTQ's sweep on w̃ (α = 0, λ = 0: exactly GPTQ); beam keeps the K lowest-cost
+ * partial assignments per row, extending each by the B nearest grid values of its current value, and
+ * returns the best (K ≥ B^D: the exact discrete optimum for fixed scales). Cost O(K·D²) per row.
+ * gpfq (§5): column t (in the column order) is rounded from v_t = (Σ_{j≤t} G_α,tj w_j −
+ * Σ_{j<t} H_tj q_j)/H_tt, G_α = H + α(G − H): the least-squares fit of column t to the residual of
+ * the past columns only (α = 1: the original GPFQ on X–X̃). */
+int piso_sr_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o, struct piso_layer_result *r,
+                  struct piso_ec_stats *st);
+int piso_beam_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o, struct piso_layer_result *r,
+                    struct piso_ec_stats *st);
+int piso_gpfq_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o, struct piso_layer_result *r,
+                    struct piso_ec_stats *st);
 typedef int (*piso_ec_layer_fn)(const struct piso_ec_problem *p, const struct piso_ec_opts *o,
                                 struct piso_layer_result *r, struct piso_ec_stats *st);
 /* The layer function of an error-correcting rounding (NULL for RTN or an unknown value). */

@@ -98,6 +98,18 @@ static double output_energy(int64_t N, int64_t D, const float *W, const float *F
     return e;
 }
 
+double piso_alpha_sample(uint64_t seed, int layer, enum piso_linear k) {
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (uint64_t)(1 + layer * PISO_LIN_COUNT + (int)k);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull; /* splitmix64 */
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static int uses_alpha(enum piso_rounding r) {
+    return r == PISO_ROUND_SR || r == PISO_ROUND_BEAM || r == PISO_ROUND_GPFQ;
+}
+
 static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, int layer, enum piso_linear k,
                            const float *H, const float *G, const float *F, const struct piso_pipeline_opts *o,
                            struct piso_layer_report *rep) {
@@ -116,7 +128,10 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
         rc = piso_rtn_layer(&lp, &o->ec.q, &r);
     } else {
         struct piso_ec_problem ep = {N, D, Wf, Ho, Go, F};
-        rc = piso_rounding_layer(o->rounding)(&ep, &o->ec, &r, NULL);
+        struct piso_ec_opts eo = o->ec;
+        if (o->alpha_sample && uses_alpha(o->rounding)) eo.alpha = piso_alpha_sample(o->alpha_seed, layer, k);
+        rep->alpha = uses_alpha(o->rounding) ? eo.alpha : 0;
+        rc = piso_rounding_layer(o->rounding)(&ep, &eo, &r, NULL);
     }
     piso_set_quiet(was_quiet);
     piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);
@@ -161,6 +176,7 @@ static int advance(const struct piso_model *m, int layer, float *X, const struct
 int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, const struct piso_calib *c,
                         const struct piso_pipeline_opts *o, struct piso_pipeline_result *res) {
     memset(res, 0, sizeof *res);
+    if (piso_ec_opts_check(&o->ec, o->rounding)) return -1; /* before any work */
     const struct piso_config *cfg = &mq->cfg;
     int nb = cfg->n_layers;
     int64_t Dm = cfg->dim, Hq = (int64_t)cfg->n_heads * cfg->head_dim, F = cfg->hidden_dim;

@@ -19,6 +19,9 @@ static const struct {
     [PISO_ROUND_RTN] = {"rtn", NULL},
     [PISO_ROUND_GPTQ] = {"gptq", piso_gptq_layer},
     [PISO_ROUND_QRONOS] = {"qronos", piso_qronos_layer},
+    [PISO_ROUND_SR] = {"sr", piso_sr_layer},
+    [PISO_ROUND_BEAM] = {"beam", piso_beam_layer},
+    [PISO_ROUND_GPFQ] = {"gpfq", piso_gpfq_layer},
 };
 static const char *const interleave_names[] = {"none", "layer", "group"};
 
@@ -49,6 +52,20 @@ void piso_ec_opts_default(struct piso_ec_opts *o) {
     o->interleave = PISO_INTERLEAVE_LAYER;
     o->damp = -1;
     o->block_size = 128;
+    o->alpha = PISO_ALPHA_DEFAULT;
+    o->beam_k = 4;
+    o->beam_b = 2;
+}
+
+int piso_ec_opts_check(const struct piso_ec_opts *o, enum piso_rounding r) {
+    if (r == PISO_ROUND_SR || r == PISO_ROUND_BEAM || r == PISO_ROUND_GPFQ)
+        if (!(o->alpha >= 0 && o->alpha <= 1))
+            return piso_errorf("--alpha %g: must lie in [0, 1] (0 symmetric, 1 fully asymmetric)", o->alpha);
+    if (r == PISO_ROUND_BEAM) {
+        if (o->beam_k < 1) return piso_errorf("--beam %d: the beam width K must be at least 1", o->beam_k);
+        if (o->beam_b < 2) return piso_errorf("--candidates %d: at least 2 grid values per column", o->beam_b);
+    }
+    return 0;
 }
 
 /* ---- objective ------------------------------------------------------------------------------ */
