@@ -117,20 +117,29 @@ static void fill_stats(struct piso_ec_stats *st, const struct piso_ec_work *w, d
     st->cost = st->loss, st->lambda = lambda, st->dead_columns = w->dead, st->alpha = alpha;
 }
 
-int piso_sr_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o, struct piso_layer_result *r,
-                  struct piso_ec_stats *st) {
+/* sr and beam share everything but the sweep over the α-target: the shifted problem (w̃, H_λ), the
+ * grid rounder's scales, finish and the statistics. beam == NULL: the engine's GPTQ sweep (sr). */
+static int sr_family_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o, struct piso_layer_result *r,
+                           struct piso_ec_stats *st, int (*beam)(struct piso_ec_work *w, const double *R)) {
     struct piso_ec_work w;
     struct derived dv;
     double *R, lambda;
     if (sr_prepare(&w, p, o, &R, &lambda, &dv)) return -1;
     const struct piso_ec_rounder *rd = &piso_ec_grid_rounder;
     int rc = -1;
-    if (rd->begin_layer(NULL, &w) || piso_ec_sweep(&w, R, 0, rd, NULL) || piso_ec_finish(&w, p, r)) goto done;
+    if (rd->begin_layer(NULL, &w) || (beam ? beam(&w, R) : piso_ec_sweep(&w, R, 0, rd, NULL)) ||
+        piso_ec_finish(&w, p, r))
+        goto done;
     fill_stats(st, &w, lambda, o->alpha);
     rc = 0;
 done:
     free(R), derived_free(&dv), piso_ec_free(&w);
     return rc;
+}
+
+int piso_sr_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o, struct piso_layer_result *r,
+                  struct piso_ec_stats *st) {
+    return sr_family_layer(p, o, r, st, NULL);
 }
 
 /* ---- beam search --------------------------------------------------------------------------------
@@ -401,18 +410,7 @@ static int beam_sweep(struct piso_ec_work *w, const double *R) {
 int piso_beam_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o, struct piso_layer_result *r,
                     struct piso_ec_stats *st) {
     if (piso_ec_opts_check(o, PISO_ROUND_BEAM)) return -1;
-    struct piso_ec_work w;
-    struct derived dv;
-    double *R, lambda;
-    if (sr_prepare(&w, p, o, &R, &lambda, &dv)) return -1;
-    const struct piso_ec_rounder *rd = &piso_ec_grid_rounder;
-    int rc = -1;
-    if (rd->begin_layer(NULL, &w) || beam_sweep(&w, R) || piso_ec_finish(&w, p, r)) goto done;
-    fill_stats(st, &w, lambda, o->alpha);
-    rc = 0;
-done:
-    free(R), derived_free(&dv), piso_ec_free(&w);
-    return rc;
+    return sr_family_layer(p, o, r, st, beam_sweep);
 }
 
 /* ---- GPFQ -------------------------------------------------------------------------------------- */
