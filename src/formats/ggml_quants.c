@@ -291,10 +291,12 @@ void piso_ggml_pack_q6_K(const void *blk, void *dst) {
     put16(p + offsetof(struct piso_block_q6_K, d), b->d);
 }
 
+/* An unpacked 256-element block, zeroed (fields a format does not use stay 0). */
+static struct piso_blk256 *blk256_clear(void *blk) { return memset(blk, 0, sizeof(struct piso_blk256)); }
+
 void piso_ggml_unpack_q6_K(const void *src, void *blk) {
     const uint8_t *p = src;
-    struct piso_blk256 *b = blk;
-    memset(b, 0, sizeof *b);
+    struct piso_blk256 *b = blk256_clear(blk);
     const uint8_t *ql = p + offsetof(struct piso_block_q6_K, ql), *qh = p + offsetof(struct piso_block_q6_K, qh);
     for (int h = 0; h < 2; h++)
         for (int l = 0; l < 32; l++) {
@@ -337,8 +339,7 @@ void piso_ggml_pack_q2_K(const void *blk, void *dst) {
 
 void piso_ggml_unpack_q2_K(const void *src, void *blk) {
     const uint8_t *p = src;
-    struct piso_blk256 *b = blk;
-    memset(b, 0, sizeof *b);
+    struct piso_blk256 *b = blk256_clear(blk);
     for (int j = 0; j < 16; j++) {
         const uint8_t v = p[offsetof(struct piso_block_q2_K, scales) + j];
         b->sc16[j] = v & 15, b->mn16[j] = v >> 4;
@@ -373,8 +374,7 @@ void piso_ggml_pack_q3_K(const void *blk, void *dst) {
 
 void piso_ggml_unpack_q3_K(const void *src, void *blk) {
     const uint8_t *p = src;
-    struct piso_blk256 *b = blk;
-    memset(b, 0, sizeof *b);
+    struct piso_blk256 *b = blk256_clear(blk);
     const uint8_t *hm = p + offsetof(struct piso_block_q3_K, hmask), *sc = p + offsetof(struct piso_block_q3_K, scales);
     unpack_planes2(p + offsetof(struct piso_block_q3_K, qs), b->q);
     for (int e = 0; e < 256; e++) b->q[e] |= (uint8_t)(((hm[e % 32] >> (e / 32)) & 1) << 2);
@@ -434,14 +434,20 @@ void piso_ggml_dequantize_row(int type, const void *src, float *dst, int64_t k) 
 
 /* ---- llama.cpp's search helpers (§3.3), rewritten from their description ---------------------- */
 
-/* Symmetric levels [-nmax, nmax-1] stored +nmax; 19 candidate inverse scales around -nmax/max. */
-static float make_qx_quants(int n, int nmax, const float *x, uint8_t *L, int rmse_type, const float *qw) {
+/* The element of largest magnitude, with its sign (the first one on ties), or 0. */
+static float signed_absmax(int n, const float *x) {
     float max = 0, amax = 0;
     for (int i = 0; i < n; i++) {
         float ax = fabsf(x[i]);
         if (ax > amax) amax = ax, max = x[i];
     }
-    if (amax < GROUP_MAX_EPS) {
+    return max;
+}
+
+/* Symmetric levels [-nmax, nmax-1] stored +nmax; 19 candidate inverse scales around -nmax/max. */
+static float make_qx_quants(int n, int nmax, const float *x, uint8_t *L, int rmse_type, const float *qw) {
+    float max = signed_absmax(n, x);
+    if (fabsf(max) < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0;
     }
@@ -728,8 +734,7 @@ static void requant_k4(const float *x, int nmax, struct piso_blk256 *b) {
 /* Q6_K: 16 sub-blocks of 16, each by make_qx_quants, then the 8-bit sub-scales against d. */
 static void ref_q6_K(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2, void *blk) {
     (void)tr, (void)sigma2;
-    struct piso_blk256 *b = blk;
-    memset(b, 0, sizeof *b);
+    struct piso_blk256 *b = blk256_clear(blk);
     uint8_t L[256];
     float scales[16];
     float max_scale = 0, max_abs_scale = 0;
@@ -821,12 +826,8 @@ static void ref_q5_K(const struct piso_ggml_traits *tr, const float *x, const fl
  * of coordinate descent on the levels with weights x², each element re-rounded against the
  * least-squares scale of the others. L receives levels + nmax (0 for an all-zero block). */
 static float make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) amax = ax, max = x[i];
-    }
-    if (amax < GROUP_MAX_EPS) {
+    float max = signed_absmax(n, x);
+    if (fabsf(max) < GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
     }
@@ -890,8 +891,7 @@ static void requant_k16(const float *x, struct piso_blk256 *b, int q3, uint8_t *
  * the 4-bit scales and mins by make_qp_quants weighted by each sub-block's total weight. */
 static void ref_q2_K(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2_row, void *blk) {
     (void)tr, (void)sigma2_row;
-    struct piso_blk256 *b = blk;
-    memset(b, 0, sizeof *b);
+    struct piso_blk256 *b = blk256_clear(blk);
     uint8_t L[256], Laux[16], bytes[16];
     float w[16], scales[16], mins[16], sw[16];
     if (qw) {
@@ -938,8 +938,7 @@ static void ref_q2_K(const struct piso_ggml_traits *tr, const float *x, const fl
  * sub-block's total weight. */
 static void ref_q3_K(const struct piso_ggml_traits *tr, const float *x, const float *qw, float sigma2_row, void *blk) {
     (void)tr, (void)sigma2_row;
-    struct piso_blk256 *b = blk;
-    memset(b, 0, sizeof *b);
+    struct piso_blk256 *b = blk256_clear(blk);
     uint8_t L[256];
     float scales[16];
     if (qw) {
