@@ -756,7 +756,8 @@ struct gguf_rounder {
 static int gguf_begin_group(void *ctx, struct piso_ec_work *w, int k) {
     const struct gguf_rounder *g = ctx;
     const int64_t D = w->D, j0 = w->grp_start[k], ib = w->grp_id[k]; /* no act order: position = column */
-#pragma omp parallel for schedule(dynamic, 1)
+    int failed = 0; /* the exact solver ran out of memory */
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
     for (int64_t r = 0; r < w->N; r++) {
         const float *wb = w->Wc + r * D + j0;
         uint8_t packed[256];
@@ -770,10 +771,15 @@ static int gguf_begin_group(void *ctx, struct piso_ec_work *w, int k) {
         if (g->sym) { /* the exact scale for the dense block H_gg */
             double E;
             float s = piso_solve_scale_dense(wb, g->be, g->H + j0 * D + j0, (int)D, NULL, &g->grid, 1, &E);
+            if (isnan(s)) {
+                failed = 1;
+                continue;
+            }
             uint16_t h = f2h(s);
             if (isfinite(s) && s != 0 && (h & 0x7fff) && (h & 0x7fff) < 0x7c00) b->d = h;
         }
     }
+    if (failed) return piso_errorf("GPTQ block scales: out of memory");
     return 0;
 }
 
