@@ -5,10 +5,13 @@
  * memory, give exactly the result of the run without a fault. The faultless results are also
  * compared across thread counts (1, 2, 3 threads: bit-identical).
  * Covered: piso_quantize_layer (piso channel/group, piso-seq with G, piso-diag, piso-datafree,
- * NVFP4 with its tensor scale), piso_gptq_layer (interleave group and layer) and the exact sweep's
- * radix-sort fallback on a long event list. */
+ * NVFP4 with its tensor scale), piso_gptq_layer (interleave group and layer), the exact sweep's
+ * radix-sort fallback on a long event list, and the GGUF block quantizer (its per-block sweeps
+ * allocate inside the row loop: Q4_0, Q8_0, Q4_K, Q6_K, Q3_K, IQ4_NL). */
 #include "harness.h"
+#include "piso/block_scales.h"
 #include "piso/common.h"
+#include "piso/gguf.h"
 #include "piso/quant.h"
 #include "piso/solve.h"
 
@@ -149,6 +152,46 @@ static void check_sort_fallback(void) {
     printf("sweep of %d entries (int8)   %4ld allocations: %d with the sort fallback, identical\n", n, K, fallback);
 }
 
+/* piso_ggml_quantize_piso: every allocation of a 3-row tensor fails in turn: 0 bytes with an
+ * "out of memory" message, never a silently different block. */
+static void check_ggml(int type, const char *name) {
+    enum { R = 3, C = 256 };
+    static float x[R * C], imp[C];
+    for (int i = 0; i < R * C; i++) x[i] = (float)unif();
+    for (int i = 0; i < C; i++) imp[i] = (float)(1.2 + unif());
+    const size_t rs = piso_ggml_row_size(type, C), nbytes = rs * R;
+    uint8_t *ref = malloc(nbytes), *out = malloc(nbytes);
+    CHECK(ref && out, "test buffers");
+    if (!ref || !out) return;
+    omp_set_num_threads(1);
+    long a0 = piso_fault_allocs();
+    size_t done = piso_ggml_quantize_piso(type, x, ref, R, C, imp);
+    long K = piso_fault_allocs() - a0;
+    CHECK(done == nbytes, "%s: faultless run wrote %zu of %zu bytes: %s", name, done, nbytes, piso_last_error());
+    omp_set_num_threads(2);
+    done = piso_ggml_quantize_piso(type, x, out, R, C, imp);
+    CHECK(done == nbytes && !memcmp(ref, out, nbytes), "%s: 2 threads differ from 1", name);
+    int failed = 0;
+    for (int t = 1; t <= 2; t++) {
+        omp_set_num_threads(t);
+        for (long n = 1; n <= K; n++) {
+            piso_fault_alloc_after(n);
+            done = piso_ggml_quantize_piso(type, x, out, R, C, imp);
+            piso_fault_alloc_after(0);
+            if (done == 0) {
+                failed++;
+                CHECK(strstr(piso_last_error(), "out of memory") != NULL, "%s, allocation %ld: message \"%s\"", name, n,
+                      piso_last_error());
+            } else {
+                CHECK(done == nbytes && !memcmp(ref, out, nbytes), "%s, allocation %ld, %d threads: a different result",
+                      name, n, t);
+            }
+        }
+    }
+    printf("%-28s %4ld allocations: %4d clean errors (1 and 2 threads)\n", name, K, failed);
+    free(ref), free(out);
+}
+
 int main(void) {
     piso_set_quiet(1);
     make_problem();
@@ -164,5 +207,9 @@ int main(void) {
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) check_config(&cs[i]);
     check_sort_fallback();
+    const struct { int type; const char *name; } gg[] = {{GGML_T_Q4_0, "gguf Q4_0"}, {GGML_T_Q8_0, "gguf Q8_0"},
+                                                       {GGML_T_Q4_K, "gguf Q4_K"}, {GGML_T_Q6_K, "gguf Q6_K"},
+                                                       {GGML_T_Q3_K, "gguf Q3_K"}, {GGML_T_IQ4_NL, "gguf IQ4_NL"}};
+    for (size_t i = 0; i < sizeof gg / sizeof gg[0]; i++) check_ggml(gg[i].type, gg[i].name);
     return test_finish();
 }
