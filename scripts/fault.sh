@@ -5,6 +5,7 @@
 # 0 or 1 (never a crash, a sanitizer or leak report), a failure prints "piso <cmd>: error: ...",
 # and no partial or temporary output is left behind.
 #   scripts/fault.sh [STRIDE]   allocation n = 1..64, then every STRIDE-th (default 1: all of them)
+#   FAULT_ONLY="layer quantize-hf" scripts/fault.sh 1   only the named commands (names as in CMDS below)
 # Prints faults injected / survived per command and kind; failures are listed in build-fault/fault-failures.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +61,7 @@ run_one() { # name args env -> 0 if the run survived
 }
 for entry in "${CMDS[@]}"; do
   name=${entry%%|*} args=${entry#*|}
+  if [ -n "${FAULT_ONLY:-}" ] && [[ " $FAULT_ONLY " != *" $name "* ]]; then continue; fi
   run_one "$name" "$args" "" || { echo "$name: fails without a fault (see $failures)"; continue; }
   read -r _ allocs _ writes _ renames _ < "$W/report"
   for kind in alloc write rename; do

@@ -66,7 +66,9 @@ const char *piso_scale_method_name(enum piso_scale_method m);
  * Sweeps both signs when the grid is asymmetric and allow_negative is set. Never returns 0 or
  * NaN: when no scale improves on q = 0 (all-zero w, dead inputs) it returns the absmax scale (or
  * 1 for an all-zero vector). E_out (optional) receives E at the returned scale, recomputed
- * exactly in fp64 (one more pass over H; pass NULL to skip it). Cost O(n²·|grid|). */
+ * exactly in fp64 (one more pass over H; pass NULL to skip it). Cost O(n²·|grid|). The one
+ * exception to "never NaN": out of memory for its scratch, it returns NaN (and *E_out = NaN), so
+ * that callers inside parallel loops can report the failure. */
 float piso_solve_scale_dense(const float *w, int n, const float *H, int ldh, const double *u,
                              const struct piso_grid *g, int allow_negative, double *E_out);
 /* Same with a diagonal H (hdiag[n]; NULL means identity, i.e. data-free). u may be NULL, then
@@ -77,7 +79,7 @@ float piso_solve_scale_diag(const float *w, int n, const float *hdiag, const dou
  * s0 = max|W|/(6·448) and s0·2^(i/32), i = 1..7 (offsets inside one E4M3 grid step), each scored by
  * Σ over groups of the exact diag(H)-weighted optimum over every UE4M3 group scale (hdiag NULL:
  * identity). On that objective the result is never worse than the recipe (s0 with absmax group
- * scales). Returns 1 for grids without UE4M3 scales. */
+ * scales). Returns 1 for grids without UE4M3 scales, NaN when out of memory. */
 /* NVFP4's recipe tensor scale max|W|/(6·448) (1 for an all-zero tensor). */
 float piso_grid_recipe_tensor_scale(const float *W, int64_t n);
 float piso_nvfp4_tensor_scale(const float *W, int64_t N, int64_t D, const float *hdiag, const struct piso_grid *g);
@@ -86,7 +88,7 @@ float piso_scale_absmax(const float *w, int n, const struct piso_grid *g);
 /* mse-grid: the best of the 20 scales (k/20)·absmax, k = 1..20, for ||w − s·q(w; s)||². */
 float piso_scale_mse_grid(const float *w, int n, const struct piso_grid *g);
 /* E(s) = s²·qᵀHq − 2s·qᵀu at a given scale, q = round(w/s) as piso_grid_round does (fp64 sums).
- * H dense with leading dimension ldh; u may be NULL (then u = H·w). */
+ * H dense with leading dimension ldh; u may be NULL (then u = H·w). NaN when out of memory. */
 double piso_objective_dense(const float *w, int n, const float *H, int ldh, const double *u,
                             const struct piso_grid *g, float s);
 

@@ -2,6 +2,7 @@
 #include "piso/linalg.h"
 #include "piso/pipeline.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -92,7 +93,7 @@ done:
 /* Σ_rows wᵀFw (the float output energy). */
 static double output_energy(int64_t N, int64_t D, const float *W, const float *F) {
     float *Z = calloc((size_t)(N * D), sizeof(float));
-    if (!Z) return 0;
+    if (!Z) return NAN; /* out of memory: the caller reports it */
     double e = piso_layer_objective(N, D, W, Z, F, NULL, NULL);
     free(Z);
     return e;
@@ -151,6 +152,11 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     double energy = output_energy(N, D, Wf, F);
     double e_m = energy + piso_layer_objective(N, D, Wf, r.dequant, H, G, NULL);
     double e_a = energy + piso_layer_objective(N, D, Wf, ra.dequant, H, G, NULL);
+    if (isnan(e_m) || isnan(e_a)) { /* NaN only when out of memory for the products */
+        piso_layer_result_free(&r), piso_layer_result_free(&ra);
+        return piso_errorf("out of memory for the reconstruction error of %s [%lld, %lld]", rep->name, (long long)N,
+                           (long long)D);
+    }
     rep->layer = layer, rep->kind = k, rep->N = N, rep->D = D;
     rep->group = o->ec.q.group > 0 && o->ec.q.group < D ? o->ec.q.group : 0;
     rep->last_group = rep->group && D % rep->group ? (int)(D % rep->group) : rep->group;
@@ -191,6 +197,7 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     float *Hf = malloc(sizeof(float) * Dmax * Dmax), *Gf = malloc(sizeof(float) * Dmax * Dmax),
           *Ff = malloc(sizeof(float) * Dmax * Dmax);
     int rc = -1;
+    struct float_taps cache = {{NULL, NULL, NULL, NULL}}; /* before the first goto: freed at done */
     if (!res->layers || !Xq || !Xf || !s.H || !s.G || !s.F || !s.tmp || !Hf || !Gf || !Ff) {
         piso_errorf("out of memory for the calibration activations (%lld tokens × %lld)", (long long)ntok,
                     (long long)Dm);
@@ -200,7 +207,6 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     memcpy(Xq, Xf, sizeof(float) * ntok * Dm);
     int done_lin = 0, total_lin = nb * PISO_LIN_COUNT;
     /* Cache the float taps of a block when they take at most 2 GiB (always for small models). */
-    struct float_taps cache = {{NULL, NULL, NULL, NULL}};
     int64_t widths[PISO_IN_COUNT];
     for (int st = 0; st < PISO_IN_COUNT; st++) widths[st] = piso_schema_input_width(cfg, (enum piso_block_input)st);
     int use_cache = (double)ntok * (2 * Dm + Hq + F) * sizeof(float) <= 2.0 * (1 << 30);

@@ -25,6 +25,10 @@ struct interval {
     int sign;
 };
 
+/* Set by a sweep of this thread that ran out of memory: the block quantizers below ignore the
+ * sweeps' return values, so piso_ggml_quantize_piso_ex reads this flag after each row. */
+static _Thread_local int blk_oom;
+
 static int cmp_interval(const void *a, const void *b) {
     double x = ((const struct interval *)a)->Estar, y = ((const struct interval *)b)->Estar;
     return x < y ? -1 : x > y ? 1 : 0;
@@ -100,7 +104,10 @@ static int sweep(const float *x, const float *w_in, int n, int lo, int hi, int a
     const float *w = block_weights(x, w_in, n, wbuf, &Sxx);
     const int per = hi > -lo ? hi : -lo;
     struct interval *iv = malloc(sizeof *iv * ((size_t)n * (size_t)per * 2 + 2));
-    if (!iv) return piso_errorf("block sweep: out of memory");
+    if (!iv) {
+        blk_oom = 1;
+        return piso_errorf("block sweep: out of memory");
+    }
     int n_iv = 0, best_iv = -1;
     *d_real = 0, *E_real = Sxx;
     for (int sign = 1; sign >= -1; sign -= 2) {
@@ -219,7 +226,10 @@ int piso_block_sweep_table(const float *x, const float *w_in, int n, const int8_
     const float *w = block_weights(x, w_in, n, wbuf, &Sxx);
     const int i0 = table_index(t, nv, 0.0);
     struct interval *iv = malloc(sizeof *iv * ((size_t)n * (size_t)nv * 2 + 4));
-    if (!iv) return piso_errorf("block sweep: out of memory");
+    if (!iv) {
+        blk_oom = 1;
+        return piso_errorf("block sweep: out of memory");
+    }
     int n_iv = 0, best_iv = -1;
     double Er = Sxx;
     for (int sign = 1; sign >= -1; sign -= 2) {
@@ -629,12 +639,18 @@ size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t n
     float *ones = NULL;
     if (!weights) {
         ones = malloc(sizeof(float) * (size_t)n_per_row);
-        if (!ones) return 0;
+        if (!ones) {
+            piso_errorf("block quantizer: out of memory for a row of %lld", (long long)n_per_row);
+            return 0;
+        }
         for (int64_t i = 0; i < n_per_row; i++) ones[i] = 1.0f;
     }
     const float *wt = weights ? weights : ones;
-#pragma omp parallel for schedule(dynamic, 1)
+    int failed = 0; /* a block sweep ran out of memory (blk_oom of its thread) */
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
     for (int64_t r = 0; r < nrows; r++) {
+        if (failed) continue;
+        blk_oom = 0;
         const float *xr = x + r * n_per_row;
         uint8_t *out = (uint8_t *)dst + r * nb * bb;
         uint8_t ref[256]; /* one block of llama.cpp's rule with the same importance */
@@ -684,8 +700,13 @@ size_t piso_ggml_quantize_piso_ex(int type, const float *x, void *dst, int64_t n
             if (piso_block_error(type, ref, xb, wblk) < piso_block_error(type, out + ib * bb, xb, wblk))
                 memcpy(out + ib * bb, ref, (size_t)bb);
         }
+        if (blk_oom) failed = 1;
     }
     free(ones);
+    if (failed) {
+        piso_errorf("block quantizer: out of memory for the scale sweeps");
+        return 0;
+    }
     return (size_t)(nrows * nb * bb);
 }
 
@@ -756,11 +777,15 @@ struct gguf_rounder {
 static int gguf_begin_group(void *ctx, struct piso_ec_work *w, int k) {
     const struct gguf_rounder *g = ctx;
     const int64_t D = w->D, j0 = w->grp_start[k], ib = w->grp_id[k]; /* no act order: position = column */
-#pragma omp parallel for schedule(dynamic, 1)
+    int failed = 0; /* the exact solver ran out of memory */
+#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed)
     for (int64_t r = 0; r < w->N; r++) {
         const float *wb = w->Wc + r * D + j0;
         uint8_t packed[256];
-        piso_ggml_quantize_piso(g->type, wb, packed, 1, g->be, g->hdiag + j0);
+        if (!piso_ggml_quantize_piso(g->type, wb, packed, 1, g->be, g->hdiag + j0)) {
+            failed = 1; /* out of memory */
+            continue;
+        }
         if (g->be != PISO_QK) {
             piso_unpack_blk256(g->type, packed, &g->b256[r * g->nb + ib]);
             continue;
@@ -770,10 +795,15 @@ static int gguf_begin_group(void *ctx, struct piso_ec_work *w, int k) {
         if (g->sym) { /* the exact scale for the dense block H_gg */
             double E;
             float s = piso_solve_scale_dense(wb, g->be, g->H + j0 * D + j0, (int)D, NULL, &g->grid, 1, &E);
+            if (isnan(s)) {
+                failed = 1;
+                continue;
+            }
             uint16_t h = f2h(s);
             if (isfinite(s) && s != 0 && (h & 0x7fff) && (h & 0x7fff) < 0x7c00) b->d = h;
         }
     }
+    if (failed) return piso_errorf("GPTQ block scales: out of memory");
     return 0;
 }
 

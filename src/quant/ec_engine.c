@@ -52,6 +52,7 @@ int piso_ec_setup(struct piso_ec_work *w, const struct piso_ec_problem *p, const
             w->opts.q.grid.scale_mult = o->q.method == PISO_SCALE_ABSMAX ? piso_grid_recipe_tensor_scale(p->W, N * D)
                                         : piso_nvfp4_tensor_scale(p->W, N, D, df ? NULL : hd, &o->q.grid);
             free(hd);
+            if (isnan(w->opts.q.grid.scale_mult)) return piso_errorf("out of memory (NVFP4 tensor scale)");
         }
         o = &w->opts;
     }
@@ -121,7 +122,8 @@ static int grid_begin_layer(void *ctx, struct piso_ec_work *w) {
     int data_free = m == PISO_SCALE_ABSMAX || m == PISO_SCALE_MSE_GRID || m == PISO_SCALE_PISO_DATAFREE;
     if (o->interleave != PISO_INTERLEAVE_GROUP && data_free) {
         /* Data-free scales on the original weights need no statistics: solve them directly. */
-        for (int k = 0; k < ng; k++) piso_ec_group_scales(w, k);
+        for (int k = 0; k < ng; k++)
+            if (piso_ec_group_scales(w, k)) return -1;
     } else if (o->interleave != PISO_INTERLEAVE_GROUP) {
         /* Scales fixed before error correction, on the original weights (dead columns zeroed). */
         float *Wz = malloc(sizeof(float) * N * D);
@@ -143,7 +145,7 @@ static int grid_begin_layer(void *ctx, struct piso_ec_work *w) {
 }
 
 /* ---- per-group scales on the current weights ----------------------------------------------- */
-void piso_ec_group_scales(struct piso_ec_work *w, int k) {
+int piso_ec_group_scales(struct piso_ec_work *w, int k) {
     int64_t N = w->N, D = w->D;
     int c0 = w->grp_start[k], L = w->grp_len[k], gid = w->grp_id[k];
     enum piso_scale_method m = w->opts.q.method;
@@ -160,8 +162,8 @@ void piso_ec_group_scales(struct piso_ec_work *w, int k) {
         if (w->Gp != w->Hp && !w->GmH && (w->GmH = malloc(sizeof(float) * D * D)))
             for (int64_t i = 0; i < D * D; i++) w->GmH[i] = w->Gp[i] - w->Hp[i];
         if (!U || !w->dW || (w->Gp != w->Hp && !w->GmH)) {
-            free(U), U = NULL;
-            need_u = 0, m = PISO_SCALE_ABSMAX; /* degrade rather than fail mid-sweep */
+            free(U);
+            return piso_errorf("out of memory for the group targets (N = %lld, group of %d)", (long long)N, L);
         } else {
             for (int64_t i = 0; i < N * D; i++) w->dW[i] = w->Wo[i] - w->Wc[i];
             piso_la_sgemm(0, 1, (int)N, L, (int)D, 1.0f, w->dW, (int)D, w->Hp + (int64_t)c0 * D, (int)D, 0.0f, U, L);
@@ -169,6 +171,7 @@ void piso_ec_group_scales(struct piso_ec_work *w, int k) {
                 piso_la_sgemm(0, 1, (int)N, L, (int)D, 1.0f, w->Wo, (int)D, w->GmH + (int64_t)c0 * D, (int)D, 1.0f, U, L);
         }
     }
+    int failed = 0; /* a thread out of memory: the others skip their rows */
 #pragma omp parallel for schedule(dynamic, 8)
     for (int64_t r = 0; r < N; r++) {
         const float *v = w->Wc + r * D + c0;
@@ -176,8 +179,17 @@ void piso_ec_group_scales(struct piso_ec_work *w, int k) {
         float hd_local[256];
         float *hd = NULL;
         float s;
+        int f;
+#pragma omp atomic read
+        f = failed;
+        if (f) continue;
         if (need_u) {
             ud = malloc(sizeof(double) * L);
+            if (!ud) {
+#pragma omp atomic write
+                failed = 1;
+                continue;
+            }
             for (int i = 0; i < L; i++) {
                 double acc = U[r * L + i];
                 const float *h = w->Hp + (int64_t)(c0 + i) * D + c0;
@@ -190,6 +202,10 @@ void piso_ec_group_scales(struct piso_ec_work *w, int k) {
         case PISO_SCALE_PISO_DATAFREE: s = piso_solve_scale_diag(v, L, NULL, NULL, grid, an, NULL); break;
         case PISO_SCALE_PISO_DIAG:
             hd = L <= 256 ? hd_local : malloc(sizeof(float) * L);
+            if (!hd) {
+                s = NAN;
+                break;
+            }
             for (int i = 0; i < L; i++) hd[i] = w->Hp[(int64_t)(c0 + i) * D + c0 + i];
             s = piso_solve_scale_diag(v, L, hd, ud, grid, an, NULL);
             if (hd != hd_local) free(hd);
@@ -201,9 +217,16 @@ void piso_ec_group_scales(struct piso_ec_work *w, int k) {
         default: s = piso_scale_absmax(v, L, grid); break;
         }
         free(ud);
+        if (isnan(s)) { /* out of memory in the solver */
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
         w->S[r * w->n_groups + gid] = s;
     }
     free(U);
+    if (failed) return piso_errorf("out of memory for the group scales (N = %lld, group of %d)", (long long)N, L);
+    return 0;
 }
 
 static float grid_round_column(void *ctx, struct piso_ec_work *w, int64_t r, int pos, float value) {
@@ -217,7 +240,7 @@ static float grid_round_column(void *ctx, struct piso_ec_work *w, int64_t r, int
 
 static int grid_begin_group(void *ctx, struct piso_ec_work *w, int k) {
     (void)ctx;
-    if (w->opts.interleave == PISO_INTERLEAVE_GROUP) piso_ec_group_scales(w, k);
+    if (w->opts.interleave == PISO_INTERLEAVE_GROUP) return piso_ec_group_scales(w, k);
     return 0;
 }
 
@@ -296,6 +319,10 @@ int piso_ec_finish(struct piso_ec_work *w, const struct piso_ec_problem *p, stru
         }
     r->constant_dropped = p->G != NULL;
     r->objective = piso_layer_objective(N, D, p->W, r->dequant, p->H, p->G, r->row_objective);
+    if (isnan(r->objective)) { /* out of memory for the objective's products */
+        piso_layer_result_free(r);
+        return piso_errorf("out of memory for the objective of a [%lld, %lld] layer", (long long)N, (long long)D);
+    }
     return 0;
 }
 

@@ -72,6 +72,6 @@ int piso_ec_result_alloc(struct piso_layer_result *r, int64_t N, int64_t D, int6
  * (interleave group); codes into w->codes. Context: NULL. */
 extern const struct piso_ec_rounder piso_ec_grid_rounder;
 /* Solves the scales of group k (position order) for all rows on the current weights. */
-void piso_ec_group_scales(struct piso_ec_work *w, int k);
+int piso_ec_group_scales(struct piso_ec_work *w, int k);
 
 #endif

@@ -125,6 +125,7 @@ int piso_rtn_layer(const struct piso_layer_problem *p, const struct piso_quant_o
             hw.grid.scale_mult = opts->method == PISO_SCALE_ABSMAX ? piso_grid_recipe_tensor_scale(p->W, p->N * p->D)
                                                                    : piso_nvfp4_tensor_scale(p->W, p->N, p->D, hd, &opts->grid);
             free(hd);
+            if (isnan(hw.grid.scale_mult)) return piso_errorf("out of memory (NVFP4 tensor scale)");
         }
         opts = &hw;
     }
@@ -172,6 +173,11 @@ int piso_rtn_layer(const struct piso_layer_problem *p, const struct piso_quant_o
             r->row_objective[i] = s, tot += s;
         }
         r->objective = tot;
+    }
+    if (isnan(r->objective)) { /* out of memory for the objective's products */
+        piso_layer_result_free(r);
+        piso_errorf("out of memory for the objective of a [%lld, %lld] layer", (long long)N, (long long)D);
+        goto done;
     }
     rc = 0;
 done:

@@ -41,6 +41,10 @@ static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t
     int dig = T < 65536 ? 8 : 16, nb = 1 << dig;
     uint32_t small[256];
     uint32_t *count = dig == 8 ? small : malloc(sizeof(uint32_t) * (size_t)nb);
+    if (!count) { /* out of memory: 8-bit digits (the same stable order, a few more passes) */
+        dig = 8, nb = 256;
+        count = small;
+    }
     struct sweep_event *src = ev, *dst = tmp;
     for (int shift = 32; shift < 64; shift += dig) {
         memset(count, 0, sizeof(uint32_t) * (size_t)nb);
@@ -244,6 +248,7 @@ static void sweep_diag(const struct sweep_event *ev, int64_t T, const float *hdi
 double piso_objective_dense(const float *w, int n, const float *H, int ldh, const double *u,
                             const struct piso_grid *g, float s) {
     float *q = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    if (!q) return NAN; /* out of memory */
     for (int i = 0; i < n; i++) q[i] = piso_grid_round(g, w[i] / s, NULL);
     double a = 0, b = 0;
     for (int i = 0; i < n; i++) {
@@ -280,14 +285,21 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
     float *dl = H ? malloc(sizeof(float) * (size_t)(Tmax > 0 ? Tmax : 1)) : NULL;
     float *hval = H ? malloc(sizeof(float) * (size_t)(Tmax > 0 ? Tmax : 1)) : NULL;
     double *udiag = NULL;
-    if (!H && !u) {
-        udiag = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    if (!H && !u) udiag = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    if (!ev || !tmp || !scratch || (H && (!idx || !dl || !hval)) || (!H && !u && !udiag)) {
+        /* out of memory: NaN, which no solution can be (the callers report it) */
+        free(ev), free(tmp), free(scratch), free(udiag), free(idx), free(dl), free(hval);
+        if (E_out) *E_out = NAN;
+        return NAN;
+    }
+    if (udiag) {
         for (int i = 0; i < n; i++) udiag[i] = (hdiag ? hdiag[i] : 1.0) * w[i];
         u = udiag;
     }
     int nsign = (allow_negative && !g->symmetric) ? 2 : 1;
     float s_best = 0;
     double E_best = INFINITY;
+    int oom = 0;
     if (g->scale_set) nsign = 1; /* hardware scales are positive */
     for (int k = 0; k < nsign; k++) {
         double sign = k == 0 ? 1.0 : -1.0;
@@ -307,6 +319,7 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
                 const float c = (float)(all ? piso_grid_scale_at(g, p) : best.pending[p]);
                 if (!(c > 0) || !isfinite(c)) continue;
                 const double E = H ? piso_objective_dense(w, n, H, ldh, u, g, c) : objective_diag(w, n, hdiag, u, g, c);
+                if (isnan(E)) oom = 1;
                 if (E < best.E) best.E = E, best.s = c;
             }
         }
@@ -319,6 +332,7 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
         double E = !E_out ? best.E
                  : H      ? piso_objective_dense(w, n, H, ldh, u, g, s)
                           : objective_diag(w, n, hdiag, u, g, s);
+        if (isnan(E)) oom = 1;
         if (E < E_best) {
             E_best = E;
             s_best = s;
@@ -329,7 +343,9 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
         s_best = piso_scale_absmax(w, n, g);
         if (E_out)
             E_best = H ? piso_objective_dense(w, n, H, ldh, u, g, s_best) : objective_diag(w, n, hdiag, u, g, s_best);
+        if (isnan(E_best)) oom = 1;
     }
+    if (oom) s_best = NAN, E_best = NAN;
     if (E_out) *E_out = E_best;
     free(ev);
     free(tmp);
@@ -346,6 +362,10 @@ float piso_solve_scale_dense(const float *w, int n, const float *H, int ldh, con
     double *uh = NULL;
     if (!u) { /* u = H·w */
         uh = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+        if (!uh) {
+            if (E_out) *E_out = NAN;
+            return NAN; /* out of memory */
+        }
         for (int i = 0; i < n; i++) uh[i] = piso_dot_fd(H + (int64_t)i * ldh, w, n);
         u = uh;
     }

@@ -69,7 +69,7 @@ static float group_scale(const struct layer_ctx *c, int64_t row, int64_t j0, con
  * is read once per block instead of once per row. Each row's arithmetic is the same whatever
  * block it lands in, so the result does not depend on the threads. */
 #define SEQ_BLOCK 16
-static void quantize_block(const struct layer_ctx *c, int64_t r0, int64_t r1, struct piso_layer_result *r) {
+static int quantize_block(const struct layer_ctx *c, int64_t r0, int64_t r1, struct piso_layer_result *r) {
     const struct piso_layer_problem *p = c->p;
     const struct piso_grid *g = &c->o->grid;
     int64_t D = p->D, gs = c->gs, R = r1 - r0;
@@ -77,10 +77,17 @@ static void quantize_block(const struct layer_ctx *c, int64_t r0, int64_t r1, st
     double *ug = malloc(sizeof(double) * (size_t)D);
     double *Hv = NULL, *dv = NULL;
     float *v = NULL;
+    int rc = 0;
     if (seq) { /* v = current weights (finished groups hold s·q), Hv = H·v kept up to date */
         Hv = malloc(sizeof(double) * (size_t)(R * D));
         v = malloc(sizeof(float) * (size_t)(R * D));
         dv = malloc(sizeof(double) * (size_t)(R * gs));
+    }
+    if (!ug || (seq && (!Hv || !v || !dv))) {
+        rc = -1;
+        goto out;
+    }
+    if (seq) {
         memcpy(v, p->W + r0 * D, sizeof(float) * (size_t)(R * D));
         memcpy(Hv, c->HW + r0 * D, sizeof(double) * (size_t)(R * D));
     }
@@ -89,6 +96,10 @@ static void quantize_block(const struct layer_ctx *c, int64_t r0, int64_t r1, st
         for (int64_t row = r0; row < r1; row++) {
             int64_t b = row - r0;
             float s = group_scale(c, row, j0, seq ? v + b * D : NULL, seq ? Hv + b * D : NULL, ug);
+            if (isnan(s)) { /* the solver ran out of memory */
+                rc = -1;
+                goto out;
+            }
             const float *wg = p->W + row * D + j0;
             float *dq = r->dequant + row * D + j0;
             int16_t *codes = r->codes + row * D + j0;
@@ -120,10 +131,12 @@ static void quantize_block(const struct layer_ctx *c, int64_t r0, int64_t r1, st
                 }
             }
     }
+out:
     free(ug);
     free(Hv);
     free(v);
     free(dv);
+    return rc;
 }
 
 /* Rows r0..r1 of W (or W − Ŵ, Ŵ) as fp64 into dst [r1 − r0, D]. */
@@ -204,6 +217,7 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
                                           ? piso_grid_recipe_tensor_scale(p->W, N * D)
                                           : piso_nvfp4_tensor_scale(p->W, N, D, datafree ? NULL : hd, &opts->grid);
             free(hd);
+            if (isnan(hw_opts.grid.scale_mult)) return piso_errorf("quantize layer: out of memory (NVFP4 tensor scale)");
         }
         opts = &hw_opts;
     }
@@ -267,11 +281,20 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     struct piso_progress prog;
     piso_progress_begin(&prog, piso_scale_method_name(opts->method), "rows", N);
     int64_t done = 0;
+    int failed = 0; /* set by any thread that ran out of memory; the others stop taking blocks */
     int64_t bs = seq ? SEQ_BLOCK : 1, nblk = (N + bs - 1) / bs; /* blocks only help piso-seq */
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t bi = 0; bi < nblk; bi++) {
         int64_t r0 = bi * bs, r1 = r0 + bs < N ? r0 + bs : N;
-        quantize_block(&c, r0, r1, r);
+        int f;
+#pragma omp atomic read
+        f = failed;
+        if (f) continue;
+        if (quantize_block(&c, r0, r1, r)) {
+#pragma omp atomic write
+            failed = 1;
+            continue;
+        }
         int64_t d;
 #pragma omp atomic capture
         d = done += r1 - r0;
@@ -279,6 +302,12 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
         if (omp_get_thread_num() == 0)
 #endif
             if (d < N) piso_progress_update(&prog, d);
+    }
+    if (failed) {
+        free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
+        piso_layer_result_free(r);
+        return piso_errorf("quantize layer: out of memory for the per-row scratch (N = %lld, D = %lld)",
+                           (long long)N, (long long)D);
     }
     piso_progress_update(&prog, N);
     row_objectives(p, r->dequant, Hd, c.U, r->row_objective, buf, prod);

@@ -68,18 +68,21 @@ float piso_nvfp4_tensor_scale(const float *W, int64_t N, int64_t D, const float 
         struct piso_grid gs = *g;
         gs.scale_mult = s;
         double tot = 0;
-#pragma omp parallel for schedule(static) reduction(+ : tot)
+        int oom = 0;
+#pragma omp parallel for schedule(static) reduction(+ : tot) reduction(| : oom)
         for (int64_t r = 0; r < N; r++) {
             double e = 0;
             for (int64_t j0 = 0; j0 < D; j0 += 16) { /* a shorter last group counts as it is */
                 const float *w = W + r * D + j0;
                 const float *h = hdiag ? hdiag + j0 : NULL;
                 double E;
-                piso_solve_scale_diag(w, (int)(D - j0 < 16 ? D - j0 : 16), h, NULL, &gs, 0, &E);
+                const float sg = piso_solve_scale_diag(w, (int)(D - j0 < 16 ? D - j0 : 16), h, NULL, &gs, 0, &E);
+                if (isnan(sg)) oom = 1; /* out of memory */
                 e += E;
             }
             tot += e;
         }
+        if (oom) return NAN;
         if (tot < best) best = tot, best_s = s;
     }
     return best_s;

@@ -55,6 +55,18 @@ static int alloc_fails(void) {
     return 0;
 }
 
+/* In-process use (tests/test_fault_alloc.c): fail the n-th allocation from now (0: none); the
+ * number of allocations so far; how many faults were injected. */
+void piso_fault_alloc_after(long n);
+long piso_fault_allocs(void);
+long piso_fault_hits(void);
+void piso_fault_alloc_after(long n) {
+    init();
+    fail_alloc = n > 0 ? (long)allocs + n : 0;
+}
+long piso_fault_allocs(void) { return (long)allocs; }
+long piso_fault_hits(void) { return (long)hits; }
+
 void *__wrap_malloc(size_t n) { return alloc_fails() ? (errno = ENOMEM, NULL) : __real_malloc(n); }
 void *__wrap_calloc(size_t a, size_t b) { return alloc_fails() ? (errno = ENOMEM, NULL) : __real_calloc(a, b); }
 void *__wrap_realloc(void *p, size_t n) { return alloc_fails() ? (errno = ENOMEM, NULL) : __real_realloc(p, n); }
