@@ -90,4 +90,30 @@ static inline int test_finish(void) {
     return t_fail ? 1 : 0;
 }
 
+/* Reference solver for the tests, independent of src/linalg: A x = b (A [n, n], destroyed; x
+ * overwrites b) by Gaussian elimination with partial pivoting. */
+static inline void test_gauss_solve(double *A, double *b, int n) {
+    for (int c = 0; c < n; c++) {
+        int p = c;
+        for (int r = c + 1; r < n; r++)
+            if (fabs(A[r * n + c]) > fabs(A[p * n + c])) p = r;
+        for (int k = 0; k < n; k++) {
+            double t = A[c * n + k];
+            A[c * n + k] = A[p * n + k], A[p * n + k] = t;
+        }
+        double t = b[c];
+        b[c] = b[p], b[p] = t;
+        for (int r = c + 1; r < n; r++) {
+            double f = A[r * n + c] / A[c * n + c];
+            for (int k = c; k < n; k++) A[r * n + k] -= f * A[c * n + k];
+            b[r] -= f * b[c];
+        }
+    }
+    for (int c = n - 1; c >= 0; c--) {
+        double s = b[c];
+        for (int k = c + 1; k < n; k++) s -= A[c * n + k] * b[k];
+        b[c] = s / A[c * n + c];
+    }
+}
+
 #endif

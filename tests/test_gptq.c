@@ -17,31 +17,6 @@ static double urand(void) { /* xorshift64 in [0, 1) */
 }
 static double nrand(void) { return sqrt(-2 * log(urand() + 1e-300)) * cos(6.283185307179586 * urand()); }
 
-/* Solves A x = b (A [n, n], destroyed) by Gaussian elimination with partial pivoting. */
-static void gauss_solve(double *A, double *b, int n) {
-    for (int c = 0; c < n; c++) {
-        int p = c;
-        for (int r = c + 1; r < n; r++)
-            if (fabs(A[r * n + c]) > fabs(A[p * n + c])) p = r;
-        for (int k = 0; k < n; k++) {
-            double t = A[c * n + k];
-            A[c * n + k] = A[p * n + k], A[p * n + k] = t;
-        }
-        double t = b[c];
-        b[c] = b[p], b[p] = t;
-        for (int r = c + 1; r < n; r++) {
-            double f = A[r * n + c] / A[c * n + c];
-            for (int k = c; k < n; k++) A[r * n + k] -= f * A[c * n + k];
-            b[r] -= f * b[c];
-        }
-    }
-    for (int c = n - 1; c >= 0; c--) {
-        double s = b[c];
-        for (int k = c + 1; k < n; k++) s -= A[c * n + k] * b[k];
-        b[c] = s / A[c * n + c];
-    }
-}
-
 /* Nearest value of the int grid lo..hi times s; writes the integer code. */
 static double qint(double v, double s, int lo, int hi, int *code) {
     double q = nearbyint(v / s);
@@ -94,7 +69,7 @@ static void gptq_ref(int D, const float *w, const float *H, double lambda, const
             b[a] = s;
             for (int c = 0; c < nj; c++) A[a * nj + c] = H[J[a] * D + J[c]] + (a == c ? lambda : 0);
         }
-        gauss_solve(A, b, nj);
+        test_gauss_solve(A, b, nj);
         for (int a = 0; a < nj; a++) v[J[a]] = w[J[a]] - b[a];
     }
     for (int j = 0; j < D; j++) out[j] = v[j];
@@ -136,7 +111,7 @@ static void qronos_ref(int D, const float *w, const double *X, const double *Xq,
                 A[a * nj + e] = h;
             }
         }
-        gauss_solve(A, b, nj);
+        test_gauss_solve(A, b, nj);
         for (int a = 0; a < nj; a++) v[c + 1 + a] = b[a];
     }
     for (int j = 0; j < D; j++) out[j] = v[j];

@@ -73,27 +73,8 @@ static double shifted_target(const struct layer *l, double alpha, double damp, d
                 s += ((1 - alpha) * l->H[a * D + c] + alpha * l->G[a * D + c]) * l->W[r * D + c];
             b[a] = s;
         }
-        for (int64_t c = 0; c < D; c++) {
-            int64_t piv = c;
-            for (int64_t a = c + 1; a < D; a++)
-                if (fabs(A[a * D + c]) > fabs(A[piv * D + c])) piv = a;
-            for (int64_t k = 0; k < D; k++) {
-                double t = A[c * D + k];
-                A[c * D + k] = A[piv * D + k], A[piv * D + k] = t;
-            }
-            double t = b[c];
-            b[c] = b[piv], b[piv] = t;
-            for (int64_t a = c + 1; a < D; a++) {
-                double f = A[a * D + c] / A[c * D + c];
-                for (int64_t k = c; k < D; k++) A[a * D + k] -= f * A[c * D + k];
-                b[a] -= f * b[c];
-            }
-        }
-        for (int64_t c = D - 1; c >= 0; c--) {
-            double s = b[c];
-            for (int64_t k = c + 1; k < D; k++) s -= A[c * D + k] * Wt[r * D + k];
-            Wt[r * D + c] = s / A[c * D + c];
-        }
+        test_gauss_solve(A, b, (int)D);
+        memcpy(Wt + r * D, b, sizeof(double) * D);
     }
     free(A), free(b);
     return lam;
