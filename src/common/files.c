@@ -80,45 +80,31 @@ int piso_read_file_max(const char *path, char **out, size_t *size, size_t max) {
                                (long long)st.st_size, lim);
         }
     }
-    size_t cap = 1 << 16, n = 0;
-    if (cap > max) cap = max;
-    char *buf = malloc(cap + 1);
-    if (!buf) {
-        fclose(f);
-        return piso_errorf("%s: out of memory reading the file", path);
-    }
-    for (;;) {
-        if (n == cap) {
-            if (cap >= max) { /* full at the limit: one more byte means too large */
-                int c = fgetc(f);
-                if (c == EOF) break;
-                free(buf);
-                fclose(f);
-                return piso_errorf("%s: too large (more than %s, the limit for this input)", path, lim);
-            }
-            size_t ncap = cap > max / 2 ? max : cap * 2;
-            char *nb = realloc(buf, ncap + 1);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return piso_errorf("%s: out of memory reading the file (%zu bytes so far)", path, n);
-            }
-            buf = nb, cap = ncap;
+    struct piso_buf buf = {0};
+    piso_buf_put(&buf, "", 0); /* an empty file reads as "" */
+    char chunk[1 << 16];
+    size_t r;
+    while (!buf.failed && (r = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (r > max - buf.len) {
+            piso_buf_free(&buf);
+            fclose(f);
+            return piso_errorf("%s: too large (more than %s, the limit for this input)", path, lim);
         }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
+        piso_buf_put(&buf, chunk, r);
     }
     int err = ferror(f);
     int e = errno;
     fclose(f);
+    if (buf.failed) {
+        piso_buf_free(&buf);
+        return piso_errorf("%s: out of memory reading the file", path);
+    }
     if (err) {
-        free(buf);
+        piso_buf_free(&buf);
         return piso_errorf("%s: read error: %s", path, strerror(e));
     }
-    buf[n] = 0;
-    *out = buf;
-    if (size) *size = n;
+    *out = buf.data;
+    if (size) *size = buf.len;
     return 0;
 }
 
