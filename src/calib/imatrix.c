@@ -259,11 +259,17 @@ int piso_imatrix_save_dat(const struct piso_imatrix *im, const char *path) {
     rc |= piso_outfile_write(&o, &n, 4);
     for (int i = 0; i < im->n && !rc; i++) {
         const struct piso_imatrix_entry *e = &im->e[i];
-        int32_t len = (int32_t)strlen(e->name);
         /* ncall: the number of chunks the entry saw; values are mean·ncall, as llama.cpp writes */
         int64_t cs = im->chunk_size > 0 ? im->chunk_size : 1;
-        int32_t ncall = (int32_t)((e->count + cs - 1) / cs), nval = (int32_t)e->n;
-        if (e->count <= 0) ncall = 1; /* no observations: the neutral 1.0 that piso_imatrix_get gives */
+        int64_t calls = e->count <= 0 ? 1 : e->count / cs + (e->count % cs != 0); /* count 0: the neutral 1.0 */
+        size_t name_len = strlen(e->name);
+        if (calls > INT32_MAX || e->n > INT32_MAX || name_len > INT32_MAX) {
+            rc = piso_errorf("%s: imatrix entry '%s' (%lld values, %lld chunks) does not fit the legacy .dat "
+                             "format's 32-bit fields; save it as GGUF",
+                             path, e->name, (long long)e->n, (long long)calls);
+            break;
+        }
+        int32_t len = (int32_t)name_len, ncall = (int32_t)calls, nval = (int32_t)e->n;
         rc |= piso_outfile_write(&o, &len, 4) | piso_outfile_write(&o, e->name, (size_t)len) |
               piso_outfile_write(&o, &ncall, 4) | piso_outfile_write(&o, &nval, 4);
         for (int64_t j = 0; j < e->n && !rc; j++) {
