@@ -51,6 +51,11 @@ int64_t piso_la_cholesky_upper(double *A, int64_t n);
  * −1 when out of memory (A is then unspecified). */
 int64_t piso_la_spd_inverse(double *A, int64_t n);
 
+/* x ← U⁻¹x (trans = 0) or U⁻ᵀx (trans ≠ 0) for U [n, n] upper triangular (ld = n). */
+void piso_la_trsv_upper(const double *U, int64_t n, int trans, double *x);
+/* B ← B·U⁻¹ for B [m, k] (leading dimension ldb) and U [k, k] upper triangular (ld = k). */
+void piso_la_trsm_right_upper(const double *U, int64_t k, double *B, int64_t m, int64_t ldb);
+
 /* How much damping λ to add to H's diagonal before factoring it. */
 enum piso_la_damp_ref {
     PISO_LA_DAMP_MEAN_DIAG = 0, /* λ = factor · mean(diag H), dead inputs counted as 1 (GPTQ) */

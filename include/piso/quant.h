@@ -92,6 +92,30 @@ float piso_scale_mse_grid(const float *w, int n, const struct piso_grid *g);
 double piso_objective_dense(const float *w, int n, const float *H, int ldh, const double *u,
                             const struct piso_grid *g, float s);
 
+/* Channel-wise PiSO for N rows sharing one H (piso_prune.c): the same optimum as
+ * piso_solve_scale_dense row by row (up to fp round-off on near-ties), much faster for large n:
+ * intervals whose lower bound (from a certified PSD minorant M ⪯ H of rank k plus a diagonal
+ * floor) cannot beat the best exact value found are skipped; the rest is swept exactly.
+ * W [N, n] (row stride ldw); U [N, n] targets (stride ldu; NULL: u = H·w); HW [N, n] = rows of H·w
+ * in fp64 when the caller has them (NULL: computed). Scales go to scales[r·scale_stride]. Falls back
+ * to the full sweep when n < PISO_PRUNE_MIN_N, for grids with a scale set, or when H is not
+ * certified positive definite. Returns 0, or −1 when out of memory (piso_last_error). */
+#define PISO_PRUNE_MIN_N 512
+struct piso_prune_stats {
+    int64_t rows, rows_full;  /* rows solved; of them swept in full (no pruning) */
+    int64_t intervals, swept; /* intervals of the pruned rows' sweeps (both signs), evaluated exactly */
+    int rank;                 /* k of the minorant */
+    double floor;             /* its floor μ relative to diag(H) */
+    double seconds_minorant;  /* building it */
+};
+int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const float *H, int ldh, const double *U,
+                           int64_t ldu, const double *HW, int64_t ldhw, const struct piso_grid *g,
+                           int allow_negative, float *scales, int64_t scale_stride, struct piso_prune_stats *st);
+/* Tests and benchmarks: mode 0 = automatic, 1 = never prune, 2 = prune whenever n ≥ 8; rank 0 =
+ * piso_prune_default_rank(n). Process-wide; not thread-safe against running solvers. */
+void piso_prune_configure(int mode, int rank);
+int piso_prune_default_rank(int n);
+
 /* Group-interleaved GPTQ/Qronos (algorithms.md §2.9) needs one group's scale from the current
  * (error-diffused) weights w_g, the block H_gg of the full Hessian and a target u_g:
  *     s_g = piso_solve_scale_dense(w + j0, g, H + j0*ldh + j0, ldh, u_g, grid, 1, NULL);

@@ -7,6 +7,7 @@
  * panel of H in use stays in cache; see sweep_dense). Diagonal H costs O(1) per event. Negative scales are a second positive sweep on (−w, −u) (§2.2 fact 5). */
 #include "piso/quant.h"
 #include "quant/quant_internal.h"
+#include "quant/sweep_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -17,20 +18,6 @@
 #define SWEEP_MARGIN 2.5e-7
 #define SWEEP_TILE 128 /* columns of h per pass, see sweep_dense (tile_pass_full is written for 128) */
 
-struct sweep_event {
-    double s;    /* breakpoint: q[i] takes one step away from 0 when the scale drops below s */
-    int32_t i;   /* entry */
-    float delta; /* the step (signed) */
-};
-
-#define SWEEP_PENDING 64
-struct sweep_best {
-    double s, E;
-    const struct piso_grid *g;     /* scale_set: only representable scales are candidates */
-    int n_pending;                 /* representable scales on (or within the margin of) a */
-    double pending[SWEEP_PENDING]; /* breakpoint: evaluated exactly by the caller */
-    int overflow;                  /* more than SWEEP_PENDING of them: evaluate every scale */
-};
 
 /* Sorts the events by s ascending (s > 0, so the IEEE bits order like the values): an LSD radix
  * sort on the upper 32 bits of the key (sign, exponent, 20 mantissa bits; 8-bit digits for short
@@ -83,7 +70,7 @@ static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t
 }
 
 /* Events of the positive-scale sweep for sign·w: returns their number (sorted ascending). */
-static int64_t build_events(const float *w, int n, double sign, const struct piso_grid *g,
+int64_t piso_sweep_build_events(const float *w, int n, double sign, const struct piso_grid *g,
                             struct sweep_event *ev, struct sweep_event *tmp) {
     int z = piso_grid_zero_index(g);
     double inv_mu[PISO_GRID_MAX];
@@ -105,7 +92,7 @@ static int64_t build_events(const float *w, int n, double sign, const struct pis
     return T;
 }
 
-static int64_t max_events(int n, const struct piso_grid *g) {
+int64_t piso_sweep_max_events(int n, const struct piso_grid *g) {
     int z = piso_grid_zero_index(g);
     int up = g->n - 1 - z, down = z;
     return (int64_t)n * (up > down ? up : down);
@@ -140,7 +127,7 @@ static void consider_set(double a, double b, double s_lo, double s_hi, struct sw
 }
 
 /* Minimises b·s² − 2a·s over the interval (s_lo, s_hi) shrunk by the margin. */
-static void consider(double a, double b, double s_lo, double s_hi, struct sweep_best *best) {
+void piso_sweep_consider(double a, double b, double s_lo, double s_hi, struct sweep_best *best) {
     if (!(b > 0)) return; /* q ≠ 0 but X̃q = 0: E = 0 here, never better than q = 0 */
     if (best->g && best->g->scale_set) {
         consider_set(a, b, s_lo, s_hi, best);
@@ -172,8 +159,13 @@ typedef float v16f __attribute__((vector_size(64)));
 /* One full tile of 128 columns starting at j0; events in processing order. The accumulators are
  * eight named vectors so that they stay in registers (an array of them ends up on the stack). */
 static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
-                           float *hval) {
+                           const float *h0, float *hval) {
     v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    if (h0) { /* a walk that starts from a known h = H·q (the pruned sweep's windows) */
+        memcpy(&a0, h0 + j0, 64), memcpy(&a1, h0 + j0 + 16, 64), memcpy(&a2, h0 + j0 + 32, 64);
+        memcpy(&a3, h0 + j0 + 48, 64), memcpy(&a4, h0 + j0 + 64, 64), memcpy(&a5, h0 + j0 + 80, 64);
+        memcpy(&a6, h0 + j0 + 96, 64), memcpy(&a7, h0 + j0 + 112, 64);
+    }
     for (int64_t c = 0; c < T; c++) {
         int i = idx[c];
         unsigned k = (unsigned)(i - j0);
@@ -195,8 +187,9 @@ static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const
 
 /* A tile of any width w <= SWEEP_TILE (the tail, or small vectors such as groups). */
 static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
-                          int w, float *hval) {
+                          int w, const float *h0, float *hval) {
     float acc[SWEEP_TILE] = {0};
+    if (h0) memcpy(acc, h0 + j0, sizeof(float) * (size_t)w);
     for (int64_t c = 0; c < T; c++) {
         int i = idx[c];
         unsigned k = (unsigned)(i - j0);
@@ -207,6 +200,13 @@ static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const 
     }
 }
 
+void piso_sweep_hvals(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int n,
+                      const float *h0, float *hval) {
+    int j0 = 0;
+    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H, ldh, j0, h0, hval);
+    if (j0 < n) tile_pass_any(idx, dl, T, H, ldh, j0, n - j0, h0, hval);
+}
+
 static void sweep_dense(const struct sweep_event *ev, int64_t T, const float *H, int ldh, int n,
                         const double *u, double sign, int32_t *idx, float *dl, float *hval,
                         struct sweep_best *best) {
@@ -214,9 +214,7 @@ static void sweep_dense(const struct sweep_event *ev, int64_t T, const float *H,
         idx[c] = ev[T - 1 - c].i;
         dl[c] = ev[T - 1 - c].delta;
     }
-    int j0 = 0;
-    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H, ldh, j0, hval);
-    if (j0 < n) tile_pass_any(idx, dl, T, H, ldh, j0, n - j0, hval);
+    piso_sweep_hvals(idx, dl, T, H, ldh, n, NULL, hval);
     double a = 0, b = 0;
     for (int64_t c = 0; c < T; c++) {
         int i = idx[c];
@@ -224,8 +222,8 @@ static void sweep_dense(const struct sweep_event *ev, int64_t T, const float *H,
         b += 2.0 * d * hval[c] + d * d * H[(int64_t)i * ldh + i];
         a += d * sign * u[i];
         double s_hi = ev[T - 1 - c].s;
-        if (c == T - 1) consider(a, b, 0, s_hi, best);
-        else if (ev[T - 2 - c].s != s_hi) consider(a, b, ev[T - 2 - c].s, s_hi, best);
+        if (c == T - 1) piso_sweep_consider(a, b, 0, s_hi, best);
+        else if (ev[T - 2 - c].s != s_hi) piso_sweep_consider(a, b, ev[T - 2 - c].s, s_hi, best);
     }
 }
 
@@ -240,8 +238,8 @@ static void sweep_diag(const struct sweep_event *ev, int64_t T, const float *hdi
         b += hii * (2.0 * q[i] * d + d * d);
         q[i] += e->delta;
         a += d * sign * u[i];
-        if (t == 0) consider(a, b, 0, e->s, best);
-        else if (ev[t - 1].s != e->s) consider(a, b, ev[t - 1].s, e->s, best);
+        if (t == 0) piso_sweep_consider(a, b, 0, e->s, best);
+        else if (ev[t - 1].s != e->s) piso_sweep_consider(a, b, ev[t - 1].s, e->s, best);
     }
 }
 
@@ -277,7 +275,7 @@ static double objective_diag(const float *w, int n, const float *hdiag, const do
  * fallback when nothing beats q = 0. */
 static float solve(const float *w, int n, const float *H, int ldh, const float *hdiag,
                    const double *u, const struct piso_grid *g, int allow_negative, double *E_out) {
-    int64_t Tmax = max_events(n, g);
+    int64_t Tmax = piso_sweep_max_events(n, g);
     struct sweep_event *ev = malloc(sizeof *ev * (size_t)(Tmax > 0 ? Tmax : 1));
     struct sweep_event *tmp = malloc(sizeof *tmp * (size_t)(Tmax > 0 ? Tmax : 1));
     float *scratch = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
@@ -304,7 +302,7 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
     for (int k = 0; k < nsign; k++) {
         double sign = k == 0 ? 1.0 : -1.0;
         struct sweep_best best = {0, INFINITY, g, 0, {0}, 0};
-        int64_t T = build_events(w, n, sign, g, ev, tmp);
+        int64_t T = piso_sweep_build_events(w, n, sign, g, ev, tmp);
         if (T == 0) continue;
         if (H) {
             sweep_dense(ev, T, H, ldh, n, u, sign, idx, dl, hval, &best);

@@ -1,0 +1,562 @@
+/* Channel-wise PiSO for all rows of a layer, exact, with the intervals that cannot win pruned.
+ *
+ * For a row w with target u, the sweep's objective on the interval where q = round(w/s) is fixed is
+ * E(s) = s²·qᵀHq − 2s·qᵀu. With r = w − s·q and h_w = H·w it is also
+ *     E(s) = rᵀHr − wᵀHw + 2s·qᵀ(h_w − u),
+ * so any M ⪯ H (H − M positive semidefinite) gives the lower bound
+ *     LB(s) = rᵀMr − wᵀHw + 2s·qᵀ(h_w − u) = (wᵀMw − wᵀHw) + s²·qᵀMq − 2s·qᵀ(u − h_w + M·w),
+ * which is loose only by rᵀ(H − M)r, the rounding residual's energy outside M. We use
+ *     M = (μ − ν)·diag(H) + Z·Zᵀ,   Z [n, k],
+ * a floor μ·diag(H) certified by a Cholesky factorization of H − μ·diag(H), plus the Nyström
+ * approximation of the rest (H − μ·diag(H) ⪰ Y·(ΩᵀY)⁻¹·Yᵀ for Y = (H − μ·diag(H))·Ω and any Ω; ν is
+ * the small shift that keeps the Nyström factorization stable). Along the sweep, qᵀMq changes by
+ * O(k) per event (p = Zᵀq is kept up to date), so a first pass bounds every interval in O(T·k).
+ *
+ * Then per row: the interval with the lowest bound is the anchor; H·q there comes from one GEMM
+ * (for a batch of rows), which gives its exact E. Every interval whose bound exceeds that E (plus a
+ * small slack for fp round-off) is pruned; the surviving intervals form windows, swept exactly as
+ * piso_sweep.c does (same tiled kernel, started from the known H·q instead of 0) — the anchor's
+ * window in both directions from the anchor, other windows from a state whose H·q comes from a
+ * second GEMM. Pruning is only a shortcut: every interval that could beat the best one is swept.
+ *
+ * Determinism: the minorant is built with the fixed-tile linear algebra of src/linalg and a fixed
+ * pseudo-random Ω; every row's arithmetic is independent of which thread runs it; GEMMs over a
+ * batch of rows are split by tiles that depend only on the shapes. */
+#include "piso/linalg.h"
+#include "piso/quant.h"
+#include "quant/quant_internal.h"
+#include "quant/sweep_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_thread_num(void) { return 0; }
+#endif
+
+#define PRUNE_BATCH 32       /* rows whose anchor / window states share one GEMM */
+#define PRUNE_MAX_WINDOWS 8  /* windows per row and sign beyond which they are merged into one */
+#define PRUNE_SLACK 3e-5     /* relative to Σ H_ii·w_i² + |wᵀHw|: covers fp32 round-off of E */
+
+static int prune_mode = 0; /* 0 auto, 1 never prune (full sweep), 2 prune whenever possible */
+static int prune_rank = 0; /* 0: default k */
+
+void piso_prune_configure(int mode, int rank) {
+    prune_mode = mode;
+    prune_rank = rank;
+}
+
+int piso_prune_default_rank(int n) {
+    int k = n / 16;
+    if (k > 128) k = 128;
+    if (k < 16) k = 16;
+    return (k + 7) / 8 * 8;
+}
+
+/* ---- the minorant --------------------------------------------------------------------------- */
+struct minorant {
+    int n, k;
+    double mu;      /* floor relative to diag(H) */
+    double *Z;      /* [n, k] */
+    double *floor_; /* [n] (μ − ν)·H_ii */
+    double *mdiag;  /* [n] M_ii */
+};
+
+static void minorant_free(struct minorant *m) {
+    free(m->Z), free(m->floor_), free(m->mdiag);
+    memset(m, 0, sizeof *m);
+}
+
+/* A = D^-½·H·D^-½ − shift·I (symmetrised), D = diag(H). */
+static void scaled_copy(const float *H, int ldh, int n, const double *isd, double shift, double *A) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            A[(int64_t)i * n + j] =
+                0.5 * ((double)H[(int64_t)i * ldh + j] + (double)H[(int64_t)j * ldh + i]) * isd[i] * isd[j] -
+                (i == j ? shift : 0.0);
+}
+
+/* Orthonormal columns of X [n, k] in place (Cholesky QR, twice). Returns 0, or 1 when X is rank
+ * deficient. */
+static int orthonormalize(double *X, int n, int k, double *C) {
+    for (int pass = 0; pass < 2; pass++) {
+        piso_la_dgemm(1, 0, k, k, n, 1.0, X, k, X, k, 0.0, C, k);
+        if (piso_la_cholesky_upper(C, k)) return 1;
+        piso_la_trsm_right_upper(C, k, X, n, k);
+    }
+    return 0;
+}
+
+/* Returns 0 with m built, 1 when H is not certified positive definite (the caller sweeps in full),
+ * −1 out of memory. */
+static int minorant_build(const float *H, int ldh, int n, int k, struct minorant *m) {
+    memset(m, 0, sizeof *m);
+    m->n = n, m->k = k;
+    double *isd = malloc(sizeof(double) * n), *A = malloc(sizeof(double) * (size_t)n * n);
+    double *X = malloc(sizeof(double) * (size_t)n * k), *Y = malloc(sizeof(double) * (size_t)n * k);
+    double *C = malloc(sizeof(double) * (size_t)k * k), *x = malloc(sizeof(double) * n), *y = malloc(sizeof(double) * n);
+    m->Z = malloc(sizeof(double) * (size_t)n * k), m->floor_ = malloc(sizeof(double) * n);
+    m->mdiag = malloc(sizeof(double) * n);
+    int rc = -1;
+    if (!isd || !A || !X || !Y || !C || !x || !y || !m->Z || !m->floor_ || !m->mdiag) goto out;
+    rc = 1;
+    for (int i = 0; i < n; i++) {
+        double d = H[(int64_t)i * ldh + i];
+        if (!(d > 0) || !isfinite(d)) goto out; /* dead input: no diagonal scaling (full sweep) */
+        isd[i] = 1.0 / sqrt(d);
+    }
+    /* λ_min of the scaled H: a Cholesky factorization (which certifies it is positive definite)
+     * and inverse iteration with it; the floor is then certified by a second factorization */
+    scaled_copy(H, ldh, n, isd, 0.0, A);
+    if (piso_la_cholesky_upper(A, n)) goto out;
+    for (int i = 0; i < n; i++) x[i] = 1.0 / sqrt((double)n);
+    double theta = 0;
+    for (int it = 0; it < 16; it++) {
+        memcpy(y, x, sizeof(double) * n);
+        piso_la_trsv_upper(A, n, 1, y); /* A⁻¹x = U⁻¹·U⁻ᵀ·x */
+        piso_la_trsv_upper(A, n, 0, y);
+        double dot = 0, nrm = 0;
+        for (int i = 0; i < n; i++) dot += x[i] * y[i], nrm += y[i] * y[i];
+        theta = dot;
+        nrm = sqrt(nrm);
+        if (!(nrm > 0) || !isfinite(nrm)) break;
+        for (int i = 0; i < n; i++) x[i] = y[i] / nrm;
+    }
+    double mu = theta > 0 && isfinite(theta) ? 0.7 / theta : 0;
+    for (int attempt = 0; mu > 0; attempt++) {
+        scaled_copy(H, ldh, n, isd, mu, A);
+        if (piso_la_cholesky_upper(A, n) == 0) break;
+        mu = attempt < 2 ? mu * 0.25 : 0; /* 0 is certified by the first factorization */
+    }
+    m->mu = mu;
+    /* Nyström of A = scaled H − μI with Ω = orthonormalised A·(pseudo-random signs) */
+    scaled_copy(H, ldh, n, isd, mu, A);
+    uint64_t st = 0x2545F4914F6CDD1Dull;
+    for (int64_t t = 0; t < (int64_t)n * k; t++) {
+        st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+        Y[t] = (st >> 63) ? 1.0 : -1.0;
+    }
+    piso_la_dgemm(0, 0, n, k, n, 1.0, A, n, Y, k, 0.0, X, k);
+    if (orthonormalize(X, n, k, C)) goto out;
+    piso_la_dgemm(0, 0, n, k, n, 1.0, A, n, X, k, 0.0, Y, k);
+    double ny = 0;
+    for (int64_t t = 0; t < (int64_t)n * k; t++) ny += Y[t] * Y[t];
+    double nu = 2.2e-16 * sqrt((double)n) * sqrt(ny);
+    for (int attempt = 0;; attempt++) {
+        for (int64_t t = 0; t < (int64_t)n * k; t++) m->Z[t] = Y[t] + nu * X[t];
+        piso_la_dgemm(1, 0, k, k, n, 1.0, X, k, m->Z, k, 0.0, C, k);
+        for (int a = 0; a < k; a++)
+            for (int b = a + 1; b < k; b++) C[a * k + b] = C[b * k + a] = 0.5 * (C[a * k + b] + C[b * k + a]);
+        if (piso_la_cholesky_upper(C, k) == 0) break;
+        if (attempt == 3) goto out;
+        nu = nu > 0 ? nu * 100 : 1e-12;
+    }
+    piso_la_trsm_right_upper(C, k, m->Z, n, k); /* B = Y_ν·C⁻¹ᐟ²: B·Bᵀ = Y_ν·C⁻¹·Y_νᵀ */
+    /* back to H's coordinates: H ⪰ D½·((μ − ν)I + B·Bᵀ)·D½ */
+    for (int i = 0; i < n; i++) {
+        double sd = 1.0 / isd[i], d = sd * sd, z2 = 0;
+        for (int j = 0; j < k; j++) {
+            m->Z[(int64_t)i * k + j] *= sd;
+            z2 += m->Z[(int64_t)i * k + j] * m->Z[(int64_t)i * k + j];
+        }
+        m->floor_[i] = (mu - nu) * d;
+        m->mdiag[i] = m->floor_[i] + z2;
+    }
+    rc = 0;
+out:
+    free(isd), free(A), free(X), free(Y), free(C), free(x), free(y);
+    if (rc) minorant_free(m);
+    return rc;
+}
+
+/* ---- per row -------------------------------------------------------------------------------- */
+typedef double v8d __attribute__((vector_size(64)));
+
+/* Σ z[j]·p[j] (k a multiple of 8) and p += d·z, in a fixed order. */
+static inline double dot_axpy(const double *z, double *p, double d, int k) {
+    v8d s = {0};
+    for (int j = 0; j < k; j += 8) {
+        v8d zv, pv;
+        memcpy(&zv, z + j, 64), memcpy(&pv, p + j, 64);
+        s += zv * pv;
+        pv += d * zv;
+        memcpy(p + j, &pv, 64);
+    }
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+
+/* min of b·s² − 2a·s over [lo, hi] */
+static double parabola_min(double a, double b, double lo, double hi) {
+    if (b > 0) {
+        double s = a / b;
+        if (s < lo) s = lo;
+        if (s > hi) s = hi;
+        return s * (b * s - 2 * a);
+    }
+    double f0 = lo * (b * lo - 2 * a), f1 = hi * (b * hi - 2 * a);
+    return f0 < f1 ? f0 : f1;
+}
+
+struct row_sign {
+    struct sweep_event *ev; /* [T] ascending; processing index c ↔ ev[T − 1 − c] */
+    double *lb;             /* [T] bound of interval c (INFINITY: empty interval) */
+    int64_t T;
+};
+
+struct row_state {
+    struct row_sign sg[2];
+    int nsign;
+    double sign[2];
+    double slack;
+    int anchor_sign;
+    int64_t anchor;
+    struct sweep_best best[2];
+    int64_t intervals, swept;
+};
+
+struct window {
+    int64_t row; /* in the batch */
+    int sg;
+    int64_t c0, c1; /* intervals c0..c1 (processing order); the walk starts after events 0..c0−1 */
+    struct sweep_best best;
+};
+
+static inline double ev_s(const struct row_sign *rs, int64_t c) { return rs->ev[rs->T - 1 - c].s; }
+static inline double ev_lo(const struct row_sign *rs, int64_t c) { return c == rs->T - 1 ? 0 : ev_s(rs, c + 1); }
+
+/* The bound of every interval of one sign (see the top of the file). q, p: scratch [n], [k]. */
+static void bound_pass(struct row_sign *rs, const struct minorant *m, const double *v, double sign, double crow,
+                       float *q, double *p) {
+    int n = m->n, k = m->k;
+    memset(q, 0, sizeof(float) * n);
+    memset(p, 0, sizeof(double) * k);
+    double a = 0, b = 0;
+    for (int64_t c = 0; c < rs->T; c++) {
+        const struct sweep_event *e = &rs->ev[rs->T - 1 - c];
+        int i = e->i;
+        double d = e->delta;
+        double mq = m->floor_[i] * q[i] + dot_axpy(m->Z + (int64_t)i * k, p, d, k); /* (M·q)_i before the step */
+        b += d * (2.0 * mq + d * m->mdiag[i]);
+        q[i] += e->delta;
+        a += d * sign * v[i];
+        double hi = e->s, lo = ev_lo(rs, c);
+        rs->lb[c] = lo == hi ? INFINITY : crow + parabola_min(a, b, lo, hi);
+    }
+}
+
+/* q after events 0..c−1 of one sign (c = 0: zero). */
+static void state_at(const struct row_sign *rs, int64_t c, int n, float *q) {
+    memset(q, 0, sizeof(float) * n);
+    for (int64_t t = 0; t < c; t++) q[rs->ev[rs->T - 1 - t].i] += rs->ev[rs->T - 1 - t].delta;
+}
+
+/* Walks `len` steps from a state with H·q = h0 (float), a, b: step t moves entry idx[t] by dl[t];
+ * after it, interval iv[t] (processing index) is considered. */
+static void walk(const struct row_sign *rs, const int32_t *idx, const float *dl, const int64_t *iv, int64_t len,
+                 const float *H, int ldh, int n, const float *h0, const double *u, double sign, double a, double b,
+                 float *hval, struct sweep_best *best, int64_t *swept) {
+    if (len <= 0) return;
+    piso_sweep_hvals(idx, dl, len, H, ldh, n, h0, hval);
+    for (int64_t t = 0; t < len; t++) {
+        int i = idx[t];
+        double d = dl[t];
+        b += 2.0 * d * hval[t] + d * d * H[(int64_t)i * ldh + i];
+        a += d * sign * u[i];
+        double hi = ev_s(rs, iv[t]), lo = ev_lo(rs, iv[t]);
+        if (lo != hi) {
+            piso_sweep_consider(a, b, lo, hi, best);
+            (*swept)++;
+        }
+    }
+}
+
+/* ---- the driver ----------------------------------------------------------------------------- */
+struct batch {
+    int n, k;
+    const float *H;
+    int ldh;
+    const struct piso_grid *g;
+    struct row_state *rs; /* [R] */
+    float *Q, *HQ;        /* [R or windows, n] */
+};
+
+/* Per-thread scratch. */
+struct scratch {
+    struct sweep_event *tmp;
+    float *q, *hval, *dl;
+    int32_t *idx;
+    int64_t *iv;
+    double *p, *v, *mw, *zw;
+};
+
+static void scratch_free(struct scratch *s) {
+    free(s->tmp), free(s->q), free(s->hval), free(s->dl), free(s->idx), free(s->iv), free(s->p), free(s->v);
+    free(s->mw), free(s->zw);
+}
+
+static int scratch_alloc(struct scratch *s, int n, int k, int64_t Tmax) {
+    memset(s, 0, sizeof *s);
+    s->tmp = malloc(sizeof *s->tmp * (size_t)Tmax);
+    s->q = malloc(sizeof(float) * n), s->hval = malloc(sizeof(float) * (size_t)Tmax);
+    s->dl = malloc(sizeof(float) * (size_t)Tmax), s->idx = malloc(sizeof(int32_t) * (size_t)Tmax);
+    s->iv = malloc(sizeof(int64_t) * (size_t)Tmax), s->p = malloc(sizeof(double) * k);
+    s->v = malloc(sizeof(double) * n), s->mw = malloc(sizeof(double) * n), s->zw = malloc(sizeof(double) * k);
+    return s->tmp && s->q && s->hval && s->dl && s->idx && s->iv && s->p && s->v && s->mw && s->zw ? 0 : -1;
+}
+
+/* Adds the windows of surviving intervals (bound < theta) of one sign, skipping [skip0, skip1]. */
+static int add_windows(const struct row_sign *rs, int64_t row, int sg, double theta, int64_t skip0, int64_t skip1,
+                       int gap, struct window *out, int cap) {
+    int nw = 0;
+    int64_t c0 = -1, c1 = -1;
+    for (int64_t c = 0; c <= rs->T; c++) {
+        int live = c < rs->T && !(c >= skip0 && c <= skip1) && rs->lb[c] < theta;
+        if (live && c0 >= 0 && c - c1 <= gap) {
+            c1 = c;
+            continue;
+        }
+        if ((live || c == rs->T) && c0 >= 0) {
+            if (nw < cap) out[nw] = (struct window){.row = row, .sg = sg, .c0 = c0, .c1 = c1};
+            nw++;
+            c0 = -1;
+        }
+        if (live) c0 = c1 = c;
+    }
+    if (nw > cap) { /* too many: one window over all of them */
+        int64_t first = out[0].c0, last = 0;
+        for (int64_t c = rs->T - 1; c >= 0; c--)
+            if (!(c >= skip0 && c <= skip1) && rs->lb[c] < theta) {
+                last = c;
+                break;
+            }
+        out[0] = (struct window){.row = row, .sg = sg, .c0 = first, .c1 = last};
+        nw = 1;
+    }
+    return nw;
+}
+
+int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const float *H, int ldh, const double *U,
+                           int64_t ldu, const double *HW, int64_t ldhw, const struct piso_grid *g,
+                           int allow_negative, float *scales, int64_t scale_stride, struct piso_prune_stats *st) {
+    struct piso_prune_stats stats = {0};
+    stats.rows = N;
+    int use = prune_mode == 2 ? n >= 8 : prune_mode == 0 && n >= PISO_PRUNE_MIN_N;
+    if (g->scale_set || N <= 0) use = 0;
+    struct minorant m = {0};
+    double t0 = piso_time();
+    int k = prune_rank > 0 ? (prune_rank + 7) / 8 * 8 : piso_prune_default_rank(n);
+    if (k > n) k = n / 8 * 8;
+    if (use && k < 8) use = 0;
+    if (use) {
+        int r = minorant_build(H, ldh, n, k, &m);
+        if (r < 0) return piso_errorf("PiSO pruning: out of memory for the minorant (n = %d, k = %d)", n, k);
+        if (r > 0) use = 0;
+    }
+    stats.seconds_minorant = piso_time() - t0;
+    if (!use) { /* every row swept in full */
+        int failed = 0;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t r = 0; r < N; r++) {
+            float s = piso_solve_scale_dense(W + r * ldw, n, H, ldh, U ? U + r * ldu : NULL, g, allow_negative, NULL);
+            if (isnan(s)) {
+#pragma omp atomic write
+                failed = 1;
+            }
+            scales[r * scale_stride] = s;
+        }
+        stats.rows_full = N;
+        if (st) *st = stats;
+        if (failed) return piso_errorf("PiSO: out of memory for the sweep (n = %d)", n);
+        return 0;
+    }
+    stats.rank = k, stats.floor = m.mu;
+    int nsign = allow_negative && !g->symmetric ? 2 : 1;
+    int64_t Tmax = piso_sweep_max_events(n, g);
+    if (Tmax < 1) Tmax = 1;
+    int64_t R = N < PRUNE_BATCH ? N : PRUNE_BATCH;
+    int nthr = piso_num_threads();
+    int cap = PRUNE_MAX_WINDOWS;
+    struct row_state *rs = calloc((size_t)R, sizeof *rs);
+    struct scratch *scr = calloc((size_t)nthr, sizeof *scr);
+    struct window *win = malloc(sizeof *win * (size_t)(R * 2 * cap));
+    float *Q = malloc(sizeof(float) * (size_t)(R * 2 * cap) * n), *HQ = malloc(sizeof(float) * (size_t)(R * 2 * cap) * n);
+    double *hw_own = HW ? NULL : malloc(sizeof(double) * (size_t)R * n);
+    double *u_own = U ? NULL : malloc(sizeof(double) * (size_t)R * n);
+    int oom = !rs || !scr || !win || !Q || !HQ || (!HW && !hw_own) || (!U && !u_own);
+    for (int64_t r = 0; r < R && !oom; r++)
+        for (int s = 0; s < nsign && !oom; s++) {
+            rs[r].sg[s].ev = malloc(sizeof(struct sweep_event) * (size_t)Tmax);
+            rs[r].sg[s].lb = malloc(sizeof(double) * (size_t)Tmax);
+            oom = !rs[r].sg[s].ev || !rs[r].sg[s].lb;
+        }
+    for (int t = 0; t < nthr && !oom; t++) oom = scratch_alloc(&scr[t], n, k, Tmax);
+    int failed = oom;
+    for (int64_t r0 = 0; r0 < N && !failed; r0 += R) {
+        int64_t nb = N - r0 < R ? N - r0 : R;
+        /* H·w for the batch when the caller has none: fp32 GEMM, then fp64 */
+        if (!HW || !U) {
+            piso_la_sgemm(0, 0, nb, n, n, 1.0f, W + r0 * ldw, ldw, H, ldh, 0.0f, HQ, n);
+            for (int64_t t = 0; t < nb * n; t++) {
+                if (hw_own) hw_own[t] = HQ[t];
+                if (u_own) u_own[t] = HQ[t];
+            }
+        }
+        /* 1. bounds, anchors */
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t b = 0; b < nb; b++) {
+            struct scratch *s = &scr[omp_get_thread_num()];
+            struct row_state *x = &rs[b];
+            const float *w = W + (r0 + b) * ldw;
+            const double *u = U ? U + (r0 + b) * ldu : u_own + b * n;
+            const double *hw = HW ? HW + (r0 + b) * ldhw : hw_own + b * n;
+            /* M·w = floor ⊙ w + Z·(Zᵀw) */
+            memset(s->zw, 0, sizeof(double) * k);
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < k; j++) s->zw[j] += m.Z[(int64_t)i * k + j] * w[i];
+            double wmw = 0, whw = 0, mag = 0;
+            for (int i = 0; i < n; i++) {
+                double mw = m.floor_[i] * w[i];
+                for (int j = 0; j < k; j++) mw += m.Z[(int64_t)i * k + j] * s->zw[j];
+                s->v[i] = u[i] - hw[i] + mw;
+                wmw += w[i] * mw, whw += w[i] * hw[i];
+                mag += (double)H[(int64_t)i * ldh + i] * w[i] * w[i];
+            }
+            x->slack = PRUNE_SLACK * (mag + fabs(whw));
+            x->nsign = nsign;
+            x->anchor_sign = -1;
+            x->anchor = 0;
+            x->intervals = x->swept = 0;
+            double lbmin = INFINITY;
+            for (int sg = 0; sg < nsign; sg++) {
+                struct row_sign *q = &x->sg[sg];
+                x->sign[sg] = sg == 0 ? 1.0 : -1.0;
+                x->best[sg] = (struct sweep_best){0, INFINITY, g, 0, {0}, 0};
+                q->T = piso_sweep_build_events(w, n, x->sign[sg], g, q->ev, s->tmp);
+                bound_pass(q, &m, s->v, x->sign[sg], wmw - whw, s->q, s->p);
+                for (int64_t c = 0; c < q->T; c++) {
+                    x->intervals += q->lb[c] < INFINITY;
+                    if (q->lb[c] < lbmin) lbmin = q->lb[c], x->anchor_sign = sg, x->anchor = c;
+                }
+            }
+            if (x->anchor_sign >= 0) state_at(&x->sg[x->anchor_sign], x->anchor + 1, n, Q + b * n);
+            else memset(Q + b * n, 0, sizeof(float) * n);
+        }
+        /* 2. H·q at the anchors; the anchor's window, both directions */
+        piso_la_sgemm(0, 0, nb, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
+        int nwin = 0;
+        int wcount[PRUNE_BATCH];
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int64_t b = 0; b < nb; b++) {
+            struct scratch *s = &scr[omp_get_thread_num()];
+            struct row_state *x = &rs[b];
+            wcount[b] = 0;
+            if (x->anchor_sign < 0) continue;
+            const double *u = U ? U + (r0 + b) * ldu : u_own + b * n;
+            int sg = x->anchor_sign;
+            struct row_sign *q = &x->sg[sg];
+            const float *qa = Q + b * n, *h0 = HQ + b * n;
+            double a = 0, bb = 0;
+            for (int i = 0; i < n; i++)
+                if (qa[i] != 0) a += (double)qa[i] * x->sign[sg] * u[i], bb += (double)qa[i] * h0[i];
+            int64_t c = x->anchor;
+            piso_sweep_consider(a, bb, ev_lo(q, c), ev_s(q, c), &x->best[sg]);
+            x->swept++;
+            double theta = (x->best[sg].E < 0 ? x->best[sg].E : 0) + x->slack;
+            /* the anchor's window: surviving intervals around it, gaps up to n/4 bridged */
+            int64_t gap = n / 4 > 64 ? n / 4 : 64, lo = c, hi = c;
+            for (int64_t t = c - 1; t >= 0 && c - t <= gap + (c - lo); t--)
+                if (q->lb[t] < theta) lo = t;
+            for (int64_t t = c + 1; t < q->T && t - c <= gap + (hi - c); t++)
+                if (q->lb[t] < theta) hi = t;
+            int64_t len = 0;
+            for (int64_t t = c + 1; t <= hi; t++, len++) {
+                const struct sweep_event *e = &q->ev[q->T - 1 - t];
+                s->idx[len] = e->i, s->dl[len] = e->delta, s->iv[len] = t;
+            }
+            walk(q, s->idx, s->dl, s->iv, len, H, ldh, n, h0, u, x->sign[sg], a, bb, s->hval, &x->best[sg], &x->swept);
+            len = 0;
+            for (int64_t t = c; t > lo; t--, len++) { /* undo event t: back to interval t − 1 */
+                const struct sweep_event *e = &q->ev[q->T - 1 - t];
+                s->idx[len] = e->i, s->dl[len] = -e->delta, s->iv[len] = t - 1;
+            }
+            walk(q, s->idx, s->dl, s->iv, len, H, ldh, n, h0, u, x->sign[sg], a, bb, s->hval, &x->best[sg], &x->swept);
+            /* what is left: windows of intervals that can still beat the best so far */
+            double E = INFINITY;
+            for (int z = 0; z < x->nsign; z++)
+                if (x->best[z].E < E) E = x->best[z].E;
+            theta = (E < 0 ? E : 0) + x->slack;
+            struct window *out = win + b * 2 * cap;
+            int cnt = 0;
+            for (int z = 0; z < x->nsign; z++)
+                cnt += add_windows(&x->sg[z], b, z, theta, z == sg ? lo : 1, z == sg ? hi : 0, (int)gap, out + cnt, cap);
+            wcount[b] = cnt;
+        }
+        /* 3. the other windows: H·q at their starts, then forward walks */
+        for (int64_t b = 0; b < nb; b++) {
+            if (nwin != b * 2 * cap)
+                memmove(win + nwin, win + b * 2 * cap, sizeof *win * (size_t)wcount[b]);
+            nwin += wcount[b];
+        }
+        if (nwin > 0) {
+#pragma omp parallel for schedule(dynamic, 1)
+            for (int t = 0; t < nwin; t++)
+                state_at(&rs[win[t].row].sg[win[t].sg], win[t].c0, n, Q + (int64_t)t * n);
+            piso_la_sgemm(0, 0, nwin, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
+#pragma omp parallel for schedule(dynamic, 1)
+            for (int t = 0; t < nwin; t++) {
+                struct scratch *s = &scr[omp_get_thread_num()];
+                struct window *wd = &win[t];
+                struct row_state *x = &rs[wd->row];
+                struct row_sign *q = &x->sg[wd->sg];
+                const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
+                const float *qs = Q + (int64_t)t * n, *h0 = HQ + (int64_t)t * n;
+                double a = 0, bb = 0;
+                for (int i = 0; i < n; i++)
+                    if (qs[i] != 0) a += (double)qs[i] * x->sign[wd->sg] * u[i], bb += (double)qs[i] * h0[i];
+                wd->best = (struct sweep_best){0, INFINITY, g, 0, {0}, 0};
+                int64_t len = 0, sw = 0;
+                for (int64_t c = wd->c0; c <= wd->c1; c++, len++) {
+                    const struct sweep_event *e = &q->ev[q->T - 1 - c];
+                    s->idx[len] = e->i, s->dl[len] = e->delta, s->iv[len] = c;
+                }
+                walk(q, s->idx, s->dl, s->iv, len, H, ldh, n, h0, u, x->sign[wd->sg], a, bb, s->hval, &wd->best, &sw);
+                wd->c1 = sw; /* reused: intervals swept */
+            }
+            for (int t = 0; t < nwin; t++) { /* fixed order */
+                struct row_state *x = &rs[win[t].row];
+                struct sweep_best *bs = &x->best[win[t].sg];
+                if (win[t].best.E < bs->E) bs->E = win[t].best.E, bs->s = win[t].best.s;
+                x->swept += win[t].c1;
+            }
+        }
+        /* 4. the scale: the better sign, as piso_solve_scale_dense chooses it */
+        for (int64_t b = 0; b < nb; b++) {
+            struct row_state *x = &rs[b];
+            float s_best = 0;
+            double E_best = INFINITY;
+            for (int z = 0; z < x->nsign && x->anchor_sign >= 0; z++) {
+                if (!(x->best[z].E < 0)) continue;
+                float s = (float)(x->sign[z] * x->best[z].s);
+                if (s == 0 || !isfinite(s)) continue;
+                if (x->best[z].E < E_best) E_best = x->best[z].E, s_best = s;
+            }
+            if (!(E_best < 0)) s_best = piso_scale_absmax(W + (r0 + b) * ldw, n, g);
+            scales[(r0 + b) * scale_stride] = s_best;
+            stats.intervals += x->intervals;
+            stats.swept += x->swept;
+        }
+    }
+    if (rs)
+        for (int64_t r = 0; r < R; r++)
+            for (int s = 0; s < 2; s++) free(rs[r].sg[s].ev), free(rs[r].sg[s].lb);
+    if (scr)
+        for (int t = 0; t < nthr; t++) scratch_free(&scr[t]);
+    free(rs), free(scr), free(win), free(Q), free(HQ), free(hw_own), free(u_own);
+    minorant_free(&m);
+    if (st) *st = stats;
+    if (failed) return piso_errorf("PiSO pruning: out of memory for a batch of %lld rows (n = %d)", (long long)R, n);
+    return 0;
+}

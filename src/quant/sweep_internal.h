@@ -1,0 +1,37 @@
+/* Internals of the exact PiSO sweep (piso_sweep.c) shared with its pruned variant (piso_prune.c). */
+#ifndef PISO_SWEEP_INTERNAL_H
+#define PISO_SWEEP_INTERNAL_H
+
+#include "piso/quant.h"
+
+#include <stdint.h>
+
+struct sweep_event {
+    double s;    /* breakpoint: q[i] takes one step away from 0 when the scale drops below s */
+    int32_t i;   /* entry */
+    float delta; /* the step (signed) */
+};
+
+#define SWEEP_PENDING 64
+struct sweep_best {
+    double s, E;
+    const struct piso_grid *g;     /* scale_set: only representable scales are candidates */
+    int n_pending;                 /* representable scales on (or within the margin of) a */
+    double pending[SWEEP_PENDING]; /* breakpoint: evaluated exactly by the caller */
+    int overflow;                  /* more than SWEEP_PENDING of them: evaluate every scale */
+};
+
+/* Upper bound on the events of one sign's sweep for n entries. */
+int64_t piso_sweep_max_events(int n, const struct piso_grid *g);
+/* Events of the positive-scale sweep for sign·w, sorted by s ascending (the sweep processes them
+ * from the end); tmp: scratch of the same size. Returns their number. */
+int64_t piso_sweep_build_events(const float *w, int n, double sign, const struct piso_grid *g,
+                                struct sweep_event *ev, struct sweep_event *tmp);
+/* Minimises b·s² − 2a·s over the interval (s_lo, s_hi) shrunk by the sweep's margin into best. */
+void piso_sweep_consider(double a, double b, double s_lo, double s_hi, struct sweep_best *best);
+/* For a walk of T steps (entry idx[c], step dl[c]) starting from q with h0 = H·q (NULL: q = 0):
+ * hval[c] = (H·q)[idx[c]] just before step c. H [n, n] with leading dimension ldh. O(T·n), tiled. */
+void piso_sweep_hvals(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int n,
+                      const float *h0, float *hval);
+
+#endif
