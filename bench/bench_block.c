@@ -13,7 +13,13 @@
  * channel-wise, the x–x̃ problem with G = X̃ᵀX ≠ H so that the α-target is computed): GPTQ, sr, beam
  * K = 4 and K = 16 (B = 2), gpfq; seconds per layer and ratios to GPTQ for the block.
  *
+ * "gptq+piso-ch": GPTQ with channel-wise PiSO scales on every row through the pruned exact sweep
+ * (piso_prune.c), the pipeline's path; "pruned" is the share of the sweep's intervals it skipped,
+ * "minor." the seconds spent building the minorant. --no-baseline skips the extrapolated full-sweep
+ * column ("piso-ch(ext)", today's cost before pruning).
+ *
  * usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format int4] [--rounders]
+ *                    [--no-baseline] [--rank K]
  *   --scale-down K divides every dimension by K (quick runs); --tokens defaults to 16·2048. */
 #include "piso/linalg.h"
 #include "piso/solve.h"
@@ -114,7 +120,7 @@ static int bench_rounders(const struct lin_shape *lin, int64_t Dm, const float *
 int main(int argc, char **argv) {
     int T = 16 * 2048, K = 1, rows_sample = 64, group = 128;
     const char *format = "int4";
-    int rounders = 0;
+    int rounders = 0, baseline = 1, rank = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--scale-down") && i + 1 < argc) K = atoi(argv[++i]);
@@ -122,12 +128,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--group") && i + 1 < argc) group = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--format") && i + 1 < argc) format = argv[++i];
         else if (!strcmp(argv[i], "--rounders")) rounders = 1;
+        else if (!strcmp(argv[i], "--no-baseline")) baseline = 0; /* skip the (slow) full-sweep column */
+        else if (!strcmp(argv[i], "--rank") && i + 1 < argc) rank = atoi(argv[++i]); /* minorant rank */
         else {
-            fprintf(stderr, "usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format F]\n");
+            fprintf(stderr, "usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format F] [--rounders] [--no-baseline] [--rank K]\n");
             return 2;
         }
     }
     if (K < 1) K = 1;
+    piso_prune_configure(0, rank);
     setvbuf(stdout, NULL, _IOLBF, 0);
     piso_set_quiet(1); /* the layer solvers' own progress lines */
     int64_t Dm = 2048 / K, F = 8192 / K, Hq = 2048 / K, Hkv = 512 / K;
@@ -145,9 +154,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (rounders) return bench_rounders(lin, Dm, H_D, H_F, &o);
-    double t_abs = 0, t_piso_ch = 0, t_piso_grp = 0;
-    printf("%-5s %6s %6s | %10s | %12s %10s | %10s\n", "layer", "rows", "cols", "gptq+absm", "piso-ch(ext)",
-           "gptq(fix)", "gptq+piso-g");
+    double t_abs = 0, t_piso_ch = 0, t_piso_grp = 0, t_fast = 0;
+    printf("%-5s %6s %6s | %10s | %12s %10s | %10s | %10s %7s %6s\n", "layer", "rows", "cols", "gptq+absm",
+           "piso-ch(ext)", "gptq(fix)", "gptq+piso-g", "gptq+piso-ch", "pruned", "minor.");
     for (int l = 0; l < 7; l++) {
         int64_t N = lin[l].N, D = lin[l].D;
         const float *H = D == Dm ? H_D : H_F;
@@ -165,10 +174,15 @@ int main(int argc, char **argv) {
         struct piso_quant_opts qo = o.q;
         qo.method = PISO_SCALE_PISO;
         struct piso_layer_problem lp = {ns, D, W, H, NULL};
-        a = piso_time();
-        piso_quantize_layer(&lp, &qo, &r);
-        double ts = (piso_time() - a) * (double)N / (double)ns;
-        piso_layer_result_free(&r);
+        double ts = 0;
+        if (baseline) { /* today's full sweep on every interval */
+            piso_prune_configure(1, 0);
+            a = piso_time();
+            piso_quantize_layer(&lp, &qo, &r);
+            ts = (piso_time() - a) * (double)N / (double)ns;
+            piso_layer_result_free(&r);
+            piso_prune_configure(0, rank);
+        }
         /* + GPTQ with fixed scales: same cost as GPTQ+absmax's sweep */
         double tc = ts + ta;
         /* GPTQ with PiSO interleaved per group, every row */
@@ -177,14 +191,29 @@ int main(int argc, char **argv) {
         piso_gptq_layer(&p, &o, &r, NULL);
         double tg = piso_time() - a;
         piso_layer_result_free(&r);
-        printf("%-5s %6lld %6lld | %9.2fs | %11.2fs %9.2fs | %9.2fs\n", lin[l].name, (long long)N, (long long)D, ta, ts,
-               tc, tg);
-        t_abs += ta, t_piso_ch += tc, t_piso_grp += tg;
+        /* GPTQ + PiSO channel-wise, every row, the pruned exact sweep (the pipeline's path) */
+        o.q.method = PISO_SCALE_PISO, o.q.group = 0, o.interleave = PISO_INTERLEAVE_LAYER;
+        struct piso_prune_stats ps;
+        piso_prune_stats_take(&ps);
+        a = piso_time();
+        piso_gptq_layer(&p, &o, &r, NULL);
+        double tf = piso_time() - a;
+        piso_layer_result_free(&r);
+        piso_prune_stats_take(&ps);
+        double pruned = ps.intervals ? 100.0 * (1.0 - (double)ps.swept / (double)ps.intervals) : 0;
+        printf("%-5s %6lld %6lld | %9.2fs | %11.2fs %9.2fs | %9.2fs | %11.2fs %6.1f%% %5.2fs (bound prunes %.1f%%)\n",
+               lin[l].name, (long long)N, (long long)D, ta, ts, tc, tg, tf, pruned, ps.seconds_minorant,
+               ps.intervals ? 100.0 * (1.0 - (double)ps.needed / (double)ps.intervals) : 0);
+        printf("      scales split: bounds %.2f s, GEMMs %.2f s, exact windows %.2f s (%lld extra windows)\n", ps.seconds_bound,
+               ps.seconds_gemm, ps.seconds_walk, (long long)ps.windows);
+        t_abs += ta, t_piso_ch += tc, t_piso_grp += tg, t_fast += tf;
         free(W);
     }
     printf("block: GPTQ+absmax %.2f s; GPTQ+PiSO channel-wise (scales extrapolated from %d rows/layer) %.2f s "
            "(ratio %.2f); GPTQ+PiSO group %d interleaved %.2f s (ratio %.2f)\n",
            t_abs, rows_sample, t_piso_ch, t_piso_ch / t_abs, group, t_piso_grp, t_piso_grp / t_abs);
+    printf("block: GPTQ+PiSO channel-wise, pruned exact sweep, every row: %.2f s (ratio %.2f to GPTQ+absmax)\n", t_fast,
+           t_fast / t_abs);
     free(H_D), free(H_F);
     return 0;
 }

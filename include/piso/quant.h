@@ -104,9 +104,14 @@ double piso_objective_dense(const float *w, int n, const float *H, int ldh, cons
 struct piso_prune_stats {
     int64_t rows, rows_full;  /* rows solved; of them swept in full (no pruning) */
     int64_t intervals, swept; /* intervals of the pruned rows' sweeps (both signs), evaluated exactly */
+    int64_t needed;           /* of them, with a bound below the optimum (+ slack): the least any window choice sweeps */
     int rank;                 /* k of the minorant */
     double floor;             /* its floor μ relative to diag(H) */
     double seconds_minorant;  /* building it */
+    double seconds_bound;     /* events and bounds of every interval */
+    double seconds_gemm;      /* H·q at the anchors and window starts */
+    double seconds_walk;      /* the exact sweeps of the windows */
+    int64_t windows;          /* windows beyond the anchors' (each one restart) */
 };
 int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const float *H, int ldh, const double *U,
                            int64_t ldu, const double *HW, int64_t ldhw, const struct piso_grid *g,
@@ -114,6 +119,9 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
 /* Tests and benchmarks: mode 0 = automatic, 1 = never prune, 2 = prune whenever n ≥ 8; rank 0 =
  * piso_prune_default_rank(n). Process-wide; not thread-safe against running solvers. */
 void piso_prune_configure(int mode, int rank);
+/* The statistics of every piso_solve_scales_rows call since the last take (summed; rank and floor
+ * of the last call), then reset. For benchmarks; call it from one thread. */
+void piso_prune_stats_take(struct piso_prune_stats *out);
 int piso_prune_default_rank(int n);
 
 /* Group-interleaved GPTQ/Qronos (algorithms.md §2.9) needs one group's scale from the current

@@ -145,6 +145,35 @@ static int grid_begin_layer(void *ctx, struct piso_ec_work *w) {
 }
 
 /* ---- per-group scales on the current weights ----------------------------------------------- */
+/* A long group (channel-wise on a wide layer): all rows together through the pruned exact sweep.
+ * u = U + H_gg·v and H_gg·v for every row as one fp64 GEMM (the per-row fp64 dot products would
+ * stream H_gg from memory once per row). */
+static int group_scales_pruned(struct piso_ec_work *w, int gid, int c0, int L, const float *U) {
+    int64_t N = w->N, D = w->D;
+    double *Hd = malloc(sizeof(double) * (size_t)L * L), *V = malloc(sizeof(double) * (size_t)N * L);
+    double *HV = malloc(sizeof(double) * (size_t)N * L), *Ud = malloc(sizeof(double) * (size_t)N * L);
+    float *Vf = malloc(sizeof(float) * (size_t)N * L), *S = malloc(sizeof(float) * (size_t)N);
+    int rc = -1;
+    if (!Hd || !V || !HV || !Ud || !Vf || !S) {
+        piso_errorf("out of memory for the scales of a [%lld, %d] group", (long long)N, L);
+        goto out;
+    }
+    for (int64_t i = 0; i < L; i++)
+        for (int64_t j = 0; j < L; j++) Hd[i * L + j] = w->Hp[(c0 + i) * D + c0 + j];
+    for (int64_t r = 0; r < N; r++)
+        for (int64_t j = 0; j < L; j++) Vf[r * L + j] = w->Wc[r * D + c0 + j], V[r * L + j] = Vf[r * L + j];
+    piso_la_dgemm(0, 1, N, L, L, 1.0, V, L, Hd, L, 0.0, HV, L); /* rows of V·H_ggᵀ = (H_gg·v)ᵀ */
+    for (int64_t t = 0; t < N * L; t++) Ud[t] = (double)U[t] + HV[t];
+    if (piso_solve_scales_rows(Vf, L, N, L, w->Hp + (int64_t)c0 * D + c0, (int)D, Ud, L, HV, L, &w->opts.q.grid,
+                               w->opts.q.allow_negative, S, 1, NULL))
+        goto out;
+    for (int64_t r = 0; r < N; r++) w->S[r * w->n_groups + gid] = S[r];
+    rc = 0;
+out:
+    free(Hd), free(V), free(HV), free(Ud), free(Vf), free(S);
+    return rc;
+}
+
 int piso_ec_group_scales(struct piso_ec_work *w, int k) {
     int64_t N = w->N, D = w->D;
     int c0 = w->grp_start[k], L = w->grp_len[k], gid = w->grp_id[k];
@@ -170,6 +199,11 @@ int piso_ec_group_scales(struct piso_ec_work *w, int k) {
             if (w->GmH)
                 piso_la_sgemm(0, 1, (int)N, L, (int)D, 1.0f, w->Wo, (int)D, w->GmH + (int64_t)c0 * D, (int)D, 1.0f, U, L);
         }
+    }
+    if ((m == PISO_SCALE_PISO || m == PISO_SCALE_PISO_SEQ) && L >= PISO_PRUNE_MIN_N && !grid->scale_set) {
+        int rc = group_scales_pruned(w, gid, c0, L, U);
+        free(U);
+        return rc;
     }
     int failed = 0; /* a thread out of memory: the others skip their rows */
 #pragma omp parallel for schedule(dynamic, 8)

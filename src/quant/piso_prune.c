@@ -6,10 +6,10 @@
  * so any M ⪯ H (H − M positive semidefinite) gives the lower bound
  *     LB(s) = rᵀMr − wᵀHw + 2s·qᵀ(h_w − u) = (wᵀMw − wᵀHw) + s²·qᵀMq − 2s·qᵀ(u − h_w + M·w),
  * which is loose only by rᵀ(H − M)r, the rounding residual's energy outside M. We use
- *     M = (μ − ν)·diag(H) + Z·Zᵀ,   Z [n, k],
- * a floor μ·diag(H) certified by a Cholesky factorization of H − μ·diag(H), plus the Nyström
- * approximation of the rest (H − μ·diag(H) ⪰ Y·(ΩᵀY)⁻¹·Yᵀ for Y = (H − μ·diag(H))·Ω and any Ω; ν is
- * the small shift that keeps the Nyström factorization stable). Along the sweep, qᵀMq changes by
+ *     M = (μ − ν)·P + Z·Zᵀ,   P = diag(1/(H⁻¹)_ii),   Z [n, k],
+ * a floor μ·P certified by a Cholesky factorization of H − μ·P (P: each input's variance that
+ * the others do not explain), plus the Nyström approximation of the rest (H − μP ⪰
+ * Y·(ΩᵀY)⁻¹·Yᵀ for Y = (H − μP)·Ω and any Ω; ν is the small shift that keeps it stable). Along the sweep, qᵀMq changes by
  * O(k) per event (p = Zᵀq is kept up to date), so a first pass bounds every interval in O(T·k).
  *
  * Then per row: the interval with the lowest bound is the anchor; H·q there comes from one GEMM
@@ -43,6 +43,22 @@ static int omp_get_thread_num(void) { return 0; }
 static int prune_mode = 0; /* 0 auto, 1 never prune (full sweep), 2 prune whenever possible */
 static int prune_rank = 0; /* 0: default k */
 
+static struct piso_prune_stats prune_total; /* since the last piso_prune_stats_take */
+
+void piso_prune_stats_take(struct piso_prune_stats *out) {
+    *out = prune_total;
+    memset(&prune_total, 0, sizeof prune_total);
+}
+
+static void stats_add(const struct piso_prune_stats *s) {
+    prune_total.rows += s->rows, prune_total.rows_full += s->rows_full;
+    prune_total.intervals += s->intervals, prune_total.swept += s->swept, prune_total.needed += s->needed;
+    if (s->rank) prune_total.rank = s->rank, prune_total.floor = s->floor;
+    prune_total.seconds_minorant += s->seconds_minorant;
+    prune_total.seconds_bound += s->seconds_bound, prune_total.seconds_gemm += s->seconds_gemm;
+    prune_total.seconds_walk += s->seconds_walk, prune_total.windows += s->windows;
+}
+
 void piso_prune_configure(int mode, int rank) {
     prune_mode = mode;
     prune_rank = rank;
@@ -69,7 +85,7 @@ static void minorant_free(struct minorant *m) {
     memset(m, 0, sizeof *m);
 }
 
-/* A = D^-½·H·D^-½ − shift·I (symmetrised), D = diag(H). */
+/* A = S·H·S − shift·I (symmetrised), S = diag(isd). */
 static void scaled_copy(const float *H, int ldh, int n, const double *isd, double shift, double *A) {
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++)
@@ -105,31 +121,44 @@ static int minorant_build(const float *H, int ldh, int n, int k, struct minorant
     rc = 1;
     for (int i = 0; i < n; i++) {
         double d = H[(int64_t)i * ldh + i];
-        if (!(d > 0) || !isfinite(d)) goto out; /* dead input: no diagonal scaling (full sweep) */
-        isd[i] = 1.0 / sqrt(d);
+        if (!(d > 0) || !isfinite(d)) goto out; /* dead input: H is singular (full sweep) */
     }
-    /* λ_min of the scaled H: a Cholesky factorization (which certifies it is positive definite)
-     * and inverse iteration with it; the floor is then certified by a second factorization */
-    scaled_copy(H, ldh, n, isd, 0.0, A);
-    if (piso_la_cholesky_upper(A, n)) goto out;
+    /* The floor's shape P = diag(1 / (H⁻¹)_ii), each input's variance not explained by the others:
+     * for activations with shared directions this is the part that low rank cannot capture. The
+     * inverse also certifies H positive definite. isd = P^-½. */
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) A[(int64_t)i * n + j] = H[(int64_t)i * ldh + j];
+    if (piso_la_spd_inverse(A, n)) goto out;
+    for (int i = 0; i < n; i++) {
+        double d = A[(int64_t)i * n + i];
+        if (!(d > 0) || !isfinite(d)) goto out;
+        isd[i] = sqrt(d);
+    }
+    /* λ_min of P^-½·H·P^-½ by power iteration on its inverse P^½·H⁻¹·P^½ (A holds H⁻¹) */
     for (int i = 0; i < n; i++) x[i] = 1.0 / sqrt((double)n);
     double theta = 0;
-    for (int it = 0; it < 16; it++) {
-        memcpy(y, x, sizeof(double) * n);
-        piso_la_trsv_upper(A, n, 1, y); /* A⁻¹x = U⁻¹·U⁻ᵀ·x */
-        piso_la_trsv_upper(A, n, 0, y);
+    for (int it = 0; it < 24; it++) {
+        for (int i = 0; i < n; i++) y[i] = x[i] / isd[i];
         double dot = 0, nrm = 0;
-        for (int i = 0; i < n; i++) dot += x[i] * y[i], nrm += y[i] * y[i];
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) {
+            double acc = 0;
+            for (int j = 0; j < n; j++) acc += A[(int64_t)i * n + j] * y[j];
+            X[i] = acc / isd[i]; /* X: scratch of ≥ n doubles */
+        }
+        for (int i = 0; i < n; i++) dot += x[i] * X[i], nrm += X[i] * X[i];
         theta = dot;
         nrm = sqrt(nrm);
         if (!(nrm > 0) || !isfinite(nrm)) break;
-        for (int i = 0; i < n; i++) x[i] = y[i] / nrm;
+        for (int i = 0; i < n; i++) x[i] = X[i] / nrm;
     }
-    double mu = theta > 0 && isfinite(theta) ? 0.7 / theta : 0;
+    /* the floor, certified by a Cholesky factorization of P^-½·H·P^-½ − μI (0 is certified by the
+     * inverse above) */
+    double mu = theta > 0 && isfinite(theta) ? 0.9 / theta : 0;
     for (int attempt = 0; mu > 0; attempt++) {
         scaled_copy(H, ldh, n, isd, mu, A);
         if (piso_la_cholesky_upper(A, n) == 0) break;
-        mu = attempt < 2 ? mu * 0.25 : 0; /* 0 is certified by the first factorization */
+        mu = attempt < 3 ? mu * 0.7 : 0;
     }
     m->mu = mu;
     /* Nyström of A = scaled H − μI with Ω = orthonormalised A·(pseudo-random signs) */
@@ -155,7 +184,7 @@ static int minorant_build(const float *H, int ldh, int n, int k, struct minorant
         nu = nu > 0 ? nu * 100 : 1e-12;
     }
     piso_la_trsm_right_upper(C, k, m->Z, n, k); /* B = Y_ν·C⁻¹ᐟ²: B·Bᵀ = Y_ν·C⁻¹·Y_νᵀ */
-    /* back to H's coordinates: H ⪰ D½·((μ − ν)I + B·Bᵀ)·D½ */
+    /* back to H's coordinates: H ⪰ P½·((μ − ν)I + B·Bᵀ)·P½ */
     for (int i = 0; i < n; i++) {
         double sd = 1.0 / isd[i], d = sd * sd, z2 = 0;
         for (int j = 0; j < k; j++) {
@@ -253,23 +282,78 @@ static void state_at(const struct row_sign *rs, int64_t c, int n, float *q) {
     for (int64_t t = 0; t < c; t++) q[rs->ev[rs->T - 1 - t].i] += rs->ev[rs->T - 1 - t].delta;
 }
 
-/* Walks `len` steps from a state with H·q = h0 (float), a, b: step t moves entry idx[t] by dl[t];
- * after it, interval iv[t] (processing index) is considered. */
+/* Per-thread scratch. */
+struct scratch {
+    struct sweep_event *tmp;
+    float *q, *hval, *dl, *h;
+    int32_t *idx;
+    int64_t *iv;
+    double *p, *v, *mw, *zw;
+};
+
+static void scratch_free(struct scratch *s) {
+    free(s->tmp), free(s->q), free(s->h), free(s->hval), free(s->dl), free(s->idx), free(s->iv), free(s->p), free(s->v);
+    free(s->mw), free(s->zw);
+}
+
+static int scratch_alloc(struct scratch *s, int n, int k, int64_t Tmax) {
+    memset(s, 0, sizeof *s);
+    s->tmp = malloc(sizeof *s->tmp * (size_t)Tmax);
+    s->q = malloc(sizeof(float) * n), s->h = malloc(sizeof(float) * n), s->hval = malloc(sizeof(float) * (size_t)Tmax);
+    s->dl = malloc(sizeof(float) * (size_t)Tmax), s->idx = malloc(sizeof(int32_t) * (size_t)Tmax);
+    s->iv = malloc(sizeof(int64_t) * (size_t)Tmax), s->p = malloc(sizeof(double) * k);
+    s->v = malloc(sizeof(double) * n), s->mw = malloc(sizeof(double) * n), s->zw = malloc(sizeof(double) * k);
+    return s->tmp && s->q && s->h && s->hval && s->dl && s->idx && s->iv && s->p && s->v && s->mw && s->zw ? 0 : -1;
+}
+
+/* Walks `len` steps from a state with H·q = h (float; updated to the state after the walk), a, b:
+ * step t moves entry idx[t] by dl[t]; after it, interval iv[t] (processing index) is considered. */
 static void walk(const struct row_sign *rs, const int32_t *idx, const float *dl, const int64_t *iv, int64_t len,
-                 const float *H, int ldh, int n, const float *h0, const double *u, double sign, double a, double b,
+                 const float *H, int ldh, int n, float *h, const double *u, double sign, double *a, double *b,
                  float *hval, struct sweep_best *best, int64_t *swept) {
     if (len <= 0) return;
-    piso_sweep_hvals(idx, dl, len, H, ldh, n, h0, hval);
+    piso_sweep_hvals(idx, dl, len, H, ldh, n, h, hval, h);
     for (int64_t t = 0; t < len; t++) {
         int i = idx[t];
         double d = dl[t];
-        b += 2.0 * d * hval[t] + d * d * H[(int64_t)i * ldh + i];
-        a += d * sign * u[i];
+        *b += 2.0 * d * hval[t] + d * d * H[(int64_t)i * ldh + i];
+        *a += d * sign * u[i];
         double hi = ev_s(rs, iv[t]), lo = ev_lo(rs, iv[t]);
         if (lo != hi) {
-            piso_sweep_consider(a, b, lo, hi, best);
+            piso_sweep_consider(*a, *b, lo, hi, best);
             (*swept)++;
         }
+    }
+}
+
+static double threshold(const struct row_state *x) {
+    double E = 0;
+    for (int z = 0; z < x->nsign; z++)
+        if (x->best[z].E < E) E = x->best[z].E;
+    return E + x->slack;
+}
+
+/* From interval c (H·q = h, a, b there) outwards in direction dir (+1: smaller scales, −1: back
+ * towards larger ones), a chunk at a time: the walk goes on while an interval whose bound is below
+ * the threshold lies within `gap` steps, the threshold following the best value found so far.
+ * Returns the last interval reached. */
+static int64_t walk_out(struct row_state *x, int sg, int64_t c, int dir, int64_t gap, const float *H, int ldh, int n,
+                        float *h, const double *u, double a, double b, struct scratch *s) {
+    struct row_sign *q = &x->sg[sg];
+    for (;;) {
+        double theta = threshold(x);
+        int64_t ext = -1;
+        for (int64_t t = c + dir; t >= 0 && t < q->T && (t - c) * dir <= gap; t += dir)
+            if (q->lb[t] < theta) ext = t;
+        if (ext < 0) return c;
+        int64_t len = 0;
+        for (int64_t t = c; t != ext; t += dir, len++) {
+            /* forward: apply event t + 1; back: undo event t */
+            const struct sweep_event *e = &q->ev[q->T - 1 - (dir > 0 ? t + 1 : t)];
+            s->idx[len] = e->i, s->dl[len] = dir > 0 ? e->delta : -e->delta, s->iv[len] = t + dir;
+        }
+        walk(q, s->idx, s->dl, s->iv, len, H, ldh, n, h, u, x->sign[sg], &a, &b, s->hval, &x->best[sg], &x->swept);
+        c = ext;
     }
 }
 
@@ -282,30 +366,6 @@ struct batch {
     struct row_state *rs; /* [R] */
     float *Q, *HQ;        /* [R or windows, n] */
 };
-
-/* Per-thread scratch. */
-struct scratch {
-    struct sweep_event *tmp;
-    float *q, *hval, *dl;
-    int32_t *idx;
-    int64_t *iv;
-    double *p, *v, *mw, *zw;
-};
-
-static void scratch_free(struct scratch *s) {
-    free(s->tmp), free(s->q), free(s->hval), free(s->dl), free(s->idx), free(s->iv), free(s->p), free(s->v);
-    free(s->mw), free(s->zw);
-}
-
-static int scratch_alloc(struct scratch *s, int n, int k, int64_t Tmax) {
-    memset(s, 0, sizeof *s);
-    s->tmp = malloc(sizeof *s->tmp * (size_t)Tmax);
-    s->q = malloc(sizeof(float) * n), s->hval = malloc(sizeof(float) * (size_t)Tmax);
-    s->dl = malloc(sizeof(float) * (size_t)Tmax), s->idx = malloc(sizeof(int32_t) * (size_t)Tmax);
-    s->iv = malloc(sizeof(int64_t) * (size_t)Tmax), s->p = malloc(sizeof(double) * k);
-    s->v = malloc(sizeof(double) * n), s->mw = malloc(sizeof(double) * n), s->zw = malloc(sizeof(double) * k);
-    return s->tmp && s->q && s->hval && s->dl && s->idx && s->iv && s->p && s->v && s->mw && s->zw ? 0 : -1;
-}
 
 /* Adds the windows of surviving intervals (bound < theta) of one sign, skipping [skip0, skip1]. */
 static int add_windows(const struct row_sign *rs, int64_t row, int sg, double theta, int64_t skip0, int64_t skip1,
@@ -368,6 +428,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             scales[r * scale_stride] = s;
         }
         stats.rows_full = N;
+        stats_add(&stats);
         if (st) *st = stats;
         if (failed) return piso_errorf("PiSO: out of memory for the sweep (n = %d)", n);
         return 0;
@@ -404,6 +465,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 if (u_own) u_own[t] = HQ[t];
             }
         }
+        double tp = piso_time();
         /* 1. bounds, anchors */
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t b = 0; b < nb; b++) {
@@ -444,8 +506,10 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             if (x->anchor_sign >= 0) state_at(&x->sg[x->anchor_sign], x->anchor + 1, n, Q + b * n);
             else memset(Q + b * n, 0, sizeof(float) * n);
         }
+        stats.seconds_bound += piso_time() - tp, tp = piso_time();
         /* 2. H·q at the anchors; the anchor's window, both directions */
         piso_la_sgemm(0, 0, nb, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
+        stats.seconds_gemm += piso_time() - tp, tp = piso_time();
         int nwin = 0;
         int wcount[PRUNE_BATCH];
 #pragma omp parallel for schedule(dynamic, 1)
@@ -464,36 +528,23 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             int64_t c = x->anchor;
             piso_sweep_consider(a, bb, ev_lo(q, c), ev_s(q, c), &x->best[sg]);
             x->swept++;
-            double theta = (x->best[sg].E < 0 ? x->best[sg].E : 0) + x->slack;
-            /* the anchor's window: surviving intervals around it, gaps up to n/4 bridged */
-            int64_t gap = n / 4 > 64 ? n / 4 : 64, lo = c, hi = c;
-            for (int64_t t = c - 1; t >= 0 && c - t <= gap + (c - lo); t--)
-                if (q->lb[t] < theta) lo = t;
-            for (int64_t t = c + 1; t < q->T && t - c <= gap + (hi - c); t++)
-                if (q->lb[t] < theta) hi = t;
-            int64_t len = 0;
-            for (int64_t t = c + 1; t <= hi; t++, len++) {
-                const struct sweep_event *e = &q->ev[q->T - 1 - t];
-                s->idx[len] = e->i, s->dl[len] = e->delta, s->iv[len] = t;
-            }
-            walk(q, s->idx, s->dl, s->iv, len, H, ldh, n, h0, u, x->sign[sg], a, bb, s->hval, &x->best[sg], &x->swept);
-            len = 0;
-            for (int64_t t = c; t > lo; t--, len++) { /* undo event t: back to interval t − 1 */
-                const struct sweep_event *e = &q->ev[q->T - 1 - t];
-                s->idx[len] = e->i, s->dl[len] = -e->delta, s->iv[len] = t - 1;
-            }
-            walk(q, s->idx, s->dl, s->iv, len, H, ldh, n, h0, u, x->sign[sg], a, bb, s->hval, &x->best[sg], &x->swept);
+            /* the anchor's window: walked outwards in both directions while intervals that can
+             * still win lie within `gap` steps (gaps shorter than that cost less to walk through
+             * than a restart) */
+            int64_t gap = n / 4 > 64 ? n / 4 : 64;
+            memcpy(s->h, h0, sizeof(float) * n);
+            int64_t hi = walk_out(x, sg, c, +1, gap, H, ldh, n, s->h, u, a, bb, s);
+            memcpy(s->h, h0, sizeof(float) * n);
+            int64_t lo = walk_out(x, sg, c, -1, gap, H, ldh, n, s->h, u, a, bb, s);
             /* what is left: windows of intervals that can still beat the best so far */
-            double E = INFINITY;
-            for (int z = 0; z < x->nsign; z++)
-                if (x->best[z].E < E) E = x->best[z].E;
-            theta = (E < 0 ? E : 0) + x->slack;
+            double theta = threshold(x);
             struct window *out = win + b * 2 * cap;
             int cnt = 0;
             for (int z = 0; z < x->nsign; z++)
                 cnt += add_windows(&x->sg[z], b, z, theta, z == sg ? lo : 1, z == sg ? hi : 0, (int)gap, out + cnt, cap);
             wcount[b] = cnt;
         }
+        stats.seconds_walk += piso_time() - tp, tp = piso_time();
         /* 3. the other windows: H·q at their starts, then forward walks */
         for (int64_t b = 0; b < nb; b++) {
             if (nwin != b * 2 * cap)
@@ -505,6 +556,8 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             for (int t = 0; t < nwin; t++)
                 state_at(&rs[win[t].row].sg[win[t].sg], win[t].c0, n, Q + (int64_t)t * n);
             piso_la_sgemm(0, 0, nwin, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
+            stats.seconds_gemm += piso_time() - tp, tp = piso_time();
+            stats.windows += nwin;
 #pragma omp parallel for schedule(dynamic, 1)
             for (int t = 0; t < nwin; t++) {
                 struct scratch *s = &scr[omp_get_thread_num()];
@@ -522,7 +575,8 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                     const struct sweep_event *e = &q->ev[q->T - 1 - c];
                     s->idx[len] = e->i, s->dl[len] = e->delta, s->iv[len] = c;
                 }
-                walk(q, s->idx, s->dl, s->iv, len, H, ldh, n, h0, u, x->sign[wd->sg], a, bb, s->hval, &wd->best, &sw);
+                memcpy(s->h, h0, sizeof(float) * n);
+                walk(q, s->idx, s->dl, s->iv, len, H, ldh, n, s->h, u, x->sign[wd->sg], &a, &bb, s->hval, &wd->best, &sw);
                 wd->c1 = sw; /* reused: intervals swept */
             }
             for (int t = 0; t < nwin; t++) { /* fixed order */
@@ -532,6 +586,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 x->swept += win[t].c1;
             }
         }
+        stats.seconds_walk += piso_time() - tp;
         /* 4. the scale: the better sign, as piso_solve_scale_dense chooses it */
         for (int64_t b = 0; b < nb; b++) {
             struct row_state *x = &rs[b];
@@ -544,6 +599,9 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 if (x->best[z].E < E_best) E_best = x->best[z].E, s_best = s;
             }
             if (!(E_best < 0)) s_best = piso_scale_absmax(W + (r0 + b) * ldw, n, g);
+            for (int z = 0; z < x->nsign && x->anchor_sign >= 0; z++) /* what a perfect window choice would sweep */
+                for (int64_t c = 0; c < x->sg[z].T; c++)
+                    stats.needed += x->sg[z].lb[c] < (E_best < 0 ? E_best : 0) + x->slack;
             scales[(r0 + b) * scale_stride] = s_best;
             stats.intervals += x->intervals;
             stats.swept += x->swept;
@@ -556,6 +614,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
         for (int t = 0; t < nthr; t++) scratch_free(&scr[t]);
     free(rs), free(scr), free(win), free(Q), free(HQ), free(hw_own), free(u_own);
     minorant_free(&m);
+    stats_add(&stats);
     if (st) *st = stats;
     if (failed) return piso_errorf("PiSO pruning: out of memory for a batch of %lld rows (n = %d)", (long long)R, n);
     return 0;

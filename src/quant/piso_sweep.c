@@ -159,7 +159,7 @@ typedef float v16f __attribute__((vector_size(64)));
 /* One full tile of 128 columns starting at j0; events in processing order. The accumulators are
  * eight named vectors so that they stay in registers (an array of them ends up on the stack). */
 static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
-                           const float *h0, float *hval) {
+                           const float *h0, float *hval, float *h_out) {
     v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
     if (h0) { /* a walk that starts from a known h = H·q (the pruned sweep's windows) */
         memcpy(&a0, h0 + j0, 64), memcpy(&a1, h0 + j0 + 16, 64), memcpy(&a2, h0 + j0 + 32, 64);
@@ -183,11 +183,16 @@ static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const
         a0 += d * r0, a1 += d * r1, a2 += d * r2, a3 += d * r3;
         a4 += d * r4, a5 += d * r5, a6 += d * r6, a7 += d * r7;
     }
+    if (h_out) {
+        memcpy(h_out + j0, &a0, 64), memcpy(h_out + j0 + 16, &a1, 64), memcpy(h_out + j0 + 32, &a2, 64);
+        memcpy(h_out + j0 + 48, &a3, 64), memcpy(h_out + j0 + 64, &a4, 64), memcpy(h_out + j0 + 80, &a5, 64);
+        memcpy(h_out + j0 + 96, &a6, 64), memcpy(h_out + j0 + 112, &a7, 64);
+    }
 }
 
 /* A tile of any width w <= SWEEP_TILE (the tail, or small vectors such as groups). */
 static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
-                          int w, const float *h0, float *hval) {
+                          int w, const float *h0, float *hval, float *h_out) {
     float acc[SWEEP_TILE] = {0};
     if (h0) memcpy(acc, h0 + j0, sizeof(float) * (size_t)w);
     for (int64_t c = 0; c < T; c++) {
@@ -198,13 +203,14 @@ static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const 
         float d = dl[c];
         for (int j = 0; j < w; j++) acc[j] += d * row[j];
     }
+    if (h_out) memcpy(h_out + j0, acc, sizeof(float) * (size_t)w);
 }
 
 void piso_sweep_hvals(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int n,
-                      const float *h0, float *hval) {
+                      const float *h0, float *hval, float *h_out) {
     int j0 = 0;
-    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H, ldh, j0, h0, hval);
-    if (j0 < n) tile_pass_any(idx, dl, T, H, ldh, j0, n - j0, h0, hval);
+    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H, ldh, j0, h0, hval, h_out);
+    if (j0 < n) tile_pass_any(idx, dl, T, H, ldh, j0, n - j0, h0, hval, h_out);
 }
 
 static void sweep_dense(const struct sweep_event *ev, int64_t T, const float *H, int ldh, int n,
@@ -214,7 +220,7 @@ static void sweep_dense(const struct sweep_event *ev, int64_t T, const float *H,
         idx[c] = ev[T - 1 - c].i;
         dl[c] = ev[T - 1 - c].delta;
     }
-    piso_sweep_hvals(idx, dl, T, H, ldh, n, NULL, hval);
+    piso_sweep_hvals(idx, dl, T, H, ldh, n, NULL, hval, NULL);
     double a = 0, b = 0;
     for (int64_t c = 0; c < T; c++) {
         int i = idx[c];

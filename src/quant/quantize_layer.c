@@ -21,6 +21,7 @@ struct layer_ctx {
     int64_t *order;   /* [ng] group order (piso-seq: descending Σ H_ii) */
     double *U;        /* [N, D] rows G·w (NULL when not needed) */
     double *HW;       /* [N, D] rows H·w (piso-seq only) */
+    float *pre;       /* [N] channel-wise PiSO scales solved for all rows at once (or NULL) */
 };
 
 /* dst[i] = Σ_j M[i, j]·x[j] for i in [0, n), M with leading dimension ld (fp64 sums). */
@@ -58,6 +59,7 @@ static float group_scale(const struct layer_ctx *c, int64_t row, int64_t j0, con
         /* channel-wise piso-seq is piso */
         __attribute__((fallthrough));
     default: /* PISO_SCALE_PISO */
+        if (c->pre) return c->pre[row];
         if (c->ng == 1) memcpy(ug, ufull, sizeof(double) * (size_t)D);
         else matvec_d(Gm + j0 * D + j0, D, wg, gs, gs, ug); /* independent: u_g = G_gg·w_g */
         return piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
@@ -278,6 +280,16 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     if (need_u) rows_times(p->W, N, D, Gd ? Gd : Hd, 1, c.U, buf); /* u = G·w: row of W·Gᵀ */
     if (seq) rows_times(p->W, N, D, Hd, 0, c.HW, buf);               /* H symmetric: H·w = row of W·H */
 
+    if (c.ng == 1 && (opts->method == PISO_SCALE_PISO || opts->method == PISO_SCALE_PISO_SEQ)) {
+        /* channel-wise: all rows share H, solved together (pruned exact sweep) */
+        c.pre = malloc(sizeof(float) * (size_t)N);
+        if (!c.pre || piso_solve_scales_rows(p->W, D, N, (int)D, p->H, (int)D, c.U, D, p->G ? NULL : c.U, D,
+                                             &opts->grid, opts->allow_negative, c.pre, 1, NULL)) {
+            free(c.pre), free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
+            piso_layer_result_free(r);
+            return -1; /* piso_solve_scales_rows said why */
+        }
+    }
     struct piso_progress prog;
     piso_progress_begin(&prog, piso_scale_method_name(opts->method), "rows", N);
     int64_t done = 0;
@@ -303,6 +315,7 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
 #endif
             if (d < N) piso_progress_update(&prog, d);
     }
+    free(c.pre);
     if (failed) {
         free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
         piso_layer_result_free(r);

@@ -30,8 +30,9 @@ int64_t piso_sweep_build_events(const float *w, int n, double sign, const struct
 /* Minimises b·s² − 2a·s over the interval (s_lo, s_hi) shrunk by the sweep's margin into best. */
 void piso_sweep_consider(double a, double b, double s_lo, double s_hi, struct sweep_best *best);
 /* For a walk of T steps (entry idx[c], step dl[c]) starting from q with h0 = H·q (NULL: q = 0):
- * hval[c] = (H·q)[idx[c]] just before step c. H [n, n] with leading dimension ldh. O(T·n), tiled. */
+ * hval[c] = (H·q)[idx[c]] just before step c; h_out (optional, may equal h0): H·q after the walk.
+ * H [n, n] with leading dimension ldh. O(T·n), tiled. */
 void piso_sweep_hvals(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int n,
-                      const float *h0, float *hval);
+                      const float *h0, float *hval, float *h_out);
 
 #endif
