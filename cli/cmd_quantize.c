@@ -299,7 +299,9 @@ int cmd_quantize(int argc, char **argv) {
     }
     if (tokjson && !piso_file_exists(tokjson)) free(tokjson), tokjson = NULL;
     struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res};
+    double t_export = piso_time();
     if (piso_hf_export(mq, a.out, &eo)) goto fail;
+    t_export = piso_time() - t_export;
     double secs = piso_time() - t0;
     piso_log("wrote %s (%.1fs)\n", a.out, secs);
     if (a.common.json) {
@@ -325,6 +327,18 @@ int cmd_quantize(int argc, char **argv) {
         }
         piso_json_number(&w, "seconds_quantize", res.seconds);
         piso_json_number(&w, "seconds", secs);
+        /* where the time went; "block_forwards": forward passes per block (float side included) in
+         * units of one float block forward over the calibration tokens */
+        const struct piso_pipeline_timing *tm = &res.timing;
+        piso_json_object_begin(&w, "timing");
+        piso_json_number(&w, "float_forward", tm->float_forward);
+        piso_json_number(&w, "quantized_forward", tm->quant_forward);
+        piso_json_number(&w, "statistics", tm->statistics);
+        piso_json_number(&w, "solves", tm->solves);
+        piso_json_number(&w, "export", t_export);
+        piso_json_number(&w, "one_float_block", tm->one_float_block);
+        piso_json_number(&w, "block_forwards", tm->block_forwards);
+        piso_json_object_end(&w);
         piso_json_array_begin(&w, "layers");
         for (int i = 0; i < res.n_layers; i++) {
             const struct piso_layer_report *r = &res.layers[i];

@@ -93,6 +93,15 @@ struct piso_block_taps {
 void piso_embed(const struct piso_model *m, const int *tokens, int n, float *x);
 /* Runs decoder block `layer` on the residual stream x [n, D] in place; fills taps if given. */
 int piso_block_forward(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps);
+/* The same, stopping right after tap `stop` (an enum piso_block_input of piso/schema.h) is captured (the calibration pipeline needs a stage's
+ * input, not the rest of the block): x then holds the residual stream as far as the block got
+ * (after the attention output for PISO_IN_FFN and PISO_IN_DOWN). The captured values are bitwise
+ * those of piso_block_forward. */
+int piso_block_forward_until(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps,
+                             int stop);
+/* x [n, D] += down_in [n, F] · w_downᵀ: completes a block stopped at PISO_IN_DOWN, bitwise as
+ * piso_block_forward would have. */
+void piso_block_down_residual(const struct piso_model *m, int layer, float *x, const float *down_in, int n);
 /* logits [n, vocab] <- output(out_norm(x)) for the n rows of x [n, D]. */
 void piso_head(const struct piso_model *m, const float *x, int n, float *logits);
 /* Whole model: logits for positions first..n-1 into logits [n - first, vocab]. Token ids are

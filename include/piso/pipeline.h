@@ -66,10 +66,19 @@ struct piso_layer_report {
     int16_t *codes;                  /* [N, D] */
 };
 
+struct piso_pipeline_timing {
+    double float_forward;   /* seconds in the float model's blocks */
+    double quant_forward;   /* seconds in the quantized model's blocks (partial passes included) */
+    double statistics;      /* H, G, XᵀX accumulation */
+    double solves;          /* the layer solvers (scales + rounding) and their error reports */
+    double one_float_block; /* one full float block forward over all windows (mean), the unit */
+    double block_forwards;  /* (float + quantized forward seconds) / one_float_block / blocks */
+};
 struct piso_pipeline_result {
     int n_layers;                    /* reports: n_blocks · 7 */
     struct piso_layer_report *layers;
     double seconds;
+    struct piso_pipeline_timing timing;
 };
 
 /* Quantizes mq in place (its weights must be writable: piso_model_make_writable) using mf, the

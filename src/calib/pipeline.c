@@ -58,9 +58,12 @@ struct float_taps {
     float *t[4];
 };
 
+/* keep_down (optional, stage PISO_IN_DOWN only): the quantized side then runs in place on Xq,
+ * stopping at down_proj's input, which is kept [nsamples·seqlen, F]; once down_proj is quantized,
+ * piso_block_down_residual completes the block (no second pass over the block). */
 static int stage_stats(const struct piso_model *mq, const struct piso_model *mf, int layer, enum piso_block_input st,
-                       const float *Xq, const float *Xf, const struct piso_calib *c, struct stats *s,
-                       const struct float_taps *cache) {
+                       float *Xq, const float *Xf, const struct piso_calib *c, struct stats *s,
+                       const struct float_taps *cache, float *keep_down, struct piso_pipeline_timing *tm) {
     int64_t L = c->seqlen, Dm = mq->cfg.dim, D = s->D;
     float *rq = malloc(sizeof(float) * L * Dm), *rf = malloc(sizeof(float) * L * Dm);
     float *aq = malloc(sizeof(float) * L * D), *af = malloc(sizeof(float) * L * D);
@@ -73,16 +76,26 @@ static int stage_stats(const struct piso_model *mq, const struct piso_model *mf,
     memset(s->F, 0, sizeof(double) * D * D);
     for (int w = 0; w < c->nsamples; w++) {
         struct piso_block_taps tq, tf;
-        memcpy(rq, Xq + w * L * Dm, sizeof(float) * L * Dm);
-        memcpy(rf, Xf + w * L * Dm, sizeof(float) * L * Dm);
-        set_tap(&tq, st, aq), set_tap(&tf, st, af);
-        if (piso_block_forward(mq, layer, rq, (int)L, &tq)) goto done;
+        float *xq = keep_down ? Xq + w * L * Dm : rq, *tapq = keep_down ? keep_down + w * L * D : aq;
+        if (!keep_down) memcpy(rq, Xq + w * L * Dm, sizeof(float) * L * Dm);
+        set_tap(&tq, st, tapq), set_tap(&tf, st, af);
+        double t0 = piso_time();
+        /* only as far as the stage's input: the rest of the block is not needed here */
+        if (piso_block_forward_until(mq, layer, xq, (int)L, &tq, st)) goto done;
+        double t1 = piso_time();
+        tm->quant_forward += t1 - t0;
         const float *xf = af;
         if (cache) xf = cache->t[st] + w * L * D;
-        else if (piso_block_forward(mf, layer, rf, (int)L, &tf)) goto done;
-        acc_product(s, aq, aq, (int)L, s->H);
-        acc_product(s, aq, xf, (int)L, s->G);
+        else {
+            memcpy(rf, Xf + w * L * Dm, sizeof(float) * L * Dm);
+            if (piso_block_forward_until(mf, layer, rf, (int)L, &tf, st)) goto done;
+        }
+        double t2 = piso_time();
+        tm->float_forward += t2 - t1;
+        acc_product(s, tapq, tapq, (int)L, s->H);
+        acc_product(s, tapq, xf, (int)L, s->G);
         acc_product(s, xf, xf, (int)L, s->F);
+        tm->statistics += piso_time() - t2;
     }
     rc = 0;
 done:
@@ -198,6 +211,7 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
           *Ff = malloc(sizeof(float) * Dmax * Dmax);
     int rc = -1;
     struct float_taps cache = {{NULL, NULL, NULL, NULL}}; /* before the first goto: freed at done */
+    float *keep_down = NULL;
     if (!res->layers || !Xq || !Xf || !s.H || !s.G || !s.F || !s.tmp || !Hf || !Gf || !Ff) {
         piso_errorf("out of memory for the calibration activations (%lld tokens × %lld)", (long long)ntok,
                     (long long)Dm);
@@ -212,35 +226,66 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     int use_cache = (double)ntok * (2 * Dm + Hq + F) * sizeof(float) <= 2.0 * (1 << 30);
     for (int st = 0; st < 4 && use_cache; st++)
         if (!(cache.t[st] = malloc(sizeof(float) * ntok * widths[st]))) use_cache = 0;
+    /* Keep the quantized side's down_proj inputs when they take at most 2 GiB: the block is then
+     * completed from them instead of being run once more. */
+    if ((double)ntok * F * sizeof(float) <= 2.0 * (1 << 30)) keep_down = malloc(sizeof(float) * ntok * F);
+    struct piso_pipeline_timing *tm = &res->timing;
+    int n_full_float = 0;
     for (int b = 0; b < nb; b++) {
-        if (use_cache) /* one float pass: taps of every stage, and the float stream advances */
+        double tf0 = piso_time();
+        if (use_cache) { /* one float pass: taps of every stage, and the float stream advances */
             for (int w = 0; w < c->nsamples; w++) {
                 int64_t off = (int64_t)w * c->seqlen;
                 struct piso_block_taps t = {cache.t[0] + off * Dm, cache.t[1] + off * Hq, cache.t[2] + off * Dm,
                                             cache.t[3] + off * F};
                 if (piso_block_forward(mf, b, Xf + off * Dm, c->seqlen, &t)) goto done;
             }
+            tm->float_forward += piso_time() - tf0;
+            tm->one_float_block += piso_time() - tf0, n_full_float++;
+        }
         for (int st = 0; st < PISO_IN_COUNT; st++) {
             s.D = widths[st];
-            if (stage_stats(mq, mf, b, (enum piso_block_input)st, Xq, Xf, c, &s, use_cache ? &cache : NULL)) goto done;
+            if (stage_stats(mq, mf, b, (enum piso_block_input)st, Xq, Xf, c, &s, use_cache ? &cache : NULL,
+                            st == PISO_IN_DOWN ? keep_down : NULL, tm))
+                goto done;
             for (int64_t i = 0; i < s.D * s.D; i++) Hf[i] = (float)s.H[i], Gf[i] = (float)s.G[i], Ff[i] = (float)s.F[i];
             for (int j = 0; j < PISO_LIN_COUNT; j++) {
                 enum piso_linear k = (enum piso_linear)j;
                 if (piso_schema_linear(k)->input != st) continue;
                 struct piso_layer_report *rep = &res->layers[res->n_layers];
+                double ts = piso_time();
                 if (quantize_linear(mq, mf, b, k, Hf, Gf, Ff, o, rep)) goto done;
+                tm->solves += piso_time() - ts;
                 res->n_layers++, done_lin++;
                 double el = piso_time() - t0;
                 piso_log("block %d/%d, layer %s, rel. error %.4g (absmax %.4g), ETA %.1fs\n", b + 1, nb, rep->name,
                          rep->rel_err, rep->rel_err_absmax, el / done_lin * (total_lin - done_lin));
             }
         }
-        if (b + 1 < nb && ((!use_cache && advance(mf, b, Xf, c)) || advance(mq, b, Xq, c))) goto done;
+        if (b + 1 < nb && !use_cache) {
+            double ta = piso_time();
+            if (advance(mf, b, Xf, c)) goto done;
+            tm->float_forward += piso_time() - ta;
+            tm->one_float_block += piso_time() - ta, n_full_float++;
+        }
+        double ta = piso_time();
+        if (keep_down) { /* the quantized stream stopped at down_proj's input: add its output */
+            for (int w = 0; w < c->nsamples; w++)
+                piso_block_down_residual(mq, b, Xq + (int64_t)w * c->seqlen * Dm, keep_down + (int64_t)w * c->seqlen * F,
+                                         c->seqlen);
+        } else if (b + 1 < nb && advance(mq, b, Xq, c))
+            goto done;
+        tm->quant_forward += piso_time() - ta;
     }
     res->seconds = piso_time() - t0;
+    if (n_full_float) {
+        tm->one_float_block /= n_full_float;
+        if (tm->one_float_block > 0) tm->block_forwards = (tm->float_forward + tm->quant_forward) / tm->one_float_block / nb;
+    }
     rc = 0;
 done:
     for (int st = 0; st < 4; st++) free(cache.t[st]);
+    free(keep_down);
     free(Xq), free(Xf), free(s.H), free(s.G), free(s.F), free(s.tmp), free(Hf), free(Gf), free(Ff);
     if (rc) piso_pipeline_result_free(res);
     return rc;

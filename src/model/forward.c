@@ -7,6 +7,7 @@
  * KV cache (block_forward_at). */
 #include "piso/linalg.h"
 #include "piso/model.h"
+#include "piso/schema.h"
 
 #include <math.h>
 #include <omp.h>
@@ -141,8 +142,10 @@ void piso_embed(const struct piso_model *m, const int *tokens, int n, float *x) 
 
 /* One decoder block for n new positions pos0..pos0+n-1. kc, vc [pos0 + n, Hkv] hold the keys
  * and values of the earlier positions; this call writes rows pos0.. of them. */
+/* stop < PISO_IN_COUNT: return right after tap `stop` is captured (x then holds the residual stream
+ * as far as the block got: unchanged before the attention output, after it for ffn_in/down_in). */
 static int block_forward_at(const struct piso_model *m, int layer, float *x, int n, int pos0, float *kc, float *vc,
-                            struct piso_block_taps *taps) {
+                            struct piso_block_taps *taps, enum piso_block_input stop) {
     const struct piso_config *c = &m->cfg;
     const struct piso_layer_weights *w = &m->layers[layer];
     int D = c->dim, F = c->hidden_dim, hd = c->head_dim;
@@ -166,6 +169,8 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
     /* attention */
     rmsnorm_rows(x, w->attn_norm, xn, n, D, c->norm_eps);
     if (taps && taps->attn_in) memcpy(taps->attn_in, xn, N * D * sizeof *xn);
+    int rc = 0;
+    if (stop == PISO_IN_ATTN) goto out;
     linear(xn, w->wq, q, n, D, Hq, 0.0f);
     linear(xn, w->wk, k, n, D, Hkv, 0.0f);
     linear(xn, w->wv, v, n, D, Hkv, 0.0f);
@@ -177,14 +182,16 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
     rope_inv_freq(m, inv);
     rope_apply(q, n, pos0, c->n_heads, hd, c->rope_style, inv);
     rope_apply(k, n, pos0, c->n_kv_heads, hd, c->rope_style, inv);
-    int rc = attention(c, q, kc, vc, att, n, pos0);
+    rc = attention(c, q, kc, vc, att, n, pos0);
     if (rc == 0) {
         if (taps && taps->o_in) memcpy(taps->o_in, att, N * Hq * sizeof *att);
+        if (stop == PISO_IN_O) goto out;
         linear(att, w->wo, x, n, Hq, D, 1.0f); /* residual: x += att · wo^T */
 
         /* SwiGLU feed-forward */
         rmsnorm_rows(x, w->ffn_norm, xn, n, D, c->norm_eps);
         if (taps && taps->ffn_in) memcpy(taps->ffn_in, xn, N * D * sizeof *xn);
+        if (stop == PISO_IN_FFN) goto out;
         linear(xn, w->w_gate, g, n, D, F, 0.0f);
         linear(xn, w->w_up, u, n, D, F, 0.0f);
 #pragma omp parallel for schedule(static) if ((size_t)n * F > PAR_MIN_ELEMS)
@@ -194,8 +201,10 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
                 g[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
             }
         if (taps && taps->down_in) memcpy(taps->down_in, g, N * F * sizeof *g);
+        if (stop == PISO_IN_DOWN) goto out;
         linear(g, w->w_down, x, n, F, D, 1.0f);
     }
+out:
     free(buf);
     free(inv);
     return rc;
@@ -207,9 +216,25 @@ int piso_block_forward(const struct piso_model *m, int layer, float *x, int n, s
     size_t Hkv = (size_t)m->cfg.n_kv_heads * m->cfg.head_dim;
     float *kv = malloc(2 * (size_t)n * Hkv * sizeof *kv);
     if (!kv) return piso_errorf("block_forward: out of memory (window of %d tokens)", n);
-    int rc = block_forward_at(m, layer, x, n, 0, kv, kv + (size_t)n * Hkv, taps);
+    int rc = block_forward_at(m, layer, x, n, 0, kv, kv + (size_t)n * Hkv, taps, PISO_IN_COUNT);
     free(kv);
     return rc;
+}
+
+int piso_block_forward_until(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps,
+                             int stop) {
+    if (layer < 0 || layer >= m->cfg.n_layers) return piso_errorf("block_forward: layer %d out of range", layer);
+    if (n <= 0) return piso_errorf("block_forward: empty window");
+    size_t Hkv = (size_t)m->cfg.n_kv_heads * m->cfg.head_dim;
+    float *kv = malloc(2 * (size_t)n * Hkv * sizeof *kv);
+    if (!kv) return piso_errorf("block_forward: out of memory (window of %d tokens)", n);
+    int rc = block_forward_at(m, layer, x, n, 0, kv, kv + (size_t)n * Hkv, taps, (enum piso_block_input)stop);
+    free(kv);
+    return rc;
+}
+
+void piso_block_down_residual(const struct piso_model *m, int layer, float *x, const float *down_in, int n) {
+    linear(down_in, m->layers[layer].w_down, x, n, m->cfg.hidden_dim, m->cfg.dim, 1.0f);
 }
 
 void piso_head(const struct piso_model *m, const float *x, int n, float *logits) {
@@ -268,7 +293,7 @@ int piso_generate_greedy(const struct piso_model *m, int *tokens, int n, int n_n
         piso_embed(m, tokens + pos0, cur, x);
         for (int l = 0; l < c->n_layers && rc == 0; l++) {
             float *kc = cache + 2 * (size_t)l * per_layer;
-            rc = block_forward_at(m, l, x, cur, pos0, kc, kc + per_layer, NULL);
+            rc = block_forward_at(m, l, x, cur, pos0, kc, kc + per_layer, NULL, PISO_IN_COUNT);
         }
         if (rc != 0 || len >= T) break;
         piso_head(m, x + (size_t)(cur - 1) * D, 1, logits);

@@ -267,6 +267,10 @@ static void bound_pass(struct row_sign *rs, const struct minorant *m, const doub
         const struct sweep_event *e = &rs->ev[rs->T - 1 - c];
         int i = e->i;
         double d = e->delta;
+        if (c + 8 < rs->T) { /* the entries come in random order: fetch a later event's row of Z early */
+            const double *zn = m->Z + (int64_t)rs->ev[rs->T - 9 - c].i * k;
+            for (int j = 0; j < k; j += 8) __builtin_prefetch(zn + j);
+        }
         double mq = m->floor_[i] * q[i] + dot_axpy(m->Z + (int64_t)i * k, p, d, k); /* (M·q)_i before the step */
         b += d * (2.0 * mq + d * m->mdiag[i]);
         q[i] += e->delta;

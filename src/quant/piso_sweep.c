@@ -177,6 +177,10 @@ static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const
         }
         const float *row = H + (int64_t)i * ldh + j0;
         float d = dl[c];
+        if (c + 8 < T) { /* rows come in random order: fetch a later event's row early */
+            const float *rn = H + (int64_t)idx[c + 8] * ldh + j0;
+            for (int j = 0; j < 128; j += 16) __builtin_prefetch(rn + j);
+        }
         v16f r0, r1, r2, r3, r4, r5, r6, r7; /* memcpy loads: rows need not be 64-byte aligned */
         memcpy(&r0, row, 64), memcpy(&r1, row + 16, 64), memcpy(&r2, row + 32, 64), memcpy(&r3, row + 48, 64);
         memcpy(&r4, row + 64, 64), memcpy(&r5, row + 80, 64), memcpy(&r6, row + 96, 64), memcpy(&r7, row + 112, 64);
