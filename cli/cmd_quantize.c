@@ -253,6 +253,7 @@ int cmd_quantize(int argc, char **argv) {
         piso_errorf("--eval %s: the text is empty", a.eval);
         goto fail;
     }
+    piso_log("loading %s\n", a.model);
     if (piso_model_load(a.model, a.tokenizer, &mq)) goto fail;
     if (!mq->tok) {
         piso_errorf("model %s carries no tokenizer (pass --tokenizer)", a.model);
@@ -300,6 +301,7 @@ int cmd_quantize(int argc, char **argv) {
     if (tokjson && !piso_file_exists(tokjson)) free(tokjson), tokjson = NULL;
     struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res};
     double t_export = piso_time();
+    piso_log("export: writing %s (%.1fs so far)\n", a.out, t_export - t0);
     if (piso_hf_export(mq, a.out, &eo)) goto fail;
     t_export = piso_time() - t_export;
     double secs = piso_time() - t0;

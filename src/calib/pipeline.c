@@ -232,7 +232,7 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     struct piso_pipeline_timing *tm = &res->timing;
     int n_full_float = 0;
     for (int b = 0; b < nb; b++) {
-        double tf0 = piso_time();
+        double tf0 = piso_time(), t_block_start = tf0;
         if (use_cache) { /* one float pass: taps of every stage, and the float stream advances */
             for (int w = 0; w < c->nsamples; w++) {
                 int64_t off = (int64_t)w * c->seqlen;
@@ -257,9 +257,14 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
                 if (quantize_linear(mq, mf, b, k, Hf, Gf, Ff, o, rep)) goto done;
                 tm->solves += piso_time() - ts;
                 res->n_layers++, done_lin++;
-                double el = piso_time() - t0;
-                piso_log("block %d/%d, layer %s, rel. error %.4g (absmax %.4g), ETA %.1fs\n", b + 1, nb, rep->name,
-                         rep->rel_err, rep->rel_err_absmax, el / done_lin * (total_lin - done_lin));
+                /* ETA: from whole blocks once one is done (a block's layers differ in cost, blocks
+                 * do not), from the layers before that */
+                double el = piso_time() - t0, eta;
+                if (b > 0) eta = (t_block_start - t0) / b * (nb - b) - (piso_time() - t_block_start);
+                else eta = el / done_lin * (total_lin - done_lin);
+                if (eta < 0) eta = 0;
+                piso_log("block %d/%d, layer %s, rel. error %.4g (absmax %.4g), %.1fs, ETA %.1fs\n", b + 1, nb, rep->name,
+                         rep->rel_err, rep->rel_err_absmax, el, eta);
             }
         }
         if (b + 1 < nb && !use_cache) {

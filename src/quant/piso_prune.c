@@ -128,37 +128,50 @@ static int minorant_build(const float *H, int ldh, int n, int k, struct minorant
      * inverse also certifies H positive definite. isd = P^-½. */
     for (int i = 0; i < n; i++)
         for (int j = 0; j < n; j++) A[(int64_t)i * n + j] = H[(int64_t)i * ldh + j];
-    if (piso_la_spd_inverse(A, n)) goto out;
-    for (int i = 0; i < n; i++) {
+    double mu = 0;
+    int singular = piso_la_spd_inverse(A, n) != 0;
+    for (int i = 0; i < n && !singular; i++) {
         double d = A[(int64_t)i * n + i];
-        if (!(d > 0) || !isfinite(d)) goto out;
-        isd[i] = sqrt(d);
+        if (!(d > 0) || !isfinite(d)) singular = 1;
+        else isd[i] = sqrt(d);
     }
-    /* λ_min of P^-½·H·P^-½ by power iteration on its inverse P^½·H⁻¹·P^½ (A holds H⁻¹) */
-    for (int i = 0; i < n; i++) x[i] = 1.0 / sqrt((double)n);
-    double theta = 0;
-    for (int it = 0; it < 24; it++) {
-        for (int i = 0; i < n; i++) y[i] = x[i] / isd[i];
-        double dot = 0, nrm = 0;
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < n; i++) {
-            double acc = 0;
-            for (int j = 0; j < n; j++) acc += A[(int64_t)i * n + j] * y[j];
-            X[i] = acc / isd[i]; /* X: scratch of ≥ n doubles */
+    if (singular) {
+        /* e.g. fewer calibration tokens than inputs: no floor. With P = diag(H) and the smallest
+         * ε = 10⁻⁶, 10⁻⁵, ... for which H + ε·P ≻ 0 is certified, M = Z·Zᵀ − ε·P: the bound then
+         * comes from the top-k part alone. */
+        for (int i = 0; i < n; i++) isd[i] = 1.0 / sqrt((double)H[(int64_t)i * ldh + i]);
+        for (mu = -1e-6;; mu *= 10) {
+            scaled_copy(H, ldh, n, isd, mu, A);
+            if (piso_la_cholesky_upper(A, n) == 0) break;
+            if (mu < -1e-3) goto out;
         }
-        for (int i = 0; i < n; i++) dot += x[i] * X[i], nrm += X[i] * X[i];
-        theta = dot;
-        nrm = sqrt(nrm);
-        if (!(nrm > 0) || !isfinite(nrm)) break;
-        for (int i = 0; i < n; i++) x[i] = X[i] / nrm;
-    }
-    /* the floor, certified by a Cholesky factorization of P^-½·H·P^-½ − μI (0 is certified by the
-     * inverse above) */
-    double mu = theta > 0 && isfinite(theta) ? 0.9 / theta : 0;
-    for (int attempt = 0; mu > 0; attempt++) {
-        scaled_copy(H, ldh, n, isd, mu, A);
-        if (piso_la_cholesky_upper(A, n) == 0) break;
-        mu = attempt < 3 ? mu * 0.7 : 0;
+    } else {
+        /* λ_min of P^-½·H·P^-½ by power iteration on its inverse P^½·H⁻¹·P^½ (A holds H⁻¹) */
+        for (int i = 0; i < n; i++) x[i] = 1.0 / sqrt((double)n);
+        double theta = 0;
+        for (int it = 0; it < 24; it++) {
+            for (int i = 0; i < n; i++) y[i] = x[i] / isd[i];
+            double dot = 0, nrm = 0;
+#pragma omp parallel for schedule(static)
+            for (int i = 0; i < n; i++) {
+                double acc = 0;
+                for (int j = 0; j < n; j++) acc += A[(int64_t)i * n + j] * y[j];
+                X[i] = acc / isd[i]; /* X: scratch of ≥ n doubles */
+            }
+            for (int i = 0; i < n; i++) dot += x[i] * X[i], nrm += X[i] * X[i];
+            theta = dot;
+            nrm = sqrt(nrm);
+            if (!(nrm > 0) || !isfinite(nrm)) break;
+            for (int i = 0; i < n; i++) x[i] = X[i] / nrm;
+        }
+        /* the floor, certified by a Cholesky factorization of P^-½·H·P^-½ − μI (0 is certified by the
+         * inverse above) */
+        mu = theta > 0 && isfinite(theta) ? 0.9 / theta : 0;
+        for (int attempt = 0; mu > 0; attempt++) {
+            scaled_copy(H, ldh, n, isd, mu, A);
+            if (piso_la_cholesky_upper(A, n) == 0) break;
+            mu = attempt < 3 ? mu * 0.7 : 0;
+        }
     }
     m->mu = mu;
     /* Nyström of A = scaled H − μI with Ω = orthonormalised A·(pseudo-random signs) */
