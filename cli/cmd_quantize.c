@@ -262,6 +262,13 @@ int cmd_quantize(int argc, char **argv) {
     if (a.calib &&
         piso_calib_load(mq->tok, a.calib, (int)a.nsamples, (int)a.seqlen, mq->cfg.max_seq_len, (uint64_t)a.seed, &cal))
         goto fail;
+    {
+        /* before the second copy and any long work: refuse with the numbers when it cannot fit */
+        struct piso_pipeline_memory mm;
+        int64_t ntok = a.calib ? (int64_t)cal.nsamples * cal.seqlen : 1;
+        piso_pipeline_memory_estimate(&mq->cfg, ntok, &mm);
+        if (piso_pipeline_memory_check(&mq->cfg, ntok, mm.model)) goto fail;
+    }
     if (piso_model_load(a.model, a.tokenizer, &mf) || piso_model_make_writable(mq)) goto fail;
     int ctx = a.ctx > 0 ? (int)a.ctx : 0; /* 0: the evaluator's default, min(512, model context) */
     if (eval_text) {

@@ -87,6 +87,17 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
                         const struct piso_pipeline_opts *o, struct piso_pipeline_result *res);
 void piso_pipeline_result_free(struct piso_pipeline_result *res);
 
+/* Memory a piso_quantize_model run needs, in bytes, split for messages (a lower estimate: only the
+ * large buffers). model: one F32 copy of the weights (the run holds two: quantized and float). */
+struct piso_pipeline_memory {
+    double model, streams, statistics, caches, solver, total;
+};
+void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, struct piso_pipeline_memory *m);
+/* Refuses (−1, with the numbers in the error) when the estimate exceeds the memory available now
+ * plus `already` bytes the caller holds and counts in the estimate (MemAvailable of /proc/meminfo;
+ * env PISO_MEM_AVAILABLE_MB overrides it, for tests). 0 when it fits or nothing is known. */
+int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, double already);
+
 /* ---- HF directory export ------------------------------------------------------------------ */
 struct piso_hf_export_opts {
     const char *tokenizer_json;      /* a tokenizer.json to copy, or NULL: generated from m->tok */

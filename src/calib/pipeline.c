@@ -295,3 +295,49 @@ done:
     if (rc) piso_pipeline_result_free(res);
     return rc;
 }
+
+void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, struct piso_pipeline_memory *m) {
+    memset(m, 0, sizeof *m);
+    for (int st = 0; st < piso_schema_steps(cfg); st++) {
+        int layer;
+        const struct piso_tensor_info *t = piso_schema_step(cfg, st, &layer);
+        if (piso_schema_present(cfg, t)) m->model += 4.0 * (double)piso_schema_numel(cfg, t);
+    }
+    double Dm = cfg->dim, Hq = (double)cfg->n_heads * cfg->head_dim, F = cfg->hidden_dim, D = Dm;
+    if (Hq > D) D = Hq;
+    if (F > D) D = F;
+    double ntok = (double)tokens;
+    m->streams = 2 * 4.0 * ntok * Dm;
+    m->statistics = D * D * (3 * 8.0 + 4 * 4.0);               /* fp64 H, G, XᵀX; fp32 window + copies */
+    double taps = 4.0 * ntok * (2 * Dm + Hq + F), keep = 4.0 * ntok * F;
+    m->caches = (taps <= 2.0 * (1 << 30) ? taps : 0) + (keep <= 2.0 * (1 << 30) ? keep : 0);
+    m->solver = D * D * (2 * 8.0 + 3 * 4.0) + 4 * 4.0 * F * D; /* factor + inverse, permuted H/G; weight copies */
+    m->total = 2 * m->model + m->streams + m->statistics + m->caches + m->solver;
+}
+
+static double mem_available(void) {
+    const char *e = getenv("PISO_MEM_AVAILABLE_MB");
+    if (e && *e) return atof(e) * 1e6;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return -1;
+    char line[256];
+    double kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+    fclose(f);
+    return kb < 0 ? -1 : kb * 1024;
+}
+
+int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, double already) {
+    struct piso_pipeline_memory m;
+    piso_pipeline_memory_estimate(cfg, tokens, &m);
+    double avail = mem_available();
+    if (avail < 0 || m.total <= avail + already) return 0;
+    return piso_errorf("not enough memory: this run needs about %.3g GB (two F32 copies of the weights 2 × %.3g GB, "
+                       "residual streams %.3g GB for %lld calibration tokens, statistics %.3g GB, activation caches "
+                       "%.3g GB, solver %.3g GB) but %.3g GB are available (the copy already loaded included); use fewer "
+                       "calibration tokens "
+                       "(--nsamples, --seqlen) or a machine with more memory",
+                       m.total / 1e9, m.model / 1e9, m.streams / 1e9, (long long)tokens, m.statistics / 1e9,
+                       m.caches / 1e9, m.solver / 1e9, (avail + already) / 1e9);
+}
