@@ -13,6 +13,7 @@
 #include "harness.h"
 #include "piso/linalg.h"
 #include "piso/quant.h"
+#include "piso/solve.h"
 
 #include <omp.h>
 
@@ -117,6 +118,53 @@ static void run_case(int D, int N, const char *fmt, int cross, int dead, int tok
     free(H), free(W), free(U), free(HW), free(s_full), free(s1), free(s2);
 }
 
+/* The callers: RTN (piso_quantize_layer, with G ≠ H: the x–x̃ objective) and GPTQ (channel-wise
+ * PiSO scales inside the engine) give the same layer with pruning (auto) as with the full sweep. */
+static void run_layers(int D, int N) {
+    float *H = make_hessian(D, 4 * D, -1), *G = malloc(sizeof(float) * (size_t)D * D);
+    float *W = malloc(sizeof(float) * (size_t)N * D);
+    for (int64_t i = 0; i < (int64_t)D * D; i++) G[i] = H[i] * (float)(0.97 + 0.02 * cos((double)(i % 7)));
+    for (int64_t i = 0; i < (int64_t)N * D; i++) W[i] = (float)(0.02 * student_t3());
+    struct piso_quant_opts qo = {0};
+    piso_grid_init(&qo.grid, "int4", 0);
+    qo.method = PISO_SCALE_PISO, qo.group = 0, qo.allow_negative = 1;
+    struct piso_layer_problem lp = {N, D, W, H, G};
+    struct piso_layer_result a, b;
+    piso_prune_configure(1, 0);
+    CHECK(piso_quantize_layer(&lp, &qo, &a) == 0, "rtn full");
+    piso_prune_configure(0, 0);
+    struct piso_prune_stats st;
+    piso_prune_stats_take(&st);
+    CHECK(piso_quantize_layer(&lp, &qo, &b) == 0, "rtn pruned");
+    piso_prune_stats_take(&st);
+    CHECK(st.rows == N && st.rows_full == 0, "RTN layer went through the pruned path (%lld rows, %lld full)",
+          (long long)st.rows, (long long)st.rows_full);
+    CHECK(!memcmp(a.dequant, b.dequant, sizeof(float) * (size_t)N * D), "RTN x-xq layer: same weights");
+    piso_layer_result_free(&a), piso_layer_result_free(&b);
+    struct piso_ec_opts eo;
+    piso_ec_opts_default(&eo);
+    eo.q = qo;
+    eo.interleave = PISO_INTERLEAVE_LAYER;
+    struct piso_ec_problem ep = {N, D, W, H, NULL, NULL};
+    piso_prune_configure(1, 0);
+    CHECK(piso_gptq_layer(&ep, &eo, &a, NULL) == 0, "gptq full");
+    piso_prune_configure(0, 0);
+    piso_prune_stats_take(&st);
+    CHECK(piso_gptq_layer(&ep, &eo, &b, NULL) == 0, "gptq pruned");
+    piso_prune_stats_take(&st);
+    CHECK(st.rows == N && st.rows_full == 0, "GPTQ went through the pruned path");
+    for (int r = 0; r < N; r++)
+        if (a.scales[r] != b.scales[r]) {
+            double Ea = piso_objective_dense(W + (int64_t)r * D, D, H, D, NULL, &qo.grid, a.scales[r]);
+            double Eb = piso_objective_dense(W + (int64_t)r * D, D, H, D, NULL, &qo.grid, b.scales[r]);
+            printf("row %d: full %.9g (E %.12g) pruned %.9g (E %.12g)\n", r, a.scales[r], Ea, b.scales[r], Eb);
+        }
+    CHECK(!memcmp(a.scales, b.scales, sizeof(float) * (size_t)N), "GPTQ + PiSO channel-wise: same scales");
+    CHECK(!memcmp(a.dequant, b.dequant, sizeof(float) * (size_t)N * D), "GPTQ + PiSO channel-wise: same weights");
+    piso_layer_result_free(&a), piso_layer_result_free(&b);
+    free(H), free(G), free(W);
+}
+
 int main(void) {
     const char *big = getenv("PISO_PRUNE_BIG");
     run_case(512, 24, "int4", 0, -1, 0);
@@ -126,5 +174,6 @@ int main(void) {
     run_case(512, 6, "int4", 0, 100, 0);
     /* fewer tokens than inputs: H is singular, no floor (top-k part only), still exact */
     run_case(768, 8, "int4", 0, -1, 384);
+    run_layers(512, 16);
     return test_finish();
 }

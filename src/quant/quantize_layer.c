@@ -283,8 +283,16 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     if (c.ng == 1 && (opts->method == PISO_SCALE_PISO || opts->method == PISO_SCALE_PISO_SEQ)) {
         /* channel-wise: all rows share H, solved together (pruned exact sweep) */
         c.pre = malloc(sizeof(float) * (size_t)N);
-        if (!c.pre || piso_solve_scales_rows(p->W, D, N, (int)D, p->H, (int)D, c.U, D, p->G ? NULL : c.U, D,
-                                             &opts->grid, opts->allow_negative, c.pre, 1, NULL)) {
+        /* the bound needs H·w in fp64: u itself unless G ≠ H */
+        double *hw = p->G ? malloc(sizeof(double) * (size_t)(N * D)) : c.U;
+        if (hw && p->G) rows_times(p->W, N, D, Hd, 0, hw, buf);
+        int bad = !c.pre || !hw ||
+                  piso_solve_scales_rows(p->W, D, N, (int)D, p->H, (int)D, c.U, D, hw, D, &opts->grid,
+                                         opts->allow_negative, c.pre, 1, NULL);
+        if (hw != c.U) free(hw);
+        if (bad) {
+            if (!c.pre || !hw) piso_errorf("quantize layer: out of memory for the channel scales (N = %lld, D = %lld)",
+                                           (long long)N, (long long)D);
             free(c.pre), free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
             piso_layer_result_free(r);
             return -1; /* piso_solve_scales_rows said why */
