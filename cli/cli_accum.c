@@ -1,6 +1,10 @@
 /* The accumulator options and the checker's report (cli/accum.h). */
 #include "accum.h"
 #include "cli.h"
+#include "piso/act_quant.h"
+#include "piso/model.h"
+#include "piso/pipeline.h"
+#include "piso/schema.h"
 
 #include <string.h>
 
@@ -40,4 +44,42 @@ void cli_accum_json(struct piso_json *w, const struct piso_accum *a, int tile, c
     piso_json_int(w, "violations", rep->violations);
     piso_json_bool(w, "ok", rep->violations == 0);
     piso_json_object_end(w);
+}
+
+int cli_accum_from_act(int64_t bits, int64_t tile, int no_threshold, const struct piso_act_format *act,
+                       const struct piso_config *cfg, int group, const struct piso_grid *g, struct piso_accum *a) {
+    memset(a, 0, sizeof *a);
+    int mn, mx;
+    if (act->kind == PISO_ACT_NONE || piso_act_code_range(act, &mn, &mx))
+        return piso_errorf("--accumulator-bits needs integer activations (--act-format int8, int4, int8-asym, ...; "
+                           "not %s)", act->kind == PISO_ACT_NONE ? "none" : act->name);
+    a->bits = (int)bits, a->tile = (int)tile, a->no_threshold = no_threshold, a->in_min = mn, a->in_max = mx;
+    /* one activation scale per tile: the integer partial sums of a tile share it */
+    if (act->group > 0 && (tile <= 0 || act->group % tile))
+        return piso_errorf("--accumulator-tile %lld: must divide the activation group of %d (%s), so that every tile "
+                           "has one activation scale", (long long)tile, act->group, act->name);
+    for (int k = 0; k < PISO_LIN_COUNT; k++) {
+        const struct piso_tensor_info *t = piso_schema_linear((enum piso_linear)k);
+        char name[96];
+        piso_linear_hf_name(0, (enum piso_linear)k, name, sizeof name);
+        if (piso_accum_validate(a, piso_schema_dim(cfg, t->cols), group, g, name, NULL)) return -1;
+    }
+    return 0;
+}
+
+void cli_accum_check_result(const struct piso_pipeline_result *res, const struct piso_accum *a, int group,
+                            const struct piso_grid *g, struct piso_accum_report *total) {
+    memset(total, 0, sizeof *total);
+    total->limit = piso_accum_max(a);
+    for (int i = 0; i < res->n_layers; i++) {
+        const struct piso_layer_report *r = &res->layers[i];
+        int T = (int)r->D;
+        if (piso_accum_validate(a, r->D, group, g, r->name, &T)) T = (int)r->D; /* validated before the work */
+        struct piso_accum_report rep;
+        piso_accum_check(r->codes, r->N, r->D, T, a, &rep);
+        total->violations += rep.violations;
+        if (rep.worst > total->worst) total->worst = rep.worst, total->worst_row = rep.worst_row, total->worst_tile = rep.worst_tile;
+        if (rep.max_l1 > total->max_l1) total->max_l1 = rep.max_l1;
+        total->n_tiles += rep.n_tiles;
+    }
 }

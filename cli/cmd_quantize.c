@@ -1,5 +1,6 @@
 /* piso quantize — whole-model quantization. GGUF output (--type, or --out *.gguf) is written by
  * cli_quantize_gguf (llama.cpp block formats); everything else writes a Hugging Face directory. */
+#include "accum.h"
 #include "act_quant.h"
 #include "cli.h"
 #include "quantize.h"
@@ -68,6 +69,7 @@ static const struct cli_option hf_options[] = {
     {"--calib-act-quant", NULL, CLI_FLAG, ARG(calib_act_quant),
      .help = "calibrate on the quantized model running with --act-format/--kv-format\n"
              "(X~ includes each layer's own input quantization)"},
+    CLI_OPTIONS_ACCUM_LIMITS(struct cli_quantize_args),
     {0},
 };
 
@@ -116,7 +118,8 @@ static const struct cli_command quantize_command = {
  * byte-identical across runs and thread counts). */
 static char *quantization_json(const struct cli_quantize_args *a, const struct piso_pipeline_opts *po,
                                const struct piso_calib *cal, const struct piso_pipeline_result *res,
-                               const struct piso_model *m, double ppl_before, double ppl_after) {
+                               const struct piso_model *m, double ppl_before, double ppl_after,
+                               const struct piso_accum_report *acc_rep) {
     struct piso_json w;
     piso_json_begin(&w, PISO_JSON_PRETTY);
     piso_json_string(&w, "quantizer", "piso");
@@ -156,6 +159,7 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_act_quant_json(&w, &m->act, 1);
         piso_json_bool(&w, "calib_act_quant", a->calib_act_quant);
     }
+    if (po->ec.q.acc) cli_accum_json(&w, po->ec.q.acc, (int)a->acc_tile, acc_rep);
     piso_json_string(&w, "source", a->model);
     piso_json_string(&w, "weights", "model.safetensors holds the dequantized weights (scale * code)");
     piso_json_string(&w, "tensors", "quantization.safetensors");
@@ -249,6 +253,15 @@ int cmd_quantize(int argc, char **argv) {
     if (urc) return urc;
     if (a.calib_act_quant && !a.act_format && !a.kv_format)
         return cli_usage_error("quantize", "option --calib-act-quant: needs --act-format or --kv-format");
+    if (!a.acc_bits && (a.acc_tile || a.no_soft_threshold))
+        return cli_usage_error("quantize", "option %s: only with --accumulator-bits",
+                               a.acc_tile ? "--accumulator-tile" : "--no-soft-threshold");
+    if (a.acc_bits && !a.act_format)
+        return cli_usage_error("quantize", "option --accumulator-bits: needs integer activations (--act-format int8, "
+                                           "int4, int8-asym, ...)");
+    struct piso_accum acc;
+    struct piso_accum_report acc_rep;
+    memset(&acc_rep, 0, sizeof acc_rep);
 
     struct piso_model *mq = NULL, *mf = NULL;
     struct piso_calib cal;
@@ -281,6 +294,12 @@ int cmd_quantize(int argc, char **argv) {
     struct piso_act_quant aq;
     if (piso_act_quant_init(&aq, &mq->cfg, a.act_format, (int)a.act_group, a.kv_format)) goto fail;
     if (a.calib_act_quant) mq->act = aq;
+    if (a.acc_bits) { /* before any long work: the input range, and every layer's width */
+        if (cli_accum_from_act(a.acc_bits, a.acc_tile, a.no_soft_threshold, &aq.act, &mq->cfg, (int)a.group,
+                               &po.ec.q.grid, &acc))
+            goto fail;
+        po.ec.q.acc = &acc;
+    }
     int ctx = a.ctx > 0 ? (int)a.ctx : 0; /* 0: the evaluator's default, min(512, model context) */
     if (eval_text) {
         ppl_before = eval_ppl(mf, eval_text, eval_len, ctx);
@@ -300,12 +319,22 @@ int cmd_quantize(int argc, char **argv) {
         if (piso_quantize_model(mq, mf, &cal, &po, &res)) goto fail;
     }
     mq->act = aq;
+    if (po.ec.q.acc) { /* the checker: every row and tile of every layer, before anything is written */
+        cli_accum_check_result(&res, &acc, (int)a.group, &po.ec.q.grid, &acc_rep);
+        piso_log("accumulator: worst case %lld of %lld (P = %d): %s\n", (long long)acc_rep.worst,
+                 (long long)acc_rep.limit, acc.bits, acc_rep.violations ? "OVERFLOW" : "ok");
+        if (acc_rep.violations) {
+            piso_errorf("accumulator check failed: %lld (row, tile) pairs exceed %lld", (long long)acc_rep.violations,
+                        (long long)acc_rep.limit);
+            goto fail;
+        }
+    }
     if (eval_text) {
         ppl_after = eval_ppl(mq, eval_text, eval_len, ctx);
         if (ppl_after < 0) goto fail;
         piso_log("perplexity after: %.4f\n", ppl_after);
     }
-    qjson = quantization_json(&a, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after);
+    qjson = quantization_json(&a, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after, &acc_rep);
     /* tokenizer.json: the given one, or the HF source's, else generated */
     if (a.tokenizer) {
         size_t n = strlen(a.tokenizer);
@@ -339,6 +368,7 @@ int cmd_quantize(int argc, char **argv) {
             piso_act_quant_json(&w, &mq->act, 0);
             piso_json_bool(&w, "calib_act_quant", a.calib_act_quant);
         }
+        if (po.ec.q.acc) cli_accum_json(&w, &acc, (int)a.acc_tile, &acc_rep);
         /* without --calib (data-free RTN) the per-layer errors are measured on a single BOS token */
         piso_json_bool(&w, "calibrated", a.calib != NULL);
         piso_json_number(&w, "nsamples", a.calib ? cal.nsamples : 0);

@@ -23,6 +23,9 @@ struct cli_quantize_args {
     const char *act_format, *kv_format;
     int64_t act_group;
     int calib_act_quant;
+    /* accumulator limits (cli/accum.h) */
+    int64_t acc_bits, acc_tile;
+    int no_soft_threshold;
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;
     int mix; /* --mix: llama-quantize's mixture for the type */

@@ -102,11 +102,13 @@ int piso_accum_validate(const struct piso_accum *a, int64_t D, int group, const 
                            (long long)a->in_min, (long long)a->in_max);
     if (!g->is_int || g->block)
         return piso_errorf("--accumulator-bits needs an integer weight format (int2..int8), not %s", g->name);
-    int T = a->tile > 0 ? a->tile : (group > 0 && group < D ? group : (int)D);
-    if (a->tile > 0 && group > 0 && group < D && a->tile != group)
+    const int grouped = group > 0 && group < D;
+    int T = a->tile > 0 && a->tile < D ? a->tile : (grouped ? group : (int)D);
+    if (a->tile > 0 && grouped && a->tile != group)
         return piso_errorf("--accumulator-tile %d: with --group %d the tile must be the group (layer %s)", a->tile,
                            group, layer);
-    if (D % T != 0)
+    /* a shorter last tile only as the shorter last group of a grouped layer */
+    if (D % T != 0 && !(grouped && T == group))
         return piso_errorf("--accumulator-tile %d does not divide the %lld inputs of layer %s", T, (long long)D,
                            layer);
     const int64_t single = piso_accum_worst(a, 1, 0) > piso_accum_worst(a, 0, -1) ? piso_accum_worst(a, 1, 0)

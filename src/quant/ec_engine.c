@@ -46,7 +46,7 @@ static int accum_setup(struct piso_ec_work *w) {
     w->acc = *w->opts.q.acc;
     w->acc.tile = T;
     w->opts.q.acc = &w->acc;
-    w->n_tiles = (int)(D / T);
+    w->n_tiles = (int)((D + T - 1) / T); /* the last one shorter with a shorter last group */
     enum piso_scale_method m = w->opts.q.method;
     int thresholded = !w->acc.no_threshold && (m == PISO_SCALE_ABSMAX || m == PISO_SCALE_MSE_GRID);
     w->tile_of = malloc(sizeof(int) * D), w->tile_pos = malloc(sizeof(int) * D);
