@@ -78,6 +78,12 @@ python3 - "$RESULTS" "$PS" <<'EOF'
 import sys, collections
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 ps = sys.argv[2].split()
+def cell(x):  # perplexities above 1000 in 3 significant digits
+    try:
+        v = float(x)
+    except ValueError:
+        return x
+    return ("%.3g" % v).replace("e+0", "e").replace("e+", "e") if v >= 1000 else "%.3f" % v
 tables = collections.OrderedDict()
 for fmt, tile, label, P, ppl in rows:
     tables.setdefault(fmt, collections.OrderedDict()).setdefault((tile, label), {})[P] = ppl
@@ -87,7 +93,7 @@ for fmt, t in tables.items():
     print("|---|---|" + "---:|" * len(ps))
     for (tile, label), v in t.items():
         if "-" in v:
-            print("| %s | %s | %s |" % ("row" if tile == "0" else tile, label, " | ".join([v["-"]] * len(ps))))
+            print("| %s | %s | %s |" % ("row" if tile == "0" else tile, label, " | ".join([cell(v["-"])] * len(ps))))
         else:
-            print("| %s | %s | %s |" % ("row" if tile == "0" else tile, label, " | ".join(v.get(p, "") for p in ps)))
+            print("| %s | %s | %s |" % ("row" if tile == "0" else tile, label, " | ".join(cell(v.get(p, "")) for p in ps)))
 EOF
