@@ -127,6 +127,18 @@ int main(void) {
             int64_t worst = run(problem, args, cfg[c].P, cfg[c].T, mn, mx, &nz);
             CHECK(worst >= 0 && nz > N, "%s: %lld non-zero codes", args, (long long)nz);
         }
+    /* the result does not depend on the thread count */
+    char outs[2][300], cmd2[2048];
+    for (int t = 0; t < 2; t++) {
+        snprintf(outs[t], sizeof outs[t], "%s/threads%d.safetensors", dir, t + 1);
+        snprintf(cmd2, sizeof cmd2,
+                 "%s layer --problem %s --format int4 --rounding gpfq --scale piso --act-order --accumulator-bits 12 "
+                 "--accumulator-tile 16 --input-bits 8 --input-signed --threads %d --quiet --out %s",
+                 PISO_BIN, problem, t + 1, outs[t]);
+        CHECK(test_run(cmd2, NULL) == 0, "%s", cmd2);
+    }
+    snprintf(cmd2, sizeof cmd2, "cmp -s %s %s", outs[0], outs[1]);
+    CHECK(system(cmd2) == 0, "1 and 2 threads give different files");
     /* bad options: nothing written, the message says what is wrong */
     expect_error(problem, "--format int4 --accumulator-bits 8 --input-bits 8 --input-signed", 1, "too small");
     expect_error(problem, "--format int4 --accumulator-bits 8 --input-bits 8 --input-signed", 1, problem);
