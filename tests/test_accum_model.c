@@ -1,5 +1,6 @@
 /* Whole models with accumulator limits (stories260K, W4A8):
- *  - `piso quantize --accumulator-bits P --act-format int8` (data-free RTN and GPTQ): the codes it
+ *  - `piso quantize --accumulator-bits P --act-format int8` (data-free RTN, GPTQ; GPFQ with int8-asym
+ *    activations, codes 0..255): the codes it
  *    writes are checked here row by row with the closed form (own code), and the checker of the
  *    simulator agrees;
  *  - the simulated integer matmul: an AXE model gives bit-identical logits with a wrapping P-bit
@@ -16,10 +17,13 @@
 
 static char dir[64];
 
+static const char *act_format = "int8";
+static int act_min = -127, act_max = 127; /* its integer codes */
+
 static int quantize(const char *out, const char *args) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --format int4 --act-format int8 %s --quiet 2>&1",
-             PISO_BIN, test_data("models/stories260K/stories260K.bin"), out, args);
+    snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --format int4 --act-format %s %s --quiet 2>&1",
+             PISO_BIN, test_data("models/stories260K/stories260K.bin"), out, act_format, args);
     char *text = NULL;
     int rc = test_run(cmd, &text);
     if (rc) fprintf(stderr, "%s\n%s\n", cmd, text ? text : "");
@@ -73,7 +77,7 @@ static float *logits_of(const char *out, int P, int64_t *overflowed, long long *
         }
         m->accum_sim = &sim;
         if (check_violations && P <= 62) {
-            struct piso_accum a = {.bits = P, .in_min = -127, .in_max = 127};
+            struct piso_accum a = {.bits = P, .in_min = act_min, .in_max = act_max};
             struct piso_accum_report rep;
             piso_accum_sim_check(&sim, &a, &rep);
             *check_violations = rep.violations;
@@ -92,7 +96,7 @@ static void test_axe_model(const char *out, const char *args, int P) {
         CHECK(0, "quantize %s failed", args);
         return;
     }
-    long long worst = worst_of_dir(out, -127, 127), A = (1ll << (P - 1)) - 1;
+    long long worst = worst_of_dir(out, act_min, act_max), A = (1ll << (P - 1)) - 1;
     CHECK(worst >= 0 && worst <= A, "%s: worst case %lld > %lld", args, worst, A);
     CHECK(worst > A / 2, "%s: worst case %lld: the limit does not bind (the test is vacuous)", args, worst);
     int64_t ov = -1;
@@ -137,10 +141,18 @@ int main(void) {
              "--calib %s --nsamples 4 --seqlen 64 --rounding gptq --scale piso --accumulator-bits 13",
              test_data("data/tinystories/TinyStories-valid.small30KB.txt"));
     test_axe_model(out, calib, 13);
+    /* asymmetric activations: unsigned codes 0..255, the zero point subtracted wide */
+    act_format = "int8-asym", act_min = 0, act_max = 255;
+    snprintf(out, sizeof out, "%s/asym15", dir);
+    snprintf(calib, sizeof calib,
+             "--calib %s --nsamples 4 --seqlen 64 --rounding gpfq --scale piso --calib-act-quant --accumulator-bits 15",
+             test_data("data/tinystories/TinyStories-valid.small30KB.txt"));
+    test_axe_model(out, calib, 15);
+    act_format = "int8", act_min = -127, act_max = 127;
     /* unconstrained: the codes break a 12-bit limit and the wraparound changes the logits */
     snprintf(out, sizeof out, "%s/free", dir);
     if (quantize(out, "--rounding rtn --scale absmax") == 0) {
-        long long worst = worst_of_dir(out, -127, 127);
+        long long worst = worst_of_dir(out, act_min, act_max);
         CHECK(worst > 2047, "unconstrained worst case %lld fits 12 bits: the test is vacuous", worst);
         int64_t ov = 0;
         long long viol = 0;
