@@ -157,12 +157,14 @@ void piso_accum_sim_linear(struct piso_accum_sim *s, const struct piso_int_linea
                 double out = 0;
                 for (int64_t t0 = 0; t0 < D; t0 += T) {
                     int64_t t1 = t0 + T < D ? t0 + T : D, acc = 0, exact = 0, qsum = 0;
-                    for (int64_t j = t0; j < t1; j++) {
-                        int64_t p = (int64_t)q[j] * codes[j];
-                        exact += p, qsum += q[j];
-                        if (s->saturate) acc = acc + p > hi ? hi : acc + p < lo ? lo : acc + p;
-                    }
-                    if (!s->saturate) acc = wrap_bits(exact, s->bits);
+                    for (int64_t j = t0; j < t1; j++) exact += (int64_t)q[j] * codes[j], qsum += q[j];
+                    if (s->saturate) /* clamped after every addition, in column order */
+                        for (int64_t j = t0; j < t1; j++) {
+                            int64_t v = acc + (int64_t)q[j] * codes[j];
+                            acc = v > hi ? hi : v < lo ? lo : v;
+                        }
+                    else /* two's complement: the wrapped sum is the exact sum modulo 2^P */
+                        acc = wrap_bits(exact, s->bits);
                     tiles++, over += exact > hi || exact < lo;
                     int64_t g = t0 / ag < na ? t0 / ag : na - 1;
                     /* the zero-point term and the scales, wide */
