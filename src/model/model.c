@@ -109,6 +109,17 @@ int piso_model_make_writable(struct piso_model *m) {
     return 0;
 }
 
+int piso_model_untie(struct piso_model *m) {
+    if (!m->cfg.tied_embeddings && m->output != m->tok_embd) return 0;
+    size_t n = (size_t)m->cfg.vocab_size * m->cfg.dim;
+    float *out = piso_model_own(m, n);
+    if (!out) return piso_errorf("%s: out of memory untying the output head", m->path);
+    memcpy(out, m->tok_embd, n * sizeof *out);
+    m->output = out;
+    m->cfg.tied_embeddings = 0;
+    return 0;
+}
+
 /* Loads the tokenizer for a llama2.c checkpoint: tok<vocab>.bin beside it (tok512.bin for
  * stories260K), else tokenizer.bin / tokenizer.json beside it. */
 static int llama2c_tokenizer(struct piso_model *m, struct piso_tokenizer **out) {
