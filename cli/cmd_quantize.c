@@ -6,6 +6,7 @@
 #include "piso/json_out.h"
 #include "piso/pipeline.h"
 #include "rounders.h"
+#include "transform_opts.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@ static const struct cli_option common_options[] = {
     {"--out", NULL, CLI_STRING, ARG(out), .arg = "PATH",
      .help = "the output: a directory, or FILE.gguf for GGUF output", .required = 1},
     {"--calib", NULL, CLI_STRING, ARG(calib), .arg = "FILE", .help = "calibration text"},
+    CLI_OPTIONS_TRANSFORM(struct cli_quantize_args),
     {0},
 };
 
@@ -202,6 +204,10 @@ int cmd_quantize(int argc, char **argv) {
     struct cli_quantize_args a = {.damp = -1, .alpha = -1};
     int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF), argc, argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
+    struct piso_transform_opts to;
+    int trc = cli_transform_opts("quantize", a.rotate, a.rotate_block, a.permute, a.no_online, a.seed, a.calib != NULL,
+                                 gguf, &to);
+    if (trc) return trc;
     if (gguf) return cli_quantize_gguf(&a);
 
     struct piso_pipeline_opts po;
@@ -243,7 +249,9 @@ int cmd_quantize(int argc, char **argv) {
     memset(&cal, 0, sizeof cal);
     struct piso_pipeline_result res;
     memset(&res, 0, sizeof res);
-    char *eval_text = NULL, *qjson = NULL, *tokjson = NULL, *srcdir = NULL;
+    char *eval_text = NULL, *qjson = NULL, *tokjson = NULL, *srcdir = NULL, *tjson = NULL;
+    struct piso_transform_plan plan;
+    memset(&plan, 0, sizeof plan);
     size_t eval_len = 0;
     int rc = 1;
     double ppl_before = -1, ppl_after = -1, t0 = piso_time();
@@ -267,6 +275,15 @@ int cmd_quantize(int argc, char **argv) {
         ppl_before = eval_ppl(mf, eval_text, eval_len, ctx);
         if (ppl_before < 0) goto fail;
         piso_log("perplexity before: %.4f\n", ppl_before);
+    }
+    if (cli_transform_wanted(&to)) { /* the same transform on both copies, before calibration */
+        if (piso_transform_model(mf, &to, cal.tokens, cal.nsamples, cal.seqlen, &plan) ||
+            piso_transform_apply_plan(mq, &plan))
+            goto fail;
+        tjson = piso_transform_json(mq, &plan);
+        if (!tjson) goto fail;
+        piso_log("transform: rotate %s, permute %s%s\n", a.rotate, a.permute,
+                 mq->online.down_block || mq->online.o_heads ? ", online rotations on" : "");
     }
     if (a.calib) {
         piso_log("calibration: %d windows of %d tokens from %s (%d tokens)\n", cal.nsamples, cal.seqlen, a.calib,
@@ -298,7 +315,7 @@ int cmd_quantize(int argc, char **argv) {
         srcdir = strdup(a.model);
     }
     if (tokjson && !piso_file_exists(tokjson)) free(tokjson), tokjson = NULL;
-    struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res};
+    struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res, tjson};
     if (piso_hf_export(mq, a.out, &eo)) goto fail;
     double secs = piso_time() - t0;
     piso_log("wrote %s (%.1fs)\n", a.out, secs);
@@ -351,6 +368,7 @@ fail:
     piso_pipeline_result_free(&res);
     piso_calib_free(&cal);
     piso_model_free(mq), piso_model_free(mf);
-    free(eval_text), free(qjson), free(tokjson), free(srcdir);
+    free(eval_text), free(qjson), free(tokjson), free(srcdir), free(tjson);
+    piso_transform_plan_free(&plan);
     return rc;
 }

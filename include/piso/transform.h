@@ -81,8 +81,10 @@ int piso_transform_model(struct piso_model *m, const struct piso_transform_opts 
 /* Applies a plan computed by piso_transform_model on another copy of the same model. */
 int piso_transform_apply_plan(struct piso_model *m, const struct piso_transform_plan *plan);
 
-/* The online rotations of m as a JSON object text ({"down_proj_input": {...}, ...}); malloc'd. */
-char *piso_online_json(const struct piso_model *m);
+/* transform.json, the record written beside a transformed model: the plan's options and fused
+ * parts, and m's online rotations ("online": {"down_proj_input": {"hadamard_block": B},
+ * "o_proj_input": {"hadamard_across_heads": n_heads}}); malloc'd text. */
+char *piso_transform_json(const struct piso_model *m, const struct piso_transform_plan *p);
 /* Reads transform.json in an HF model directory (when present) into m->online. */
 int piso_online_load(struct piso_model *m, const char *dir);
 

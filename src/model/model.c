@@ -1,6 +1,7 @@
 /* Model lifetime: format detection, config validation, in-memory allocation, freeing. */
 #include "model/model_internal.h"
 #include "piso/schema.h"
+#include "piso/transform.h"
 
 #include <stdlib.h>
 #include <dirent.h>
@@ -243,7 +244,9 @@ int piso_model_load(const char *path, const char *tokenizer_path, struct piso_mo
         }
     }
     if (rc != 0) return -1;
-    if (check_finite(*out) != 0 || attach_tokenizer(*out, tokenizer_path) != 0) {
+    /* an HF directory written by a transform may carry online rotations (transform.json) */
+    if (check_finite(*out) != 0 || attach_tokenizer(*out, tokenizer_path) != 0 ||
+        ((*out)->cfg.source == PISO_SRC_HF && piso_online_load(*out, path) != 0)) {
         piso_model_free(*out);
         *out = NULL;
         return -1;

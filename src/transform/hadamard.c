@@ -184,11 +184,8 @@ int piso_hadamard_apply(float *x, int n, ptrdiff_t stride) {
     int P = n / K;
     if (K > 1) {
         const int8_t *B = base_matrix(K);
-        double *t = malloc((size_t)K * sizeof *t);
-        if (!B || !t) {
-            free(t);
-            return piso_errorf("hadamard: out of memory");
-        }
+        double t[172]; /* the largest base */
+        if (!B) return piso_errorf("hadamard: out of memory");
         for (int a = 0; a < P; a++) {
             float *s = x + (ptrdiff_t)a * K * stride;
             for (int b = 0; b < K; b++) {
@@ -199,7 +196,6 @@ int piso_hadamard_apply(float *x, int n, ptrdiff_t stride) {
             }
             for (int b = 0; b < K; b++) s[b * stride] = (float)t[b];
         }
-        free(t);
     }
     for (int h = 1; h < P; h *= 2) /* butterflies across the 2^k slices */
         for (int a = 0; a < P; a += 2 * h)
