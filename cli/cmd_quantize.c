@@ -1,5 +1,6 @@
 /* piso quantize — whole-model quantization. GGUF output (--type, or --out *.gguf) is written by
  * cli_quantize_gguf (llama.cpp block formats); everything else writes a Hugging Face directory. */
+#include "act_quant.h"
 #include "cli.h"
 #include "quantize.h"
 #include "piso/eval.h"
@@ -65,6 +66,10 @@ static const struct cli_option hf_options[] = {
     {"--eval", NULL, CLI_STRING, ARG(eval), .arg = "TEXT", .help = "a text file: perplexity before and after"},
     {"--ctx", NULL, CLI_INT, ARG(ctx), .arg = "N", .help = "--eval chunk length; 0: min(512, the model's context)",
      .imin = 0, .imax = 1 << 20},
+    CLI_OPTIONS_ACT_QUANT(struct cli_quantize_args),
+    {"--calib-act-quant", NULL, CLI_FLAG, ARG(calib_act_quant),
+     .help = "calibrate on the quantized model running with --act-format/--kv-format\n"
+             "(X~ includes each layer's own input quantization)"},
     {0},
 };
 
@@ -149,6 +154,10 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_json_number(&w, "text_tokens", cal->n_text_tokens);
         piso_json_object_end(&w);
     }
+    if (piso_act_quant_active(&m->act)) {
+        piso_act_quant_json(&w, &m->act, 1);
+        piso_json_bool(&w, "calib_act_quant", a->calib_act_quant);
+    }
     piso_json_string(&w, "source", a->model);
     piso_json_string(&w, "weights", "model.safetensors holds the dequantized weights (scale * code)");
     piso_json_string(&w, "tensors", "quantization.safetensors");
@@ -183,7 +192,6 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_json_object_end(&w);
     }
     piso_json_object_end(&w);
-    (void)m;
     return piso_json_finish(&w);
 }
 
@@ -243,6 +251,10 @@ int cmd_quantize(int argc, char **argv) {
     if (!a.calib && !data_free)
         return cli_usage_error("quantize", "option --calib: required for --rounding %s with --scale %s", a.rounding,
                                a.scale);
+    urc = cli_act_quant_check("quantize", a.act_format, a.act_group, a.kv_format);
+    if (urc) return urc;
+    if (a.calib_act_quant && !a.act_format && !a.kv_format)
+        return cli_usage_error("quantize", "option --calib-act-quant: needs --act-format or --kv-format");
 
     struct piso_model *mq = NULL, *mf = NULL;
     struct piso_calib cal;
@@ -270,6 +282,13 @@ int cmd_quantize(int argc, char **argv) {
         piso_calib_load(mq->tok, a.calib, (int)a.nsamples, (int)a.seqlen, mq->cfg.max_seq_len, (uint64_t)a.seed, &cal))
         goto fail;
     if (piso_model_load(a.model, a.tokenizer, &mf) || piso_model_make_writable(mq)) goto fail;
+    /* the float model runs unquantized (X); the quantized one with the activation formats, during
+     * calibration only with --calib-act-quant */
+    mf->act = (struct piso_act_quant){0};
+    mq->act = (struct piso_act_quant){0};
+    struct piso_act_quant aq;
+    if (piso_act_quant_init(&aq, &mq->cfg, a.act_format, (int)a.act_group, a.kv_format)) goto fail;
+    if (a.calib_act_quant) mq->act = aq;
     int ctx = a.ctx > 0 ? (int)a.ctx : 0; /* 0: the evaluator's default, min(512, model context) */
     if (eval_text) {
         ppl_before = eval_ppl(mf, eval_text, eval_len, ctx);
@@ -297,6 +316,7 @@ int cmd_quantize(int argc, char **argv) {
         cal.tokens[0] = v && v->bos_id >= 0 ? v->bos_id : 0;
         if (piso_quantize_model(mq, mf, &cal, &po, &res)) goto fail;
     }
+    mq->act = aq;
     if (eval_text) {
         ppl_after = eval_ppl(mq, eval_text, eval_len, ctx);
         if (ppl_after < 0) goto fail;
@@ -332,6 +352,10 @@ int cmd_quantize(int argc, char **argv) {
         piso_json_string(&w, "objective", piso_objective_name(po.objective));
         piso_json_bool(&w, "act_order", po.ec.act_order);
         cli_rounders_json(&w, po.rounding, &po.ec, po.alpha_sample);
+        if (piso_act_quant_active(&mq->act)) {
+            piso_act_quant_json(&w, &mq->act, 0);
+            piso_json_bool(&w, "calib_act_quant", a.calib_act_quant);
+        }
         /* without --calib (data-free RTN) the per-layer errors are measured on a single BOS token */
         piso_json_bool(&w, "calibrated", a.calib != NULL);
         piso_json_number(&w, "nsamples", a.calib ? cal.nsamples : 0);

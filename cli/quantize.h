@@ -19,6 +19,10 @@ struct cli_quantize_args {
     double alpha; /* < 0: not given */
     int64_t beam, candidates;
     int alpha_sample;
+    /* activation quantization (cli/act_quant.h) */
+    const char *act_format, *kv_format;
+    int64_t act_group;
+    int calib_act_quant;
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;
     int mix; /* --mix: llama-quantize's mixture for the type */

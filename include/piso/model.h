@@ -6,6 +6,7 @@
 #ifndef PISO_MODEL_H
 #define PISO_MODEL_H
 
+#include "piso/act_quant.h"
 #include "piso/common.h"
 #include "piso/tokenizer.h"
 
@@ -69,6 +70,9 @@ struct piso_model {
     struct piso_online_rotations online; /* run by the forward pass; recorded in transform.json */
     char *path;
     struct piso_model_storage *storage;
+    /* Activation quantization the forward pass applies (zeroed: none). Set by
+     * piso_act_quant_init, or read from an output directory's quantization.json by the loader. */
+    struct piso_act_quant act;
 };
 
 /* path: an HF directory, a llama2.c .bin (tokenizer.bin/tok512.bin beside it is picked up) or a
@@ -93,7 +97,8 @@ int piso_config_validate(const struct piso_config *cfg, const char *what);
 /* ---- forward pass ---------------------------------------------------------------------------
  * Batched causal prefill over one window of n tokens at positions 0..n-1 (no KV cache reuse). */
 
-/* Inputs of the linear layers of one block, captured when non-NULL (each [n, in_features]). */
+/* Inputs of the linear layers of one block, captured when non-NULL (each [n, in_features]), as the
+ * linear layers see them: after the model's activation quantization (m->act). */
 struct piso_block_taps {
     float *attn_in;   /* [n, D]  input of wq, wk, wv (after attn_norm) */
     float *o_in;      /* [n, Hq] input of wo (attention output) */

@@ -144,6 +144,17 @@ static int online_rotate_heads(float *x, int n, int n_heads, int hd) {
     return failed ? piso_error_context("o_proj input rotation") : 0;
 }
 
+/* The input x [n, d] of a linear layer as the runtime feeds it: quantized in place by the model's
+ * activation format (m->act). An online rotation of this input goes before this call. */
+static void quantize_linear_input(const struct piso_model *m, float *x, int n, int d) {
+    piso_act_quantize_rows(&m->act.act, x, n, d);
+}
+
+/* New keys or values [n, Hkv] as the KV cache stores them (m->act.kv). */
+static void quantize_kv_rows(const struct piso_model *m, float *kv, int n, int Hkv) {
+    piso_act_quantize_rows(&m->act.kv, kv, n, Hkv);
+}
+
 void piso_embed(const struct piso_model *m, const int *tokens, int n, float *x) {
     int D = m->cfg.dim;
     for (int i = 0; i < n; i++) memcpy(x + (size_t)i * D, m->tok_embd + (size_t)tokens[i] * D, (size_t)D * sizeof *x);
@@ -175,6 +186,7 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
 
     /* attention */
     rmsnorm_rows(x, w->attn_norm, xn, n, D, c->norm_eps);
+    quantize_linear_input(m, xn, n, D);
     if (taps && taps->attn_in) memcpy(taps->attn_in, xn, N * D * sizeof *xn);
     linear(xn, w->wq, q, n, D, Hq, 0.0f);
     linear(xn, w->wk, k, n, D, Hkv, 0.0f);
@@ -187,15 +199,19 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
     rope_inv_freq(m, inv);
     rope_apply(q, n, pos0, c->n_heads, hd, c->rope_style, inv);
     rope_apply(k, n, pos0, c->n_kv_heads, hd, c->rope_style, inv);
+    quantize_kv_rows(m, k, n, Hkv);
+    quantize_kv_rows(m, v, n, Hkv);
     int rc = attention(c, q, kc, vc, att, n, pos0);
     if (rc == 0 && m->online.o_heads) /* online rotation of o_proj's input across the heads */
         rc = online_rotate_heads(att, n, c->n_heads, hd);
     if (rc == 0) {
+        quantize_linear_input(m, att, n, Hq);
         if (taps && taps->o_in) memcpy(taps->o_in, att, N * Hq * sizeof *att);
         linear(att, w->wo, x, n, Hq, D, 1.0f); /* residual: x += att · wo^T */
 
         /* SwiGLU feed-forward */
         rmsnorm_rows(x, w->ffn_norm, xn, n, D, c->norm_eps);
+        quantize_linear_input(m, xn, n, D);
         if (taps && taps->ffn_in) memcpy(taps->ffn_in, xn, N * D * sizeof *xn);
         linear(xn, w->w_gate, g, n, D, F, 0.0f);
         linear(xn, w->w_up, u, n, D, F, 0.0f);
@@ -209,6 +225,7 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
             rc = piso_rotate_rows(g, n, F, F, m->online.down_block, "down_proj input rotation");
     }
     if (rc == 0) {
+        quantize_linear_input(m, g, n, F);
         if (taps && taps->down_in) memcpy(taps->down_in, g, N * F * sizeof *g);
         linear(g, w->w_down, x, n, F, D, 1.0f);
     }

@@ -217,6 +217,16 @@ static char *llama2c_in_dir(const char *dir) {
     return found;
 }
 
+/* A piso output directory records the activation quantization its model was quantized for
+ * (quantization.json "activations"); the runtime applies it again. */
+static int recorded_act_quant(struct piso_model *m) {
+    if (m->cfg.source != PISO_SRC_HF) return 0;
+    char *p = piso_path_join(m->path, "quantization.json");
+    int rc = p && piso_file_exists(p) ? piso_act_quant_load_json(p, &m->cfg, &m->act) : 0;
+    free(p);
+    return rc;
+}
+
 int piso_model_load(const char *path, const char *tokenizer_path, struct piso_model **out) {
     *out = NULL;
     int rc;
@@ -245,7 +255,7 @@ int piso_model_load(const char *path, const char *tokenizer_path, struct piso_mo
     }
     if (rc != 0) return -1;
     /* an HF directory written by a transform may carry online rotations (transform.json) */
-    if (check_finite(*out) != 0 || attach_tokenizer(*out, tokenizer_path) != 0 ||
+    if (check_finite(*out) != 0 || attach_tokenizer(*out, tokenizer_path) != 0 || recorded_act_quant(*out) != 0 ||
         ((*out)->cfg.source == PISO_SRC_HF && piso_online_load(*out, path) != 0)) {
         piso_model_free(*out);
         *out = NULL;
