@@ -6,8 +6,10 @@
 #include "piso/eval.h"
 #include "piso/json_out.h"
 #include "piso/pipeline.h"
+#include "piso/smooth.h"
 #include "rounders.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +30,8 @@ static const char *const hf_roundings[] = {"rtn", "gptq", "qronos", "sr", "beam"
 static const char *const hf_scales[] = {"absmax", "mse-grid", "piso-datafree", "piso-diag", "piso", "piso-seq", NULL};
 static const char *const hf_interleaves[] = {"none", "layer", "group", NULL};
 static const char *const hf_objectives[] = {"x-x", "xq-xq", "x-xq", NULL};
+
+static const char *const smooth_stats_choices[] = {"exact", "sketch", NULL};
 
 static const struct cli_option hf_options[] = {
     {"--format", NULL, CLI_STRING, ARG(format), .arg = "FMT",
@@ -68,6 +72,20 @@ static const struct cli_option hf_options[] = {
     {"--calib-act-quant", NULL, CLI_FLAG, ARG(calib_act_quant),
      .help = "calibrate on the quantized model running with --act-format/--kv-format\n"
              "(X~ includes each layer's own input quantization)"},
+    {"--smooth", NULL, CLI_DOUBLE, ARG(smooth), .arg = "ALPHA",
+     .help = "SmoothQuant before quantization: s_j = a_j^ALPHA / w_j^(1-ALPHA) per input\n"
+             "channel of q/k/v, gate/up and down, fused into the norms and up_proj",
+     .dmin = 0, .dmax = 1},
+    {"--smooth-quantile", NULL, CLI_DOUBLE, ARG(smooth_quantile), .arg = "P",
+     .help = "--smooth: a_j = the P-quantile of |x_j| over the calibration tokens\n"
+             "(P in (0, 1]; default: the max)", .dmin = -1e9, .dmax = 1e9},
+    {"--smooth-stats", NULL, CLI_CHOICE, ARG(smooth_stats),
+     .help = "--smooth-quantile: exact (keeps one block's inputs) or sketch\n"
+             "(log histogram, relative error <= --smooth-sketch-error)",
+     .def = "exact", .choices = smooth_stats_choices},
+    {"--smooth-sketch-error", NULL, CLI_DOUBLE, ARG(smooth_sketch_error), .arg = "A",
+     .help = "--smooth-stats sketch: relative error bound of the quantiles", .def = "0.01", .dmin = 1e-6,
+     .dmax = 0.49},
     {0},
 };
 
@@ -156,6 +174,19 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_act_quant_json(&w, &m->act, 1);
         piso_json_bool(&w, "calib_act_quant", a->calib_act_quant);
     }
+    if (a->smooth >= 0) {
+        piso_json_object_begin(&w, "smooth");
+        piso_json_number(&w, "alpha", a->smooth);
+        piso_json_string(&w, "statistic", a->smooth_quantile > 0 ? "quantile" : "max");
+        if (a->smooth_quantile > 0) {
+            piso_json_number(&w, "quantile", a->smooth_quantile);
+            piso_json_string(&w, "quantile_method", a->smooth_stats);
+            if (!strcmp(a->smooth_stats, "sketch")) piso_json_number(&w, "sketch_error", a->smooth_sketch_error);
+        }
+        piso_json_string(&w, "fused", "input_layernorm, post_attention_layernorm and up_proj rows divided by s; "
+                                      "q/k/v, gate/up and down_proj columns multiplied by s");
+        piso_json_object_end(&w);
+    }
     piso_json_string(&w, "source", a->model);
     piso_json_string(&w, "weights", "model.safetensors holds the dequantized weights (scale * code)");
     piso_json_string(&w, "tensors", "quantization.safetensors");
@@ -193,6 +224,25 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
     return piso_json_finish(&w);
 }
 
+/* SmoothQuant on both models (the float one is the reference X of the pipeline), from statistics
+ * of the float model over the calibration windows. */
+static int smooth_models(const struct cli_quantize_args *a, const struct piso_calib *cal, struct piso_model *mq,
+                         struct piso_model *mf) {
+    struct piso_act_stats_opts so = {.quantile = a->smooth_quantile,
+                                     .method = strcmp(a->smooth_stats, "sketch") ? PISO_QUANTILE_EXACT
+                                                                                 : PISO_QUANTILE_SKETCH,
+                                     .sketch_alpha = a->smooth_sketch_error};
+    struct piso_smooth_opts sm = {.alpha = a->smooth, .use_quantile = a->smooth_quantile > 0};
+    struct piso_act_stats st;
+    if (piso_model_make_writable(mf) || piso_act_stats_collect(mf, cal, &so, &st)) return -1;
+    int rc = piso_transform_smooth(mf, &st, &sm) || piso_transform_smooth(mq, &st, &sm) ? -1 : 0;
+    if (rc == 0)
+        piso_log("smoothing: alpha %g, a_j = %s of |x| over %lld tokens\n", a->smooth,
+                 a->smooth_quantile > 0 ? "a quantile" : "the max", (long long)st.ntok);
+    piso_act_stats_free(&st);
+    return rc;
+}
+
 static double eval_ppl(const struct piso_model *m, const char *text, size_t len, int ctx) {
     struct piso_ppl_result r;
     if (piso_perplexity(m, text, len, ctx, &r)) return -1;
@@ -207,7 +257,7 @@ static int ends_with(const char *s, const char *suffix) {
 int cmd_quantize(int argc, char **argv) {
     /* --type, or an output named *.gguf, asks for a GGUF file; otherwise a Hugging Face directory */
     int gguf = cli_peek(argc, argv, "--type") || ends_with(cli_peek(argc, argv, "--out"), ".gguf");
-    struct cli_quantize_args a = {.damp = -1, .alpha = -1};
+    struct cli_quantize_args a = {.damp = -1, .alpha = -1, .smooth = -1, .smooth_quantile = NAN};
     int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF), argc, argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
     if (gguf) return cli_quantize_gguf(&a);
@@ -249,6 +299,12 @@ int cmd_quantize(int argc, char **argv) {
     if (urc) return urc;
     if (a.calib_act_quant && !a.act_format && !a.kv_format)
         return cli_usage_error("quantize", "option --calib-act-quant: needs --act-format or --kv-format");
+    if (!isnan(a.smooth_quantile) && a.smooth < 0)
+        return cli_usage_error("quantize", "option --smooth-quantile: needs --smooth ALPHA");
+    if (!isnan(a.smooth_quantile) && piso_quantile_check(a.smooth_quantile, "option --smooth-quantile"))
+        return cli_usage_error("quantize", "%s", piso_last_error());
+    if (isnan(a.smooth_quantile)) a.smooth_quantile = 0; /* not given: the max */
+    if (a.smooth >= 0 && !a.calib) return cli_usage_error("quantize", "option --smooth: needs --calib");
 
     struct piso_model *mq = NULL, *mf = NULL;
     struct piso_calib cal;
@@ -281,6 +337,7 @@ int cmd_quantize(int argc, char **argv) {
     struct piso_act_quant aq;
     if (piso_act_quant_init(&aq, &mq->cfg, a.act_format, (int)a.act_group, a.kv_format)) goto fail;
     if (a.calib_act_quant) mq->act = aq;
+    if (a.smooth >= 0 && smooth_models(&a, &cal, mq, mf)) goto fail;
     int ctx = a.ctx > 0 ? (int)a.ctx : 0; /* 0: the evaluator's default, min(512, model context) */
     if (eval_text) {
         ppl_before = eval_ppl(mf, eval_text, eval_len, ctx);
