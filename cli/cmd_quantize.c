@@ -6,8 +6,9 @@
 #include "piso/eval.h"
 #include "piso/json_out.h"
 #include "piso/pipeline.h"
-#include "piso/smooth.h"
 #include "rounders.h"
+#include "smooth_opts.h"
+#include "transform_opts.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@ static const struct cli_option common_options[] = {
     {"--out", NULL, CLI_STRING, ARG(out), .arg = "PATH",
      .help = "the output: a directory, or FILE.gguf for GGUF output", .required = 1},
     {"--calib", NULL, CLI_STRING, ARG(calib), .arg = "FILE", .help = "calibration text"},
+    CLI_OPTIONS_TRANSFORM(struct cli_quantize_args),
     {0},
 };
 
@@ -30,8 +32,6 @@ static const char *const hf_roundings[] = {"rtn", "gptq", "qronos", "sr", "beam"
 static const char *const hf_scales[] = {"absmax", "mse-grid", "piso-datafree", "piso-diag", "piso", "piso-seq", NULL};
 static const char *const hf_interleaves[] = {"none", "layer", "group", NULL};
 static const char *const hf_objectives[] = {"x-x", "xq-xq", "x-xq", NULL};
-
-static const char *const smooth_stats_choices[] = {"exact", "sketch", NULL};
 
 static const struct cli_option hf_options[] = {
     {"--format", NULL, CLI_STRING, ARG(format), .arg = "FMT",
@@ -72,20 +72,7 @@ static const struct cli_option hf_options[] = {
     {"--calib-act-quant", NULL, CLI_FLAG, ARG(calib_act_quant),
      .help = "calibrate on the quantized model running with --act-format/--kv-format\n"
              "(X~ includes each layer's own input quantization)"},
-    {"--smooth", NULL, CLI_DOUBLE, ARG(smooth), .arg = "ALPHA",
-     .help = "SmoothQuant before quantization: s_j = a_j^ALPHA / w_j^(1-ALPHA) per input\n"
-             "channel of q/k/v, gate/up and down, fused into the norms and up_proj",
-     .dmin = 0, .dmax = 1},
-    {"--smooth-quantile", NULL, CLI_DOUBLE, ARG(smooth_quantile), .arg = "P",
-     .help = "--smooth: a_j = the P-quantile of |x_j| over the calibration tokens\n"
-             "(P in (0, 1]; default: the max)", .dmin = -1e9, .dmax = 1e9},
-    {"--smooth-stats", NULL, CLI_CHOICE, ARG(smooth_stats),
-     .help = "--smooth-quantile: exact (keeps one block's inputs) or sketch\n"
-             "(log histogram, relative error <= --smooth-sketch-error)",
-     .def = "exact", .choices = smooth_stats_choices},
-    {"--smooth-sketch-error", NULL, CLI_DOUBLE, ARG(smooth_sketch_error), .arg = "A",
-     .help = "--smooth-stats sketch: relative error bound of the quantiles", .def = "0.01", .dmin = 1e-6,
-     .dmax = 0.49},
+    CLI_OPTIONS_SMOOTH(struct cli_quantize_args),
     {0},
 };
 
@@ -132,7 +119,8 @@ static const struct cli_command quantize_command = {
 
 /* quantization.json: everything needed to interpret the codes (no timings, so that outputs are
  * byte-identical across runs and thread counts). */
-static char *quantization_json(const struct cli_quantize_args *a, const struct piso_pipeline_opts *po,
+static char *quantization_json(const struct cli_quantize_args *a, const struct cli_smooth *sm,
+                               const struct piso_pipeline_opts *po,
                                const struct piso_calib *cal, const struct piso_pipeline_result *res,
                                const struct piso_model *m, double ppl_before, double ppl_after) {
     struct piso_json w;
@@ -174,19 +162,7 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_act_quant_json(&w, &m->act, 1);
         piso_json_bool(&w, "calib_act_quant", a->calib_act_quant);
     }
-    if (a->smooth >= 0) {
-        piso_json_object_begin(&w, "smooth");
-        piso_json_number(&w, "alpha", a->smooth);
-        piso_json_string(&w, "statistic", a->smooth_quantile > 0 ? "quantile" : "max");
-        if (a->smooth_quantile > 0) {
-            piso_json_number(&w, "quantile", a->smooth_quantile);
-            piso_json_string(&w, "quantile_method", a->smooth_stats);
-            if (!strcmp(a->smooth_stats, "sketch")) piso_json_number(&w, "sketch_error", a->smooth_sketch_error);
-        }
-        piso_json_string(&w, "fused", "input_layernorm, post_attention_layernorm and up_proj rows divided by s; "
-                                      "q/k/v, gate/up and down_proj columns multiplied by s");
-        piso_json_object_end(&w);
-    }
+    if (sm->alpha >= 0) cli_smooth_json(&w, sm);
     piso_json_string(&w, "source", a->model);
     piso_json_string(&w, "weights", "model.safetensors holds the dequantized weights (scale * code)");
     piso_json_string(&w, "tensors", "quantization.safetensors");
@@ -224,25 +200,6 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
     return piso_json_finish(&w);
 }
 
-/* SmoothQuant on both models (the float one is the reference X of the pipeline), from statistics
- * of the float model over the calibration windows. */
-static int smooth_models(const struct cli_quantize_args *a, const struct piso_calib *cal, struct piso_model *mq,
-                         struct piso_model *mf) {
-    struct piso_act_stats_opts so = {.quantile = a->smooth_quantile,
-                                     .method = strcmp(a->smooth_stats, "sketch") ? PISO_QUANTILE_EXACT
-                                                                                 : PISO_QUANTILE_SKETCH,
-                                     .sketch_alpha = a->smooth_sketch_error};
-    struct piso_smooth_opts sm = {.alpha = a->smooth, .use_quantile = a->smooth_quantile > 0};
-    struct piso_act_stats st;
-    if (piso_model_make_writable(mf) || piso_act_stats_collect(mf, cal, &so, &st)) return -1;
-    int rc = piso_transform_smooth(mf, &st, &sm) || piso_transform_smooth(mq, &st, &sm) ? -1 : 0;
-    if (rc == 0)
-        piso_log("smoothing: alpha %g, a_j = %s of |x| over %lld tokens\n", a->smooth,
-                 a->smooth_quantile > 0 ? "a quantile" : "the max", (long long)st.ntok);
-    piso_act_stats_free(&st);
-    return rc;
-}
-
 static double eval_ppl(const struct piso_model *m, const char *text, size_t len, int ctx) {
     struct piso_ppl_result r;
     if (piso_perplexity(m, text, len, ctx, &r)) return -1;
@@ -260,6 +217,10 @@ int cmd_quantize(int argc, char **argv) {
     struct cli_quantize_args a = {.damp = -1, .alpha = -1, .smooth = -1, .smooth_quantile = NAN};
     int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF), argc, argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
+    struct piso_transform_opts to;
+    int trc = cli_transform_opts("quantize", a.rotate, a.rotate_block, a.permute, a.no_online, a.seed, a.calib != NULL,
+                                 gguf, &to);
+    if (trc) return trc;
     if (gguf) return cli_quantize_gguf(&a);
 
     struct piso_pipeline_opts po;
@@ -299,19 +260,18 @@ int cmd_quantize(int argc, char **argv) {
     if (urc) return urc;
     if (a.calib_act_quant && !a.act_format && !a.kv_format)
         return cli_usage_error("quantize", "option --calib-act-quant: needs --act-format or --kv-format");
-    if (!isnan(a.smooth_quantile) && a.smooth < 0)
-        return cli_usage_error("quantize", "option --smooth-quantile: needs --smooth ALPHA");
-    if (!isnan(a.smooth_quantile) && piso_quantile_check(a.smooth_quantile, "option --smooth-quantile"))
-        return cli_usage_error("quantize", "%s", piso_last_error());
-    if (isnan(a.smooth_quantile)) a.smooth_quantile = 0; /* not given: the max */
-    if (a.smooth >= 0 && !a.calib) return cli_usage_error("quantize", "option --smooth: needs --calib");
+    struct cli_smooth sm = {a.smooth, a.smooth_quantile, a.smooth_sketch_error, a.smooth_stats};
+    urc = cli_smooth_check("quantize", &sm, a.calib != NULL);
+    if (urc) return urc;
 
     struct piso_model *mq = NULL, *mf = NULL;
     struct piso_calib cal;
     memset(&cal, 0, sizeof cal);
     struct piso_pipeline_result res;
     memset(&res, 0, sizeof res);
-    char *eval_text = NULL, *qjson = NULL, *tokjson = NULL, *srcdir = NULL;
+    char *eval_text = NULL, *qjson = NULL, *tokjson = NULL, *srcdir = NULL, *tjson = NULL;
+    struct piso_transform_plan plan;
+    memset(&plan, 0, sizeof plan);
     size_t eval_len = 0;
     int rc = 1;
     double ppl_before = -1, ppl_after = -1, t0 = piso_time();
@@ -337,12 +297,22 @@ int cmd_quantize(int argc, char **argv) {
     struct piso_act_quant aq;
     if (piso_act_quant_init(&aq, &mq->cfg, a.act_format, (int)a.act_group, a.kv_format)) goto fail;
     if (a.calib_act_quant) mq->act = aq;
-    if (a.smooth >= 0 && smooth_models(&a, &cal, mq, mf)) goto fail;
+    struct piso_model *both[2] = {mf, mq};
+    if (sm.alpha >= 0 && cli_smooth_models(&sm, &cal, mf, both, 2)) goto fail; /* before any rotation */
     int ctx = a.ctx > 0 ? (int)a.ctx : 0; /* 0: the evaluator's default, min(512, model context) */
     if (eval_text) {
         ppl_before = eval_ppl(mf, eval_text, eval_len, ctx);
         if (ppl_before < 0) goto fail;
         piso_log("perplexity before: %.4f\n", ppl_before);
+    }
+    if (cli_transform_wanted(&to)) { /* the same transform on both copies, before calibration */
+        if (piso_transform_model(mf, &to, cal.tokens, cal.nsamples, cal.seqlen, &plan) ||
+            piso_transform_apply_plan(mq, &plan))
+            goto fail;
+        tjson = piso_transform_json(mq, &plan);
+        if (!tjson) goto fail;
+        piso_log("transform: rotate %s, permute %s%s\n", a.rotate, a.permute,
+                 mq->online.down_block || mq->online.o_heads ? ", online rotations on" : "");
     }
     if (a.calib) {
         piso_log("calibration: %d windows of %d tokens from %s (%d tokens)\n", cal.nsamples, cal.seqlen, a.calib,
@@ -362,7 +332,7 @@ int cmd_quantize(int argc, char **argv) {
         if (ppl_after < 0) goto fail;
         piso_log("perplexity after: %.4f\n", ppl_after);
     }
-    qjson = quantization_json(&a, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after);
+    qjson = quantization_json(&a, &sm, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after);
     /* tokenizer.json: the given one, or the HF source's, else generated */
     if (a.tokenizer) {
         size_t n = strlen(a.tokenizer);
@@ -375,7 +345,7 @@ int cmd_quantize(int argc, char **argv) {
         srcdir = strdup(a.model);
     }
     if (tokjson && !piso_file_exists(tokjson)) free(tokjson), tokjson = NULL;
-    struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res};
+    struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res, tjson};
     if (piso_hf_export(mq, a.out, &eo)) goto fail;
     double secs = piso_time() - t0;
     piso_log("wrote %s (%.1fs)\n", a.out, secs);
@@ -432,6 +402,7 @@ fail:
     piso_pipeline_result_free(&res);
     piso_calib_free(&cal);
     piso_model_free(mq), piso_model_free(mf);
-    free(eval_text), free(qjson), free(tokjson), free(srcdir);
+    free(eval_text), free(qjson), free(tokjson), free(srcdir), free(tjson);
+    piso_transform_plan_free(&plan);
     return rc;
 }

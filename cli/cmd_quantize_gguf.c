@@ -10,6 +10,7 @@
 #include "piso/model.h"
 #include "piso/tokenizer.h"
 #include "quantize.h"
+#include "transform_opts.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,9 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
     const struct piso_tokenizer *tk = NULL;
     if (piso_output_check(a->out, 0)) goto done; /* before any work */
     if (piso_model_load(a->model, a->tokenizer, &m)) goto done;
+    struct piso_transform_opts to; /* checked by cmd_quantize: fused rotations only */
+    if (cli_transform_opts("quantize", a->rotate, a->rotate_block, a->permute, 1, a->seed, 0, 1, &to)) goto done;
+    if (cli_transform_wanted(&to) && piso_transform_model(m, &to, NULL, 0, 0, NULL)) goto done;
     /* a tokenizer is needed for --calib and wanted in the file; without one the file is "no_vocab" */
     tk = cli_model_tokenizer(m);
     if (!tk && (a->tokenizer || a->calib)) goto done;

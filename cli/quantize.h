@@ -30,6 +30,10 @@ struct cli_quantize_args {
     const char *type, *imatrix, *output_type, *weighting;
     int mix; /* --mix: llama-quantize's mixture for the type */
     int64_t chunks;
+    /* transforms (both outputs; cli/transform_opts.h) */
+    const char *rotate, *permute;
+    int64_t rotate_block;
+    int no_online;
 };
 
 /* Writes the GGUF file a asks for; returns the exit code. */

@@ -6,10 +6,13 @@
  *     captured inputs; (4) smoothing leaves the float model's logits unchanged to fp32 round-off on
  *     random models with GQA, q/k/v biases and q/k norms, and on stories260K, and it does what
  *     SmoothQuant says: with α = 1/2 and max statistics each smoothed channel ends with equal
- *     activation and weight ranges, max|X'_j| = max|W'_:j| = sqrt(a_j·w_j); (5) bad input. */
+ *     activation and weight ranges, max|X'_j| = max|W'_:j| = sqrt(a_j·w_j); (5) `piso transform
+ *     --smooth` (alone and before a Hadamard rotation) writes a model with the original perplexity;
+ *     (6) bad input. */
 #include "harness.h"
 #include "piso/smooth.h"
 
+#include <cjson/cJSON.h>
 #include <unistd.h>
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -283,6 +286,14 @@ static void test_random_models(void) {
     }
 }
 
+static double json_num(const char *text, const char *key) {
+    const char *b = text ? strchr(text, '{') : NULL;
+    cJSON *j = b ? cJSON_Parse(b) : NULL;
+    double v = j ? cJSON_GetNumberValue(cJSON_GetObjectItem(j, key)) : NAN;
+    cJSON_Delete(j);
+    return v;
+}
+
 static void test_stories(void) {
     const char *path = test_data("models/stories260K/stories260K.bin");
     const char *calib = test_data("data/tinystories/TinyStories-valid.small30KB.txt");
@@ -319,6 +330,30 @@ static void test_stories(void) {
         int rc = test_run(cmd, &o2);
         CHECK(rc != 0 && o2 && strstr(o2, cases[k][1]), "%s: rc %d: %s", cases[k][0], rc, o2 ? o2 : "");
         CHECK(access(out, F_OK) != 0, "%s wrote %s", cases[k][0], out);
+        free(o2);
+        snprintf(cmd, sizeof cmd, "rm -rf %s", out);
+        test_run(cmd, NULL);
+    }
+    /* piso transform --smooth alone and before a Hadamard rotation (SmoothRot): the written float
+     * model has the original's perplexity, and reloading it gives the same number */
+    const char *evaltext = test_data("data/tinystories/tinystories_sample.cs336.txt");
+    const char *variants[] = {"--smooth 0.5 --smooth-quantile 0.999", "--smooth 0.6 --rotate had"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cmd, sizeof cmd,
+                 "%s transform --model %s --calib %s --nsamples 4 --seqlen 128 %s --out %s --eval %s --json --quiet",
+                 PISO_BIN, path, calib, variants[k], out, evaltext);
+        char *o2 = NULL;
+        CHECK(test_run(cmd, &o2) == 0, "transform %s: %s", variants[k], o2 ? o2 : "");
+        double before = json_num(o2, "perplexity_before"), after = json_num(o2, "perplexity_after");
+        CHECK(before > 8 && fabs(after - before) <= 1e-4 * before, "transform %s: perplexity %.8g -> %.8g", variants[k],
+              before, after);
+        CHECK(o2 && strstr(o2, "\"smooth\""), "transform --json records the smoothing");
+        free(o2);
+        snprintf(cmd, sizeof cmd, "%s perplexity --model %s --text %s --json --quiet", PISO_BIN, out, evaltext);
+        o2 = NULL;
+        CHECK(test_run(cmd, &o2) == 0, "perplexity of the transformed model");
+        double reload = json_num(o2, "ppl");
+        CHECK(fabs(reload - before) <= 1e-4 * before, "transform %s reloaded: %.8g vs %.8g", variants[k], reload, before);
         free(o2);
         snprintf(cmd, sizeof cmd, "rm -rf %s", out);
         test_run(cmd, NULL);
