@@ -13,8 +13,10 @@
  *    per channel;
  *  - sketch: a fixed-bin logarithmic histogram per channel (DDSketch-style): bin i holds the values
  *    in (γ^(i−1), γ^i] with γ = (1+α)/(1−α), and the estimate is the bin's 2γ^i/(γ+1) (clamped to the
- *    channel's exact max). Guarantee: |estimate − q| ≤ α·q for the exact nearest-rank quantile q
- *    when 2^−40 ≤ q ≤ 2^40; values below 2^−40 count as 0 (absolute error < 2^−40). Memory:
+ *    channel's exact max; P = 1 returns the exact max). Guarantee: |estimate − q| ≤ α·q for the
+ *    exact nearest-rank quantile q when 2^−40 ≤ q ≤ 2^40 (bins are found with an fp32 log, so a
+ *    value within ~1e-7 relative of a bin edge may count in the next bin: α + 1e-6 in the test);
+ *    values below 2^−40 count as 0 (absolute error < 2^−40). Memory:
  *    width · (1 + 80·ln 2 / ln γ) counts of 4 bytes per input (α = 0.01: 2,774 bins, 11 KB per
  *    channel), independent of the number of tokens. */
 #ifndef PISO_ACT_STATS_H
