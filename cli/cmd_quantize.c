@@ -7,8 +7,10 @@
 #include "piso/json_out.h"
 #include "piso/pipeline.h"
 #include "rounders.h"
+#include "smooth_opts.h"
 #include "transform_opts.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,6 +72,7 @@ static const struct cli_option hf_options[] = {
     {"--calib-act-quant", NULL, CLI_FLAG, ARG(calib_act_quant),
      .help = "calibrate on the quantized model running with --act-format/--kv-format\n"
              "(X~ includes each layer's own input quantization)"},
+    CLI_OPTIONS_SMOOTH(struct cli_quantize_args),
     {0},
 };
 
@@ -116,7 +119,8 @@ static const struct cli_command quantize_command = {
 
 /* quantization.json: everything needed to interpret the codes (no timings, so that outputs are
  * byte-identical across runs and thread counts). */
-static char *quantization_json(const struct cli_quantize_args *a, const struct piso_pipeline_opts *po,
+static char *quantization_json(const struct cli_quantize_args *a, const struct cli_smooth *sm,
+                               const struct piso_pipeline_opts *po,
                                const struct piso_calib *cal, const struct piso_pipeline_result *res,
                                const struct piso_model *m, double ppl_before, double ppl_after) {
     struct piso_json w;
@@ -158,6 +162,7 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_act_quant_json(&w, &m->act, 1);
         piso_json_bool(&w, "calib_act_quant", a->calib_act_quant);
     }
+    if (sm->alpha >= 0) cli_smooth_json(&w, sm);
     piso_json_string(&w, "source", a->model);
     piso_json_string(&w, "weights", "model.safetensors holds the dequantized weights (scale * code)");
     piso_json_string(&w, "tensors", "quantization.safetensors");
@@ -209,7 +214,7 @@ static int ends_with(const char *s, const char *suffix) {
 int cmd_quantize(int argc, char **argv) {
     /* --type, or an output named *.gguf, asks for a GGUF file; otherwise a Hugging Face directory */
     int gguf = cli_peek(argc, argv, "--type") || ends_with(cli_peek(argc, argv, "--out"), ".gguf");
-    struct cli_quantize_args a = {.damp = -1, .alpha = -1};
+    struct cli_quantize_args a = {.damp = -1, .alpha = -1, .smooth = -1, .smooth_quantile = NAN};
     int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF), argc, argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
     struct piso_transform_opts to;
@@ -255,6 +260,9 @@ int cmd_quantize(int argc, char **argv) {
     if (urc) return urc;
     if (a.calib_act_quant && !a.act_format && !a.kv_format)
         return cli_usage_error("quantize", "option --calib-act-quant: needs --act-format or --kv-format");
+    struct cli_smooth sm = {a.smooth, a.smooth_quantile, a.smooth_sketch_error, a.smooth_stats};
+    urc = cli_smooth_check("quantize", &sm, a.calib != NULL);
+    if (urc) return urc;
 
     struct piso_model *mq = NULL, *mf = NULL;
     struct piso_calib cal;
@@ -289,6 +297,8 @@ int cmd_quantize(int argc, char **argv) {
     struct piso_act_quant aq;
     if (piso_act_quant_init(&aq, &mq->cfg, a.act_format, (int)a.act_group, a.kv_format)) goto fail;
     if (a.calib_act_quant) mq->act = aq;
+    struct piso_model *both[2] = {mf, mq};
+    if (sm.alpha >= 0 && cli_smooth_models(&sm, &cal, mf, both, 2)) goto fail; /* before any rotation */
     int ctx = a.ctx > 0 ? (int)a.ctx : 0; /* 0: the evaluator's default, min(512, model context) */
     if (eval_text) {
         ppl_before = eval_ppl(mf, eval_text, eval_len, ctx);
@@ -322,7 +332,7 @@ int cmd_quantize(int argc, char **argv) {
         if (ppl_after < 0) goto fail;
         piso_log("perplexity after: %.4f\n", ppl_after);
     }
-    qjson = quantization_json(&a, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after);
+    qjson = quantization_json(&a, &sm, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after);
     /* tokenizer.json: the given one, or the HF source's, else generated */
     if (a.tokenizer) {
         size_t n = strlen(a.tokenizer);

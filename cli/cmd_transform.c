@@ -1,12 +1,15 @@
-/* piso transform --model M [--rotate had|block --rotate-block B] [--permute P] [--calib TXT] --out DIR
+/* piso transform --model M [--rotate had|block --rotate-block B] [--permute P] [--smooth A
+ * [--smooth-quantile P]] [--calib TXT] --out DIR
  * Writes the transformed float model (no quantization) as a Hugging Face directory with
  * transform.json (the online rotations a reload runs); its perplexity equals the original's. */
 #include "cli.h"
 #include "piso/eval.h"
 #include "piso/json_out.h"
 #include "piso/pipeline.h"
+#include "smooth_opts.h"
 #include "transform_opts.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +19,8 @@ struct transform_args {
     const char *rotate, *permute;
     int64_t rotate_block, nsamples, seqlen, seed, ctx;
     int no_online;
+    double smooth, smooth_quantile, smooth_sketch_error; /* cli/smooth_opts.h */
+    const char *smooth_stats;
 };
 
 #define ARG(field) offsetof(struct transform_args, field)
@@ -25,7 +30,8 @@ static const struct cli_option transform_options[] = {
     CLI_OPTION_TOKENIZER(struct transform_args),
     {"--out", NULL, CLI_STRING, ARG(out), .arg = "DIR", .help = "the output Hugging Face directory", .required = 1},
     CLI_OPTIONS_TRANSFORM(struct transform_args),
-    {"--calib", NULL, CLI_STRING, ARG(calib), .arg = "FILE", .help = "calibration text (for --permute)"},
+    CLI_OPTIONS_SMOOTH(struct transform_args),
+    {"--calib", NULL, CLI_STRING, ARG(calib), .arg = "FILE", .help = "calibration text (for --permute, --smooth)"},
     {"--nsamples", NULL, CLI_INT, ARG(nsamples), .arg = "N", .help = "calibration windows; 0: the default",
      .imin = 0, .imax = 1 << 20},
     {"--seqlen", NULL, CLI_INT, ARG(seqlen), .arg = "L", .help = "tokens per window; 0: the default", .imin = 0,
@@ -55,15 +61,18 @@ static double eval_ppl(const struct piso_model *m, const char *text, size_t len,
 }
 
 int cmd_transform(int argc, char **argv) {
-    struct transform_args a = {0};
+    struct transform_args a = {.smooth = -1, .smooth_quantile = NAN};
     int prc = cli_parse(&transform_command, CLI_ALL_SECTIONS, argc, argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
     struct piso_transform_opts to;
     int trc = cli_transform_opts("transform", a.rotate, a.rotate_block, a.permute, a.no_online, a.seed,
                                  a.calib != NULL, 0, &to);
     if (trc) return trc;
-    if (!cli_transform_wanted(&to))
-        return cli_usage_error("transform", "option --rotate / --permute: nothing to do (give one of them)");
+    struct cli_smooth sm = {a.smooth, a.smooth_quantile, a.smooth_sketch_error, a.smooth_stats};
+    trc = cli_smooth_check("transform", &sm, a.calib != NULL);
+    if (trc) return trc;
+    if (!cli_transform_wanted(&to) && sm.alpha < 0)
+        return cli_usage_error("transform", "option --rotate / --permute / --smooth: nothing to do (give one of them)");
 
     struct piso_model *m = NULL;
     struct piso_calib cal;
@@ -91,10 +100,12 @@ int cmd_transform(int argc, char **argv) {
             goto fail;
     }
     if (eval_text && (before = eval_ppl(m, eval_text, eval_len, ctx)) < 0) goto fail;
-    if (piso_transform_model(m, &to, cal.tokens, cal.nsamples, cal.seqlen, &plan)) goto fail;
+    if (sm.alpha >= 0 && cli_smooth_models(&sm, &cal, m, &m, 1)) goto fail; /* SmoothRot: smoothing first */
+    if (cli_transform_wanted(&to) && piso_transform_model(m, &to, cal.tokens, cal.nsamples, cal.seqlen, &plan))
+        goto fail;
     if (eval_text && (after = eval_ppl(m, eval_text, eval_len, ctx)) < 0) goto fail;
     if (before > 0) piso_log("perplexity: before %.6f, after %.6f\n", before, after);
-    if (!(tjson = piso_transform_json(m, &plan))) goto fail;
+    if (cli_transform_wanted(&to) && !(tjson = piso_transform_json(m, &plan))) goto fail; /* smoothing alone: none */
     if (piso_is_dir(a.model)) {
         tokjson = piso_path_join(a.model, "tokenizer.json");
         srcdir = strdup(a.model);
@@ -114,6 +125,7 @@ int cmd_transform(int argc, char **argv) {
         piso_json_int(&w, "online_down_block", m->online.down_block);
         piso_json_int(&w, "online_o_heads", m->online.o_heads);
         piso_json_bool(&w, "untied", plan.untied);
+        if (sm.alpha >= 0) cli_smooth_json(&w, &sm);
         if (before > 0) {
             piso_json_fixed(&w, "perplexity_before", before, 6);
             piso_json_fixed(&w, "perplexity_after", after, 6);

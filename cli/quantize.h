@@ -23,6 +23,9 @@ struct cli_quantize_args {
     const char *act_format, *kv_format;
     int64_t act_group;
     int calib_act_quant;
+    /* smoothing before quantization */
+    double smooth, smooth_quantile, smooth_sketch_error; /* smooth < 0, quantile NaN: not given */
+    const char *smooth_stats;
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;
     int mix; /* --mix: llama-quantize's mixture for the type */
