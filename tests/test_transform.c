@@ -10,6 +10,7 @@
  * nothing written by the CLI. */
 #include "harness.h"
 #include "piso/pipeline.h"
+#include "piso/smooth.h"
 #include "piso/transform.h"
 
 #include <stdint.h>
@@ -70,7 +71,21 @@ static double rel_diff(const float *a, const float *b, size_t n) {
 
 enum { NTOK = 13, NWIN = 3, WLEN = 16 };
 
-static void check_variant(const struct cfg_case *k, const char *what, struct piso_transform_opts o) {
+/* SmoothQuant smoothing (α, max statistic) of m from its own activations on the windows. */
+static int smooth(struct piso_model *m, int *win, double alpha) {
+    struct piso_calib cal = {.nsamples = NWIN, .seqlen = WLEN, .tokens = win};
+    struct piso_act_stats_opts so = {0};
+    struct piso_act_stats st;
+    if (piso_act_stats_collect(m, &cal, &so, &st)) return -1;
+    struct piso_smooth_opts o = {.alpha = alpha};
+    int rc = piso_transform_smooth(m, &st, &o);
+    piso_act_stats_free(&st);
+    return rc;
+}
+
+/* smooth_alpha >= 0: SmoothQuant first (order smooth → permute → rotate) */
+static void check_variant_smooth(const struct cfg_case *k, const char *what, struct piso_transform_opts o,
+                                 double smooth_alpha) {
     struct piso_model *ref = random_model(k, 77), *m = random_model(k, 77), *m2 = random_model(k, 77);
     if (!ref || !m || !m2) {
         CHECK(0, "%s: alloc: %s", k->name, piso_last_error());
@@ -82,6 +97,9 @@ static void check_variant(const struct cfg_case *k, const char *what, struct pis
     float *a = malloc((size_t)NTOK * V * 4), *b = malloc((size_t)NTOK * V * 4), *c = malloc((size_t)NTOK * V * 4);
     piso_forward(ref, tok, NTOK, 0, a);
     struct piso_transform_plan plan;
+    if (smooth_alpha >= 0)
+        CHECK(smooth(m, win, smooth_alpha) == 0 && smooth(m2, win, smooth_alpha) == 0, "%s %s: smooth: %s", k->name,
+              what, piso_last_error());
     int rc = piso_transform_model(m, &o, win, NWIN, WLEN, &plan);
     CHECK(rc == 0, "%s %s: transform: %s", k->name, what, piso_last_error());
     if (rc == 0) {
@@ -118,6 +136,10 @@ static void check_variant(const struct cfg_case *k, const char *what, struct pis
     piso_model_free(ref), piso_model_free(m), piso_model_free(m2);
 }
 
+static void check_variant(const struct cfg_case *k, const char *what, struct piso_transform_opts o) {
+    check_variant_smooth(k, what, o, -1);
+}
+
 static void test_random_configs(void) {
     static const struct cfg_case cases[] = {
         /* GQA, q/k/v biases, q/k norms, tied head */
@@ -141,6 +163,12 @@ static void test_random_configs(void) {
         }
         o = (struct piso_transform_opts){.permute = PISO_PERMUTE_MASSDIFF};
         check_variant(k, "permute alone", o);
+        /* with SmoothQuant first: SmoothRot, and smooth → MassDiff → block rotation */
+        o = (struct piso_transform_opts){.rotate = PISO_ROTATE_HAD, .online = 1};
+        check_variant_smooth(k, "smooth + had", o, 0.5);
+        o = (struct piso_transform_opts){.rotate = PISO_ROTATE_BLOCK, .block = k->block, .online = 1,
+                                         .permute = PISO_PERMUTE_MASSDIFF};
+        check_variant_smooth(k, "smooth + massdiff + block", o, 0.5);
     }
 }
 
@@ -365,6 +393,7 @@ static void test_stories(void) {
 }
 
 int main(void) {
+    piso_set_quiet(1); /* no progress lines from the statistics pass */
     test_random_configs();
     test_permutations();
     test_bad_options();
