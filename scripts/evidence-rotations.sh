@@ -15,7 +15,8 @@ E=$DATA/data/tinystories/tinystories_sample.cs336.txt
 W=$(mktemp -d /tmp/piso-evidence-rot.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 OUT=${OUT:-$W/results.tsv}
-: > "$OUT"
+[ -n "${APPEND:-}${TABLE_ONLY:-}" ] || : > "$OUT"   # APPEND=1: add rows to an existing OUT
+ONLY=${ONLY:-.}                      # a regex: only the transforms whose name matches
 
 transforms=(
   "none|"
@@ -28,15 +29,19 @@ transforms=(
 )
 # smoothing rows once `piso quantize` has --smooth (issue 10 part A)
 if "$PISO" quantize --help | grep -q -- '--smooth-quantile'; then
-  transforms+=("smooth0.5|--smooth 0.5" "smooth-q0.999|--smooth 0.5 --smooth-quantile 0.999"
-               "smooth-q0.999+had|--smooth 0.5 --smooth-quantile 0.999 --rotate had")
+  transforms+=("smooth0.5|--smooth 0.5" "smooth0.5-q0.99|--smooth 0.5 --smooth-quantile 0.99"
+               "smooth0.5-q0.999|--smooth 0.5 --smooth-quantile 0.999"
+               "smooth0.5+had|--smooth 0.5 --rotate had"
+               "smooth0.5-q0.999+had|--smooth 0.5 --smooth-quantile 0.999 --rotate had")
 fi
 acts=(int8 int4 e2m1 mxfp4)
 
 ppl_of() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.3f" % d.get("perplexity_after", d.get("ppl")))'; }
 
 for t in "${transforms[@]}"; do
+  [ -z "${TABLE_ONLY:-}" ] || break   # TABLE_ONLY=1: only print the table of an existing OUT
   name=${t%%|*}; flags=${t#*|}
+  [[ $name =~ $ONLY ]] || continue
   # float weights: the transformed float model (piso transform), then perplexity with each format
   src=$M
   if [ -n "$flags" ]; then
