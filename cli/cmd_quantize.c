@@ -313,6 +313,12 @@ int cmd_quantize(int argc, char **argv) {
         if (!tjson) goto fail;
         piso_log("transform: rotate %s, permute %s%s\n", a.rotate, a.permute,
                  mq->online.down_block || mq->online.o_heads ? ", online rotations on" : "");
+    } else if (mq->online.down_block || mq->online.o_heads) {
+        /* a source written by piso transform: its online rotations stay with the quantized model */
+        char *src = piso_path_join(a.model, "transform.json");
+        int bad = !src || piso_read_file_max(src, &tjson, NULL, 1 << 20);
+        free(src);
+        if (bad) goto fail;
     }
     if (a.calib) {
         piso_log("calibration: %d windows of %d tokens from %s (%d tokens)\n", cal.nsamples, cal.seqlen, a.calib,

@@ -352,6 +352,24 @@ static void test_stories(void) {
     } else {
         CHECK(0, "reload: %s", piso_last_error());
     }
+    /* quantizing the transformed directory keeps its online rotations: the reload scores the same */
+    {
+        const char *eval = test_data("data/tinystories/tinystories_sample.cs336.txt");
+        snprintf(args, sizeof args,
+                 "quantize --model %s/had --format int8 --rounding rtn --scale absmax --out %s/q --eval %s --json --quiet",
+                 dir, dir, eval);
+        CHECK(piso_cli(args, &out) == 0, "quantize the transformed model: %s", out ? out : "");
+        const char *pa = out ? strstr(out, "\"perplexity_after\":") : NULL;
+        double after = pa ? atof(pa + 19) : -1;
+        free(out), out = NULL;
+        snprintf(args, sizeof args, "perplexity --model %s/q --text %s --json --quiet", dir, eval);
+        CHECK(piso_cli(args, &out) == 0, "perplexity of the reload: %s", out ? out : "");
+        const char *pp = out ? strstr(out, "\"ppl\": ") : NULL;
+        double reload = pp ? atof(pp + 7) : -2;
+        CHECK(after > 8 && fabs(after - reload) < 1e-5 * after, "quantized in memory %.6f vs reloaded %.6f", after,
+              reload);
+        free(out), out = NULL;
+    }
     /* bad input: block not dividing 64, unsupported size, online rotation into GGUF → nothing written */
     struct {
         const char *args, *msg;
