@@ -13,6 +13,7 @@
 #include "piso/smooth.h"
 #include "piso/transform.h"
 
+#include <omp.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -170,6 +171,32 @@ static void test_random_configs(void) {
                                          .permute = PISO_PERMUTE_MASSDIFF};
         check_variant_smooth(k, "smooth + massdiff + block", o, 0.5);
     }
+}
+
+/* The transformed weights do not depend on the thread count (a model large enough for the parallel
+ * loops and the GEMM path to run in parallel). */
+static void test_threads(void) {
+    static const struct cfg_case k = {"threads", 384, 688, 8, 4, 48, 0, 1, 0, 96};
+    int nt = omp_get_max_threads(), V = 37, win[NWIN * WLEN];
+    for (int i = 0; i < NWIN * WLEN; i++) win[i] = (int)(urand() * V);
+    struct piso_model *m[2];
+    for (int t = 0; t < 2; t++) {
+        omp_set_num_threads(t == 0 ? 1 : 3);
+        m[t] = random_model(&k, 11);
+        struct piso_transform_opts o = {.rotate = PISO_ROTATE_BLOCK, .block = 96, .online = 1,
+                                        .permute = PISO_PERMUTE_MASSDIFF};
+        CHECK(m[t] && piso_transform_model(m[t], &o, win, NWIN, WLEN, NULL) == 0, "threads %d: %s", t,
+              piso_last_error());
+    }
+    omp_set_num_threads(nt);
+    if (!m[0] || !m[1]) return;
+    size_t D = 384, F = 688;
+    CHECK(!memcmp(m[0]->tok_embd, m[1]->tok_embd, (size_t)V * D * 4) &&
+              !memcmp(m[0]->layers[1].w_down, m[1]->layers[1].w_down, D * F * 4) &&
+              !memcmp(m[0]->layers[1].wo, m[1]->layers[1].wo, D * D * 4) &&
+              !memcmp(m[0]->layers[1].wv, m[1]->layers[1].wv, D / 2 * D * 4),
+          "transformed weights differ between 1 and 3 threads");
+    piso_model_free(m[0]), piso_model_free(m[1]);
 }
 
 /* ---- permutations against naive implementations of the published steps -------------------- */
@@ -413,6 +440,7 @@ static void test_stories(void) {
 int main(void) {
     piso_set_quiet(1); /* no progress lines from the statistics pass */
     test_random_configs();
+    test_threads();
     test_permutations();
     test_bad_options();
     test_stories();
