@@ -163,6 +163,8 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
         piso_json_bool(&w, "calib_act_quant", a->calib_act_quant);
     }
     if (sm->alpha >= 0) cli_smooth_json(&w, sm);
+    if (m->online.down_block || m->online.o_heads || strcmp(a->rotate, "none") || strcmp(a->permute, "none"))
+        piso_json_string(&w, "transform", "transform.json: rotations/permutations applied before calibration");
     piso_json_string(&w, "source", a->model);
     piso_json_string(&w, "weights", "model.safetensors holds the dequantized weights (scale * code)");
     piso_json_string(&w, "tensors", "quantization.safetensors");
@@ -374,6 +376,12 @@ int cmd_quantize(int argc, char **argv) {
         }
         /* without --calib (data-free RTN) the per-layer errors are measured on a single BOS token */
         piso_json_bool(&w, "calibrated", a.calib != NULL);
+        if (cli_transform_wanted(&to)) {
+            piso_json_string(&w, "rotate", a.rotate);
+            if (a.rotate_block) piso_json_number(&w, "rotate_block", (double)a.rotate_block);
+            piso_json_string(&w, "permute", a.permute);
+            piso_json_bool(&w, "online_rotations", mq->online.down_block || mq->online.o_heads);
+        }
         piso_json_number(&w, "nsamples", a.calib ? cal.nsamples : 0);
         piso_json_number(&w, "seqlen", a.calib ? cal.seqlen : 0);
         if (ppl_before > 0) {

@@ -419,16 +419,20 @@ static void test_stories(void) {
         snprintf(path, sizeof path, "%s/x.gguf", dir);
         CHECK(stat(path, &st) != 0, "%s: output written", a2);
     }
-    /* fused rotations only are fine for GGUF */
-    snprintf(args, sizeof args, "quantize --model %s --type F32 --rotate had --no-online --out %s/f.gguf --quiet", bin,
-             dir);
+    /* fused rotations (and permutations) only are fine for GGUF */
+    snprintf(args, sizeof args,
+             "quantize --model %s --type F32 --rotate block --rotate-block 16 --permute massdiff --calib %s --chunks 4 "
+             "--no-online --out %s/f.gguf --quiet",
+             bin, calib, dir);
     CHECK(piso_cli(args, &out) == 0, "fused-only GGUF: %s", out ? out : "");
     free(out), out = NULL;
     snprintf(args, sizeof args, "%s/f.gguf", dir);
     if (piso_model_load(args, NULL, &m) == 0) {
         piso_forward(m, tok, 40, 0, b);
         d = rel_diff(a, b, (size_t)40 * V);
-        CHECK(d < 2e-5, "stories260K fused rotation through GGUF F32: logits moved by %g", d);
+        CHECK(d < 2e-5, "stories260K fused block rotation + MassDiff through GGUF F32: logits moved by %g", d);
+        CHECK(m->tok_embd[5] != 0 && rel_diff(ref->layers[0].wq, m->layers[0].wq, 64 * 64) > 1e-3,
+              "the GGUF weights are not transformed");
         piso_model_free(m);
     }
     snprintf(args, sizeof args, "rm -rf %s", dir);
