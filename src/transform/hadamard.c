@@ -179,8 +179,8 @@ int piso_hadamard_matrix(int n, int8_t *H) {
     return 0;
 }
 
-/* x ← (H_{2^k} ⊗ I_K)·x / √n: butterflies across the P = 2^k slices of K, then the normalization. */
-static void sylvester_part(float *x, int P, int K, ptrdiff_t stride) {
+/* x ← (H_{2^k} ⊗ I_K)·x · scale: butterflies across the P = 2^k slices of K, then the scale (1: none). */
+static void sylvester_part(float *x, int P, int K, ptrdiff_t stride, float scale) {
     for (int h = 1; h < P; h *= 2)
         for (int a = 0; a < P; a += 2 * h)
             for (int j = a; j < a + h; j++)
@@ -190,8 +190,8 @@ static void sylvester_part(float *x, int P, int K, ptrdiff_t stride) {
                     *u = p + q;
                     *v = p - q;
                 }
-    float norm = (float)(1.0 / sqrt((double)P * K));
-    for (int i = 0; i < P * K; i++) x[i * stride] *= norm;
+    if (scale != 1.0f)
+        for (int i = 0; i < P * K; i++) x[i * stride] *= scale;
 }
 
 int piso_hadamard_apply(float *x, int n, ptrdiff_t stride) {
@@ -213,9 +213,12 @@ int piso_hadamard_apply(float *x, int n, ptrdiff_t stride) {
             for (int b = 0; b < K; b++) s[b * stride] = (float)t[b];
         }
     }
-    sylvester_part(x, P, K, stride);
+    sylvester_part(x, P, K, stride, (float)(1.0 / sqrt((double)n)));
     return 0;
 }
+
+/* Below this many elements a parallel region costs more than the rotation (results are the same). */
+#define PAR_MIN_ELEMS (1 << 18)
 
 static int check_block(int n, int block, const char *what) {
     if (block <= 0 || n % block)
@@ -240,15 +243,18 @@ int piso_rotate_rows(float *X, int64_t rows, int cols, ptrdiff_t ld, int block, 
             return piso_errorf("%s: out of memory for the rotation of %lld x %d", what, (long long)rows, cols);
         }
         for (int i = 0; i < K * K; i++) Bf[i] = B[i];
-        piso_la_sgemm(0, 1, rows * cols / K, K, K, 1.0f, X, K, Bf, K, 0.0f, Y, K);
+        /* the normalization 1/√block rides on the GEMM's alpha */
+        piso_la_sgemm(0, 1, rows * cols / K, K, K, (float)(1.0 / sqrt((double)block)), X, K, Bf, K, 0.0f, Y, K);
         memcpy(X, Y, (size_t)rows * cols * sizeof *X);
         free(Bf), free(Y);
-#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
-        for (int64_t r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c += block) sylvester_part(X + r * ld + c, P, K, 1);
+        if (P > 1) {
+#pragma omp parallel for schedule(static) if (rows * cols > PAR_MIN_ELEMS)
+            for (int64_t r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c += block) sylvester_part(X + r * ld + c, P, K, 1, 1.0f);
+        }
         return 0;
     }
-#pragma omp parallel for schedule(static) reduction(| : failed) if (rows * cols > (1 << 16))
+#pragma omp parallel for schedule(static) reduction(| : failed) if (rows * cols > PAR_MIN_ELEMS)
     for (int64_t r = 0; r < rows; r++)
         for (int c = 0; c < cols; c += block) failed |= piso_hadamard_apply(X + r * ld + c, block, 1) != 0;
     return failed ? piso_error_context("%s", what) : 0;
@@ -257,7 +263,7 @@ int piso_rotate_rows(float *X, int64_t rows, int cols, ptrdiff_t ld, int block, 
 int piso_rotate_cols(float *X, int rows, int64_t cols, int block, const char *what) {
     if (check_block(rows, block, what)) return -1;
     int failed = 0;
-#pragma omp parallel for schedule(static) reduction(| : failed) if (rows * cols > (1 << 16))
+#pragma omp parallel for schedule(static) reduction(| : failed) if (rows * cols > PAR_MIN_ELEMS)
     for (int64_t c = 0; c < cols; c++)
         for (int r = 0; r < rows; r += block)
             failed |= piso_hadamard_apply(X + (int64_t)r * cols + c, block, (ptrdiff_t)cols) != 0;
