@@ -50,6 +50,14 @@ struct piso_layer_weights {
 
 struct piso_model_storage; /* loader-private: mappings and owned buffers */
 
+/* Rotations the runtime applies to linear inputs because they cannot be merged into the weights
+ * (see piso/transform.h; the weights hold the matching rotation). 0 = none. */
+struct piso_online_rotations {
+    int down_block;             /* w_down input [F]: normalized Hadamard on blocks of down_block (F: full) */
+    int o_heads;                /* wo input [Hq]: normalized Hadamard of size n_heads across the heads
+                                   (H_nh ⊗ I_hd), set to n_heads when on */
+};
+
 struct piso_model {
     struct piso_config cfg;
     float *tok_embd;            /* [vocab, D] */
@@ -59,6 +67,7 @@ struct piso_model {
     float *rope_freq_factors;   /* [head_dim/2] or NULL: GGUF rope_freqs.weight, divides each
                                    RoPE frequency (how llama.cpp stores Llama-3 scaling) */
     struct piso_tokenizer *tok; /* may be NULL when the model carries none */
+    struct piso_online_rotations online; /* run by the forward pass; recorded in transform.json */
     char *path;
     struct piso_model_storage *storage;
     /* Activation quantization the forward pass applies (zeroed: none). Set by
@@ -77,6 +86,9 @@ void piso_model_free(struct piso_model *m);
  * Weights are copy-on-write mappings or owned buffers, so writing never touches the files.
  * Tied models keep output == tok_embd: writing one writes the other. */
 int piso_model_make_writable(struct piso_model *m);
+/* Gives the output head its own copy of the embeddings (tied models; no-op otherwise) and marks
+ * the config untied, so that the two can be transformed differently. */
+int piso_model_untie(struct piso_model *m);
 /* A model with every weight allocated (zeroed, owned) for cfg: norms, biases (has_qkv_bias),
  * q/k norms (has_qk_norm); output aliases tok_embd when tied_embeddings. For tests, benchmarks
  * and converters. The config is validated (clear error on impossible shapes). */

@@ -8,6 +8,7 @@
 #include "piso/accum_sim.h"
 #include "piso/linalg.h"
 #include "piso/model.h"
+#include "piso/transform.h"
 
 #include <math.h>
 #include <omp.h>
@@ -146,6 +147,15 @@ static int attention(const struct piso_config *c, const float *q, const float *k
     return failed ? piso_errorf("attention: out of memory for a %d x %d score matrix", n, T) : 0;
 }
 
+/* Each row of x [n, n_heads·hd] ← (Q_nh ⊗ I_hd)·row: a normalized Hadamard across the heads. */
+static int online_rotate_heads(float *x, int n, int n_heads, int hd) {
+    int failed = 0;
+#pragma omp parallel for schedule(static) reduction(| : failed) if ((size_t)n * n_heads * hd > PAR_MIN_ELEMS)
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < hd; j++) failed |= piso_hadamard_apply(x + (size_t)i * n_heads * hd + j, n_heads, hd) != 0;
+    return failed ? piso_error_context("o_proj input rotation") : 0;
+}
+
 /* The input x [n, d] of a linear layer as the runtime feeds it: quantized in place by the model's
  * activation format (m->act). An online rotation of this input goes before this call. */
 static void quantize_linear_input(const struct piso_model *m, float *x, int n, int d) {
@@ -204,6 +214,8 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
     quantize_kv_rows(m, k, n, Hkv);
     quantize_kv_rows(m, v, n, Hkv);
     int rc = attention(c, q, kc, vc, att, n, pos0);
+    if (rc == 0 && m->online.o_heads) /* online rotation of o_proj's input across the heads */
+        rc = online_rotate_heads(att, n, c->n_heads, hd);
     if (rc == 0) {
         quantize_linear_input(m, att, n, Hq);
         if (taps && taps->o_in) memcpy(taps->o_in, att, N * Hq * sizeof *att);
@@ -221,6 +233,10 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
                 size_t e = (size_t)i * F + j;
                 g[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
             }
+        if (m->online.down_block) /* online rotation of down_proj's input */
+            rc = piso_rotate_rows(g, n, F, F, m->online.down_block, "down_proj input rotation");
+    }
+    if (rc == 0) {
         quantize_linear_input(m, g, n, F);
         if (taps && taps->down_in) memcpy(taps->down_in, g, N * F * sizeof *g);
         block_linear(m, layer, PISO_LIN_DOWN, g, w->w_down, x, n, F, D, 1.0f);

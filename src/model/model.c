@@ -1,6 +1,7 @@
 /* Model lifetime: format detection, config validation, in-memory allocation, freeing. */
 #include "model/model_internal.h"
 #include "piso/schema.h"
+#include "piso/transform.h"
 
 #include <stdlib.h>
 #include <dirent.h>
@@ -106,6 +107,17 @@ int piso_model_make_writable(struct piso_model *m) {
     /* Every weight already lives in an owned buffer or a MAP_PRIVATE | PROT_WRITE mapping
      * (copy-on-write, see piso_mmap_open), so writes stay private to this process. */
     if (!m || !m->tok_embd || !m->layers) return piso_errorf("make_writable: model is not loaded");
+    return 0;
+}
+
+int piso_model_untie(struct piso_model *m) {
+    if (!m->cfg.tied_embeddings && m->output != m->tok_embd) return 0;
+    size_t n = (size_t)m->cfg.vocab_size * m->cfg.dim;
+    float *out = piso_model_own(m, n);
+    if (!out) return piso_errorf("%s: out of memory untying the output head", m->path);
+    memcpy(out, m->tok_embd, n * sizeof *out);
+    m->output = out;
+    m->cfg.tied_embeddings = 0;
     return 0;
 }
 
@@ -242,7 +254,9 @@ int piso_model_load(const char *path, const char *tokenizer_path, struct piso_mo
         }
     }
     if (rc != 0) return -1;
-    if (check_finite(*out) != 0 || attach_tokenizer(*out, tokenizer_path) != 0 || recorded_act_quant(*out) != 0) {
+    /* an HF directory written by a transform may carry online rotations (transform.json) */
+    if (check_finite(*out) != 0 || attach_tokenizer(*out, tokenizer_path) != 0 || recorded_act_quant(*out) != 0 ||
+        ((*out)->cfg.source == PISO_SRC_HF && piso_online_load(*out, path) != 0)) {
         piso_model_free(*out);
         *out = NULL;
         return -1;
