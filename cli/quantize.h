@@ -19,10 +19,24 @@ struct cli_quantize_args {
     double alpha; /* < 0: not given */
     int64_t beam, candidates;
     int alpha_sample;
+    /* activation quantization (cli/act_quant.h) */
+    const char *act_format, *kv_format;
+    int64_t act_group;
+    int calib_act_quant;
+    /* accumulator limits (cli/accum.h) */
+    int64_t acc_bits, acc_tile;
+    int no_soft_threshold;
+    /* smoothing before quantization */
+    double smooth, smooth_quantile, smooth_sketch_error; /* smooth < 0, quantile NaN: not given */
+    const char *smooth_stats;
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;
     int mix; /* --mix: llama-quantize's mixture for the type */
     int64_t chunks;
+    /* transforms (both outputs; cli/transform_opts.h) */
+    const char *rotate, *permute;
+    int64_t rotate_block;
+    int no_online;
 };
 
 /* Writes the GGUF file a asks for; returns the exit code. */

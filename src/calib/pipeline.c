@@ -1,5 +1,6 @@
 /* The block-by-block calibration pipeline (see piso/pipeline.h). */
 #include "piso/linalg.h"
+#include "piso/accum.h"
 #include "piso/pipeline.h"
 
 #include <math.h>
@@ -136,6 +137,8 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     struct piso_layer_result r, ra;
     memset(&r, 0, sizeof r), memset(&ra, 0, sizeof ra);
     int rc, was_quiet = piso_is_quiet();
+    piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);
+    if (o->ec.q.acc && piso_accum_validate(o->ec.q.acc, D, o->ec.q.group, &o->ec.q.grid, rep->name, NULL)) return -1;
     piso_set_quiet(1); /* one progress line per layer is ours; the solvers' per-row lines are noise here */
     if (o->rounding == PISO_ROUND_RTN) {
         struct piso_layer_problem lp = {N, D, Wf, Ho, Go};
@@ -148,12 +151,12 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
         rc = piso_rounding_layer(o->rounding)(&ep, &eo, &r, NULL);
     }
     piso_set_quiet(was_quiet);
-    piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);
     if (rc) return piso_error_context("quantizing %s [%lld, %lld]", rep->name, (long long)N, (long long)D);
     rep->seconds = piso_time() - t0;
     /* report: true reconstruction error against the float model's outputs, and absmax RTN's */
     struct piso_quant_opts ao = o->ec.q;
     ao.method = PISO_SCALE_ABSMAX;
+    ao.acc = NULL; /* the baseline is plain absmax RTN */
     struct piso_layer_problem lpa = {N, D, Wf, H, NULL};
     piso_set_quiet(1);
     int rca = piso_rtn_layer(&lpa, &ao, &ra);
