@@ -16,6 +16,7 @@ static const struct {
     {"tokenize", cmd_tokenize, "tokenize text with a model's tokenizer"},
     {"generate", cmd_generate, "greedy generation from a prompt"},
     {"imatrix", cmd_imatrix, "compute a llama.cpp importance matrix"},
+    {"eval", cmd_eval, "zero-shot benchmarks: eval hellaswag (llama-perplexity protocol)"},
 };
 
 static void usage(FILE *out) {
