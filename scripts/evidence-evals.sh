@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Evidence table for the README (evaluation section): stories260K quantized by piso (HF directories:
-# RTN absmax, RTN PiSO, GPTQ + PiSO at int4/int3 with one scale per channel; GGUF files: Q8_0, Q4_0,
+# RTN, GPTQ and Qronos with absmax or PiSO scales at int4/int3 with one scale per channel; GGUF files: Q8_0, Q4_0,
 # Q4_K), each scored against the float model by KL divergence (piso perplexity --kl-divergence,
 # llama-perplexity's statistics; base = the float model's log-probs on the cs336 sample, ctx 512) and
 # by HellaSwag acc_norm (piso eval hellaswag: llama-perplexity's 400-task draw, or --limit N).
@@ -26,10 +26,16 @@ $P perplexity --model "$MODEL" --text "$EVAL" --kl-base "$OUT/base.kld" --quiet 
 RECIPES=(
   "int4 RTN absmax|--format int4 --rounding rtn --scale absmax"
   "int4 RTN PiSO|--format int4 --rounding rtn --scale piso --calib $CALIB"
+  "int4 GPTQ absmax|--format int4 --rounding gptq --scale absmax --act-order --calib $CALIB"
   "int4 GPTQ + PiSO|--format int4 --rounding gptq --scale piso --act-order --calib $CALIB"
+  "int4 Qronos absmax|--format int4 --rounding qronos --scale absmax --act-order --calib $CALIB"
+  "int4 Qronos + PiSO|--format int4 --rounding qronos --scale piso --act-order --calib $CALIB"
   "int3 RTN absmax|--format int3 --rounding rtn --scale absmax"
   "int3 RTN PiSO|--format int3 --rounding rtn --scale piso --calib $CALIB"
+  "int3 GPTQ absmax|--format int3 --rounding gptq --scale absmax --act-order --calib $CALIB"
   "int3 GPTQ + PiSO|--format int3 --rounding gptq --scale piso --act-order --calib $CALIB"
+  "int3 Qronos absmax|--format int3 --rounding qronos --scale absmax --act-order --calib $CALIB"
+  "int3 Qronos + PiSO|--format int3 --rounding qronos --scale piso --act-order --calib $CALIB"
   "GGUF Q8_0 (piso scales)|--type Q8_0"
   "GGUF Q4_0 (piso scales)|--type Q4_0"
   "GGUF Q4_0 (llama.cpp's rule)|--type Q4_0 --scale llamacpp-ref"
