@@ -63,7 +63,8 @@ struct piso_layer_report {
     double alpha;                    /* sr/beam/gpfq: the α used (sampled or fixed); else 0 */
     double seconds;
     float *scales;                   /* [N, n_groups], rows in the model's order */
-    int16_t *codes;                  /* [N, D] */
+    int16_t *codes;                  /* [N, D]; asym: c − z */
+    int16_t *zeros;                  /* [N, n_groups] asym zero points, else NULL */
 };
 
 struct piso_pipeline_result {
