@@ -27,12 +27,18 @@ static const char *const hf_roundings[] = {"rtn", "gptq", "qronos", "sr", "beam"
 static const char *const hf_scales[] = {"absmax", "mse-grid", "piso-datafree", "piso-diag", "piso", "piso-seq", NULL};
 static const char *const hf_interleaves[] = {"none", "layer", "group", NULL};
 static const char *const hf_objectives[] = {"x-x", "xq-xq", "x-xq", NULL};
+static const char *const hf_out_formats[] = {"hf", "gptq", "compressed-tensors", NULL};
 
 static const struct cli_option hf_options[] = {
     {"--format", NULL, CLI_STRING, ARG(format), .arg = "FMT",
      .help = "int2..int8, fp4_e2m1, e2m1, e2m3, e3m2, e4m3, e5m2; hardware blocks with\nrepresentable scales: mxfp4, mxfp6_e2m3, mxfp6_e3m2, mxfp8_e4m3,\nmxfp8_e5m2, mxint8 (32, power of two), nvfp4 (16, UE4M3 x tensor scale)",
      .required = 1},
     {"--narrow", NULL, CLI_FLAG, ARG(narrow), .help = "symmetric integer range (int4: -7..7)"},
+    {"--asym", NULL, CLI_FLAG, ARG(asym),
+     .help = "zero points: w = s*(c - z), c in 0..2^b-1, one integer z per scale\n(integer formats; rtn, gptq, qronos; piso scales: exact over (s, z))"},
+    {"--out-format", NULL, CLI_CHOICE, ARG(out_format),
+     .help = "hf: dense dequantized weights; gptq: a GPTQ checkpoint (vLLM,\ntransformers); compressed-tensors: pack-quantized (vLLM)",
+     .def = "hf", .choices = hf_out_formats},
     {"--group", NULL, CLI_INT, ARG(group), .arg = "G", .help = "group size along the input; 0: one scale per row",
      .imin = 0, .imax = 1 << 20},
     {"--rounding", NULL, CLI_CHOICE, ARG(rounding),
@@ -117,12 +123,15 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
     piso_json_string(&w, "quantizer", "piso");
     piso_json_string(&w, "format", po->ec.q.grid.name);
     piso_json_bool(&w, "narrow", a->narrow);
+    piso_json_bool(&w, "asym", a->asym);
+    piso_json_string(&w, "out_format", a->out_format);
     piso_json_array_begin(&w, "grid");
     for (int i = 0; i < po->ec.q.grid.n; i++) piso_json_number(&w, NULL, po->ec.q.grid.v[i]);
     piso_json_array_end(&w);
     piso_json_string(&w, "codes",
-                     po->ec.q.grid.is_int ? "integer grid value: weight = scale * code"
-                                          : "index into grid: weight = scale * grid[code]");
+                     a->asym ? "integer c - z (zero point z in NAME.zeros): weight = scale * code"
+                     : po->ec.q.grid.is_int ? "integer grid value: weight = scale * code"
+                                            : "index into grid: weight = scale * grid[code]");
     piso_json_number(&w, "group", (double)a->group);
     piso_json_string(&w, "rounding", piso_rounding_name(po->rounding));
     piso_json_string(&w, "scale", piso_scale_method_name(po->ec.q.method));
@@ -148,7 +157,10 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_json_object_end(&w);
     }
     piso_json_string(&w, "source", a->model);
-    piso_json_string(&w, "weights", "model.safetensors holds the dequantized weights (scale * code)");
+    piso_json_string(&w, "weights", strcmp(a->out_format, "hf")
+                                        ? "model.safetensors holds the packed layers (config.json quantization_config) "
+                                          "and the others dense"
+                                        : "model.safetensors holds the dequantized weights (scale * code)");
     piso_json_string(&w, "tensors", "quantization.safetensors");
     piso_json_string(&w, "not_quantized", "embed_tokens, lm_head, norms");
     if (ppl_before > 0) {
@@ -216,6 +228,16 @@ int cmd_quantize(int argc, char **argv) {
         return cli_usage_error("quantize", "option --group: %s has blocks of %d (leave --group out)", po.ec.q.grid.name,
                                po.ec.q.grid.block);
     if (po.ec.q.grid.block) a.group = po.ec.q.grid.block; /* MX: 32, NVFP4: 16 */
+    enum piso_ckpt_format ckpt = PISO_CKPT_DENSE;
+    if (piso_ckpt_format_from_name(a.out_format, &ckpt) || piso_ckpt_check(ckpt, &po.ec.q.grid, (int)a.group, a.asym))
+        return cli_usage_error("quantize", "%s", piso_last_error());
+    if (a.asym && (!po.ec.q.grid.is_int || po.ec.q.grid.block))
+        return cli_usage_error("quantize", "option --asym: needs an integer --format (int2..int8), not %s",
+                               po.ec.q.grid.name);
+    if (a.asym && a.narrow) return cli_usage_error("quantize", "option --narrow: not with --asym");
+    po.ec.q.asym = a.asym;
+    po.ec.q.zero_min = ckpt == PISO_CKPT_GPTQ ? 1 : 0; /* GPTQ v1 stores z - 1, so z = 0 cannot be written */
+    po.ec.q.scale_fp16 = ckpt != PISO_CKPT_DENSE;   /* both checkpoints store fp16 scales */
     po.ec.q.group = (int)a.group;
     po.ec.q.allow_negative = 1;
     po.ec.act_order = a.act_order;
@@ -228,6 +250,7 @@ int cmd_quantize(int argc, char **argv) {
     if (a.interleave) unknown |= piso_interleave_from_name(a.interleave, &po.ec.interleave);
     if (a.objective) unknown |= piso_objective_from_name(a.objective, &po.objective);
     if (unknown) return cli_fail("quantize", "internal error: an option value the library does not know");
+    if (piso_ec_opts_check(&po.ec, po.rounding)) return cli_usage_error("quantize", "%s", piso_last_error());
     int urc = cli_rounders_apply("quantize", po.rounding, a.alpha, a.alpha_sample, a.beam, a.candidates, &po.ec);
     if (urc) return urc;
     po.alpha_sample = a.alpha_sample, po.alpha_seed = (uint64_t)a.seed;
@@ -298,7 +321,8 @@ int cmd_quantize(int argc, char **argv) {
         srcdir = strdup(a.model);
     }
     if (tokjson && !piso_file_exists(tokjson)) free(tokjson), tokjson = NULL;
-    struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res};
+    struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res, ckpt, po.ec.q.grid.bits, (int)a.group, a.asym,
+                                     po.ec.act_order};
     if (piso_hf_export(mq, a.out, &eo)) goto fail;
     double secs = piso_time() - t0;
     piso_log("wrote %s (%.1fs)\n", a.out, secs);
@@ -309,6 +333,8 @@ int cmd_quantize(int argc, char **argv) {
         piso_json_string(&w, "out", a.out);
         piso_json_string(&w, "format", po.ec.q.grid.name);
         piso_json_number(&w, "group", (double)a.group);
+        piso_json_bool(&w, "asym", a.asym);
+        piso_json_string(&w, "out_format", a.out_format);
         piso_json_string(&w, "rounding", piso_rounding_name(po.rounding));
         piso_json_string(&w, "scale", piso_scale_method_name(po.ec.q.method));
         piso_json_string(&w, "interleave", piso_interleave_name(po.ec.interleave));
