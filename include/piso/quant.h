@@ -120,7 +120,11 @@ float piso_affine_minmax(const float *w, int n, int bits, int zmin, int *zero);
  * The exact methods also evaluate min-max, so they are never worse than it on their objective.
  * fp16: candidate scales are rounded to fp16 before they are compared (the stored scale). Returns
  * s > 0 and *zero; E_out (optional) the objective E = s²·qᵀHq − 2s·qᵀu at the result. NaN when out
- * of memory. Cost: (maxq + 2 − zmin) sweeps. */
+ * of memory. Cost: (maxq + 2 − zmin) sweeps for up to PISO_AFFINE_ALL_ZEROS_BITS bits, where the
+ * result is the exact optimum over every (s, z); wider grids sweep only the zero points within
+ * PISO_AFFINE_ZERO_WINDOW of min-max's (exact over s for each of those). */
+#define PISO_AFFINE_ALL_ZEROS_BITS 4
+#define PISO_AFFINE_ZERO_WINDOW 8
 float piso_solve_affine(const float *w, int n, const float *H, int ldh, const float *hdiag, const double *u,
                         enum piso_scale_method m, int bits, int zmin, int fp16, int *zero, double *E_out);
 

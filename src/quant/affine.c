@@ -116,8 +116,12 @@ float piso_solve_affine(const float *w, int n, const float *H, int ldh, const fl
     if (m == PISO_SCALE_MSE_GRID) s_best = affine_mse_grid(&p, zmin, fp16, &z_best);
     double E_best = affine_objective(&p, z_best, s_best);
     const int exact = dense || m == PISO_SCALE_PISO_DIAG || m == PISO_SCALE_PISO_DATAFREE;
-    int oom = 0;
-    for (int z = zmin; exact && z <= maxq && !oom; z++) {
+    int oom = 0, z_lo = zmin, z_hi = maxq;
+    if (bits > PISO_AFFINE_ALL_ZEROS_BITS) { /* 2^bits sweeps are too many: a window around min-max's zero */
+        z_lo = z_best - PISO_AFFINE_ZERO_WINDOW < zmin ? zmin : z_best - PISO_AFFINE_ZERO_WINDOW;
+        z_hi = z_best + PISO_AFFINE_ZERO_WINDOW > maxq ? maxq : z_best + PISO_AFFINE_ZERO_WINDOW;
+    }
+    for (int z = z_lo; exact && z <= z_hi && !oom; z++) {
         struct piso_grid gz;
         piso_grid_affine(bits, z, &gz);
         float s = dense ? piso_solve_scale_dense(w, n, H, ldh, p.u, &gz, 0, NULL)
