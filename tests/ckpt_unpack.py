@@ -166,6 +166,7 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     piso, data, work = sys.argv[1:]
+    data = os.environ.get("PISO_DATA") or data  # as the C tests: $PISO_DATA wins over the default
     model = os.path.join(data, "models/stories260K/stories260K.bin")
     if not os.path.exists(model):
         skip(f"test data {model} is missing (set PISO_DATA)")
