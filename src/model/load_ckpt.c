@@ -184,6 +184,10 @@ float *piso_ckpt_load_linear(struct piso_model *m, const struct piso_ckpt_info *
     }
     const int64_t ng = gptq ? sc.t->shape[0] : sc.t->shape[1];
     const int64_t gexp = q->group > 0 ? (D + q->group - 1) / q->group : 1;
+    if (ng < 1 || ng > D) {
+        piso_errorf("%s: tensor '%s': %lld groups for %lld inputs", sc.file, sc.name, (long long)ng, (long long)D);
+        return NULL;
+    }
     if (!gi.t && ng != gexp) {
         piso_errorf("%s: tensor '%s': %lld groups, expected %lld (in = %lld, group_size %d)", sc.file, sc.name,
                     (long long)ng, (long long)gexp, (long long)D, q->group);

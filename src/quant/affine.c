@@ -19,7 +19,7 @@ float piso_affine_round(float x, int z, int maxq) {
     float r = nearbyintf(x); /* half to even, as piso_grid_round */
     if (!(r >= (float)-z)) r = (float)-z; /* NaN goes to the low end */
     if (r > (float)(maxq - z)) r = (float)(maxq - z);
-    return r;
+    return r + 0.0f; /* −0 → +0: s·q is then bit-identical to the checkpoint's s·(c − z) */
 }
 
 float piso_scale_to_fp16(float s) {
