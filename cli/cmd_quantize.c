@@ -308,6 +308,16 @@ int cmd_quantize(int argc, char **argv) {
         if (ppl_after < 0) goto fail;
         piso_log("perplexity after: %.4f\n", ppl_after);
     }
+    int n_packed = 0;
+    for (int i = 0; ckpt != PISO_CKPT_DENSE && i < res.n_layers; i++) {
+        const struct piso_layer_report *r = &res.layers[i];
+        if (piso_ckpt_layer_packs(ckpt, po.ec.q.grid.bits, r->group, r->N, r->D)) n_packed++;
+        else piso_log("%s: %s [%lld, %lld] stays dense (%s)\n", a.out_format, r->name, (long long)r->N, (long long)r->D,
+                      r->group > 0 && r->D % r->group ? "the group does not divide its input size"
+                                                      : "in and out sizes do not fill whole int32 words");
+    }
+    if (ckpt != PISO_CKPT_DENSE)
+        piso_log("%s: %d of %d linear layers packed\n", a.out_format, n_packed, res.n_layers);
     qjson = quantization_json(&a, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after);
     /* tokenizer.json: the given one, or the HF source's, else generated */
     if (a.tokenizer) {
@@ -335,6 +345,7 @@ int cmd_quantize(int argc, char **argv) {
         piso_json_number(&w, "group", (double)a.group);
         piso_json_bool(&w, "asym", a.asym);
         piso_json_string(&w, "out_format", a.out_format);
+        if (ckpt != PISO_CKPT_DENSE) piso_json_number(&w, "packed_layers", n_packed);
         piso_json_string(&w, "rounding", piso_rounding_name(po.rounding));
         piso_json_string(&w, "scale", piso_scale_method_name(po.ec.q.method));
         piso_json_string(&w, "interleave", piso_interleave_name(po.ec.interleave));
