@@ -187,6 +187,10 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_json_string(&w, "scales", nm);
         snprintf(nm, sizeof nm, "%s.codes", r->name);
         piso_json_string(&w, "codes", nm);
+        if (r->zeros) {
+            snprintf(nm, sizeof nm, "%s.zeros", r->name);
+            piso_json_string(&w, "zeros", nm);
+        }
         piso_json_number(&w, "rel_err", r->rel_err);
         piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
         if (cli_rounding_uses_alpha(po->rounding)) piso_json_number(&w, "alpha", r->alpha);

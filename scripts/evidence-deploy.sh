@@ -8,7 +8,7 @@
 #   scripts/evidence-deploy.sh [FORMAT [GROUP]] > table.md     (default: int3, 0 = per channel)
 #
 # Environment: PISO (default build/piso), DATA (default ../shared), OUTDIR (scratch, default a
-# temporary directory).
+# temporary directory), FORMATS (default "gptq compressed-tensors").
 set -euo pipefail
 PISO=${PISO:-build/piso}
 DATA=${DATA:-../shared}
@@ -18,6 +18,7 @@ MODEL=$DATA/models/stories260K/stories260K.bin
 CALIB=$DATA/data/tinystories/TinyStories-valid.small30KB.txt
 EVAL=$DATA/data/tinystories/tinystories_sample.cs336.txt
 OUTDIR=${OUTDIR:-$(mktemp -d)}
+FORMATS=${FORMATS:-gptq compressed-tensors}
 RESULTS=$OUTDIR/deploy.tsv
 : > "$RESULTS"
 
@@ -26,24 +27,22 @@ for rounding in rtn gptq qronos; do
   [ "$rounding" != rtn ] && extra="--act-order"
   for scale in absmax piso; do
     for asym in "" "--asym"; do
-      for out_format in gptq compressed-tensors; do
+      for out_format in $FORMATS; do
         out=$OUTDIR/q
         rm -rf "$out"
-        t0=$(date +%s.%N)
         json=$("$PISO" quantize --model "$MODEL" --calib "$CALIB" --format "$FMT" --group "$GROUP" \
           --rounding "$rounding" --scale "$scale" $asym $extra --out-format "$out_format" --out "$out" \
           --eval "$EVAL" --json --quiet)
-        t1=$(date +%s.%N)
         reload=$("$PISO" perplexity --model "$out" --text "$EVAL" --json --quiet)
-        python3 - "$rounding" "$scale" "${asym:-sym}" "$out_format" "$json" "$reload" "$t0" "$t1" >> "$RESULTS" <<'EOF'
+        python3 - "$rounding" "$scale" "${asym:-sym}" "$out_format" "$json" "$reload" >> "$RESULTS" <<'EOF'
 import json, sys
-rounding, scale, asym, fmt, js, rl, t0, t1 = sys.argv[1:9]
+rounding, scale, asym, fmt, js, rl = sys.argv[1:7]
 j, r = json.loads(js), json.loads(rl)
 mem, back = j["perplexity_after"], r["ppl"]
 if abs(mem - back) > 5e-7 * mem:
     sys.exit(f"{rounding} {scale} {asym} {fmt}: reloaded perplexity {back} != in-memory {mem}")
 print("\t".join([rounding, scale, asym.lstrip("-"), fmt, "%.4f" % back, "%.4f" % j["perplexity_before"],
-                 str(j["packed_layers"]), "%.1f" % (float(t1) - float(t0))]))
+                 str(j["packed_layers"])]))
 EOF
         echo "done: $rounding $scale ${asym:-sym} $out_format" >&2
       done
@@ -56,16 +55,17 @@ import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 fmt, group = sys.argv[2], sys.argv[3]
 cell = {(r[0], r[1], r[2], r[3]): r for r in rows}
+formats = [f for f in ("gptq", "compressed-tensors") if any(r[3] == f for r in rows)]
+names = {"gptq": "GPTQ", "compressed-tensors": "compressed-tensors"}
+packed = ", ".join(f"{names[f]} {next(r[6] for r in rows if r[3] == f)}" for f in formats)
 print(f"stories260K {fmt}, {'per channel' if group == '0' else 'group ' + group}; float perplexity {rows[0][5]}; "
-      f"packed layers: GPTQ {cell[rows[0][0], rows[0][1], rows[0][2], 'gptq'][6]}, "
-      f"compressed-tensors {cell[rows[0][0], rows[0][1], rows[0][2], 'compressed-tensors'][6]} of 35")
+      f"packed layers of 35: {packed}")
 print()
-print("| rounding | scale | GPTQ sym | GPTQ asym | compressed-tensors sym | compressed-tensors asym | seconds (sym / asym) |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("| rounding | scale | " + " | ".join(f"{names[f]} {a}" for f in formats for a in ("sym", "asym")) + " |")
+print("|---|---|" + "---:|" * (2 * len(formats)))
 for rnd in ("rtn", "gptq", "qronos"):
     for sc in ("absmax", "piso"):
-        c = [cell[(rnd, sc, a, f)] for f in ("gptq", "compressed-tensors") for a in ("sym", "asym")]
+        c = [cell[(rnd, sc, a, f)][4] for f in formats for a in ("sym", "asym")]
         name = {"absmax": "absmax (asym: min-max)", "piso": "PiSO (asym: exact over s, z)"}[sc]
-        print(f"| {rnd.upper() if rnd != 'qronos' else 'Qronos'} | {name} | {c[0][4]} | {c[1][4]} | {c[2][4]} | {c[3][4]} "
-              f"| {c[2][7]} / {c[3][7]} |")
+        print(f"| {dict(rtn='RTN', gptq='GPTQ', qronos='Qronos')[rnd]} | {name} | " + " | ".join(c) + " |")
 EOF

@@ -181,7 +181,7 @@ int piso_ec_group_scales(struct piso_ec_work *w, int k) {
         double *ud = NULL;
         float hd_local[256];
         float *hd = NULL;
-        float s;
+        float s = NAN; /* set by the solver below */
         int f;
 #pragma omp atomic read
         f = failed;
