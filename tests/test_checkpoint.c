@@ -129,7 +129,7 @@ static void roundtrip(enum piso_ckpt_format f, const char *format, int group, in
     po.rounding = rnd;
     po.objective = rnd == PISO_ROUND_GPTQ ? PISO_OBJ_XQ_XQ : PISO_OBJ_X_XQ;
     if (piso_model_load(model_bin, NULL, &mq) || piso_model_load(model_bin, NULL, &mf) ||
-        piso_model_make_writable(mq) || piso_calib_load(mq->tok, calib, 4, 64, mq->cfg.max_seq_len, 1, &cal) ||
+        piso_model_make_writable(mq) || piso_calib_load(mq->tok, calib, 2, 64, mq->cfg.max_seq_len, 1, &cal) ||
         piso_quantize_model(mq, mf, &cal, &po, &res)) {
         CHECK(0, "%s: quantize: %s", what, piso_last_error());
         goto done;
