@@ -166,6 +166,41 @@ static void test_minmax_and_fp16(void) {
     }
 }
 
+/* piso_scale_fp16_best: one of the two fp16 values around s, never worse than s rounded to nearest */
+static void test_fp16_best(void) {
+    enum { N = 24 };
+    float w[N], H[N * N];
+    double A[N * N];
+    struct piso_grid g;
+    piso_grid_init(&g, "int3", 0);
+    int other = 0;
+    for (int rep = 0; rep < 40; rep++) {
+        for (int i = 0; i < N; i++) w[i] = (float)nrand();
+        for (int i = 0; i < N * N; i++) A[i] = nrand();
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < N; j++) {
+                double acc = 0;
+                for (int k = 0; k < N; k++) acc += A[i * N + k] * A[j * N + k];
+                H[i * N + j] = (float)acc;
+            }
+        const float s = piso_solve_scale_dense(w, N, H, N, NULL, &g, 1, NULL);
+        const float near = piso_fp16_to_fp32(piso_fp32_to_fp16(s)), b = piso_scale_fp16_best(w, N, H, N, NULL, NULL, &g, s);
+        const double Eb = piso_objective_dense(w, N, H, N, NULL, &g, b), En = piso_objective_dense(w, N, H, N, NULL, &g, near);
+        /* the neighbours of s among fp16 values, found by scanning the fp16 bit patterns */
+        float lo = -INFINITY, hi = INFINITY;
+        for (unsigned k = 0; k < 0x7c00; k++) {
+            float v = piso_fp16_to_fp32((uint16_t)k) * (s < 0 ? -1.0f : 1.0f);
+            if (v <= s && v > lo) lo = v;
+            if (v >= s && v < hi) hi = v;
+        }
+        CHECK(b == lo || b == hi, "rep %d: %.9g is neither fp16 neighbour of %.9g (%.9g, %.9g)", rep, (double)b, (double)s,
+              (double)lo, (double)hi);
+        CHECK(Eb <= En, "rep %d: E %.12g at %.9g above the nearest fp16's %.12g", rep, Eb, (double)b, En);
+        other += b != near;
+    }
+    printf("fp16 scales: the farther neighbour was better in %d of 40 rows\n", other);
+}
+
 static void test_packing(void) {
     const int bits_list[] = {2, 3, 4, 8};
     for (int bi = 0; bi < 4; bi++) {
@@ -230,6 +265,7 @@ int main(void) {
     test_vs_brute(DIAG);
     test_vs_brute(IDENTITY);
     test_minmax_and_fp16();
+    test_fp16_best();
     test_packing();
     test_format_checks();
     return test_finish();

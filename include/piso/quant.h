@@ -106,6 +106,12 @@ double piso_objective_dense(const float *w, int n, const float *H, int ldh, cons
  * one with maxq − z), keeping the best. */
 /* The nearest fp16 value of a scale, its magnitude kept in 2^-24 .. 65504 (never 0 or inf). */
 float piso_scale_to_fp16(float s);
+/* Of the two fp16 values around s (s rounded to nearest, and the next one on the other side of s)
+ * the one with the lower objective E on grid g (H dense with ldh, else hdiag or identity; u NULL:
+ * H·w / hdiag·w). PiSO's optimum often lies at a rounding breakpoint, where plain rounding to fp16
+ * lands on the wrong side half of the time. */
+float piso_scale_fp16_best(const float *w, int n, const float *H, int ldh, const float *hdiag, const double *u,
+                           const struct piso_grid *g, float s);
 /* The grid of zero point z: the integers −z..maxq−z (is_int, not symmetric). */
 void piso_grid_affine(int bits, int z, struct piso_grid *out);
 /* RTN onto the grid of zero point z: clamp(round-half-even(x), −z, maxq − z). */

@@ -28,6 +28,40 @@ float piso_scale_to_fp16(float s) {
     return s < 0 ? -h : h; /* negative scales (asymmetric grids) keep their sign */
 }
 
+/* The other fp16 neighbour of s: h = fp16(s) is the nearest; this is one fp16 step from h toward
+ * s (h itself when s is an fp16 value). Same sign as s. */
+static float fp16_other_neighbour(float s, float h) {
+    const float a = fabsf(s), ha = fabsf(h);
+    if (a == ha) return h;
+    uint16_t bits = piso_fp32_to_fp16(ha);
+    bits = (uint16_t)(ha < a ? bits + 1 : bits - 1);
+    float o = piso_fp16_to_fp32(bits);
+    if (!(o > 0) || !isfinite(o)) return h;
+    return s < 0 ? -o : o;
+}
+
+float piso_scale_fp16_best(const float *w, int n, const float *H, int ldh, const float *hdiag, const double *u,
+                           const struct piso_grid *g, float s) {
+    const float h = piso_scale_to_fp16(s), o = fp16_other_neighbour(s, h);
+    if (o == h) return h;
+    double E[2];
+    for (int k = 0; k < 2; k++) {
+        const float c = k ? o : h;
+        if (H) {
+            E[k] = piso_objective_dense(w, n, H, ldh, u, g, c);
+            continue;
+        }
+        double a = 0, b = 0;
+        for (int i = 0; i < n; i++) {
+            const double q = piso_grid_round(g, w[i] / c, NULL), hii = hdiag ? hdiag[i] : 1.0;
+            b += hii * q * q;
+            a += q * (u ? u[i] : hii * w[i]);
+        }
+        E[k] = (double)c * c * b - 2.0 * c * a;
+    }
+    return E[1] < E[0] ? o : h; /* NaN (out of memory) keeps the nearest */
+}
+
 /* min-max of the range [lo, hi] (lo ≤ 0 ≤ hi) */
 static float minmax_range(double lo, double hi, int maxq, int zmin, int *zero) {
     if (!(hi - lo > 0)) lo = -1, hi = 1; /* all zero: any scale, GPTQ's convention */
@@ -130,8 +164,14 @@ float piso_solve_affine(const float *w, int n, const float *H, int ldh, const fl
             oom = 1;
             break;
         }
-        if (fp16) s = piso_scale_to_fp16(s);
         if (!(s > 0) || !isfinite(s)) continue;
+        if (fp16) { /* the better of the two fp16 neighbours: the optimum often sits at a breakpoint */
+            const float h = piso_scale_to_fp16(s), o = fp16_other_neighbour(s, h);
+            const double Eh = affine_objective(&p, z, h), Eo = affine_objective(&p, z, o);
+            if (Eh < E_best) E_best = Eh, s_best = h, z_best = z;
+            if (Eo < E_best) E_best = Eo, s_best = o, z_best = z;
+            continue;
+        }
         double E = affine_objective(&p, z, s);
         if (E < E_best) E_best = E, s_best = s, z_best = z;
     }

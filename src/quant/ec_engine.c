@@ -215,7 +215,10 @@ int piso_ec_group_scales(struct piso_ec_work *w, int k) {
         if (qo->asym) goto solved;
         switch (m) {
         case PISO_SCALE_MSE_GRID: s = piso_scale_mse_grid(v, L, grid); break;
-        case PISO_SCALE_PISO_DATAFREE: s = piso_solve_scale_diag(v, L, NULL, NULL, grid, an, NULL); break;
+        case PISO_SCALE_PISO_DATAFREE:
+            s = piso_solve_scale_diag(v, L, NULL, NULL, grid, an, NULL);
+            if (qo->scale_fp16 && !isnan(s)) s = piso_scale_fp16_best(v, L, NULL, 0, NULL, NULL, grid, s);
+            break;
         case PISO_SCALE_PISO_DIAG:
             hd = L <= 256 ? hd_local : malloc(sizeof(float) * L);
             if (!hd) {
@@ -224,15 +227,18 @@ int piso_ec_group_scales(struct piso_ec_work *w, int k) {
             }
             for (int i = 0; i < L; i++) hd[i] = w->Hp[(int64_t)(c0 + i) * D + c0 + i];
             s = piso_solve_scale_diag(v, L, hd, ud, grid, an, NULL);
+            if (qo->scale_fp16 && !isnan(s)) s = piso_scale_fp16_best(v, L, NULL, 0, hd, ud, grid, s);
             if (hd != hd_local) free(hd);
             break;
         case PISO_SCALE_PISO:
         case PISO_SCALE_PISO_SEQ:
             s = piso_solve_scale_dense(v, L, w->Hp + (int64_t)c0 * D + c0, (int)D, ud, grid, an, NULL);
+            if (qo->scale_fp16 && !isnan(s))
+                s = piso_scale_fp16_best(v, L, w->Hp + (int64_t)c0 * D + c0, (int)D, NULL, ud, grid, s);
             break;
         default: s = piso_scale_absmax(v, L, grid); break;
         }
-        if (qo->scale_fp16) s = piso_scale_to_fp16(s);
+        if (qo->scale_fp16 && !isnan(s)) s = piso_scale_to_fp16(s); /* idempotent after the exact ones */
     solved:
         free(ud);
         if (isnan(s)) { /* out of memory in the solver */

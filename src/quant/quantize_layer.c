@@ -30,8 +30,15 @@ static void matvec_d(const float *M, int64_t ld, const float *x, int64_t n, int6
 
 /* The scale of group gi (columns j0..j0+gs) of one row. For piso-seq, v/Hv are that row's
  * current weights and H·v. Asym: *zero receives the zero point (0 otherwise). */
+/* what the exact methods minimised, for choosing between the fp16 neighbours of their scale */
+struct scale_objective {
+    const float *H, *hdiag;
+    int ldh, exact;
+    const double *u;
+};
+
 static float group_scale_sym(const struct layer_ctx *c, int64_t row, int64_t j0, const float *v, const double *Hv,
-                             double *ug, int *zero) {
+                             double *ug, int *zero, struct scale_objective *so) {
     const struct piso_layer_problem *p = c->p;
     const struct piso_quant_opts *o = c->o;
     const struct piso_grid *g = &o->grid;
@@ -50,11 +57,13 @@ static float group_scale_sym(const struct layer_ctx *c, int64_t row, int64_t j0,
         return asym ? piso_solve_affine(wg, (int)gs, NULL, 0, NULL, NULL, o->method, bits, zmin, f16, zero, NULL)
                     : piso_scale_mse_grid(wg, (int)gs, g);
     case PISO_SCALE_PISO_DATAFREE:
+        so->exact = 1;
         return asym ? piso_solve_affine(wg, (int)gs, NULL, 0, NULL, NULL, o->method, bits, zmin, f16, zero, NULL)
                     : piso_solve_scale_diag(wg, (int)gs, NULL, NULL, g, o->allow_negative, NULL);
     case PISO_SCALE_PISO_DIAG:
         /* diagonal model of both matrices: u_i = G_ii·w_i (§2.3) */
         for (int64_t i = 0; i < gs; i++) ug[i] = (double)Gm[(j0 + i) * D + j0 + i] * wg[i];
+        *so = (struct scale_objective){NULL, c->hdiag + j0, 0, 1, ug};
         return asym ? piso_solve_affine(wg, (int)gs, NULL, 0, c->hdiag + j0, ug, o->method, bits, zmin, f16, zero, NULL)
                     : piso_solve_scale_diag(wg, (int)gs, c->hdiag + j0, ug, g, o->allow_negative, NULL);
     case PISO_SCALE_PISO_SEQ:
@@ -62,6 +71,7 @@ static float group_scale_sym(const struct layer_ctx *c, int64_t row, int64_t j0,
             /* §2.8: target seen by group g = (G·w)_g − H_{g,¬g}·v_{¬g} = (G·w)_g − (H·v)_g + H_gg·v_g */
             for (int64_t i = 0; i < gs; i++)
                 ug[i] = ufull[j0 + i] - (Hv[j0 + i] - piso_dot_fd(Hgg + i * D, v + j0, gs));
+            *so = (struct scale_objective){Hgg, NULL, (int)D, 1, ug};
             return asym ? piso_solve_affine(wg, (int)gs, Hgg, (int)D, NULL, ug, o->method, bits, zmin, f16, zero, NULL)
                         : piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
         }
@@ -70,6 +80,7 @@ static float group_scale_sym(const struct layer_ctx *c, int64_t row, int64_t j0,
     default: /* PISO_SCALE_PISO */
         if (c->ng == 1) memcpy(ug, ufull, sizeof(double) * (size_t)D);
         else matvec_d(Gm + j0 * D + j0, D, wg, gs, gs, ug); /* independent: u_g = G_gg·w_g */
+        *so = (struct scale_objective){Hgg, NULL, (int)D, 1, ug};
         return asym ? piso_solve_affine(wg, (int)gs, Hgg, (int)D, NULL, ug, o->method, bits, zmin, f16, zero, NULL)
                     : piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
     }
@@ -77,8 +88,12 @@ static float group_scale_sym(const struct layer_ctx *c, int64_t row, int64_t j0,
 
 static float group_scale(const struct layer_ctx *c, int64_t row, int64_t j0, const float *v, const double *Hv,
                          double *ug, int *zero) {
-    float s = group_scale_sym(c, row, j0, v, Hv, ug, zero);
-    return c->o->scale_fp16 && !c->o->asym ? piso_scale_to_fp16(s) : s; /* affine: rounded inside */
+    struct scale_objective so = {NULL, NULL, 0, 0, NULL};
+    float s = group_scale_sym(c, row, j0, v, Hv, ug, zero, &so);
+    if (!c->o->scale_fp16 || c->o->asym || isnan(s)) return s; /* affine: rounded inside */
+    return so.exact ? piso_scale_fp16_best(c->p->W + row * c->p->D + j0, (int)c->gs, so.H, so.ldh, so.hdiag, so.u,
+                                           &c->o->grid, s)
+                    : piso_scale_to_fp16(s);
 }
 
 /* Rows r0..r1: scales for every group, then RTN into dequant/codes. Groups go in c->order and,
