@@ -33,12 +33,18 @@ static const char *const hf_roundings[] = {"rtn", "gptq", "qronos", "sr", "beam"
 static const char *const hf_scales[] = {"absmax", "mse-grid", "piso-datafree", "piso-diag", "piso", "piso-seq", NULL};
 static const char *const hf_interleaves[] = {"none", "layer", "group", NULL};
 static const char *const hf_objectives[] = {"x-x", "xq-xq", "x-xq", NULL};
+static const char *const hf_out_formats[] = {"hf", "gptq", "compressed-tensors", NULL};
 
 static const struct cli_option hf_options[] = {
     {"--format", NULL, CLI_STRING, ARG(format), .arg = "FMT",
      .help = "int2..int8, fp4_e2m1, e2m1, e2m3, e3m2, e4m3, e5m2; hardware blocks with\nrepresentable scales: mxfp4, mxfp6_e2m3, mxfp6_e3m2, mxfp8_e4m3,\nmxfp8_e5m2, mxint8 (32, power of two), nvfp4 (16, UE4M3 x tensor scale)",
      .required = 1},
     {"--narrow", NULL, CLI_FLAG, ARG(narrow), .help = "symmetric integer range (int4: -7..7)"},
+    {"--asym", NULL, CLI_FLAG, ARG(asym),
+     .help = "zero points: w = s*(c - z), c in 0..2^b-1, one integer z per scale\n(integer formats; rtn, gptq, qronos; piso scales: exact over (s, z))"},
+    {"--out-format", NULL, CLI_CHOICE, ARG(out_format),
+     .help = "hf: dense dequantized weights; gptq: a GPTQ checkpoint (vLLM,\ntransformers); compressed-tensors: pack-quantized (vLLM)",
+     .def = "hf", .choices = hf_out_formats},
     {"--group", NULL, CLI_INT, ARG(group), .arg = "G", .help = "group size along the input; 0: one scale per row",
      .imin = 0, .imax = 1 << 20},
     {"--rounding", NULL, CLI_CHOICE, ARG(rounding),
@@ -131,12 +137,15 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
     piso_json_string(&w, "quantizer", "piso");
     piso_json_string(&w, "format", po->ec.q.grid.name);
     piso_json_bool(&w, "narrow", a->narrow);
+    piso_json_bool(&w, "asym", a->asym);
+    piso_json_string(&w, "out_format", a->out_format);
     piso_json_array_begin(&w, "grid");
     for (int i = 0; i < po->ec.q.grid.n; i++) piso_json_number(&w, NULL, po->ec.q.grid.v[i]);
     piso_json_array_end(&w);
     piso_json_string(&w, "codes",
-                     po->ec.q.grid.is_int ? "integer grid value: weight = scale * code"
-                                          : "index into grid: weight = scale * grid[code]");
+                     a->asym ? "integer c - z (zero point z in NAME.zeros): weight = scale * code"
+                     : po->ec.q.grid.is_int ? "integer grid value: weight = scale * code"
+                                            : "index into grid: weight = scale * grid[code]");
     piso_json_number(&w, "group", (double)a->group);
     piso_json_string(&w, "rounding", piso_rounding_name(po->rounding));
     piso_json_string(&w, "scale", piso_scale_method_name(po->ec.q.method));
@@ -170,7 +179,10 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
     if (m->online.down_block || m->online.o_heads || strcmp(a->rotate, "none") || strcmp(a->permute, "none"))
         piso_json_string(&w, "transform", "transform.json: rotations/permutations applied before calibration");
     piso_json_string(&w, "source", a->model);
-    piso_json_string(&w, "weights", "model.safetensors holds the dequantized weights (scale * code)");
+    piso_json_string(&w, "weights", strcmp(a->out_format, "hf")
+                                        ? "model.safetensors holds the packed layers (config.json quantization_config) "
+                                          "and the others dense"
+                                        : "model.safetensors holds the dequantized weights (scale * code)");
     piso_json_string(&w, "tensors", "quantization.safetensors");
     piso_json_string(&w, "not_quantized", "embed_tokens, lm_head, norms");
     if (ppl_before > 0) {
@@ -197,6 +209,10 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
         piso_json_string(&w, "scales", nm);
         snprintf(nm, sizeof nm, "%s.codes", r->name);
         piso_json_string(&w, "codes", nm);
+        if (r->zeros) {
+            snprintf(nm, sizeof nm, "%s.zeros", r->name);
+            piso_json_string(&w, "zeros", nm);
+        }
         piso_json_number(&w, "rel_err", r->rel_err);
         piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
         if (cli_rounding_uses_alpha(po->rounding)) piso_json_number(&w, "alpha", r->alpha);
@@ -241,6 +257,16 @@ int cmd_quantize(int argc, char **argv) {
         return cli_usage_error("quantize", "option --group: %s has blocks of %d (leave --group out)", po.ec.q.grid.name,
                                po.ec.q.grid.block);
     if (po.ec.q.grid.block) a.group = po.ec.q.grid.block; /* MX: 32, NVFP4: 16 */
+    enum piso_ckpt_format ckpt = PISO_CKPT_DENSE;
+    if (piso_ckpt_format_from_name(a.out_format, &ckpt) || piso_ckpt_check(ckpt, &po.ec.q.grid, (int)a.group, a.asym))
+        return cli_usage_error("quantize", "%s", piso_last_error());
+    if (a.asym && (!po.ec.q.grid.is_int || po.ec.q.grid.block))
+        return cli_usage_error("quantize", "option --asym: needs an integer --format (int2..int8), not %s",
+                               po.ec.q.grid.name);
+    if (a.asym && a.narrow) return cli_usage_error("quantize", "option --narrow: not with --asym");
+    po.ec.q.asym = a.asym;
+    po.ec.q.zero_min = ckpt == PISO_CKPT_GPTQ ? 1 : 0; /* GPTQ v1 stores z - 1, so z = 0 cannot be written */
+    po.ec.q.scale_fp16 = ckpt != PISO_CKPT_DENSE;   /* both checkpoints store fp16 scales */
     po.ec.q.group = (int)a.group;
     po.ec.q.allow_negative = 1;
     po.ec.act_order = a.act_order;
@@ -253,6 +279,7 @@ int cmd_quantize(int argc, char **argv) {
     if (a.interleave) unknown |= piso_interleave_from_name(a.interleave, &po.ec.interleave);
     if (a.objective) unknown |= piso_objective_from_name(a.objective, &po.objective);
     if (unknown) return cli_fail("quantize", "internal error: an option value the library does not know");
+    if (piso_ec_opts_check(&po.ec, po.rounding)) return cli_usage_error("quantize", "%s", piso_last_error());
     int urc = cli_rounders_apply("quantize", po.rounding, a.alpha, a.alpha_sample, a.beam, a.candidates, &po.ec);
     if (urc) return urc;
     po.alpha_sample = a.alpha_sample, po.alpha_seed = (uint64_t)a.seed;
@@ -272,6 +299,10 @@ int cmd_quantize(int argc, char **argv) {
     if (a.acc_bits && !a.act_format)
         return cli_usage_error("quantize", "option --accumulator-bits: needs integer activations (--act-format int8, "
                                            "int4, int8-asym, ...)");
+    if (a.acc_bits && (a.asym || strcmp(a.out_format, "hf")))
+        return cli_usage_error("quantize", "option --accumulator-bits: not with %s (the limits are enforced on symmetric "
+                                           "codes with fp32 scales)",
+                               a.asym ? "--asym" : "--out-format gptq|compressed-tensors");
     struct piso_accum acc;
     struct piso_accum_report acc_rep;
     memset(&acc_rep, 0, sizeof acc_rep);
@@ -369,6 +400,16 @@ int cmd_quantize(int argc, char **argv) {
         if (ppl_after < 0) goto fail;
         piso_log("perplexity after: %.4f\n", ppl_after);
     }
+    int n_packed = 0;
+    for (int i = 0; ckpt != PISO_CKPT_DENSE && i < res.n_layers; i++) {
+        const struct piso_layer_report *r = &res.layers[i];
+        if (piso_ckpt_layer_packs(ckpt, po.ec.q.grid.bits, r->group, r->N, r->D)) n_packed++;
+        else piso_log("%s: %s [%lld, %lld] stays dense (%s)\n", a.out_format, r->name, (long long)r->N, (long long)r->D,
+                      r->group > 0 && r->D % r->group ? "the group does not divide its input size"
+                                                      : "in and out sizes do not fill whole int32 words");
+    }
+    if (ckpt != PISO_CKPT_DENSE)
+        piso_log("%s: %d of %d linear layers packed\n", a.out_format, n_packed, res.n_layers);
     qjson = quantization_json(&a, &sm, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after, &acc_rep);
     /* tokenizer.json: the given one, or the HF source's, else generated */
     if (a.tokenizer) {
@@ -382,7 +423,16 @@ int cmd_quantize(int argc, char **argv) {
         srcdir = strdup(a.model);
     }
     if (tokjson && !piso_file_exists(tokjson)) free(tokjson), tokjson = NULL;
-    struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res, tjson};
+    struct piso_hf_export_opts eo = {.tokenizer_json = tokjson,
+                                     .source_dir = srcdir,
+                                     .quantization_json = qjson,
+                                     .res = &res,
+                                     .transform_json = tjson,
+                                     .ckpt = ckpt,
+                                     .bits = po.ec.q.grid.bits,
+                                     .group = (int)a.group,
+                                     .asym = a.asym,
+                                     .act_order = po.ec.act_order};
     if (piso_hf_export(mq, a.out, &eo)) goto fail;
     double secs = piso_time() - t0;
     piso_log("wrote %s (%.1fs)\n", a.out, secs);
@@ -393,6 +443,9 @@ int cmd_quantize(int argc, char **argv) {
         piso_json_string(&w, "out", a.out);
         piso_json_string(&w, "format", po.ec.q.grid.name);
         piso_json_number(&w, "group", (double)a.group);
+        piso_json_bool(&w, "asym", a.asym);
+        piso_json_string(&w, "out_format", a.out_format);
+        if (ckpt != PISO_CKPT_DENSE) piso_json_number(&w, "packed_layers", n_packed);
         piso_json_string(&w, "rounding", piso_rounding_name(po.rounding));
         piso_json_string(&w, "scale", piso_scale_method_name(po.ec.q.method));
         piso_json_string(&w, "interleave", piso_interleave_name(po.ec.interleave));

@@ -15,6 +15,8 @@ struct cli_quantize_args {
     int64_t group, nsamples, seqlen, seed;
     double damp; /* < 0: the rounding's default */
     int narrow, act_order;
+    int asym;                 /* --asym: zero points */
+    const char *out_format;   /* --out-format hf | gptq | compressed-tensors */
     /* sr / beam / gpfq */
     double alpha; /* < 0: not given */
     int64_t beam, candidates;

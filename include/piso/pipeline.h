@@ -8,6 +8,7 @@
 #ifndef PISO_PIPELINE_H
 #define PISO_PIPELINE_H
 
+#include "piso/checkpoint.h"
 #include "piso/model.h"
 #include "piso/schema.h"
 #include "piso/solve.h"
@@ -63,7 +64,8 @@ struct piso_layer_report {
     double alpha;                    /* sr/beam/gpfq: the α used (sampled or fixed); else 0 */
     double seconds;
     float *scales;                   /* [N, n_groups], rows in the model's order */
-    int16_t *codes;                  /* [N, D] */
+    int16_t *codes;                  /* [N, D]; asym: c − z */
+    int16_t *zeros;                  /* [N, n_groups] asym zero points, else NULL */
 };
 
 struct piso_pipeline_result {
@@ -85,6 +87,10 @@ struct piso_hf_export_opts {
     const char *quantization_json;   /* text of quantization.json, or NULL */
     const struct piso_pipeline_result *res; /* scales and codes for quantization.safetensors, or NULL */
     const char *transform_json;      /* text of transform.json (rotations; piso/transform.h), or NULL */
+    /* a deployable checkpoint (needs res): the linear layers that pack are written as GPTQ or
+     * compressed-tensors tensors (piso/checkpoint.h), the others stay dense; 0: dense weights */
+    enum piso_ckpt_format ckpt;
+    int bits, group, asym, act_order; /* of the quantization, for quantization_config */
 };
 /* Writes dir atomically (built in a temporary sibling, then renamed; an existing model directory
  * is replaced only after the new one is complete): config.json, model.safetensors (model dtype,
