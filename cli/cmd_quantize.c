@@ -2,6 +2,7 @@
  * cli_quantize_gguf (llama.cpp block formats); everything else writes a Hugging Face directory. */
 #include "cli.h"
 #include "quantize.h"
+#include "mixed.h"
 #include "piso/eval.h"
 #include "piso/json_out.h"
 #include "piso/pipeline.h"
@@ -10,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { SECTION_COMMON = 1u << 0, SECTION_HF = 1u << 1, SECTION_GGUF = 1u << 2 };
+enum { SECTION_COMMON = 1u << 0, SECTION_HF = 1u << 1, SECTION_GGUF = 1u << 2, SECTION_MIXED = 1u << 3 };
 
 #define ARG(field) offsetof(struct cli_quantize_args, field)
 
@@ -31,7 +32,7 @@ static const char *const hf_objectives[] = {"x-x", "xq-xq", "x-xq", NULL};
 static const struct cli_option hf_options[] = {
     {"--format", NULL, CLI_STRING, ARG(format), .arg = "FMT",
      .help = "int2..int8, fp4_e2m1, e2m1, e2m3, e3m2, e4m3, e5m2; hardware blocks with\nrepresentable scales: mxfp4, mxfp6_e2m3, mxfp6_e3m2, mxfp8_e4m3,\nmxfp8_e5m2, mxint8 (32, power of two), nvfp4 (16, UE4M3 x tensor scale)",
-     .required = 1},
+     .required = 0 /* or --formats: checked in cmd_quantize */},
     {"--narrow", NULL, CLI_FLAG, ARG(narrow), .help = "symmetric integer range (int4: -7..7)"},
     {"--group", NULL, CLI_INT, ARG(group), .arg = "G", .help = "group size along the input; 0: one scale per row",
      .imin = 0, .imax = 1 << 20},
@@ -66,6 +67,28 @@ static const struct cli_option hf_options[] = {
     {0},
 };
 
+static const char *const mixed_baselines[] = {"optimal", "uniform", "kl-greedy", NULL};
+static const char *const mixed_sensitivities[] = {"kl", "output", NULL};
+
+static const struct cli_option mixed_options[] = {
+    {"--target-bits", NULL, CLI_DOUBLE, ARG(target_bits), .arg = "B",
+     .help = "mixed precision: one format per linear layer from --formats, average\n"
+             "bits per weight (codes + scales) <= B, least predicted loss (exact)",
+     .dmin = 0.01, .dmax = 64},
+    {"--formats", NULL, CLI_STRING, ARG(formats), .arg = "F1,F2,...",
+     .help = "the candidates, e.g. int2,int3,int4,int8,int3g32,mxfp4,nvfp4\n(a group as gN after the format)"},
+    {"--baseline", NULL, CLI_CHOICE, ARG(baseline),
+     .help = "which assignment to write (default optimal): the optimum, the best\nuniform candidate, or the KL-greedy layer selection "
+             "(all three\nare reported)",
+     .choices = mixed_baselines},
+    {"--sensitivity", NULL, CLI_CHOICE, ARG(sensitivity),
+     .help = "predicted loss (default kl): output error scaled to KL by a\none-layer probe, or the plain output error",
+     .choices = mixed_sensitivities},
+    {"--sensitivity-check", NULL, CLI_FLAG, ARG(sensitivity_check),
+     .help = "measure the KL of every single-layer change on --eval and report it\nbeside the prediction"},
+    {0},
+};
+
 static const char *const gguf_scales[] = {"piso", "llamacpp-ref", NULL};
 static const char *const gguf_weightings[] = {"raw", "blend", NULL};
 
@@ -95,6 +118,7 @@ static const struct cli_section quantize_sections[] = {
     {NULL, NULL, common_options},
     {"Hugging Face output", "the default", hf_options},
     {"GGUF output", "with --type T or --out FILE.gguf", gguf_options},
+    {"Mixed precision (Hugging Face output)", "with --target-bits B --formats F1,F2,...", mixed_options},
     {0},
 };
 
@@ -111,18 +135,23 @@ static const struct cli_command quantize_command = {
  * byte-identical across runs and thread counts). */
 static char *quantization_json(const struct cli_quantize_args *a, const struct piso_pipeline_opts *po,
                                const struct piso_calib *cal, const struct piso_pipeline_result *res,
-                               const struct piso_model *m, double ppl_before, double ppl_after) {
+                               const struct piso_model *m, double ppl_before, double ppl_after,
+                               const struct cli_mixed *mx) {
     struct piso_json w;
     piso_json_begin(&w, PISO_JSON_PRETTY);
     piso_json_string(&w, "quantizer", "piso");
-    piso_json_string(&w, "format", po->ec.q.grid.name);
+    piso_json_string(&w, "format", mx ? "mixed" : po->ec.q.grid.name);
     piso_json_bool(&w, "narrow", a->narrow);
-    piso_json_array_begin(&w, "grid");
-    for (int i = 0; i < po->ec.q.grid.n; i++) piso_json_number(&w, NULL, po->ec.q.grid.v[i]);
-    piso_json_array_end(&w);
+    if (!mx) {
+        piso_json_array_begin(&w, "grid");
+        for (int i = 0; i < po->ec.q.grid.n; i++) piso_json_number(&w, NULL, po->ec.q.grid.v[i]);
+        piso_json_array_end(&w);
+    }
     piso_json_string(&w, "codes",
-                     po->ec.q.grid.is_int ? "integer grid value: weight = scale * code"
-                                          : "index into grid: weight = scale * grid[code]");
+                     mx ? "per layer: integer grid value (weight = scale * code) for int grids, else index into the "
+                          "layer's grid (weight = scale * grid[code])"
+                     : po->ec.q.grid.is_int ? "integer grid value: weight = scale * code"
+                                            : "index into grid: weight = scale * grid[code]");
     piso_json_number(&w, "group", (double)a->group);
     piso_json_string(&w, "rounding", piso_rounding_name(po->rounding));
     piso_json_string(&w, "scale", piso_scale_method_name(po->ec.q.method));
@@ -158,6 +187,7 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_json_number(&w, "after", ppl_after);
         piso_json_object_end(&w);
     }
+    if (mx) cli_mixed_json(&w, mx);
     piso_json_object_begin(&w, "layers");
     char nm[160];
     for (int i = 0; i < res->n_layers; i++) {
@@ -178,6 +208,7 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_json_number(&w, "rel_err", r->rel_err);
         piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
         if (cli_rounding_uses_alpha(po->rounding)) piso_json_number(&w, "alpha", r->alpha);
+        cli_mixed_layer_json(&w, mx, r);
         piso_json_object_end(&w);
     }
     piso_json_object_end(&w);
@@ -200,15 +231,20 @@ int cmd_quantize(int argc, char **argv) {
     /* --type, or an output named *.gguf, asks for a GGUF file; otherwise a Hugging Face directory */
     int gguf = cli_peek(argc, argv, "--type") || ends_with(cli_peek(argc, argv, "--out"), ".gguf");
     struct cli_quantize_args a = {.damp = -1, .alpha = -1};
-    int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF), argc, argv, &a.common);
+    int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF | SECTION_MIXED), argc, argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
     if (gguf) return cli_quantize_gguf(&a);
+    int mrc;
+    struct cli_mixed mixed_state, *mx = cli_mixed_wanted(&a, &mrc) ? &mixed_state : NULL;
+    if (mrc) return mrc;
+    memset(&mixed_state, 0, sizeof mixed_state);
 
     struct piso_pipeline_opts po;
     memset(&po, 0, sizeof po);
     piso_ec_opts_default(&po.ec);
     char msg[512];
-    if (piso_grid_init(&po.ec.q.grid, a.format, a.narrow)) {
+    /* mixed precision: each candidate gets its own grid (cli_mixed_prepare); int8 stands in here */
+    if (piso_grid_init(&po.ec.q.grid, mx ? "int8" : a.format, a.narrow)) {
         snprintf(msg, sizeof msg, "unsupported --format '%s' (%s)", a.format, piso_last_error());
         return cli_fail("quantize", msg);
     }
@@ -258,6 +294,7 @@ int cmd_quantize(int argc, char **argv) {
         piso_errorf("model %s carries no tokenizer (pass --tokenizer)", a.model);
         goto fail;
     }
+    if (mx && cli_mixed_prepare(&a, &po.ec, mq, mx)) goto fail; /* the bit range: before any long work */
     if (a.calib &&
         piso_calib_load(mq->tok, a.calib, (int)a.nsamples, (int)a.seqlen, mq->cfg.max_seq_len, (uint64_t)a.seed, &cal))
         goto fail;
@@ -271,7 +308,9 @@ int cmd_quantize(int argc, char **argv) {
     if (a.calib) {
         piso_log("calibration: %d windows of %d tokens from %s (%d tokens)\n", cal.nsamples, cal.seqlen, a.calib,
                  cal.n_text_tokens);
-        if (piso_quantize_model(mq, mf, &cal, &po, &res)) goto fail;
+        if (mx ? cli_mixed_run(&a, mq, mf, &cal, &po, eval_text, eval_len, mx, &res)
+               : piso_quantize_model(mq, mf, &cal, &po, &res))
+            goto fail;
     } else {
         /* Data-free RTN: the same pipeline with one BOS-only window (statistics unused). */
         cal.nsamples = 1, cal.seqlen = 1;
@@ -285,7 +324,7 @@ int cmd_quantize(int argc, char **argv) {
         if (ppl_after < 0) goto fail;
         piso_log("perplexity after: %.4f\n", ppl_after);
     }
-    qjson = quantization_json(&a, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after);
+    qjson = quantization_json(&a, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after, mx);
     /* tokenizer.json: the given one, or the HF source's, else generated */
     if (a.tokenizer) {
         size_t n = strlen(a.tokenizer);
@@ -307,7 +346,7 @@ int cmd_quantize(int argc, char **argv) {
         piso_json_begin(&w, PISO_JSON_COMPACT);
         piso_json_string(&w, "model", a.model);
         piso_json_string(&w, "out", a.out);
-        piso_json_string(&w, "format", po.ec.q.grid.name);
+        piso_json_string(&w, "format", mx ? "mixed" : po.ec.q.grid.name);
         piso_json_number(&w, "group", (double)a.group);
         piso_json_string(&w, "rounding", piso_rounding_name(po.rounding));
         piso_json_string(&w, "scale", piso_scale_method_name(po.ec.q.method));
@@ -339,16 +378,19 @@ int cmd_quantize(int argc, char **argv) {
             piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
             piso_json_number(&w, "objective", r->objective);
             if (cli_rounding_uses_alpha(po.rounding)) piso_json_number(&w, "alpha", r->alpha);
+            cli_mixed_layer_json(&w, mx, r);
             piso_json_number(&w, "seconds", r->seconds);
             piso_json_object_end(&w);
         }
         piso_json_array_end(&w);
+        if (mx) cli_mixed_json(&w, mx);
         if (piso_json_print(&w, stdout)) goto fail;
     }
     rc = 0;
 fail:
     if (rc) cli_fail("quantize", piso_last_error());
     piso_pipeline_result_free(&res);
+    if (mx) cli_mixed_free(mx);
     piso_calib_free(&cal);
     piso_model_free(mq), piso_model_free(mf);
     free(eval_text), free(qjson), free(tokjson), free(srcdir);

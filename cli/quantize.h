@@ -19,6 +19,10 @@ struct cli_quantize_args {
     double alpha; /* < 0: not given */
     int64_t beam, candidates;
     int alpha_sample;
+    /* mixed precision (cli/mixed.h) */
+    const char *formats, *baseline, *sensitivity;
+    double target_bits; /* 0: not given */
+    int sensitivity_check;
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;
     int mix; /* --mix: llama-quantize's mixture for the type */

@@ -50,4 +50,28 @@ double piso_mckp_cost(const struct piso_mckp *p, const int *choice);
  * or n < 2, NaN when out of memory. */
 double piso_spearman(int n, const double *x, const double *y);
 
+/* ---- sensitivity: KL divergence of a model's next-token distribution to a reference ---------
+ * Windows of L tokens (tokens [n_windows, L]); the scored positions are first .. L-2 of each
+ * window (first = 0: every position of a calibration window; first = L/2 with the chunks of
+ * piso_kl_text_windows: llama.cpp's perplexity/KL protocol). */
+struct piso_model;
+struct piso_kl_ref {
+    const struct piso_model *ref;
+    const int *tokens;
+    int n_windows, L, first;
+    float *logp; /* [n_windows, L - 1 - first, vocab] the reference's log-softmax, or NULL when it
+                    would take more than 1 GiB (then recomputed per window) */
+};
+int piso_kl_ref_init(struct piso_kl_ref *r, const struct piso_model *ref, const int *tokens, int n_windows, int L,
+                     int first);
+void piso_kl_ref_free(struct piso_kl_ref *r);
+/* Mean over the scored positions of KL(P_ref ‖ P_m) in nats (fp64 sums, max-subtracted
+ * log-softmax); m must have the reference's vocabulary. Errors: non-finite logits. */
+int piso_kl_measure(const struct piso_kl_ref *r, const struct piso_model *m, double *kl);
+/* The evaluation chunks of llama.cpp's perplexity protocol for a text: tokenized with BOS, cut
+ * into floor(n / ctx) chunks whose first token is replaced by BOS; *tokens [n_chunks, ctx]
+ * (malloc'd). ctx <= 0: min(512, the model's context). */
+int piso_kl_text_windows(const struct piso_model *m, const char *text, size_t len, int *ctx, int **tokens,
+                         int *n_chunks);
+
 #endif

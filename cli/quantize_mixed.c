@@ -1,0 +1,330 @@
+/* Mixed precision under a bit budget for `piso quantize` (see cli/mixed.h).
+ *
+ * Costs. Pass 1 quantizes every linear with every candidate on the float model's inputs (the
+ * pipeline's cost pass: X̃ = X, so a layer's cost does not depend on the formats chosen upstream)
+ * and records e(l, c) = Σ_rows (w − ŵ)ᵀH(w − ŵ), H = XᵀX, the output error the quantizer itself
+ * minimises. Sensitivity: for each layer alone, quantized with the lightest candidate c₀ (the
+ * largest perturbation, so the best signal), the KL divergence of the model's next-token
+ * distributions to the float model's on the calibration windows, s(l). The predicted loss is
+ * cost(l, c) = s(l) · e(l, c) / e(l, c₀): the layer's output error converted to KL nats with a
+ * per-layer factor (a second-order model: the KL of a small change is quadratic in the output
+ * error, with a layer-dependent curvature that the probe measures). Summed over layers it predicts
+ * the KL of the whole model. Pass 2 quantizes block by block with the chosen formats, each layer
+ * on the inputs of the already quantized blocks, as a uniform run does. */
+#include "cli.h"
+#include "mixed.h"
+#include "piso/schema.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const assignment_names[CLI_MIXED_N] = {"optimal", "uniform", "kl-greedy"};
+
+int cli_mixed_wanted(const struct cli_quantize_args *a, int *rc) {
+    *rc = 0;
+    const int mixed = a->formats || a->target_bits > 0;
+    if (!mixed) {
+        if (a->baseline || a->sensitivity_check || a->sensitivity)
+            *rc = cli_usage_error("quantize", "option %s: only with --target-bits and --formats",
+                                  a->baseline ? "--baseline" : a->sensitivity ? "--sensitivity" : "--sensitivity-check");
+        else if (!a->format)
+            *rc = cli_usage_error("quantize", "option --format: required (or --target-bits B with --formats F1,F2,...)");
+        return 0;
+    }
+    if (!a->formats || !(a->target_bits > 0))
+        *rc = cli_usage_error("quantize", "option %s: required with %s", a->formats ? "--target-bits" : "--formats",
+                              a->formats ? "--formats" : "--target-bits");
+    else if (a->format)
+        *rc = cli_usage_error("quantize", "option --format: not with --formats (one format, or candidates per layer)");
+    else if (a->group)
+        *rc = cli_usage_error("quantize", "option --group: not with --formats (give the group in each candidate: int3g32)");
+    else if (!a->calib)
+        *rc = cli_usage_error("quantize", "option --calib: required with --target-bits (the costs are measured on it)");
+    else if (a->sensitivity_check && !a->eval)
+        *rc = cli_usage_error("quantize", "option --sensitivity-check: needs --eval TEXT (the held-out text it measures on)");
+    return 1;
+}
+
+/* "int3g32" → grid int3, group 32; "int4" → channel-wise; MX/NVFP4 → their blocks. */
+static int parse_candidate(const char *spec, int narrow, const struct piso_ec_opts *base, const char *interleave,
+                           struct piso_ec_opts *o) {
+    char fmt[32];
+    long group = 0;
+    snprintf(fmt, sizeof fmt, "%s", spec);
+    char *g = strrchr(fmt, 'g');
+    if (g && g[1] >= '0' && g[1] <= '9' && g > fmt) {
+        char *end;
+        group = strtol(g + 1, &end, 10);
+        if (*end || group < 1 || group > (1 << 20))
+            return piso_errorf("--formats: candidate '%s': the group after 'g' must be a number in 1..%d", spec, 1 << 20);
+        *g = 0;
+    }
+    *o = *base;
+    if (piso_grid_init(&o->q.grid, fmt, narrow)) return piso_error_context("--formats: candidate '%s'", spec);
+    if (o->q.grid.block && group && group != o->q.grid.block)
+        return piso_errorf("--formats: candidate '%s': %s has blocks of %d (leave the group out)", spec, o->q.grid.name,
+                           o->q.grid.block);
+    if (o->q.grid.block) group = o->q.grid.block;
+    o->q.group = (int)group;
+    o->interleave = group > 0 ? PISO_INTERLEAVE_GROUP : PISO_INTERLEAVE_LAYER;
+    if (interleave && piso_interleave_from_name(interleave, &o->interleave))
+        return piso_errorf("--interleave %s: unknown", interleave);
+    return 0;
+}
+
+/* Bits a layer [N, D] takes in candidate o as piso stores it: N·D codes of grid.bits, one scale per
+ * row and group (FP32 for free scales; 8 bits for the E8M0 / UE4M3 scales of MX and NVFP4, whose
+ * representable set is 256 values), and NVFP4's FP32 tensor scale. */
+static int64_t layer_bits(int64_t N, int64_t D, const struct piso_ec_opts *o) {
+    const int64_t group = o->q.group > 0 && o->q.group < D ? o->q.group : D;
+    const int64_t n_groups = (D + group - 1) / group;
+    const int64_t scale_bits = o->q.grid.scale_set == PISO_SSET_ANY ? 32 : 8;
+    return N * D * o->q.grid.bits + N * n_groups * scale_bits + (o->q.grid.scale_set == PISO_SSET_UE4M3 ? 32 : 0);
+}
+
+static int64_t layer_scale_bits(const struct piso_ec_opts *o) { return o->q.grid.scale_set == PISO_SSET_ANY ? 32 : 8; }
+
+int cli_mixed_prepare(const struct cli_quantize_args *a, const struct piso_ec_opts *base, const struct piso_model *m,
+                      struct cli_mixed *x) {
+    memset(x, 0, sizeof *x);
+    x->target = a->target_bits, x->kld_after = -1, x->spearman = NAN;
+    int n = 1;
+    for (const char *p = a->formats; *p; p++) n += *p == ',';
+    x->cand = calloc((size_t)n, sizeof *x->cand);
+    x->spec = calloc((size_t)n, sizeof *x->spec);
+    if (!x->cand || !x->spec) return piso_errorf("out of memory");
+    for (const char *p = a->formats; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof x->spec[0])
+            return piso_errorf("--formats '%s': an empty or too long candidate (a comma-separated list such as int2,int3g32,int4)",
+                               a->formats);
+        memcpy(x->spec[x->n_cand], p, len);
+        if (parse_candidate(x->spec[x->n_cand], a->narrow, base, a->interleave, &x->cand[x->n_cand])) return -1;
+        x->n_cand++;
+        p += len + (p[len] == ',');
+    }
+    if (x->n_cand > 255) return piso_errorf("--formats: %d candidates (at most 255)", x->n_cand);
+    x->n_lin = m->cfg.n_layers * PISO_LIN_COUNT;
+    x->bits = calloc((size_t)x->n_lin * x->n_cand, sizeof *x->bits);
+    if (!x->bits) return piso_errorf("out of memory");
+    int64_t lo = 0, hi = 0, ref_bits = INT64_MAX;
+    for (int c = 0; c < x->n_cand; c++) {
+        int64_t s = 0;
+        for (int i = 0; i < x->n_lin; i++) {
+            const struct piso_tensor_info *t = piso_schema_linear((enum piso_linear)(i % PISO_LIN_COUNT));
+            const int64_t N = piso_schema_dim(&m->cfg, t->rows), D = piso_schema_dim(&m->cfg, t->cols);
+            s += x->bits[(int64_t)i * x->n_cand + c] = layer_bits(N, D, &x->cand[c]);
+            if (c == 0) x->n_params += N * D;
+        }
+        if (s < ref_bits) ref_bits = s, x->ref = c;
+    }
+    for (int i = 0; i < x->n_lin; i++) {
+        const int64_t *b = x->bits + (int64_t)i * x->n_cand;
+        int64_t mn = b[0], mx = b[0];
+        for (int c = 1; c < x->n_cand; c++) mn = b[c] < mn ? b[c] : mn, mx = b[c] > mx ? b[c] : mx;
+        lo += mn, hi += mx;
+    }
+    const double lo_b = (double)lo / (double)x->n_params, hi_b = (double)hi / (double)x->n_params;
+    if (a->target_bits < lo_b)
+        return piso_errorf("--target-bits %g is below the smallest candidate: every layer at its lightest of {%s} takes "
+                           "%.4f bits per weight (codes + scales)", a->target_bits, a->formats, lo_b);
+    if (a->target_bits > hi_b)
+        return piso_errorf("--target-bits %g is above the largest candidate: every layer at its heaviest of {%s} takes "
+                           "%.4f bits per weight (codes + scales); add a larger format or quantize uniformly",
+                           a->target_bits, a->formats, hi_b);
+    return 0;
+}
+
+/* The weight slot of linear i = block · PISO_LIN_COUNT + kind. */
+static float *lin_weight(const struct piso_model *m, int i, int64_t *numel) {
+    const struct piso_tensor_info *t = piso_schema_linear((enum piso_linear)(i % PISO_LIN_COUNT));
+    *numel = piso_schema_dim(&m->cfg, t->rows) * piso_schema_dim(&m->cfg, t->cols);
+    return *piso_schema_slot((struct piso_model *)(uintptr_t)m, t, i / PISO_LIN_COUNT);
+}
+
+/* KL of mq with layer i replaced by wq (then restored from mf). */
+static int single_layer_kl(struct piso_model *mq, const struct piso_model *mf, int i, const float *wq,
+                           const struct piso_kl_ref *kr, double *kl) {
+    int64_t n;
+    float *w = lin_weight(mq, i, &n);
+    const float *wf = lin_weight(mf, i, &n);
+    memcpy(w, wq, sizeof(float) * (size_t)n);
+    int rc = piso_kl_measure(kr, mq, kl);
+    memcpy(w, wf, sizeof(float) * (size_t)n);
+    return rc;
+}
+
+static void layer_name(int i, char *buf, size_t n) {
+    piso_linear_hf_name(i / PISO_LIN_COUNT, (enum piso_linear)(i % PISO_LIN_COUNT), buf, n);
+}
+
+int cli_mixed_run(const struct cli_quantize_args *a, struct piso_model *mq, const struct piso_model *mf,
+                  const struct piso_calib *cal, struct piso_pipeline_opts *po, const char *eval_text, size_t eval_len,
+                  struct cli_mixed *x, struct piso_pipeline_result *res) {
+    const int n = x->n_lin, nc = x->n_cand;
+    const int64_t nn = (int64_t)n * nc;
+    int rc = -1, *eval_tokens = NULL, n_eval = 0, ctx = a->ctx > 0 ? (int)a->ctx : 0;
+    float **keep = calloc((size_t)nn, sizeof *keep);
+    struct piso_kl_ref kr, ke;
+    memset(&kr, 0, sizeof kr), memset(&ke, 0, sizeof ke);
+    struct piso_pipeline_result costs;
+    memset(&costs, 0, sizeof costs);
+    x->err = calloc((size_t)nn, sizeof *x->err), x->cost = calloc((size_t)nn, sizeof *x->cost);
+    x->sens = calloc((size_t)n, sizeof *x->sens);
+    x->layer_ec = calloc((size_t)n, sizeof *x->layer_ec);
+    for (int k = 0; k < CLI_MIXED_N; k++) x->choice[k] = malloc(sizeof(int) * (size_t)n);
+    if (!keep || !x->err || !x->cost || !x->sens || !x->layer_ec || !x->choice[0] || !x->choice[1] || !x->choice[2]) {
+        piso_errorf("out of memory for the mixed-precision tables");
+        goto done;
+    }
+    if (eval_text && piso_kl_text_windows(mf, eval_text, eval_len, &ctx, &eval_tokens, &n_eval)) goto done;
+    /* pass 1: every candidate on float inputs */
+    struct piso_pipeline_opts pc = *po;
+    pc.n_cost = nc, pc.cost_ec = x->cand, pc.cost = x->err, pc.keep = keep;
+    pc.keep_mask = a->sensitivity_check ? ~0u : 1u << x->ref;
+    if (nc > 32 && a->sensitivity_check) {
+        piso_errorf("--sensitivity-check: at most 32 candidates (%d given)", nc);
+        goto done;
+    }
+    piso_log("mixed precision: costs of %d candidates for %d layers (float inputs)\n", nc, n);
+    if (piso_quantize_model(mq, mf, cal, &pc, &costs)) goto done;
+    /* sensitivities: one layer at a time at the lightest candidate, KL on the calibration windows */
+    if (piso_kl_ref_init(&kr, mf, cal->tokens, cal->nsamples, cal->seqlen, 0)) goto done;
+    for (int i = 0; i < n; i++) {
+        if (single_layer_kl(mq, mf, i, keep[(int64_t)i * nc + x->ref], &kr, &x->sens[i])) goto done;
+        char nm[96];
+        layer_name(i, nm, sizeof nm);
+        piso_log("sensitivity %d/%d: %s at %s: KL %.4g nats\n", i + 1, n, nm, x->spec[x->ref], x->sens[i]);
+    }
+    const int by_kl = !a->sensitivity || !strcmp(a->sensitivity, "kl");
+    for (int i = 0; i < n; i++) {
+        const double e0 = x->err[(int64_t)i * nc + x->ref], f = e0 > 0 ? x->sens[i] / e0 : 0;
+        for (int c = 0; c < nc; c++) x->cost[(int64_t)i * nc + c] = by_kl ? f * x->err[(int64_t)i * nc + c] : x->err[(int64_t)i * nc + c];
+    }
+    if (a->sensitivity_check) { /* measured KL of every single-layer change on the held-out text */
+        if (!(x->measured = calloc((size_t)nn, sizeof *x->measured))) {
+            piso_errorf("out of memory");
+            goto done;
+        }
+        if (piso_kl_ref_init(&ke, mf, eval_tokens, n_eval, ctx, ctx / 2)) goto done;
+        for (int64_t k = 0; k < nn; k++)
+            if (single_layer_kl(mq, mf, (int)(k / nc), keep[k], &ke, &x->measured[k])) goto done;
+        x->spearman = piso_spearman((int)nn, x->cost, x->measured);
+        piso_log("sensitivity check: Spearman rank correlation of predicted and measured KL over %lld single-layer "
+                 "changes: %.4f\n", (long long)nn, x->spearman);
+    }
+    /* the assignments */
+    struct piso_mckp p = {n, nc, x->bits, x->cost, (int64_t)floor(x->target * (double)x->n_params)};
+    if (piso_mckp_solve(&p, x->choice[CLI_MIXED_OPTIMAL], NULL, NULL)) goto done;
+    int u = piso_mckp_uniform(&p);
+    if (u >= 0)
+        for (int i = 0; i < n; i++) x->choice[CLI_MIXED_UNIFORM][i] = u;
+    else
+        free(x->choice[CLI_MIXED_UNIFORM]), x->choice[CLI_MIXED_UNIFORM] = NULL;
+    if (piso_mckp_kl_greedy(&p, x->sens, x->choice[CLI_MIXED_KL_GREEDY])) goto done;
+    x->applied = CLI_MIXED_OPTIMAL;
+    for (int k = 0; a->baseline && k < CLI_MIXED_N; k++)
+        if (!strcmp(a->baseline, assignment_names[k])) x->applied = k;
+    if (!x->choice[x->applied]) {
+        piso_errorf("--baseline uniform: no single candidate of {%s} fits --target-bits %g", a->formats, x->target);
+        goto done;
+    }
+    for (int k = 0; k < CLI_MIXED_N; k++)
+        if (x->choice[k]) {
+            const double bits = (double)piso_mckp_weight(&p, x->choice[k]) / (double)x->n_params;
+            piso_log("assignment %s: %.4f bits per weight, predicted loss %.5g%s\n", assignment_names[k], bits,
+                     piso_mckp_cost(&p, x->choice[k]), k == x->applied ? " (applied)" : "");
+        }
+    /* pass 2: block by block with the applied formats */
+    for (int i = 0; i < n; i++) x->layer_ec[i] = x->cand[x->choice[x->applied][i]];
+    po->layer_ec = x->layer_ec;
+    if (piso_quantize_model(mq, mf, cal, po, res)) goto done;
+    if (eval_tokens) {
+        if (!ke.tokens && piso_kl_ref_init(&ke, mf, eval_tokens, n_eval, ctx, ctx / 2)) goto done;
+        if (piso_kl_measure(&ke, mq, &x->kld_after)) goto done;
+        piso_log("KL divergence to the float model on --eval: %.6f nats\n", x->kld_after);
+    }
+    rc = 0;
+done:
+    for (int64_t k = 0; keep && k < nn; k++) free(keep[k]);
+    free(keep), free(eval_tokens);
+    piso_kl_ref_free(&kr), piso_kl_ref_free(&ke);
+    piso_pipeline_result_free(&costs);
+    return rc;
+}
+
+static void assignment_json(struct piso_json *w, const struct cli_mixed *x, int k) {
+    struct piso_mckp p = {x->n_lin, x->n_cand, x->bits, x->cost, 0};
+    piso_json_object_begin(w, assignment_names[k]);
+    piso_json_number(w, "bits_per_weight", (double)piso_mckp_weight(&p, x->choice[k]) / (double)x->n_params);
+    piso_json_int(w, "bits", piso_mckp_weight(&p, x->choice[k]));
+    piso_json_number(w, "predicted_loss", piso_mckp_cost(&p, x->choice[k]));
+    piso_json_array_begin(w, "formats");
+    for (int i = 0; i < x->n_lin; i++) piso_json_string(w, NULL, x->spec[x->choice[k][i]]);
+    piso_json_array_end(w);
+    piso_json_object_end(w);
+}
+
+void cli_mixed_json(struct piso_json *w, const struct cli_mixed *x) {
+    piso_json_object_begin(w, "mixed_precision");
+    piso_json_number(w, "target_bits", x->target);
+    piso_json_int(w, "weights", x->n_params);
+    piso_json_string(w, "applied", assignment_names[x->applied]);
+    piso_json_array_begin(w, "candidates");
+    for (int c = 0; c < x->n_cand; c++) piso_json_string(w, NULL, x->spec[c]);
+    piso_json_array_end(w);
+    piso_json_string(w, "sensitivity_probe", x->spec[x->ref]);
+    piso_json_string(w, "bits_counted", "codes (grid bits) + one scale per row and group (FP32; MX/NVFP4: 8) + NVFP4 tensor scale (FP32)");
+    piso_json_string(w, "predicted_loss",
+                     "sum over layers of KL(float || layer alone at the probe) * e(layer, format) / e(layer, probe), "
+                     "e = sum_rows (w - w_hat)^T H (w - w_hat) on float inputs");
+    piso_json_object_begin(w, "assignments");
+    for (int k = 0; k < CLI_MIXED_N; k++)
+        if (x->choice[k]) assignment_json(w, x, k);
+        else piso_json_null(w, assignment_names[k]);
+    piso_json_object_end(w);
+    if (x->kld_after >= 0) piso_json_number(w, "kld_after", x->kld_after);
+    if (x->measured) {
+        piso_json_object_begin(w, "sensitivity_check");
+        piso_json_number(w, "spearman", x->spearman);
+        piso_json_array_begin(w, "pairs");
+        for (int64_t k = 0; k < (int64_t)x->n_lin * x->n_cand; k++) {
+            char nm[96];
+            layer_name((int)(k / x->n_cand), nm, sizeof nm);
+            piso_json_object_begin(w, NULL);
+            piso_json_string(w, "layer", nm);
+            piso_json_string(w, "format", x->spec[k % x->n_cand]);
+            piso_json_number(w, "predicted_kl", x->cost[k]);
+            piso_json_number(w, "measured_kl", x->measured[k]);
+            piso_json_object_end(w);
+        }
+        piso_json_array_end(w);
+        piso_json_object_end(w);
+    }
+    piso_json_object_end(w);
+}
+
+void cli_mixed_layer_json(struct piso_json *w, const struct cli_mixed *x, const struct piso_layer_report *r) {
+    if (!x || !x->layer_ec) return;
+    const int64_t i = (int64_t)r->layer * PISO_LIN_COUNT + r->kind, k = i * x->n_cand + x->choice[x->applied][i];
+    const struct piso_ec_opts *o = &x->cand[x->choice[x->applied][i]];
+    piso_json_string(w, "format", x->spec[x->choice[x->applied][i]]);
+    piso_json_string(w, "grid_name", o->q.grid.name);
+    piso_json_array_begin(w, "grid");
+    for (int j = 0; j < o->q.grid.n; j++) piso_json_number(w, NULL, o->q.grid.v[j]);
+    piso_json_array_end(w);
+    piso_json_int(w, "bits", x->bits[k]);
+    piso_json_number(w, "bits_per_weight", (double)x->bits[k] / (double)(r->N * r->D));
+    piso_json_int(w, "scale_bits", layer_scale_bits(o));
+    piso_json_number(w, "predicted_cost", x->cost[k]);
+    piso_json_number(w, "output_error_float_inputs", x->err[k]);
+    piso_json_number(w, "sensitivity_kl", x->sens[i]);
+}
+
+void cli_mixed_free(struct cli_mixed *x) {
+    free(x->cand), free(x->spec), free(x->bits), free(x->err), free(x->sens), free(x->cost), free(x->measured);
+    for (int k = 0; k < CLI_MIXED_N; k++) free(x->choice[k]);
+    free(x->layer_ec);
+    memset(x, 0, sizeof *x);
+}
