@@ -84,6 +84,8 @@ static const struct cli_option mixed_options[] = {
     {"--sensitivity", NULL, CLI_CHOICE, ARG(sensitivity),
      .help = "predicted loss (default kl): output error scaled to KL by a\none-layer probe, or the plain output error",
      .choices = mixed_sensitivities},
+    {"--sensitivity-windows", NULL, CLI_INT, ARG(sensitivity_windows), .arg = "N",
+     .help = "calibration windows of the one-layer KL probes; 0: min(8, --nsamples)", .imin = 0, .imax = 1 << 20},
     {"--sensitivity-check", NULL, CLI_FLAG, ARG(sensitivity_check),
      .help = "measure the KL of every single-layer change on --eval and report it\nbeside the prediction"},
     {0},

@@ -13,6 +13,7 @@ enum { CLI_MIXED_OPTIMAL = 0, CLI_MIXED_UNIFORM, CLI_MIXED_KL_GREEDY, CLI_MIXED_
 
 struct cli_mixed {
     int n_cand, n_lin;      /* candidates; linear layers = n_blocks · PISO_LIN_COUNT */
+    int probe_windows;      /* calibration windows of the KL probes */
     int ref;                /* the lightest candidate: the one whose KL probes each layer's sensitivity */
     struct piso_ec_opts *cand; /* [n_cand] */
     char (*spec)[32];       /* [n_cand] the candidate as given ("int3g32") */

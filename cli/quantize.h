@@ -23,6 +23,7 @@ struct cli_quantize_args {
     const char *formats, *baseline, *sensitivity;
     double target_bits; /* 0: not given */
     int sensitivity_check;
+    int64_t sensitivity_windows; /* 0: min(8, calibration windows) */
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;
     int mix; /* --mix: llama-quantize's mixture for the type */

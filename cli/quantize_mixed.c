@@ -25,9 +25,10 @@ int cli_mixed_wanted(const struct cli_quantize_args *a, int *rc) {
     *rc = 0;
     const int mixed = a->formats || a->target_bits > 0;
     if (!mixed) {
-        if (a->baseline || a->sensitivity_check || a->sensitivity)
+        if (a->baseline || a->sensitivity_check || a->sensitivity || a->sensitivity_windows)
             *rc = cli_usage_error("quantize", "option %s: only with --target-bits and --formats",
-                                  a->baseline ? "--baseline" : a->sensitivity ? "--sensitivity" : "--sensitivity-check");
+                                  a->baseline ? "--baseline" : a->sensitivity ? "--sensitivity"
+                                  : a->sensitivity_windows ? "--sensitivity-windows" : "--sensitivity-check");
         else if (!a->format)
             *rc = cli_usage_error("quantize", "option --format: required (or --target-bits B with --formats F1,F2,...)");
         return 0;
@@ -190,7 +191,10 @@ int cli_mixed_run(const struct cli_quantize_args *a, struct piso_model *mq, cons
     piso_log("mixed precision: costs of %d candidates for %d layers (float inputs)\n", nc, n);
     if (piso_quantize_model(mq, mf, cal, &pc, &costs)) goto done;
     /* sensitivities: one layer at a time at the lightest candidate, KL on the calibration windows */
-    if (piso_kl_ref_init(&kr, mf, cal->tokens, cal->nsamples, cal->seqlen, 0)) goto done;
+    int n_probe = a->sensitivity_windows > 0 ? (int)a->sensitivity_windows : 8;
+    if (n_probe > cal->nsamples) n_probe = cal->nsamples;
+    x->probe_windows = n_probe;
+    if (piso_kl_ref_init(&kr, mf, cal->tokens, n_probe, cal->seqlen, 0)) goto done;
     for (int i = 0; i < n; i++) {
         if (single_layer_kl(mq, mf, i, keep[(int64_t)i * nc + x->ref], &kr, &x->sens[i])) goto done;
         char nm[96];
@@ -275,6 +279,7 @@ void cli_mixed_json(struct piso_json *w, const struct cli_mixed *x) {
     for (int c = 0; c < x->n_cand; c++) piso_json_string(w, NULL, x->spec[c]);
     piso_json_array_end(w);
     piso_json_string(w, "sensitivity_probe", x->spec[x->ref]);
+    piso_json_int(w, "sensitivity_windows", x->probe_windows);
     piso_json_string(w, "bits_counted", "codes (grid bits) + one scale per row and group (FP32; MX/NVFP4: 8) + NVFP4 tensor scale (FP32)");
     piso_json_string(w, "predicted_loss",
                      "sum over layers of KL(float || layer alone at the probe) * e(layer, format) / e(layer, probe), "
@@ -288,6 +293,16 @@ void cli_mixed_json(struct piso_json *w, const struct cli_mixed *x) {
     if (x->measured) {
         piso_json_object_begin(w, "sensitivity_check");
         piso_json_number(w, "spearman", x->spearman);
+        /* across layers for each format: the ranking the knapsack relies on within a format */
+        piso_json_object_begin(w, "spearman_per_format");
+        double *pc = malloc(sizeof(double) * (size_t)x->n_lin), *mc = malloc(sizeof(double) * (size_t)x->n_lin);
+        for (int c = 0; pc && mc && c < x->n_cand; c++) {
+            for (int i = 0; i < x->n_lin; i++)
+                pc[i] = x->cost[(int64_t)i * x->n_cand + c], mc[i] = x->measured[(int64_t)i * x->n_cand + c];
+            piso_json_number(w, x->spec[c], piso_spearman(x->n_lin, pc, mc));
+        }
+        free(pc), free(mc);
+        piso_json_object_end(w);
         piso_json_array_begin(w, "pairs");
         for (int64_t k = 0; k < (int64_t)x->n_lin * x->n_cand; k++) {
             char nm[96];
