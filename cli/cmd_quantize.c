@@ -86,6 +86,8 @@ static const struct cli_option mixed_options[] = {
      .choices = mixed_sensitivities},
     {"--sensitivity-windows", NULL, CLI_INT, ARG(sensitivity_windows), .arg = "N",
      .help = "calibration windows of the one-layer KL probes; 0: min(8, --nsamples)", .imin = 0, .imax = 1 << 20},
+    {"--evaluate-baselines", NULL, CLI_FLAG, ARG(evaluate_baselines),
+     .help = "with --eval: also quantize with the other assignments and report\ntheir perplexity and KL divergence (only the applied one is written)"},
     {"--sensitivity-check", NULL, CLI_FLAG, ARG(sensitivity_check),
      .help = "measure the KL of every single-layer change on --eval and report it\nbeside the prediction"},
     {0},

@@ -26,6 +26,7 @@ struct cli_mixed {
     double spearman;        /* rank correlation of cost and measured */
     int *choice[CLI_MIXED_N]; /* [n_lin] each assignment, NULL when it does not exist (uniform) */
     int applied;            /* the assignment written (--baseline) */
+    double eval_kl[CLI_MIXED_N], eval_ppl[CLI_MIXED_N]; /* --eval: each evaluated assignment's, < 0: not run */
     double target, kld_after; /* kld_after: KL(float ‖ quantized) on --eval, < 0 when not measured */
     struct piso_ec_opts *layer_ec; /* [n_lin] the applied assignment, for the pipeline */
 };

@@ -22,7 +22,7 @@ struct cli_quantize_args {
     /* mixed precision (cli/mixed.h) */
     const char *formats, *baseline, *sensitivity;
     double target_bits; /* 0: not given */
-    int sensitivity_check;
+    int sensitivity_check, evaluate_baselines;
     int64_t sensitivity_windows; /* 0: min(8, calibration windows) */
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;

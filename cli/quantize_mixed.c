@@ -13,6 +13,7 @@
  * on the inputs of the already quantized blocks, as a uniform run does. */
 #include "cli.h"
 #include "mixed.h"
+#include "piso/eval.h"
 #include "piso/schema.h"
 
 #include <math.h>
@@ -240,15 +241,32 @@ int cli_mixed_run(const struct cli_quantize_args *a, struct piso_model *mq, cons
             piso_log("assignment %s: %.4f bits per weight, predicted loss %.5g%s\n", assignment_names[k], bits,
                      piso_mckp_cost(&p, x->choice[k]), k == x->applied ? " (applied)" : "");
         }
-    /* pass 2: block by block with the applied formats */
-    for (int i = 0; i < n; i++) x->layer_ec[i] = x->cand[x->choice[x->applied][i]];
-    po->layer_ec = x->layer_ec;
-    if (piso_quantize_model(mq, mf, cal, po, res)) goto done;
-    if (eval_tokens) {
-        if (!ke.tokens && piso_kl_ref_init(&ke, mf, eval_tokens, n_eval, ctx, ctx / 2)) goto done;
-        if (piso_kl_measure(&ke, mq, &x->kld_after)) goto done;
-        piso_log("KL divergence to the float model on --eval: %.6f nats\n", x->kld_after);
+    /* pass 2: block by block with the chosen formats; the other assignments first (evaluated,
+     * then discarded: --evaluate-baselines), the applied one last (it stays in mq) */
+    if (eval_tokens && !ke.tokens && piso_kl_ref_init(&ke, mf, eval_tokens, n_eval, ctx, ctx / 2)) goto done;
+    for (int k = 0; k < CLI_MIXED_N; k++) x->eval_kl[k] = x->eval_ppl[k] = -1;
+    for (int step = 0; step < CLI_MIXED_N; step++) {
+        const int k = (x->applied + 1 + step) % CLI_MIXED_N; /* ends with the applied one */
+        if (!x->choice[k] || (k != x->applied && !(a->evaluate_baselines && eval_tokens))) continue;
+        for (int i = 0; i < n; i++) {
+            int64_t nw;
+            float *w = lin_weight(mq, i, &nw);
+            memcpy(w, lin_weight(mf, i, &nw), sizeof(float) * (size_t)nw); /* float again */
+            x->layer_ec[i] = x->cand[x->choice[k][i]];
+        }
+        po->layer_ec = x->layer_ec;
+        piso_pipeline_result_free(res);
+        piso_log("mixed precision: quantizing with the %s assignment\n", assignment_names[k]);
+        if (piso_quantize_model(mq, mf, cal, po, res)) goto done;
+        if (eval_tokens) {
+            struct piso_ppl_result pr;
+            if (piso_kl_measure(&ke, mq, &x->eval_kl[k]) || piso_perplexity(mq, eval_text, eval_len, ctx, &pr)) goto done;
+            x->eval_ppl[k] = pr.ppl;
+            piso_log("%s: KL divergence to the float model on --eval %.6f nats, perplexity %.4f\n", assignment_names[k],
+                     x->eval_kl[k], pr.ppl);
+        }
     }
+    x->kld_after = x->eval_kl[x->applied];
     rc = 0;
 done:
     for (int64_t k = 0; keep && k < nn; k++) free(keep[k]);
@@ -264,6 +282,8 @@ static void assignment_json(struct piso_json *w, const struct cli_mixed *x, int 
     piso_json_number(w, "bits_per_weight", (double)piso_mckp_weight(&p, x->choice[k]) / (double)x->n_params);
     piso_json_int(w, "bits", piso_mckp_weight(&p, x->choice[k]));
     piso_json_number(w, "predicted_loss", piso_mckp_cost(&p, x->choice[k]));
+    if (x->eval_kl[k] >= 0) piso_json_number(w, "kld", x->eval_kl[k]);
+    if (x->eval_ppl[k] >= 0) piso_json_number(w, "perplexity", x->eval_ppl[k]);
     piso_json_array_begin(w, "formats");
     for (int i = 0; i < x->n_lin; i++) piso_json_string(w, NULL, x->spec[x->choice[k][i]]);
     piso_json_array_end(w);
