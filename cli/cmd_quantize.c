@@ -96,7 +96,23 @@ static const struct cli_option mixed_options[] = {
 static const char *const gguf_scales[] = {"piso", "llamacpp-ref", NULL};
 static const char *const gguf_weightings[] = {"raw", "blend", NULL};
 
+static const char *const gguf_baselines[] = {"optimal", "uniform", "kl-greedy", "llamacpp", NULL};
+
 static const struct cli_option gguf_options[] = {
+    {"--target-bpw", NULL, CLI_DOUBLE, ARG(target_bpw), .arg = "B",
+     .help = "mixed precision: one type per linear weight from --types, average\n"
+             "bits per weight of the blk.* linear weights (as stored) <= B, least\npredicted loss (exact); needs --calib",
+     .dmin = 0.01, .dmax = 64},
+    {"--types", NULL, CLI_STRING, ARG(types), .arg = "T1,T2,...",
+     .help = "the candidate types, e.g. Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q5_0"},
+    {"--baseline", NULL, CLI_CHOICE, ARG(baseline),
+     .help = "which assignment to write (default optimal); llamacpp: the best\nllama-quantize mixture that fits",
+     .choices = gguf_baselines},
+    {"--sensitivity", NULL, CLI_CHOICE, ARG(sensitivity),
+     .help = "predicted loss (default kl): output error scaled to KL by a\none-layer probe, or the plain output error",
+     .choices = mixed_sensitivities},
+    {"--sensitivity-windows", NULL, CLI_INT, ARG(sensitivity_windows), .arg = "N",
+     .help = "--calib chunks of the one-layer KL probes; 0: 8", .imin = 0, .imax = 1 << 20},
     {"--type", NULL, CLI_STRING, ARG(type), .arg = "T",
      .help = "ggml type of the weights: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1\nQ2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL MXFP4 NVFP4; or a llama-quantize\nmixture: Q3_K_S Q3_K_M Q4_K_M Q5_K_M (and Q2_K with --mix)", .def = "Q8_0"},
     {"--mix", NULL, CLI_FLAG, ARG(mix),

@@ -27,6 +27,8 @@ struct cli_quantize_args {
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;
     int mix; /* --mix: llama-quantize's mixture for the type */
+    const char *types; /* --types: mixed-precision candidates (with --target-bpw) */
+    double target_bpw; /* 0: not given */
     int64_t chunks;
 };
 

@@ -14,13 +14,17 @@
 #include "cli.h"
 #include "mixed.h"
 #include "piso/eval.h"
+#include "piso/gguf.h"
+#include "piso/gguf_export.h"
+#include "piso/imatrix.h"
+#include "piso/solve.h"
 #include "piso/schema.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const assignment_names[CLI_MIXED_N] = {"optimal", "uniform", "kl-greedy"};
+static const char *const assignment_names[CLI_MIXED_N] = {"optimal", "uniform", "kl-greedy", "llamacpp"};
 
 int cli_mixed_wanted(const struct cli_quantize_args *a, int *rc) {
     *rc = 0;
@@ -87,6 +91,36 @@ static int64_t layer_bits(int64_t N, int64_t D, const struct piso_ec_opts *o) {
 
 static int64_t layer_scale_bits(const struct piso_ec_opts *o) { return o->q.grid.scale_set == PISO_SSET_ANY ? 32 : 8; }
 
+/* The target against the lightest and heaviest assignments (bits per weight, as stored). */
+static int check_target(struct cli_mixed *x, const char *opt, const char *list) {
+    int64_t lo = 0, hi = 0;
+    for (int i = 0; i < x->n_lin; i++) {
+        const int64_t *b = x->bits + (int64_t)i * x->n_cand;
+        int64_t mn = b[0], mx = b[0];
+        for (int c = 1; c < x->n_cand; c++) mn = b[c] < mn ? b[c] : mn, mx = b[c] > mx ? b[c] : mx;
+        lo += mn, hi += mx;
+    }
+    const double lo_b = (double)lo / (double)x->n_params, hi_b = (double)hi / (double)x->n_params;
+    if (x->target < lo_b)
+        return piso_errorf("%s %g is below the smallest candidate: every layer at its lightest of {%s} takes "
+                           "%.4f bits per weight (as stored, scales included)", opt, x->target, list, lo_b);
+    if (x->target > hi_b)
+        return piso_errorf("%s %g is above the largest candidate: every layer at its heaviest of {%s} takes "
+                           "%.4f bits per weight (as stored, scales included); add a larger format or quantize uniformly",
+                           opt, x->target, list, hi_b);
+    return 0;
+}
+
+/* The lightest candidate over the whole model: the sensitivity probe. */
+static void pick_probe(struct cli_mixed *x) {
+    int64_t best = INT64_MAX;
+    for (int c = 0; c < x->n_cand; c++) {
+        int64_t s = 0;
+        for (int i = 0; i < x->n_lin; i++) s += x->bits[(int64_t)i * x->n_cand + c];
+        if (s < best) best = s, x->ref = c;
+    }
+}
+
 int cli_mixed_prepare(const struct cli_quantize_args *a, const struct piso_ec_opts *base, const struct piso_model *m,
                       struct cli_mixed *x) {
     memset(x, 0, sizeof *x);
@@ -110,32 +144,16 @@ int cli_mixed_prepare(const struct cli_quantize_args *a, const struct piso_ec_op
     x->n_lin = m->cfg.n_layers * PISO_LIN_COUNT;
     x->bits = calloc((size_t)x->n_lin * x->n_cand, sizeof *x->bits);
     if (!x->bits) return piso_errorf("out of memory");
-    int64_t lo = 0, hi = 0, ref_bits = INT64_MAX;
     for (int c = 0; c < x->n_cand; c++) {
-        int64_t s = 0;
         for (int i = 0; i < x->n_lin; i++) {
             const struct piso_tensor_info *t = piso_schema_linear((enum piso_linear)(i % PISO_LIN_COUNT));
             const int64_t N = piso_schema_dim(&m->cfg, t->rows), D = piso_schema_dim(&m->cfg, t->cols);
-            s += x->bits[(int64_t)i * x->n_cand + c] = layer_bits(N, D, &x->cand[c]);
+            x->bits[(int64_t)i * x->n_cand + c] = layer_bits(N, D, &x->cand[c]);
             if (c == 0) x->n_params += N * D;
         }
-        if (s < ref_bits) ref_bits = s, x->ref = c;
     }
-    for (int i = 0; i < x->n_lin; i++) {
-        const int64_t *b = x->bits + (int64_t)i * x->n_cand;
-        int64_t mn = b[0], mx = b[0];
-        for (int c = 1; c < x->n_cand; c++) mn = b[c] < mn ? b[c] : mn, mx = b[c] > mx ? b[c] : mx;
-        lo += mn, hi += mx;
-    }
-    const double lo_b = (double)lo / (double)x->n_params, hi_b = (double)hi / (double)x->n_params;
-    if (a->target_bits < lo_b)
-        return piso_errorf("--target-bits %g is below the smallest candidate: every layer at its lightest of {%s} takes "
-                           "%.4f bits per weight (codes + scales)", a->target_bits, a->formats, lo_b);
-    if (a->target_bits > hi_b)
-        return piso_errorf("--target-bits %g is above the largest candidate: every layer at its heaviest of {%s} takes "
-                           "%.4f bits per weight (codes + scales); add a larger format or quantize uniformly",
-                           a->target_bits, a->formats, hi_b);
-    return 0;
+    pick_probe(x);
+    return check_target(x, "--target-bits", a->formats);
 }
 
 /* The weight slot of linear i = block · PISO_LIN_COUNT + kind. */
@@ -161,6 +179,44 @@ static void layer_name(int i, char *buf, size_t n) {
     piso_linear_hf_name(i / PISO_LIN_COUNT, (enum piso_linear)(i % PISO_LIN_COUNT), buf, n);
 }
 
+/* cost = sens / err[probe] · err ("kl", the default), or the plain output error ("output"). */
+static void set_costs(struct cli_mixed *x, const char *sensitivity) {
+    const int by_kl = !sensitivity || !strcmp(sensitivity, "kl");
+    for (int i = 0; i < x->n_lin; i++) {
+        const double *e = x->err + (int64_t)i * x->n_cand, f = e[x->ref] > 0 ? x->sens[i] / e[x->ref] : 0;
+        for (int c = 0; c < x->n_cand; c++) x->cost[(int64_t)i * x->n_cand + c] = by_kl ? f * e[c] : e[c];
+    }
+}
+
+/* The assignments (optimum, uniform, KL-greedy; llama.cpp's mixtures are set by the GGUF path)
+ * and the one --baseline applies. choice[] must be allocated ([n_lin] each). */
+static int assign(struct cli_mixed *x, const char *baseline, const char *opt, const char *list) {
+    const int n = x->n_lin;
+    struct piso_mckp p = {n, x->n_cand, x->bits, x->cost, (int64_t)floor(x->target * (double)x->n_params)};
+    if (piso_mckp_solve(&p, x->choice[CLI_MIXED_OPTIMAL], NULL, NULL)) return -1;
+    int u = piso_mckp_uniform(&p);
+    if (u >= 0)
+        for (int i = 0; i < n; i++) x->choice[CLI_MIXED_UNIFORM][i] = u;
+    else
+        free(x->choice[CLI_MIXED_UNIFORM]), x->choice[CLI_MIXED_UNIFORM] = NULL;
+    if (piso_mckp_kl_greedy(&p, x->sens, x->choice[CLI_MIXED_KL_GREEDY])) return -1;
+    x->applied = CLI_MIXED_OPTIMAL;
+    for (int k = 0; baseline && k < CLI_MIXED_N; k++)
+        if (!strcmp(baseline, assignment_names[k])) x->applied = k;
+    if (!x->choice[x->applied])
+        return piso_errorf("--baseline %s: no %s of {%s} fits %s %g", baseline,
+                           x->applied == CLI_MIXED_UNIFORM ? "single candidate" : "llama.cpp mixture made", list, opt,
+                           x->target);
+    for (int k = 0; k < CLI_MIXED_N; k++)
+        if (x->choice[k]) {
+            const double bits = (double)piso_mckp_weight(&p, x->choice[k]) / (double)x->n_params;
+            piso_log("assignment %s%s%s: %.4f bits per weight, predicted loss %.5g%s\n", assignment_names[k],
+                     k == CLI_MIXED_LLAMACPP ? " " : "", k == CLI_MIXED_LLAMACPP ? x->mixture : "", bits,
+                     piso_mckp_cost(&p, x->choice[k]), k == x->applied ? " (applied)" : "");
+        }
+    return 0;
+}
+
 int cli_mixed_run(const struct cli_quantize_args *a, struct piso_model *mq, const struct piso_model *mf,
                   const struct piso_calib *cal, struct piso_pipeline_opts *po, const char *eval_text, size_t eval_len,
                   struct cli_mixed *x, struct piso_pipeline_result *res) {
@@ -175,7 +231,7 @@ int cli_mixed_run(const struct cli_quantize_args *a, struct piso_model *mq, cons
     x->err = calloc((size_t)nn, sizeof *x->err), x->cost = calloc((size_t)nn, sizeof *x->cost);
     x->sens = calloc((size_t)n, sizeof *x->sens);
     x->layer_ec = calloc((size_t)n, sizeof *x->layer_ec);
-    for (int k = 0; k < CLI_MIXED_N; k++) x->choice[k] = malloc(sizeof(int) * (size_t)n);
+    for (int k = 0; k < CLI_MIXED_LLAMACPP; k++) x->choice[k] = malloc(sizeof(int) * (size_t)n);
     if (!keep || !x->err || !x->cost || !x->sens || !x->layer_ec || !x->choice[0] || !x->choice[1] || !x->choice[2]) {
         piso_errorf("out of memory for the mixed-precision tables");
         goto done;
@@ -202,11 +258,7 @@ int cli_mixed_run(const struct cli_quantize_args *a, struct piso_model *mq, cons
         layer_name(i, nm, sizeof nm);
         piso_log("sensitivity %d/%d: %s at %s: KL %.4g nats\n", i + 1, n, nm, x->spec[x->ref], x->sens[i]);
     }
-    const int by_kl = !a->sensitivity || !strcmp(a->sensitivity, "kl");
-    for (int i = 0; i < n; i++) {
-        const double e0 = x->err[(int64_t)i * nc + x->ref], f = e0 > 0 ? x->sens[i] / e0 : 0;
-        for (int c = 0; c < nc; c++) x->cost[(int64_t)i * nc + c] = by_kl ? f * x->err[(int64_t)i * nc + c] : x->err[(int64_t)i * nc + c];
-    }
+    set_costs(x, a->sensitivity);
     if (a->sensitivity_check) { /* measured KL of every single-layer change on the held-out text */
         if (!(x->measured = calloc((size_t)nn, sizeof *x->measured))) {
             piso_errorf("out of memory");
@@ -219,28 +271,7 @@ int cli_mixed_run(const struct cli_quantize_args *a, struct piso_model *mq, cons
         piso_log("sensitivity check: Spearman rank correlation of predicted and measured KL over %lld single-layer "
                  "changes: %.4f\n", (long long)nn, x->spearman);
     }
-    /* the assignments */
-    struct piso_mckp p = {n, nc, x->bits, x->cost, (int64_t)floor(x->target * (double)x->n_params)};
-    if (piso_mckp_solve(&p, x->choice[CLI_MIXED_OPTIMAL], NULL, NULL)) goto done;
-    int u = piso_mckp_uniform(&p);
-    if (u >= 0)
-        for (int i = 0; i < n; i++) x->choice[CLI_MIXED_UNIFORM][i] = u;
-    else
-        free(x->choice[CLI_MIXED_UNIFORM]), x->choice[CLI_MIXED_UNIFORM] = NULL;
-    if (piso_mckp_kl_greedy(&p, x->sens, x->choice[CLI_MIXED_KL_GREEDY])) goto done;
-    x->applied = CLI_MIXED_OPTIMAL;
-    for (int k = 0; a->baseline && k < CLI_MIXED_N; k++)
-        if (!strcmp(a->baseline, assignment_names[k])) x->applied = k;
-    if (!x->choice[x->applied]) {
-        piso_errorf("--baseline uniform: no single candidate of {%s} fits --target-bits %g", a->formats, x->target);
-        goto done;
-    }
-    for (int k = 0; k < CLI_MIXED_N; k++)
-        if (x->choice[k]) {
-            const double bits = (double)piso_mckp_weight(&p, x->choice[k]) / (double)x->n_params;
-            piso_log("assignment %s: %.4f bits per weight, predicted loss %.5g%s\n", assignment_names[k], bits,
-                     piso_mckp_cost(&p, x->choice[k]), k == x->applied ? " (applied)" : "");
-        }
+    if (assign(x, a->baseline, "--target-bits", a->formats)) goto done;
     /* pass 2: block by block with the chosen formats; the other assignments first (evaluated,
      * then discarded: --evaluate-baselines), the applied one last (it stays in mq) */
     if (eval_tokens && !ke.tokens && piso_kl_ref_init(&ke, mf, eval_tokens, n_eval, ctx, ctx / 2)) goto done;
@@ -279,6 +310,7 @@ done:
 static void assignment_json(struct piso_json *w, const struct cli_mixed *x, int k) {
     struct piso_mckp p = {x->n_lin, x->n_cand, x->bits, x->cost, 0};
     piso_json_object_begin(w, assignment_names[k]);
+    if (k == CLI_MIXED_LLAMACPP) piso_json_string(w, "mixture", x->mixture);
     piso_json_number(w, "bits_per_weight", (double)piso_mckp_weight(&p, x->choice[k]) / (double)x->n_params);
     piso_json_int(w, "bits", piso_mckp_weight(&p, x->choice[k]));
     piso_json_number(w, "predicted_loss", piso_mckp_cost(&p, x->choice[k]));
@@ -307,7 +339,7 @@ void cli_mixed_json(struct piso_json *w, const struct cli_mixed *x) {
     piso_json_object_begin(w, "assignments");
     for (int k = 0; k < CLI_MIXED_N; k++)
         if (x->choice[k]) assignment_json(w, x, k);
-        else piso_json_null(w, assignment_names[k]);
+        else if (k != CLI_MIXED_LLAMACPP || x->types) piso_json_null(w, assignment_names[k]);
     piso_json_object_end(w);
     if (x->kld_after >= 0) piso_json_number(w, "kld_after", x->kld_after);
     if (x->measured) {
@@ -358,8 +390,228 @@ void cli_mixed_layer_json(struct piso_json *w, const struct cli_mixed *x, const 
 }
 
 void cli_mixed_free(struct cli_mixed *x) {
-    free(x->cand), free(x->spec), free(x->bits), free(x->err), free(x->sens), free(x->cost), free(x->measured);
+    free(x->cand), free(x->types), free(x->spec), free(x->bits), free(x->err), free(x->sens), free(x->cost), free(x->measured);
     for (int k = 0; k < CLI_MIXED_N; k++) free(x->choice[k]);
-    free(x->layer_ec);
+    free(x->layer_ec), free(x->linear_types);
     memset(x, 0, sizeof *x);
+}
+
+/* ---- GGUF: --target-bpw B --types T1,T2,... ------------------------------------------------- */
+
+/* Σ_rows (w − ŵ)ᵀH(w − ŵ) with the layer's calibration Hessian; Σ h_j (w − ŵ)² with the imatrix
+ * when there are no Hessians; else the plain squared error. */
+static int gguf_error(const struct piso_gguf_export_opts *o, const char *name, const float *W, const float *Wq,
+                      int64_t N, int64_t D, double *err) {
+    const float *H = piso_calib_hessian_for(o->hessians, name, D);
+    if (H) {
+        *err = piso_layer_objective(N, D, W, Wq, H, NULL, NULL);
+        return isnan(*err) ? piso_errorf("%s: out of memory for its output error", name) : 0;
+    }
+    float *h = o->imatrix ? malloc(sizeof(float) * (size_t)D) : NULL;
+    if (o->imatrix && !h) return piso_errorf("%s: out of memory", name);
+    int r = h ? piso_imatrix_get(o->imatrix, name, D, h) : 1;
+    if (r < 0) {
+        free(h);
+        return -1;
+    }
+    double e = 0;
+    for (int64_t k = 0; k < N * D; k++) {
+        const double d = (double)W[k] - Wq[k];
+        e += (r == 0 ? h[k % D] : 1.0) * d * d;
+    }
+    free(h);
+    *err = e;
+    return 0;
+}
+
+static void gguf_name(int i, char *buf, size_t n) {
+    piso_schema_name(piso_schema_linear((enum piso_linear)(i % PISO_LIN_COUNT)), PISO_NAME_GGUF, i / PISO_LIN_COUNT,
+                     buf, n);
+}
+
+/* llama-quantize's mixtures as assignments over the candidates (when every type they pick, after
+ * the row fallback, is stored like some candidate); the best one within the budget becomes the
+ * llamacpp assignment. */
+static void gguf_mixtures(const struct piso_model *m, struct cli_mixed *x) {
+    static const char *const names[] = {"Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_M", "Q5_K_M"};
+    const struct piso_config *cfg = &m->cfg;
+    struct piso_mckp p = {x->n_lin, x->n_cand, x->bits, x->cost, (int64_t)floor(x->target * (double)x->n_params)};
+    int *ch = malloc(sizeof(int) * (size_t)x->n_lin);
+    double best = INFINITY;
+    for (int f = 0; ch && f < 5; f++) {
+        int ftype, base, ok = 1;
+        piso_gguf_mixture_from_name(names[f], &ftype, &base);
+        for (int i = 0; i < x->n_lin && ok; i++) {
+            const struct piso_tensor_info *t = piso_schema_linear((enum piso_linear)(i % PISO_LIN_COUNT));
+            const int64_t D = piso_schema_dim(cfg, t->cols);
+            const int mt = piso_gguf_type_for_row(
+                piso_gguf_mixture_type(ftype, base, t->role, i / PISO_LIN_COUNT, cfg->n_layers,
+                                       cfg->n_heads / cfg->n_kv_heads, D, cfg->tied_embeddings), D);
+            ch[i] = -1;
+            for (int c = 0; c < x->n_cand && ch[i] < 0; c++)
+                if (piso_gguf_type_for_row(x->types[c], D) == mt) ch[i] = c;
+            ok = ch[i] >= 0;
+        }
+        x->mix_bpw[f] = x->mix_cost[f] = -1;
+        if (!ok) continue;
+        x->mix_bpw[f] = (double)piso_mckp_weight(&p, ch) / (double)x->n_params, x->mix_cost[f] = piso_mckp_cost(&p, ch);
+        if (piso_mckp_weight(&p, ch) <= p.budget && x->mix_cost[f] < best) {
+            best = x->mix_cost[f];
+            snprintf(x->mixture, sizeof x->mixture, "%s", names[f]);
+            if (!x->choice[CLI_MIXED_LLAMACPP]) x->choice[CLI_MIXED_LLAMACPP] = malloc(sizeof(int) * (size_t)x->n_lin);
+            if (x->choice[CLI_MIXED_LLAMACPP]) memcpy(x->choice[CLI_MIXED_LLAMACPP], ch, sizeof(int) * (size_t)x->n_lin);
+        }
+    }
+    free(ch);
+}
+
+int cli_gguf_mixed_prepare(const struct cli_quantize_args *a, const struct piso_model *m, struct cli_mixed *x) {
+    memset(x, 0, sizeof *x);
+    x->target = a->target_bpw, x->kld_after = -1, x->spearman = NAN;
+    for (int k = 0; k < CLI_MIXED_N; k++) x->eval_kl[k] = x->eval_ppl[k] = -1;
+    int n = 1;
+    for (const char *p = a->types; *p; p++) n += *p == ',';
+    x->types = calloc((size_t)n, sizeof *x->types);
+    x->spec = calloc((size_t)n, sizeof *x->spec);
+    if (!x->types || !x->spec) return piso_errorf("out of memory");
+    for (const char *p = a->types; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len == 0 || len >= sizeof x->spec[0])
+            return piso_errorf("--types '%s': an empty or too long type (a comma-separated list such as Q3_K,Q4_K,Q6_K)",
+                               a->types);
+        memcpy(x->spec[x->n_cand], p, len);
+        int t;
+        if (piso_ggml_type_from_name(x->spec[x->n_cand], &t) || !piso_ggml_traits(t)->from_float)
+            return piso_errorf("--types: unknown or unsupported type '%s'", x->spec[x->n_cand]);
+        x->types[x->n_cand++] = t;
+        p += len + (p[len] == ',');
+    }
+    if (x->n_cand > 255) return piso_errorf("--types: %d candidates (at most 255)", x->n_cand);
+    const struct piso_config *cfg = &m->cfg;
+    const int nl = x->n_lin = cfg->n_layers * PISO_LIN_COUNT, nc = x->n_cand;
+    const int64_t nn = (int64_t)nl * nc;
+    x->bits = calloc((size_t)nn, sizeof *x->bits);
+    if (!x->bits) return piso_errorf("out of memory");
+    for (int i = 0; i < nl; i++) {
+        const struct piso_tensor_info *t = piso_schema_linear((enum piso_linear)(i % PISO_LIN_COUNT));
+        const int64_t N = piso_schema_dim(cfg, t->rows), D = piso_schema_dim(cfg, t->cols);
+        for (int c = 0; c < nc; c++)
+            x->bits[(int64_t)i * nc + c] = N * (int64_t)piso_ggml_row_size(piso_gguf_type_for_row(x->types[c], D), D) * 8;
+        x->n_params += N * D;
+    }
+    pick_probe(x);
+    return check_target(x, "--target-bpw", a->types);
+}
+
+int cli_gguf_mixed(const struct cli_quantize_args *a, const struct piso_model *m, const int *ids, int n_ids, int bos,
+                   struct piso_gguf_export_opts *o, struct cli_mixed *x) {
+    const struct piso_config *cfg = &m->cfg;
+    const int nl = x->n_lin, nc = x->n_cand;
+    const int64_t nn = (int64_t)nl * nc;
+    int rc = -1, ctx = (int)a->ctx, nwin = n_ids / ctx, *win = NULL;
+    struct piso_model *mq = NULL;
+    float **keep = calloc((size_t)nl, sizeof *keep), *deq = NULL;
+    struct piso_kl_ref kr;
+    memset(&kr, 0, sizeof kr);
+    x->err = calloc((size_t)nn, sizeof *x->err), x->cost = calloc((size_t)nn, sizeof *x->cost);
+    x->sens = calloc((size_t)nl, sizeof *x->sens);
+    x->linear_types = calloc((size_t)nl, sizeof *x->linear_types);
+    for (int k = 0; k < CLI_MIXED_LLAMACPP; k++) x->choice[k] = malloc(sizeof(int) * (size_t)nl);
+    if (!keep || !x->err || !x->cost || !x->sens || !x->linear_types || !x->choice[0] || !x->choice[1] || !x->choice[2]) {
+        piso_errorf("out of memory for the mixed-precision tables");
+        goto done;
+    }
+    if (nwin < 1) {
+        piso_errorf("--calib %s: %d tokens, fewer than one chunk of --ctx %d for the sensitivity probes", a->calib, n_ids,
+                    ctx);
+        goto done;
+    }
+    /* costs: every candidate type, stored and read back as the export would */
+    piso_log("mixed precision: costs of %d types for %d weights\n", nc, nl);
+    for (int i = 0; i < nl; i++) {
+        int64_t numel;
+        const float *W = lin_weight(m, i, &numel);
+        const struct piso_tensor_info *t = piso_schema_linear((enum piso_linear)(i % PISO_LIN_COUNT));
+        const int64_t N = piso_schema_dim(cfg, t->rows), D = piso_schema_dim(cfg, t->cols);
+        char nm[96];
+        gguf_name(i, nm, sizeof nm);
+        for (int c = 0; c < nc; c++) {
+            if (!deq && !(deq = malloc(sizeof(float) * (size_t)numel))) {
+                piso_errorf("out of memory");
+                goto done;
+            }
+            if (piso_gguf_weight_roundtrip(o, nm, W, N, D, x->types[c], 1, deq) ||
+                gguf_error(o, nm, W, deq, N, D, &x->err[(int64_t)i * nc + c]))
+                goto done;
+            if (c == x->ref) keep[i] = deq, deq = NULL;
+        }
+        free(deq), deq = NULL;
+    }
+    /* sensitivities: one weight at a time at the lightest type, KL on --calib chunks */
+    if (piso_model_load(a->model, a->tokenizer, &mq) || piso_model_make_writable(mq)) goto done;
+    if (a->sensitivity_windows > 0 && a->sensitivity_windows < nwin) nwin = (int)a->sensitivity_windows;
+    else if (a->sensitivity_windows == 0 && nwin > 8) nwin = 8;
+    x->probe_windows = nwin;
+    if (!(win = malloc(sizeof(int) * (size_t)nwin * ctx))) {
+        piso_errorf("out of memory");
+        goto done;
+    }
+    memcpy(win, ids, sizeof(int) * (size_t)nwin * ctx);
+    for (int w = 0; w < nwin; w++) win[(size_t)w * ctx] = bos; /* llama.cpp's chunks: BOS first */
+    if (piso_kl_ref_init(&kr, m, win, nwin, ctx, 0)) goto done;
+    for (int i = 0; i < nl; i++) {
+        if (single_layer_kl(mq, m, i, keep[i], &kr, &x->sens[i])) goto done;
+        char nm[96];
+        gguf_name(i, nm, sizeof nm);
+        piso_log("sensitivity %d/%d: %s at %s: KL %.4g nats\n", i + 1, nl, nm, x->spec[x->ref], x->sens[i]);
+    }
+    set_costs(x, a->sensitivity);
+    gguf_mixtures(m, x);
+    if (assign(x, a->baseline, "--target-bpw", a->types)) goto done;
+    for (int i = 0; i < nl; i++) x->linear_types[i] = x->types[x->choice[x->applied][i]];
+    o->linear_types = x->linear_types;
+    rc = 0;
+done:
+    for (int i = 0; keep && i < nl; i++) free(keep[i]);
+    free(keep), free(deq), free(win);
+    piso_kl_ref_free(&kr);
+    piso_model_free(mq);
+    return rc;
+}
+
+void cli_gguf_mixed_json(struct piso_json *w, const struct cli_mixed *x, const struct piso_model *m) {
+    cli_mixed_json(w, x);
+    static const char *const names[] = {"Q2_K", "Q3_K_S", "Q3_K_M", "Q4_K_M", "Q5_K_M"};
+    piso_json_object_begin(w, "llamacpp_mixtures"); /* over the same weights; null: a type not among --types */
+    for (int f = 0; f < 5; f++) {
+        if (x->mix_bpw[f] < 0) {
+            piso_json_null(w, names[f]);
+            continue;
+        }
+        piso_json_object_begin(w, names[f]);
+        piso_json_number(w, "bits_per_weight", x->mix_bpw[f]);
+        piso_json_number(w, "predicted_loss", x->mix_cost[f]);
+        piso_json_object_end(w);
+    }
+    piso_json_object_end(w);
+    piso_json_array_begin(w, "layers");
+    for (int i = 0; i < x->n_lin; i++) {
+        const int c = x->choice[x->applied][i];
+        const int64_t k = (int64_t)i * x->n_cand + c;
+        const struct piso_tensor_info *t = piso_schema_linear((enum piso_linear)(i % PISO_LIN_COUNT));
+        const int64_t D = piso_schema_dim(&m->cfg, t->cols), N = piso_schema_dim(&m->cfg, t->rows);
+        char nm[96];
+        gguf_name(i, nm, sizeof nm);
+        piso_json_object_begin(w, NULL);
+        piso_json_string(w, "name", nm);
+        piso_json_string(w, "type", x->spec[c]);
+        piso_json_string(w, "stored", piso_ggml_traits(piso_gguf_type_for_row(x->types[c], D))->name);
+        piso_json_int(w, "bits", x->bits[k]);
+        piso_json_number(w, "bits_per_weight", (double)x->bits[k] / (double)(N * D));
+        piso_json_number(w, "predicted_cost", x->cost[k]);
+        piso_json_number(w, "output_error", x->err[k]);
+        piso_json_number(w, "sensitivity_kl", x->sens[i]);
+        piso_json_object_end(w);
+    }
+    piso_json_array_end(w);
 }

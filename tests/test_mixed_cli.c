@@ -7,6 +7,7 @@
  *    (computed here from the model's shapes), and nothing is written. */
 #include "harness.h"
 #include "piso/eval.h"
+#include "piso/gguf.h"
 #include "piso/mixed.h"
 #include "piso/model.h"
 #include "piso/schema.h"
@@ -192,6 +193,66 @@ static void usage_errors(void) {
     }
 }
 
+/* GGUF: the blk.* linear weights of the written file, recounted from its tensor table (bytes as
+ * stored), average at most the target and carry the types the JSON reports; out-of-range targets
+ * name the bound computed here from the shapes (rows of 64: Q4_0 = 4.5 bits; 172: F16, as no
+ * 32-block divides them). */
+static void run_gguf(const char *model, const char *calib) {
+    char out[256], cmd[2048], *text = NULL;
+    snprintf(out, sizeof out, "/tmp/piso_test_mixed_%d.gguf", (int)getpid());
+    const double target = 8.0;
+    snprintf(cmd, sizeof cmd,
+             "%s quantize --model %s --calib %s --ctx 128 --chunks 4 --sensitivity-windows 2 --types Q4_0,Q5_0,Q8_0,Q4_K "
+             "--target-bpw %g --out %s --json --quiet",
+             PISO_BIN, model, calib, target, out);
+    int rc = test_run(cmd, &text);
+    cJSON *j = cJSON_Parse(text ? text : "");
+    free(text);
+    CHECK(rc == 0 && j, "gguf mixed run: rc %d", rc);
+    struct piso_gguf g;
+    if (rc == 0 && j && piso_gguf_open(&g, out) == 0) {
+        const cJSON *layers = cJSON_GetObjectItem(j, "layers"), *L;
+        double bits = 0, weights = 0, bits_lo = 0, bits_hi = 0;
+        int n = 0;
+        cJSON_ArrayForEach(L, layers) {
+            const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(L, "name"));
+            const struct piso_gguf_tensor *t = name ? piso_gguf_find_tensor(&g, name) : NULL;
+            CHECK(t != NULL, "tensor %s not in the file", name ? name : "?");
+            if (!t) continue;
+            const char *stored = cJSON_GetStringValue(cJSON_GetObjectItem(L, "stored"));
+            CHECK(stored && !strcmp(stored, piso_ggml_traits(t->type)->name), "%s: stored %s, file %s", name,
+                  stored ? stored : "?", piso_ggml_traits(t->type)->name);
+            const double numel = (double)t->ne[0] * (double)t->ne[1];
+            CHECK((double)t->nbytes * 8 == num(L, "bits"), "%s: %zu bytes, %g bits reported", name, t->nbytes, num(L, "bits"));
+            bits += (double)t->nbytes * 8, weights += numel, n++;
+            bits_lo += numel * (t->ne[0] % 32 ? 16 : 4.5), bits_hi += numel * (t->ne[0] % 32 ? 16 : 8.5);
+        }
+        CHECK(n == 35, "%d linear weights in the JSON", n);
+        CHECK(bits / weights <= target, "GGUF: %.6f bits per weight in the file > %g", bits / weights, target);
+        piso_gguf_close(&g);
+        char num_lo[32], num_hi[32];
+        snprintf(num_lo, sizeof num_lo, "%.4f", bits_lo / weights), snprintf(num_hi, sizeof num_hi, "%.4f", bits_hi / weights);
+        const struct {
+            double target;
+            const char *bound, *words;
+        } bad[2] = {{6.5, num_lo, "below the smallest"}, {10.5, num_hi, "above the largest"}};
+        for (int b = 0; b < 2; b++) {
+            char *err = NULL, bad_out[300];
+            snprintf(bad_out, sizeof bad_out, "%s.bad.gguf", out);
+            snprintf(cmd, sizeof cmd,
+                     "%s quantize --model %s --calib %s --types Q4_0,Q5_0,Q8_0 --target-bpw %g --out %s 2>&1 >/dev/null",
+                     PISO_BIN, model, calib, bad[b].target, bad_out);
+            rc = test_run(cmd, &err);
+            CHECK(rc == 1 && err && strstr(err, bad[b].words) && strstr(err, bad[b].bound), "GGUF target %g: rc %d, '%s' (want %s)",
+                  bad[b].target, rc, err ? err : "", bad[b].bound);
+            CHECK(access(bad_out, F_OK) != 0, "%s written after an error", bad_out);
+            free(err);
+        }
+    }
+    cJSON_Delete(j);
+    unlink(out);
+}
+
 int main(void) {
     piso_set_quiet(1);
     usage_errors();
@@ -199,5 +260,6 @@ int main(void) {
     const char *evaltext = test_data("data/tinystories/tinystories_sample.cs336.txt");
     run_model(test_data("models/stories260K/stories260K.bin"), calib, evaltext, "llama2c");
     run_model(test_data("models/stories260K-hf"), calib, evaltext, "hf");
+    run_gguf(test_data("models/stories260K/stories260K.bin"), calib);
     return test_finish();
 }
