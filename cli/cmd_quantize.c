@@ -69,6 +69,10 @@ static const struct cli_option hf_options[] = {
 
 static const char *const mixed_baselines[] = {"optimal", "uniform", "kl-greedy", NULL};
 static const char *const mixed_sensitivities[] = {"kl", "output", NULL};
+#define OPTION_MIXED_SENSITIVITY                                                                             \
+    {"--sensitivity", NULL, CLI_CHOICE, ARG(sensitivity),                                                    \
+     .help = "predicted loss (default kl): output error scaled to KL by a\none-layer probe, or the plain output error", \
+     .choices = mixed_sensitivities}
 
 static const struct cli_option mixed_options[] = {
     {"--target-bits", NULL, CLI_DOUBLE, ARG(target_bits), .arg = "B",
@@ -81,9 +85,7 @@ static const struct cli_option mixed_options[] = {
      .help = "which assignment to write (default optimal): the optimum, the best\nuniform candidate, or the KL-greedy layer selection "
              "(all three\nare reported)",
      .choices = mixed_baselines},
-    {"--sensitivity", NULL, CLI_CHOICE, ARG(sensitivity),
-     .help = "predicted loss (default kl): output error scaled to KL by a\none-layer probe, or the plain output error",
-     .choices = mixed_sensitivities},
+    OPTION_MIXED_SENSITIVITY,
     {"--sensitivity-windows", NULL, CLI_INT, ARG(sensitivity_windows), .arg = "N",
      .help = "calibration windows of the one-layer KL probes; 0: min(8, --nsamples)", .imin = 0, .imax = 1 << 20},
     {"--evaluate-baselines", NULL, CLI_FLAG, ARG(evaluate_baselines),
@@ -108,9 +110,7 @@ static const struct cli_option gguf_options[] = {
     {"--baseline", NULL, CLI_CHOICE, ARG(baseline),
      .help = "which assignment to write (default optimal); llamacpp: the best\nllama-quantize mixture that fits",
      .choices = gguf_baselines},
-    {"--sensitivity", NULL, CLI_CHOICE, ARG(sensitivity),
-     .help = "predicted loss (default kl): output error scaled to KL by a\none-layer probe, or the plain output error",
-     .choices = mixed_sensitivities},
+    OPTION_MIXED_SENSITIVITY,
     {"--sensitivity-windows", NULL, CLI_INT, ARG(sensitivity_windows), .arg = "N",
      .help = "--calib chunks of the one-layer KL probes; 0: 8", .imin = 0, .imax = 1 << 20},
     {"--type", NULL, CLI_STRING, ARG(type), .arg = "T",

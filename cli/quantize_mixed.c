@@ -121,26 +121,31 @@ static void pick_probe(struct cli_mixed *x) {
     }
 }
 
-int cli_mixed_prepare(const struct cli_quantize_args *a, const struct piso_ec_opts *base, const struct piso_model *m,
-                      struct cli_mixed *x) {
+/* Resets x for a target and splits the comma-separated candidate list into x->spec / x->n_cand. */
+static int begin_candidates(struct cli_mixed *x, double target, const char *list, const char *opt) {
     memset(x, 0, sizeof *x);
-    x->target = a->target_bits, x->kld_after = -1, x->spearman = NAN;
+    x->target = target, x->kld_after = -1, x->spearman = NAN;
+    for (int k = 0; k < CLI_MIXED_N; k++) x->eval_kl[k] = x->eval_ppl[k] = -1;
     int n = 1;
-    for (const char *p = a->formats; *p; p++) n += *p == ',';
-    x->cand = calloc((size_t)n, sizeof *x->cand);
-    x->spec = calloc((size_t)n, sizeof *x->spec);
-    if (!x->cand || !x->spec) return piso_errorf("out of memory");
-    for (const char *p = a->formats; *p;) {
+    for (const char *p = list; *p; p++) n += *p == ',';
+    if (n > 255) return piso_errorf("%s: %d candidates (at most 255)", opt, n);
+    if (!(x->spec = calloc((size_t)n, sizeof *x->spec))) return piso_errorf("out of memory");
+    for (const char *p = list; *p;) {
         size_t len = strcspn(p, ",");
         if (len == 0 || len >= sizeof x->spec[0])
-            return piso_errorf("--formats '%s': an empty or too long candidate (a comma-separated list such as int2,int3g32,int4)",
-                               a->formats);
-        memcpy(x->spec[x->n_cand], p, len);
-        if (parse_candidate(x->spec[x->n_cand], a->narrow, base, a->interleave, &x->cand[x->n_cand])) return -1;
-        x->n_cand++;
+            return piso_errorf("%s '%s': an empty or too long candidate (a comma-separated list)", opt, list);
+        memcpy(x->spec[x->n_cand++], p, len);
         p += len + (p[len] == ',');
     }
-    if (x->n_cand > 255) return piso_errorf("--formats: %d candidates (at most 255)", x->n_cand);
+    return 0;
+}
+
+int cli_mixed_prepare(const struct cli_quantize_args *a, const struct piso_ec_opts *base, const struct piso_model *m,
+                      struct cli_mixed *x) {
+    if (begin_candidates(x, a->target_bits, a->formats, "--formats")) return -1;
+    if (!(x->cand = calloc((size_t)x->n_cand, sizeof *x->cand))) return piso_errorf("out of memory");
+    for (int c = 0; c < x->n_cand; c++)
+        if (parse_candidate(x->spec[c], a->narrow, base, a->interleave, &x->cand[c])) return -1;
     x->n_lin = m->cfg.n_layers * PISO_LIN_COUNT;
     x->bits = calloc((size_t)x->n_lin * x->n_cand, sizeof *x->bits);
     if (!x->bits) return piso_errorf("out of memory");
@@ -177,6 +182,15 @@ static int single_layer_kl(struct piso_model *mq, const struct piso_model *mf, i
 
 static void layer_name(int i, char *buf, size_t n) {
     piso_linear_hf_name(i / PISO_LIN_COUNT, (enum piso_linear)(i % PISO_LIN_COUNT), buf, n);
+}
+
+/* err, cost [n_lin, n_cand], sens [n_lin] and the optimal/uniform/KL-greedy choices; -1 when out of memory. */
+static int alloc_tables(struct cli_mixed *x) {
+    const size_t nn = (size_t)x->n_lin * (size_t)x->n_cand;
+    x->err = calloc(nn, sizeof *x->err), x->cost = calloc(nn, sizeof *x->cost);
+    x->sens = calloc((size_t)x->n_lin, sizeof *x->sens);
+    for (int k = 0; k < CLI_MIXED_LLAMACPP; k++) x->choice[k] = malloc(sizeof(int) * (size_t)x->n_lin);
+    return x->err && x->cost && x->sens && x->choice[0] && x->choice[1] && x->choice[2] ? 0 : -1;
 }
 
 /* cost = sens / err[probe] · err ("kl", the default), or the plain output error ("output"). */
@@ -228,11 +242,8 @@ int cli_mixed_run(const struct cli_quantize_args *a, struct piso_model *mq, cons
     memset(&kr, 0, sizeof kr), memset(&ke, 0, sizeof ke);
     struct piso_pipeline_result costs;
     memset(&costs, 0, sizeof costs);
-    x->err = calloc((size_t)nn, sizeof *x->err), x->cost = calloc((size_t)nn, sizeof *x->cost);
-    x->sens = calloc((size_t)n, sizeof *x->sens);
     x->layer_ec = calloc((size_t)n, sizeof *x->layer_ec);
-    for (int k = 0; k < CLI_MIXED_LLAMACPP; k++) x->choice[k] = malloc(sizeof(int) * (size_t)n);
-    if (!keep || !x->err || !x->cost || !x->sens || !x->layer_ec || !x->choice[0] || !x->choice[1] || !x->choice[2]) {
+    if (alloc_tables(x) || !keep || !x->layer_ec) {
         piso_errorf("out of memory for the mixed-precision tables");
         goto done;
     }
@@ -466,27 +477,11 @@ static void gguf_mixtures(const struct piso_model *m, struct cli_mixed *x) {
 }
 
 int cli_gguf_mixed_prepare(const struct cli_quantize_args *a, const struct piso_model *m, struct cli_mixed *x) {
-    memset(x, 0, sizeof *x);
-    x->target = a->target_bpw, x->kld_after = -1, x->spearman = NAN;
-    for (int k = 0; k < CLI_MIXED_N; k++) x->eval_kl[k] = x->eval_ppl[k] = -1;
-    int n = 1;
-    for (const char *p = a->types; *p; p++) n += *p == ',';
-    x->types = calloc((size_t)n, sizeof *x->types);
-    x->spec = calloc((size_t)n, sizeof *x->spec);
-    if (!x->types || !x->spec) return piso_errorf("out of memory");
-    for (const char *p = a->types; *p;) {
-        size_t len = strcspn(p, ",");
-        if (len == 0 || len >= sizeof x->spec[0])
-            return piso_errorf("--types '%s': an empty or too long type (a comma-separated list such as Q3_K,Q4_K,Q6_K)",
-                               a->types);
-        memcpy(x->spec[x->n_cand], p, len);
-        int t;
-        if (piso_ggml_type_from_name(x->spec[x->n_cand], &t) || !piso_ggml_traits(t)->from_float)
-            return piso_errorf("--types: unknown or unsupported type '%s'", x->spec[x->n_cand]);
-        x->types[x->n_cand++] = t;
-        p += len + (p[len] == ',');
-    }
-    if (x->n_cand > 255) return piso_errorf("--types: %d candidates (at most 255)", x->n_cand);
+    if (begin_candidates(x, a->target_bpw, a->types, "--types")) return -1;
+    if (!(x->types = calloc((size_t)x->n_cand, sizeof *x->types))) return piso_errorf("out of memory");
+    for (int c = 0; c < x->n_cand; c++)
+        if (piso_ggml_type_from_name(x->spec[c], &x->types[c]) || !piso_ggml_traits(x->types[c])->from_float)
+            return piso_errorf("--types: unknown or unsupported type '%s'", x->spec[c]);
     const struct piso_config *cfg = &m->cfg;
     const int nl = x->n_lin = cfg->n_layers * PISO_LIN_COUNT, nc = x->n_cand;
     const int64_t nn = (int64_t)nl * nc;
@@ -507,17 +502,13 @@ int cli_gguf_mixed(const struct cli_quantize_args *a, const struct piso_model *m
                    struct piso_gguf_export_opts *o, struct cli_mixed *x) {
     const struct piso_config *cfg = &m->cfg;
     const int nl = x->n_lin, nc = x->n_cand;
-    const int64_t nn = (int64_t)nl * nc;
     int rc = -1, ctx = (int)a->ctx, nwin = n_ids / ctx, *win = NULL;
     struct piso_model *mq = NULL;
     float **keep = calloc((size_t)nl, sizeof *keep), *deq = NULL;
     struct piso_kl_ref kr;
     memset(&kr, 0, sizeof kr);
-    x->err = calloc((size_t)nn, sizeof *x->err), x->cost = calloc((size_t)nn, sizeof *x->cost);
-    x->sens = calloc((size_t)nl, sizeof *x->sens);
     x->linear_types = calloc((size_t)nl, sizeof *x->linear_types);
-    for (int k = 0; k < CLI_MIXED_LLAMACPP; k++) x->choice[k] = malloc(sizeof(int) * (size_t)nl);
-    if (!keep || !x->err || !x->cost || !x->sens || !x->linear_types || !x->choice[0] || !x->choice[1] || !x->choice[2]) {
+    if (alloc_tables(x) || !keep || !x->linear_types) {
         piso_errorf("out of memory for the mixed-precision tables");
         goto done;
     }
