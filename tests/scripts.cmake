@@ -10,3 +10,9 @@ endif()
 if(TEST test_gguf_mixtures)
   set_tests_properties(test_gguf_mixtures PROPERTIES LABELS slow)
 endif()
+# Mixed precision through the CLI: three whole-model runs (costs of every candidate, one-layer KL
+# probes, the final pass) on stories260K: ~20 s in Release on the shared VM; slow for the ASan pass
+# (test_mixed, the knapsack against brute force, stays in it).
+if(TEST test_mixed_cli)
+  set_tests_properties(test_mixed_cli PROPERTIES LABELS slow)
+endif()
