@@ -26,6 +26,7 @@ struct cli_mixed {
     double *sens;           /* [n_lin] KL(float ‖ only this layer at the lightest candidate), calibration windows */
     double *cost;           /* [n_lin, n_cand] predicted loss: sens / err[ref] · err (KL nats), or err */
     double *measured;       /* [n_lin, n_cand] --sensitivity-check: KL of each single-layer change on --eval; or NULL */
+    int plain_error;        /* --sensitivity output: cost = err */
     double spearman;        /* rank correlation of cost and measured */
     int *choice[CLI_MIXED_N]; /* [n_lin] each assignment, NULL when it does not exist (uniform) */
     int applied;            /* the assignment written (--baseline) */

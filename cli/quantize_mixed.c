@@ -196,6 +196,7 @@ static int alloc_tables(struct cli_mixed *x) {
 /* cost = sens / err[probe] · err ("kl", the default), or the plain output error ("output"). */
 static void set_costs(struct cli_mixed *x, const char *sensitivity) {
     const int by_kl = !sensitivity || !strcmp(sensitivity, "kl");
+    x->plain_error = !by_kl;
     for (int i = 0; i < x->n_lin; i++) {
         const double *e = x->err + (int64_t)i * x->n_cand, f = e[x->ref] > 0 ? x->sens[i] / e[x->ref] : 0;
         for (int c = 0; c < x->n_cand; c++) x->cost[(int64_t)i * x->n_cand + c] = by_kl ? f * e[c] : e[c];
@@ -345,8 +346,9 @@ void cli_mixed_json(struct piso_json *w, const struct cli_mixed *x) {
     piso_json_int(w, "sensitivity_windows", x->probe_windows);
     piso_json_string(w, "bits_counted", "codes (grid bits) + one scale per row and group (FP32; MX/NVFP4: 8) + NVFP4 tensor scale (FP32)");
     piso_json_string(w, "predicted_loss",
-                     "sum over layers of KL(float || layer alone at the probe) * e(layer, format) / e(layer, probe), "
-                     "e = sum_rows (w - w_hat)^T H (w - w_hat) on float inputs");
+                     x->plain_error ? "sum over layers of e(layer, format) = sum_rows (w - w_hat)^T H (w - w_hat) on float inputs"
+                                    : "sum over layers of KL(float || layer alone at the probe) * e(layer, format) / e(layer, probe), "
+                                      "e = sum_rows (w - w_hat)^T H (w - w_hat) on float inputs");
     piso_json_object_begin(w, "assignments");
     for (int k = 0; k < CLI_MIXED_N; k++)
         if (x->choice[k]) assignment_json(w, x, k);
