@@ -58,7 +58,8 @@ PY
 fi
 
 # C. GGUF: --target-bpw at the size of llama-quantize's Q3_K_M and Q4_K_M (bits per weight of the
-# blk.* linear weights as the file stores them), KLD to the F32 export measured by llama.cpp.
+# blk.* linear weights as the file stores them, rounded up at the 9th decimal, so that piso's
+# budget is exactly that many bits), KLD to the F32 export measured by llama.cpp.
 if [ "$PART" != hf ]; then
 TOK=$S/models/stories260K/tok512.bin
 LQ=${LLAMA_QUANTIZE_BIN:-build/llama_quantize}
@@ -67,7 +68,7 @@ $P tokenize --tokenizer "$TOK" --file "$EVAL" --bos --json --quiet > "$OUT/eval.
 [ -s "$OUT/F32.gguf" ] || $P quantize --model "$MODEL" --tokenizer "$TOK" --out "$OUT/F32.gguf" --type F32 --quiet
 linear_bpw() { # bits per weight of the blk.* linear weights of a GGUF file, from its tensor table
     python3 - "$1" <<'PY'
-import struct, sys
+import math, struct, sys
 f = open(sys.argv[1], "rb").read()
 SIZES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 10: (256, 84),
          11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210)}
@@ -91,7 +92,8 @@ for _ in range(nt):
     if name.startswith("blk.") and name.split(".")[2] in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
         blk, bs = SIZES[t]
         bits += ne[0] // blk * bs * ne[1] * 8; n += ne[0] * ne[1]
-print("%.6f" % (bits / n))
+# rounded up at the 9th decimal: piso's budget floor(B * n) is then exactly this file's bits
+print("%.9f" % (math.ceil(bits / n * 1e9) / 1e9))
 PY
 }
 llamacpp_eval() { # "PPL KLD same-top" from llama.cpp, against the F32 export
