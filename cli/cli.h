@@ -13,6 +13,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_quantize(int argc, char **argv); /* whole model: HF directory or GGUF output */
 int cmd_imatrix(int argc, char **argv);  /* llama.cpp-compatible importance matrix */
+int cmd_transform(int argc, char **argv); /* rotations / permutations of a float model */
 
 struct piso_model;
 struct piso_tokenizer;

@@ -1,5 +1,6 @@
 /* piso generate --model PATH --prompt STR [-n 64] [--tokenizer PATH] [--json] [--quiet]
  * Greedy decoding (argmax each step, KV cache), to see a model work. */
+#include "act_quant.h"
 #include "cli.h"
 #include "piso/json_out.h"
 #include "piso/model.h"
@@ -11,6 +12,8 @@ struct generate_args {
     struct cli_common common;
     const char *model, *tokenizer, *prompt;
     int64_t n_new;
+    const char *act_format, *kv_format;
+    int64_t act_group;
 };
 
 static const struct cli_option generate_options[] = {
@@ -20,6 +23,7 @@ static const struct cli_option generate_options[] = {
     {"-n", NULL, CLI_INT, offsetof(struct generate_args, n_new), .arg = "N", .help = "new tokens at most", .def = "64",
      .imin = 0, .imax = 1000000},
     CLI_OPTION_TOKENIZER(struct generate_args),
+    CLI_OPTIONS_ACT_QUANT(struct generate_args),
     {0},
 };
 
@@ -36,8 +40,14 @@ int cmd_generate(int argc, char **argv) {
     struct generate_args a = {0};
     int prc = cli_parse(&generate_command, CLI_ALL_SECTIONS, argc, argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
+    prc = cli_act_quant_check("generate", a.act_format, a.act_group, a.kv_format);
+    if (prc) return prc;
     struct piso_model *m;
     if (piso_model_load(a.model, a.tokenizer, &m) != 0) return cli_fail("generate", piso_last_error());
+    if (cli_act_quant_apply(m, a.act_format, a.act_group, a.kv_format) != 0) {
+        piso_model_free(m);
+        return cli_fail("generate", piso_last_error());
+    }
     if (!m->tok) {
         piso_model_free(m);
         return cli_fail("generate", "the model has no tokenizer (pass --tokenizer)");

@@ -1,5 +1,7 @@
 /* piso quantize — whole-model quantization. GGUF output (--type, or --out *.gguf) is written by
  * cli_quantize_gguf (llama.cpp block formats); everything else writes a Hugging Face directory. */
+#include "accum.h"
+#include "act_quant.h"
 #include "cli.h"
 #include "quantize.h"
 #include "mixed.h"
@@ -7,7 +9,10 @@
 #include "piso/json_out.h"
 #include "piso/pipeline.h"
 #include "rounders.h"
+#include "smooth_opts.h"
+#include "transform_opts.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +26,7 @@ static const struct cli_option common_options[] = {
     {"--out", NULL, CLI_STRING, ARG(out), .arg = "PATH",
      .help = "the output: a directory, or FILE.gguf for GGUF output", .required = 1},
     {"--calib", NULL, CLI_STRING, ARG(calib), .arg = "FILE", .help = "calibration text"},
+    CLI_OPTIONS_TRANSFORM(struct cli_quantize_args),
     {0},
 };
 
@@ -64,6 +70,12 @@ static const struct cli_option hf_options[] = {
     {"--eval", NULL, CLI_STRING, ARG(eval), .arg = "TEXT", .help = "a text file: perplexity before and after"},
     {"--ctx", NULL, CLI_INT, ARG(ctx), .arg = "N", .help = "--eval chunk length; 0: min(512, the model's context)",
      .imin = 0, .imax = 1 << 20},
+    CLI_OPTIONS_ACT_QUANT(struct cli_quantize_args),
+    {"--calib-act-quant", NULL, CLI_FLAG, ARG(calib_act_quant),
+     .help = "calibrate on the quantized model running with --act-format/--kv-format\n"
+             "(X~ includes each layer's own input quantization)"},
+    CLI_OPTIONS_ACCUM_LIMITS(struct cli_quantize_args),
+    CLI_OPTIONS_SMOOTH(struct cli_quantize_args),
     {0},
 };
 
@@ -153,10 +165,11 @@ static const struct cli_command quantize_command = {
 
 /* quantization.json: everything needed to interpret the codes (no timings, so that outputs are
  * byte-identical across runs and thread counts). */
-static char *quantization_json(const struct cli_quantize_args *a, const struct piso_pipeline_opts *po,
+static char *quantization_json(const struct cli_quantize_args *a, const struct cli_smooth *sm,
+                               const struct piso_pipeline_opts *po,
                                const struct piso_calib *cal, const struct piso_pipeline_result *res,
                                const struct piso_model *m, double ppl_before, double ppl_after,
-                               const struct cli_mixed *mx) {
+                               const struct piso_accum_report *acc_rep, const struct cli_mixed *mx) {
     struct piso_json w;
     piso_json_begin(&w, PISO_JSON_PRETTY);
     piso_json_string(&w, "quantizer", "piso");
@@ -196,6 +209,14 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_json_number(&w, "text_tokens", cal->n_text_tokens);
         piso_json_object_end(&w);
     }
+    if (piso_act_quant_active(&m->act)) {
+        piso_act_quant_json(&w, &m->act, 1);
+        piso_json_bool(&w, "calib_act_quant", a->calib_act_quant);
+    }
+    if (po->ec.q.acc) cli_accum_json(&w, po->ec.q.acc, (int)a->acc_tile, acc_rep);
+    if (sm->alpha >= 0) cli_smooth_json(&w, sm);
+    if (m->online.down_block || m->online.o_heads || strcmp(a->rotate, "none") || strcmp(a->permute, "none"))
+        piso_json_string(&w, "transform", "transform.json: rotations/permutations applied before calibration");
     piso_json_string(&w, "source", a->model);
     piso_json_string(&w, "weights", "model.safetensors holds the dequantized weights (scale * code)");
     piso_json_string(&w, "tensors", "quantization.safetensors");
@@ -232,7 +253,6 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct p
         piso_json_object_end(&w);
     }
     piso_json_object_end(&w);
-    (void)m;
     return piso_json_finish(&w);
 }
 
@@ -250,9 +270,14 @@ static int ends_with(const char *s, const char *suffix) {
 int cmd_quantize(int argc, char **argv) {
     /* --type, or an output named *.gguf, asks for a GGUF file; otherwise a Hugging Face directory */
     int gguf = cli_peek(argc, argv, "--type") || ends_with(cli_peek(argc, argv, "--out"), ".gguf");
-    struct cli_quantize_args a = {.damp = -1, .alpha = -1};
-    int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF | SECTION_MIXED), argc, argv, &a.common);
+    struct cli_quantize_args a = {.damp = -1, .alpha = -1, .smooth = -1, .smooth_quantile = NAN};
+    int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF | SECTION_MIXED), argc,
+                        argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
+    struct piso_transform_opts to;
+    int trc = cli_transform_opts("quantize", a.rotate, a.rotate_block, a.permute, a.no_online, a.seed, a.calib != NULL,
+                                 gguf, &to);
+    if (trc) return trc;
     if (gguf) return cli_quantize_gguf(&a);
     int mrc;
     struct cli_mixed mixed_state, *mx = cli_mixed_wanted(&a, &mrc) ? &mixed_state : NULL;
@@ -293,13 +318,31 @@ int cmd_quantize(int argc, char **argv) {
     if (!a.calib && !data_free)
         return cli_usage_error("quantize", "option --calib: required for --rounding %s with --scale %s", a.rounding,
                                a.scale);
+    urc = cli_act_quant_check("quantize", a.act_format, a.act_group, a.kv_format);
+    if (urc) return urc;
+    if (a.calib_act_quant && !a.act_format && !a.kv_format)
+        return cli_usage_error("quantize", "option --calib-act-quant: needs --act-format or --kv-format");
+    if (!a.acc_bits && (a.acc_tile || a.no_soft_threshold))
+        return cli_usage_error("quantize", "option %s: only with --accumulator-bits",
+                               a.acc_tile ? "--accumulator-tile" : "--no-soft-threshold");
+    if (a.acc_bits && !a.act_format)
+        return cli_usage_error("quantize", "option --accumulator-bits: needs integer activations (--act-format int8, "
+                                           "int4, int8-asym, ...)");
+    struct piso_accum acc;
+    struct piso_accum_report acc_rep;
+    memset(&acc_rep, 0, sizeof acc_rep);
+    struct cli_smooth sm = {a.smooth, a.smooth_quantile, a.smooth_sketch_error, a.smooth_stats};
+    urc = cli_smooth_check("quantize", &sm, a.calib != NULL);
+    if (urc) return urc;
 
     struct piso_model *mq = NULL, *mf = NULL;
     struct piso_calib cal;
     memset(&cal, 0, sizeof cal);
     struct piso_pipeline_result res;
     memset(&res, 0, sizeof res);
-    char *eval_text = NULL, *qjson = NULL, *tokjson = NULL, *srcdir = NULL;
+    char *eval_text = NULL, *qjson = NULL, *tokjson = NULL, *srcdir = NULL, *tjson = NULL;
+    struct piso_transform_plan plan;
+    memset(&plan, 0, sizeof plan);
     size_t eval_len = 0;
     int rc = 1;
     double ppl_before = -1, ppl_after = -1, t0 = piso_time();
@@ -319,11 +362,41 @@ int cmd_quantize(int argc, char **argv) {
         piso_calib_load(mq->tok, a.calib, (int)a.nsamples, (int)a.seqlen, mq->cfg.max_seq_len, (uint64_t)a.seed, &cal))
         goto fail;
     if (piso_model_load(a.model, a.tokenizer, &mf) || piso_model_make_writable(mq)) goto fail;
+    /* the float model runs unquantized (X); the quantized one with the activation formats, during
+     * calibration only with --calib-act-quant */
+    mf->act = (struct piso_act_quant){0};
+    mq->act = (struct piso_act_quant){0};
+    struct piso_act_quant aq;
+    if (piso_act_quant_init(&aq, &mq->cfg, a.act_format, (int)a.act_group, a.kv_format)) goto fail;
+    if (a.calib_act_quant) mq->act = aq;
+    if (a.acc_bits) { /* before any long work: the input range, and every layer's width */
+        if (cli_accum_from_act(a.acc_bits, a.acc_tile, a.no_soft_threshold, &aq.act, &mq->cfg, (int)a.group,
+                               &po.ec.q.grid, &acc))
+            goto fail;
+        po.ec.q.acc = &acc;
+    }
+    struct piso_model *both[2] = {mf, mq};
+    if (sm.alpha >= 0 && cli_smooth_models(&sm, &cal, mf, both, 2)) goto fail; /* before any rotation */
     int ctx = a.ctx > 0 ? (int)a.ctx : 0; /* 0: the evaluator's default, min(512, model context) */
     if (eval_text) {
         ppl_before = eval_ppl(mf, eval_text, eval_len, ctx);
         if (ppl_before < 0) goto fail;
         piso_log("perplexity before: %.4f\n", ppl_before);
+    }
+    if (cli_transform_wanted(&to)) { /* the same transform on both copies, before calibration */
+        if (piso_transform_model(mf, &to, cal.tokens, cal.nsamples, cal.seqlen, &plan) ||
+            piso_transform_apply_plan(mq, &plan))
+            goto fail;
+        tjson = piso_transform_json(mq, &plan);
+        if (!tjson) goto fail;
+        piso_log("transform: rotate %s, permute %s%s\n", a.rotate, a.permute,
+                 mq->online.down_block || mq->online.o_heads ? ", online rotations on" : "");
+    } else if (mq->online.down_block || mq->online.o_heads) {
+        /* a source written by piso transform: its online rotations stay with the quantized model */
+        char *src = piso_path_join(a.model, "transform.json");
+        int bad = !src || piso_read_file_max(src, &tjson, NULL, 1 << 20);
+        free(src);
+        if (bad) goto fail;
     }
     if (a.calib) {
         piso_log("calibration: %d windows of %d tokens from %s (%d tokens)\n", cal.nsamples, cal.seqlen, a.calib,
@@ -339,12 +412,23 @@ int cmd_quantize(int argc, char **argv) {
         cal.tokens[0] = v && v->bos_id >= 0 ? v->bos_id : 0;
         if (piso_quantize_model(mq, mf, &cal, &po, &res)) goto fail;
     }
+    mq->act = aq;
+    if (po.ec.q.acc) { /* the checker: every row and tile of every layer, before anything is written */
+        cli_accum_check_result(&res, &acc, (int)a.group, &po.ec.q.grid, &acc_rep);
+        piso_log("accumulator: worst case %lld of %lld (P = %d): %s\n", (long long)acc_rep.worst,
+                 (long long)acc_rep.limit, acc.bits, acc_rep.violations ? "OVERFLOW" : "ok");
+        if (acc_rep.violations) {
+            piso_errorf("accumulator check failed: %lld (row, tile) pairs exceed %lld", (long long)acc_rep.violations,
+                        (long long)acc_rep.limit);
+            goto fail;
+        }
+    }
     if (eval_text) {
         ppl_after = eval_ppl(mq, eval_text, eval_len, ctx);
         if (ppl_after < 0) goto fail;
         piso_log("perplexity after: %.4f\n", ppl_after);
     }
-    qjson = quantization_json(&a, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after, mx);
+    qjson = quantization_json(&a, &sm, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after, &acc_rep, mx);
     /* tokenizer.json: the given one, or the HF source's, else generated */
     if (a.tokenizer) {
         size_t n = strlen(a.tokenizer);
@@ -357,7 +441,7 @@ int cmd_quantize(int argc, char **argv) {
         srcdir = strdup(a.model);
     }
     if (tokjson && !piso_file_exists(tokjson)) free(tokjson), tokjson = NULL;
-    struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res};
+    struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res, tjson};
     if (piso_hf_export(mq, a.out, &eo)) goto fail;
     double secs = piso_time() - t0;
     piso_log("wrote %s (%.1fs)\n", a.out, secs);
@@ -374,8 +458,19 @@ int cmd_quantize(int argc, char **argv) {
         piso_json_string(&w, "objective", piso_objective_name(po.objective));
         piso_json_bool(&w, "act_order", po.ec.act_order);
         cli_rounders_json(&w, po.rounding, &po.ec, po.alpha_sample);
+        if (piso_act_quant_active(&mq->act)) {
+            piso_act_quant_json(&w, &mq->act, 0);
+            piso_json_bool(&w, "calib_act_quant", a.calib_act_quant);
+        }
+        if (po.ec.q.acc) cli_accum_json(&w, &acc, (int)a.acc_tile, &acc_rep);
         /* without --calib (data-free RTN) the per-layer errors are measured on a single BOS token */
         piso_json_bool(&w, "calibrated", a.calib != NULL);
+        if (cli_transform_wanted(&to)) {
+            piso_json_string(&w, "rotate", a.rotate);
+            if (a.rotate_block) piso_json_number(&w, "rotate_block", (double)a.rotate_block);
+            piso_json_string(&w, "permute", a.permute);
+            piso_json_bool(&w, "online_rotations", mq->online.down_block || mq->online.o_heads);
+        }
         piso_json_number(&w, "nsamples", a.calib ? cal.nsamples : 0);
         piso_json_number(&w, "seqlen", a.calib ? cal.seqlen : 0);
         if (ppl_before > 0) {
@@ -413,6 +508,7 @@ fail:
     if (mx) cli_mixed_free(mx);
     piso_calib_free(&cal);
     piso_model_free(mq), piso_model_free(mf);
-    free(eval_text), free(qjson), free(tokjson), free(srcdir);
+    free(eval_text), free(qjson), free(tokjson), free(srcdir), free(tjson);
+    piso_transform_plan_free(&plan);
     return rc;
 }

@@ -11,6 +11,7 @@
 #include "piso/tokenizer.h"
 #include "quantize.h"
 #include "mixed.h"
+#include "transform_opts.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -63,8 +64,17 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
     tk = cli_model_tokenizer(m);
     if (!tk && (a->tokenizer || a->calib)) goto done;
     if (a->imatrix && piso_imatrix_load(a->imatrix, &im)) goto done;
+    if (a->calib && cli_tokenize_file(tk, a->calib, &ids, &n)) goto done;
+    /* rotations / permutations (checked by cmd_quantize: fused only) before any statistics; the
+     * permutations are calibrated on the text in windows of --ctx tokens */
+    struct piso_transform_opts to;
+    if (cli_transform_opts("quantize", a->rotate, a->rotate_block, a->permute, 1, a->seed, a->calib != NULL, 1, &to))
+        goto done;
+    if (cli_transform_wanted(&to)) {
+        int len = n < (int)a->ctx ? n : (int)a->ctx, nwin = len > 0 ? n / len : 0;
+        if (piso_transform_model(m, &to, ids, nwin, len, NULL)) goto done;
+    }
     if (a->calib) {
-        if (cli_tokenize_file(tk, a->calib, &ids, &n)) goto done;
         int bos = piso_tokenizer_vocab(tk)->bos_id;
         if (piso_imatrix_compute(m, ids, n, (int)a->ctx, (int)a->chunks, bos, a->calib, &im)) goto done;
         if (o.scale == PISO_GGUF_SCALE_PISO &&

@@ -16,6 +16,7 @@ static const struct {
     {"tokenize", cmd_tokenize, "tokenize text with a model's tokenizer"},
     {"generate", cmd_generate, "greedy generation from a prompt"},
     {"imatrix", cmd_imatrix, "compute a llama.cpp importance matrix"},
+    {"transform", cmd_transform, "rotate / permute a float model (Hadamard, MassDiff), no quantization"},
 };
 
 static void usage(FILE *out) {

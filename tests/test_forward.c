@@ -77,6 +77,18 @@ static void ref_rope(const struct piso_model *m, float *v, int pos) {
     }
 }
 
+/* Activation quantization in the reference (ref_act_quant = 1): symmetric int8 with one scale per
+ * token on every linear input, per token and KV head on the keys and values, written here from the
+ * definition (s = max|x| / 127, x/s rounded half to even). The runtime gets the same formats. */
+static int ref_act_quant;
+static void ref_int8(float *x, int d) {
+    if (!ref_act_quant) return;
+    float amax = 0;
+    for (int i = 0; i < d; i++) amax = fmaxf(amax, fabsf(x[i]));
+    float s = amax / 127.0f;
+    for (int i = 0; i < d; i++) x[i] = s > 0 ? s * nearbyintf(x[i] / s) : 0.0f;
+}
+
 /* logits [n, V]; taps (if non-NULL) [L][n, in] for attn_in, o_in, ffn_in, down_in */
 static void ref_forward(const struct piso_model *m, const int *tok, int n, float *logits, float **tap_attn,
                         float **tap_o, float **tap_ffn, float **tap_down) {
@@ -92,6 +104,7 @@ static void ref_forward(const struct piso_model *m, const int *tok, int n, float
             const struct piso_layer_weights *w = &m->layers[l];
             float *k = kc + ((size_t)l * n + pos) * Hkv, *v = vc + ((size_t)l * n + pos) * Hkv;
             ref_rmsnorm(x, w->attn_norm, xb, D, c->norm_eps);
+            ref_int8(xb, D);
             if (tap_attn) memcpy(tap_attn[l] + (size_t)pos * D, xb, D * 4);
             ref_matvec(w->wq, xb, q, Hq, D);
             ref_matvec(w->wk, xb, k, Hkv, D);
@@ -105,6 +118,8 @@ static void ref_forward(const struct piso_model *m, const int *tok, int n, float
             for (int h = 0; h < c->n_kv_heads; h++) {
                 if (w->k_norm) ref_rmsnorm(k + h * hd, w->k_norm, k + h * hd, hd, c->norm_eps);
                 ref_rope(m, k + h * hd, pos);
+                ref_int8(k + h * hd, hd);
+                ref_int8(v + h * hd, hd);
             }
             for (int h = 0; h < c->n_heads; h++) {
                 int kvh = h / (c->n_heads / c->n_kv_heads);
@@ -123,14 +138,17 @@ static void ref_forward(const struct piso_model *m, const int *tok, int n, float
                     att[h * hd + i] = (float)o;
                 }
             }
+            ref_int8(att, Hq);
             if (tap_o) memcpy(tap_o[l] + (size_t)pos * Hq, att, Hq * 4);
             ref_matvec(w->wo, att, tmp, D, Hq);
             for (int i = 0; i < D; i++) x[i] += tmp[i];
             ref_rmsnorm(x, w->ffn_norm, xb, D, c->norm_eps);
+            ref_int8(xb, D);
             if (tap_ffn) memcpy(tap_ffn[l] + (size_t)pos * D, xb, D * 4);
             ref_matvec(w->w_gate, xb, h1, F, D);
             ref_matvec(w->w_up, xb, h3, F, D);
             for (int i = 0; i < F; i++) h1[i] = (float)(h1[i] / (1 + exp(-h1[i])) * h3[i]);
+            ref_int8(h1, F);
             if (tap_down) memcpy(tap_down[l] + (size_t)pos * F, h1, F * 4);
             ref_matvec(w->w_down, h1, tmp, D, F);
             for (int i = 0; i < D; i++) x[i] += tmp[i];
@@ -169,6 +187,7 @@ static void run_case(const struct tiny_case *tc) {
         CHECK(0, "%s: alloc: %s", tc->name, piso_last_error());
         return;
     }
+    if (ref_act_quant) CHECK(piso_act_quant_init(&m->act, &c, "int8", 0, "int8") == 0, "act: %s", piso_last_error());
     int D = c.dim, F = c.hidden_dim, hd = c.head_dim, Hq = c.n_heads * hd, Hkv = c.n_kv_heads * hd, V = c.vocab_size;
     fill(m->tok_embd, (size_t)V * D, 0.5f, 0);
     if (!tc->tied) fill(m->output, (size_t)V * D, 0.3f, 0);
@@ -238,6 +257,10 @@ static void test_reference(void) {
         {"everything", 24, 36, 6, 2, 8, 1, 1, 1, 1, 0, PISO_ROPE_HALF},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+    /* the same with int8 activations and KV cache (the reference quantizes where the runtime does) */
+    ref_act_quant = 1;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) run_case(&cases[i]);
+    ref_act_quant = 0;
 }
 
 /* ---- stories260K ---------------------------------------------------------------------------- */

@@ -6,6 +6,7 @@
 #ifndef PISO_MODEL_H
 #define PISO_MODEL_H
 
+#include "piso/act_quant.h"
 #include "piso/common.h"
 #include "piso/tokenizer.h"
 
@@ -49,6 +50,14 @@ struct piso_layer_weights {
 
 struct piso_model_storage; /* loader-private: mappings and owned buffers */
 
+/* Rotations the runtime applies to linear inputs because they cannot be merged into the weights
+ * (see piso/transform.h; the weights hold the matching rotation). 0 = none. */
+struct piso_online_rotations {
+    int down_block;             /* w_down input [F]: normalized Hadamard on blocks of down_block (F: full) */
+    int o_heads;                /* wo input [Hq]: normalized Hadamard of size n_heads across the heads
+                                   (H_nh ⊗ I_hd), set to n_heads when on */
+};
+
 struct piso_model {
     struct piso_config cfg;
     float *tok_embd;            /* [vocab, D] */
@@ -58,8 +67,15 @@ struct piso_model {
     float *rope_freq_factors;   /* [head_dim/2] or NULL: GGUF rope_freqs.weight, divides each
                                    RoPE frequency (how llama.cpp stores Llama-3 scaling) */
     struct piso_tokenizer *tok; /* may be NULL when the model carries none */
+    struct piso_online_rotations online; /* run by the forward pass; recorded in transform.json */
     char *path;
     struct piso_model_storage *storage;
+    /* Activation quantization the forward pass applies (zeroed: none). Set by
+     * piso_act_quant_init, or read from an output directory's quantization.json by the loader. */
+    struct piso_act_quant act;
+    /* A simulated integer matmul with a narrow accumulator for the linear layers of the blocks
+     * (piso/accum_sim.h; NULL: the float path). Not owned. */
+    struct piso_accum_sim *accum_sim;
 };
 
 /* path: an HF directory, a llama2.c .bin (tokenizer.bin/tok512.bin beside it is picked up) or a
@@ -70,6 +86,9 @@ void piso_model_free(struct piso_model *m);
  * Weights are copy-on-write mappings or owned buffers, so writing never touches the files.
  * Tied models keep output == tok_embd: writing one writes the other. */
 int piso_model_make_writable(struct piso_model *m);
+/* Gives the output head its own copy of the embeddings (tied models; no-op otherwise) and marks
+ * the config untied, so that the two can be transformed differently. */
+int piso_model_untie(struct piso_model *m);
 /* A model with every weight allocated (zeroed, owned) for cfg: norms, biases (has_qkv_bias),
  * q/k norms (has_qk_norm); output aliases tok_embd when tied_embeddings. For tests, benchmarks
  * and converters. The config is validated (clear error on impossible shapes). */
@@ -81,7 +100,8 @@ int piso_config_validate(const struct piso_config *cfg, const char *what);
 /* ---- forward pass ---------------------------------------------------------------------------
  * Batched causal prefill over one window of n tokens at positions 0..n-1 (no KV cache reuse). */
 
-/* Inputs of the linear layers of one block, captured when non-NULL (each [n, in_features]). */
+/* Inputs of the linear layers of one block, captured when non-NULL (each [n, in_features]), as the
+ * linear layers see them: after the model's activation quantization (m->act). */
 struct piso_block_taps {
     float *attn_in;   /* [n, D]  input of wq, wk, wv (after attn_norm) */
     float *o_in;      /* [n, Hq] input of wo (attention output) */

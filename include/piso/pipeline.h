@@ -98,6 +98,7 @@ struct piso_hf_export_opts {
     const char *source_dir;          /* HF source directory (tokenizer_config/generation_config), or NULL */
     const char *quantization_json;   /* text of quantization.json, or NULL */
     const struct piso_pipeline_result *res; /* scales and codes for quantization.safetensors, or NULL */
+    const char *transform_json;      /* text of transform.json (rotations; piso/transform.h), or NULL */
 };
 /* Writes dir atomically (built in a temporary sibling, then renamed; an existing model directory
  * is replaced only after the new one is complete): config.json, model.safetensors (model dtype,

@@ -11,6 +11,8 @@
 
 #define PISO_GRID_MAX 256
 
+struct piso_accum;
+
 /* A sorted set of representable values containing 0 (unscaled alphabet). */
 struct piso_grid {
     char name[16];       /* "int4", "int4n" (narrow), "e2m1", "e4m3", ... */
@@ -110,6 +112,9 @@ struct piso_quant_opts {
     int group;               /* 0 = one scale per output channel, else group size along D */
     enum piso_scale_method method;
     int allow_negative;      /* default 1: try negative scales on asymmetric grids */
+    /* accumulator limits (piso/accum.h; NULL: none): the PiSO methods sweep only the scales whose
+     * codes satisfy them, the others round with the AXE step (soft threshold, clamp) */
+    const struct piso_accum *acc;
 };
 
 struct piso_layer_result {

@@ -1,5 +1,6 @@
 /* The block-by-block calibration pipeline (see piso/pipeline.h). */
 #include "piso/linalg.h"
+#include "piso/accum.h"
 #include "piso/pipeline.h"
 
 #include <math.h>
@@ -113,11 +114,13 @@ static int uses_alpha(enum piso_rounding r) {
 
 /* Quantizes W (float weights [N, D]) with options eo on the statistics H, G, F into r. */
 static int solve_linear(int64_t N, int64_t D, const float *Wf, const float *H, const float *G, const float *F,
-                        const struct piso_pipeline_opts *o, const struct piso_ec_opts *eo, struct piso_layer_result *r) {
+                        const struct piso_pipeline_opts *o, const struct piso_ec_opts *eo, const char *name,
+                        struct piso_layer_result *r) {
     const float *Ho = o->objective == PISO_OBJ_X_X ? F : H;
     const float *Go = o->objective == PISO_OBJ_X_XQ ? G : NULL;
     memset(r, 0, sizeof *r);
     int rc, was_quiet = piso_is_quiet();
+    if (eo->q.acc && piso_accum_validate(eo->q.acc, D, eo->q.group, &eo->q.grid, name, NULL)) return -1;
     piso_set_quiet(1); /* one progress line per layer is ours; the solvers' per-row lines are noise here */
     if (o->rounding == PISO_ROUND_RTN) {
         struct piso_layer_problem lp = {N, D, Wf, Ho, Go};
@@ -143,7 +146,7 @@ static int cost_linear(const struct piso_model *mf, int layer, enum piso_linear 
         struct piso_ec_opts eo = o->cost_ec[c];
         if (o->alpha_sample && uses_alpha(o->rounding)) eo.alpha = piso_alpha_sample(o->alpha_seed, layer, k);
         struct piso_layer_result r;
-        if (solve_linear(N, D, Wf, F, F, F, o, &eo, &r))
+        if (solve_linear(N, D, Wf, F, F, F, o, &eo, rep->name, &r))
             return piso_error_context("quantizing %s [%lld, %lld] as candidate %s", rep->name, (long long)N,
                                       (long long)D, eo.q.grid.name);
         double e = piso_layer_objective(N, D, Wf, r.dequant, F, NULL, NULL);
@@ -172,13 +175,14 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     struct piso_ec_opts eo = o->layer_ec ? o->layer_ec[(int64_t)layer * PISO_LIN_COUNT + k] : o->ec;
     if (o->alpha_sample && uses_alpha(o->rounding)) eo.alpha = piso_alpha_sample(o->alpha_seed, layer, k);
     rep->alpha = uses_alpha(o->rounding) ? eo.alpha : 0;
-    int rc = solve_linear(N, D, Wf, H, G, F, o, &eo, &r), was_quiet = piso_is_quiet();
     piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);
+    int rc = solve_linear(N, D, Wf, H, G, F, o, &eo, rep->name, &r), was_quiet = piso_is_quiet();
     if (rc) return piso_error_context("quantizing %s [%lld, %lld]", rep->name, (long long)N, (long long)D);
     rep->seconds = piso_time() - t0;
     /* report: true reconstruction error against the float model's outputs, and absmax RTN's */
     struct piso_quant_opts ao = eo.q;
     ao.method = PISO_SCALE_ABSMAX;
+    ao.acc = NULL; /* the baseline is plain absmax RTN */
     struct piso_layer_problem lpa = {N, D, Wf, H, NULL};
     piso_set_quiet(1);
     int rca = piso_rtn_layer(&lpa, &ao, &ra);

@@ -325,6 +325,11 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     const double t0 = piso_time();
     const struct piso_arch_info *arch = piso_arch_for_gguf(c);
     if (check_arch(arch, c, path)) return -1;
+    if (m->online.down_block || m->online.o_heads)
+        return piso_errorf("GGUF export to %s: the model carries online rotations (%s%s%s), which llama.cpp cannot run; "
+                           "GGUF accepts fused rotations only",
+                           path, m->online.down_block ? "down_proj input" : "",
+                           m->online.down_block && m->online.o_heads ? ", " : "", m->online.o_heads ? "o_proj input" : "");
     const struct piso_ggml_traits *tr = piso_ggml_traits(o->type);
     if (!tr || !tr->to_float || !tr->from_float)
         return piso_errorf("GGUF export: type %s is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, MXFP4, NVFP4)",

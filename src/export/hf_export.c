@@ -467,6 +467,7 @@ static int fill_dir(const struct piso_model *m, const char *tmp, const struct pi
         if (write_text(tmp, "tokenizer_config.json", buf)) return -1;
     }
     if (o->quantization_json && write_text(tmp, "quantization.json", o->quantization_json)) return -1;
+    if (o->transform_json && write_text(tmp, "transform.json", o->transform_json)) return -1;
     if (o->res && write_quant_tensors(m, o->res, tmp)) return -1;
     return 0;
 }

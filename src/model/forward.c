@@ -5,8 +5,10 @@
  * single-threaded and the same for any thread count, so results do not depend on it. Norm
  * statistics and softmax sums accumulate in double. Generation reuses the same block code with a
  * KV cache (block_forward_at). */
+#include "piso/accum_sim.h"
 #include "piso/linalg.h"
 #include "piso/model.h"
+#include "piso/transform.h"
 
 #include <math.h>
 #include <omp.h>
@@ -17,6 +19,17 @@
  * thread count, and a small product (generation, tiny M) runs serially without a parallel region. */
 static void linear(const float *X, const float *W, float *Y, int n, int in, int out, float beta) {
     piso_la_sgemm(0, 1, n, out, in, 1.0f, X, in, W, in, beta, Y, out);
+}
+
+/* A linear layer k of block `layer`: the float product, or the simulated integer matmul with a
+ * narrow accumulator when the model carries one (piso/accum_sim.h). */
+static void block_linear(const struct piso_model *m, int layer, enum piso_linear k, const float *X, const float *W,
+                         float *Y, int n, int in, int out, float beta) {
+    struct piso_accum_sim *s = m->accum_sim;
+    if (s && layer < s->n_layers && s->lin[layer * PISO_LIN_COUNT + k].codes)
+        piso_accum_sim_linear(s, &s->lin[layer * PISO_LIN_COUNT + k], &m->act.act, X, Y, n, beta);
+    else
+        linear(X, W, Y, n, in, out, beta);
 }
 
 /* Below this many multiply-adds (or elements, for the cheap loops) a parallel region costs more
@@ -134,6 +147,26 @@ static int attention(const struct piso_config *c, const float *q, const float *k
     return failed ? piso_errorf("attention: out of memory for a %d x %d score matrix", n, T) : 0;
 }
 
+/* Each row of x [n, n_heads·hd] ← (Q_nh ⊗ I_hd)·row: a normalized Hadamard across the heads. */
+static int online_rotate_heads(float *x, int n, int n_heads, int hd) {
+    int failed = 0;
+#pragma omp parallel for schedule(static) reduction(| : failed) if ((size_t)n * n_heads * hd > PAR_MIN_ELEMS)
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < hd; j++) failed |= piso_hadamard_apply(x + (size_t)i * n_heads * hd + j, n_heads, hd) != 0;
+    return failed ? piso_error_context("o_proj input rotation") : 0;
+}
+
+/* The input x [n, d] of a linear layer as the runtime feeds it: quantized in place by the model's
+ * activation format (m->act). An online rotation of this input goes before this call. */
+static void quantize_linear_input(const struct piso_model *m, float *x, int n, int d) {
+    piso_act_quantize_rows(&m->act.act, x, n, d);
+}
+
+/* New keys or values [n, Hkv] as the KV cache stores them (m->act.kv). */
+static void quantize_kv_rows(const struct piso_model *m, float *kv, int n, int Hkv) {
+    piso_act_quantize_rows(&m->act.kv, kv, n, Hkv);
+}
+
 void piso_embed(const struct piso_model *m, const int *tokens, int n, float *x) {
     int D = m->cfg.dim;
     for (int i = 0; i < n; i++) memcpy(x + (size_t)i * D, m->tok_embd + (size_t)tokens[i] * D, (size_t)D * sizeof *x);
@@ -165,10 +198,11 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
 
     /* attention */
     rmsnorm_rows(x, w->attn_norm, xn, n, D, c->norm_eps);
+    quantize_linear_input(m, xn, n, D);
     if (taps && taps->attn_in) memcpy(taps->attn_in, xn, N * D * sizeof *xn);
-    linear(xn, w->wq, q, n, D, Hq, 0.0f);
-    linear(xn, w->wk, k, n, D, Hkv, 0.0f);
-    linear(xn, w->wv, v, n, D, Hkv, 0.0f);
+    block_linear(m, layer, PISO_LIN_Q, xn, w->wq, q, n, D, Hq, 0.0f);
+    block_linear(m, layer, PISO_LIN_K, xn, w->wk, k, n, D, Hkv, 0.0f);
+    block_linear(m, layer, PISO_LIN_V, xn, w->wv, v, n, D, Hkv, 0.0f);
     add_bias(q, w->bq, n, Hq);
     add_bias(k, w->bk, n, Hkv);
     add_bias(v, w->bv, n, Hkv);
@@ -177,24 +211,35 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
     rope_inv_freq(m, inv);
     rope_apply(q, n, pos0, c->n_heads, hd, c->rope_style, inv);
     rope_apply(k, n, pos0, c->n_kv_heads, hd, c->rope_style, inv);
+    quantize_kv_rows(m, k, n, Hkv);
+    quantize_kv_rows(m, v, n, Hkv);
     int rc = attention(c, q, kc, vc, att, n, pos0);
+    if (rc == 0 && m->online.o_heads) /* online rotation of o_proj's input across the heads */
+        rc = online_rotate_heads(att, n, c->n_heads, hd);
     if (rc == 0) {
+        quantize_linear_input(m, att, n, Hq);
         if (taps && taps->o_in) memcpy(taps->o_in, att, N * Hq * sizeof *att);
-        linear(att, w->wo, x, n, Hq, D, 1.0f); /* residual: x += att · wo^T */
+        block_linear(m, layer, PISO_LIN_O, att, w->wo, x, n, Hq, D, 1.0f); /* residual: x += att · wo^T */
 
         /* SwiGLU feed-forward */
         rmsnorm_rows(x, w->ffn_norm, xn, n, D, c->norm_eps);
+        quantize_linear_input(m, xn, n, D);
         if (taps && taps->ffn_in) memcpy(taps->ffn_in, xn, N * D * sizeof *xn);
-        linear(xn, w->w_gate, g, n, D, F, 0.0f);
-        linear(xn, w->w_up, u, n, D, F, 0.0f);
+        block_linear(m, layer, PISO_LIN_GATE, xn, w->w_gate, g, n, D, F, 0.0f);
+        block_linear(m, layer, PISO_LIN_UP, xn, w->w_up, u, n, D, F, 0.0f);
 #pragma omp parallel for schedule(static) if ((size_t)n * F > PAR_MIN_ELEMS)
         for (int i = 0; i < n; i++) /* by rows: the same code runs on a row for any thread count */
             for (int j = 0; j < F; j++) {
                 size_t e = (size_t)i * F + j;
                 g[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
             }
+        if (m->online.down_block) /* online rotation of down_proj's input */
+            rc = piso_rotate_rows(g, n, F, F, m->online.down_block, "down_proj input rotation");
+    }
+    if (rc == 0) {
+        quantize_linear_input(m, g, n, F);
         if (taps && taps->down_in) memcpy(taps->down_in, g, N * F * sizeof *g);
-        linear(g, w->w_down, x, n, F, D, 1.0f);
+        block_linear(m, layer, PISO_LIN_DOWN, g, w->w_down, x, n, F, D, 1.0f);
     }
     free(buf);
     free(inv);

@@ -1,6 +1,7 @@
 /* Model lifetime: format detection, config validation, in-memory allocation, freeing. */
 #include "model/model_internal.h"
 #include "piso/schema.h"
+#include "piso/transform.h"
 
 #include <stdlib.h>
 #include <dirent.h>
@@ -109,6 +110,17 @@ int piso_model_make_writable(struct piso_model *m) {
     return 0;
 }
 
+int piso_model_untie(struct piso_model *m) {
+    if (!m->cfg.tied_embeddings && m->output != m->tok_embd) return 0;
+    size_t n = (size_t)m->cfg.vocab_size * m->cfg.dim;
+    float *out = piso_model_own(m, n);
+    if (!out) return piso_errorf("%s: out of memory untying the output head", m->path);
+    memcpy(out, m->tok_embd, n * sizeof *out);
+    m->output = out;
+    m->cfg.tied_embeddings = 0;
+    return 0;
+}
+
 /* Loads the tokenizer for a llama2.c checkpoint: tok<vocab>.bin beside it (tok512.bin for
  * stories260K), else tokenizer.bin / tokenizer.json beside it. */
 static int llama2c_tokenizer(struct piso_model *m, struct piso_tokenizer **out) {
@@ -205,6 +217,16 @@ static char *llama2c_in_dir(const char *dir) {
     return found;
 }
 
+/* A piso output directory records the activation quantization its model was quantized for
+ * (quantization.json "activations"); the runtime applies it again. */
+static int recorded_act_quant(struct piso_model *m) {
+    if (m->cfg.source != PISO_SRC_HF) return 0;
+    char *p = piso_path_join(m->path, "quantization.json");
+    int rc = p && piso_file_exists(p) ? piso_act_quant_load_json(p, &m->cfg, &m->act) : 0;
+    free(p);
+    return rc;
+}
+
 int piso_model_load(const char *path, const char *tokenizer_path, struct piso_model **out) {
     *out = NULL;
     int rc;
@@ -232,7 +254,9 @@ int piso_model_load(const char *path, const char *tokenizer_path, struct piso_mo
         }
     }
     if (rc != 0) return -1;
-    if (check_finite(*out) != 0 || attach_tokenizer(*out, tokenizer_path) != 0) {
+    /* an HF directory written by a transform may carry online rotations (transform.json) */
+    if (check_finite(*out) != 0 || attach_tokenizer(*out, tokenizer_path) != 0 || recorded_act_quant(*out) != 0 ||
+        ((*out)->cfg.source == PISO_SRC_HF && piso_online_load(*out, path) != 0)) {
         piso_model_free(*out);
         *out = NULL;
         return -1;

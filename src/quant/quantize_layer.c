@@ -2,6 +2,7 @@
  * round-to-nearest. Rows are independent and run in parallel (OpenMP, dynamic schedule); every
  * sum is taken in a fixed order inside one row, and the fp64 GEMMs (G·w for all rows, the row
  * objectives) split rows, not sums, across threads, so the result does not depend on them. */
+#include "piso/accum.h"
 #include "piso/linalg.h"
 #include "piso/quant.h"
 #include "quant/quant_internal.h"
@@ -40,27 +41,49 @@ static float group_scale(const struct layer_ctx *c, int64_t row, int64_t j0, con
     const float *Gm = p->G ? p->G : p->H;
     const float *Hgg = p->H + j0 * D + j0;
     const double *ufull = c->U ? c->U + row * D : NULL; /* G·w */
+    const struct piso_accum *acc = o->acc; /* PiSO: feasible scales only (tiles: i / tile in the vector) */
     switch (o->method) {
     case PISO_SCALE_ABSMAX: return piso_scale_absmax(wg, (int)gs, g);
     case PISO_SCALE_MSE_GRID: return piso_scale_mse_grid(wg, (int)gs, g);
-    case PISO_SCALE_PISO_DATAFREE: return piso_solve_scale_diag(wg, (int)gs, NULL, NULL, g, o->allow_negative, NULL);
+    case PISO_SCALE_PISO_DATAFREE:
+        return piso_solve_scale_diag_accum(wg, (int)gs, NULL, NULL, g, o->allow_negative, NULL, acc, NULL, 0);
     case PISO_SCALE_PISO_DIAG:
         /* diagonal model of both matrices: u_i = G_ii·w_i (§2.3) */
         for (int64_t i = 0; i < gs; i++) ug[i] = (double)Gm[(j0 + i) * D + j0 + i] * wg[i];
-        return piso_solve_scale_diag(wg, (int)gs, c->hdiag + j0, ug, g, o->allow_negative, NULL);
+        return piso_solve_scale_diag_accum(wg, (int)gs, c->hdiag + j0, ug, g, o->allow_negative, NULL, acc, NULL, 0);
     case PISO_SCALE_PISO_SEQ:
         if (c->ng > 1) {
             /* §2.8: target seen by group g = (G·w)_g − H_{g,¬g}·v_{¬g} = (G·w)_g − (H·v)_g + H_gg·v_g */
             for (int64_t i = 0; i < gs; i++)
                 ug[i] = ufull[j0 + i] - (Hv[j0 + i] - piso_dot_fd(Hgg + i * D, v + j0, gs));
-            return piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
+            return piso_solve_scale_dense_accum(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL, acc, NULL, 0);
         }
         /* channel-wise piso-seq is piso */
         __attribute__((fallthrough));
     default: /* PISO_SCALE_PISO */
         if (c->ng == 1) memcpy(ug, ufull, sizeof(double) * (size_t)D);
         else matvec_d(Gm + j0 * D + j0, D, wg, gs, gs, ug); /* independent: u_g = G_gg·w_g */
-        return piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
+        return piso_solve_scale_dense_accum(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL, acc, NULL, 0);
+    }
+}
+
+/* RTN under accumulator limits: the PiSO scales already satisfy them (the codes are only clamped,
+ * which then changes nothing); absmax and mse-grid scales go through the AXE step per tile (soft
+ * threshold unless disabled, clamp to the tile's code limits), columns in order. */
+static void axe_round_group(const struct layer_ctx *c, const float *wg, float s, float *dq, int16_t *codes) {
+    const struct piso_accum *a = c->o->acc;
+    enum piso_scale_method m = c->o->method;
+    int64_t gs = c->gs, T = a->tile > 0 && a->tile < gs ? a->tile : gs;
+    int thresholded = !a->no_threshold && (m == PISO_SCALE_ABSMAX || m == PISO_SCALE_MSE_GRID);
+    double radius = piso_accum_l1_radius(a);
+    for (int64_t t0 = 0; t0 < gs; t0 += T) {
+        int64_t p = 0, n = 0, len = t0 + T <= gs ? T : gs - t0;
+        double theta = thresholded ? piso_axe_theta(wg + t0, NULL, (int)len, s, radius) : 0;
+        for (int64_t i = t0; i < t0 + len; i++) {
+            int q = piso_axe_code(a, &c->o->grid, &p, &n, theta, wg[i] / s);
+            codes[i] = (int16_t)q;
+            dq[i] = s * (float)q;
+        }
     }
 }
 
@@ -104,7 +127,8 @@ static int quantize_block(const struct layer_ctx *c, int64_t r0, int64_t r1, str
             float *dq = r->dequant + row * D + j0;
             int16_t *codes = r->codes + row * D + j0;
             r->scales[row * c->ng + gi] = s;
-            for (int64_t i = 0; i < gs; i++) {
+            if (c->o->acc) axe_round_group(c, wg, s, dq, codes);
+            for (int64_t i = 0; !c->o->acc && i < gs; i++) {
                 int idx;
                 float qv = piso_grid_round(g, wg[i] / s, &idx);
                 dq[i] = s * qv;
@@ -225,6 +249,7 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     if (opts->group < 0 || D % gs != 0)
         return piso_errorf("quantize layer: group size %d does not divide D = %lld", opts->group,
                            (long long)D);
+    if (opts->acc && piso_accum_validate(opts->acc, D, opts->group, &opts->grid, "(RTN)", NULL)) return -1;
     struct layer_ctx c = {.p = p, .o = opts, .gs = gs, .ng = D / gs};
     c.hdiag = malloc(sizeof(float) * (size_t)D);
     c.order = malloc(sizeof(int64_t) * (size_t)c.ng);
