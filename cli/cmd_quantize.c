@@ -4,6 +4,7 @@
 #include "act_quant.h"
 #include "cli.h"
 #include "quantize.h"
+#include "mixed.h"
 #include "piso/eval.h"
 #include "piso/json_out.h"
 #include "piso/pipeline.h"
@@ -15,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { SECTION_COMMON = 1u << 0, SECTION_HF = 1u << 1, SECTION_GGUF = 1u << 2 };
+enum { SECTION_COMMON = 1u << 0, SECTION_HF = 1u << 1, SECTION_GGUF = 1u << 2, SECTION_MIXED = 1u << 3 };
 
 #define ARG(field) offsetof(struct cli_quantize_args, field)
 
@@ -38,7 +39,7 @@ static const char *const hf_out_formats[] = {"hf", "gptq", "compressed-tensors",
 static const struct cli_option hf_options[] = {
     {"--format", NULL, CLI_STRING, ARG(format), .arg = "FMT",
      .help = "int2..int8, fp4_e2m1, e2m1, e2m3, e3m2, e4m3, e5m2; hardware blocks with\nrepresentable scales: mxfp4, mxfp6_e2m3, mxfp6_e3m2, mxfp8_e4m3,\nmxfp8_e5m2, mxint8 (32, power of two), nvfp4 (16, UE4M3 x tensor scale)",
-     .required = 1},
+     .required = 0 /* or --formats: checked in cmd_quantize */},
     {"--narrow", NULL, CLI_FLAG, ARG(narrow), .help = "symmetric integer range (int4: -7..7)"},
     {"--asym", NULL, CLI_FLAG, ARG(asym),
      .help = "zero points: w = s*(c - z), c in 0..2^b-1, one integer z per scale\n(integer formats; rtn, gptq, qronos; piso scales: exact over (s, z))"},
@@ -84,10 +85,52 @@ static const struct cli_option hf_options[] = {
     {0},
 };
 
+static const char *const mixed_baselines[] = {"optimal", "uniform", "kl-greedy", NULL};
+static const char *const mixed_sensitivities[] = {"kl", "output", NULL};
+#define OPTION_MIXED_SENSITIVITY                                                                             \
+    {"--sensitivity", NULL, CLI_CHOICE, ARG(sensitivity),                                                    \
+     .help = "predicted loss (default kl): output error scaled to KL by a\none-layer probe, or the plain output error", \
+     .choices = mixed_sensitivities}
+
+static const struct cli_option mixed_options[] = {
+    {"--target-bits", NULL, CLI_DOUBLE, ARG(target_bits), .arg = "B",
+     .help = "mixed precision: one format per linear layer from --formats, average\n"
+             "bits per weight (codes + scales) <= B, least predicted loss (exact)",
+     .dmin = 0.01, .dmax = 64},
+    {"--formats", NULL, CLI_STRING, ARG(formats), .arg = "F1,F2,...",
+     .help = "the candidates, e.g. int2,int3,int4,int8,int3g32,mxfp4,nvfp4\n(a group as gN after the format)"},
+    {"--baseline", NULL, CLI_CHOICE, ARG(baseline),
+     .help = "which assignment to write (default optimal): the optimum, the best\nuniform candidate, or the KL-greedy layer selection "
+             "(all three\nare reported)",
+     .choices = mixed_baselines},
+    OPTION_MIXED_SENSITIVITY,
+    {"--sensitivity-windows", NULL, CLI_INT, ARG(sensitivity_windows), .arg = "N",
+     .help = "calibration windows of the one-layer KL probes; 0: min(8, --nsamples)", .imin = 0, .imax = 1 << 20},
+    {"--evaluate-baselines", NULL, CLI_FLAG, ARG(evaluate_baselines),
+     .help = "with --eval: also quantize with the other assignments and report\ntheir perplexity and KL divergence (only the applied one is written)"},
+    {"--sensitivity-check", NULL, CLI_FLAG, ARG(sensitivity_check),
+     .help = "measure the KL of every single-layer change on --eval and report it\nbeside the prediction"},
+    {0},
+};
+
 static const char *const gguf_scales[] = {"piso", "llamacpp-ref", NULL};
 static const char *const gguf_weightings[] = {"raw", "blend", NULL};
 
+static const char *const gguf_baselines[] = {"optimal", "uniform", "kl-greedy", "llamacpp", NULL};
+
 static const struct cli_option gguf_options[] = {
+    {"--target-bpw", NULL, CLI_DOUBLE, ARG(target_bpw), .arg = "B",
+     .help = "mixed precision: one type per linear weight from --types, average\n"
+             "bits per weight of the blk.* linear weights (as stored) <= B, least\npredicted loss (exact); needs --calib",
+     .dmin = 0.01, .dmax = 64},
+    {"--types", NULL, CLI_STRING, ARG(types), .arg = "T1,T2,...",
+     .help = "the candidate types, e.g. Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q5_0"},
+    {"--baseline", NULL, CLI_CHOICE, ARG(baseline),
+     .help = "which assignment to write (default optimal); llamacpp: the best\nllama-quantize mixture that fits",
+     .choices = gguf_baselines},
+    OPTION_MIXED_SENSITIVITY,
+    {"--sensitivity-windows", NULL, CLI_INT, ARG(sensitivity_windows), .arg = "N",
+     .help = "--calib chunks of the one-layer KL probes; 0: 8", .imin = 0, .imax = 1 << 20},
     {"--type", NULL, CLI_STRING, ARG(type), .arg = "T",
      .help = "ggml type of the weights: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1\nQ2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL MXFP4 NVFP4; or a llama-quantize\nmixture: Q3_K_S Q3_K_M Q4_K_M Q5_K_M (and Q2_K with --mix)", .def = "Q8_0"},
     {"--mix", NULL, CLI_FLAG, ARG(mix),
@@ -113,6 +156,7 @@ static const struct cli_section quantize_sections[] = {
     {NULL, NULL, common_options},
     {"Hugging Face output", "the default", hf_options},
     {"GGUF output", "with --type T or --out FILE.gguf", gguf_options},
+    {"Mixed precision (Hugging Face output)", "with --target-bits B --formats F1,F2,...", mixed_options},
     {0},
 };
 
@@ -131,19 +175,23 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
                                const struct piso_pipeline_opts *po,
                                const struct piso_calib *cal, const struct piso_pipeline_result *res,
                                const struct piso_model *m, double ppl_before, double ppl_after,
-                               const struct piso_accum_report *acc_rep) {
+                               const struct piso_accum_report *acc_rep, const struct cli_mixed *mx) {
     struct piso_json w;
     piso_json_begin(&w, PISO_JSON_PRETTY);
     piso_json_string(&w, "quantizer", "piso");
-    piso_json_string(&w, "format", po->ec.q.grid.name);
+    piso_json_string(&w, "format", mx ? "mixed" : po->ec.q.grid.name);
     piso_json_bool(&w, "narrow", a->narrow);
     piso_json_bool(&w, "asym", a->asym);
     piso_json_string(&w, "out_format", a->out_format);
-    piso_json_array_begin(&w, "grid");
-    for (int i = 0; i < po->ec.q.grid.n; i++) piso_json_number(&w, NULL, po->ec.q.grid.v[i]);
-    piso_json_array_end(&w);
+    if (!mx) {
+        piso_json_array_begin(&w, "grid");
+        for (int i = 0; i < po->ec.q.grid.n; i++) piso_json_number(&w, NULL, po->ec.q.grid.v[i]);
+        piso_json_array_end(&w);
+    }
     piso_json_string(&w, "codes",
-                     a->asym ? "integer c - z (zero point z in NAME.zeros): weight = scale * code"
+                     mx ? "per layer: integer grid value (weight = scale * code) for int grids, else index into the "
+                          "layer's grid (weight = scale * grid[code])"
+                     : a->asym ? "integer c - z (zero point z in NAME.zeros): weight = scale * code"
                      : po->ec.q.grid.is_int ? "integer grid value: weight = scale * code"
                                             : "index into grid: weight = scale * grid[code]");
     piso_json_number(&w, "group", (double)a->group);
@@ -192,6 +240,7 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
         piso_json_number(&w, "after", ppl_after);
         piso_json_object_end(&w);
     }
+    if (mx) cli_mixed_json(&w, mx);
     piso_json_object_begin(&w, "layers");
     char nm[160];
     for (int i = 0; i < res->n_layers; i++) {
@@ -216,6 +265,7 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
         piso_json_number(&w, "rel_err", r->rel_err);
         piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
         if (cli_rounding_uses_alpha(po->rounding)) piso_json_number(&w, "alpha", r->alpha);
+        cli_mixed_layer_json(&w, mx, r);
         piso_json_object_end(&w);
     }
     piso_json_object_end(&w);
@@ -237,19 +287,29 @@ int cmd_quantize(int argc, char **argv) {
     /* --type, or an output named *.gguf, asks for a GGUF file; otherwise a Hugging Face directory */
     int gguf = cli_peek(argc, argv, "--type") || ends_with(cli_peek(argc, argv, "--out"), ".gguf");
     struct cli_quantize_args a = {.damp = -1, .alpha = -1, .smooth = -1, .smooth_quantile = NAN};
-    int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF), argc, argv, &a.common);
+    int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF | SECTION_MIXED), argc,
+                        argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
     struct piso_transform_opts to;
     int trc = cli_transform_opts("quantize", a.rotate, a.rotate_block, a.permute, a.no_online, a.seed, a.calib != NULL,
                                  gguf, &to);
     if (trc) return trc;
     if (gguf) return cli_quantize_gguf(&a);
+    int mrc;
+    struct cli_mixed mixed_state, *mx = cli_mixed_wanted(&a, &mrc) ? &mixed_state : NULL;
+    if (mrc) return mrc;
+    if (mx && (strcmp(a.out_format, "hf") || a.asym || a.acc_bits))
+        return cli_usage_error("quantize", "option --target-bits: not with %s (per-layer formats are written as an HF "
+                                           "directory with symmetric codes and no accumulator limits)",
+                               a.asym ? "--asym" : a.acc_bits ? "--accumulator-bits" : "--out-format gptq|compressed-tensors");
+    memset(&mixed_state, 0, sizeof mixed_state);
 
     struct piso_pipeline_opts po;
     memset(&po, 0, sizeof po);
     piso_ec_opts_default(&po.ec);
     char msg[512];
-    if (piso_grid_init(&po.ec.q.grid, a.format, a.narrow)) {
+    /* mixed precision: each candidate gets its own grid (cli_mixed_prepare); int8 stands in here */
+    if (piso_grid_init(&po.ec.q.grid, mx ? "int8" : a.format, a.narrow)) {
         snprintf(msg, sizeof msg, "unsupported --format '%s' (%s)", a.format, piso_last_error());
         return cli_fail("quantize", msg);
     }
@@ -332,6 +392,7 @@ int cmd_quantize(int argc, char **argv) {
         piso_errorf("model %s carries no tokenizer (pass --tokenizer)", a.model);
         goto fail;
     }
+    if (mx && cli_mixed_prepare(&a, &po.ec, mq, mx)) goto fail; /* the bit range: before any long work */
     if (a.calib &&
         piso_calib_load(mq->tok, a.calib, (int)a.nsamples, (int)a.seqlen, mq->cfg.max_seq_len, (uint64_t)a.seed, &cal))
         goto fail;
@@ -375,7 +436,9 @@ int cmd_quantize(int argc, char **argv) {
     if (a.calib) {
         piso_log("calibration: %d windows of %d tokens from %s (%d tokens)\n", cal.nsamples, cal.seqlen, a.calib,
                  cal.n_text_tokens);
-        if (piso_quantize_model(mq, mf, &cal, &po, &res)) goto fail;
+        if (mx ? cli_mixed_run(&a, mq, mf, &cal, &po, eval_text, eval_len, mx, &res)
+               : piso_quantize_model(mq, mf, &cal, &po, &res))
+            goto fail;
     } else {
         /* Data-free RTN: the same pipeline with one BOS-only window (statistics unused). */
         cal.nsamples = 1, cal.seqlen = 1;
@@ -410,7 +473,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     if (ckpt != PISO_CKPT_DENSE)
         piso_log("%s: %d of %d linear layers packed\n", a.out_format, n_packed, res.n_layers);
-    qjson = quantization_json(&a, &sm, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after, &acc_rep);
+    qjson = quantization_json(&a, &sm, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after, &acc_rep, mx);
     /* tokenizer.json: the given one, or the HF source's, else generated */
     if (a.tokenizer) {
         size_t n = strlen(a.tokenizer);
@@ -441,7 +504,7 @@ int cmd_quantize(int argc, char **argv) {
         piso_json_begin(&w, PISO_JSON_COMPACT);
         piso_json_string(&w, "model", a.model);
         piso_json_string(&w, "out", a.out);
-        piso_json_string(&w, "format", po.ec.q.grid.name);
+        piso_json_string(&w, "format", mx ? "mixed" : po.ec.q.grid.name);
         piso_json_number(&w, "group", (double)a.group);
         piso_json_bool(&w, "asym", a.asym);
         piso_json_string(&w, "out_format", a.out_format);
@@ -487,16 +550,19 @@ int cmd_quantize(int argc, char **argv) {
             piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
             piso_json_number(&w, "objective", r->objective);
             if (cli_rounding_uses_alpha(po.rounding)) piso_json_number(&w, "alpha", r->alpha);
+            cli_mixed_layer_json(&w, mx, r);
             piso_json_number(&w, "seconds", r->seconds);
             piso_json_object_end(&w);
         }
         piso_json_array_end(&w);
+        if (mx) cli_mixed_json(&w, mx);
         if (piso_json_print(&w, stdout)) goto fail;
     }
     rc = 0;
 fail:
     if (rc) cli_fail("quantize", piso_last_error());
     piso_pipeline_result_free(&res);
+    if (mx) cli_mixed_free(mx);
     piso_calib_free(&cal);
     piso_model_free(mq), piso_model_free(mf);
     free(eval_text), free(qjson), free(tokjson), free(srcdir), free(tjson);

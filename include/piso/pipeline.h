@@ -45,6 +45,20 @@ struct piso_pipeline_opts {
      * instead of using ec.alpha for all */
     int alpha_sample;
     uint64_t alpha_seed;
+    /* Mixed precision (piso/mixed.h). layer_ec [n_blocks · PISO_LIN_COUNT], indexed
+     * block · PISO_LIN_COUNT + linear: each layer's own options (grid, group, interleave) instead
+     * of ec; NULL: ec for every layer. */
+    const struct piso_ec_opts *layer_ec;
+    /* Cost pass (mixed precision): with n_cost > 0 the model is NOT modified, so every layer sees
+     * the float model's inputs (X̃ = X), and each linear is quantized with every cost_ec[c]:
+     * cost[i·n_cost + c] = Σ_rows (w − ŵ)ᵀ H (w − ŵ), H = XᵀX, i = block · PISO_LIN_COUNT + linear.
+     * keep (optional, [n_blocks · PISO_LIN_COUNT · n_cost]) receives ŵ [N, D] (malloc'd, the caller
+     * frees) of the candidates whose bit is set in keep_mask. The reports carry no scales/codes. */
+    int n_cost;
+    const struct piso_ec_opts *cost_ec;
+    double *cost;
+    float **keep;
+    unsigned keep_mask;
 };
 /* The α that alpha_sample gives linear k of block `layer`: U(0, 1) from splitmix64. */
 double piso_alpha_sample(uint64_t seed, int layer, enum piso_linear k);
