@@ -15,6 +15,7 @@ endif()
 # 2-core VM, minutes under load (node-llama-cpp hands out each position's logits through its sampler).
 if(TEST test_llamacpp_evals)
   set_tests_properties(test_llamacpp_evals PROPERTIES LABELS slow TIMEOUT 900)
+endif()
 # Mixed precision through the CLI: three whole-model runs (costs of every candidate, one-layer KL
 # probes, the final pass) on stories260K: ~20 s in Release on the shared VM; slow for the ASan pass
 # (test_mixed, the knapsack against brute force, stays in it).
