@@ -15,10 +15,17 @@ struct cli_quantize_args {
     int64_t group, nsamples, seqlen, seed;
     double damp; /* < 0: the rounding's default */
     int narrow, act_order;
+    int asym;                 /* --asym: zero points */
+    const char *out_format;   /* --out-format hf | gptq | compressed-tensors */
     /* sr / beam / gpfq */
     double alpha; /* < 0: not given */
     int64_t beam, candidates;
     int alpha_sample;
+    /* mixed precision (cli/mixed.h) */
+    const char *formats, *baseline, *sensitivity;
+    double target_bits; /* 0: not given */
+    int sensitivity_check, evaluate_baselines;
+    int64_t sensitivity_windows; /* 0: min(8, calibration windows) */
     /* activation quantization (cli/act_quant.h) */
     const char *act_format, *kv_format;
     int64_t act_group;
@@ -32,6 +39,8 @@ struct cli_quantize_args {
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;
     int mix; /* --mix: llama-quantize's mixture for the type */
+    const char *types; /* --types: mixed-precision candidates (with --target-bpw) */
+    double target_bpw; /* 0: not given */
     int64_t chunks;
     /* transforms (both outputs; cli/transform_opts.h) */
     const char *rotate, *permute;

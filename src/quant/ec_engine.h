@@ -40,6 +40,7 @@ struct piso_ec_work {
     float *Hp;               /* [D, D] permuted undamped H */
     float *Gp;               /* [D, D] permuted G, or == Hp */
     float *S;                /* [N, n_groups] scales in original group order (grid rounder) */
+    int16_t *Z;              /* [N, n_groups] zero points (opts.q.asym), else NULL */
     int16_t *codes;          /* [N, D] permuted (grid rounder) */
     double *row_loss;        /* [N] Σ e² per row */
     float *GmH;              /* [D, D] Gp − Hp (group targets; NULL until needed or when G = H) */
