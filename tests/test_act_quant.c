@@ -198,6 +198,17 @@ static void test_reload(const char *model, const char *evaltext) {
     CHECK(weights_only != after && weights_only > before, "weights only %.8g vs with activations %.8g", weights_only,
           after);
     free(o);
+    /* a damaged record is an error naming the file and the field, not a silent float run */
+    char qj[500];
+    snprintf(qj, sizeof qj, "%s/quantization.json", out);
+    FILE *f = fopen(qj, "w");
+    if (f) fputs("{\"activations\": {\"format\": \"int9\", \"group\": 0}}", f), fclose(f);
+    snprintf(cmd, sizeof cmd, "%s perplexity --model %s --text %s --quiet 2>&1", PISO_BIN, out, evaltext);
+    o = NULL;
+    int rc = test_run(cmd, &o);
+    CHECK(rc == 1 && o && strstr(o, "quantization.json") && strstr(o, "activations") && strstr(o, "int9"),
+          "damaged quantization.json: rc %d, %s", rc, o ? o : "");
+    free(o);
     /* direct: float weights with quantized activations differ from the float model */
     snprintf(cmd, sizeof cmd, "%s perplexity --model %s --text %s --act-format int4 --json --quiet", PISO_BIN, model,
              evaltext);
@@ -217,7 +228,7 @@ static void test_reload(const char *model, const char *evaltext) {
         snprintf(cmd, sizeof cmd, "%s quantize --model %s --format int4 --rounding rtn --scale absmax %s --out %s 2>&1",
                  PISO_BIN, model, cases[k][0], bad);
         o = NULL;
-        int rc = test_run(cmd, &o);
+        rc = test_run(cmd, &o);
         CHECK(rc != 0 && o && strstr(o, cases[k][1]), "%s: rc %d, %s", cases[k][0], rc, o ? o : "");
         CHECK(access(bad, F_OK) != 0, "%s left %s behind", cases[k][0], bad);
         free(o);
