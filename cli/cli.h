@@ -14,6 +14,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_quantize(int argc, char **argv); /* whole model: HF directory or GGUF output */
 int cmd_imatrix(int argc, char **argv);  /* llama.cpp-compatible importance matrix */
 int cmd_transform(int argc, char **argv); /* rotations / permutations of a float model */
+int cmd_eval(int argc, char **argv);     /* zero-shot benchmarks (HellaSwag) */
 
 struct piso_model;
 struct piso_tokenizer;

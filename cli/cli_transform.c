@@ -22,8 +22,6 @@ int cli_transform_opts(const char *cmd, const char *rotate, int64_t block, const
                                (long long)block);
     if (o->permute != PISO_PERMUTE_NONE && o->permute != PISO_PERMUTE_RANDOM && !has_calib)
         return cli_usage_error(cmd, "option --permute %s: calibrated on activations, needs --calib", permute);
-    if (gguf && o->permute != PISO_PERMUTE_NONE)
-        return cli_usage_error(cmd, "option --permute: only for Hugging Face output");
     if (gguf && o->rotate != PISO_ROTATE_NONE && !no_online)
         return cli_usage_error(cmd, "option --rotate: GGUF output accepts fused rotations only; the online rotations "
                                     "of the down_proj and o_proj inputs need piso's runtime (add --no-online)");

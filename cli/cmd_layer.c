@@ -1,4 +1,5 @@
 /* piso layer — solve one layer problem file with a scale method and report/write the result. */
+#include "accum.h"
 #include "cli.h"
 #include "rounders.h"
 #include "piso/json_out.h"
@@ -21,6 +22,8 @@ struct layer_args {
     double alpha; /* < 0: not given */
     int64_t beam, candidates;
     int alpha_sample;
+    int64_t acc_bits, acc_tile, input_bits;
+    int input_signed, no_soft_threshold;
 };
 
 static const char *const layer_roundings[] = {"rtn", "gptq", "qronos", "sr", "beam", "gpfq", NULL};
@@ -66,7 +69,13 @@ static const struct cli_option layer_options[] = {
     {0},
 };
 
-static const struct cli_section layer_sections[] = {{NULL, NULL, layer_options}, {0}};
+static const struct cli_option layer_accum_options[] = {CLI_OPTIONS_ACCUM(struct layer_args), {0}};
+
+static const struct cli_section layer_sections[] = {
+    {NULL, NULL, layer_options},
+    {"Accumulator-aware quantization (AXE)", "with --accumulator-bits", layer_accum_options},
+    {0},
+};
 
 static const struct cli_command layer_command = {
     .name = "layer",
@@ -111,6 +120,9 @@ struct ec_report {
     const struct piso_ec_opts *ec;
     const struct piso_ec_stats *st;
     int alpha_sample;
+    const struct piso_accum *acc; /* NULL without --accumulator-bits */
+    int acc_tile;
+    const struct piso_accum_report *acc_rep;
 };
 
 static int print_json(const struct piso_layer_result *r, const struct piso_quant_opts *o, const char *format,
@@ -139,6 +151,7 @@ static int print_json(const struct piso_layer_result *r, const struct piso_quant
     piso_json_int(&w, "n_groups", r->n_groups);
     piso_json_number(&w, "objective", r->objective);
     piso_json_bool(&w, "constant_dropped", r->constant_dropped);
+    if (er->acc) cli_accum_json(&w, er->acc, er->acc_tile, er->acc_rep);
     piso_json_array_begin(&w, "rows");
     for (int64_t i = 0; i < r->N; i++) {
         piso_json_object_begin(&w, NULL);
@@ -186,6 +199,10 @@ int cmd_layer(int argc, char **argv) {
     int urc = cli_rounders_apply("layer", rounding, a.alpha, a.alpha_sample, a.beam, a.candidates, &ec);
     if (urc) return urc;
     if (a.alpha_sample) ec.alpha = piso_alpha_sample((uint64_t)a.seed, 0, (enum piso_linear)0);
+    struct piso_accum acc;
+    int arc = cli_accum_apply("layer", a.acc_bits, a.acc_tile, a.input_bits, a.input_signed, a.no_soft_threshold, &acc);
+    if (arc) return arc;
+    if (acc.bits) opts.acc = &acc;
 
     if (out && piso_output_check(out, 0) != 0) return cli_fail("layer", piso_last_error()); /* before any work */
     double t0 = piso_time();
@@ -198,6 +215,11 @@ int cmd_layer(int argc, char **argv) {
                  (long long)p.D, problem);
         piso_problem_free(&p); /* after the message: it reads p.D */
         return cli_fail("layer", msg);
+    }
+    int acc_tile = 0;
+    if (opts.acc && piso_accum_validate(&acc, p.D, (int)group, &opts.grid, problem, &acc_tile)) {
+        piso_problem_free(&p);
+        return cli_fail("layer", piso_last_error());
     }
     piso_log("piso layer: %s: N = %lld, D = %lld, %s, %s, group %ld%s\n", problem, (long long)p.N, (long long)p.D,
              opts.grid.name, method, group, p.G ? ", cross term" : "");
@@ -217,10 +239,25 @@ int cmd_layer(int argc, char **argv) {
     }
     double t2 = piso_time();
     int rc = 0;
-    if (out && write_result(out, &r, &opts, format) != 0) rc = cli_fail("layer", piso_last_error());
+    struct piso_accum_report acc_rep;
+    memset(&acc_rep, 0, sizeof acc_rep);
+    if (opts.acc) { /* the checker: every row and tile against 2^(P-1) - 1, before anything is written */
+        piso_accum_check(r.codes, r.N, r.D, acc_tile, &acc, &acc_rep);
+        piso_log("accumulator: worst case %lld of %lld (P = %d, tile %d, inputs [%lld, %lld]): %s\n",
+                 (long long)acc_rep.worst, (long long)acc_rep.limit, acc.bits, acc_tile, (long long)acc.in_min,
+                 (long long)acc.in_max, acc_rep.violations ? "OVERFLOW" : "ok");
+        if (acc_rep.violations) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "accumulator check failed: %lld (row, tile) pairs exceed %lld (row %lld, tile %lld: %lld)",
+                     (long long)acc_rep.violations, (long long)acc_rep.limit, (long long)acc_rep.worst_row,
+                     (long long)acc_rep.worst_tile, (long long)acc_rep.worst);
+            rc = cli_fail("layer", msg);
+        }
+    }
+    if (!rc && out && write_result(out, &r, &opts, format) != 0) rc = cli_fail("layer", piso_last_error());
     if (!rc) {
         if (a.common.json) {
-            struct ec_report er = {rounding, &ec, &st, a.alpha_sample};
+            struct ec_report er = {rounding, &ec, &st, a.alpha_sample, opts.acc, acc_tile, &acc_rep};
             if (print_json(&r, &opts, format, problem, t2 - t1, t1 - t0, &er)) rc = cli_fail("layer", piso_last_error());
         } else {
             printf("objective %.10g%s\n", r.objective, r.constant_dropped ? " (constant dropped)" : "");
@@ -229,6 +266,9 @@ int cmd_layer(int argc, char **argv) {
             else if (cli_rounding_uses_alpha(rounding))
                 printf("%s, alpha %g, lambda %g: cost (w~ - q)^T H_lambda (w~ - q) = %.10g\n", a.rounding, ec.alpha,
                        st.lambda, st.cost);
+            if (opts.acc)
+                printf("accumulator %d bits, tile %d: worst case %lld <= %lld, %lld violations\n", acc.bits, acc_tile,
+                       (long long)acc_rep.worst, (long long)acc_rep.limit, (long long)acc_rep.violations);
             printf("rows %lld, groups per row %lld, %s, %s, %.3f s\n", (long long)r.N, (long long)r.n_groups,
                    opts.grid.name, method, t2 - t1);
             if (out) printf("wrote %s\n", out);

@@ -1,8 +1,10 @@
 /* piso quantize — whole-model quantization. GGUF output (--type, or --out *.gguf) is written by
  * cli_quantize_gguf (llama.cpp block formats); everything else writes a Hugging Face directory. */
+#include "accum.h"
 #include "act_quant.h"
 #include "cli.h"
 #include "quantize.h"
+#include "mixed.h"
 #include "piso/eval.h"
 #include "piso/json_out.h"
 #include "piso/pipeline.h"
@@ -14,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { SECTION_COMMON = 1u << 0, SECTION_HF = 1u << 1, SECTION_GGUF = 1u << 2 };
+enum { SECTION_COMMON = 1u << 0, SECTION_HF = 1u << 1, SECTION_GGUF = 1u << 2, SECTION_MIXED = 1u << 3 };
 
 #define ARG(field) offsetof(struct cli_quantize_args, field)
 
@@ -32,12 +34,18 @@ static const char *const hf_roundings[] = {"rtn", "gptq", "qronos", "sr", "beam"
 static const char *const hf_scales[] = {"absmax", "mse-grid", "piso-datafree", "piso-diag", "piso", "piso-seq", NULL};
 static const char *const hf_interleaves[] = {"none", "layer", "group", NULL};
 static const char *const hf_objectives[] = {"x-x", "xq-xq", "x-xq", NULL};
+static const char *const hf_out_formats[] = {"hf", "gptq", "compressed-tensors", NULL};
 
 static const struct cli_option hf_options[] = {
     {"--format", NULL, CLI_STRING, ARG(format), .arg = "FMT",
      .help = "int2..int8, fp4_e2m1, e2m1, e2m3, e3m2, e4m3, e5m2; hardware blocks with\nrepresentable scales: mxfp4, mxfp6_e2m3, mxfp6_e3m2, mxfp8_e4m3,\nmxfp8_e5m2, mxint8 (32, power of two), nvfp4 (16, UE4M3 x tensor scale)",
-     .required = 1},
+     .required = 0 /* or --formats: checked in cmd_quantize */},
     {"--narrow", NULL, CLI_FLAG, ARG(narrow), .help = "symmetric integer range (int4: -7..7)"},
+    {"--asym", NULL, CLI_FLAG, ARG(asym),
+     .help = "zero points: w = s*(c - z), c in 0..2^b-1, one integer z per scale\n(integer formats; rtn, gptq, qronos; piso scales: exact over (s, z))"},
+    {"--out-format", NULL, CLI_CHOICE, ARG(out_format),
+     .help = "hf: dense dequantized weights; gptq: a GPTQ checkpoint (vLLM,\ntransformers); compressed-tensors: pack-quantized (vLLM)",
+     .def = "hf", .choices = hf_out_formats},
     {"--group", NULL, CLI_INT, ARG(group), .arg = "G", .help = "group size along the input; 0: one scale per row",
      .imin = 0, .imax = 1 << 20},
     {"--rounding", NULL, CLI_CHOICE, ARG(rounding),
@@ -72,14 +80,57 @@ static const struct cli_option hf_options[] = {
     {"--calib-act-quant", NULL, CLI_FLAG, ARG(calib_act_quant),
      .help = "calibrate on the quantized model running with --act-format/--kv-format\n"
              "(X~ includes each layer's own input quantization)"},
+    CLI_OPTIONS_ACCUM_LIMITS(struct cli_quantize_args),
     CLI_OPTIONS_SMOOTH(struct cli_quantize_args),
+    {0},
+};
+
+static const char *const mixed_baselines[] = {"optimal", "uniform", "kl-greedy", NULL};
+static const char *const mixed_sensitivities[] = {"kl", "output", NULL};
+#define OPTION_MIXED_SENSITIVITY                                                                             \
+    {"--sensitivity", NULL, CLI_CHOICE, ARG(sensitivity),                                                    \
+     .help = "predicted loss (default kl): output error scaled to KL by a\none-layer probe, or the plain output error", \
+     .choices = mixed_sensitivities}
+
+static const struct cli_option mixed_options[] = {
+    {"--target-bits", NULL, CLI_DOUBLE, ARG(target_bits), .arg = "B",
+     .help = "mixed precision: one format per linear layer from --formats, average\n"
+             "bits per weight (codes + scales) <= B, least predicted loss (exact)",
+     .dmin = 0.01, .dmax = 64},
+    {"--formats", NULL, CLI_STRING, ARG(formats), .arg = "F1,F2,...",
+     .help = "the candidates, e.g. int2,int3,int4,int8,int3g32,mxfp4,nvfp4\n(a group as gN after the format)"},
+    {"--baseline", NULL, CLI_CHOICE, ARG(baseline),
+     .help = "which assignment to write (default optimal): the optimum, the best\nuniform candidate, or the KL-greedy layer selection "
+             "(all three\nare reported)",
+     .choices = mixed_baselines},
+    OPTION_MIXED_SENSITIVITY,
+    {"--sensitivity-windows", NULL, CLI_INT, ARG(sensitivity_windows), .arg = "N",
+     .help = "calibration windows of the one-layer KL probes; 0: min(8, --nsamples)", .imin = 0, .imax = 1 << 20},
+    {"--evaluate-baselines", NULL, CLI_FLAG, ARG(evaluate_baselines),
+     .help = "with --eval: also quantize with the other assignments and report\ntheir perplexity and KL divergence (only the applied one is written)"},
+    {"--sensitivity-check", NULL, CLI_FLAG, ARG(sensitivity_check),
+     .help = "measure the KL of every single-layer change on --eval and report it\nbeside the prediction"},
     {0},
 };
 
 static const char *const gguf_scales[] = {"piso", "llamacpp-ref", NULL};
 static const char *const gguf_weightings[] = {"raw", "blend", NULL};
 
+static const char *const gguf_baselines[] = {"optimal", "uniform", "kl-greedy", "llamacpp", NULL};
+
 static const struct cli_option gguf_options[] = {
+    {"--target-bpw", NULL, CLI_DOUBLE, ARG(target_bpw), .arg = "B",
+     .help = "mixed precision: one type per linear weight from --types, average\n"
+             "bits per weight of the blk.* linear weights (as stored) <= B, least\npredicted loss (exact); needs --calib",
+     .dmin = 0.01, .dmax = 64},
+    {"--types", NULL, CLI_STRING, ARG(types), .arg = "T1,T2,...",
+     .help = "the candidate types, e.g. Q2_K,Q3_K,Q4_K,Q5_K,Q6_K,Q8_0,Q4_0,Q5_0"},
+    {"--baseline", NULL, CLI_CHOICE, ARG(baseline),
+     .help = "which assignment to write (default optimal); llamacpp: the best\nllama-quantize mixture that fits",
+     .choices = gguf_baselines},
+    OPTION_MIXED_SENSITIVITY,
+    {"--sensitivity-windows", NULL, CLI_INT, ARG(sensitivity_windows), .arg = "N",
+     .help = "--calib chunks of the one-layer KL probes; 0: 8", .imin = 0, .imax = 1 << 20},
     {"--type", NULL, CLI_STRING, ARG(type), .arg = "T",
      .help = "ggml type of the weights: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1\nQ2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL MXFP4 NVFP4; or a llama-quantize\nmixture: Q3_K_S Q3_K_M Q4_K_M Q5_K_M (and Q2_K with --mix)", .def = "Q8_0"},
     {"--mix", NULL, CLI_FLAG, ARG(mix),
@@ -105,6 +156,7 @@ static const struct cli_section quantize_sections[] = {
     {NULL, NULL, common_options},
     {"Hugging Face output", "the default", hf_options},
     {"GGUF output", "with --type T or --out FILE.gguf", gguf_options},
+    {"Mixed precision (Hugging Face output)", "with --target-bits B --formats F1,F2,...", mixed_options},
     {0},
 };
 
@@ -122,18 +174,26 @@ static const struct cli_command quantize_command = {
 static char *quantization_json(const struct cli_quantize_args *a, const struct cli_smooth *sm,
                                const struct piso_pipeline_opts *po,
                                const struct piso_calib *cal, const struct piso_pipeline_result *res,
-                               const struct piso_model *m, double ppl_before, double ppl_after) {
+                               const struct piso_model *m, double ppl_before, double ppl_after,
+                               const struct piso_accum_report *acc_rep, const struct cli_mixed *mx) {
     struct piso_json w;
     piso_json_begin(&w, PISO_JSON_PRETTY);
     piso_json_string(&w, "quantizer", "piso");
-    piso_json_string(&w, "format", po->ec.q.grid.name);
+    piso_json_string(&w, "format", mx ? "mixed" : po->ec.q.grid.name);
     piso_json_bool(&w, "narrow", a->narrow);
-    piso_json_array_begin(&w, "grid");
-    for (int i = 0; i < po->ec.q.grid.n; i++) piso_json_number(&w, NULL, po->ec.q.grid.v[i]);
-    piso_json_array_end(&w);
+    piso_json_bool(&w, "asym", a->asym);
+    piso_json_string(&w, "out_format", a->out_format);
+    if (!mx) {
+        piso_json_array_begin(&w, "grid");
+        for (int i = 0; i < po->ec.q.grid.n; i++) piso_json_number(&w, NULL, po->ec.q.grid.v[i]);
+        piso_json_array_end(&w);
+    }
     piso_json_string(&w, "codes",
-                     po->ec.q.grid.is_int ? "integer grid value: weight = scale * code"
-                                          : "index into grid: weight = scale * grid[code]");
+                     mx ? "per layer: integer grid value (weight = scale * code) for int grids, else index into the "
+                          "layer's grid (weight = scale * grid[code])"
+                     : a->asym ? "integer c - z (zero point z in NAME.zeros): weight = scale * code"
+                     : po->ec.q.grid.is_int ? "integer grid value: weight = scale * code"
+                                            : "index into grid: weight = scale * grid[code]");
     piso_json_number(&w, "group", (double)a->group);
     piso_json_string(&w, "rounding", piso_rounding_name(po->rounding));
     piso_json_string(&w, "scale", piso_scale_method_name(po->ec.q.method));
@@ -162,9 +222,15 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
         piso_act_quant_json(&w, &m->act, 1);
         piso_json_bool(&w, "calib_act_quant", a->calib_act_quant);
     }
+    if (po->ec.q.acc) cli_accum_json(&w, po->ec.q.acc, (int)a->acc_tile, acc_rep);
     if (sm->alpha >= 0) cli_smooth_json(&w, sm);
+    if (m->online.down_block || m->online.o_heads || strcmp(a->rotate, "none") || strcmp(a->permute, "none"))
+        piso_json_string(&w, "transform", "transform.json: rotations/permutations applied before calibration");
     piso_json_string(&w, "source", a->model);
-    piso_json_string(&w, "weights", "model.safetensors holds the dequantized weights (scale * code)");
+    piso_json_string(&w, "weights", strcmp(a->out_format, "hf")
+                                        ? "model.safetensors holds the packed layers (config.json quantization_config) "
+                                          "and the others dense"
+                                        : "model.safetensors holds the dequantized weights (scale * code)");
     piso_json_string(&w, "tensors", "quantization.safetensors");
     piso_json_string(&w, "not_quantized", "embed_tokens, lm_head, norms");
     if (ppl_before > 0) {
@@ -174,6 +240,7 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
         piso_json_number(&w, "after", ppl_after);
         piso_json_object_end(&w);
     }
+    if (mx) cli_mixed_json(&w, mx);
     piso_json_object_begin(&w, "layers");
     char nm[160];
     for (int i = 0; i < res->n_layers; i++) {
@@ -191,9 +258,14 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
         piso_json_string(&w, "scales", nm);
         snprintf(nm, sizeof nm, "%s.codes", r->name);
         piso_json_string(&w, "codes", nm);
+        if (r->zeros) {
+            snprintf(nm, sizeof nm, "%s.zeros", r->name);
+            piso_json_string(&w, "zeros", nm);
+        }
         piso_json_number(&w, "rel_err", r->rel_err);
         piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
         if (cli_rounding_uses_alpha(po->rounding)) piso_json_number(&w, "alpha", r->alpha);
+        cli_mixed_layer_json(&w, mx, r);
         piso_json_object_end(&w);
     }
     piso_json_object_end(&w);
@@ -215,19 +287,29 @@ int cmd_quantize(int argc, char **argv) {
     /* --type, or an output named *.gguf, asks for a GGUF file; otherwise a Hugging Face directory */
     int gguf = cli_peek(argc, argv, "--type") || ends_with(cli_peek(argc, argv, "--out"), ".gguf");
     struct cli_quantize_args a = {.damp = -1, .alpha = -1, .smooth = -1, .smooth_quantile = NAN};
-    int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF), argc, argv, &a.common);
+    int prc = cli_parse(&quantize_command, SECTION_COMMON | (gguf ? SECTION_GGUF : SECTION_HF | SECTION_MIXED), argc,
+                        argv, &a.common);
     if (prc != CLI_CONTINUE) return prc;
     struct piso_transform_opts to;
     int trc = cli_transform_opts("quantize", a.rotate, a.rotate_block, a.permute, a.no_online, a.seed, a.calib != NULL,
                                  gguf, &to);
     if (trc) return trc;
     if (gguf) return cli_quantize_gguf(&a);
+    int mrc;
+    struct cli_mixed mixed_state, *mx = cli_mixed_wanted(&a, &mrc) ? &mixed_state : NULL;
+    if (mrc) return mrc;
+    if (mx && (strcmp(a.out_format, "hf") || a.asym || a.acc_bits))
+        return cli_usage_error("quantize", "option --target-bits: not with %s (per-layer formats are written as an HF "
+                                           "directory with symmetric codes and no accumulator limits)",
+                               a.asym ? "--asym" : a.acc_bits ? "--accumulator-bits" : "--out-format gptq|compressed-tensors");
+    memset(&mixed_state, 0, sizeof mixed_state);
 
     struct piso_pipeline_opts po;
     memset(&po, 0, sizeof po);
     piso_ec_opts_default(&po.ec);
     char msg[512];
-    if (piso_grid_init(&po.ec.q.grid, a.format, a.narrow)) {
+    /* mixed precision: each candidate gets its own grid (cli_mixed_prepare); int8 stands in here */
+    if (piso_grid_init(&po.ec.q.grid, mx ? "int8" : a.format, a.narrow)) {
         snprintf(msg, sizeof msg, "unsupported --format '%s' (%s)", a.format, piso_last_error());
         return cli_fail("quantize", msg);
     }
@@ -235,6 +317,16 @@ int cmd_quantize(int argc, char **argv) {
         return cli_usage_error("quantize", "option --group: %s has blocks of %d (leave --group out)", po.ec.q.grid.name,
                                po.ec.q.grid.block);
     if (po.ec.q.grid.block) a.group = po.ec.q.grid.block; /* MX: 32, NVFP4: 16 */
+    enum piso_ckpt_format ckpt = PISO_CKPT_DENSE;
+    if (piso_ckpt_format_from_name(a.out_format, &ckpt) || piso_ckpt_check(ckpt, &po.ec.q.grid, (int)a.group, a.asym))
+        return cli_usage_error("quantize", "%s", piso_last_error());
+    if (a.asym && (!po.ec.q.grid.is_int || po.ec.q.grid.block))
+        return cli_usage_error("quantize", "option --asym: needs an integer --format (int2..int8), not %s",
+                               po.ec.q.grid.name);
+    if (a.asym && a.narrow) return cli_usage_error("quantize", "option --narrow: not with --asym");
+    po.ec.q.asym = a.asym;
+    po.ec.q.zero_min = ckpt == PISO_CKPT_GPTQ ? 1 : 0; /* GPTQ v1 stores z - 1, so z = 0 cannot be written */
+    po.ec.q.scale_fp16 = ckpt != PISO_CKPT_DENSE;   /* both checkpoints store fp16 scales */
     po.ec.q.group = (int)a.group;
     po.ec.q.allow_negative = 1;
     po.ec.act_order = a.act_order;
@@ -247,6 +339,7 @@ int cmd_quantize(int argc, char **argv) {
     if (a.interleave) unknown |= piso_interleave_from_name(a.interleave, &po.ec.interleave);
     if (a.objective) unknown |= piso_objective_from_name(a.objective, &po.objective);
     if (unknown) return cli_fail("quantize", "internal error: an option value the library does not know");
+    if (piso_ec_opts_check(&po.ec, po.rounding)) return cli_usage_error("quantize", "%s", piso_last_error());
     int urc = cli_rounders_apply("quantize", po.rounding, a.alpha, a.alpha_sample, a.beam, a.candidates, &po.ec);
     if (urc) return urc;
     po.alpha_sample = a.alpha_sample, po.alpha_seed = (uint64_t)a.seed;
@@ -260,6 +353,19 @@ int cmd_quantize(int argc, char **argv) {
     if (urc) return urc;
     if (a.calib_act_quant && !a.act_format && !a.kv_format)
         return cli_usage_error("quantize", "option --calib-act-quant: needs --act-format or --kv-format");
+    if (!a.acc_bits && (a.acc_tile || a.no_soft_threshold))
+        return cli_usage_error("quantize", "option %s: only with --accumulator-bits",
+                               a.acc_tile ? "--accumulator-tile" : "--no-soft-threshold");
+    if (a.acc_bits && !a.act_format)
+        return cli_usage_error("quantize", "option --accumulator-bits: needs integer activations (--act-format int8, "
+                                           "int4, int8-asym, ...)");
+    if (a.acc_bits && (a.asym || strcmp(a.out_format, "hf")))
+        return cli_usage_error("quantize", "option --accumulator-bits: not with %s (the limits are enforced on symmetric "
+                                           "codes with fp32 scales)",
+                               a.asym ? "--asym" : "--out-format gptq|compressed-tensors");
+    struct piso_accum acc;
+    struct piso_accum_report acc_rep;
+    memset(&acc_rep, 0, sizeof acc_rep);
     struct cli_smooth sm = {a.smooth, a.smooth_quantile, a.smooth_sketch_error, a.smooth_stats};
     urc = cli_smooth_check("quantize", &sm, a.calib != NULL);
     if (urc) return urc;
@@ -286,6 +392,7 @@ int cmd_quantize(int argc, char **argv) {
         piso_errorf("model %s carries no tokenizer (pass --tokenizer)", a.model);
         goto fail;
     }
+    if (mx && cli_mixed_prepare(&a, &po.ec, mq, mx)) goto fail; /* the bit range: before any long work */
     if (a.calib &&
         piso_calib_load(mq->tok, a.calib, (int)a.nsamples, (int)a.seqlen, mq->cfg.max_seq_len, (uint64_t)a.seed, &cal))
         goto fail;
@@ -297,6 +404,12 @@ int cmd_quantize(int argc, char **argv) {
     struct piso_act_quant aq;
     if (piso_act_quant_init(&aq, &mq->cfg, a.act_format, (int)a.act_group, a.kv_format)) goto fail;
     if (a.calib_act_quant) mq->act = aq;
+    if (a.acc_bits) { /* before any long work: the input range, and every layer's width */
+        if (cli_accum_from_act(a.acc_bits, a.acc_tile, a.no_soft_threshold, &aq.act, &mq->cfg, (int)a.group,
+                               &po.ec.q.grid, &acc))
+            goto fail;
+        po.ec.q.acc = &acc;
+    }
     struct piso_model *both[2] = {mf, mq};
     if (sm.alpha >= 0 && cli_smooth_models(&sm, &cal, mf, both, 2)) goto fail; /* before any rotation */
     int ctx = a.ctx > 0 ? (int)a.ctx : 0; /* 0: the evaluator's default, min(512, model context) */
@@ -313,11 +426,19 @@ int cmd_quantize(int argc, char **argv) {
         if (!tjson) goto fail;
         piso_log("transform: rotate %s, permute %s%s\n", a.rotate, a.permute,
                  mq->online.down_block || mq->online.o_heads ? ", online rotations on" : "");
+    } else if (mq->online.down_block || mq->online.o_heads) {
+        /* a source written by piso transform: its online rotations stay with the quantized model */
+        char *src = piso_path_join(a.model, "transform.json");
+        int bad = !src || piso_read_file_max(src, &tjson, NULL, 1 << 20);
+        free(src);
+        if (bad) goto fail;
     }
     if (a.calib) {
         piso_log("calibration: %d windows of %d tokens from %s (%d tokens)\n", cal.nsamples, cal.seqlen, a.calib,
                  cal.n_text_tokens);
-        if (piso_quantize_model(mq, mf, &cal, &po, &res)) goto fail;
+        if (mx ? cli_mixed_run(&a, mq, mf, &cal, &po, eval_text, eval_len, mx, &res)
+               : piso_quantize_model(mq, mf, &cal, &po, &res))
+            goto fail;
     } else {
         /* Data-free RTN: the same pipeline with one BOS-only window (statistics unused). */
         cal.nsamples = 1, cal.seqlen = 1;
@@ -327,12 +448,32 @@ int cmd_quantize(int argc, char **argv) {
         if (piso_quantize_model(mq, mf, &cal, &po, &res)) goto fail;
     }
     mq->act = aq;
+    if (po.ec.q.acc) { /* the checker: every row and tile of every layer, before anything is written */
+        cli_accum_check_result(&res, &acc, (int)a.group, &po.ec.q.grid, &acc_rep);
+        piso_log("accumulator: worst case %lld of %lld (P = %d): %s\n", (long long)acc_rep.worst,
+                 (long long)acc_rep.limit, acc.bits, acc_rep.violations ? "OVERFLOW" : "ok");
+        if (acc_rep.violations) {
+            piso_errorf("accumulator check failed: %lld (row, tile) pairs exceed %lld", (long long)acc_rep.violations,
+                        (long long)acc_rep.limit);
+            goto fail;
+        }
+    }
     if (eval_text) {
         ppl_after = eval_ppl(mq, eval_text, eval_len, ctx);
         if (ppl_after < 0) goto fail;
         piso_log("perplexity after: %.4f\n", ppl_after);
     }
-    qjson = quantization_json(&a, &sm, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after);
+    int n_packed = 0;
+    for (int i = 0; ckpt != PISO_CKPT_DENSE && i < res.n_layers; i++) {
+        const struct piso_layer_report *r = &res.layers[i];
+        if (piso_ckpt_layer_packs(ckpt, po.ec.q.grid.bits, r->group, r->N, r->D)) n_packed++;
+        else piso_log("%s: %s [%lld, %lld] stays dense (%s)\n", a.out_format, r->name, (long long)r->N, (long long)r->D,
+                      r->group > 0 && r->D % r->group ? "the group does not divide its input size"
+                                                      : "in and out sizes do not fill whole int32 words");
+    }
+    if (ckpt != PISO_CKPT_DENSE)
+        piso_log("%s: %d of %d linear layers packed\n", a.out_format, n_packed, res.n_layers);
+    qjson = quantization_json(&a, &sm, &po, a.calib ? &cal : NULL, &res, mq, ppl_before, ppl_after, &acc_rep, mx);
     /* tokenizer.json: the given one, or the HF source's, else generated */
     if (a.tokenizer) {
         size_t n = strlen(a.tokenizer);
@@ -345,7 +486,16 @@ int cmd_quantize(int argc, char **argv) {
         srcdir = strdup(a.model);
     }
     if (tokjson && !piso_file_exists(tokjson)) free(tokjson), tokjson = NULL;
-    struct piso_hf_export_opts eo = {tokjson, srcdir, qjson, &res, tjson};
+    struct piso_hf_export_opts eo = {.tokenizer_json = tokjson,
+                                     .source_dir = srcdir,
+                                     .quantization_json = qjson,
+                                     .res = &res,
+                                     .transform_json = tjson,
+                                     .ckpt = ckpt,
+                                     .bits = po.ec.q.grid.bits,
+                                     .group = (int)a.group,
+                                     .asym = a.asym,
+                                     .act_order = po.ec.act_order};
     if (piso_hf_export(mq, a.out, &eo)) goto fail;
     double secs = piso_time() - t0;
     piso_log("wrote %s (%.1fs)\n", a.out, secs);
@@ -354,8 +504,11 @@ int cmd_quantize(int argc, char **argv) {
         piso_json_begin(&w, PISO_JSON_COMPACT);
         piso_json_string(&w, "model", a.model);
         piso_json_string(&w, "out", a.out);
-        piso_json_string(&w, "format", po.ec.q.grid.name);
+        piso_json_string(&w, "format", mx ? "mixed" : po.ec.q.grid.name);
         piso_json_number(&w, "group", (double)a.group);
+        piso_json_bool(&w, "asym", a.asym);
+        piso_json_string(&w, "out_format", a.out_format);
+        if (ckpt != PISO_CKPT_DENSE) piso_json_number(&w, "packed_layers", n_packed);
         piso_json_string(&w, "rounding", piso_rounding_name(po.rounding));
         piso_json_string(&w, "scale", piso_scale_method_name(po.ec.q.method));
         piso_json_string(&w, "interleave", piso_interleave_name(po.ec.interleave));
@@ -366,8 +519,15 @@ int cmd_quantize(int argc, char **argv) {
             piso_act_quant_json(&w, &mq->act, 0);
             piso_json_bool(&w, "calib_act_quant", a.calib_act_quant);
         }
+        if (po.ec.q.acc) cli_accum_json(&w, &acc, (int)a.acc_tile, &acc_rep);
         /* without --calib (data-free RTN) the per-layer errors are measured on a single BOS token */
         piso_json_bool(&w, "calibrated", a.calib != NULL);
+        if (cli_transform_wanted(&to)) {
+            piso_json_string(&w, "rotate", a.rotate);
+            if (a.rotate_block) piso_json_number(&w, "rotate_block", (double)a.rotate_block);
+            piso_json_string(&w, "permute", a.permute);
+            piso_json_bool(&w, "online_rotations", mq->online.down_block || mq->online.o_heads);
+        }
         piso_json_number(&w, "nsamples", a.calib ? cal.nsamples : 0);
         piso_json_number(&w, "seqlen", a.calib ? cal.seqlen : 0);
         if (ppl_before > 0) {
@@ -390,16 +550,19 @@ int cmd_quantize(int argc, char **argv) {
             piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
             piso_json_number(&w, "objective", r->objective);
             if (cli_rounding_uses_alpha(po.rounding)) piso_json_number(&w, "alpha", r->alpha);
+            cli_mixed_layer_json(&w, mx, r);
             piso_json_number(&w, "seconds", r->seconds);
             piso_json_object_end(&w);
         }
         piso_json_array_end(&w);
+        if (mx) cli_mixed_json(&w, mx);
         if (piso_json_print(&w, stdout)) goto fail;
     }
     rc = 0;
 fail:
     if (rc) cli_fail("quantize", piso_last_error());
     piso_pipeline_result_free(&res);
+    if (mx) cli_mixed_free(mx);
     piso_calib_free(&cal);
     piso_model_free(mq), piso_model_free(mf);
     free(eval_text), free(qjson), free(tokjson), free(srcdir), free(tjson);

@@ -10,6 +10,7 @@
 #include "piso/model.h"
 #include "piso/tokenizer.h"
 #include "quantize.h"
+#include "mixed.h"
 #include "transform_opts.h"
 
 #include <stdlib.h>
@@ -19,6 +20,15 @@
 int cli_quantize_gguf(const struct cli_quantize_args *a) {
     if (a->calib && a->imatrix)
         return cli_usage_error("quantize", "option --imatrix: not with --calib (give one of them)");
+    const int mixed = a->target_bpw > 0 || a->types; /* mixed precision (cli/mixed.h) */
+    if (mixed && !(a->target_bpw > 0 && a->types))
+        return cli_usage_error("quantize", "option %s: required with %s", a->types ? "--target-bpw" : "--types",
+                               a->types ? "--types" : "--target-bpw");
+    if (mixed && !a->calib)
+        return cli_usage_error("quantize", "option --calib: required with --target-bpw (the costs are measured on it)");
+    if (!mixed && (a->baseline || a->sensitivity || a->sensitivity_windows))
+        return cli_usage_error("quantize", "option %s: only with --target-bpw and --types",
+                               a->baseline ? "--baseline" : a->sensitivity ? "--sensitivity" : "--sensitivity-windows");
     struct piso_gguf_export_opts o = {.type = GGML_T_Q8_0, .output_type = -1};
     int mix_ftype, mix_base;
     if (piso_gguf_mixture_from_name(a->type, &mix_ftype, &mix_base) == 0 && (a->mix || strcasecmp(a->type, "Q2_K"))) {
@@ -44,18 +54,27 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
     struct piso_calib_hessians *hs = NULL;
     int *ids = NULL, n = 0, rc = 1;
     struct piso_gguf_export_stats st;
+    struct cli_mixed mx;
+    memset(&mx, 0, sizeof mx);
     const struct piso_tokenizer *tk = NULL;
     if (piso_output_check(a->out, 0)) goto done; /* before any work */
     if (piso_model_load(a->model, a->tokenizer, &m)) goto done;
-    struct piso_transform_opts to; /* checked by cmd_quantize: fused rotations only */
-    if (cli_transform_opts("quantize", a->rotate, a->rotate_block, a->permute, 1, a->seed, 0, 1, &to)) goto done;
-    if (cli_transform_wanted(&to) && piso_transform_model(m, &to, NULL, 0, 0, NULL)) goto done;
+    if (mixed && cli_gguf_mixed_prepare(a, m, &mx)) goto done; /* the bit range: before any long work */
     /* a tokenizer is needed for --calib and wanted in the file; without one the file is "no_vocab" */
     tk = cli_model_tokenizer(m);
     if (!tk && (a->tokenizer || a->calib)) goto done;
     if (a->imatrix && piso_imatrix_load(a->imatrix, &im)) goto done;
+    if (a->calib && cli_tokenize_file(tk, a->calib, &ids, &n)) goto done;
+    /* rotations / permutations (checked by cmd_quantize: fused only) before any statistics; the
+     * permutations are calibrated on the text in windows of --ctx tokens */
+    struct piso_transform_opts to;
+    if (cli_transform_opts("quantize", a->rotate, a->rotate_block, a->permute, 1, a->seed, a->calib != NULL, 1, &to))
+        goto done;
+    if (cli_transform_wanted(&to)) {
+        int len = n < (int)a->ctx ? n : (int)a->ctx, nwin = len > 0 ? n / len : 0;
+        if (piso_transform_model(m, &to, ids, nwin, len, NULL)) goto done;
+    }
     if (a->calib) {
-        if (cli_tokenize_file(tk, a->calib, &ids, &n)) goto done;
         int bos = piso_tokenizer_vocab(tk)->bos_id;
         if (piso_imatrix_compute(m, ids, n, (int)a->ctx, (int)a->chunks, bos, a->calib, &im)) goto done;
         if (o.scale == PISO_GGUF_SCALE_PISO &&
@@ -64,6 +83,7 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
     }
     o.imatrix = im;
     o.hessians = hs;
+    if (mixed && cli_gguf_mixed(a, m, ids, n, piso_tokenizer_vocab(tk)->bos_id, &o, &mx)) goto done;
     const struct piso_tokenizer_vocab *v = tk ? piso_tokenizer_vocab(tk) : NULL;
     if (!tk) piso_log("quantize: warning: no tokenizer; the file gets tokenizer.ggml.model = no_vocab\n");
     if (piso_gguf_export(m, v, &o, a->out, &st)) goto done;
@@ -95,6 +115,7 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
         for (int t = 0; t < 64; t++)
             if (st.counts[t]) piso_json_int(&w, piso_ggml_traits(t)->name, st.counts[t]);
         piso_json_object_end(&w);
+        if (mixed) cli_gguf_mixed_json(&w, &mx, m);
         if (piso_json_print(&w, stdout)) goto done;
     } else {
         for (int64_t i = 0; i < st.n_fallback && i < PISO_GGUF_MAX_FALLBACKS; i++)
@@ -108,6 +129,7 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
     rc = 0;
 done:
     if (rc) cli_fail("quantize", piso_last_error());
+    cli_mixed_free(&mx);
     piso_calib_hessians_free(hs);
     piso_imatrix_free(im);
     free(ids);

@@ -17,6 +17,7 @@ static const struct {
     {"generate", cmd_generate, "greedy generation from a prompt"},
     {"imatrix", cmd_imatrix, "compute a llama.cpp importance matrix"},
     {"transform", cmd_transform, "rotate / permute a float model (Hadamard, MassDiff), no quantization"},
+    {"eval", cmd_eval, "zero-shot benchmarks: eval hellaswag (llama-perplexity protocol)"},
 };
 
 static void usage(FILE *out) {

@@ -15,20 +15,32 @@ struct cli_quantize_args {
     int64_t group, nsamples, seqlen, seed;
     double damp; /* < 0: the rounding's default */
     int narrow, act_order;
+    int asym;                 /* --asym: zero points */
+    const char *out_format;   /* --out-format hf | gptq | compressed-tensors */
     /* sr / beam / gpfq */
     double alpha; /* < 0: not given */
     int64_t beam, candidates;
     int alpha_sample;
+    /* mixed precision (cli/mixed.h) */
+    const char *formats, *baseline, *sensitivity;
+    double target_bits; /* 0: not given */
+    int sensitivity_check, evaluate_baselines;
+    int64_t sensitivity_windows; /* 0: min(8, calibration windows) */
     /* activation quantization (cli/act_quant.h) */
     const char *act_format, *kv_format;
     int64_t act_group;
     int calib_act_quant;
+    /* accumulator limits (cli/accum.h) */
+    int64_t acc_bits, acc_tile;
+    int no_soft_threshold;
     /* smoothing before quantization */
     double smooth, smooth_quantile, smooth_sketch_error; /* smooth < 0, quantile NaN: not given */
     const char *smooth_stats;
     /* GGUF output */
     const char *type, *imatrix, *output_type, *weighting;
     int mix; /* --mix: llama-quantize's mixture for the type */
+    const char *types; /* --types: mixed-precision candidates (with --target-bpw) */
+    double target_bpw; /* 0: not given */
     int64_t chunks;
     /* transforms (both outputs; cli/transform_opts.h) */
     const char *rotate, *permute;

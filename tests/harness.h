@@ -85,6 +85,25 @@ static inline int test_run(const char *cmd, char **out) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* Real llama.cpp for the interop tests: node and the node-llama-cpp package (scripts/setup-llamacpp.sh,
+ * under $PISO_LLAMACPP_PREFIX or SOURCE/.tools/llamacpp). Without them the test is skipped (exit
+ * 77), except under CI=true where that is a failure. */
+static inline void test_require_llamacpp(void) {
+    char pkg[1024];
+    const char *pre = getenv("PISO_LLAMACPP_PREFIX");
+    snprintf(pkg, sizeof pkg, "%s/node_modules/node-llama-cpp/package.json", pre && *pre ? pre : PISO_SOURCE_DIR "/.tools/llamacpp");
+    struct stat st;
+    int node = test_run("node --version >/dev/null 2>&1", NULL) == 0;
+    if (node && stat(pkg, &st) == 0) return;
+    const char *why = node ? "node-llama-cpp is not installed (run scripts/setup-llamacpp.sh)" : "node is not installed";
+    if (test_in_ci()) {
+        fprintf(stderr, "FAIL: %s (CI=true requires the llama.cpp interop test)\n", why);
+        exit(1);
+    }
+    fprintf(stderr, "SKIP: %s\n", why);
+    exit(77);
+}
+
 static inline int test_finish(void) {
     printf("%d passed, %d failed\n", t_pass, t_fail);
     return t_fail ? 1 : 0;

@@ -7,6 +7,7 @@
 #include "piso/quant.h"
 #include "piso/safetensors.h"
 #include "piso/solve.h"
+#include "piso/transform.h"
 
 #include <cjson/cJSON.h>
 #include <float.h>
@@ -41,7 +42,12 @@ static void test_help(void) {
           "--interleave", "--objective", "--act-order", "--damp", "--nsamples", "--seqlen", "--seed", "--out", "--eval",
           "--ctx",
           /* GGUF output */
-          "--type", "--imatrix", "--output-type", "--weighting", "--chunks", "llamacpp-ref", NULL}},
+          "--type", "--imatrix", "--output-type", "--weighting", "--chunks", "llamacpp-ref",
+          /* transforms */
+          "--rotate", "--rotate-block", "--permute", "--no-online", NULL}},
+        {"transform",
+         {"--model", "--tokenizer", "--out", "--rotate", "--rotate-block", "--permute", "--no-online", "--calib",
+          "--nsamples", "--seqlen", "--seed", "--eval", "--ctx", "massdiff", NULL}},
     };
     for (size_t c = 0; c < sizeof expect / sizeof expect[0]; c++) {
         char args[64], *out = NULL;
@@ -98,6 +104,12 @@ static void test_choice_lists(void) {
         strcat(il, k ? "|" : ""), strcat(il, piso_interleave_name((enum piso_interleave)k));
     }
     CHECK(out && strstr(out, o) && strstr(out, il), "quantize --help lacks '%s' or '%s'", o, il);
+    char rot[128] = "--rotate ", perm[128] = "--permute ";
+    for (int k = 0; k < 3; k++) strcat(rot, k ? "|" : ""), strcat(rot, piso_rotate_mode_name((enum piso_rotate_mode)k));
+    for (int k = 0; k < 5; k++)
+        strcat(perm, k ? "|" : ""), strcat(perm, piso_permute_mode_name((enum piso_permute_mode)k));
+    strcat(rot, "\n"), strcat(perm, "\n");
+    CHECK(out && strstr(out, rot) && strstr(out, perm), "quantize --help lacks '%s' or '%s'", rot, perm);
     free(out);
 }
 

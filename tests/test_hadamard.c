@@ -107,5 +107,18 @@ int main(void) {
         CHECK(piso_rotate_rows(Y, R, 42, 42, 6, "layer z") != 0, "6 is not a Hadamard size");
         CHECK(strstr(piso_last_error(), "no Hadamard matrix of size 6") != NULL, "msg: %s", piso_last_error());
     }
+    /* large contiguous rows take the GEMM path for the base part: same result as vector by vector */
+    {
+        enum { R = 64, C = 344 };
+        float *A = malloc(R * C * sizeof *A), *Bv = malloc(R * C * sizeof *Bv);
+        for (int i = 0; i < R * C; i++) A[i] = Bv[i] = (float)urand();
+        CHECK(piso_rotate_rows(A, R, C, C, 172, "gemm path") == 0, "gemm path");
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c += 172) piso_hadamard_apply(Bv + r * C + c, 172, 1);
+        double e = 0;
+        for (int i = 0; i < R * C; i++) e = fmax(e, fabs(A[i] - Bv[i]));
+        CHECK(e < 1e-5, "GEMM path vs vector path: %g", e);
+        free(A), free(Bv);
+    }
     return test_finish();
 }

@@ -16,20 +16,9 @@
 
 static const char *TEXT = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park.";
 
-static int have_llamacpp(char *script, size_t n) {
+static void have_llamacpp(char *script, size_t n) {
     snprintf(script, n, "%s/tests/llamacpp/logprobs.mjs", PISO_SOURCE_DIR);
-    char pkg[1024];
-    const char *pre = getenv("PISO_LLAMACPP_PREFIX");
-    snprintf(pkg, sizeof pkg, "%s/node_modules/node-llama-cpp/package.json", pre && *pre ? pre : PISO_SOURCE_DIR "/.tools/llamacpp");
-    int node = test_run("node --version >/dev/null 2>&1", NULL) == 0;
-    if (node && access(pkg, R_OK) == 0) return 1;
-    const char *why = node ? "node-llama-cpp is not installed (run scripts/setup-llamacpp.sh)" : "node is not installed";
-    if (test_in_ci()) {
-        fprintf(stderr, "FAIL: %s (CI=true requires the llama.cpp interop test)\n", why);
-        exit(1);
-    }
-    fprintf(stderr, "SKIP: %s\n", why);
-    exit(77);
+    test_require_llamacpp();
 }
 
 /* piso's log-softmax rows for tokens[0..n) of the model in `path` into lp [n, V]. */

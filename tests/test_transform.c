@@ -10,8 +10,10 @@
  * nothing written by the CLI. */
 #include "harness.h"
 #include "piso/pipeline.h"
+#include "piso/smooth.h"
 #include "piso/transform.h"
 
+#include <omp.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -70,7 +72,21 @@ static double rel_diff(const float *a, const float *b, size_t n) {
 
 enum { NTOK = 13, NWIN = 3, WLEN = 16 };
 
-static void check_variant(const struct cfg_case *k, const char *what, struct piso_transform_opts o) {
+/* SmoothQuant smoothing (α, max statistic) of m from its own activations on the windows. */
+static int smooth(struct piso_model *m, int *win, double alpha) {
+    struct piso_calib cal = {.nsamples = NWIN, .seqlen = WLEN, .tokens = win};
+    struct piso_act_stats_opts so = {0};
+    struct piso_act_stats st;
+    if (piso_act_stats_collect(m, &cal, &so, &st)) return -1;
+    struct piso_smooth_opts o = {.alpha = alpha};
+    int rc = piso_transform_smooth(m, &st, &o);
+    piso_act_stats_free(&st);
+    return rc;
+}
+
+/* smooth_alpha >= 0: SmoothQuant first (order smooth → permute → rotate) */
+static void check_variant_smooth(const struct cfg_case *k, const char *what, struct piso_transform_opts o,
+                                 double smooth_alpha) {
     struct piso_model *ref = random_model(k, 77), *m = random_model(k, 77), *m2 = random_model(k, 77);
     if (!ref || !m || !m2) {
         CHECK(0, "%s: alloc: %s", k->name, piso_last_error());
@@ -82,6 +98,9 @@ static void check_variant(const struct cfg_case *k, const char *what, struct pis
     float *a = malloc((size_t)NTOK * V * 4), *b = malloc((size_t)NTOK * V * 4), *c = malloc((size_t)NTOK * V * 4);
     piso_forward(ref, tok, NTOK, 0, a);
     struct piso_transform_plan plan;
+    if (smooth_alpha >= 0)
+        CHECK(smooth(m, win, smooth_alpha) == 0 && smooth(m2, win, smooth_alpha) == 0, "%s %s: smooth: %s", k->name,
+              what, piso_last_error());
     int rc = piso_transform_model(m, &o, win, NWIN, WLEN, &plan);
     CHECK(rc == 0, "%s %s: transform: %s", k->name, what, piso_last_error());
     if (rc == 0) {
@@ -118,6 +137,10 @@ static void check_variant(const struct cfg_case *k, const char *what, struct pis
     piso_model_free(ref), piso_model_free(m), piso_model_free(m2);
 }
 
+static void check_variant(const struct cfg_case *k, const char *what, struct piso_transform_opts o) {
+    check_variant_smooth(k, what, o, -1);
+}
+
 static void test_random_configs(void) {
     static const struct cfg_case cases[] = {
         /* GQA, q/k/v biases, q/k norms, tied head */
@@ -141,7 +164,39 @@ static void test_random_configs(void) {
         }
         o = (struct piso_transform_opts){.permute = PISO_PERMUTE_MASSDIFF};
         check_variant(k, "permute alone", o);
+        /* with SmoothQuant first: SmoothRot, and smooth → MassDiff → block rotation */
+        o = (struct piso_transform_opts){.rotate = PISO_ROTATE_HAD, .online = 1};
+        check_variant_smooth(k, "smooth + had", o, 0.5);
+        o = (struct piso_transform_opts){.rotate = PISO_ROTATE_BLOCK, .block = k->block, .online = 1,
+                                         .permute = PISO_PERMUTE_MASSDIFF};
+        check_variant_smooth(k, "smooth + massdiff + block", o, 0.5);
     }
+}
+
+/* The transformed weights do not depend on the thread count (a model large enough for the parallel
+ * loops and the GEMM path to run in parallel). */
+static void test_threads(void) {
+    static const struct cfg_case k = {"threads", 384, 688, 8, 4, 48, 0, 1, 0, 96};
+    int nt = omp_get_max_threads(), V = 37, win[NWIN * WLEN];
+    for (int i = 0; i < NWIN * WLEN; i++) win[i] = (int)(urand() * V);
+    struct piso_model *m[2];
+    for (int t = 0; t < 2; t++) {
+        omp_set_num_threads(t == 0 ? 1 : 3);
+        m[t] = random_model(&k, 11);
+        struct piso_transform_opts o = {.rotate = PISO_ROTATE_BLOCK, .block = 96, .online = 1,
+                                        .permute = PISO_PERMUTE_MASSDIFF};
+        CHECK(m[t] && piso_transform_model(m[t], &o, win, NWIN, WLEN, NULL) == 0, "threads %d: %s", t,
+              piso_last_error());
+    }
+    omp_set_num_threads(nt);
+    if (!m[0] || !m[1]) return;
+    size_t D = 384, F = 688;
+    CHECK(!memcmp(m[0]->tok_embd, m[1]->tok_embd, (size_t)V * D * 4) &&
+              !memcmp(m[0]->layers[1].w_down, m[1]->layers[1].w_down, D * F * 4) &&
+              !memcmp(m[0]->layers[1].wo, m[1]->layers[1].wo, D * D * 4) &&
+              !memcmp(m[0]->layers[1].wv, m[1]->layers[1].wv, D / 2 * D * 4),
+          "transformed weights differ between 1 and 3 threads");
+    piso_model_free(m[0]), piso_model_free(m[1]);
 }
 
 /* ---- permutations against naive implementations of the published steps -------------------- */
@@ -324,6 +379,24 @@ static void test_stories(void) {
     } else {
         CHECK(0, "reload: %s", piso_last_error());
     }
+    /* quantizing the transformed directory keeps its online rotations: the reload scores the same */
+    {
+        const char *eval = test_data("data/tinystories/tinystories_sample.cs336.txt");
+        snprintf(args, sizeof args,
+                 "quantize --model %s/had --format int8 --rounding rtn --scale absmax --out %s/q --eval %s --json --quiet",
+                 dir, dir, eval);
+        CHECK(piso_cli(args, &out) == 0, "quantize the transformed model: %s", out ? out : "");
+        const char *pa = out ? strstr(out, "\"perplexity_after\":") : NULL;
+        double after = pa ? atof(pa + 19) : -1;
+        free(out), out = NULL;
+        snprintf(args, sizeof args, "perplexity --model %s/q --text %s --json --quiet", dir, eval);
+        CHECK(piso_cli(args, &out) == 0, "perplexity of the reload: %s", out ? out : "");
+        const char *pp = out ? strstr(out, "\"ppl\": ") : NULL;
+        double reload = pp ? atof(pp + 7) : -2;
+        CHECK(after > 8 && fabs(after - reload) < 1e-5 * after, "quantized in memory %.6f vs reloaded %.6f", after,
+              reload);
+        free(out), out = NULL;
+    }
     /* bad input: block not dividing 64, unsupported size, online rotation into GGUF → nothing written */
     struct {
         const char *args, *msg;
@@ -346,16 +419,20 @@ static void test_stories(void) {
         snprintf(path, sizeof path, "%s/x.gguf", dir);
         CHECK(stat(path, &st) != 0, "%s: output written", a2);
     }
-    /* fused rotations only are fine for GGUF */
-    snprintf(args, sizeof args, "quantize --model %s --type F32 --rotate had --no-online --out %s/f.gguf --quiet", bin,
-             dir);
+    /* fused rotations (and permutations) only are fine for GGUF */
+    snprintf(args, sizeof args,
+             "quantize --model %s --type F32 --rotate block --rotate-block 16 --permute massdiff --calib %s --chunks 4 "
+             "--no-online --out %s/f.gguf --quiet",
+             bin, calib, dir);
     CHECK(piso_cli(args, &out) == 0, "fused-only GGUF: %s", out ? out : "");
     free(out), out = NULL;
     snprintf(args, sizeof args, "%s/f.gguf", dir);
     if (piso_model_load(args, NULL, &m) == 0) {
         piso_forward(m, tok, 40, 0, b);
         d = rel_diff(a, b, (size_t)40 * V);
-        CHECK(d < 2e-5, "stories260K fused rotation through GGUF F32: logits moved by %g", d);
+        CHECK(d < 2e-5, "stories260K fused block rotation + MassDiff through GGUF F32: logits moved by %g", d);
+        CHECK(m->tok_embd[5] != 0 && rel_diff(ref->layers[0].wq, m->layers[0].wq, 64 * 64) > 1e-3,
+              "the GGUF weights are not transformed");
         piso_model_free(m);
     }
     snprintf(args, sizeof args, "rm -rf %s", dir);
@@ -365,7 +442,9 @@ static void test_stories(void) {
 }
 
 int main(void) {
+    piso_set_quiet(1); /* no progress lines from the statistics pass */
     test_random_configs();
+    test_threads();
     test_permutations();
     test_bad_options();
     test_stories();

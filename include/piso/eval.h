@@ -19,9 +19,19 @@ struct piso_ppl_result {
  * Errors: no tokenizer, empty text, fewer tokens than one chunk, ctx < 4. */
 int piso_perplexity(const struct piso_model *m, const char *text, size_t len, int ctx, struct piso_ppl_result *r);
 
+/* The text as piso_perplexity tokenizes it: BOS first, control-token text not parsed. */
+int piso_perplexity_tokenize(const struct piso_model *m, const char *text, size_t len, int **ids, int *n);
+
 /* The same protocol on already tokenized text (ids[0] should be BOS); bos_id replaces each
  * chunk's first token. */
 int piso_perplexity_ids(const struct piso_model *m, const int *ids, int n_ids, int bos_id, int ctx,
                         struct piso_ppl_result *r);
+
+/* The same, handing each chunk to `each` (may be NULL) after it is scored: the chunk's tokens as
+ * given (ids + chunk * ctx, before the BOS replacement) and its logits [ctx - ctx/2, vocab] for
+ * positions ctx/2 .. ctx-1. A non-zero return stops with that error. */
+typedef int (*piso_ppl_chunk_fn)(void *user, int chunk, const int *chunk_ids, const float *logits);
+int piso_perplexity_ids_each(const struct piso_model *m, const int *ids, int n_ids, int bos_id, int ctx,
+                             piso_ppl_chunk_fn each, void *user, struct piso_ppl_result *r);
 
 #endif

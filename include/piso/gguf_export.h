@@ -25,7 +25,15 @@ struct piso_gguf_export_opts {
     int mixture;                 /* 0: `type` for every weight; else a LLAMA_FTYPE id of a
                                     llama-quantize mixture (10 Q2_K, 11 Q3_K_S, 12 Q3_K_M, 15 Q4_K_M,
                                     17 Q5_K_M): per-tensor types as llama-quantize picks them */
+    const int *linear_types;     /* mixed precision: the type of linear k of block l at [l · PISO_LIN_COUNT + k]
+                                    (before the row fallback), overriding type and mixture; or NULL */
 };
+
+/* The values the export stores for weight `name` W [N, D] in `type` (after the row fallback), with
+ * the scales, imatrix and Hessians of o, dequantized into out [N, D] (NVFP4: times its tensor
+ * scale). Rows are quantized independently, so any row order gives the same rows. */
+int piso_gguf_weight_roundtrip(const struct piso_gguf_export_opts *o, const char *name, const float *W, int64_t N,
+                               int64_t D, int type, int tensor_scale_ok, float *out);
 
 /* The llama-quantize mixtures piso reproduces: name → LLAMA_FTYPE id and its base type; -1 if unknown. */
 int piso_gguf_mixture_from_name(const char *name, int *ftype, int *base_type);

@@ -73,6 +73,9 @@ struct piso_model {
     /* Activation quantization the forward pass applies (zeroed: none). Set by
      * piso_act_quant_init, or read from an output directory's quantization.json by the loader. */
     struct piso_act_quant act;
+    /* A simulated integer matmul with a narrow accumulator for the linear layers of the blocks
+     * (piso/accum_sim.h; NULL: the float path). Not owned. */
+    struct piso_accum_sim *accum_sim;
 };
 
 /* path: an HF directory, a llama2.c .bin (tokenizer.bin/tok512.bin beside it is picked up) or a

@@ -8,6 +8,7 @@
 #ifndef PISO_PIPELINE_H
 #define PISO_PIPELINE_H
 
+#include "piso/checkpoint.h"
 #include "piso/model.h"
 #include "piso/schema.h"
 #include "piso/solve.h"
@@ -44,6 +45,20 @@ struct piso_pipeline_opts {
      * instead of using ec.alpha for all */
     int alpha_sample;
     uint64_t alpha_seed;
+    /* Mixed precision (piso/mixed.h). layer_ec [n_blocks · PISO_LIN_COUNT], indexed
+     * block · PISO_LIN_COUNT + linear: each layer's own options (grid, group, interleave) instead
+     * of ec; NULL: ec for every layer. */
+    const struct piso_ec_opts *layer_ec;
+    /* Cost pass (mixed precision): with n_cost > 0 the model is NOT modified, so every layer sees
+     * the float model's inputs (X̃ = X), and each linear is quantized with every cost_ec[c]:
+     * cost[i·n_cost + c] = Σ_rows (w − ŵ)ᵀ H (w − ŵ), H = XᵀX, i = block · PISO_LIN_COUNT + linear.
+     * keep (optional, [n_blocks · PISO_LIN_COUNT · n_cost]) receives ŵ [N, D] (malloc'd, the caller
+     * frees) of the candidates whose bit is set in keep_mask. The reports carry no scales/codes. */
+    int n_cost;
+    const struct piso_ec_opts *cost_ec;
+    double *cost;
+    float **keep;
+    unsigned keep_mask;
 };
 /* The α that alpha_sample gives linear k of block `layer`: U(0, 1) from splitmix64. */
 double piso_alpha_sample(uint64_t seed, int layer, enum piso_linear k);
@@ -63,7 +78,8 @@ struct piso_layer_report {
     double alpha;                    /* sr/beam/gpfq: the α used (sampled or fixed); else 0 */
     double seconds;
     float *scales;                   /* [N, n_groups], rows in the model's order */
-    int16_t *codes;                  /* [N, D] */
+    int16_t *codes;                  /* [N, D]; asym: c − z */
+    int16_t *zeros;                  /* [N, n_groups] asym zero points, else NULL */
 };
 
 struct piso_pipeline_result {
@@ -85,6 +101,10 @@ struct piso_hf_export_opts {
     const char *quantization_json;   /* text of quantization.json, or NULL */
     const struct piso_pipeline_result *res; /* scales and codes for quantization.safetensors, or NULL */
     const char *transform_json;      /* text of transform.json (rotations; piso/transform.h), or NULL */
+    /* a deployable checkpoint (needs res): the linear layers that pack are written as GPTQ or
+     * compressed-tensors tensors (piso/checkpoint.h), the others stay dense; 0: dense weights */
+    enum piso_ckpt_format ckpt;
+    int bits, group, asym, act_order; /* of the quantization, for quantization_config */
 };
 /* Writes dir atomically (built in a temporary sibling, then renamed; an existing model directory
  * is replaced only after the new one is complete): config.json, model.safetensors (model dtype,

@@ -11,6 +11,8 @@
 
 #define PISO_GRID_MAX 256
 
+struct piso_accum;
+
 /* A sorted set of representable values containing 0 (unscaled alphabet). */
 struct piso_grid {
     char name[16];       /* "int4", "int4n" (narrow), "e2m1", "e4m3", ... */
@@ -98,6 +100,42 @@ double piso_objective_dense(const float *w, int n, const float *H, int ldh, cons
  * with u_g = G_gg·w_g for the independent variant, or the §2.8 cross-group target
  * u_g = (G·w_orig)_g − H_{g,¬g}·v_{¬g}. The caller then rounds w_g/s_g with piso_grid_round. */
 
+/* ---- affine (asymmetric) integer quantization ------------------------------------------------ */
+/* w ≈ s·(c − z), c ∈ [0, maxq], maxq = 2^bits − 1, z an integer in [zmin, maxq]. For a fixed z the
+ * codes q = c − z = clamp(round(w/s), −z, maxq − z) are RTN onto the integer grid −z..maxq−z, which
+ * contains 0, so E(s) is again piecewise with finitely many breakpoints: the exact optimum over
+ * (s, z) is one PiSO sweep per zero point (positive scales; a negative scale with z is the positive
+ * one with maxq − z), keeping the best. */
+/* The nearest fp16 value of a scale, its magnitude kept in 2^-24 .. 65504 (never 0 or inf). */
+float piso_scale_to_fp16(float s);
+/* Of the two fp16 values around s (s rounded to nearest, and the next one on the other side of s)
+ * the one with the lower objective E on grid g (H dense with ldh, else hdiag or identity; u NULL:
+ * H·w / hdiag·w). PiSO's optimum often lies at a rounding breakpoint, where plain rounding to fp16
+ * lands on the wrong side half of the time. */
+float piso_scale_fp16_best(const float *w, int n, const float *H, int ldh, const float *hdiag, const double *u,
+                           const struct piso_grid *g, float s);
+/* The grid of zero point z: the integers −z..maxq−z (is_int, not symmetric). */
+void piso_grid_affine(int bits, int z, struct piso_grid *out);
+/* RTN onto the grid of zero point z: clamp(round-half-even(x), −z, maxq − z). */
+float piso_affine_round(float x, int z, int maxq);
+/* The GPTQ min-max rule: lo = min(w, 0), hi = max(w, 0), s = (hi − lo)/maxq, z = round(−lo/s)
+ * clamped to [zmin, maxq] (s = 1 / maxq when w = 0). */
+float piso_affine_minmax(const float *w, int n, int bits, int zmin, int *zero);
+/* Best (s, z) of one vector for scale method m:
+ *  absmax → min-max; mse-grid → min-max of the range shrunk by k/20, k = 1..20, best ‖w − ŵ‖²;
+ *  piso-datafree → exact with H = I; piso-diag → exact with hdiag[n] and target u (NULL: hdiag·w);
+ *  piso, piso-seq → exact with the dense block H (leading dimension ldh) and target u (NULL: H·w).
+ * The exact methods also evaluate min-max, so they are never worse than it on their objective.
+ * fp16: candidate scales are rounded to fp16 before they are compared (the stored scale). Returns
+ * s > 0 and *zero; E_out (optional) the objective E = s²·qᵀHq − 2s·qᵀu at the result. NaN when out
+ * of memory. Cost: (maxq + 2 − zmin) sweeps for up to PISO_AFFINE_ALL_ZEROS_BITS bits, where the
+ * result is the exact optimum over every (s, z); wider grids sweep only the zero points within
+ * PISO_AFFINE_ZERO_WINDOW of min-max's (exact over s for each of those). */
+#define PISO_AFFINE_ALL_ZEROS_BITS 4
+#define PISO_AFFINE_ZERO_WINDOW 8
+float piso_solve_affine(const float *w, int n, const float *H, int ldh, const float *hdiag, const double *u,
+                        enum piso_scale_method m, int bits, int zmin, int fp16, int *zero, double *E_out);
+
 /* ---- a whole layer ------------------------------------------------------------------------- */
 /* W [N, D] row-major; H [D, D] symmetric PSD; G [D, D] optional (NULL: G = H). */
 struct piso_layer_problem {
@@ -110,13 +148,23 @@ struct piso_quant_opts {
     int group;               /* 0 = one scale per output channel, else group size along D */
     enum piso_scale_method method;
     int allow_negative;      /* default 1: try negative scales on asymmetric grids */
+    /* accumulator limits (piso/accum.h; NULL: none): the PiSO methods sweep only the scales whose
+     * codes satisfy them, the others round with the AXE step (soft threshold, clamp) */
+    const struct piso_accum *acc;
+    int asym;                /* affine: w ≈ s·(c − z) with codes c ∈ [0, 2^bits − 1] and an integer zero
+                              * point z per (row, group) (integer grids only, see piso_solve_affine) */
+    int zero_min;            /* asym: the smallest zero point allowed (GPTQ v1 stores z − 1: 1) */
+    int scale_fp16;          /* round every scale to fp16 before the codes are rounded (checkpoints
+                              * that store fp16 scales reload exactly) */
 };
 
 struct piso_layer_result {
     int64_t N, D, n_groups;  /* n_groups = D / group (1 for channel-wise) */
     float *scales;           /* [N, n_groups] */
     float *dequant;          /* [N, D] = scale · grid value */
-    int16_t *codes;          /* [N, D] the integer value for int grids, the grid index for floats */
+    int16_t *codes;          /* [N, D] the integer value for int grids, the grid index for floats;
+                              * asym: q = c − z (so dequant = scale·q as for symmetric grids) */
+    int16_t *zeros;          /* [N, n_groups] asym zero points z (NULL for symmetric quantization) */
     double *row_objective;   /* [N] objective of each row */
     double objective;        /* Σ rows; with G: Σ (ŵᵀHŵ − 2ŵᵀGw), else Σ (w−ŵ)ᵀH(w−ŵ) */
     int constant_dropped;    /* 1 when G was given */

@@ -1,5 +1,6 @@
 /* The block-by-block calibration pipeline (see piso/pipeline.h). */
 #include "piso/linalg.h"
+#include "piso/accum.h"
 #include "piso/pipeline.h"
 
 #include <math.h>
@@ -21,7 +22,7 @@ void piso_linear_hf_name(int layer, enum piso_linear k, char *buf, size_t n) {
 }
 
 void piso_pipeline_result_free(struct piso_pipeline_result *res) {
-    for (int i = 0; i < res->n_layers; i++) free(res->layers[i].scales), free(res->layers[i].codes);
+    for (int i = 0; i < res->n_layers; i++) free(res->layers[i].scales), free(res->layers[i].codes), free(res->layers[i].zeros);
     free(res->layers);
     memset(res, 0, sizeof *res);
 }
@@ -111,36 +112,77 @@ static int uses_alpha(enum piso_rounding r) {
     return r == PISO_ROUND_SR || r == PISO_ROUND_BEAM || r == PISO_ROUND_GPFQ;
 }
 
+/* Quantizes W (float weights [N, D]) with options eo on the statistics H, G, F into r. */
+static int solve_linear(int64_t N, int64_t D, const float *Wf, const float *H, const float *G, const float *F,
+                        const struct piso_pipeline_opts *o, const struct piso_ec_opts *eo, const char *name,
+                        struct piso_layer_result *r) {
+    const float *Ho = o->objective == PISO_OBJ_X_X ? F : H;
+    const float *Go = o->objective == PISO_OBJ_X_XQ ? G : NULL;
+    memset(r, 0, sizeof *r);
+    int rc, was_quiet = piso_is_quiet();
+    if (eo->q.acc && piso_accum_validate(eo->q.acc, D, eo->q.group, &eo->q.grid, name, NULL)) return -1;
+    piso_set_quiet(1); /* one progress line per layer is ours; the solvers' per-row lines are noise here */
+    if (o->rounding == PISO_ROUND_RTN) {
+        struct piso_layer_problem lp = {N, D, Wf, Ho, Go};
+        rc = piso_rtn_layer(&lp, &eo->q, r);
+    } else {
+        struct piso_ec_problem ep = {N, D, Wf, Ho, Go, F};
+        rc = piso_rounding_layer(o->rounding)(&ep, eo, r, NULL);
+    }
+    piso_set_quiet(was_quiet);
+    return rc;
+}
+
+/* The cost pass: every candidate on this layer's float inputs; the weights stay float. */
+static int cost_linear(const struct piso_model *mf, int layer, enum piso_linear k, const float *F,
+                       const struct piso_pipeline_opts *o, struct piso_layer_report *rep) {
+    int64_t N, D;
+    const float *Wf = linear_weight(mf, layer, k, &N, &D);
+    double t0 = piso_time();
+    const int64_t i = (int64_t)layer * PISO_LIN_COUNT + k;
+    piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);
+    rep->layer = layer, rep->kind = k, rep->N = N, rep->D = D;
+    for (int c = 0; c < o->n_cost; c++) {
+        struct piso_ec_opts eo = o->cost_ec[c];
+        if (o->alpha_sample && uses_alpha(o->rounding)) eo.alpha = piso_alpha_sample(o->alpha_seed, layer, k);
+        struct piso_layer_result r;
+        if (solve_linear(N, D, Wf, F, F, F, o, &eo, rep->name, &r))
+            return piso_error_context("quantizing %s [%lld, %lld] as candidate %s", rep->name, (long long)N,
+                                      (long long)D, eo.q.grid.name);
+        double e = piso_layer_objective(N, D, Wf, r.dequant, F, NULL, NULL);
+        if (isnan(e)) {
+            piso_layer_result_free(&r);
+            return piso_errorf("out of memory for the output error of %s", rep->name);
+        }
+        o->cost[i * o->n_cost + c] = e > 0 ? e : 0;
+        if (o->keep && (o->keep_mask >> c & 1u)) o->keep[i * o->n_cost + c] = r.dequant, r.dequant = NULL;
+        piso_layer_result_free(&r);
+    }
+    rep->seconds = piso_time() - t0;
+    return 0;
+}
+
 static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, int layer, enum piso_linear k,
                            const float *H, const float *G, const float *F, const struct piso_pipeline_opts *o,
                            struct piso_layer_report *rep) {
+    if (o->n_cost > 0) return cost_linear(mf, layer, k, F, o, rep);
     int64_t N, D;
     float *W = linear_weight(mq, layer, k, &N, &D);
     const float *Wf = linear_weight(mf, layer, k, &N, &D);
     double t0 = piso_time();
-    const float *Ho = o->objective == PISO_OBJ_X_X ? F : H;
-    const float *Go = o->objective == PISO_OBJ_X_XQ ? G : NULL;
     struct piso_layer_result r, ra;
-    memset(&r, 0, sizeof r), memset(&ra, 0, sizeof ra);
-    int rc, was_quiet = piso_is_quiet();
-    piso_set_quiet(1); /* one progress line per layer is ours; the solvers' per-row lines are noise here */
-    if (o->rounding == PISO_ROUND_RTN) {
-        struct piso_layer_problem lp = {N, D, Wf, Ho, Go};
-        rc = piso_rtn_layer(&lp, &o->ec.q, &r);
-    } else {
-        struct piso_ec_problem ep = {N, D, Wf, Ho, Go, F};
-        struct piso_ec_opts eo = o->ec;
-        if (o->alpha_sample && uses_alpha(o->rounding)) eo.alpha = piso_alpha_sample(o->alpha_seed, layer, k);
-        rep->alpha = uses_alpha(o->rounding) ? eo.alpha : 0;
-        rc = piso_rounding_layer(o->rounding)(&ep, &eo, &r, NULL);
-    }
-    piso_set_quiet(was_quiet);
+    memset(&ra, 0, sizeof ra);
+    struct piso_ec_opts eo = o->layer_ec ? o->layer_ec[(int64_t)layer * PISO_LIN_COUNT + k] : o->ec;
+    if (o->alpha_sample && uses_alpha(o->rounding)) eo.alpha = piso_alpha_sample(o->alpha_seed, layer, k);
+    rep->alpha = uses_alpha(o->rounding) ? eo.alpha : 0;
     piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);
+    int rc = solve_linear(N, D, Wf, H, G, F, o, &eo, rep->name, &r), was_quiet = piso_is_quiet();
     if (rc) return piso_error_context("quantizing %s [%lld, %lld]", rep->name, (long long)N, (long long)D);
     rep->seconds = piso_time() - t0;
     /* report: true reconstruction error against the float model's outputs, and absmax RTN's */
-    struct piso_quant_opts ao = o->ec.q;
+    struct piso_quant_opts ao = eo.q;
     ao.method = PISO_SCALE_ABSMAX;
+    ao.acc = NULL; /* the baseline is plain absmax RTN */
     struct piso_layer_problem lpa = {N, D, Wf, H, NULL};
     piso_set_quiet(1);
     int rca = piso_rtn_layer(&lpa, &ao, &ra);
@@ -158,7 +200,7 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
                            (long long)D);
     }
     rep->layer = layer, rep->kind = k, rep->N = N, rep->D = D;
-    rep->group = o->ec.q.group > 0 && o->ec.q.group < D ? o->ec.q.group : 0;
+    rep->group = eo.q.group > 0 && eo.q.group < D ? eo.q.group : 0;
     rep->last_group = rep->group && D % rep->group ? (int)(D % rep->group) : rep->group;
     rep->n_groups = r.n_groups;
     rep->tensor_scale = r.tensor_scale;
@@ -166,8 +208,8 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     rep->rel_err_absmax = energy > 0 ? e_a / energy : 0;
     rep->objective = r.objective;
     memcpy(W, r.dequant, sizeof(float) * N * D);
-    rep->scales = r.scales, rep->codes = r.codes;
-    r.scales = NULL, r.codes = NULL;
+    rep->scales = r.scales, rep->codes = r.codes, rep->zeros = r.zeros;
+    r.scales = NULL, r.codes = NULL, r.zeros = NULL;
     piso_layer_result_free(&r), piso_layer_result_free(&ra);
     return 0;
 }
@@ -183,6 +225,10 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
                         const struct piso_pipeline_opts *o, struct piso_pipeline_result *res) {
     memset(res, 0, sizeof *res);
     if (piso_ec_opts_check(&o->ec, o->rounding)) return -1; /* before any work */
+    for (int c = 0; c < o->n_cost; c++)
+        if (piso_ec_opts_check(&o->cost_ec[c], o->rounding)) return -1;
+    for (int64_t i = 0; o->layer_ec && i < (int64_t)mq->cfg.n_layers * PISO_LIN_COUNT; i++)
+        if (piso_ec_opts_check(&o->layer_ec[i], o->rounding)) return -1;
     const struct piso_config *cfg = &mq->cfg;
     int nb = cfg->n_layers;
     int64_t Dm = cfg->dim, Hq = (int64_t)cfg->n_heads * cfg->head_dim, F = cfg->hidden_dim;
@@ -231,8 +277,12 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
                 if (quantize_linear(mq, mf, b, k, Hf, Gf, Ff, o, rep)) goto done;
                 res->n_layers++, done_lin++;
                 double el = piso_time() - t0;
-                piso_log("block %d/%d, layer %s, rel. error %.4g (absmax %.4g), ETA %.1fs\n", b + 1, nb, rep->name,
-                         rep->rel_err, rep->rel_err_absmax, el / done_lin * (total_lin - done_lin));
+                if (o->n_cost > 0)
+                    piso_log("costs: block %d/%d, layer %s, %d candidates, ETA %.1fs\n", b + 1, nb, rep->name,
+                             o->n_cost, el / done_lin * (total_lin - done_lin));
+                else
+                    piso_log("block %d/%d, layer %s, rel. error %.4g (absmax %.4g), ETA %.1fs\n", b + 1, nb, rep->name,
+                             rep->rel_err, rep->rel_err_absmax, el / done_lin * (total_lin - done_lin));
             }
         }
         if (b + 1 < nb && ((!use_cache && advance(mf, b, Xf, c)) || advance(mq, b, Xq, c))) goto done;

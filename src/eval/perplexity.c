@@ -16,6 +16,11 @@ static double token_nll(const float *logits, int V, int target) {
 
 int piso_perplexity_ids(const struct piso_model *m, const int *ids, int n_ids, int bos_id, int ctx,
                         struct piso_ppl_result *r) {
+    return piso_perplexity_ids_each(m, ids, n_ids, bos_id, ctx, NULL, NULL, r);
+}
+
+int piso_perplexity_ids_each(const struct piso_model *m, const int *ids, int n_ids, int bos_id, int ctx,
+                             piso_ppl_chunk_fn each, void *user, struct piso_ppl_result *r) {
     memset(r, 0, sizeof *r);
     double t0 = piso_time();
     if (ctx <= 0) ctx = m->cfg.max_seq_len > 0 && m->cfg.max_seq_len < 512 ? m->cfg.max_seq_len : 512;
@@ -51,6 +56,7 @@ int piso_perplexity_ids(const struct piso_model *m, const int *ids, int n_ids, i
             nll += token_nll(logits + (size_t)(j - first) * V, V, ids[(size_t)c * ctx + j + 1]);
             count++;
         }
+        if (rc == 0 && each) rc = each(user, c, ids + (size_t)c * ctx, logits);
         piso_progress_update(&pr, (int64_t)(c + 1) * ctx);
     }
     free(chunk);
@@ -68,21 +74,28 @@ int piso_perplexity_ids(const struct piso_model *m, const int *ids, int n_ids, i
     return 0;
 }
 
-int piso_perplexity(const struct piso_model *m, const char *text, size_t len, int ctx, struct piso_ppl_result *r) {
-    memset(r, 0, sizeof *r);
+int piso_perplexity_tokenize(const struct piso_model *m, const char *text, size_t len, int **ids, int *n) {
+    *ids = NULL;
+    *n = 0;
     if (!m->tok) return piso_errorf("perplexity: %s has no tokenizer (pass one)", m->path);
     if (len == 0) return piso_errorf("perplexity: the text is empty");
-    double t0 = piso_time();
-    int *ids = NULL, n = 0;
     /* llama.cpp tokenizes the corpus with parse_special = false: text such as <|endoftext|> stays
      * text. The flag is restored to the tokenizer default afterwards. */
     piso_tokenizer_set_parse_special(m->tok, 0);
-    int trc = piso_tokenize(m->tok, text, len, 1, &ids, &n);
+    int trc = piso_tokenize(m->tok, text, len, 1, ids, n);
     piso_tokenizer_set_parse_special(m->tok, 1);
     if (trc != 0) return piso_error_context("perplexity: tokenizing");
-    int bos = piso_tokenizer_vocab(m->tok)->bos_id;
-    if (n > 0 && ids[0] != bos) piso_log("perplexity: note: the tokenizer did not put BOS first\n");
-    int rc = piso_perplexity_ids(m, ids, n, bos, ctx, r);
+    if (*n > 0 && (*ids)[0] != piso_tokenizer_vocab(m->tok)->bos_id)
+        piso_log("perplexity: note: the tokenizer did not put BOS first\n");
+    return 0;
+}
+
+int piso_perplexity(const struct piso_model *m, const char *text, size_t len, int ctx, struct piso_ppl_result *r) {
+    memset(r, 0, sizeof *r);
+    double t0 = piso_time();
+    int *ids = NULL, n = 0;
+    if (piso_perplexity_tokenize(m, text, len, &ids, &n)) return -1;
+    int rc = piso_perplexity_ids(m, ids, n, piso_tokenizer_vocab(m->tok)->bos_id, ctx, r);
     free(ids);
     if (rc == 0) r->seconds = piso_time() - t0;
     return rc;

@@ -83,6 +83,59 @@ static int add_vec(struct exporter *x, const char *name, const float *v, int64_t
     return piso_gguf_add_tensor(x->w, name, 1, &n, GGML_T_F32, (void *)v, sizeof(float) * (size_t)n, owned);
 }
 
+/* The importance of weight `name` [., D] from the imatrix into *imat (malloc'd; NULL when there is
+ * no imatrix or no entry: quantized without importance, as llama.cpp does). */
+static int weight_importance(const struct piso_gguf_export_opts *o, const char *name, int64_t D, float **imat) {
+    *imat = NULL;
+    if (!o->imatrix) return 0;
+    if (!(*imat = malloc(sizeof(float) * (size_t)D))) return piso_errorf("%s: out of memory", name);
+    int r = piso_imatrix_get(o->imatrix, name, D, *imat);
+    if (r != 0) free(*imat), *imat = NULL;
+    return r < 0 ? -1 : 0;
+}
+
+/* Quantizes W [N, D] into buf (block type t, the row fallback already applied; N · row size
+ * bytes) with the scales the options ask for; *imat receives the importance used (malloc'd or
+ * NULL), *tscale NVFP4's tensor scale. */
+static int quantize_block_weight(const struct piso_gguf_export_opts *o, const char *name, int t, const float *W,
+                                 int64_t N, int64_t D, void *buf, int tensor_scale_ok, float *tscale, float **imat) {
+    if (weight_importance(o, name, D, imat)) return -1;
+    /* NVFP4: no GPTQ path (its 64-blocks have no engine rounder); the imatrix from the same
+     * calibration still weighs the exact scales */
+    const float *H = o->scale == PISO_GGUF_SCALE_PISO && t != GGML_T_NVFP4 ? piso_calib_hessian_for(o->hessians, name, D)
+                                                                          : NULL;
+    size_t done;
+    if (t == GGML_T_NVFP4 && o->scale == PISO_GGUF_SCALE_PISO)
+        done = piso_nvfp4_quantize_tensor(W, buf, N, D, *imat, tensor_scale_ok, tscale);
+    else if (H) done = piso_ggml_quantize_gptq(t, W, buf, N, D, H);
+    else if (o->scale == PISO_GGUF_SCALE_REF) done = piso_ggml_quantize_ref(t, W, buf, N, D, *imat);
+    else done = piso_ggml_quantize_piso_ex(t, W, buf, N, D, *imat, o->blend);
+    if (done != piso_ggml_row_size(t, D) * (size_t)N) {
+        free(*imat), *imat = NULL;
+        return piso_error_context("quantizing %s", name);
+    }
+    return 0;
+}
+
+int piso_gguf_weight_roundtrip(const struct piso_gguf_export_opts *o, const char *name, const float *W, int64_t N,
+                               int64_t D, int type, int tensor_scale_ok, float *out) {
+    const int t = piso_gguf_type_for_row(type, D);
+    const size_t rs = piso_ggml_row_size(t, D);
+    void *buf = malloc(rs * (size_t)N + 1);
+    float *imat = NULL, tscale = 1.0f;
+    if (!buf) return piso_errorf("%s: out of memory", name);
+    int rc = 0;
+    if (!piso_ggml_is_block_type(t)) piso_ggml_traits(t)->from_float(W, buf, N * D);
+    else rc = quantize_block_weight(o, name, t, W, N, D, buf, tensor_scale_ok, &tscale, &imat);
+    for (int64_t r = 0; !rc && r < N; r++) {
+        if (piso_ggml_is_block_type(t)) piso_ggml_dequantize_row(t, (const uint8_t *)buf + r * rs, out + r * D, D);
+        else piso_ggml_traits(t)->to_float((const uint8_t *)buf + r * rs, out + r * D, D);
+        for (int64_t j = 0; j < D; j++) out[r * D + j] *= tscale;
+    }
+    free(buf), free(imat);
+    return rc;
+}
+
 /* Converts/quantizes W [N, D] (row-major, rows of D inputs) into `type` and adds it. */
 static int add_weight(struct exporter *x, const char *name, const float *W, int64_t N, int64_t D, int type,
                       int tensor_scale_ok) {
@@ -104,32 +157,9 @@ static int add_weight(struct exporter *x, const char *name, const float *W, int6
     if (!piso_ggml_is_block_type(t)) {
         piso_ggml_traits(t)->from_float(W, buf, N * D);
     } else {
-        if (x->o->imatrix) {
-            imat = malloc(sizeof(float) * (size_t)D);
-            if (!imat) {
-                free(buf);
-                return piso_errorf("%s: out of memory", name);
-            }
-            int r = piso_imatrix_get(x->o->imatrix, name, D, imat);
-            if (r < 0) {
-                free(buf), free(imat);
-                return -1;
-            }
-            if (r == 1) free(imat), imat = NULL; /* no entry: quantized without importance, as llama.cpp does */
-        }
-        /* NVFP4: no GPTQ path (its 64-blocks have no engine rounder); the imatrix from the same
-         * calibration still weighs the exact scales */
-        const float *H = x->o->scale == PISO_GGUF_SCALE_PISO && t != GGML_T_NVFP4
-                             ? piso_calib_hessian_for(x->o->hessians, name, D) : NULL;
-        size_t done;
-        if (t == GGML_T_NVFP4 && x->o->scale == PISO_GGUF_SCALE_PISO)
-            done = piso_nvfp4_quantize_tensor(W, buf, N, D, imat, tensor_scale_ok, &tscale);
-        else if (H) done = piso_ggml_quantize_gptq(t, W, buf, N, D, H);
-        else if (x->o->scale == PISO_GGUF_SCALE_REF) done = piso_ggml_quantize_ref(t, W, buf, N, D, imat);
-        else done = piso_ggml_quantize_piso_ex(t, W, buf, N, D, imat, x->o->blend);
-        if (done != nbytes) {
-            free(buf), free(imat);
-            return piso_error_context("quantizing %s", name);
+        if (quantize_block_weight(x->o, name, t, W, N, D, buf, tensor_scale_ok, &tscale, &imat)) {
+            free(buf);
+            return -1;
         }
         /* the objective the scales minimise, Σ_rows Σ_j h_j (w − ŵ)² (h = 1 without an imatrix),
          * summed over the block weights (blk.*) */
@@ -371,6 +401,7 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
             if (o->mixture && !(is_out && o->output_type >= 0)) /* llama-quantize's per-tensor choice */
                 type = piso_gguf_mixture_type(o->mixture, o->type, t->role, l, c->n_layers, c->n_heads / c->n_kv_heads,
                                               cols, c->tied_embeddings);
+            if (o->linear_types && t->linear >= 0) type = o->linear_types[l * PISO_LIN_COUNT + t->linear]; /* mixed precision */
             /* NVFP4 tensor scales only where llama.cpp applies them: the linear weights (not the
              * embedding lookup, so not a tied output either) */
             rc = add_weight(&x, nm, data, rows, cols, type, t->role != PISO_TR_TOK_EMBD);

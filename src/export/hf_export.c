@@ -1,5 +1,6 @@
 /* Hugging Face directory export: config.json, model.safetensors, tokenizer files and the
  * quantization record, written into a temporary sibling directory and renamed into place. */
+#include "export/export_internal.h"
 #include "piso/pipeline.h"
 #include "piso/safetensors.h"
 #include "piso/schema.h"
@@ -278,7 +279,39 @@ char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v) {
 }
 
 /* ---- config.json ----------------------------------------------------------------------- */
-static char *config_json(const struct piso_model *m) {
+/* The layer report of linear k in block `layer`, or NULL. */
+static const struct piso_layer_report *find_report(const struct piso_pipeline_result *res, int layer, int k) {
+    for (int i = 0; res && i < res->n_layers; i++)
+        if (res->layers[i].layer == layer && (int)res->layers[i].kind == k) return &res->layers[i];
+    return NULL;
+}
+
+static int report_packs(const struct piso_hf_export_opts *o, const struct piso_layer_report *r) {
+    return r && o && o->ckpt != PISO_CKPT_DENSE && piso_ckpt_layer_packs(o->ckpt, o->bits, r->group, r->N, r->D);
+}
+
+/* quantization_config: the layers that stay dense and the packed module names of a block */
+static cJSON *quantization_config(const struct piso_hf_export_opts *o) {
+    const struct piso_pipeline_result *res = o->res;
+    const char **skipped = calloc((size_t)(res->n_layers + 1), sizeof(char *));
+    const char *in_block[PISO_LIN_COUNT];
+    int ns = 0, nb = 0;
+    if (!skipped) return NULL;
+    for (int i = 0; i < res->n_layers; i++) {
+        const struct piso_layer_report *r = &res->layers[i];
+        if (!report_packs(o, r)) {
+            skipped[ns++] = r->name;
+        } else if (r->layer == 0) {
+            const char *p = strchr(r->name + strlen("model.layers."), '.'); /* "self_attn.q_proj" */
+            if (p) in_block[nb++] = p + 1;
+        }
+    }
+    cJSON *q = piso_ckpt_config_json(o->ckpt, o->bits, o->group, o->asym, o->act_order, skipped, ns, in_block, nb);
+    free(skipped);
+    return q;
+}
+
+static char *config_json(const struct piso_model *m, const struct piso_hf_export_opts *o) {
     const struct piso_config *c = &m->cfg;
     const char *arch = c->arch[0] ? c->arch : "llama", *cls = "LlamaForCausalLM";
     const struct piso_arch_info *ai = piso_arch_by_name(arch);
@@ -314,6 +347,14 @@ static char *config_json(const struct piso_model *m) {
         cJSON_AddNumberToObject(rs, "original_max_position_embeddings", c->rope_orig_ctx);
     } else {
         cJSON_AddNullToObject(j, "rope_scaling");
+    }
+    if (o && o->ckpt != PISO_CKPT_DENSE && o->res) {
+        cJSON *q = quantization_config(o);
+        if (!q) {
+            cJSON_Delete(j);
+            return NULL;
+        }
+        cJSON_AddItemToObject(j, "quantization_config", q);
     }
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
@@ -352,7 +393,13 @@ static int add_tensor(struct st_ctx *c, const char *name, const float *data, int
     return 0;
 }
 
-static int write_weights(const struct piso_model *m, const char *dir) {
+struct hf_rows;
+static int hf_rows_get(const struct piso_model *m, const struct piso_layer_report *r, struct hf_rows *h);
+static void hf_rows_free(struct hf_rows *h);
+static int add_packed(struct piso_st_writer *w, const struct piso_model *m, const struct piso_hf_export_opts *o,
+                      const struct piso_layer_report *r);
+
+static int write_weights(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o) {
     const struct piso_config *c = &m->cfg;
     struct st_ctx sc = {piso_st_writer_new(), c->dtype == PISO_DTYPE_BF16 || c->dtype == PISO_DTYPE_F16 ? c->dtype : PISO_DTYPE_F32};
     int adj = c->rope_style == PISO_ROPE_ADJACENT, rc = 0;
@@ -362,6 +409,11 @@ static int write_weights(const struct piso_model *m, const char *dir) {
         const float *data = piso_schema_data(m, t, l);
         if (!data || piso_schema_name(t, PISO_NAME_HF, l, name, sizeof name) != 0) continue;
         const int64_t rows = piso_schema_dim(c, t->rows), cols = piso_schema_dim(c, t->cols);
+        const struct piso_layer_report *r = t->linear >= 0 ? find_report(o ? o->res : NULL, l, t->linear) : NULL;
+        if (report_packs(o, r)) { /* GPTQ / compressed-tensors tensors instead of the dense weight */
+            rc |= add_packed(sc.w, m, o, r);
+            continue;
+        }
         rc |= add_tensor(&sc, name, data, cols ? rows : 1, cols ? cols : rows, cols ? 2 : 1,
                          adj ? piso_schema_rope_heads(c, t) : 0, c->head_dim);
     }
@@ -375,46 +427,87 @@ static int write_weights(const struct piso_model *m, const char *dir) {
     return rc;
 }
 
-/* Scales and codes in HF row order (q/k permuted like their weights). */
-static int write_quant_tensors(const struct piso_model *m, const struct piso_pipeline_result *res, const char *dir) {
+/* HF row order (q/k permuted like their weights) copies of a layer's scales [N, ng], codes [N, D]
+ * and zero points [N, ng] (NULL when symmetric). */
+struct hf_rows {
+    float *scales;
+    int16_t *codes, *zeros;
+};
+static void hf_rows_free(struct hf_rows *h) { free(h->scales), free(h->codes), free(h->zeros); }
+
+static int permute_rows_i16(const int16_t *src, int16_t *dst, int64_t N, int64_t cols, int heads, int hd) {
+    float *a = calloc((size_t)(N * cols + 1), sizeof(float)), *b = calloc((size_t)(N * cols + 1), sizeof(float));
+    if (!a || !b) return free(a), free(b), -1;
+    for (int64_t k = 0; k < N * cols; k++) a[k] = src[k];
+    piso_rope_reorder(a, b, heads, hd, cols, PISO_ROPE_HALF);
+    for (int64_t k = 0; k < N * cols; k++) dst[k] = (int16_t)b[k];
+    free(a), free(b);
+    return 0;
+}
+
+static int hf_rows_get(const struct piso_model *m, const struct piso_layer_report *r, struct hf_rows *h) {
     const struct piso_config *c = &m->cfg;
+    const int heads = c->rope_style == PISO_ROPE_ADJACENT ? piso_schema_rope_heads(c, piso_schema_linear(r->kind)) : 0;
+    const int64_t ng = r->n_groups, N = r->N, D = r->D;
+    h->scales = malloc(sizeof(float) * N * ng), h->codes = malloc(sizeof(int16_t) * N * D);
+    h->zeros = r->zeros ? malloc(sizeof(int16_t) * N * ng) : NULL;
+    if (!h->scales || !h->codes || (r->zeros && !h->zeros)) return hf_rows_free(h), piso_errorf("out of memory");
+    if (!heads) {
+        memcpy(h->scales, r->scales, sizeof(float) * N * ng), memcpy(h->codes, r->codes, sizeof(int16_t) * N * D);
+        if (r->zeros) memcpy(h->zeros, r->zeros, sizeof(int16_t) * N * ng);
+        return 0;
+    }
+    piso_rope_reorder(r->scales, h->scales, heads, c->head_dim, ng, PISO_ROPE_HALF);
+    if (permute_rows_i16(r->codes, h->codes, N, D, heads, c->head_dim) ||
+        (r->zeros && permute_rows_i16(r->zeros, h->zeros, N, ng, heads, c->head_dim)))
+        return hf_rows_free(h), piso_errorf("out of memory");
+    return 0;
+}
+
+static int add_packed(struct piso_st_writer *w, const struct piso_model *m, const struct piso_hf_export_opts *o,
+                      const struct piso_layer_report *r) {
+    struct hf_rows h;
+    if (hf_rows_get(m, r, &h)) return -1;
+    int rc = piso_ckpt_add_layer(w, o->ckpt, r->name, o->bits, r->group, r->N, r->D, r->n_groups, h.scales, h.codes,
+                                 h.zeros);
+    hf_rows_free(&h);
+    return rc;
+}
+
+/* Scales and codes (and zero points) in HF row order. */
+static int write_quant_tensors(const struct piso_model *m, const struct piso_pipeline_result *res, const char *dir) {
     struct piso_st_writer *w = piso_st_writer_new();
-    int rc = 0, adj = c->rope_style == PISO_ROPE_ADJACENT;
+    int rc = 0;
     char name[160];
     for (int i = 0; i < res->n_layers && !rc; i++) {
         const struct piso_layer_report *r = &res->layers[i];
-        int heads = adj ? piso_schema_rope_heads(c, piso_schema_linear(r->kind)) : 0;
         int64_t ng = r->n_groups, N = r->N, D = r->D;
-        float *sc = malloc(sizeof(float) * N * ng), *cf = malloc(sizeof(float) * N * D), *cp = malloc(sizeof(float) * N * D);
+        struct hf_rows h;
+        if ((rc = hf_rows_get(m, r, &h))) break;
         int8_t *c8 = malloc((size_t)(N * D));
-        if (!sc || !cf || !cp || !c8) {
-            free(sc), free(cf), free(cp), free(c8);
+        if (!c8) {
+            hf_rows_free(&h);
             rc = piso_errorf("out of memory");
             break;
         }
         int fits8 = 1;
-        for (int64_t k = 0; k < N * D; k++) cf[k] = r->codes[k], fits8 &= r->codes[k] >= -128 && r->codes[k] <= 127;
-        if (heads) {
-            piso_rope_reorder(r->scales, sc, heads, c->head_dim, ng, PISO_ROPE_HALF);
-            piso_rope_reorder(cf, cp, heads, c->head_dim, D, PISO_ROPE_HALF);
-        } else {
-            memcpy(sc, r->scales, sizeof(float) * N * ng), memcpy(cp, cf, sizeof(float) * N * D);
-        }
+        for (int64_t k = 0; k < N * D; k++) fits8 &= h.codes[k] >= -128 && h.codes[k] <= 127;
         int64_t ss[2] = {N, ng}, cs[2] = {N, D};
         snprintf(name, sizeof name, "%s.scales", r->name);
-        piso_st_writer_add_copy(w, name, PISO_DTYPE_F32, 2, ss, sc);
+        piso_st_writer_add_copy(w, name, PISO_DTYPE_F32, 2, ss, h.scales);
         snprintf(name, sizeof name, "%s.codes", r->name);
         if (fits8) {
-            for (int64_t k = 0; k < N * D; k++) c8[k] = (int8_t)cp[k];
+            for (int64_t k = 0; k < N * D; k++) c8[k] = (int8_t)h.codes[k];
             piso_st_writer_add_copy(w, name, PISO_DTYPE_I8, 2, cs, c8);
         } else {
-            int16_t *c16 = malloc(sizeof(int16_t) * N * D);
-            for (int64_t k = 0; c16 && k < N * D; k++) c16[k] = (int16_t)cp[k];
-            if (c16) piso_st_writer_add_copy(w, name, PISO_DTYPE_I16, 2, cs, c16);
-            else rc = piso_errorf("out of memory");
-            free(c16);
+            piso_st_writer_add_copy(w, name, PISO_DTYPE_I16, 2, cs, h.codes);
         }
-        free(sc), free(cf), free(cp), free(c8);
+        if (h.zeros) {
+            snprintf(name, sizeof name, "%s.zeros", r->name);
+            piso_st_writer_add_copy(w, name, PISO_DTYPE_I16, 2, ss, h.zeros);
+        }
+        free(c8);
+        hf_rows_free(&h);
     }
     if (!rc) {
         char *path = piso_path_join(dir, "quantization.safetensors");
@@ -427,10 +520,10 @@ static int write_quant_tensors(const struct piso_model *m, const struct piso_pip
 
 /* ---- the directory -------------------------------------------------------------------------- */
 static int fill_dir(const struct piso_model *m, const char *tmp, const struct piso_hf_export_opts *o) {
-    char *cfg = config_json(m);
+    char *cfg = config_json(m, o);
     int rc = cfg ? write_text(tmp, "config.json", cfg) : piso_errorf("cannot build config.json");
     free(cfg);
-    if (rc || write_weights(m, tmp)) return -1;
+    if (rc || write_weights(m, tmp, o)) return -1;
     /* tokenizer.json: the source's, or generated from the SPM vocabulary */
     if (o->tokenizer_json) {
         if (copy_file(o->tokenizer_json, tmp, "tokenizer.json")) return -1;

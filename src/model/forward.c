@@ -5,6 +5,7 @@
  * single-threaded and the same for any thread count, so results do not depend on it. Norm
  * statistics and softmax sums accumulate in double. Generation reuses the same block code with a
  * KV cache (block_forward_at). */
+#include "piso/accum_sim.h"
 #include "piso/linalg.h"
 #include "piso/model.h"
 #include "piso/transform.h"
@@ -18,6 +19,17 @@
  * thread count, and a small product (generation, tiny M) runs serially without a parallel region. */
 static void linear(const float *X, const float *W, float *Y, int n, int in, int out, float beta) {
     piso_la_sgemm(0, 1, n, out, in, 1.0f, X, in, W, in, beta, Y, out);
+}
+
+/* A linear layer k of block `layer`: the float product, or the simulated integer matmul with a
+ * narrow accumulator when the model carries one (piso/accum_sim.h). */
+static void block_linear(const struct piso_model *m, int layer, enum piso_linear k, const float *X, const float *W,
+                         float *Y, int n, int in, int out, float beta) {
+    struct piso_accum_sim *s = m->accum_sim;
+    if (s && layer < s->n_layers && s->lin[layer * PISO_LIN_COUNT + k].codes)
+        piso_accum_sim_linear(s, &s->lin[layer * PISO_LIN_COUNT + k], &m->act.act, X, Y, n, beta);
+    else
+        linear(X, W, Y, n, in, out, beta);
 }
 
 /* Below this many multiply-adds (or elements, for the cheap loops) a parallel region costs more
@@ -188,9 +200,9 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
     rmsnorm_rows(x, w->attn_norm, xn, n, D, c->norm_eps);
     quantize_linear_input(m, xn, n, D);
     if (taps && taps->attn_in) memcpy(taps->attn_in, xn, N * D * sizeof *xn);
-    linear(xn, w->wq, q, n, D, Hq, 0.0f);
-    linear(xn, w->wk, k, n, D, Hkv, 0.0f);
-    linear(xn, w->wv, v, n, D, Hkv, 0.0f);
+    block_linear(m, layer, PISO_LIN_Q, xn, w->wq, q, n, D, Hq, 0.0f);
+    block_linear(m, layer, PISO_LIN_K, xn, w->wk, k, n, D, Hkv, 0.0f);
+    block_linear(m, layer, PISO_LIN_V, xn, w->wv, v, n, D, Hkv, 0.0f);
     add_bias(q, w->bq, n, Hq);
     add_bias(k, w->bk, n, Hkv);
     add_bias(v, w->bv, n, Hkv);
@@ -207,14 +219,14 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
     if (rc == 0) {
         quantize_linear_input(m, att, n, Hq);
         if (taps && taps->o_in) memcpy(taps->o_in, att, N * Hq * sizeof *att);
-        linear(att, w->wo, x, n, Hq, D, 1.0f); /* residual: x += att · wo^T */
+        block_linear(m, layer, PISO_LIN_O, att, w->wo, x, n, Hq, D, 1.0f); /* residual: x += att · wo^T */
 
         /* SwiGLU feed-forward */
         rmsnorm_rows(x, w->ffn_norm, xn, n, D, c->norm_eps);
         quantize_linear_input(m, xn, n, D);
         if (taps && taps->ffn_in) memcpy(taps->ffn_in, xn, N * D * sizeof *xn);
-        linear(xn, w->w_gate, g, n, D, F, 0.0f);
-        linear(xn, w->w_up, u, n, D, F, 0.0f);
+        block_linear(m, layer, PISO_LIN_GATE, xn, w->w_gate, g, n, D, F, 0.0f);
+        block_linear(m, layer, PISO_LIN_UP, xn, w->w_up, u, n, D, F, 0.0f);
 #pragma omp parallel for schedule(static) if ((size_t)n * F > PAR_MIN_ELEMS)
         for (int i = 0; i < n; i++) /* by rows: the same code runs on a row for any thread count */
             for (int j = 0; j < F; j++) {
@@ -227,7 +239,7 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
     if (rc == 0) {
         quantize_linear_input(m, g, n, F);
         if (taps && taps->down_in) memcpy(taps->down_in, g, N * F * sizeof *g);
-        linear(g, w->w_down, x, n, F, D, 1.0f);
+        block_linear(m, layer, PISO_LIN_DOWN, g, w->w_down, x, n, F, D, 1.0f);
     }
     free(buf);
     free(inv);

@@ -14,6 +14,7 @@ struct hf_ctx {
     const char *dir;
     char *config_path;
     cJSON *cfg;
+    struct piso_ckpt_info ckpt; /* quantization_config (GPTQ, compressed-tensors) */
 };
 
 /* Reads an integer field; `def` < 0 means required. */
@@ -204,7 +205,7 @@ static int open_shards(struct piso_model *m, const char *dir) {
     return rc;
 }
 
-static const struct piso_st_tensor *find_tensor(struct piso_model *m, const char *name, int *file) {
+const struct piso_st_tensor *piso_hf_find_tensor(struct piso_model *m, const char *name, int *file) {
     for (int i = 0; i < m->storage->n_st; i++) {
         const struct piso_st_tensor *t = piso_st_find(&m->storage->st[i], name);
         if (t) {
@@ -219,7 +220,7 @@ static const struct piso_st_tensor *find_tensor(struct piso_model *m, const char
  * or misshapen (optional: NULL without error when absent). */
 static float *get_weight(struct piso_model *m, const char *name, int64_t rows, int64_t cols, int optional) {
     int fi = 0;
-    const struct piso_st_tensor *t = find_tensor(m, name, &fi);
+    const struct piso_st_tensor *t = piso_hf_find_tensor(m, name, &fi);
     if (!t) {
         if (!optional) piso_errorf("%s: tensor '%s' not found", m->path, name);
         return NULL;
@@ -252,7 +253,7 @@ static float *get_weight(struct piso_model *m, const char *name, int64_t rows, i
 
 /* Every tensor of the schema that HF stores. q/k/v biases and q/k norms are required when the
  * architecture has them, and picked up (setting the config flag) when present otherwise. */
-static int load_weights(struct piso_model *m) {
+static int load_weights(struct piso_model *m, const struct piso_ckpt_info *q) {
     struct piso_config *c = &m->cfg;
     char name[160];
     int fi;
@@ -263,8 +264,19 @@ static int load_weights(struct piso_model *m) {
          * a checkpoint that omits lm_head is tied too */
         if (t->role == PISO_TR_OUTPUT && c->tied_embeddings) continue;
         const int optional = t->presence == PISO_PRESENT_UNTIED || !piso_schema_present(c, t);
+        if (q->format && t->linear >= 0) { /* packed layers of a GPTQ / compressed-tensors checkpoint */
+            char prefix[160];
+            int packed = 0;
+            snprintf(prefix, sizeof prefix, "%.*s", (int)(strlen(name) - strlen(".weight")), name);
+            float *p = piso_ckpt_load_linear(m, q, prefix, piso_schema_dim(c, t->rows), piso_schema_dim(c, t->cols), &packed);
+            if (packed && !p) return -1;
+            if (p) {
+                *piso_schema_slot(m, t, l) = p;
+                continue;
+            }
+        }
         float *p = get_weight(m, name, piso_schema_dim(c, t->rows), piso_schema_dim(c, t->cols), optional);
-        if (!p && (!optional || find_tensor(m, name, &fi))) return -1; /* missing or misshapen */
+        if (!p && (!optional || piso_hf_find_tensor(m, name, &fi))) return -1; /* missing or misshapen */
         *piso_schema_slot(m, t, l) = p;
     }
     c->tied_embeddings = m->output == NULL;
@@ -272,7 +284,7 @@ static int load_weights(struct piso_model *m) {
     for (int l = 0; l < c->n_layers; l++) {
         const struct piso_layer_weights *w = &m->layers[l];
         snprintf(name, sizeof name, "model.layers.%d.self_attn.o_proj.bias", l);
-        if (find_tensor(m, name, &fi)) return piso_errorf("%s: tensor '%s': output-projection biases are not supported", m->path, name);
+        if (piso_hf_find_tensor(m, name, &fi)) return piso_errorf("%s: tensor '%s': output-projection biases are not supported", m->path, name);
         if (!!w->bq != !!w->bk || !!w->bq != !!w->bv)
             return piso_errorf("%s: layer %d: q/k/v biases must all be present or all absent", m->path, l);
         if (!!w->q_norm != !!w->k_norm)
@@ -292,7 +304,7 @@ static int load_weights(struct piso_model *m) {
         }
     const struct piso_st_tensor *t0 = piso_st_find(&m->storage->st[0], "model.embed_tokens.weight");
     fi = 0;
-    if (!t0) t0 = find_tensor(m, "model.embed_tokens.weight", &fi);
+    if (!t0) t0 = piso_hf_find_tensor(m, "model.embed_tokens.weight", &fi);
     c->dtype = t0 ? t0->dtype : PISO_DTYPE_F32;
     return 0;
 }
@@ -316,7 +328,7 @@ int piso_model_rope_rows_to_adjacent(struct piso_model *m) {
 }
 
 int piso_load_hf(const char *dir, struct piso_model **out) {
-    struct hf_ctx h = {dir, piso_path_join(dir, "config.json"), NULL};
+    struct hf_ctx h = {dir, piso_path_join(dir, "config.json"), NULL, {0, 0, 0, 0}};
     char *text;
     if (access(h.config_path, F_OK) != 0) {
         piso_errorf("%s: not a model directory (no config.json)", dir);
@@ -333,12 +345,13 @@ int piso_load_hf(const char *dir, struct piso_model **out) {
     int rc = 0;
     if (!cJSON_IsObject(h.cfg)) rc = piso_errorf("%s: not a JSON object", h.config_path);
     if (rc == 0) rc = parse_config(&h, &c);
+    if (rc == 0) rc = piso_ckpt_parse_config(h.cfg, h.config_path, &h.ckpt);
     cJSON_Delete(h.cfg);
     free(h.config_path);
     if (rc != 0) return -1;
     struct piso_model *m = piso_model_new(&c, dir);
     if (!m) return -1;
-    if (open_shards(m, dir) != 0 || load_weights(m) != 0 || piso_model_rope_rows_to_adjacent(m) != 0) {
+    if (open_shards(m, dir) != 0 || load_weights(m, &h.ckpt) != 0 || piso_model_rope_rows_to_adjacent(m) != 0) {
         piso_model_free(m);
         return -1;
     }

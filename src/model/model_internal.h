@@ -25,6 +25,23 @@ float *piso_model_own(struct piso_model *m, size_t n);
  * rotate-half to adjacent pairs, the order piso runs every model in. */
 int piso_model_rope_rows_to_adjacent(struct piso_model *m);
 
+/* The tensor `name` in any HF shard (its shard index in *file), or NULL. */
+const struct piso_st_tensor *piso_hf_find_tensor(struct piso_model *m, const char *name, int *file);
+
+/* Deployable checkpoints (src/model/load_ckpt.c, layouts in piso/checkpoint.h). */
+struct piso_ckpt_info {
+    int format;       /* enum piso_ckpt_format; 0: dense */
+    int bits, group;  /* group 0: per channel */
+    int sym;
+};
+/* Reads config.json's quantization_config (absent: dense). Errors name the field. */
+int piso_ckpt_parse_config(const void *cfg_json, const char *config_path, struct piso_ckpt_info *q);
+/* Dequantizes the packed layer `prefix` (HF name without ".weight") into a model-owned [rows, cols]
+ * buffer; NULL with *packed = 0 when the layer is stored dense, NULL with an error naming the
+ * tensor when its packed tensors are malformed. */
+float *piso_ckpt_load_linear(struct piso_model *m, const struct piso_ckpt_info *q, const char *prefix, int64_t rows,
+                             int64_t cols, int *packed);
+
 /* Format loaders: fill cfg and weights of *out (tokenizer not included). */
 int piso_load_hf(const char *dir, struct piso_model **out);
 int piso_load_llama2c(const char *path, struct piso_model **out);

@@ -2,6 +2,7 @@
  * rounder, the result; and the grid rounder of GPTQ and Qronos. */
 #include "quant/ec_engine.h"
 #include "piso/linalg.h"
+#include "quant/quant_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -22,13 +23,49 @@ void piso_ec_free(struct piso_ec_work *w) {
     free(w->perm), free(w->col_group), free(w->grp_start), free(w->grp_len), free(w->grp_id);
     free(w->Wo), free(w->Wc), free(w->Hp);
     if (w->Gp != w->Hp) free(w->Gp);
-    free(w->S), free(w->codes), free(w->row_loss), free(w->GmH), free(w->dW);
+    free(w->S), free(w->Z), free(w->codes), free(w->row_loss), free(w->GmH), free(w->dW);
+    free(w->tile_of), free(w->tile_start), free(w->tile_pos), free(w->acc_sums), free(w->acc_theta);
     memset(w, 0, sizeof *w);
 }
 
 static void permute_square(const float *A, int64_t D, const int *perm, float *out) {
     for (int64_t a = 0; a < D; a++)
         for (int64_t b = 0; b < D; b++) out[a * D + b] = A[(int64_t)perm[a] * D + perm[b]];
+}
+
+/* The AXE state: tiles of the original columns, their positions, per-row code sums, and the soft
+ * thresholds when the scales do not satisfy the limits by themselves (absmax, mse-grid; the PiSO
+ * methods sweep only feasible scales). */
+static int accum_setup(struct piso_ec_work *w) {
+    int64_t N = w->N, D = w->D;
+    int T;
+    if (piso_accum_validate(w->opts.q.acc, D, w->group < D ? w->group : 0, &w->opts.q.grid, "(error correction)", &T)) {
+        piso_ec_free(w);
+        return -1;
+    }
+    w->acc = *w->opts.q.acc;
+    w->acc.tile = T;
+    w->opts.q.acc = &w->acc;
+    w->n_tiles = (int)((D + T - 1) / T); /* the last one shorter with a shorter last group */
+    enum piso_scale_method m = w->opts.q.method;
+    int thresholded = !w->acc.no_threshold && (m == PISO_SCALE_ABSMAX || m == PISO_SCALE_MSE_GRID);
+    w->tile_of = malloc(sizeof(int) * D), w->tile_pos = malloc(sizeof(int) * D);
+    w->tile_start = calloc((size_t)w->n_tiles + 1, sizeof(int));
+    w->acc_sums = calloc((size_t)(N * w->n_tiles * 2), sizeof(int64_t));
+    if (thresholded) w->acc_theta = malloc(sizeof(double) * N * w->n_tiles);
+    if (!w->tile_of || !w->tile_pos || !w->tile_start || !w->acc_sums || (thresholded && !w->acc_theta)) {
+        piso_ec_free(w);
+        return piso_errorf("out of memory for the accumulator limits of a [%lld, %lld] layer", (long long)N,
+                           (long long)D);
+    }
+    for (int64_t a = 0; a < D; a++) w->tile_of[a] = w->perm[a] / T, w->tile_start[w->tile_of[a] + 1]++;
+    for (int t = 0; t < w->n_tiles; t++) w->tile_start[t + 1] += w->tile_start[t];
+    int *fill = w->tile_pos; /* positions in increasing order within each tile */
+    for (int t = 0; t < w->n_tiles; t++)
+        for (int64_t a = 0, k = w->tile_start[t]; a < D; a++)
+            if (w->tile_of[a] == t) fill[k++] = (int)a;
+    for (int64_t i = 0; thresholded && i < N * w->n_tiles; i++) w->acc_theta[i] = NAN;
+    return 0;
 }
 
 int piso_ec_setup(struct piso_ec_work *w, const struct piso_ec_problem *p, const struct piso_ec_opts *o,
@@ -66,9 +103,10 @@ int piso_ec_setup(struct piso_ec_work *w, const struct piso_ec_problem *p, const
     w->Gp = p->G ? malloc(sizeof(float) * D * D) : w->Hp;
     w->S = malloc(sizeof(float) * N * ng), w->codes = malloc(sizeof(int16_t) * N * D);
     w->row_loss = calloc((size_t)N, sizeof(double));
+    if (o->q.asym) w->Z = calloc((size_t)(N * ng), sizeof(int16_t));
     struct key_idx *k = malloc(sizeof *k * (size_t)(D > ng ? D : ng));
     if (!w->perm || !w->col_group || !w->grp_start || !w->grp_len || !w->grp_id || !w->Wo || !w->Wc ||
-        !w->Hp || !w->Gp || !w->S || !w->codes || !w->row_loss || !k) {
+        !w->Hp || !w->Gp || !w->S || !w->codes || !w->row_loss || !k || (o->q.asym && !w->Z)) {
         free(k), piso_ec_free(w);
         return piso_errorf("out of memory for error correction of a [%lld, %lld] layer", (long long)N, (long long)D);
     }
@@ -108,7 +146,7 @@ int piso_ec_setup(struct piso_ec_work *w, const struct piso_ec_problem *p, const
             w->Wo[r * D + a] = v;
         }
     memcpy(w->Wc, w->Wo, sizeof(float) * N * D);
-    return 0;
+    return o->q.acc ? accum_setup(w) : 0;
 }
 
 /* ---- the grid rounder (GPTQ, Qronos) ---------------------------------------------------------- */
@@ -139,6 +177,7 @@ static int grid_begin_layer(void *ctx, struct piso_ec_work *w) {
         free(Wz);
         if (rc) return -1;
         memcpy(w->S, rr.scales, sizeof(float) * N * ng);
+        if (w->Z) memcpy(w->Z, rr.zeros, sizeof(int16_t) * N * ng);
         piso_layer_result_free(&rr);
     }
     return 0;
@@ -151,6 +190,7 @@ int piso_ec_group_scales(struct piso_ec_work *w, int k) {
     enum piso_scale_method m = w->opts.q.method;
     const struct piso_grid *grid = &w->opts.q.grid;
     int an = w->opts.q.allow_negative;
+    const struct piso_quant_opts *qo = &w->opts.q;
     int need_u = m == PISO_SCALE_PISO || m == PISO_SCALE_PISO_SEQ || m == PISO_SCALE_PISO_DIAG;
     float *U = NULL;
     if (need_u) {
@@ -178,7 +218,7 @@ int piso_ec_group_scales(struct piso_ec_work *w, int k) {
         double *ud = NULL;
         float hd_local[256];
         float *hd = NULL;
-        float s;
+        float s = NAN; /* set by the solver below */
         int f;
 #pragma omp atomic read
         f = failed;
@@ -197,9 +237,29 @@ int piso_ec_group_scales(struct piso_ec_work *w, int k) {
                 ud[i] = acc;
             }
         }
+        /* accumulator limits: the PiSO methods sweep only feasible scales of this group's tiles
+         * (never together with --asym or fp16 scales: the CLI refuses those combinations) */
+        const struct piso_accum *acc = w->opts.q.acc;
+        const int *tof = acc ? w->tile_of + c0 : NULL;
+        int zero = 0;
+        const float *hdz = NULL; /* asym: the diagonal for piso-diag */
+        if (qo->asym && m == PISO_SCALE_PISO_DIAG) {
+            hd = L <= 256 ? hd_local : malloc(sizeof(float) * L);
+            for (int i = 0; hd && i < L; i++) hd[i] = w->Hp[(int64_t)(c0 + i) * D + c0 + i];
+            hdz = hd;
+        }
+        if (qo->asym)
+            s = (m == PISO_SCALE_PISO_DIAG && !hdz) ? NAN
+                : piso_solve_affine(v, L, w->Hp + (int64_t)c0 * D + c0, (int)D, hdz, ud, m, grid->bits, qo->zero_min,
+                                    qo->scale_fp16, &zero, NULL);
+        if (hdz && hd != hd_local) free(hd);
+        if (qo->asym) goto solved;
         switch (m) {
         case PISO_SCALE_MSE_GRID: s = piso_scale_mse_grid(v, L, grid); break;
-        case PISO_SCALE_PISO_DATAFREE: s = piso_solve_scale_diag(v, L, NULL, NULL, grid, an, NULL); break;
+        case PISO_SCALE_PISO_DATAFREE:
+            s = piso_solve_scale_diag_accum(v, L, NULL, NULL, grid, an, NULL, acc, tof, w->n_tiles);
+            if (qo->scale_fp16 && !isnan(s)) s = piso_scale_fp16_best(v, L, NULL, 0, NULL, NULL, grid, s);
+            break;
         case PISO_SCALE_PISO_DIAG:
             hd = L <= 256 ? hd_local : malloc(sizeof(float) * L);
             if (!hd) {
@@ -207,15 +267,21 @@ int piso_ec_group_scales(struct piso_ec_work *w, int k) {
                 break;
             }
             for (int i = 0; i < L; i++) hd[i] = w->Hp[(int64_t)(c0 + i) * D + c0 + i];
-            s = piso_solve_scale_diag(v, L, hd, ud, grid, an, NULL);
+            s = piso_solve_scale_diag_accum(v, L, hd, ud, grid, an, NULL, acc, tof, w->n_tiles);
+            if (qo->scale_fp16 && !isnan(s)) s = piso_scale_fp16_best(v, L, NULL, 0, hd, ud, grid, s);
             if (hd != hd_local) free(hd);
             break;
         case PISO_SCALE_PISO:
         case PISO_SCALE_PISO_SEQ:
-            s = piso_solve_scale_dense(v, L, w->Hp + (int64_t)c0 * D + c0, (int)D, ud, grid, an, NULL);
+            s = piso_solve_scale_dense_accum(v, L, w->Hp + (int64_t)c0 * D + c0, (int)D, ud, grid, an, NULL, acc,
+                                             tof, w->n_tiles);
+            if (qo->scale_fp16 && !isnan(s))
+                s = piso_scale_fp16_best(v, L, w->Hp + (int64_t)c0 * D + c0, (int)D, NULL, ud, grid, s);
             break;
         default: s = piso_scale_absmax(v, L, grid); break;
         }
+        if (qo->scale_fp16 && !isnan(s)) s = piso_scale_to_fp16(s); /* idempotent after the exact ones */
+    solved:
         free(ud);
         if (isnan(s)) { /* out of memory in the solver */
 #pragma omp atomic write
@@ -223,17 +289,40 @@ int piso_ec_group_scales(struct piso_ec_work *w, int k) {
             continue;
         }
         w->S[r * w->n_groups + gid] = s;
+        if (w->Z) w->Z[r * w->n_groups + gid] = (int16_t)zero;
     }
     free(U);
     if (failed) return piso_errorf("out of memory for the group scales (N = %lld, group of %d)", (long long)N, L);
     return 0;
 }
 
+/* The AXE step: the tile's soft threshold (from the original weights of the tile at this scale,
+ * computed when the row first reaches the tile), the clamp to its code limits, the sums. */
+static float accum_round(struct piso_ec_work *w, int64_t r, int pos, float value, float s) {
+    int t = w->tile_of[pos];
+    double theta = 0;
+    if (w->acc_theta) {
+        double *th = w->acc_theta + r * w->n_tiles + t;
+        if (isnan(*th)) {
+            int k0 = w->tile_start[t];
+            *th = piso_axe_theta(w->Wo + r * w->D, w->tile_pos + k0, w->tile_start[t + 1] - k0, s,
+                                 piso_accum_l1_radius(&w->acc));
+        }
+        theta = *th;
+    }
+    int64_t *sums = w->acc_sums + (r * w->n_tiles + t) * 2;
+    int q = piso_axe_code(&w->acc, &w->opts.q.grid, sums, sums + 1, theta, value / s);
+    w->codes[r * w->D + pos] = (int16_t)q;
+    return s * (float)q;
+}
+
 static float grid_round_column(void *ctx, struct piso_ec_work *w, int64_t r, int pos, float value) {
     (void)ctx;
     float s = w->S[r * w->n_groups + w->col_group[pos]];
+    if (w->acc_sums) return accum_round(w, r, pos, value, s);
     int idx = 0;
-    float gv = piso_grid_round(&w->opts.q.grid, value / s, &idx);
+    float gv = w->Z ? piso_affine_round(value / s, w->Z[r * w->n_groups + w->col_group[pos]], (1 << w->opts.q.grid.bits) - 1)
+                    : piso_grid_round(&w->opts.q.grid, value / s, &idx);
     w->codes[r * w->D + pos] = (int16_t)(w->opts.q.grid.is_int ? (int)lrintf(gv) : idx);
     return s * gv;
 }
@@ -311,6 +400,14 @@ int piso_ec_finish(struct piso_ec_work *w, const struct piso_ec_problem *p, stru
     int64_t N = w->N, D = w->D;
     if (piso_ec_result_alloc(r, N, D, w->n_groups)) return -1;
     memcpy(r->scales, w->S, sizeof(float) * N * w->n_groups);
+    if (w->Z) {
+        r->zeros = malloc(sizeof(int16_t) * N * w->n_groups);
+        if (!r->zeros) {
+            piso_layer_result_free(r);
+            return piso_errorf("out of memory for the zero points of a [%lld, %lld] layer", (long long)N, (long long)D);
+        }
+        memcpy(r->zeros, w->Z, sizeof(int16_t) * N * w->n_groups);
+    }
     r->tensor_scale = w->opts.q.grid.scale_set == PISO_SSET_UE4M3 ? w->opts.q.grid.scale_mult : 0;
     for (int64_t i = 0; i < N; i++)
         for (int64_t a = 0; a < D; a++) {

@@ -23,6 +23,7 @@
 #ifndef PISO_EC_ENGINE_H
 #define PISO_EC_ENGINE_H
 
+#include "piso/accum.h"
 #include "piso/solve.h"
 
 struct piso_ec_work {
@@ -39,11 +40,20 @@ struct piso_ec_work {
     float *Hp;               /* [D, D] permuted undamped H */
     float *Gp;               /* [D, D] permuted G, or == Hp */
     float *S;                /* [N, n_groups] scales in original group order (grid rounder) */
+    int16_t *Z;              /* [N, n_groups] zero points (opts.q.asym), else NULL */
     int16_t *codes;          /* [N, D] permuted (grid rounder) */
     double *row_loss;        /* [N] Σ e² per row */
     float *GmH;              /* [D, D] Gp − Hp (group targets; NULL until needed or when G = H) */
     float *dW;               /* [N, D] scratch: Wo − Wc */
     int dead;
+    /* accumulator limits (opts.q.acc; piso/accum.h): the AXE step in the grid rounder */
+    struct piso_accum acc;   /* a copy with the effective tile */
+    int n_tiles;
+    int *tile_of;            /* [D] position -> tile (original column / tile) */
+    int *tile_start, *tile_pos; /* CSR: the positions of tile t are tile_pos[tile_start[t] .. tile_start[t+1]) */
+    int64_t *acc_sums;       /* [N, n_tiles, 2] code sums p, n so far */
+    double *acc_theta;       /* [N, n_tiles] soft thresholds (code units), NaN until first needed;
+                              * NULL: no threshold */
 };
 
 struct piso_ec_rounder {

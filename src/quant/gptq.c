@@ -58,6 +58,9 @@ void piso_ec_opts_default(struct piso_ec_opts *o) {
 }
 
 int piso_ec_opts_check(const struct piso_ec_opts *o, enum piso_rounding r) {
+    if (o->q.asym && r != PISO_ROUND_RTN && r != PISO_ROUND_GPTQ && r != PISO_ROUND_QRONOS)
+        return piso_errorf("--asym: zero points are supported with --rounding rtn, gptq and qronos (not %s)",
+                           piso_rounding_name(r));
     if (r == PISO_ROUND_SR || r == PISO_ROUND_BEAM || r == PISO_ROUND_GPFQ)
         if (!(o->alpha >= 0 && o->alpha <= 1))
             return piso_errorf("--alpha %g: must lie in [0, 1] (0 symmetric, 1 fully asymmetric)", o->alpha);
@@ -151,9 +154,18 @@ int piso_rtn_layer(const struct piso_layer_problem *p, const struct piso_quant_o
     o2.group = (int)D2;
     if (piso_quantize_layer(&p1, opts, &r1) || piso_quantize_layer(&p2, &o2, &r2)) goto done;
     if (piso_ec_result_alloc(r, N, D, n1 + 1)) goto done;
+    if (opts->asym && !(r->zeros = malloc(sizeof(int16_t) * N * (n1 + 1)))) {
+        piso_layer_result_free(r);
+        piso_errorf("out of memory");
+        goto done;
+    }
     for (int64_t i = 0; i < N; i++) {
         memcpy(r->scales + i * (n1 + 1), r1.scales + i * n1, sizeof(float) * n1);
         r->scales[i * (n1 + 1) + n1] = r2.scales[i];
+        if (r->zeros) {
+            memcpy(r->zeros + i * (n1 + 1), r1.zeros + i * n1, sizeof(int16_t) * n1);
+            r->zeros[i * (n1 + 1) + n1] = r2.zeros[i];
+        }
         memcpy(r->dequant + i * D, r1.dequant + i * D1, sizeof(float) * D1);
         memcpy(r->dequant + i * D + D1, r2.dequant + i * D2, sizeof(float) * D2);
         memcpy(r->codes + i * D, r1.codes + i * D1, sizeof(int16_t) * D1);

@@ -5,6 +5,7 @@
  *
  * Dense H costs O(n) per event (the h = H·q entries the events need, built tile by tile so the
  * panel of H in use stays in cache; see sweep_dense). Diagonal H costs O(1) per event. Negative scales are a second positive sweep on (−w, −u) (§2.2 fact 5). */
+#include "piso/accum.h"
 #include "piso/quant.h"
 #include "quant/quant_internal.h"
 
@@ -111,6 +112,47 @@ static int64_t max_events(int n, const struct piso_grid *g) {
     return (int64_t)n * (up > down ? up : down);
 }
 
+/* Accumulator limits (piso/accum.h): the number of events, in processing order (decreasing s), that
+ * can be applied before the first one that breaks the limits of its tile. Every event moves one code
+ * one step away from 0, so it adds δ to the tile's p (δ > 0) or n (δ < 0), and the sums only grow:
+ * once a tile is infeasible, every smaller scale is. -1 when out of memory. */
+static int64_t feasible_events(const struct sweep_event *ev, int64_t T, int n, const struct piso_accum *a,
+                               const int *tile_of, int n_tiles) {
+    if (!a) return T;
+    int T_len = a->tile > 0 && a->tile < n ? a->tile : n;
+    if (!tile_of) n_tiles = (n + T_len - 1) / T_len;
+    int64_t *sums = calloc((size_t)(2 * (n_tiles > 0 ? n_tiles : 1)), sizeof(int64_t));
+    if (!sums) return -1;
+    const int64_t A = piso_accum_max(a);
+    int64_t c = 0;
+    for (; c < T; c++) {
+        const struct sweep_event *e = &ev[T - 1 - c];
+        int t = tile_of ? tile_of[e->i] : e->i / T_len;
+        int64_t *p = sums + 2 * t, *q = p + 1;
+        if (e->delta > 0) *p += (int64_t)lrintf(e->delta);
+        else *q += (int64_t)lrintf(e->delta);
+        if (piso_accum_worst(a, *p, *q) > A) break;
+    }
+    free(sums);
+    return c;
+}
+
+double piso_accum_min_scale(const float *w, int n, const struct piso_grid *g, const struct piso_accum *a,
+                            const int *tile_of, int n_tiles, double sign) {
+    int64_t Tmax = max_events(n, g);
+    struct sweep_event *ev = malloc(sizeof *ev * (size_t)(Tmax > 0 ? Tmax : 1));
+    struct sweep_event *tmp = malloc(sizeof *tmp * (size_t)(Tmax > 0 ? Tmax : 1));
+    double s = NAN;
+    if (ev && tmp) {
+        int64_t T = build_events(w, n, sign, g, ev, tmp);
+        int64_t c = feasible_events(ev, T, n, a, tile_of, n_tiles);
+        /* just above the breakpoint of the first violation: its events are not applied there */
+        if (c >= 0) s = c < T ? ev[T - 1 - c].s * (1 + 2 * SWEEP_MARGIN) : 0;
+    }
+    free(ev), free(tmp);
+    return s;
+}
+
 static void add_pending(struct sweep_best *best, double c) {
     for (int k = 0; k < best->n_pending; k++)
         if (best->pending[k] == c) return;
@@ -207,18 +249,19 @@ static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const 
     }
 }
 
-static void sweep_dense(const struct sweep_event *ev, int64_t T, const float *H, int ldh, int n,
+/* Only the first T_feas events (processing order) are applied (accumulator limits; T otherwise). */
+static void sweep_dense(const struct sweep_event *ev, int64_t T, int64_t T_feas, const float *H, int ldh, int n,
                         const double *u, double sign, int32_t *idx, float *dl, float *hval,
                         struct sweep_best *best) {
-    for (int64_t c = 0; c < T; c++) { /* processing order: decreasing s */
+    for (int64_t c = 0; c < T_feas; c++) { /* processing order: decreasing s */
         idx[c] = ev[T - 1 - c].i;
         dl[c] = ev[T - 1 - c].delta;
     }
     int j0 = 0;
-    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H, ldh, j0, hval);
-    if (j0 < n) tile_pass_any(idx, dl, T, H, ldh, j0, n - j0, hval);
+    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T_feas, H, ldh, j0, hval);
+    if (j0 < n) tile_pass_any(idx, dl, T_feas, H, ldh, j0, n - j0, hval);
     double a = 0, b = 0;
-    for (int64_t c = 0; c < T; c++) {
+    for (int64_t c = 0; c < T_feas; c++) {
         int i = idx[c];
         double d = dl[c];
         b += 2.0 * d * hval[c] + d * d * H[(int64_t)i * ldh + i];
@@ -229,11 +272,11 @@ static void sweep_dense(const struct sweep_event *ev, int64_t T, const float *H,
     }
 }
 
-static void sweep_diag(const struct sweep_event *ev, int64_t T, const float *hdiag, const double *u,
+static void sweep_diag(const struct sweep_event *ev, int64_t T, int64_t T_feas, const float *hdiag, const double *u,
                        const float *w, double sign, float *q, struct sweep_best *best) {
     (void)w;
     double a = 0, b = 0;
-    for (int64_t t = T - 1; t >= 0; t--) {
+    for (int64_t t = T - 1; t >= T - T_feas; t--) {
         const struct sweep_event *e = &ev[t];
         int i = e->i;
         double d = e->delta, hii = hdiag ? hdiag[i] : 1.0;
@@ -276,7 +319,8 @@ static double objective_diag(const float *w, int n, const float *hdiag, const do
 /* Shared driver: one or two positive sweeps, the exact recomputation at the fp32 scale, and the
  * fallback when nothing beats q = 0. */
 static float solve(const float *w, int n, const float *H, int ldh, const float *hdiag,
-                   const double *u, const struct piso_grid *g, int allow_negative, double *E_out) {
+                   const double *u, const struct piso_grid *g, int allow_negative, double *E_out,
+                   const struct piso_accum *acc, const int *tile_of, int n_tiles) {
     int64_t Tmax = max_events(n, g);
     struct sweep_event *ev = malloc(sizeof *ev * (size_t)(Tmax > 0 ? Tmax : 1));
     struct sweep_event *tmp = malloc(sizeof *tmp * (size_t)(Tmax > 0 ? Tmax : 1));
@@ -306,11 +350,16 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
         struct sweep_best best = {0, INFINITY, g, 0, {0}, 0};
         int64_t T = build_events(w, n, sign, g, ev, tmp);
         if (T == 0) continue;
+        int64_t T_feas = feasible_events(ev, T, n, acc, tile_of, n_tiles);
+        if (T_feas < 0) {
+            oom = 1;
+            break;
+        }
         if (H) {
-            sweep_dense(ev, T, H, ldh, n, u, sign, idx, dl, hval, &best);
+            sweep_dense(ev, T, T_feas, H, ldh, n, u, sign, idx, dl, hval, &best);
         } else {
             memset(scratch, 0, sizeof(float) * (size_t)n);
-            sweep_diag(ev, T, hdiag, u, w, sign, scratch, &best);
+            sweep_diag(ev, T, T_feas, hdiag, u, w, sign, scratch, &best);
         }
         if (g->scale_set) {
             /* the scales on breakpoints, exactly (all of them if there were too many) */
@@ -340,8 +389,9 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
     }
     if (!(E_best < 0)) {
         /* nothing improves on q = 0 (all-zero w, dead inputs, a <= 0 everywhere) */
-        s_best = piso_scale_absmax(w, n, g);
-        if (E_out)
+        s_best = acc ? piso_scale_absmax_accum(w, n, g, acc, tile_of, n_tiles) : piso_scale_absmax(w, n, g);
+        if (isnan(s_best)) oom = 1;
+        else if (E_out)
             E_best = H ? piso_objective_dense(w, n, H, ldh, u, g, s_best) : objective_diag(w, n, hdiag, u, g, s_best);
         if (isnan(E_best)) oom = 1;
     }
@@ -359,6 +409,17 @@ static float solve(const float *w, int n, const float *H, int ldh, const float *
 
 float piso_solve_scale_dense(const float *w, int n, const float *H, int ldh, const double *u,
                              const struct piso_grid *g, int allow_negative, double *E_out) {
+    return piso_solve_scale_dense_accum(w, n, H, ldh, u, g, allow_negative, E_out, NULL, NULL, 0);
+}
+
+float piso_solve_scale_diag(const float *w, int n, const float *hdiag, const double *u,
+                            const struct piso_grid *g, int allow_negative, double *E_out) {
+    return solve(w, n, NULL, 0, hdiag, u, g, allow_negative, E_out, NULL, NULL, 0);
+}
+
+float piso_solve_scale_dense_accum(const float *w, int n, const float *H, int ldh, const double *u,
+                                   const struct piso_grid *g, int allow_negative, double *E_out,
+                                   const struct piso_accum *a, const int *tile_of, int n_tiles) {
     double *uh = NULL;
     if (!u) { /* u = H·w */
         uh = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
@@ -369,12 +430,22 @@ float piso_solve_scale_dense(const float *w, int n, const float *H, int ldh, con
         for (int i = 0; i < n; i++) uh[i] = piso_dot_fd(H + (int64_t)i * ldh, w, n);
         u = uh;
     }
-    float s = solve(w, n, H, ldh, NULL, u, g, allow_negative, E_out);
+    float s = solve(w, n, H, ldh, NULL, u, g, allow_negative, E_out, a, tile_of, n_tiles);
     free(uh);
     return s;
 }
 
-float piso_solve_scale_diag(const float *w, int n, const float *hdiag, const double *u,
-                            const struct piso_grid *g, int allow_negative, double *E_out) {
-    return solve(w, n, NULL, 0, hdiag, u, g, allow_negative, E_out);
+float piso_solve_scale_diag_accum(const float *w, int n, const float *hdiag, const double *u,
+                                  const struct piso_grid *g, int allow_negative, double *E_out,
+                                  const struct piso_accum *a, const int *tile_of, int n_tiles) {
+    return solve(w, n, NULL, 0, hdiag, u, g, allow_negative, E_out, a, tile_of, n_tiles);
+}
+
+float piso_scale_absmax_accum(const float *w, int n, const struct piso_grid *g, const struct piso_accum *a,
+                              const int *tile_of, int n_tiles) {
+    float s = piso_scale_absmax(w, n, g);
+    if (!a) return s;
+    double m = piso_accum_min_scale(w, n, g, a, tile_of, n_tiles, 1.0);
+    if (isnan(m)) return NAN;
+    return m > s ? (float)m : s;
 }

@@ -10,4 +10,15 @@ double piso_dot_fd(const float *a, const float *b, int64_t n);
 /* y[j] += a·x[j] (fp64 y, fp32 x), vectorised by hand; element-wise, so order-free. */
 void piso_axpy_fd(double *y, const float *x, double a, int64_t n);
 
+/* The AXE step (algorithms.md §8) for one weight of a tile with code sums *p, *n: x = value/scale is
+ * soft-thresholded by θ (code units; 0: none), rounded to the grid, clamped to the tile's code limits
+ * (piso_accum_code_limits), and the sums updated; returns the integer code. */
+struct piso_accum;
+struct piso_grid;
+int piso_axe_code(const struct piso_accum *a, const struct piso_grid *g, int64_t *p, int64_t *n, double theta,
+                  float x);
+/* The AXE soft threshold of one tile, in code units: the ℓ1-ball threshold (radius
+ * piso_accum_l1_radius) of |w_i/s − mean(w/s)| over the entries w[idx[i]] (idx NULL: w[i]), i < n. */
+double piso_axe_theta(const float *w, const int *idx, int n, float s, double radius);
+
 #endif

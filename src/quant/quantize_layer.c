@@ -2,6 +2,7 @@
  * round-to-nearest. Rows are independent and run in parallel (OpenMP, dynamic schedule); every
  * sum is taken in a fixed order inside one row, and the fp64 GEMMs (G·w for all rows, the row
  * objectives) split rows, not sums, across threads, so the result does not depend on them. */
+#include "piso/accum.h"
 #include "piso/linalg.h"
 #include "piso/quant.h"
 #include "quant/quant_internal.h"
@@ -29,9 +30,16 @@ static void matvec_d(const float *M, int64_t ld, const float *x, int64_t n, int6
 }
 
 /* The scale of group gi (columns j0..j0+gs) of one row. For piso-seq, v/Hv are that row's
- * current weights and H·v. */
-static float group_scale(const struct layer_ctx *c, int64_t row, int64_t j0, const float *v, const double *Hv,
-                         double *ug) {
+ * current weights and H·v. Asym: *zero receives the zero point (0 otherwise). */
+/* what the exact methods minimised, for choosing between the fp16 neighbours of their scale */
+struct scale_objective {
+    const float *H, *hdiag;
+    int ldh, exact;
+    const double *u;
+};
+
+static float group_scale_sym(const struct layer_ctx *c, int64_t row, int64_t j0, const float *v, const double *Hv,
+                             double *ug, int *zero, struct scale_objective *so) {
     const struct piso_layer_problem *p = c->p;
     const struct piso_quant_opts *o = c->o;
     const struct piso_grid *g = &o->grid;
@@ -40,28 +48,76 @@ static float group_scale(const struct layer_ctx *c, int64_t row, int64_t j0, con
     const float *Gm = p->G ? p->G : p->H;
     const float *Hgg = p->H + j0 * D + j0;
     const double *ufull = c->U ? c->U + row * D : NULL; /* G·w */
+    const struct piso_accum *acc = o->acc; /* PiSO: feasible scales only (tiles: i / tile in the vector) */
+    const int asym = o->asym, bits = g->bits, zmin = o->zero_min, f16 = o->scale_fp16;
+    *zero = 0;
     switch (o->method) {
-    case PISO_SCALE_ABSMAX: return piso_scale_absmax(wg, (int)gs, g);
-    case PISO_SCALE_MSE_GRID: return piso_scale_mse_grid(wg, (int)gs, g);
-    case PISO_SCALE_PISO_DATAFREE: return piso_solve_scale_diag(wg, (int)gs, NULL, NULL, g, o->allow_negative, NULL);
+    case PISO_SCALE_ABSMAX:
+        return asym ? piso_solve_affine(wg, (int)gs, NULL, 0, NULL, NULL, o->method, bits, zmin, f16, zero, NULL)
+                    : piso_scale_absmax(wg, (int)gs, g);
+    case PISO_SCALE_MSE_GRID:
+        return asym ? piso_solve_affine(wg, (int)gs, NULL, 0, NULL, NULL, o->method, bits, zmin, f16, zero, NULL)
+                    : piso_scale_mse_grid(wg, (int)gs, g);
+    case PISO_SCALE_PISO_DATAFREE:
+        so->exact = 1;
+        return asym ? piso_solve_affine(wg, (int)gs, NULL, 0, NULL, NULL, o->method, bits, zmin, f16, zero, NULL)
+                    : piso_solve_scale_diag_accum(wg, (int)gs, NULL, NULL, g, o->allow_negative, NULL, acc, NULL, 0);
     case PISO_SCALE_PISO_DIAG:
         /* diagonal model of both matrices: u_i = G_ii·w_i (§2.3) */
         for (int64_t i = 0; i < gs; i++) ug[i] = (double)Gm[(j0 + i) * D + j0 + i] * wg[i];
-        return piso_solve_scale_diag(wg, (int)gs, c->hdiag + j0, ug, g, o->allow_negative, NULL);
+        *so = (struct scale_objective){NULL, c->hdiag + j0, 0, 1, ug};
+        return asym ? piso_solve_affine(wg, (int)gs, NULL, 0, c->hdiag + j0, ug, o->method, bits, zmin, f16, zero, NULL)
+                    : piso_solve_scale_diag_accum(wg, (int)gs, c->hdiag + j0, ug, g, o->allow_negative, NULL, acc,
+                                                  NULL, 0);
     case PISO_SCALE_PISO_SEQ:
         if (c->ng > 1) {
             /* §2.8: target seen by group g = (G·w)_g − H_{g,¬g}·v_{¬g} = (G·w)_g − (H·v)_g + H_gg·v_g */
             for (int64_t i = 0; i < gs; i++)
                 ug[i] = ufull[j0 + i] - (Hv[j0 + i] - piso_dot_fd(Hgg + i * D, v + j0, gs));
-            return piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
+            *so = (struct scale_objective){Hgg, NULL, (int)D, 1, ug};
+            return asym ? piso_solve_affine(wg, (int)gs, Hgg, (int)D, NULL, ug, o->method, bits, zmin, f16, zero, NULL)
+                        : piso_solve_scale_dense_accum(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL, acc,
+                                                       NULL, 0);
         }
         /* channel-wise piso-seq is piso */
         __attribute__((fallthrough));
     default: /* PISO_SCALE_PISO */
         if (c->ng == 1) memcpy(ug, ufull, sizeof(double) * (size_t)D);
         else matvec_d(Gm + j0 * D + j0, D, wg, gs, gs, ug); /* independent: u_g = G_gg·w_g */
-        return piso_solve_scale_dense(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL);
+        *so = (struct scale_objective){Hgg, NULL, (int)D, 1, ug};
+        return asym ? piso_solve_affine(wg, (int)gs, Hgg, (int)D, NULL, ug, o->method, bits, zmin, f16, zero, NULL)
+                    : piso_solve_scale_dense_accum(wg, (int)gs, Hgg, (int)D, ug, g, o->allow_negative, NULL, acc, NULL, 0);
     }
+}
+
+/* RTN under accumulator limits: the PiSO scales already satisfy them (the codes are only clamped,
+ * which then changes nothing); absmax and mse-grid scales go through the AXE step per tile (soft
+ * threshold unless disabled, clamp to the tile's code limits), columns in order. */
+static void axe_round_group(const struct layer_ctx *c, const float *wg, float s, float *dq, int16_t *codes) {
+    const struct piso_accum *a = c->o->acc;
+    enum piso_scale_method m = c->o->method;
+    int64_t gs = c->gs, T = a->tile > 0 && a->tile < gs ? a->tile : gs;
+    int thresholded = !a->no_threshold && (m == PISO_SCALE_ABSMAX || m == PISO_SCALE_MSE_GRID);
+    double radius = piso_accum_l1_radius(a);
+    for (int64_t t0 = 0; t0 < gs; t0 += T) {
+        int64_t p = 0, n = 0, len = t0 + T <= gs ? T : gs - t0;
+        double theta = thresholded ? piso_axe_theta(wg + t0, NULL, (int)len, s, radius) : 0;
+        for (int64_t i = t0; i < t0 + len; i++) {
+            int q = piso_axe_code(a, &c->o->grid, &p, &n, theta, wg[i] / s);
+            codes[i] = (int16_t)q;
+            dq[i] = s * (float)q;
+        }
+    }
+}
+
+static float group_scale(const struct layer_ctx *c, int64_t row, int64_t j0, const float *v, const double *Hv,
+                         double *ug, int *zero) {
+    struct scale_objective so = {NULL, NULL, 0, 0, NULL};
+    float s = group_scale_sym(c, row, j0, v, Hv, ug, zero, &so);
+    if (!c->o->scale_fp16 || c->o->asym || isnan(s)) return s; /* affine: rounded inside */
+    return so.exact ? piso_scale_fp16_best(c->p->W + row * c->p->D + j0, (int)c->gs, so.H, so.ldh, so.hdiag, so.u,
+                                           &c->o->grid, s)
+                    : piso_scale_to_fp16(s);
 }
 
 /* Rows r0..r1: scales for every group, then RTN into dequant/codes. Groups go in c->order and,
@@ -95,7 +151,8 @@ static int quantize_block(const struct layer_ctx *c, int64_t r0, int64_t r1, str
         int64_t gi = c->order[k], j0 = gi * gs;
         for (int64_t row = r0; row < r1; row++) {
             int64_t b = row - r0;
-            float s = group_scale(c, row, j0, seq ? v + b * D : NULL, seq ? Hv + b * D : NULL, ug);
+            int z = 0;
+            float s = group_scale(c, row, j0, seq ? v + b * D : NULL, seq ? Hv + b * D : NULL, ug, &z);
             if (isnan(s)) { /* the solver ran out of memory */
                 rc = -1;
                 goto out;
@@ -104,9 +161,12 @@ static int quantize_block(const struct layer_ctx *c, int64_t r0, int64_t r1, str
             float *dq = r->dequant + row * D + j0;
             int16_t *codes = r->codes + row * D + j0;
             r->scales[row * c->ng + gi] = s;
-            for (int64_t i = 0; i < gs; i++) {
-                int idx;
-                float qv = piso_grid_round(g, wg[i] / s, &idx);
+            if (r->zeros) r->zeros[row * c->ng + gi] = (int16_t)z;
+            const int maxq = (1 << g->bits) - 1;
+            if (c->o->acc) axe_round_group(c, wg, s, dq, codes); /* never with zero points (CLI refuses) */
+            for (int64_t i = 0; !c->o->acc && i < gs; i++) {
+                int idx = 0;
+                float qv = r->zeros ? piso_affine_round(wg[i] / s, z, maxq) : piso_grid_round(g, wg[i] / s, &idx);
                 dq[i] = s * qv;
                 codes[i] = (int16_t)(g->is_int ? (int)qv : idx);
             }
@@ -196,6 +256,9 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
         return piso_errorf("quantize layer: the grid must have at least 2 values including 0");
     if (opts->method < 0 || opts->method >= PISO_SCALE_COUNT)
         return piso_errorf("quantize layer: unknown scale method %d", (int)opts->method);
+    if (opts->asym && (!opts->grid.is_int || opts->grid.block || opts->grid.bits < 1 || opts->grid.bits > 8))
+        return piso_errorf("quantize layer: asymmetric (zero-point) quantization needs an integer grid of 1 to 8 "
+                           "bits (%s given)", opts->grid.name);
     int64_t D = p->D, N = p->N;
     struct piso_quant_opts hw_opts;
     if (opts->grid.block) { /* MX / NVFP4: the format's block is the group */
@@ -225,6 +288,7 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     if (opts->group < 0 || D % gs != 0)
         return piso_errorf("quantize layer: group size %d does not divide D = %lld", opts->group,
                            (long long)D);
+    if (opts->acc && piso_accum_validate(opts->acc, D, opts->group, &opts->grid, "(RTN)", NULL)) return -1;
     struct layer_ctx c = {.p = p, .o = opts, .gs = gs, .ng = D / gs};
     c.hdiag = malloc(sizeof(float) * (size_t)D);
     c.order = malloc(sizeof(int64_t) * (size_t)c.ng);
@@ -250,8 +314,9 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     r->dequant = malloc(sizeof(float) * (size_t)(N * D));
     r->codes = malloc(sizeof(int16_t) * (size_t)(N * D));
     r->row_objective = malloc(sizeof(double) * (size_t)N);
+    if (opts->asym) r->zeros = malloc(sizeof(int16_t) * (size_t)(N * c.ng));
     r->constant_dropped = p->G != NULL;
-    if (!r->scales || !r->dequant || !r->codes || !r->row_objective) {
+    if (!r->scales || !r->dequant || !r->codes || !r->row_objective || (opts->asym && !r->zeros)) {
         free(c.hdiag);
         free(c.order);
         piso_layer_result_free(r);
@@ -326,5 +391,6 @@ void piso_layer_result_free(struct piso_layer_result *r) {
     free(r->dequant);
     free(r->codes);
     free(r->row_objective);
+    free(r->zeros);
     memset(r, 0, sizeof *r);
 }

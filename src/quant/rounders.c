@@ -410,6 +410,9 @@ static int beam_sweep(struct piso_ec_work *w, const double *R) {
 int piso_beam_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *o, struct piso_layer_result *r,
                     struct piso_ec_stats *st) {
     if (piso_ec_opts_check(o, PISO_ROUND_BEAM)) return -1;
+    if (o->q.acc)
+        return piso_errorf("--accumulator-bits: beam search does not apply the accumulator limits (use gptq, "
+                           "qronos, sr, gpfq or rtn)");
     return sr_family_layer(p, o, r, st, beam_sweep);
 }
 

@@ -6,6 +6,7 @@
  * here from their constructions (no stored matrices): Paley I for q ≡ 3 (mod 4) prime, Paley II for
  * q ≡ 1 (mod 4) prime power (GF(25) for 52), and the Goethals–Seidel array for
  * 156 = 4·39 and 172 = 4·43 from four circulant ±1 sequences (gs_sequences below). */
+#include "piso/linalg.h"
 #include "piso/transform.h"
 
 #include <math.h>
@@ -178,11 +179,26 @@ int piso_hadamard_matrix(int n, int8_t *H) {
     return 0;
 }
 
+/* x ← (H_{2^k} ⊗ I_K)·x · scale: butterflies across the P = 2^k slices of K, then the scale (1: none). */
+static void sylvester_part(float *x, int P, int K, ptrdiff_t stride, float scale) {
+    for (int h = 1; h < P; h *= 2)
+        for (int a = 0; a < P; a += 2 * h)
+            for (int j = a; j < a + h; j++)
+                for (int b = 0; b < K; b++) {
+                    float *u = x + ((ptrdiff_t)j * K + b) * stride, *v = u + (ptrdiff_t)h * K * stride;
+                    float p = *u, q = *v;
+                    *u = p + q;
+                    *v = p - q;
+                }
+    if (scale != 1.0f)
+        for (int i = 0; i < P * K; i++) x[i * stride] *= scale;
+}
+
 int piso_hadamard_apply(float *x, int n, ptrdiff_t stride) {
     int K = piso_hadamard_base(n);
     if (!K) return unsupported(n);
     int P = n / K;
-    if (K > 1) {
+    if (K > 1) { /* every K-slice ← H_K · slice */
         const int8_t *B = base_matrix(K);
         double t[172]; /* the largest base */
         if (!B) return piso_errorf("hadamard: out of memory");
@@ -197,19 +213,12 @@ int piso_hadamard_apply(float *x, int n, ptrdiff_t stride) {
             for (int b = 0; b < K; b++) s[b * stride] = (float)t[b];
         }
     }
-    for (int h = 1; h < P; h *= 2) /* butterflies across the 2^k slices */
-        for (int a = 0; a < P; a += 2 * h)
-            for (int j = a; j < a + h; j++)
-                for (int b = 0; b < K; b++) {
-                    float *u = x + ((ptrdiff_t)j * K + b) * stride, *v = u + (ptrdiff_t)h * K * stride;
-                    float p = *u, q = *v;
-                    *u = p + q;
-                    *v = p - q;
-                }
-    float norm = (float)(1.0 / sqrt((double)n));
-    for (int i = 0; i < n; i++) x[i * stride] *= norm;
+    sylvester_part(x, P, K, stride, (float)(1.0 / sqrt((double)n)));
     return 0;
 }
+
+/* Below this many elements a parallel region costs more than the rotation (results are the same). */
+#define PAR_MIN_ELEMS (1 << 18)
 
 static int check_block(int n, int block, const char *what) {
     if (block <= 0 || n % block)
@@ -223,8 +232,29 @@ static int check_block(int n, int block, const char *what) {
 
 int piso_rotate_rows(float *X, int64_t rows, int cols, ptrdiff_t ld, int block, const char *what) {
     if (check_block(cols, block, what)) return -1;
-    int failed = 0;
-#pragma omp parallel for schedule(static) reduction(| : failed) if (rows * cols > (1 << 16))
+    int K = piso_hadamard_base(block), P = block / K, failed = 0;
+    if (K > 1 && ld == cols && rows * cols >= 4096) {
+        /* contiguous rows: every K-slice of the matrix is one row of a [rows·cols/K, K] matrix, so the
+         * base part is one GEMM with H_Kᵀ (piso_la_sgemm's fixed tiles: any thread count, same bits) */
+        const int8_t *B = base_matrix(K);
+        float *Bf = malloc((size_t)K * K * sizeof *Bf), *Y = malloc((size_t)rows * cols * sizeof *Y);
+        if (!B || !Bf || !Y) {
+            free(Bf), free(Y);
+            return piso_errorf("%s: out of memory for the rotation of %lld x %d", what, (long long)rows, cols);
+        }
+        for (int i = 0; i < K * K; i++) Bf[i] = B[i];
+        /* the normalization 1/√block rides on the GEMM's alpha */
+        piso_la_sgemm(0, 1, rows * cols / K, K, K, (float)(1.0 / sqrt((double)block)), X, K, Bf, K, 0.0f, Y, K);
+        memcpy(X, Y, (size_t)rows * cols * sizeof *X);
+        free(Bf), free(Y);
+        if (P > 1) {
+#pragma omp parallel for schedule(static) if (rows * cols > PAR_MIN_ELEMS)
+            for (int64_t r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c += block) sylvester_part(X + r * ld + c, P, K, 1, 1.0f);
+        }
+        return 0;
+    }
+#pragma omp parallel for schedule(static) reduction(| : failed) if (rows * cols > PAR_MIN_ELEMS)
     for (int64_t r = 0; r < rows; r++)
         for (int c = 0; c < cols; c += block) failed |= piso_hadamard_apply(X + r * ld + c, block, 1) != 0;
     return failed ? piso_error_context("%s", what) : 0;
@@ -233,7 +263,7 @@ int piso_rotate_rows(float *X, int64_t rows, int cols, ptrdiff_t ld, int block, 
 int piso_rotate_cols(float *X, int rows, int64_t cols, int block, const char *what) {
     if (check_block(rows, block, what)) return -1;
     int failed = 0;
-#pragma omp parallel for schedule(static) reduction(| : failed) if (rows * cols > (1 << 16))
+#pragma omp parallel for schedule(static) reduction(| : failed) if (rows * cols > PAR_MIN_ELEMS)
     for (int64_t c = 0; c < cols; c++)
         for (int r = 0; r < rows; r += block)
             failed |= piso_hadamard_apply(X + (int64_t)r * cols + c, block, (ptrdiff_t)cols) != 0;
