@@ -198,6 +198,17 @@ static void test_reload(const char *model, const char *evaltext) {
     CHECK(weights_only != after && weights_only > before, "weights only %.8g vs with activations %.8g", weights_only,
           after);
     free(o);
+    /* a damaged record is an error naming the file and the field, not a silent float run */
+    char qj[500];
+    snprintf(qj, sizeof qj, "%s/quantization.json", out);
+    FILE *f = fopen(qj, "w");
+    if (f) fputs("{\"activations\": {\"format\": \"int9\", \"group\": 0}}", f), fclose(f);
+    snprintf(cmd, sizeof cmd, "%s perplexity --model %s --text %s --quiet 2>&1", PISO_BIN, out, evaltext);
+    o = NULL;
+    int rc = test_run(cmd, &o);
+    CHECK(rc == 1 && o && strstr(o, "quantization.json") && strstr(o, "activations") && strstr(o, "int9"),
+          "damaged quantization.json: rc %d, %s", rc, o ? o : "");
+    free(o);
     /* direct: float weights with quantized activations differ from the float model */
     snprintf(cmd, sizeof cmd, "%s perplexity --model %s --text %s --act-format int4 --json --quiet", PISO_BIN, model,
              evaltext);
@@ -217,7 +228,7 @@ static void test_reload(const char *model, const char *evaltext) {
         snprintf(cmd, sizeof cmd, "%s quantize --model %s --format int4 --rounding rtn --scale absmax %s --out %s 2>&1",
                  PISO_BIN, model, cases[k][0], bad);
         o = NULL;
-        int rc = test_run(cmd, &o);
+        rc = test_run(cmd, &o);
         CHECK(rc != 0 && o && strstr(o, cases[k][1]), "%s: rc %d, %s", cases[k][0], rc, o ? o : "");
         CHECK(access(bad, F_OK) != 0, "%s left %s behind", cases[k][0], bad);
         free(o);
@@ -299,6 +310,41 @@ static void test_calib_act_quant(const char *model, const char *calib_text) {
     piso_model_free(mf), piso_model_free(mq);
 }
 
+/* Greedy generation (KV cache, one new row at a time) with quantized activations and KV cache picks
+ * the argmax of the batched prefill's logits at every step: the cache holds exactly the per-token
+ * quantized keys and values the prefill computes. */
+static void test_generate_kv(const char *model) {
+    struct piso_model *m = NULL;
+    if (piso_model_load(model, NULL, &m)) {
+        CHECK(0, "load: %s", piso_last_error());
+        return;
+    }
+    CHECK(piso_act_quant_init(&m->act, &m->cfg, "int8", 0, "int4-asym") == 0, "act init: %s", piso_last_error());
+    enum { P = 4, NEW = 24 };
+    int toks[P + NEW] = {1, 403, 407, 261}, V = m->cfg.vocab_size;
+    int n = piso_generate_greedy(m, toks, P, NEW, -1);
+    CHECK(n == P + NEW, "generated %d", n);
+    float *logits = malloc(sizeof(float) * (size_t)(P + NEW) * V);
+    CHECK(piso_forward(m, toks, n, 0, logits) == 0, "forward");
+    int agree = 0;
+    for (int i = P; i < n; i++) {
+        const float *l = logits + (size_t)(i - 1) * V;
+        int best = 0;
+        for (int j = 1; j < V; j++) best = l[j] > l[best] ? j : best;
+        agree += best == toks[i];
+    }
+    CHECK(agree == n - P, "%d of %d generated tokens are the prefill's argmax", agree, n - P);
+    /* and the KV format matters: without it the continuation's logits differ */
+    float *plain = malloc(sizeof(float) * (size_t)(P + NEW) * V);
+    m->act.kv = (struct piso_act_format){0};
+    CHECK(piso_forward(m, toks, n, 0, plain) == 0, "forward");
+    double d = 0;
+    for (size_t i = 0; i < (size_t)n * V; i++) d = fmax(d, fabs(plain[i] - logits[i]));
+    CHECK(d > 1e-3, "int4-asym KV cache changes the logits (max diff %g)", d);
+    free(logits), free(plain);
+    piso_model_free(m);
+}
+
 int main(void) {
     test_closed_forms();
     test_codes();
@@ -314,6 +360,7 @@ int main(void) {
     piso_set_quiet(1);
     test_reload(model, evaltext);
     test_calib_act_quant(model, calib_text);
+    test_generate_kv(model);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
     CHECK(test_run(cmd, NULL) == 0, "cleanup");
