@@ -242,9 +242,17 @@ int piso_kld_base_open(const char *path, struct piso_kld_base *b) {
         b->ctx = ctx, b->vocab = vocab, b->chunks = chunks;
     }
     if (rc == 0) { /* the size must be exactly header + tokens + rows */
+        /* header fields up to 2^24 chunks x 2^20 ctx x 2^24 vocab: the byte count can exceed int64,
+         * so it is formed with overflow checks (such a header is refused, not wrapped) */
         const int64_t rows = (int64_t)b->chunks * (b->ctx - 1 - b->ctx / 2);
-        const int64_t want = KLD_HEADER_BYTES + (int64_t)b->chunks * b->ctx * 4 + rows * piso_kld_row_len(b->vocab) * 2;
-        if (fseeko(b->f, 0, SEEK_END) != 0) {
+        int64_t row_bytes, all_rows, want = 0;
+        const int too_big = __builtin_mul_overflow((int64_t)piso_kld_row_len(b->vocab), (int64_t)2, &row_bytes) ||
+                            __builtin_mul_overflow(rows, row_bytes, &all_rows) ||
+                            __builtin_add_overflow(all_rows, KLD_HEADER_BYTES + (int64_t)b->chunks * b->ctx * 4, &want);
+        if (too_big) {
+            rc = piso_errorf("%s: bad KL base header (n_ctx %d, n_vocab %d, n_chunk %d): the file it describes would "
+                             "exceed 2^63 bytes", path, b->ctx, b->vocab, b->chunks);
+        } else if (fseeko(b->f, 0, SEEK_END) != 0) {
             rc = piso_errorf("%s: cannot seek: %s", path, strerror(errno));
         } else {
             const int64_t have = ftello(b->f);
