@@ -330,6 +330,7 @@ int cmd_quantize(int argc, char **argv) {
     po.ec.q.group = (int)a.group;
     po.ec.q.allow_negative = 1;
     po.ec.act_order = a.act_order;
+    po.ec.desc_act_groups = ckpt != PISO_CKPT_DENSE; /* checkpoints: groups follow the order (g_idx) */
     po.ec.damp = a.damp;
     po.ec.interleave = a.group > 0 ? PISO_INTERLEAVE_GROUP : PISO_INTERLEAVE_LAYER;
     int unknown = piso_rounding_from_name(a.rounding, &po.rounding);
