@@ -190,6 +190,7 @@ static void cli_errors(void) {
         {"--format int4 --group 16 --out-format compressed-tensors", "--group 16"},
         {"--format e2m1 --asym", "--asym"},
         {"--format int4 --asym --narrow", "--narrow"},
+        {"--format int4 --static-groups", "--static-groups"},
         {"--format int4 --asym --rounding sr --calib CALIB", "--asym"},
     };
     char out[400], cmd[4096], args[1024];
