@@ -57,7 +57,10 @@ int main(int argc, char **argv) {
         double v = nrand();
         if (tail) { /* Student-t with 3 degrees of freedom: heavy tails */
             double c = 0;
-            for (int k = 0; k < 3; k++) c += nrand() * nrand();
+            for (int k = 0; k < 3; k++) {
+                double g = nrand();
+                c += g * g; /* chi-square with 3 degrees of freedom */
+            }
             v /= sqrt(c / 3);
         }
         W[r] = (float)(0.02 * v + 0.005); /* a small offset: zero points away from the middle */
