@@ -1,5 +1,5 @@
 /* GPTQ and compressed-tensors checkpoints end to end on stories260K: quantize (GPTQ/RTN, sym and
- * asym, 3 and 4 bits), write the checkpoint, load it back, and compare every tensor bit for bit with
+ * asym, 3 and 4 bits, act order with contiguous groups and with groups through g_idx), write the checkpoint, load it back, and compare every tensor bit for bit with
  * the quantized model in memory (a second code path: the pipeline's own dequantized weights). Then
  * malformed packed tensors (dtype, shape, missing) and options the formats cannot hold: clear errors
  * naming the tensor or option, nothing written. (The independent numpy unpacker is
