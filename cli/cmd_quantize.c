@@ -265,6 +265,10 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
             snprintf(nm, sizeof nm, "%s.zeros", r->name);
             piso_json_string(&w, "zeros", nm);
         }
+        if (r->g_idx) { /* groups follow the act order: input i is in group g_idx[i] */
+            snprintf(nm, sizeof nm, "%s.g_idx", r->name);
+            piso_json_string(&w, "g_idx", nm);
+        }
         piso_json_number(&w, "rel_err", r->rel_err);
         piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
         if (cli_rounding_uses_alpha(po->rounding)) piso_json_number(&w, "alpha", r->alpha);
