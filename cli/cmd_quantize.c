@@ -63,6 +63,9 @@ static const struct cli_option hf_options[] = {
      .help = "which inputs the layer error uses (float x, quantized xq);\ndefault: xq-xq for gptq, else x-xq",
      .choices = hf_objectives},
     {"--act-order", NULL, CLI_FLAG, ARG(act_order), .help = "quantize columns by decreasing Hessian diagonal"},
+    {"--static-groups", NULL, CLI_FLAG, ARG(static_groups),
+     .help = "gptq/compressed-tensors with --act-order: keep groups contiguous\n(desc_act false; default: "
+             "groups follow the order, g_idx)"},
     {"--damp", NULL, CLI_DOUBLE, ARG(damp), .arg = "F",
      .help =
          "Hessian damping: lambda = F * mean(diag H) (gptq, default 0.01)\nor F * sigma_max(H) (qronos, default 1e-6)",
@@ -262,6 +265,10 @@ static char *quantization_json(const struct cli_quantize_args *a, const struct c
             snprintf(nm, sizeof nm, "%s.zeros", r->name);
             piso_json_string(&w, "zeros", nm);
         }
+        if (r->g_idx) { /* groups follow the act order: input i is in group g_idx[i] */
+            snprintf(nm, sizeof nm, "%s.g_idx", r->name);
+            piso_json_string(&w, "g_idx", nm);
+        }
         piso_json_number(&w, "rel_err", r->rel_err);
         piso_json_number(&w, "rel_err_absmax_rtn", r->rel_err_absmax);
         if (cli_rounding_uses_alpha(po->rounding)) piso_json_number(&w, "alpha", r->alpha);
@@ -330,6 +337,11 @@ int cmd_quantize(int argc, char **argv) {
     po.ec.q.group = (int)a.group;
     po.ec.q.allow_negative = 1;
     po.ec.act_order = a.act_order;
+    /* checkpoints: groups follow the order through g_idx (GPTQ desc_act) unless --static-groups */
+    if (a.static_groups && (ckpt == PISO_CKPT_DENSE || !a.act_order))
+        return cli_usage_error("quantize", "option --static-groups: only with --act-order and --out-format gptq "
+                                           "or compressed-tensors");
+    po.ec.desc_act_groups = ckpt != PISO_CKPT_DENSE && !a.static_groups;
     po.ec.damp = a.damp;
     po.ec.interleave = a.group > 0 ? PISO_INTERLEAVE_GROUP : PISO_INTERLEAVE_LAYER;
     int unknown = piso_rounding_from_name(a.rounding, &po.rounding);

@@ -16,6 +16,7 @@ struct cli_quantize_args {
     double damp; /* < 0: the rounding's default */
     int narrow, act_order;
     int asym;                 /* --asym: zero points */
+    int static_groups;        /* --static-groups: checkpoints keep contiguous groups under --act-order */
     const char *out_format;   /* --out-format hf | gptq | compressed-tensors */
     /* sr / beam / gpfq */
     double alpha; /* < 0: not given */

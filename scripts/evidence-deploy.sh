@@ -25,6 +25,8 @@ RESULTS=$OUTDIR/deploy.tsv
 for rounding in rtn gptq qronos; do
   extra=""
   [ "$rounding" != rtn ] && extra="--act-order"
+  # contiguous groups as in the README table (groups by act order: scripts/evidence-actorder-groups.sh)
+  [ "$rounding" != rtn ] && [ "$GROUP" != 0 ] && extra="$extra --static-groups"
   for scale in absmax piso; do
     for asym in "" "--asym"; do
       for out_format in $FORMATS; do

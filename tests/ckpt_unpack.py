@@ -5,10 +5,13 @@ Written from the published layouts, not from piso's C code:
   GPTQ (AutoGPTQ v1): qweight int32 [in*bits/32, out], each column one little-endian bit stream of
   the unsigned codes along the input (3-bit values cross word boundaries); qzeros int32
   [groups, out*bits/32], each row a bit stream of (zero - 1) along the output; scales fp16
-  [groups, out]; g_idx int32 [in]; weight = scale * (code - zero).
+  [groups, out]; g_idx int32 [in] the group of each input (desc_act true: groups follow the act
+  order, so g_idx is any assignment; false: i // group); weight = scale[g_idx[i]] * (code - zero[g_idx[i]]).
   compressed-tensors pack-quantized: weight_packed int32 [out, ceil(in / (32 // bits))], value j of
   a word at bit bits*j, stored as code + 2^(bits-1); weight_zero_point int32 packed the same way
-  along the output dimension (dim 0); weight_scale [out, groups]; weight = scale * (q - zero_point).
+  along the output dimension (dim 0); weight_scale [out, groups]; weight_g_idx int32 [in] when
+  actorder is "group" (the group of each input; else input i is in group i // group_size);
+  weight = scale[:, g] * (q - zero_point[:, g]), g = the input's group.
 
 For each configuration it runs `piso quantize`, unpacks every packed layer with numpy and checks
 that the dequantized weights equal, bit for bit, scale * code from piso's own record
@@ -99,7 +102,10 @@ def unpack_ct(t, prefix, q):
     scale = t[prefix + ".weight_scale"][1].astype(np.float32)            # [N, groups]
     G = scale.shape[1]
     gs = wq["group_size"] if wq["strategy"] == "group" else D
-    gidx = np.arange(D) // gs
+    if prefix + ".weight_g_idx" in t:                                    # actorder "group"
+        gidx = t[prefix + ".weight_g_idx"][1].astype(np.int64)
+    else:
+        gidx = np.arange(D) // gs
     if sym:
         zp = np.zeros((N, G), dtype=np.int64)
     else:
@@ -114,16 +120,30 @@ def reference(side, name):
     codes = side[name + ".codes"][1].astype(np.float32)
     N, D = codes.shape
     gs = -(-D // sc.shape[1])
-    return sc[:, np.arange(D) // gs] * codes, sc
+    gidx = side[name + ".g_idx"][1].astype(np.int64) if name + ".g_idx" in side else np.arange(D) // gs
+    return sc[:, gidx] * codes, sc
 
 
-def check_dir(out, fmt, bits, group, asym):
+def check_groups(t, name, key, group, errors):
+    """desc_act / actorder "group": g_idx must put exactly `group` inputs in every group and differ
+    from the contiguous i // group somewhere (else the act-order path was not exercised)."""
+    if name + key not in t:
+        errors.append(f"{name}: no {key} with act order groups")
+        return 0
+    g = t[name + key][1].astype(np.int64)
+    counts = np.bincount(g)
+    if not np.all(counts == group):
+        errors.append(f"{name}{key}: group sizes {sorted(set(counts.tolist()))}, expected all {group}")
+    return int(np.any(g != np.arange(g.size) // group))
+
+
+def check_dir(out, fmt, bits, group, asym, desc_act=False):
     cfg = json.load(open(os.path.join(out, "config.json")))
     q = cfg["quantization_config"]
     errors = []
     if fmt == "gptq":
         want = {"quant_method": "gptq", "checkpoint_format": "gptq", "bits": bits,
-                "group_size": group if group else -1, "sym": not asym, "desc_act": False}
+                "group_size": group if group else -1, "sym": not asym, "desc_act": desc_act}
         for k, v in want.items():
             if q.get(k) != v:
                 errors.append(f"quantization_config.{k} = {q.get(k)!r}, expected {v!r}")
@@ -135,13 +155,18 @@ def check_dir(out, fmt, bits, group, asym):
             errors.append(f"weights config {wq}")
         if wq["strategy"] != ("group" if group else "channel"):
             errors.append(f"strategy {wq['strategy']}")
+        if desc_act and wq.get("actorder") != "group":
+            errors.append(f"actorder {wq.get('actorder')!r}, expected 'group'")
     t = read_safetensors(os.path.join(out, "model.safetensors"))
     side = read_safetensors(os.path.join(out, "quantization.safetensors"))
     key = ".qweight" if fmt == "gptq" else ".weight_packed"
     layers = sorted(n[:-len(key)] for n in t if n.endswith(key))
     if not layers:
         errors.append("no packed layer")
+    permuted = 0
     for name in layers:
+        if desc_act:
+            permuted += check_groups(t, name, ".g_idx" if fmt == "gptq" else ".weight_g_idx", group, errors)
         w = unpack_gptq(t, name, q) if fmt == "gptq" else unpack_ct(t, name, q)
         ref, sc = reference(side, name)
         if not np.array_equal(sc, sc.astype(np.float16).astype(np.float32)):
@@ -158,6 +183,8 @@ def check_dir(out, fmt, bits, group, asym):
         if n.endswith(".scales") and n[:-7] not in layers:
             if n[:-7] + ".weight" not in t:
                 errors.append(f"{n[:-7]}: neither packed nor dense")
+    if desc_act and not permuted:
+        errors.append("every g_idx is i // group: the act order did not reach the groups")
     return layers, errors
 
 
@@ -178,21 +205,34 @@ def main():
              ("gptq", 8, 0, True, "absmax"), ("compressed-tensors", 4, 32, True, "piso-datafree"),
              ("compressed-tensors", 4, 0, False, "absmax"), ("compressed-tensors", 3, 0, True, "mse-grid"),
              ("compressed-tensors", 2, 32, False, "piso-datafree"), ("compressed-tensors", 8, 0, True, "absmax")]
+    cases = [c + ("rtn",) for c in cases]
+    # GPTQ/Qronos with --act-order and a group: groups follow the act order (g_idx, desc_act)
+    calib = os.path.join(data, "data/tinystories/TinyStories-valid.small30KB.txt")
+    if os.path.exists(calib):
+        cases += [("gptq", 4, 32, True, "piso", "gptq"), ("gptq", 3, 32, False, "absmax", "gptq"),
+                  ("compressed-tensors", 4, 32, True, "piso", "qronos"),
+                  ("compressed-tensors", 2, 32, False, "absmax", "gptq")]
+    else:
+        skip(f"calibration text {calib} is missing (set PISO_DATA)")
     failures = 0
-    for i, (fmt, bits, group, asym, scale) in enumerate(cases):
+    for i, (fmt, bits, group, asym, scale, rounding) in enumerate(cases):
         out = os.path.join(work, f"c{i}")
         cmd = [piso, "quantize", "--quiet", "--model", model, "--format", f"int{bits}", "--group", str(group),
-               "--rounding", "rtn", "--scale", scale, "--out-format", fmt, "--out", out] + (["--asym"] if asym else [])
+               "--rounding", rounding, "--scale", scale, "--out-format", fmt, "--out", out] + (["--asym"] if asym else [])
+        desc_act = rounding != "rtn"
+        if desc_act:
+            cmd += ["--act-order", "--calib", calib, "--nsamples", "2", "--seqlen", "64"]
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             print(f"FAIL {' '.join(cmd)}: {r.stderr.strip()}", file=sys.stderr)
             failures += 1
             continue
-        layers, errors = check_dir(out, fmt, bits, group, asym)
+        layers, errors = check_dir(out, fmt, bits, group, asym, desc_act)
         for e in errors:
             print(f"FAIL {fmt} int{bits} group {group} asym {asym}: {e}", file=sys.stderr)
         failures += bool(errors)
-        print(f"{'ok  ' if not errors else 'FAIL'} {fmt:18s} int{bits} group {group:2d} {'asym' if asym else 'sym '}: "
+        print(f"{'ok  ' if not errors else 'FAIL'} {fmt:18s} int{bits} group {group:2d} {'asym' if asym else 'sym '} "
+              f"{rounding:6s}{' act order' if desc_act else ''}: "
               f"{len(layers)} packed layers equal bit for bit")
     shutil.rmtree(work, ignore_errors=True)
     print(f"{len(cases) - failures} passed, {failures} failed")

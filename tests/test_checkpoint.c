@@ -1,5 +1,5 @@
 /* GPTQ and compressed-tensors checkpoints end to end on stories260K: quantize (GPTQ/RTN, sym and
- * asym, 3 and 4 bits), write the checkpoint, load it back, and compare every tensor bit for bit with
+ * asym, 3 and 4 bits, act order with contiguous groups and with groups through g_idx), write the checkpoint, load it back, and compare every tensor bit for bit with
  * the quantized model in memory (a second code path: the pipeline's own dequantized weights). Then
  * malformed packed tensors (dtype, shape, missing) and options the formats cannot hold: clear errors
  * naming the tensor or option, nothing written. (The independent numpy unpacker is
@@ -109,14 +109,14 @@ static void expect_load_error(const char *dir, const char *name, int mode, const
 }
 
 static void roundtrip(enum piso_ckpt_format f, const char *format, int group, int asym, enum piso_rounding rnd,
-                      enum piso_scale_method method, int check_errors) {
+                      enum piso_scale_method method, int check_errors, int desc_act) {
     struct piso_model *mq = NULL, *mf = NULL, *back = NULL;
     struct piso_calib cal;
     struct piso_pipeline_result res;
     memset(&cal, 0, sizeof cal), memset(&res, 0, sizeof res);
     char what[160], dir[400];
-    snprintf(what, sizeof what, "%s %s group %d %s %s", piso_ckpt_format_name(f), format, group, asym ? "asym" : "sym",
-             piso_rounding_name(rnd));
+    snprintf(what, sizeof what, "%s %s group %d %s %s%s", piso_ckpt_format_name(f), format, group,
+             asym ? "asym" : "sym", piso_rounding_name(rnd), desc_act ? " desc_act" : "");
     snprintf(dir, sizeof dir, "%s/ckpt", tmpdir);
     struct piso_pipeline_opts po;
     memset(&po, 0, sizeof po);
@@ -125,7 +125,7 @@ static void roundtrip(enum piso_ckpt_format f, const char *format, int group, in
     po.ec.q.group = group, po.ec.q.method = method, po.ec.q.allow_negative = 1;
     po.ec.q.asym = asym, po.ec.q.zero_min = f == PISO_CKPT_GPTQ, po.ec.q.scale_fp16 = 1;
     po.ec.interleave = group ? PISO_INTERLEAVE_GROUP : PISO_INTERLEAVE_LAYER;
-    po.ec.act_order = 1;
+    po.ec.act_order = 1, po.ec.desc_act_groups = desc_act;
     po.rounding = rnd;
     po.objective = rnd == PISO_ROUND_GPTQ ? PISO_OBJ_XQ_XQ : PISO_OBJ_X_XQ;
     if (piso_model_load(model_bin, NULL, &mq) || piso_model_load(model_bin, NULL, &mf) ||
@@ -143,6 +143,19 @@ static void roundtrip(enum piso_ckpt_format f, const char *format, int group, in
                                              : "model.layers.0.self_attn.q_proj.weight_packed";
     CHECK(has_tensor(dir, packed), "%s: no %s", what, packed);
     CHECK(!has_tensor(dir, "model.layers.0.self_attn.q_proj.weight"), "%s: q_proj also dense", what);
+    if (desc_act) { /* groups follow the act order: some layer's g_idx is not i / group */
+        int permuted = 0, with_gidx = 0;
+        for (int i = 0; i < res.n_layers; i++) {
+            const struct piso_layer_report *r = &res.layers[i];
+            if (!r->g_idx) continue;
+            with_gidx++;
+            for (int64_t c = 0; c < r->D; c++) permuted |= r->g_idx[c] != (int32_t)(c / group);
+        }
+        CHECK(with_gidx > 0 && permuted, "%s: %d layers with g_idx, none permuted", what, with_gidx);
+        CHECK(has_tensor(dir, f == PISO_CKPT_GPTQ ? "model.layers.0.self_attn.q_proj.g_idx"
+                                                  : "model.layers.0.self_attn.q_proj.weight_g_idx"),
+              "%s: no g_idx written", what);
+    }
     if (piso_model_load(dir, NULL, &back)) {
         CHECK(0, "%s: reload: %s", what, piso_last_error());
         goto done;
@@ -177,6 +190,7 @@ static void cli_errors(void) {
         {"--format int4 --group 16 --out-format compressed-tensors", "--group 16"},
         {"--format e2m1 --asym", "--asym"},
         {"--format int4 --asym --narrow", "--narrow"},
+        {"--format int4 --static-groups", "--static-groups"},
         {"--format int4 --asym --rounding sr --calib CALIB", "--asym"},
     };
     char out[400], cmd[4096], args[1024];
@@ -204,10 +218,13 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/piso-test-checkpoint-XXXXXX");
     if (!mkdtemp(tmpdir)) return 1;
     piso_set_quiet(1);
-    roundtrip(PISO_CKPT_GPTQ, "int3", 0, 1, PISO_ROUND_GPTQ, PISO_SCALE_PISO, 1);
-    roundtrip(PISO_CKPT_GPTQ, "int4", 32, 0, PISO_ROUND_RTN, PISO_SCALE_PISO, 0);
-    roundtrip(PISO_CKPT_COMPRESSED, "int4", 32, 1, PISO_ROUND_QRONOS, PISO_SCALE_PISO, 1);
-    roundtrip(PISO_CKPT_COMPRESSED, "int3", 0, 0, PISO_ROUND_GPTQ, PISO_SCALE_ABSMAX, 0);
+    roundtrip(PISO_CKPT_GPTQ, "int3", 0, 1, PISO_ROUND_GPTQ, PISO_SCALE_PISO, 1, 0);
+    roundtrip(PISO_CKPT_GPTQ, "int4", 32, 0, PISO_ROUND_RTN, PISO_SCALE_PISO, 0, 0);
+    roundtrip(PISO_CKPT_COMPRESSED, "int4", 32, 1, PISO_ROUND_QRONOS, PISO_SCALE_PISO, 1, 0);
+    roundtrip(PISO_CKPT_COMPRESSED, "int3", 0, 0, PISO_ROUND_GPTQ, PISO_SCALE_ABSMAX, 0, 0);
+    /* act order through g_idx (GPTQ desc_act, compressed-tensors actorder "group") */
+    roundtrip(PISO_CKPT_GPTQ, "int4", 32, 1, PISO_ROUND_GPTQ, PISO_SCALE_PISO, 1, 1);
+    roundtrip(PISO_CKPT_COMPRESSED, "int3", 32, 0, PISO_ROUND_QRONOS, PISO_SCALE_ABSMAX, 0, 1);
     cli_errors();
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);

@@ -2,7 +2,8 @@
  * written here from the formula: for each column j in order, q = s·round(w_j/s),
  * e = (w_j − q)/R_jj, w_{j+1:} −= e·R_{j,j+1:}, with R the upper Cholesky factor of (H + λI)⁻¹
  * computed here in fp64 (Gauss–Jordan inverse, textbook Cholesky), rows updated in fp64.
- *  - GPTQ layers (int4, groups, act order on/off) for lazy-batch widths 1, 5, 32, 128: codes equal;
+ *  - GPTQ layers (int4, groups, act order on/off, and GPTQ's desc_act groups: group k = the k-th
+ *    block of the act order, g_idx = position / group) for lazy-batch widths 1, 5, 32, 128: codes equal;
  *  - the GGUF block path (Q8_0, Q4_0): block scales chosen on the updated weights at each block's
  *    first column as documented in block_scales.h, then the same sweep: dequantized values equal.
  * The engine works in fp32 (weights, R) and its batches sum in another order, so a code could in
@@ -92,6 +93,16 @@ static void act_order(const float *H, int64_t D, int g, int on, int *perm) {
     free(gord), free(gs);
 }
 
+/* GPTQ's desc_act order: every column by diag(H) descending, ties in the original order
+ * (insertion sort: stable); group k is then positions k·g .. k·g + g − 1 of this order. */
+static void desc_act_order(const float *H, int64_t D, int *perm) {
+    for (int64_t c = 0; c < D; c++) {
+        int64_t i = c;
+        while (i > 0 && H[(int64_t)perm[i - 1] * D + perm[i - 1]] < H[c * D + c]) perm[i] = perm[i - 1], i--;
+        perm[i] = (int)c;
+    }
+}
+
 /* R of (H + λI)⁻¹ in the order perm, λ = 0.01·mean(diag H) (no dead inputs here). */
 static void reference_factor(const float *H, int64_t D, const int *perm, double *R) {
     double *A = malloc(sizeof(double) * D * D), mean = 0;
@@ -111,28 +122,34 @@ static void test_gptq_codes(void) {
     random_layer(N, D, W, H);
     const int groups[] = {0, 32, 48}, blocks[] = {1, 5, 32, 128};
     for (int gi = 0; gi < 3; gi++)
-        for (int ao = 0; ao < 2; ao++) {
-            int g = groups[gi] ? groups[gi] : (int)D;
-            act_order(H, D, g, ao, perm);
+        for (int ao = 0; ao < 3; ao++) { /* 0: natural order, 1: act order, 2: desc_act groups */
+            int g = groups[gi] ? groups[gi] : (int)D, desc = ao == 2 && groups[gi];
+            if (ao == 2 && !desc) continue;
+            if (desc) desc_act_order(H, D, perm);
+            else act_order(H, D, g, ao, perm);
             reference_factor(H, D, perm, R);
             for (int bi = 0; bi < 4; bi++) {
                 struct piso_ec_opts o;
                 piso_ec_opts_default(&o);
                 piso_grid_init(&o.q.grid, "int4", 0);
-                o.q.group = groups[gi], o.act_order = ao, o.block_size = blocks[bi];
+                o.q.group = groups[gi], o.act_order = ao > 0, o.desc_act_groups = desc, o.block_size = blocks[bi];
                 struct piso_ec_problem p = {N, D, W, H, NULL, NULL};
                 struct piso_layer_result r;
                 if (piso_gptq_layer(&p, &o, &r, NULL)) {
                     CHECK(0, "piso_gptq_layer failed");
                     continue;
                 }
-                int64_t mism = 0;
+                int64_t mism = 0, bad_gidx = 0;
                 double max_dv = 0;
+                CHECK(!desc == !r.g_idx, "group %d act_order %d: g_idx %s", groups[gi], ao, r.g_idx ? "set" : "missing");
+                for (int64_t a = 0; desc && r.g_idx && a < D; a++) bad_gidx += r.g_idx[perm[a]] != (int32_t)(a / g);
+                CHECK(bad_gidx == 0, "group %d desc_act: %lld g_idx entries differ from position / group", groups[gi],
+                      (long long)bad_gidx);
                 for (int64_t i = 0; i < N; i++) {
                     for (int64_t c = 0; c < D; c++) w[c] = W[i * D + perm[c]];
                     for (int64_t a = 0; a < D; a++) {
                         int col = perm[a];
-                        float s = r.scales[i * r.n_groups + col / g];
+                        float s = r.scales[i * r.n_groups + (desc ? a : col) / g];
                         float gv = piso_grid_round(&o.q.grid, (float)w[a] / s, NULL);
                         double q = (double)s * gv, e = (w[a] - q) / R[a * D + a];
                         for (int64_t b = a + 1; b < D; b++) w[b] -= e * R[a * D + b];

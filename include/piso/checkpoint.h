@@ -15,8 +15,11 @@
  *        quantization_config {quant_method "compressed-tensors", format "pack-quantized",
  *        config_groups.group_0 {targets ["Linear"], weights {num_bits, type "int", symmetric,
  *        strategy "channel"|"group", group_size}}, ignore [...]}.
- * Groups are contiguous runs of `group` inputs (piso's act order permutes the processing order
- * only), so g_idx is i / group and desc_act is false. */
+ * Groups: without --act-order contiguous runs of `group` inputs (g_idx[i] = i / group, desc_act
+ * false). With --act-order (error-correcting roundings) they follow the order, as GPTQ's desc_act:
+ * inputs sorted by diag(H) descending, group k = the k-th block of `group` inputs of that order, so
+ * g_idx[i] = position of i / group; the codes stay in input order; desc_act true (GPTQ), actorder
+ * "group" + weight_g_idx int32 [D] (compressed-tensors). */
 #ifndef PISO_CHECKPOINT_H
 #define PISO_CHECKPOINT_H
 

@@ -80,6 +80,7 @@ struct piso_layer_report {
     float *scales;                   /* [N, n_groups], rows in the model's order */
     int16_t *codes;                  /* [N, D]; asym: c − z */
     int16_t *zeros;                  /* [N, n_groups] asym zero points, else NULL */
+    int32_t *g_idx;                  /* [D] group of each input (desc_act groups), else NULL: i / group */
 };
 
 struct piso_pipeline_timing {

@@ -197,6 +197,8 @@ struct piso_layer_result {
     int16_t *codes;          /* [N, D] the integer value for int grids, the grid index for floats;
                               * asym: q = c − z (so dequant = scale·q as for symmetric grids) */
     int16_t *zeros;          /* [N, n_groups] asym zero points z (NULL for symmetric quantization) */
+    int32_t *g_idx;          /* [D] the group of each input when groups follow an act order
+                              * (GPTQ desc_act); NULL: input i is in group i / group */
     double *row_objective;   /* [N] objective of each row */
     double objective;        /* Σ rows; with G: Σ (ŵᵀHŵ − 2ŵᵀGw), else Σ (w−ŵ)ᵀH(w−ŵ) */
     int constant_dropped;    /* 1 when G was given */

@@ -45,6 +45,9 @@ struct piso_ec_opts {
     struct piso_quant_opts q;      /* grid, group (0 = channel-wise), scale method, allow_negative */
     enum piso_interleave interleave;
     int act_order;                 /* columns by diag(H) descending; groups kept contiguous */
+    int desc_act_groups;           /* with act_order and a group: group k = the k-th block of `group`
+                                    * columns in the permuted order (GPTQ's desc_act); the result
+                                    * carries g_idx. 0: contiguous groups ordered by Σ diag(H) */
     double damp;                   /* GPTQ: λ = damp·mean(diag H) (default 0.01);
                                     * Qronos: λ = damp·σ_max(H) (default 1e-6). < 0: default */
     int block_size;                /* lazy-batch width (0: 128); GROUP interleave uses the groups */

@@ -22,7 +22,8 @@ void piso_linear_hf_name(int layer, enum piso_linear k, char *buf, size_t n) {
 }
 
 void piso_pipeline_result_free(struct piso_pipeline_result *res) {
-    for (int i = 0; i < res->n_layers; i++) free(res->layers[i].scales), free(res->layers[i].codes), free(res->layers[i].zeros);
+    for (int i = 0; i < res->n_layers; i++)
+        free(res->layers[i].scales), free(res->layers[i].codes), free(res->layers[i].zeros), free(res->layers[i].g_idx);
     free(res->layers);
     memset(res, 0, sizeof *res);
 }
@@ -221,8 +222,8 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     rep->rel_err_absmax = energy > 0 ? e_a / energy : 0;
     rep->objective = r.objective;
     memcpy(W, r.dequant, sizeof(float) * N * D);
-    rep->scales = r.scales, rep->codes = r.codes, rep->zeros = r.zeros;
-    r.scales = NULL, r.codes = NULL, r.zeros = NULL;
+    rep->scales = r.scales, rep->codes = r.codes, rep->zeros = r.zeros, rep->g_idx = r.g_idx;
+    r.scales = NULL, r.codes = NULL, r.zeros = NULL, r.g_idx = NULL;
     piso_layer_result_free(&r), piso_layer_result_free(&ra);
     return 0;
 }

@@ -55,7 +55,7 @@ static int add_i32(struct piso_st_writer *w, const char *prefix, const char *suf
 
 int piso_ckpt_add_layer(struct piso_st_writer *w, enum piso_ckpt_format f, const char *prefix, int bits, int group,
                         int64_t N, int64_t D, int64_t ng, const float *scales, const int16_t *codes,
-                        const int16_t *zeros) {
+                        const int16_t *zeros, const int32_t *g_idx) {
     if (N <= 0 || D <= 0 || ng <= 0 || bits < 2 || bits > 8)
         return piso_errorf("%s: empty layer or bits %d out of range", prefix, bits);
     const int half = 1 << (bits - 1), per = 32 / bits;
@@ -73,22 +73,28 @@ int piso_ckpt_add_layer(struct piso_st_writer *w, enum piso_ckpt_format f, const
         rc = piso_errorf("%s: out of memory for the packed tensors", prefix);
         goto done;
     }
-    for (int64_t o = 0; o < N; o++)
-        for (int64_t g = 0; g < ng; g++) {
-            const int z = zeros ? zeros[o * ng + g] : half;
-            zc[o * ng + g] = (uint8_t)z;
-            s16[o * ng + g] = piso_fp32_to_fp16(scales[o * ng + g]);
-            for (int64_t i = g * gs; i < (g + 1) * gs && i < D; i++) {
-                const int v = codes[o * D + i] + z;
-                if (v < 0 || v >= 2 * half) {
-                    rc = piso_errorf("%s: code %d at [%lld, %lld] does not fit %d bits with zero point %d", prefix,
-                                     codes[o * D + i], (long long)o, (long long)i, bits, z);
-                    goto done;
-                }
-                c[o * D + i] = (uint8_t)v;
-            }
+    for (int64_t i = 0; i < D; i++) {
+        gidx[i] = g_idx ? g_idx[i] : (int32_t)(i / gs);
+        if (gidx[i] < 0 || gidx[i] >= ng) {
+            rc = piso_errorf("%s: g_idx[%lld] = %d is not a group of %lld", prefix, (long long)i, gidx[i], (long long)ng);
+            goto done;
         }
-    for (int64_t i = 0; i < D; i++) gidx[i] = (int32_t)(i / gs);
+    }
+    for (int64_t o = 0; o < N; o++) {
+        for (int64_t g = 0; g < ng; g++) {
+            zc[o * ng + g] = (uint8_t)(zeros ? zeros[o * ng + g] : half);
+            s16[o * ng + g] = piso_fp32_to_fp16(scales[o * ng + g]);
+        }
+        for (int64_t i = 0; i < D; i++) {
+            const int z = zc[o * ng + gidx[i]], v = codes[o * D + i] + z;
+            if (v < 0 || v >= 2 * half) {
+                rc = piso_errorf("%s: code %d at [%lld, %lld] does not fit %d bits with zero point %d", prefix,
+                                 codes[o * D + i], (long long)o, (long long)i, bits, z);
+                goto done;
+            }
+            c[o * D + i] = (uint8_t)v;
+        }
+    }
     if (f == PISO_CKPT_GPTQ) {
         uint8_t *zm1 = malloc((size_t)N + 1);
         uint16_t *sT = malloc(sizeof(uint16_t) * (size_t)(N * ng));
@@ -121,6 +127,10 @@ int piso_ckpt_add_layer(struct piso_st_writer *w, enum piso_ckpt_format f, const
         piso_st_writer_add_copy(w, name, PISO_DTYPE_F16, 2, ss, s16);
         snprintf(name, sizeof name, "%s.weight_shape", prefix);
         piso_st_writer_add_copy(w, name, PISO_DTYPE_I64, 1, sh, shape);
+        if (g_idx) { /* actorder "group": the group of each input */
+            int64_t sg[1] = {D};
+            add_i32(w, prefix, "weight_g_idx", 1, sg, (const uint32_t *)gidx);
+        }
         if (zeros) { /* packed along the output dimension, one column per group */
             uint8_t *zg = malloc((size_t)N + 1);
             if (!zg) {
@@ -141,7 +151,7 @@ done:
     return rc;
 }
 
-cJSON *piso_ckpt_config_json(enum piso_ckpt_format f, int bits, int group, int asym, int act_order,
+cJSON *piso_ckpt_config_json(enum piso_ckpt_format f, int bits, int group, int asym, int act_order, int desc_act,
                              const char *const *skipped, int n_skipped, const char *const *in_block, int n_in_block) {
     cJSON *q = cJSON_CreateObject();
     if (f == PISO_CKPT_GPTQ) {
@@ -149,8 +159,9 @@ cJSON *piso_ckpt_config_json(enum piso_ckpt_format f, int bits, int group, int a
         cJSON_AddStringToObject(q, "checkpoint_format", "gptq");
         cJSON_AddNumberToObject(q, "bits", bits);
         cJSON_AddNumberToObject(q, "group_size", group > 0 ? group : -1);
-        cJSON_AddBoolToObject(q, "desc_act", 0); /* groups stay contiguous: g_idx[i] = i / group */
-        cJSON_AddBoolToObject(q, "static_groups", act_order);
+        /* desc_act: groups follow the act order (g_idx); else contiguous, g_idx[i] = i / group */
+        cJSON_AddBoolToObject(q, "desc_act", desc_act);
+        cJSON_AddBoolToObject(q, "static_groups", act_order && !desc_act);
         cJSON_AddBoolToObject(q, "sym", !asym);
         cJSON_AddBoolToObject(q, "true_sequential", 1);
         cJSON_AddStringToObject(q, "quantizer", "piso");
@@ -187,7 +198,8 @@ cJSON *piso_ckpt_config_json(enum piso_ckpt_format f, int bits, int group, int a
         if (group > 0) cJSON_AddNumberToObject(wt, "group_size", group);
         else cJSON_AddNullToObject(wt, "group_size");
         cJSON_AddBoolToObject(wt, "dynamic", 0);
-        if (act_order) cJSON_AddStringToObject(wt, "actorder", "weight"); /* order used, groups contiguous */
+        /* "group": groups follow the act order (weight_g_idx); "weight": order used, groups contiguous */
+        if (act_order) cJSON_AddStringToObject(wt, "actorder", desc_act ? "group" : "weight");
         else cJSON_AddNullToObject(wt, "actorder");
         cJSON_AddNullToObject(cg, "input_activations");
         cJSON_AddNullToObject(cg, "output_activations");

@@ -295,10 +295,11 @@ static cJSON *quantization_config(const struct piso_hf_export_opts *o) {
     const struct piso_pipeline_result *res = o->res;
     const char **skipped = calloc((size_t)(res->n_layers + 1), sizeof(char *));
     const char *in_block[PISO_LIN_COUNT];
-    int ns = 0, nb = 0;
+    int ns = 0, nb = 0, desc_act = 0;
     if (!skipped) return NULL;
     for (int i = 0; i < res->n_layers; i++) {
         const struct piso_layer_report *r = &res->layers[i];
+        if (r->g_idx && report_packs(o, r)) desc_act = 1; /* groups follow the act order */
         if (!report_packs(o, r)) {
             skipped[ns++] = r->name;
         } else if (r->layer == 0) {
@@ -306,7 +307,7 @@ static cJSON *quantization_config(const struct piso_hf_export_opts *o) {
             if (p) in_block[nb++] = p + 1;
         }
     }
-    cJSON *q = piso_ckpt_config_json(o->ckpt, o->bits, o->group, o->asym, o->act_order, skipped, ns, in_block, nb);
+    cJSON *q = piso_ckpt_config_json(o->ckpt, o->bits, o->group, o->asym, o->act_order, desc_act, skipped, ns, in_block, nb);
     free(skipped);
     return q;
 }
@@ -469,7 +470,7 @@ static int add_packed(struct piso_st_writer *w, const struct piso_model *m, cons
     struct hf_rows h;
     if (hf_rows_get(m, r, &h)) return -1;
     int rc = piso_ckpt_add_layer(w, o->ckpt, r->name, o->bits, r->group, r->N, r->D, r->n_groups, h.scales, h.codes,
-                                 h.zeros);
+                                 h.zeros, r->g_idx);
     hf_rows_free(&h);
     return rc;
 }
@@ -505,6 +506,11 @@ static int write_quant_tensors(const struct piso_model *m, const struct piso_pip
         if (h.zeros) {
             snprintf(name, sizeof name, "%s.zeros", r->name);
             piso_st_writer_add_copy(w, name, PISO_DTYPE_I16, 2, ss, h.zeros);
+        }
+        if (r->g_idx) { /* groups follow the act order: the group of each input */
+            int64_t gs1[1] = {D};
+            snprintf(name, sizeof name, "%s.g_idx", r->name);
+            piso_st_writer_add_copy(w, name, PISO_DTYPE_I32, 1, gs1, r->g_idx);
         }
         free(c8);
         hf_rows_free(&h);

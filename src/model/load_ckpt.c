@@ -188,7 +188,7 @@ float *piso_ckpt_load_linear(struct piso_model *m, const struct piso_ckpt_info *
         piso_errorf("%s: tensor '%s': %lld groups for %lld inputs", sc.file, sc.name, (long long)ng, (long long)D);
         return NULL;
     }
-    if (!gi.t && ng != gexp) {
+    if (ng != gexp) { /* with g_idx too: desc_act keeps ceil(in / group) groups */
         piso_errorf("%s: tensor '%s': %lld groups, expected %lld (in = %lld, group_size %d)", sc.file, sc.name,
                     (long long)ng, (long long)gexp, (long long)D, q->group);
         return NULL;

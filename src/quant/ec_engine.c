@@ -110,9 +110,22 @@ int piso_ec_setup(struct piso_ec_work *w, const struct piso_ec_problem *p, const
         free(k), piso_ec_free(w);
         return piso_errorf("out of memory for error correction of a [%lld, %lld] layer", (long long)N, (long long)D);
     }
+    int gs = w->group;
+    w->desc_act = o->act_order && o->desc_act_groups && ng > 1;
+    if (w->desc_act) {
+        /* GPTQ desc_act: every column by diag(H) descending (ties by index), group t = positions
+         * t·gs .. t·gs + gs − 1 of that order, so an input's group is its position / gs. */
+        for (int64_t c = 0; c < D; c++) k[c].key = p->H[c * D + c], k[c].idx = (int)c;
+        qsort(k, (size_t)D, sizeof *k, by_key_desc);
+        for (int64_t a = 0; a < D; a++) w->perm[a] = k[a].idx, w->col_group[a] = (int)(a / gs);
+        for (int t = 0; t < ng; t++)
+            w->grp_start[t] = t * gs, w->grp_len[t] = (int)((t + 1) * (int64_t)gs <= D ? gs : D - (int64_t)t * gs),
+            w->grp_id[t] = t;
+        free(k);
+        goto permuted;
+    }
     /* Column order: groups by Σ diag(H) descending, columns inside a group by diag(H) descending
      * (act order); identity otherwise. */
-    int gs = w->group;
     for (int gi = 0; gi < ng; gi++) {
         double s = 0;
         for (int c = gi * gs; c < gi * gs + gs && c < D; c++) s += p->H[(int64_t)c * D + c];
@@ -134,7 +147,7 @@ int piso_ec_setup(struct piso_ec_work *w, const struct piso_ec_problem *p, const
         for (int j = 0; j < len; j++) w->perm[pos] = kc[j].idx, w->col_group[pos] = gi, pos++;
     }
     free(kc), free(k);
-
+permuted:
     permute_square(p->H, D, w->perm, w->Hp);
     if (p->G) permute_square(p->G, D, w->perm, w->Gp);
     for (int64_t a = 0; a < D; a++)
@@ -164,17 +177,29 @@ static int grid_begin_layer(void *ctx, struct piso_ec_work *w) {
             if (piso_ec_group_scales(w, k)) return -1;
     } else if (o->interleave != PISO_INTERLEAVE_GROUP) {
         /* Scales fixed before error correction, on the original weights (dead columns zeroed). */
-        float *Wz = malloc(sizeof(float) * N * D);
+        float *Wz = malloc(sizeof(float) * N * D), *Hs = NULL;
         if (!Wz) return piso_errorf("out of memory");
-        for (int64_t r = 0; r < N; r++)
-            for (int64_t a = 0; a < D; a++) Wz[r * D + w->perm[a]] = w->Wo[r * D + a];
         struct piso_layer_problem lp = {N, D, Wz, w->p->H, w->p->G};
-        if (o->interleave == PISO_INTERLEAVE_NONE && w->p->H_scale) lp.H = w->p->H_scale, lp.G = NULL;
+        if (w->desc_act) { /* groups are blocks of the permuted order: solve them there */
+            memcpy(Wz, w->Wo, sizeof(float) * N * D);
+            lp.H = w->Hp, lp.G = w->p->G ? w->Gp : NULL;
+        } else {
+            for (int64_t r = 0; r < N; r++)
+                for (int64_t a = 0; a < D; a++) Wz[r * D + w->perm[a]] = w->Wo[r * D + a];
+        }
+        if (o->interleave == PISO_INTERLEAVE_NONE && w->p->H_scale) {
+            lp.H = w->p->H_scale, lp.G = NULL;
+            if (w->desc_act) {
+                if (!(Hs = malloc(sizeof(float) * D * D))) return free(Wz), piso_errorf("out of memory");
+                permute_square(w->p->H_scale, D, w->perm, Hs);
+                lp.H = Hs;
+            }
+        }
         struct piso_quant_opts qo = o->q;
         qo.group = w->group >= D ? 0 : w->group;
         struct piso_layer_result rr;
         int rc = piso_rtn_layer(&lp, &qo, &rr);
-        free(Wz);
+        free(Wz), free(Hs);
         if (rc) return -1;
         memcpy(w->S, rr.scales, sizeof(float) * N * ng);
         if (w->Z) memcpy(w->Z, rr.zeros, sizeof(int16_t) * N * ng);
@@ -444,6 +469,13 @@ int piso_ec_finish(struct piso_ec_work *w, const struct piso_ec_problem *p, stru
             return piso_errorf("out of memory for the zero points of a [%lld, %lld] layer", (long long)N, (long long)D);
         }
         memcpy(r->zeros, w->Z, sizeof(int16_t) * N * w->n_groups);
+    }
+    if (w->desc_act) {
+        if (!(r->g_idx = malloc(sizeof(int32_t) * D))) {
+            piso_layer_result_free(r);
+            return piso_errorf("out of memory for the g_idx of a [%lld, %lld] layer", (long long)N, (long long)D);
+        }
+        for (int64_t a = 0; a < D; a++) r->g_idx[w->perm[a]] = w->col_group[a];
     }
     r->tensor_scale = w->opts.q.grid.scale_set == PISO_SSET_UE4M3 ? w->opts.q.grid.scale_mult : 0;
     for (int64_t i = 0; i < N; i++)

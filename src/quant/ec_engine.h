@@ -34,6 +34,7 @@ struct piso_ec_work {
     const struct piso_ec_problem *p; /* the problem set up (unpermuted; lives while w does) */
     int *perm;               /* [D] position -> original column */
     int *col_group;          /* [D] position -> original group id */
+    int desc_act;            /* groups are blocks of the permuted order (opts.desc_act_groups) */
     int *grp_start, *grp_len, *grp_id; /* [n_groups] group ranges in position order */
     float *Wo;               /* [N, D] original weights, permuted (dead columns zeroed if asked) */
     float *Wc;               /* [N, D] current (error-diffused, then quantized) weights */

@@ -414,5 +414,6 @@ void piso_layer_result_free(struct piso_layer_result *r) {
     free(r->codes);
     free(r->row_objective);
     free(r->zeros);
+    free(r->g_idx);
     memset(r, 0, sizeof *r);
 }
