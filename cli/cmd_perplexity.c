@@ -40,10 +40,7 @@ static const struct cli_option ppl_options[] = {
              "with --kl-divergence: read them and compare"},
     {"--kl-divergence", NULL, CLI_FLAG, offsetof(struct ppl_args, kl_divergence),
      .help = "compare with the --kl-base file: KL divergence, top-1 agreement, PPL ratio (as llama-perplexity)"},
-    {"--llamacpp-activations", NULL, CLI_FLAG, offsetof(struct ppl_args, llamacpp_activations),
-     .help = "GGUF models: round each linear layer's input as llama.cpp's CPU matmul does for\n"
-             "that weight's type (Q8_0 blocks for Q4_0/Q8_0/..., Q8_K for K-quants, f16 for F16),\n"
-             "so that perplexity and KLD match llama.cpp's on quantized GGUF files"},
+    CLI_OPTION_LLAMACPP_ACTIVATIONS(struct ppl_args),
     CLI_OPTIONS_ACT_QUANT(struct ppl_args),
     {"--simulate-accumulator", NULL, CLI_INT, offsetof(struct ppl_args, sim_bits), .arg = "P",
      .help = "run the blocks' linear layers as integer weights x integer activations\n"
