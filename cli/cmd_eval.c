@@ -1,8 +1,9 @@
-/* piso eval hellaswag --model PATH --tasks FILE [--limit N] [--first] [--ctx N] [--json] [--quiet]
+/* piso eval hellaswag --model PATH --tasks FILE [--limit N] [--first] [--ctx N] [--llamacpp-activations] [--json] [--quiet]
  * Zero-shot benchmark scores with llama-perplexity's protocol (piso/hellaswag.h). */
 #include "cli.h"
 #include "piso/hellaswag.h"
 #include "piso/json_out.h"
+#include "piso/llamacpp_act.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@ struct eval_args {
     const char *model, *tokenizer, *tasks;
     int64_t limit, ctx;
     int first, per_task;
+    int llamacpp_activations;
 };
 
 static const struct cli_option eval_options[] = {
@@ -30,6 +32,7 @@ static const struct cli_option eval_options[] = {
      .imin = 0, .imax = 1 << 20},
     {"--per-task", NULL, CLI_FLAG, offsetof(struct eval_args, per_task),
      .help = "also print each task: index, gold, prediction, the 4 normalised log-likelihoods (JSON: \"per_task\")"},
+    CLI_OPTION_LLAMACPP_ACTIVATIONS(struct eval_args),
     {0},
 };
 
@@ -58,6 +61,7 @@ static int run_hellaswag(int argc, char **argv) {
     int rc = !order || !per ? piso_errorf("out of memory for %d tasks", n) : 0;
     if (rc == 0) rc = piso_hellaswag_select(set.n, n, a.first, order);
     if (rc == 0) rc = piso_model_load(a.model, a.tokenizer, &m);
+    if (rc == 0 && a.llamacpp_activations) rc = piso_llamacpp_act_enable(m);
     if (rc == 0) piso_log("hellaswag: %d tasks in %s, scoring %d (%s)\n", set.n, a.tasks, n, a.first ? "the first" : "llama.cpp's random draw");
     if (rc == 0) rc = piso_hellaswag_score(m, &set, order, n, (int)a.ctx, per, &r);
     piso_model_free(m);

@@ -1,5 +1,5 @@
 /* piso perplexity --model PATH [--tokenizer PATH] --text FILE [--ctx N] [--json] [--quiet]
- *                 [--kl-base FILE [--kl-divergence]]
+ *                 [--kl-base FILE [--kl-divergence]] [--llamacpp-activations]
  * [--act-format F --act-group G --kv-format F] [--simulate-accumulator P ...]
  * llama.cpp's perplexity protocol (see piso/eval.h); with --kl-base the float model's log-probs are
  * written (as llama-perplexity --kl-divergence-base), with --kl-divergence a model is compared with
@@ -10,6 +10,7 @@
 #include "piso/eval.h"
 #include "piso/json_out.h"
 #include "piso/kld.h"
+#include "piso/llamacpp_act.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ struct ppl_args {
     int64_t act_group;
     int64_t sim_bits, sim_tile;
     int sim_saturate;
+    int llamacpp_activations;
 };
 
 static const struct cli_option ppl_options[] = {
@@ -38,6 +40,7 @@ static const struct cli_option ppl_options[] = {
              "with --kl-divergence: read them and compare"},
     {"--kl-divergence", NULL, CLI_FLAG, offsetof(struct ppl_args, kl_divergence),
      .help = "compare with the --kl-base file: KL divergence, top-1 agreement, PPL ratio (as llama-perplexity)"},
+    CLI_OPTION_LLAMACPP_ACTIVATIONS(struct ppl_args),
     CLI_OPTIONS_ACT_QUANT(struct ppl_args),
     {"--simulate-accumulator", NULL, CLI_INT, offsetof(struct ppl_args, sim_bits), .arg = "P",
      .help = "run the blocks' linear layers as integer weights x integer activations\n"
@@ -147,7 +150,8 @@ int cmd_perplexity(int argc, char **argv) {
         return cli_fail("perplexity", piso_last_error());
     struct piso_model *m = NULL;
     if (piso_model_load(a.model, a.tokenizer, &m) != 0 ||
-        cli_act_quant_apply(m, a.act_format, a.act_group, a.kv_format) != 0) {
+        cli_act_quant_apply(m, a.act_format, a.act_group, a.kv_format) != 0 ||
+        (a.llamacpp_activations && piso_llamacpp_act_enable(m) != 0)) {
         piso_model_free(m);
         return cli_fail("perplexity", piso_last_error());
     }

@@ -57,6 +57,13 @@ struct cli_command {
 #define CLI_OPTION_MODEL(type) \
     {"--model", NULL, CLI_STRING, offsetof(type, model), .arg = "PATH", \
      .help = "an HF model directory, a llama2.c .bin or a GGUF file", .required = 1}
+/* GGUF models: llama.cpp's activation rounding in the forward pass (piso/llamacpp_act.h); the
+ * struct needs an int llamacpp_activations. */
+#define CLI_OPTION_LLAMACPP_ACTIVATIONS(type) \
+    {"--llamacpp-activations", NULL, CLI_FLAG, offsetof(type, llamacpp_activations), \
+     .help = "GGUF models: round each linear layer's input as llama.cpp's CPU matmul does for\n" \
+             "that weight's type (Q8_0 blocks for Q4_0/Q8_0/..., Q8_K for K-quants, f16 for F16),\n" \
+             "so that the numbers match llama.cpp's on quantized GGUF files"}
 #define CLI_OPTION_TOKENIZER(type) \
     {"--tokenizer", NULL, CLI_STRING, offsetof(type, tokenizer), .arg = "PATH", \
      .help = "the tokenizer, when it is not in or beside the model"}

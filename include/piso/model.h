@@ -76,6 +76,9 @@ struct piso_model {
     /* A simulated integer matmul with a narrow accumulator for the linear layers of the blocks
      * (piso/accum_sim.h; NULL: the float path). Not owned. */
     struct piso_accum_sim *accum_sim;
+    /* llama.cpp's CPU activation rounding (piso/llamacpp_act.h; NULL: off): the ggml type of every
+     * linear weight [n_layers * PISO_LIN_COUNT], then the output head's. Owned. */
+    int *llamacpp_weight_types;
 };
 
 /* path: an HF directory, a llama2.c .bin (tokenizer.bin/tok512.bin beside it is picked up) or a

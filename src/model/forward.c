@@ -7,6 +7,7 @@
  * KV cache (block_forward_at). */
 #include "piso/accum_sim.h"
 #include "piso/linalg.h"
+#include "piso/llamacpp_act.h"
 #include "piso/model.h"
 #include "piso/schema.h"
 #include "piso/transform.h"
@@ -22,6 +23,23 @@ static void linear(const float *X, const float *W, float *Y, int n, int in, int 
     piso_la_sgemm(0, 1, n, out, in, 1.0f, X, in, W, in, beta, Y, out);
 }
 
+/* linear() on the input as llama.cpp's CPU matmul sees it for a weight of ggml type weight_type
+ * (piso/llamacpp_act.h): X [n, in] is rounded in a copy, shared inputs (q/k/v) stay untouched. */
+static void llamacpp_linear(int weight_type, const float *X, const float *W, float *Y, int n, int in, int out,
+                            float beta) {
+    float *xq = malloc((size_t)n * in * sizeof *xq);
+    if (!xq) { /* out of memory: one row at a time */
+        for (int i = 0; n > 1 && i < n; i++)
+            llamacpp_linear(weight_type, X + (size_t)i * in, W, Y + (size_t)i * out, 1, in, out, beta);
+        if (n == 1) linear(X, W, Y, n, in, out, beta);
+        return;
+    }
+    memcpy(xq, X, (size_t)n * in * sizeof *xq);
+    piso_llamacpp_act_rows(weight_type, xq, n, in);
+    linear(xq, W, Y, n, in, out, beta);
+    free(xq);
+}
+
 /* A linear layer k of block `layer`: the float product, or the simulated integer matmul with a
  * narrow accumulator when the model carries one (piso/accum_sim.h). */
 static void block_linear(const struct piso_model *m, int layer, enum piso_linear k, const float *X, const float *W,
@@ -29,6 +47,8 @@ static void block_linear(const struct piso_model *m, int layer, enum piso_linear
     struct piso_accum_sim *s = m->accum_sim;
     if (s && layer < s->n_layers && s->lin[layer * PISO_LIN_COUNT + k].codes)
         piso_accum_sim_linear(s, &s->lin[layer * PISO_LIN_COUNT + k], &m->act.act, X, Y, n, beta);
+    else if (m->llamacpp_weight_types)
+        llamacpp_linear(m->llamacpp_weight_types[layer * PISO_LIN_COUNT + k], X, W, Y, n, in, out, beta);
     else
         linear(X, W, Y, n, in, out, beta);
 }
@@ -291,6 +311,8 @@ void piso_head(const struct piso_model *m, const float *x, int n, float *logits)
         return;
     }
     rmsnorm_rows(x, m->out_norm, xn, n, D, m->cfg.norm_eps);
+    if (m->llamacpp_weight_types)
+        piso_llamacpp_act_rows(m->llamacpp_weight_types[(size_t)m->cfg.n_layers * PISO_LIN_COUNT], xn, n, D);
     linear(xn, m->output, logits, n, D, m->cfg.vocab_size, 0.0f);
     free(xn);
 }

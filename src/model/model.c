@@ -49,6 +49,7 @@ void piso_model_free(struct piso_model *m) {
     }
     if (m->tok) piso_tokenizer_free(m->tok);
     free(m->layers);
+    free(m->llamacpp_weight_types);
     free(m->path);
     free(m);
 }
