@@ -6,6 +6,7 @@
  *                                  missing the test is skipped (exit 77) with a notice, except
  *                                  under CI=true where missing data is a failure.
  *   test_run(cmd, &out)            runs a shell command, captures stdout, returns exit status
+ *   test_expect_refusal(...)       a command that must fail with a message and write nothing
  *   return test_finish();          prints "N passed, N failed" and sets the exit code
  */
 #ifndef PISO_TEST_HARNESS_H
@@ -17,6 +18,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static int t_pass, t_fail;
 
@@ -83,6 +85,20 @@ static inline int test_run(const char *cmd, char **out) {
     if (out) *out = buf;
     else free(buf);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* A command that must be refused: runs cmd (which folds stderr into stdout with 2>&1), checks the
+ * exit status (code; -1: any failure), that the captured text holds prefix (NULL: not checked) and
+ * words, and that never (the output it was asked to write) does not exist. what names the case. */
+static inline void test_expect_refusal(const char *what, const char *cmd, int code, const char *prefix,
+                                       const char *words, const char *never) {
+    char *text = NULL;
+    int rc = test_run(cmd, &text);
+    CHECK(code < 0 ? rc != 0 : rc == code, "%s: exit %d", what, rc);
+    CHECK(text && (!prefix || strstr(text, prefix)) && strstr(text, words), "%s: message '%s' lacks '%s'", what,
+          text ? text : "", words);
+    CHECK(access(never, F_OK) != 0, "%s: %s left behind", what, never);
+    free(text);
 }
 
 /* Real llama.cpp for the interop tests: node and the node-llama-cpp package (scripts/setup-llamacpp.sh,

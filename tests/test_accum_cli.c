@@ -92,13 +92,7 @@ static void expect_error(const char *problem, const char *args, int code, const 
     char cmd[2048], out[256];
     snprintf(out, sizeof out, "%s/never.safetensors", dir);
     snprintf(cmd, sizeof cmd, "%s layer --problem %s %s --quiet --out %s 2>&1", PISO_BIN, problem, args, out);
-    char *text = NULL;
-    int rc = test_run(cmd, &text);
-    CHECK(rc == code, "%s: exit %d", cmd, rc);
-    CHECK(text && strstr(text, "piso layer: error:") && strstr(text, words), "%s: message '%s' lacks '%s'", cmd,
-          text ? text : "", words);
-    CHECK(access(out, F_OK) != 0, "%s: output file left behind", cmd);
-    free(text);
+    test_expect_refusal(cmd, cmd, code, "piso layer: error:", words, out);
 }
 
 int main(void) {

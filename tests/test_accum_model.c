@@ -119,13 +119,7 @@ static void expect_error(const char *args, int code, const char *words) {
     snprintf(out, sizeof out, "%s/never", dir);
     snprintf(cmd, sizeof cmd, "%s quantize --model %s --out %s --format int4 %s --quiet 2>&1", PISO_BIN,
              test_data("models/stories260K/stories260K.bin"), out, args);
-    char *text = NULL;
-    int rc = test_run(cmd, &text);
-    CHECK(rc == code, "%s: exit %d", args, rc);
-    CHECK(text && strstr(text, "error") && strstr(text, words), "%s: message '%s' lacks '%s'", args, text ? text : "",
-          words);
-    CHECK(access(out, F_OK) != 0, "%s: output left behind", args);
-    free(text);
+    test_expect_refusal(args, cmd, code, "error", words, out);
 }
 
 int main(void) {
