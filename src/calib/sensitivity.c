@@ -1,5 +1,6 @@
 /* KL divergence of a model's next-token distributions to a reference model (see piso/mixed.h):
  * the sensitivity measurement of mixed precision and its evaluation. */
+#include "piso/eval.h"
 #include "piso/mixed.h"
 #include "piso/model.h"
 #include "piso/tokenizer.h"
@@ -89,13 +90,10 @@ done:
 int piso_kl_text_windows(const struct piso_model *m, const char *text, size_t len, int *ctx, int **tokens,
                          int *n_chunks) {
     *tokens = NULL, *n_chunks = 0;
-    if (!m->tok) return piso_errorf("KL divergence: %s has no tokenizer", m->path);
     if (*ctx <= 0) *ctx = m->cfg.max_seq_len > 0 && m->cfg.max_seq_len < 512 ? m->cfg.max_seq_len : 512;
     int *ids = NULL, n = 0;
-    piso_tokenizer_set_parse_special(m->tok, 0); /* as llama.cpp's perplexity tool (and piso_perplexity) */
-    int trc = piso_tokenize(m->tok, text, len, 1, &ids, &n);
-    piso_tokenizer_set_parse_special(m->tok, 1);
-    if (trc) return piso_error_context("KL divergence: tokenizing");
+    /* the text is tokenized as llama.cpp's perplexity tool does (piso_perplexity's own step) */
+    if (piso_perplexity_tokenize(m, text, len, &ids, &n)) return piso_error_context("KL divergence");
     const int bos = piso_tokenizer_vocab(m->tok)->bos_id, chunks = n / *ctx;
     if (chunks < 1 || bos < 0) {
         free(ids);
