@@ -3,7 +3,9 @@
 # full sweep and GPTQ on the Llama-3.2-1B-shaped block, its exactness and pruned fractions on
 # real-shaped rows, and whole synthetic checkpoints through `piso quantize` (bench_model).
 #
-#   scripts/evidence-scale.sh [quick|full]     (quick: block / 2 and 2-layer models, ~30 min on 2 cores)
+#   scripts/evidence-scale.sh [quick|full|headline]
+#     quick: block / 2 and 2-layer models, ~30 min on 2 cores; full: the whole 1B block and an 8B block;
+#     headline: only the README's headline runs (whole 16-layer 1B shape, an 8B block; an hour or more)
 #
 # Environment: BUILD (default build), PISO_DATA (default ../shared). Idle OpenMP threads are made to
 # sleep (OMP_WAIT_POLICY=passive): on a shared machine spinning threads distort every timing.
@@ -18,6 +20,16 @@ SD=2
 echo "## machine"
 grep -m1 "model name" /proc/cpuinfo; nproc; uptime
 echo "ISA: $(grep -o -w 'avx512f\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+
+if [ "$MODE" = headline ]; then
+    echo "## headline: Llama-3.2-1B shape, int4 g128, GPTQ + PiSO (.) group, 16 x 2048 calibration tokens"
+    "$BUILD/bench_model" --shape llama-1b --nsamples 16 --seqlen 2048
+    echo "## headline: Llama-3.2-1B shape, int4 channel-wise, RTN + PiSO, one 2048-token window"
+    "$BUILD/bench_model" --shape llama-1b --nsamples 1 --seqlen 2048 -- --format int4 --rounding rtn --scale piso
+    echo "## headline: Llama-3.1-8B shape, 2 blocks, GPTQ + PiSO (.) group, 16 x 2048 tokens (peak RSS, time per block)"
+    "$BUILD/bench_model" --shape llama-8b --layers 2 --nsamples 16 --seqlen 2048
+    exit 0
+fi
 
 echo "## exactness and pruned fractions on real-shaped rows (test_piso_prune)"
 "$BUILD/test_piso_prune"
