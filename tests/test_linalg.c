@@ -140,6 +140,22 @@ static void test_syrk_gram(void) {
     CHECK(eg <= 1.2e-7 * (t + 2), "gram cross rel err %g", eg);
     CHECK(es <= 1.2e-7 * (t + 2), "gram symmetric rel err %g", es);
     free(A), free(B), free(scratch), free(G), free(S);
+    /* from 512 inputs on the symmetric product is a SYRK: same accuracy, exactly symmetric */
+    n = 530, t = 40, W = 2;
+    A = frand(W * t * n), scratch = malloc(sizeof(float) * (size_t)(n * n));
+    S = calloc((size_t)(n * n), sizeof(double));
+    for (int64_t w = 0; w < W; w++) piso_la_gram_add(S, A + w * t * n, A + w * t * n, t, n, n, scratch);
+    es = 0;
+    int sym = 1;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0, mag = 0;
+            for (int64_t r = 0; r < W * t; r++) s += (double)A[r * n + i] * A[r * n + j], mag += fabs((double)A[r * n + i] * A[r * n + j]);
+            es = fmax(es, fabs(S[i * n + j] - s) / mag);
+            sym &= S[i * n + j] == S[j * n + i];
+        }
+    CHECK(es <= 1.2e-7 * (t + 2) && sym, "gram symmetric n=%lld: rel err %g, symmetric %d", (long long)n, es, sym);
+    free(A), free(scratch), free(S);
 }
 
 /* A random SPD matrix: XᵀX/k + I/2 for X [k, n] */

@@ -37,6 +37,7 @@ void piso_la_dsyrk_t(int64_t n, int64_t k, double alpha, const double *A, int64_
 /* acc[n, m] += Aᵀ B for one window A [t, n], B [t, m] (B == A, same pointer and shape: the symmetric
  * XᵀX). The window's products are one fp32 GEMM; they are added to the fp64 accumulator, so a long
  * calibration set sums in fp64 while each window costs fp32 speed. Windows add in call order.
+ * B == A with n ≥ 512: the window's product by SYRK (upper tiles, mirrored: exactly symmetric).
  * scratch: [n, m] floats (the caller keeps it to avoid one allocation per window). */
 void piso_la_gram_add(double *acc, const float *A, const float *B, int64_t t, int64_t n, int64_t m,
                       float *scratch);

@@ -59,6 +59,11 @@ struct piso_pipeline_opts {
     double *cost;
     float **keep;
     unsigned keep_mask;
+    /* The per-layer error report (rel_err, rel_err_absmax): 0 = from the first calibration window's
+     * outputs for layers with ≥ 512 inputs (an estimate; the statistics then skip the products only
+     * the report reads), else from all windows' statistics; 1 = from the first window for every
+     * layer; −1 = from all windows for every layer. */
+    int report_window0;
 };
 /* The α that alpha_sample gives linear k of block `layer`: U(0, 1) from splitmix64. */
 double piso_alpha_sample(uint64_t seed, int layer, enum piso_linear k);
@@ -72,7 +77,8 @@ struct piso_layer_report {
     int last_group;                  /* size of the last group when D is not a multiple (else = group) */
     int64_t n_groups;
     float tensor_scale;              /* NVFP4: the per-tensor scale inside every scale (0 otherwise) */
-    double rel_err;                  /* ‖Xw − X̃ŵ‖² / ‖Xw‖² summed over rows, chosen method */
+    double rel_err;                  /* ‖Xw − X̃ŵ‖² / ‖Xw‖² summed over rows, chosen method (over the
+                                      * first window only: see report_window0) */
     double rel_err_absmax;           /* the same for absmax RTN on the same inputs */
     double objective;                /* the solver's own objective value */
     double alpha;                    /* sr/beam/gpfq: the α used (sampled or fixed); else 0 */
