@@ -330,8 +330,52 @@ static void test_group_interleave(void) {
     }
 }
 
+/* A wide layer (D ≥ 512: the one-Cholesky inverse factor and the triangular objective): GPTQ's
+ * loss Σe² equals (w − q)ᵀ(H + λI)(w − q) in fp64, and the layer objective equals dᵀHd per row,
+ * both recomputed here by brute force. */
+static void test_gptq_wide(void) {
+    const int N = 5, D = 600, T = 700;
+    float *X = malloc(sizeof(float) * T * D), *H = malloc(sizeof(float) * D * D), *W = malloc(sizeof(float) * N * D);
+    for (int t = 0; t < T; t++) {
+        double common = nrand();
+        for (int j = 0; j < D; j++) X[t * D + j] = (float)(nrand() * (1 + j % 7) + 0.8 * common);
+    }
+    for (int a = 0; a < D; a++)
+        for (int b = 0; b <= a; b++) {
+            double h = 0;
+            for (int t = 0; t < T; t++) h += (double)X[t * D + a] * X[t * D + b];
+            H[a * D + b] = H[b * D + a] = (float)h;
+        }
+    for (int i = 0; i < N * D; i++) W[i] = (float)nrand();
+    struct piso_ec_opts o;
+    piso_ec_opts_default(&o);
+    piso_grid_init(&o.q.grid, "int4", 0);
+    struct piso_ec_problem p = {N, D, W, H, NULL, NULL};
+    struct piso_layer_result r;
+    struct piso_ec_stats st;
+    CHECK(piso_gptq_layer(&p, &o, &r, &st) == 0, "wide gptq: %s", piso_last_error());
+    double loss = 0, worst = 0;
+    for (int i = 0; i < N; i++) {
+        double obj = 0, mag = 0;
+        for (int a = 0; a < D; a++) {
+            double da = (double)W[i * D + a] - r.dequant[i * D + a];
+            for (int b = 0; b < D; b++) {
+                double db = (double)W[i * D + b] - r.dequant[i * D + b], h = (double)H[a * D + b] * da * db;
+                obj += h, mag += fabs(h);
+                loss += a == b ? h + st.lambda * da * db : h;
+            }
+        }
+        worst = fmax(worst, fabs(r.row_objective[i] - obj) / mag);
+    }
+    CHECK(fabs(st.loss - loss) <= 1e-3 * loss, "wide: Σe² = %.9g vs (w−q)ᵀ(H+λI)(w−q) = %.9g", st.loss, loss);
+    CHECK(worst <= 1e-5, "wide: layer objective vs brute force dᵀHd: relative error %g", worst);
+    piso_layer_result_free(&r);
+    free(X), free(H), free(W);
+}
+
 int main(void) {
     piso_set_quiet(1); /* the layer solvers' progress lines */
+    test_gptq_wide();
     test_gptq_against_reference();
     test_qronos_against_reference();
     test_rtn_piso_not_worse();

@@ -65,6 +65,8 @@ void piso_la_trsm_right_upper(const double *U, int64_t k, double *B, int64_t m, 
 /* B ← B·U (trans = 0) or B·Uᵀ (trans ≠ 0) for B [m, k] (leading dimension ldb) and U [k, k] upper
  * triangular (ld = k). */
 void piso_la_trmm_right_upper(const double *U, int64_t k, int trans, double *B, int64_t m, int64_t ldb);
+/* fp32: B ← B·U for U [k, k] upper (leading dimension ldu; the strict lower triangle is not read). */
+void piso_la_strmm_right_upper(const float *U, int64_t k, int64_t ldu, float *B, int64_t m, int64_t ldb);
 
 /* How much damping λ to add to H's diagonal before factoring it. */
 enum piso_la_damp_ref {

@@ -36,3 +36,15 @@ void piso_la_trmm_right_upper(const double *U, int64_t k, int trans, double *B, 
         la_pin_end(pin);
     }
 }
+
+void piso_la_strmm_right_upper(const float *U, int64_t k, int64_t ldu, float *B, int64_t m, int64_t ldb) {
+    int64_t chunks = (m + LA_TILE - 1) / LA_TILE;
+#pragma omp parallel for schedule(dynamic, 1) if ((double)m * k * k > LA_PAR_MIN_WORK)
+    for (int64_t c = 0; c < chunks; c++) {
+        int64_t r0 = c * LA_TILE, h = la_min(LA_TILE, m - r0);
+        int pin = la_pin_begin();
+        cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, (int)h, (int)k, 1.0f, U,
+                    (int)ldu, B + r0 * ldb, (int)ldb);
+        la_pin_end(pin);
+    }
+}
