@@ -58,10 +58,18 @@ int64_t piso_la_spd_inverse(double *A, int64_t n);
  * positive definite (A is then unspecified), or −1 when out of memory. */
 int64_t piso_la_inverse_factor(double *A, int64_t n);
 
+/* In place: A [n, n] symmetric positive definite → M upper with A = M·Mᵀ (the "UL" factor: one
+ * Cholesky of the reversed A, M = J·Uᵀ·J; strict lower triangle 0). M⁻¹ is the upper Cholesky factor
+ * of A⁻¹ up to the transposition (A⁻¹ = M⁻ᵀM⁻¹), so the error-correcting sweep can run on M
+ * without any inverse (n³/3 flops). Returns as piso_la_inverse_factor. */
+int64_t piso_la_ul_factor(double *A, int64_t n);
+
 /* x ← U⁻¹x (trans = 0) or U⁻ᵀx (trans ≠ 0) for U [n, n] upper triangular (ld = n). */
 void piso_la_trsv_upper(const double *U, int64_t n, int trans, double *x);
 /* B ← B·U⁻¹ for B [m, k] (leading dimension ldb) and U [k, k] upper triangular (ld = k). */
 void piso_la_trsm_right_upper(const double *U, int64_t k, double *B, int64_t m, int64_t ldb);
+/* B ← B·U⁻¹ (trans = 0) or B·U⁻ᵀ (trans ≠ 0), same shapes. */
+void piso_la_trsm_right_upper_op(const double *U, int64_t k, int trans, double *B, int64_t m, int64_t ldb);
 /* B ← B·U (trans = 0) or B·Uᵀ (trans ≠ 0) for B [m, k] (leading dimension ldb) and U [k, k] upper
  * triangular (ld = k). */
 void piso_la_trmm_right_upper(const double *U, int64_t k, int trans, double *B, int64_t m, int64_t ldb);
@@ -96,6 +104,11 @@ struct piso_la_damped {
  * fails or memory runs out. */
 int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
                                   const char *what, double *R, double *inv, struct piso_la_damped *out);
+
+/* The same damping, retries and errors, giving M [n, n] upper with H + λI = M·Mᵀ
+ * (piso_la_ul_factor) for sweeps that need no inverse. */
+int piso_la_damped_ul_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
+                             const char *what, double *M, struct piso_la_damped *out);
 
 /* Largest eigenvalue of the symmetric PSD A [n, n] (ld = n) by `iters` power iterations from the
  * normalised all-ones vector (deterministic); 0 for a zero matrix. */

@@ -176,6 +176,22 @@ int64_t piso_la_inverse_factor(double *A, int64_t n) {
     return la_inverse_factor_of_reversed(A, n);
 }
 
+/* J·A·J = UᵀU gives A = (J·Uᵀ·J)(J·U·J) = M·Mᵀ with M = J·Uᵀ·J upper: U transposed, reversed. */
+static int64_t la_ul_factor_of_reversed(double *A, int64_t n) {
+    int64_t info = la_cholesky_blocked(A, n);
+    if (info != 0) return info;
+#pragma omp parallel for schedule(static) if ((double)n * n > LA_PAR_MIN_WORK / 16)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < i; j++) A[i * n + j] = A[j * n + i], A[j * n + i] = 0;
+    la_reverse(A, n * n);
+    return 0;
+}
+
+int64_t piso_la_ul_factor(double *A, int64_t n) {
+    la_reverse(A, n * n);
+    return la_ul_factor_of_reversed(A, n);
+}
+
 /* y = A·v, LA_POWER_ROWS rows at a time so that each v[j] is loaded once for all of them and the
  * rows' sums (each in column order, as one row alone would sum) run as independent chains. */
 #define LA_POWER_ROWS 8
@@ -221,8 +237,9 @@ done:
     return sig;
 }
 
-int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
-                                  const char *what, double *R, double *inv, struct piso_la_damped *out) {
+/* The damping and retries of piso_la_damped_inverse_factor; ul: M with H + λI = M·Mᵀ instead. */
+static int la_damped_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
+                            const char *what, double *R, double *inv, int ul, struct piso_la_damped *out) {
     struct piso_la_damped d = {0};
     for (int64_t a = 0; a < n; a++) d.dead += !(H[a * ldh + a] > 0);
     if (damp->ref == PISO_LA_DAMP_MEAN_DIAG) {
@@ -242,7 +259,7 @@ int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const 
     }
     d.lambda = damp->factor * d.ref;
     /* large n without the inverse: the one-Cholesky factor, on H + λI copied in reversed order */
-    const int fast = !inv && n >= LA_FAST_FACTOR_MIN;
+    const int fast = ul || (!inv && n >= LA_FAST_FACTOR_MIN);
     for (;; d.retries++) {
         for (int64_t a = 0; a < n; a++)
             for (int64_t b = 0; b < n; b++) R[fast ? (n - a) * n - 1 - b : a * n + b] = H[a * ldh + b];
@@ -252,7 +269,7 @@ int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const 
         }
         int64_t info;
         if (fast) {
-            info = la_inverse_factor_of_reversed(R, n);
+            info = ul ? la_ul_factor_of_reversed(R, n) : la_inverse_factor_of_reversed(R, n);
             if (info == 0) break;
         } else if ((info = piso_la_spd_inverse(R, n)) == 0) {
             if (inv) memcpy(inv, R, sizeof(double) * (size_t)(n * n));
@@ -266,6 +283,16 @@ int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const 
     }
     if (out) *out = d;
     return 0;
+}
+
+int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
+                                  const char *what, double *R, double *inv, struct piso_la_damped *out) {
+    return la_damped_factor(H, n, ldh, damp, what, R, inv, 0, out);
+}
+
+int piso_la_damped_ul_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
+                             const char *what, double *M, struct piso_la_damped *out) {
+    return la_damped_factor(H, n, ldh, damp, what, M, NULL, 1, out);
 }
 
 /* The factor as piso computed it before src/linalg was blocked: LAPACK dpotrf + dpotri + dpotrf

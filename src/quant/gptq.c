@@ -219,8 +219,15 @@ int piso_gptq_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *
     const struct piso_la_damping damp = {PISO_LA_DAMP_MEAN_DIAG, o->damp >= 0 ? o->damp : 0.01, 8, 0};
     struct piso_la_damped dd;
     const struct piso_ec_rounder *rd = &piso_ec_grid_rounder;
-    if (piso_la_damped_inverse_factor(w.Hp, D, D, &damp, "GPTQ", R, NULL, &dd)) goto done;
-    if (rd->begin_layer(NULL, &w) || piso_ec_sweep(&w, R, 0, rd, NULL) || piso_ec_finish(&w, p, r)) goto done;
+    /* wide layers: the sweep on H + λI = M·Mᵀ, one Cholesky and no inverse; narrower ones keep the
+     * inverse factor, whose bits the small models' results were computed with */
+    const int ul = D >= PISO_EC_UL_MIN;
+    if (ul ? piso_la_damped_ul_factor(w.Hp, D, D, &damp, "GPTQ", R, &dd)
+           : piso_la_damped_inverse_factor(w.Hp, D, D, &damp, "GPTQ", R, NULL, &dd))
+        goto done;
+    if (rd->begin_layer(NULL, &w) || (ul ? piso_ec_sweep_ul(&w, R, 0, rd, NULL) : piso_ec_sweep(&w, R, 0, rd, NULL)) ||
+        piso_ec_finish(&w, p, r))
+        goto done;
     if (st) {
         st->loss = 0;
         for (int64_t i = 0; i < w.N; i++) st->loss += w.row_loss[i];
