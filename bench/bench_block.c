@@ -18,8 +18,8 @@
  * "minor." the seconds spent building the minorant. --no-baseline skips the extrapolated full-sweep
  * column ("piso-ch(ext)", today's cost before pruning).
  *
- * --gptq-only: only GPTQ+absmax and Qronos+absmax per layer (wall and CPU seconds), the damped inverse
- * factor alone at both widths, and a hash of each layer's codes (compare runs with 1 and 2 threads).
+ * --gptq-only: only GPTQ+absmax and Qronos+absmax per layer (wall and CPU seconds, a hash of the codes
+ * to compare runs with 1 and 2 threads, the objective), and the damped factors alone at both widths.
  *
  * usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format int4] [--rounders]
  *                    [--no-baseline] [--rank K] [--gptq-only]
@@ -146,7 +146,13 @@ static int bench_gptq_only(const struct lin_shape *lin, int64_t Dm, const float 
             fprintf(stderr, "bench_block: %s\n", piso_last_error());
             return 1;
         }
-        printf("factor n = %lld: %.2f s wall, %.2f s CPU\n", (long long)D, piso_time() - a, cpu_seconds() - c);
+        printf("factor n = %lld: inverse factor %.2f s wall, %.2f s CPU", (long long)D, piso_time() - a, cpu_seconds() - c);
+        a = piso_time(), c = cpu_seconds();
+        if (piso_la_damped_ul_factor(w ? H_F : H_D, D, D, &damp, "bench", R, NULL)) {
+            fprintf(stderr, "bench_block: %s\n", piso_last_error());
+            return 1;
+        }
+        printf("; UL factor (GPTQ from 512 inputs) %.2f s wall, %.2f s CPU\n", piso_time() - a, cpu_seconds() - c);
         free(R);
     }
     static const struct {
@@ -154,8 +160,8 @@ static int bench_gptq_only(const struct lin_shape *lin, int64_t Dm, const float 
         enum piso_rounding r;
     } m[2] = {{"gptq", PISO_ROUND_GPTQ}, {"qronos", PISO_ROUND_QRONOS}};
     double wall[2] = {0}, cpu[2] = {0};
-    printf("%-5s %6s %6s | %21s %16s | %21s %16s\n", "layer", "rows", "cols", "gptq wall / CPU s", "codes",
-           "qronos wall / CPU s", "codes");
+    printf("%-5s %6s %6s | %21s %16s %12s | %21s %16s %12s\n", "layer", "rows", "cols", "gptq wall / CPU s", "codes",
+           "objective", "qronos wall / CPU s", "codes", "objective");
     for (int l = 0; l < 7; l++) {
         int64_t N = lin[l].N, D = lin[l].D;
         float *W = synth_weights(N, D);
@@ -170,7 +176,7 @@ static int bench_gptq_only(const struct lin_shape *lin, int64_t Dm, const float 
             }
             double tw = piso_time() - a, tc = cpu_seconds() - c;
             wall[j] += tw, cpu[j] += tc;
-            printf(" %9.2f / %9.2f %016llx |", tw, tc, (unsigned long long)codes_hash(r.codes, N * D));
+            printf(" %9.2f / %9.2f %016llx %.6e |", tw, tc, (unsigned long long)codes_hash(r.codes, N * D), r.objective);
             piso_layer_result_free(&r);
         }
         printf("\n");

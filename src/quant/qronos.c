@@ -45,7 +45,11 @@ int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts
         /* (H + λI)[1:,1:]⁻¹ and its upper Cholesky factor R₁, λ relative to σ_max of the whole H */
         const struct piso_la_damping damp = {PISO_LA_DAMP_GIVEN, o->damp >= 0 ? o->damp : 1e-6, 8, smax};
         struct piso_la_damped dd;
-        if (piso_la_damped_inverse_factor(w.Hp + D + 1, D1, D, &damp, "Qronos", R, NULL, &dd)) goto done;
+        /* wide: M₁ with (H + λI)[1:,1:] = M₁M₁ᵀ (no inverse); else the inverse factor R₁ */
+        const int ul = D1 >= PISO_EC_UL_MIN;
+        if (ul ? piso_la_damped_ul_factor(w.Hp + D + 1, D1, D, &damp, "Qronos", R, &dd)
+               : piso_la_damped_inverse_factor(w.Hp + D + 1, D1, D, &damp, "Qronos", R, NULL, &dd))
+            goto done;
         lambda = dd.lambda;
         /* Re-fit the rest: v₁ = argmin ‖Xw − x̃₀q₀ − X̃₁v‖² + λ‖v − w₁‖²
          *                    = (H + λI)[1:,1:]⁻¹ (G[1:,:] w + λ w₁ − H[1:,0] q₀). */
@@ -55,13 +59,18 @@ int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts
             for (int64_t a = 0; a < D1; a++)
                 rhs[i * D1 + a] = (double)T[i * D1 + a] + lambda * w.Wo[i * D + a + 1] - q0 * w.Hp[(a + 1) * D];
         }
-        /* rows of rhs times (H + λI)[1:,1:]⁻¹ = RᵀR: two triangular products, no inverse needed */
-        piso_la_trmm_right_upper(R, D1, 1, rhs, N, D1);
-        piso_la_trmm_right_upper(R, D1, 0, rhs, N, D1);
+        /* rows of rhs times (H + λI)[1:,1:]⁻¹ = RᵀR = M⁻ᵀM⁻¹: two triangular products or solves */
+        if (ul) {
+            piso_la_trsm_right_upper_op(R, D1, 1, rhs, N, D1);
+            piso_la_trsm_right_upper_op(R, D1, 0, rhs, N, D1);
+        } else {
+            piso_la_trmm_right_upper(R, D1, 1, rhs, N, D1);
+            piso_la_trmm_right_upper(R, D1, 0, rhs, N, D1);
+        }
         for (int64_t i = 0; i < N; i++)
             for (int64_t a = 0; a < D1; a++) w.Wc[i * D + a + 1] = (float)rhs[i * D1 + a];
         /* Then the engine on columns 1.. with R₁. */
-        if (piso_ec_sweep(&w, R, 1, rd, NULL)) goto done;
+        if (ul ? piso_ec_sweep_ul(&w, R, 1, rd, NULL) : piso_ec_sweep(&w, R, 1, rd, NULL)) goto done;
     }
     if (piso_ec_finish(&w, p, r)) goto done;
     if (st) {
