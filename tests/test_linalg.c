@@ -363,6 +363,31 @@ static void test_inverse_factor(void) {
     free(S), free(R1), free(R2), free(inv), free(H);
 }
 
+/* The UL factor: M upper with a positive diagonal and M·Mᵀ = A, brute force. */
+static void test_ul_factor(void) {
+    static const int64_t sizes[] = {1, 2, 255, 257, 530};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int64_t n = sizes[s];
+        double *A = spd(n), *M = malloc(sizeof(double) * (size_t)(n * n)), worst = 0, mag = 0;
+        memcpy(M, A, sizeof(double) * (size_t)(n * n));
+        CHECK(piso_la_ul_factor(M, n) == 0, "ul factor n=%lld failed", (long long)n);
+        int shape = 1;
+        for (int64_t i = 0; i < n; i++) {
+            shape &= M[i * n + i] > 0;
+            for (int64_t j = 0; j < i; j++) shape &= M[i * n + j] == 0;
+        }
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double t = 0; /* (M·Mᵀ)[i, j] = Σ_{k ≥ max(i, j)} M_ik M_jk */
+                for (int64_t k = i > j ? i : j; k < n; k++) t += M[i * n + k] * M[j * n + k];
+                worst = fmax(worst, fabs(t - A[i * n + j])), mag = fmax(mag, fabs(A[i * n + j]));
+            }
+        CHECK(shape, "ul factor n=%lld: not upper with a positive diagonal", (long long)n);
+        CHECK(worst <= 1e-13 * mag * sqrt((double)n), "ul factor n=%lld: max |M·Mᵀ − A| = %g", (long long)n, worst);
+        free(A), free(M);
+    }
+}
+
 static void test_trmm(void) {
     int64_t m = 300, k = 520, ld = 530;
     double *U = drand(k * k), *B = drand(m * ld), *C = malloc(sizeof(double) * (size_t)(m * ld));
@@ -437,7 +462,7 @@ static void test_power_iteration(void) {
 /* every function, on shapes spanning several tiles, into one byte buffer */
 struct outputs {
     float *sg, *ss;
-    double *dg, *ds, *gram, *chol, *inv, *R, *Rinv, *Rfast, *fac, *tm;
+    double *dg, *ds, *gram, *chol, *inv, *R, *Rinv, *Rfast, *fac, *tm, *ul;
     double sigma;
 };
 static void run_all(struct outputs *o, int threads) {
@@ -474,6 +499,8 @@ static void run_all(struct outputs *o, int threads) {
     piso_la_damped_inverse_factor(H, n, n, &sp, "H", o->Rfast, NULL, NULL);
     o->fac = spd(n);
     piso_la_inverse_factor(o->fac, n);
+    o->ul = spd(n);
+    piso_la_ul_factor(o->ul, n);
     o->tm = drand(M * n);
     piso_la_trmm_right_upper(o->fac, n, 1, o->tm, M, n);
     piso_la_trmm_right_upper(o->fac, n, 0, o->tm, M, n);
@@ -498,11 +525,12 @@ static void test_threads(void) {
     CHECK(!memcmp(a.Rfast, b.Rfast, sizeof(double) * n * n), "damped factor (one Cholesky) differs between 1 and 2 threads");
     CHECK(!memcmp(a.fac, b.fac, sizeof(double) * n * n), "inverse factor differs between 1 and 2 threads");
     CHECK(!memcmp(a.tm, b.tm, sizeof(double) * M * n), "trmm differs between 1 and 2 threads");
+    CHECK(!memcmp(a.ul, b.ul, sizeof(double) * n * n), "ul factor differs between 1 and 2 threads");
     struct outputs *o[2] = {&a, &b};
     for (int i = 0; i < 2; i++) {
         free(o[i]->sg), free(o[i]->ss), free(o[i]->dg), free(o[i]->ds), free(o[i]->gram);
         free(o[i]->chol), free(o[i]->inv), free(o[i]->R), free(o[i]->Rinv), free(o[i]->Rfast), free(o[i]->fac);
-        free(o[i]->tm);
+        free(o[i]->tm), free(o[i]->ul);
     }
 }
 
@@ -513,6 +541,7 @@ int main(void) {
     test_damped();
     test_power_iteration();
     test_inverse_factor();
+    test_ul_factor();
     test_trmm();
     test_power_rows();
     test_threads();
