@@ -161,7 +161,13 @@ static void run_layers(int D, int N) {
         }
     CHECK(!memcmp(a.scales, b.scales, sizeof(float) * (size_t)N), "GPTQ + PiSO channel-wise: same scales");
     CHECK(!memcmp(a.dequant, b.dequant, sizeof(float) * (size_t)N * D), "GPTQ + PiSO channel-wise: same weights");
-    piso_layer_result_free(&a), piso_layer_result_free(&b);
+    /* GPTQ fixes its channel-wise scales on the original weights without the RTN layer around
+     * them: they are the RTN layer's scales (a second code path) bit for bit */
+    struct piso_layer_problem lh = {N, D, W, H, NULL};
+    struct piso_layer_result c;
+    CHECK(piso_quantize_layer(&lh, &qo, &c) == 0, "rtn, u = H·w");
+    CHECK(!memcmp(c.scales, b.scales, sizeof(float) * (size_t)N), "GPTQ's channel scales are the RTN layer's");
+    piso_layer_result_free(&a), piso_layer_result_free(&b), piso_layer_result_free(&c);
     free(H), free(G), free(W);
 }
 

@@ -60,14 +60,16 @@ static void stats_add(const struct piso_prune_stats *s) {
     prune_total.seconds_windows += s->seconds_windows, prune_total.rounds += s->rounds;
 }
 
+static void minorant_cache_clear(void);
 void piso_prune_configure(int mode, int rank) {
+    minorant_cache_clear();
     prune_mode = mode;
     prune_rank = rank;
 }
 
 int piso_prune_default_rank(int n) {
     int k = n / 16;
-    if (k > 128) k = 128;
+    if (k > 64) k = 64; /* more helps the bound a little and costs O(k) per event of every sweep */
     if (k < 16) k = 16;
     return (k + 7) / 8 * 8;
 }
@@ -212,6 +214,51 @@ static int minorant_build(const float *H, int ldh, int n, int k, struct minorant
 out:
     free(isd), free(A), free(X), free(Y), free(C), free(x), free(y);
     if (rc) minorant_free(m);
+    return rc;
+}
+
+/* The minorant of the last H (layers that share their input share H: q/k/v, gate/up), keyed by a
+ * full copy of H (compared byte for byte, no hash to collide), for n ≤ MINORANT_CACHE_MAX_N. */
+#define MINORANT_CACHE_MAX_N 4096
+static struct {
+    float *H; /* [n, n] */
+    int n, k, rc;
+    struct minorant m;
+} mcache;
+
+static void minorant_cache_clear(void) {
+    free(mcache.H);
+    minorant_free(&mcache.m);
+    memset(&mcache, 0, sizeof mcache);
+}
+
+static int minorant_cached(const float *H, int ldh, int n, int k) {
+    if (!mcache.H || mcache.n != n || mcache.k != k) return 0;
+    for (int i = 0; i < n; i++)
+        if (memcmp(mcache.H + (int64_t)i * n, H + (int64_t)i * ldh, sizeof(float) * n)) return 0;
+    return 1;
+}
+
+/* minorant_build through the cache: *m is the cache's (not to be freed) when *shared is set. */
+static int minorant_get(const float *H, int ldh, int n, int k, struct minorant *m, int *shared) {
+    *shared = 0;
+    int rc;
+#pragma omp critical(piso_minorant_cache)
+    {
+        if (minorant_cached(H, ldh, n, k)) {
+            rc = mcache.rc, *m = mcache.m, *shared = 1;
+        } else {
+            rc = minorant_build(H, ldh, n, k, m);
+            if (rc >= 0 && n <= MINORANT_CACHE_MAX_N) {
+                minorant_cache_clear();
+                mcache.H = malloc(sizeof(float) * (size_t)n * n);
+                if (mcache.H) { /* no room for the copy: simply not cached */
+                    for (int i = 0; i < n; i++) memcpy(mcache.H + (int64_t)i * n, H + (int64_t)i * ldh, sizeof(float) * n);
+                    mcache.n = n, mcache.k = k, mcache.rc = rc, mcache.m = *m, *shared = 1;
+                }
+            }
+        }
+    }
     return rc;
 }
 
@@ -437,12 +484,13 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     int use = prune_mode == 2 ? n >= 8 : prune_mode == 0 && n >= PISO_PRUNE_MIN_N;
     if (g->scale_set || N <= 0) use = 0;
     struct minorant m = {0};
+    int m_shared = 0;
     double t0 = piso_time();
     int k = prune_rank > 0 ? (prune_rank + 7) / 8 * 8 : piso_prune_default_rank(n);
     if (k > n) k = n / 8 * 8;
     if (use && k < 8) use = 0;
     if (use) {
-        int r = minorant_build(H, ldh, n, k, &m);
+        int r = minorant_get(H, ldh, n, k, &m, &m_shared);
         if (r < 0) return piso_errorf("PiSO pruning: out of memory for the minorant (n = %d, k = %d)", n, k);
         if (r > 0) use = 0;
     }
@@ -721,7 +769,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
         for (int64_t t = 0; t < 2 * R; t++) free(wks[t].h), free(wks[t].idx), free(wks[t].dl), free(wks[t].hval), free(wks[t].iv);
     free(wks), free(runs), free(pool_idx), free(pool_dl), free(pool_hval), free(pool_iv);
     free(rs), free(scr), free(win), free(Q), free(HQ), free(hw_own), free(u_own);
-    minorant_free(&m);
+    if (!m_shared) minorant_free(&m);
     stats_add(&stats);
     if (st) *st = stats;
     if (failed) return piso_errorf("PiSO pruning: out of memory for a batch of %lld rows (n = %d)", (long long)R, n);
