@@ -213,8 +213,10 @@ int main(int argc, char **argv) {
         printf("%-5s %6lld %6lld | %9.2fs | %11.2fs %9.2fs | %9.2fs | %11.2fs %6.1f%% %5.2fs (bound prunes %.1f%%)\n",
                lin[l].name, (long long)N, (long long)D, ta, ts, tc, tg, tf, pruned, ps.seconds_minorant,
                ps.intervals ? 100.0 * (1.0 - (double)ps.needed / (double)ps.intervals) : 0);
-        printf("      scales split: bounds %.2f s, GEMMs %.2f s, exact windows %.2f s (%lld extra windows)\n", ps.seconds_bound,
-               ps.seconds_gemm, ps.seconds_walk, (long long)ps.windows);
+        printf("      scales split: minorant %.2f s, bounds %.2f s, GEMMs %.2f s, anchor windows %.2f s, other windows %.2f s "
+               "(%lld windows, %lld passes over H)\n",
+               ps.seconds_minorant, ps.seconds_bound, ps.seconds_gemm, ps.seconds_walk, ps.seconds_windows,
+               (long long)ps.windows, (long long)ps.rounds);
         t_abs += ta, t_piso_ch += tc, t_piso_grp += tg, t_fast += tf;
         free(W);
     }
