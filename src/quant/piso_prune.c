@@ -737,7 +737,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 if (!(x->best[z].E < 0)) continue;
                 float s = (float)(x->sign[z] * x->best[z].s);
                 if (s == 0 || !isfinite(s)) continue;
-                if (z == 1 && s_best != 0 && x->best[1].E > E_best - 1e-6 * fabs(E_best)) {
+                if (z == 1 && s_best != 0 && fabs(x->best[1].E - E_best) <= 1e-6 * fabs(E_best)) {
                     /* a near-tie of the signs: when no entry reaches the grid's asymmetric end, ±s
                      * give the same E exactly and the full sweep keeps +s; the two were evaluated
                      * along different paths here, so decide on the exact fp64 values */
