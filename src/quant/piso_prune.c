@@ -536,7 +536,8 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     int64_t gap_max = (n / 4 > 64 ? n / 4 : 64) + 1;
     struct walker *wks = oom ? NULL : calloc((size_t)(2 * R), sizeof *wks);
     struct sweep_run *runs = oom ? NULL : malloc(sizeof *runs * (size_t)(R * 2 * cap));
-    oom = oom || !wks || !runs;
+    float *panels = oom ? NULL : malloc(sizeof(float) * piso_sweep_runs_workspace(n) * (size_t)nthr);
+    oom = oom || !wks || !runs || !panels;
     for (int64_t t = 0; t < 2 * R && !oom; t++) {
         wks[t].h = malloc(sizeof(float) * n), wks[t].idx = malloc(sizeof(int32_t) * (size_t)gap_max);
         wks[t].dl = malloc(sizeof(float) * (size_t)gap_max), wks[t].hval = malloc(sizeof(float) * (size_t)gap_max);
@@ -634,7 +635,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                     runs[nr++] = (struct sweep_run){wks[t].idx, wks[t].dl, wks[t].len, wks[t].h, wks[t].hval};
             if (nr == 0) break;
             stats.rounds++;
-            piso_sweep_hvals_runs(runs, nr, H, ldh, n);
+            piso_sweep_hvals_runs(runs, nr, H, ldh, n, panels, nthr);
 #pragma omp parallel for schedule(dynamic, 1)
             for (int64_t b = 0; b < nb; b++) {
                 struct row_state *x = &rs[b];
@@ -708,7 +709,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 wd->a = a, wd->b = bb;
             }
             stats.rounds++;
-            piso_sweep_hvals_runs(runs, nwin, H, ldh, n);
+            piso_sweep_hvals_runs(runs, nwin, H, ldh, n, panels, nthr);
 #pragma omp parallel for schedule(dynamic, 1)
             for (int t = 0; t < nwin; t++) {
                 struct window *wd = &win[t];
@@ -767,7 +768,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
         for (int t = 0; t < nthr; t++) scratch_free(&scr[t]);
     if (wks)
         for (int64_t t = 0; t < 2 * R; t++) free(wks[t].h), free(wks[t].idx), free(wks[t].dl), free(wks[t].hval), free(wks[t].iv);
-    free(wks), free(runs), free(pool_idx), free(pool_dl), free(pool_hval), free(pool_iv);
+    free(wks), free(runs), free(panels), free(pool_idx), free(pool_dl), free(pool_hval), free(pool_iv);
     free(rs), free(scr), free(win), free(Q), free(HQ), free(hw_own), free(u_own);
     if (!m_shared) minorant_free(&m);
     stats_add(&stats);

@@ -13,6 +13,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_thread_num(void) { return 0; }
+#endif
 
 /* Candidates stay this far (relative) inside their interval, so that rounding the fp32 scale and
  * the fp32 division w/s cannot move any entry across a midpoint (each is ~6e-8 relative). */
@@ -208,7 +213,8 @@ typedef float vtile __attribute__((vector_size(SWEEP_VW * 4)));
 
 /* One full tile of SWEEP_TILE columns starting at j0; events in processing order. The accumulators
  * are eight named vectors so that they stay in registers (an array of them ends up on the stack). */
-static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
+/* P: column j0 of the panel, rows ldh apart (H + j0, or a packed copy). */
+static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
                            const float *h0, float *hval, float *h_out) {
     enum { V = SWEEP_VW, VB = SWEEP_VW * 4 };
     vtile a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
@@ -226,10 +232,10 @@ static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const
             memcpy(t + 4 * V, &a4, VB), memcpy(t + 5 * V, &a5, VB), memcpy(t + 6 * V, &a6, VB), memcpy(t + 7 * V, &a7, VB);
             hval[c] = t[k];
         }
-        const float *row = H + (int64_t)i * ldh + j0;
+        const float *row = P + (int64_t)i * ldh;
         float d = dl[c];
         if (c + 8 < T) { /* rows come in random order: fetch a later event's row early */
-            const float *rn = H + (int64_t)idx[c + 8] * ldh + j0;
+            const float *rn = P + (int64_t)idx[c + 8] * ldh;
             for (int j = 0; j < SWEEP_TILE; j += 16) __builtin_prefetch(rn + j);
         }
         vtile r0, r1, r2, r3, r4, r5, r6, r7; /* memcpy loads: rows need not be aligned */
@@ -246,7 +252,7 @@ static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const
 }
 
 /* A tile of any width w <= SWEEP_TILE (the tail, or small vectors such as groups). */
-static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
+static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
                           int w, const float *h0, float *hval, float *h_out) {
     float acc[SWEEP_TILE] = {0};
     if (h0) memcpy(acc, h0 + j0, sizeof(float) * (size_t)w);
@@ -254,7 +260,7 @@ static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const 
         int i = idx[c];
         unsigned k = (unsigned)(i - j0);
         if (k < (unsigned)w) hval[c] = acc[k];
-        const float *row = H + (int64_t)i * ldh + j0;
+        const float *row = P + (int64_t)i * ldh;
         float d = dl[c];
         for (int j = 0; j < w; j++) acc[j] += d * row[j];
     }
@@ -264,23 +270,39 @@ static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const 
 void piso_sweep_hvals(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int n,
                       const float *h0, float *hval, float *h_out) {
     int j0 = 0;
-    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H, ldh, j0, h0, hval, h_out);
-    if (j0 < n) tile_pass_any(idx, dl, T, H, ldh, j0, n - j0, h0, hval, h_out);
+    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H + j0, ldh, j0, h0, hval, h_out);
+    if (j0 < n) tile_pass_any(idx, dl, T, H + j0, ldh, j0, n - j0, h0, hval, h_out);
 }
 
 /* Several walks over the same H: the tile loop is outside the walk loop, so each panel H[:, tile]
- * is loaded once (from memory into cache) for all of them instead of once per walk; the two
- * threads take different tiles. Every value is computed exactly as piso_sweep_hvals computes it. */
-void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n) {
+ * is read once from memory for all of them instead of once per walk, and the two threads take
+ * different tiles. With a workspace the panel is first copied to contiguous rows: H's rows are a
+ * power of two apart, so in place a panel's rows map onto a few cache sets and most of it is evicted
+ * before it is used again. Every value is computed exactly as piso_sweep_hvals computes it. */
+size_t piso_sweep_runs_workspace(int n) { return (size_t)n * SWEEP_TILE; }
+
+void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n, float *work,
+                           int nwork) {
     int ntiles = (n + SWEEP_TILE - 1) / SWEEP_TILE;
+    int64_t steps = 0;
+    for (int r = 0; r < nruns; r++) steps += runs[r].len > 0 ? runs[r].len : 0;
+    if (steps < n) work = NULL; /* the copy (n panel rows) would cost more than it saves */
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < ntiles; t++) {
         int j0 = t * SWEEP_TILE, w = n - j0 < SWEEP_TILE ? n - j0 : SWEEP_TILE;
+        int me = omp_get_thread_num();
+        const float *P = H + j0;
+        int ldp = ldh;
+        if (work && me < nwork) {
+            float *pk = work + (size_t)me * piso_sweep_runs_workspace(n);
+            for (int i = 0; i < n; i++) memcpy(pk + (size_t)i * w, H + (int64_t)i * ldh + j0, sizeof(float) * (size_t)w);
+            P = pk, ldp = w;
+        }
         for (int r = 0; r < nruns; r++) {
             const struct sweep_run *x = &runs[r];
             if (x->len <= 0) continue;
-            if (w == SWEEP_TILE) tile_pass_full(x->idx, x->dl, x->len, H, ldh, j0, x->h, x->hval, x->h);
-            else tile_pass_any(x->idx, x->dl, x->len, H, ldh, j0, w, x->h, x->hval, x->h);
+            if (w == SWEEP_TILE) tile_pass_full(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
+            else tile_pass_any(x->idx, x->dl, x->len, P, ldp, j0, w, x->h, x->hval, x->h);
         }
     }
 }

@@ -41,7 +41,10 @@ struct sweep_run {
     int64_t len;
     float *h, *hval;
 };
-/* piso_sweep_hvals for several walks at once (the same values), sharing the passes over H's columns. */
-void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n);
+/* piso_sweep_hvals for several walks at once (the same values), sharing the passes over H's columns.
+ * work (may be NULL): nwork thread slots of piso_sweep_runs_workspace(n) floats, for packed panels. */
+void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n, float *work,
+                           int nwork);
+size_t piso_sweep_runs_workspace(int n);
 
 #endif
