@@ -263,10 +263,14 @@ static int minorant_get(const float *H, int ldh, int n, int k, struct minorant *
 }
 
 /* ---- per row -------------------------------------------------------------------------------- */
+/* Σ z[j]·p[j] (k a multiple of 8) and p += d·z, in a fixed order: eight lanes, lane l summing
+ * j ≡ l (mod 8) in increasing j, then ((0+4)+(1+5))+((2+6)+(3+7)). Written with vectors of the
+ * machine's width (two 4-wide halves without AVX-512: an 8-wide generic vector is lowered through
+ * memory there), which changes no result. */
 typedef double v8d __attribute__((vector_size(64)));
-
-/* Σ z[j]·p[j] (k a multiple of 8) and p += d·z, in a fixed order. */
+typedef double v4d __attribute__((vector_size(32)));
 static inline double dot_axpy(const double *z, double *p, double d, int k) {
+#ifdef __AVX512F__
     v8d s = {0};
     for (int j = 0; j < k; j += 8) {
         v8d zv, pv;
@@ -276,6 +280,17 @@ static inline double dot_axpy(const double *z, double *p, double d, int k) {
         memcpy(p + j, &pv, 64);
     }
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+#else
+    v4d lo = {0}, hi = {0};
+    for (int j = 0; j < k; j += 8) {
+        v4d z0, z1, p0, p1;
+        memcpy(&z0, z + j, 32), memcpy(&z1, z + j + 4, 32), memcpy(&p0, p + j, 32), memcpy(&p1, p + j + 4, 32);
+        lo += z0 * p0, hi += z1 * p1;
+        p0 += d * z0, p1 += d * z1;
+        memcpy(p + j, &p0, 32), memcpy(p + j + 4, &p1, 32);
+    }
+    return ((lo[0] + hi[0]) + (lo[1] + hi[1])) + ((lo[2] + hi[2]) + (lo[3] + hi[3]));
+#endif
 }
 
 /* min of b·s² − 2a·s over [lo, hi] */
@@ -325,6 +340,36 @@ static void bound_pass(struct row_sign *rs, const struct minorant *m, const doub
     memset(q, 0, sizeof(float) * n);
     memset(p, 0, sizeof(double) * k);
     double a = 0, b = 0;
+#ifdef __AVX512F__
+    if (k == 64) { /* the default rank: p = Zᵀq stays in eight registers (dot_axpy's arithmetic) */
+        v8d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, p4 = {0}, p5 = {0}, p6 = {0}, p7 = {0};
+        for (int64_t c = 0; c < rs->T; c++) {
+            const struct sweep_event *e = &rs->ev[rs->T - 1 - c];
+            int i = e->i;
+            double d = e->delta;
+            if (c + 8 < rs->T) {
+                const double *zn = m->Z + (int64_t)rs->ev[rs->T - 9 - c].i * 64;
+                for (int j = 0; j < 64; j += 8) __builtin_prefetch(zn + j);
+            }
+            const double *z = m->Z + (int64_t)i * 64;
+            v8d z0, z1, z2, z3, z4, z5, z6, z7, sv = {0};
+            memcpy(&z0, z, 64), memcpy(&z1, z + 8, 64), memcpy(&z2, z + 16, 64), memcpy(&z3, z + 24, 64);
+            memcpy(&z4, z + 32, 64), memcpy(&z5, z + 40, 64), memcpy(&z6, z + 48, 64), memcpy(&z7, z + 56, 64);
+            sv += z0 * p0, sv += z1 * p1, sv += z2 * p2, sv += z3 * p3;
+            sv += z4 * p4, sv += z5 * p5, sv += z6 * p6, sv += z7 * p7;
+            p0 += d * z0, p1 += d * z1, p2 += d * z2, p3 += d * z3;
+            p4 += d * z4, p5 += d * z5, p6 += d * z6, p7 += d * z7;
+            double dot = ((sv[0] + sv[4]) + (sv[1] + sv[5])) + ((sv[2] + sv[6]) + (sv[3] + sv[7]));
+            double mq = m->floor_[i] * q[i] + dot;
+            b += d * (2.0 * mq + d * m->mdiag[i]);
+            q[i] += e->delta;
+            a += d * sign * v[i];
+            double hi = e->s, lo = ev_lo(rs, c);
+            rs->lb[c] = lo == hi ? INFINITY : crow + parabola_min(a, b, lo, hi);
+        }
+        return;
+    }
+#endif
     for (int64_t c = 0; c < rs->T; c++) {
         const struct sweep_event *e = &rs->ev[rs->T - 1 - c];
         int i = e->i;
