@@ -223,10 +223,11 @@ out:
 static struct {
     float *H; /* [n, n] */
     int n, k, rc;
+    int users; /* calls using m now: it is replaced only when none does */
     struct minorant m;
 } mcache;
 
-static void minorant_cache_clear(void) {
+static void minorant_cache_clear(void) { /* with no solver running (piso_prune_configure) */
     free(mcache.H);
     minorant_free(&mcache.m);
     memset(&mcache, 0, sizeof mcache);
@@ -247,14 +248,16 @@ static int minorant_get(const float *H, int ldh, int n, int k, struct minorant *
     {
         if (minorant_cached(H, ldh, n, k)) {
             rc = mcache.rc, *m = mcache.m, *shared = 1;
+            mcache.users++;
         } else {
             rc = minorant_build(H, ldh, n, k, m);
-            if (rc >= 0 && n <= MINORANT_CACHE_MAX_N) {
+            if (rc >= 0 && n <= MINORANT_CACHE_MAX_N && mcache.users == 0) {
                 minorant_cache_clear();
                 mcache.H = malloc(sizeof(float) * (size_t)n * n);
                 if (mcache.H) { /* no room for the copy: simply not cached */
                     for (int i = 0; i < n; i++) memcpy(mcache.H + (int64_t)i * n, H + (int64_t)i * ldh, sizeof(float) * n);
                     mcache.n = n, mcache.k = k, mcache.rc = rc, mcache.m = *m, *shared = 1;
+                    mcache.users = 1;
                 }
             }
         }
@@ -537,6 +540,11 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     if (use) {
         int r = minorant_get(H, ldh, n, k, &m, &m_shared);
         if (r < 0) return piso_errorf("PiSO pruning: out of memory for the minorant (n = %d, k = %d)", n, k);
+        if (r > 0 && m_shared) { /* H not certified: nothing of the cache's to use */
+#pragma omp critical(piso_minorant_cache)
+            mcache.users--;
+            m_shared = 0;
+        }
         if (r > 0) use = 0;
     }
     stats.seconds_minorant = piso_time() - t0;
@@ -816,6 +824,10 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     free(wks), free(runs), free(panels), free(pool_idx), free(pool_dl), free(pool_hval), free(pool_iv);
     free(rs), free(scr), free(win), free(Q), free(HQ), free(hw_own), free(u_own);
     if (!m_shared) minorant_free(&m);
+    else {
+#pragma omp critical(piso_minorant_cache)
+        mcache.users--;
+    }
     stats_add(&stats);
     if (st) *st = stats;
     if (failed) return piso_errorf("PiSO pruning: out of memory for a batch of %lld rows (n = %d)", (long long)R, n);
