@@ -22,7 +22,8 @@
  * to compare runs with 1 and 2 threads, the objective), and the damped factors alone at both widths.
  *
  * usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format int4] [--rounders]
- *                    [--no-baseline] [--rank K] [--gptq-only]
+ *                    [--no-baseline] [--rank K] [--gptq-only] [--layer NAME] [--no-group]
+ *   --layer NAME times one layer (q k v o gate up down); --no-group skips the PiSO ⊙ group column.
  *   --scale-down K divides every dimension by K (quick runs); --tokens defaults to 16·2048. */
 #include "piso/linalg.h"
 #include "piso/solve.h"
@@ -190,7 +191,8 @@ static int bench_gptq_only(const struct lin_shape *lin, int64_t Dm, const float 
 int main(int argc, char **argv) {
     int T = 16 * 2048, K = 1, rows_sample = 64, group = 128;
     const char *format = "int4";
-    int rounders = 0, baseline = 1, rank = 0, gptq_only = 0;
+    int rounders = 0, baseline = 1, rank = 0, gptq_only = 0, with_group = 1;
+    const char *only = NULL; /* --layer NAME: time that layer alone */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--scale-down") && i + 1 < argc) K = atoi(argv[++i]);
@@ -201,8 +203,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--gptq-only")) gptq_only = 1;
         else if (!strcmp(argv[i], "--no-baseline")) baseline = 0; /* skip the (slow) full-sweep column */
         else if (!strcmp(argv[i], "--rank") && i + 1 < argc) rank = atoi(argv[++i]); /* minorant rank */
+        else if (!strcmp(argv[i], "--layer") && i + 1 < argc) only = argv[++i];
+        else if (!strcmp(argv[i], "--no-group")) with_group = 0; /* skip the GPTQ+PiSO-group column */
         else {
-            fprintf(stderr, "usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format F] [--rounders] [--no-baseline] [--rank K] [--gptq-only]\n");
+            fprintf(stderr, "usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format F] [--rounders] [--no-baseline] [--rank K] [--gptq-only] [--layer NAME] [--no-group]\n");
             return 2;
         }
     }
@@ -215,7 +219,8 @@ int main(int argc, char **argv) {
     printf("synthetic Llama-3.2-1B block / %d: hidden %lld, intermediate %lld; %d calibration tokens; %s; %d threads\n", K,
            (long long)Dm, (long long)F, T, format, piso_num_threads());
     double t0 = piso_time();
-    float *H_D = synth_hessian((int)Dm, T), *H_F = synth_hessian((int)F, T);
+    int need_F = rounders || !only || !strcmp(only, "down"); /* the 8192-wide statistics: only for down */
+    float *H_D = synth_hessian((int)Dm, T), *H_F = need_F ? synth_hessian((int)F, T) : NULL;
     printf("statistics (once, same for every method): %.2f s\n", piso_time() - t0);
 
     struct piso_ec_opts o;
@@ -230,6 +235,7 @@ int main(int argc, char **argv) {
     printf("%-5s %6s %6s | %10s | %12s %10s | %10s | %10s %7s %6s\n", "layer", "rows", "cols", "gptq+absm",
            "piso-ch(ext)", "gptq(fix)", "gptq+piso-g", "gptq+piso-ch", "pruned", "minor.");
     for (int l = 0; l < 7; l++) {
+        if (only && strcmp(only, lin[l].name)) continue;
         int64_t N = lin[l].N, D = lin[l].D;
         const float *H = D == Dm ? H_D : H_F;
         float *W = synth_weights(N, D);
@@ -259,10 +265,13 @@ int main(int argc, char **argv) {
         double tc = ts + ta;
         /* GPTQ with PiSO interleaved per group, every row */
         o.q.method = PISO_SCALE_PISO, o.q.group = group, o.interleave = PISO_INTERLEAVE_GROUP;
-        a = piso_time();
-        piso_gptq_layer(&p, &o, &r, NULL);
-        double tg = piso_time() - a;
-        piso_layer_result_free(&r);
+        double tg = 0;
+        if (with_group) {
+            a = piso_time();
+            piso_gptq_layer(&p, &o, &r, NULL);
+            tg = piso_time() - a;
+            piso_layer_result_free(&r);
+        }
         /* GPTQ + PiSO channel-wise, every row, the pruned exact sweep (the pipeline's path) */
         o.q.method = PISO_SCALE_PISO, o.q.group = 0, o.interleave = PISO_INTERLEAVE_LAYER;
         struct piso_prune_stats ps;
@@ -276,8 +285,10 @@ int main(int argc, char **argv) {
         printf("%-5s %6lld %6lld | %9.2fs | %11.2fs %9.2fs | %9.2fs | %11.2fs %6.1f%% %5.2fs (bound prunes %.1f%%)\n",
                lin[l].name, (long long)N, (long long)D, ta, ts, tc, tg, tf, pruned, ps.seconds_minorant,
                ps.intervals ? 100.0 * (1.0 - (double)ps.needed / (double)ps.intervals) : 0);
-        printf("      scales split: bounds %.2f s, GEMMs %.2f s, exact windows %.2f s (%lld extra windows)\n", ps.seconds_bound,
-               ps.seconds_gemm, ps.seconds_walk, (long long)ps.windows);
+        printf("      scales split: minorant %.2f s, bounds %.2f s, GEMMs %.2f s, anchor windows %.2f s, other windows %.2f s "
+               "(%lld windows, %lld passes over H)\n",
+               ps.seconds_minorant, ps.seconds_bound, ps.seconds_gemm, ps.seconds_walk, ps.seconds_windows,
+               (long long)ps.windows, (long long)ps.rounds);
         t_abs += ta, t_piso_ch += tc, t_piso_grp += tg, t_fast += tf;
         free(W);
     }

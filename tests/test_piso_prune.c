@@ -5,7 +5,8 @@
  * shared low-rank component, D = 512..2048, int4 and int3, both signs:
  *  - same optimum: the exact fp64 objective at both scales agrees to round-off, and both scales
  *    give the same integer codes (the same interval of the sweep);
- *  - the result is bit-identical for 1 and 2 threads;
+ *  - the result is bit-identical for 1 and 2 threads (the rows' window walks run together, in
+ *    rounds of one batched pass over H; 70 rows: two full batches and a partial one);
  *  - pruning actually happens (most intervals skipped), so the test exercises the windows;
  *  - a target u ≠ H·w (GPTQ's x–x̃ objective), an H from fewer tokens than inputs (singular: the
  *    bound has no floor) and a dead input channel (the fast path falls back to the full sweep)
@@ -113,6 +114,7 @@ static void run_case(int D, int N, const char *fmt, int cross, int dead, int tok
                D, fmt, cross ? " x-xq" : "", (long long)st.intervals, 100 * pruned, st.rank, st.floor,
                st.seconds_minorant, worst);
         CHECK(st.rows_full == 0, "pruned path used");
+        CHECK(st.rounds > 0, "the windows were walked in batched passes over H");
         if (!tokens) CHECK(pruned > 0.5, "D = %d: only %.1f%% of the intervals pruned", D, 100 * pruned);
     }
     free(H), free(W), free(U), free(HW), free(s_full), free(s1), free(s2);
@@ -161,7 +163,13 @@ static void run_layers(int D, int N) {
         }
     CHECK(!memcmp(a.scales, b.scales, sizeof(float) * (size_t)N), "GPTQ + PiSO channel-wise: same scales");
     CHECK(!memcmp(a.dequant, b.dequant, sizeof(float) * (size_t)N * D), "GPTQ + PiSO channel-wise: same weights");
-    piso_layer_result_free(&a), piso_layer_result_free(&b);
+    /* GPTQ fixes its channel-wise scales on the original weights without the RTN layer around
+     * them: they are the RTN layer's scales (a second code path) bit for bit */
+    struct piso_layer_problem lh = {N, D, W, H, NULL};
+    struct piso_layer_result c;
+    CHECK(piso_quantize_layer(&lh, &qo, &c) == 0, "rtn, u = H·w");
+    CHECK(!memcmp(c.scales, b.scales, sizeof(float) * (size_t)N), "GPTQ's channel scales are the RTN layer's");
+    piso_layer_result_free(&a), piso_layer_result_free(&b), piso_layer_result_free(&c);
     free(H), free(G), free(W);
 }
 
@@ -175,5 +183,7 @@ int main(void) {
     /* fewer tokens than inputs: H is singular, no floor (top-k part only), still exact */
     run_case(768, 8, "int4", 0, -1, 384);
     run_layers(512, 16);
+    /* more rows than one batch (32): the rows' walks advance together, a partial last batch */
+    run_case(512, 70, "int4", 1, -1, 0);
     return test_finish();
 }

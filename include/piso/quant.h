@@ -112,8 +112,10 @@ struct piso_prune_stats {
     double seconds_minorant;  /* building it */
     double seconds_bound;     /* events and bounds of every interval */
     double seconds_gemm;      /* H·q at the anchors and window starts */
-    double seconds_walk;      /* the exact sweeps of the windows */
+    double seconds_walk;      /* the exact sweeps of the anchors' windows */
+    double seconds_windows;   /* the exact sweeps of the other windows */
     int64_t windows;          /* windows beyond the anchors' (each one restart) */
+    int64_t rounds;           /* batched passes over H (piso_sweep_hvals_runs), all batches of rows */
 };
 int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const float *H, int ldh, const double *U,
                            int64_t ldu, const double *HW, int64_t ldhw, const struct piso_grid *g,

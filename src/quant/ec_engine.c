@@ -197,8 +197,15 @@ static int grid_begin_layer(void *ctx, struct piso_ec_work *w) {
         }
         struct piso_quant_opts qo = o->q;
         qo.group = w->group >= D ? 0 : w->group;
+        /* channel-wise PiSO: the scales alone (the RTN layer's dequantization and fp64 objectives
+         * would be thrown away) */
+        int rc = ng == 1 && !w->Z ? piso_layer_channel_scales(&lp, &qo, w->S) : 1;
+        if (rc <= 0) {
+            free(Wz), free(Hs);
+            return rc;
+        }
         struct piso_layer_result rr;
-        int rc = piso_rtn_layer(&lp, &qo, &rr);
+        rc = piso_rtn_layer(&lp, &qo, &rr);
         free(Wz), free(Hs);
         if (rc) return -1;
         memcpy(w->S, rr.scales, sizeof(float) * N * ng);

@@ -57,16 +57,19 @@ static void stats_add(const struct piso_prune_stats *s) {
     prune_total.seconds_minorant += s->seconds_minorant;
     prune_total.seconds_bound += s->seconds_bound, prune_total.seconds_gemm += s->seconds_gemm;
     prune_total.seconds_walk += s->seconds_walk, prune_total.windows += s->windows;
+    prune_total.seconds_windows += s->seconds_windows, prune_total.rounds += s->rounds;
 }
 
+static void minorant_cache_clear(void);
 void piso_prune_configure(int mode, int rank) {
+    minorant_cache_clear();
     prune_mode = mode;
     prune_rank = rank;
 }
 
 int piso_prune_default_rank(int n) {
     int k = n / 16;
-    if (k > 128) k = 128;
+    if (k > 64) k = 64; /* more helps the bound a little and costs O(k) per event of every sweep */
     if (k < 16) k = 16;
     return (k + 7) / 8 * 8;
 }
@@ -214,11 +217,63 @@ out:
     return rc;
 }
 
-/* ---- per row -------------------------------------------------------------------------------- */
-typedef double v8d __attribute__((vector_size(64)));
+/* The minorant of the last H (layers that share their input share H: q/k/v, gate/up), keyed by a
+ * full copy of H (compared byte for byte, no hash to collide), for n ≤ MINORANT_CACHE_MAX_N. */
+#define MINORANT_CACHE_MAX_N 4096
+static struct {
+    float *H; /* [n, n] */
+    int n, k, rc;
+    int users; /* calls using m now: it is replaced only when none does */
+    struct minorant m;
+} mcache;
 
-/* Σ z[j]·p[j] (k a multiple of 8) and p += d·z, in a fixed order. */
+static void minorant_cache_clear(void) { /* with no solver running (piso_prune_configure) */
+    free(mcache.H);
+    minorant_free(&mcache.m);
+    memset(&mcache, 0, sizeof mcache);
+}
+
+static int minorant_cached(const float *H, int ldh, int n, int k) {
+    if (!mcache.H || mcache.n != n || mcache.k != k) return 0;
+    for (int i = 0; i < n; i++)
+        if (memcmp(mcache.H + (int64_t)i * n, H + (int64_t)i * ldh, sizeof(float) * n)) return 0;
+    return 1;
+}
+
+/* minorant_build through the cache: *m is the cache's (not to be freed) when *shared is set. */
+static int minorant_get(const float *H, int ldh, int n, int k, struct minorant *m, int *shared) {
+    *shared = 0;
+    int rc;
+#pragma omp critical(piso_minorant_cache)
+    {
+        if (minorant_cached(H, ldh, n, k)) {
+            rc = mcache.rc, *m = mcache.m, *shared = 1;
+            mcache.users++;
+        } else {
+            rc = minorant_build(H, ldh, n, k, m);
+            if (rc >= 0 && n <= MINORANT_CACHE_MAX_N && mcache.users == 0) {
+                minorant_cache_clear();
+                mcache.H = malloc(sizeof(float) * (size_t)n * n);
+                if (mcache.H) { /* no room for the copy: simply not cached */
+                    for (int i = 0; i < n; i++) memcpy(mcache.H + (int64_t)i * n, H + (int64_t)i * ldh, sizeof(float) * n);
+                    mcache.n = n, mcache.k = k, mcache.rc = rc, mcache.m = *m, *shared = 1;
+                    mcache.users = 1;
+                }
+            }
+        }
+    }
+    return rc;
+}
+
+/* ---- per row -------------------------------------------------------------------------------- */
+/* Σ z[j]·p[j] (k a multiple of 8) and p += d·z, in a fixed order: eight lanes, lane l summing
+ * j ≡ l (mod 8) in increasing j, then ((0+4)+(1+5))+((2+6)+(3+7)). Written with vectors of the
+ * machine's width (two 4-wide halves without AVX-512: an 8-wide generic vector is lowered through
+ * memory there), which changes no result. */
+typedef double v8d __attribute__((vector_size(64)));
+typedef double v4d __attribute__((vector_size(32)));
 static inline double dot_axpy(const double *z, double *p, double d, int k) {
+#ifdef __AVX512F__
     v8d s = {0};
     for (int j = 0; j < k; j += 8) {
         v8d zv, pv;
@@ -228,6 +283,17 @@ static inline double dot_axpy(const double *z, double *p, double d, int k) {
         memcpy(p + j, &pv, 64);
     }
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+#else
+    v4d lo = {0}, hi = {0};
+    for (int j = 0; j < k; j += 8) {
+        v4d z0, z1, p0, p1;
+        memcpy(&z0, z + j, 32), memcpy(&z1, z + j + 4, 32), memcpy(&p0, p + j, 32), memcpy(&p1, p + j + 4, 32);
+        lo += z0 * p0, hi += z1 * p1;
+        p0 += d * z0, p1 += d * z1;
+        memcpy(p + j, &p0, 32), memcpy(p + j + 4, &p1, 32);
+    }
+    return ((lo[0] + hi[0]) + (lo[1] + hi[1])) + ((lo[2] + hi[2]) + (lo[3] + hi[3]));
+#endif
 }
 
 /* min of b·s² − 2a·s over [lo, hi] */
@@ -263,6 +329,7 @@ struct window {
     int64_t row; /* in the batch */
     int sg;
     int64_t c0, c1; /* intervals c0..c1 (processing order); the walk starts after events 0..c0−1 */
+    double a, b;    /* at the start */
     struct sweep_best best;
 };
 
@@ -276,6 +343,36 @@ static void bound_pass(struct row_sign *rs, const struct minorant *m, const doub
     memset(q, 0, sizeof(float) * n);
     memset(p, 0, sizeof(double) * k);
     double a = 0, b = 0;
+#ifdef __AVX512F__
+    if (k == 64) { /* the default rank: p = Zᵀq stays in eight registers (dot_axpy's arithmetic) */
+        v8d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, p4 = {0}, p5 = {0}, p6 = {0}, p7 = {0};
+        for (int64_t c = 0; c < rs->T; c++) {
+            const struct sweep_event *e = &rs->ev[rs->T - 1 - c];
+            int i = e->i;
+            double d = e->delta;
+            if (c + 8 < rs->T) {
+                const double *zn = m->Z + (int64_t)rs->ev[rs->T - 9 - c].i * 64;
+                for (int j = 0; j < 64; j += 8) __builtin_prefetch(zn + j);
+            }
+            const double *z = m->Z + (int64_t)i * 64;
+            v8d z0, z1, z2, z3, z4, z5, z6, z7, sv = {0};
+            memcpy(&z0, z, 64), memcpy(&z1, z + 8, 64), memcpy(&z2, z + 16, 64), memcpy(&z3, z + 24, 64);
+            memcpy(&z4, z + 32, 64), memcpy(&z5, z + 40, 64), memcpy(&z6, z + 48, 64), memcpy(&z7, z + 56, 64);
+            sv += z0 * p0, sv += z1 * p1, sv += z2 * p2, sv += z3 * p3;
+            sv += z4 * p4, sv += z5 * p5, sv += z6 * p6, sv += z7 * p7;
+            p0 += d * z0, p1 += d * z1, p2 += d * z2, p3 += d * z3;
+            p4 += d * z4, p5 += d * z5, p6 += d * z6, p7 += d * z7;
+            double dot = ((sv[0] + sv[4]) + (sv[1] + sv[5])) + ((sv[2] + sv[6]) + (sv[3] + sv[7]));
+            double mq = m->floor_[i] * q[i] + dot;
+            b += d * (2.0 * mq + d * m->mdiag[i]);
+            q[i] += e->delta;
+            a += d * sign * v[i];
+            double hi = e->s, lo = ev_lo(rs, c);
+            rs->lb[c] = lo == hi ? INFINITY : crow + parabola_min(a, b, lo, hi);
+        }
+        return;
+    }
+#endif
     for (int64_t c = 0; c < rs->T; c++) {
         const struct sweep_event *e = &rs->ev[rs->T - 1 - c];
         int i = e->i;
@@ -302,34 +399,25 @@ static void state_at(const struct row_sign *rs, int64_t c, int n, float *q) {
 /* Per-thread scratch. */
 struct scratch {
     struct sweep_event *tmp;
-    float *q, *hval, *dl, *h;
-    int32_t *idx;
-    int64_t *iv;
-    double *p, *v, *mw, *zw;
+    float *q;
+    double *p, *v, *zw;
 };
 
-static void scratch_free(struct scratch *s) {
-    free(s->tmp), free(s->q), free(s->h), free(s->hval), free(s->dl), free(s->idx), free(s->iv), free(s->p), free(s->v);
-    free(s->mw), free(s->zw);
-}
+static void scratch_free(struct scratch *s) { free(s->tmp), free(s->q), free(s->p), free(s->v), free(s->zw); }
 
 static int scratch_alloc(struct scratch *s, int n, int k, int64_t Tmax) {
     memset(s, 0, sizeof *s);
     s->tmp = malloc(sizeof *s->tmp * (size_t)Tmax);
-    s->q = malloc(sizeof(float) * n), s->h = malloc(sizeof(float) * n), s->hval = malloc(sizeof(float) * (size_t)Tmax);
-    s->dl = malloc(sizeof(float) * (size_t)Tmax), s->idx = malloc(sizeof(int32_t) * (size_t)Tmax);
-    s->iv = malloc(sizeof(int64_t) * (size_t)Tmax), s->p = malloc(sizeof(double) * k);
-    s->v = malloc(sizeof(double) * n), s->mw = malloc(sizeof(double) * n), s->zw = malloc(sizeof(double) * k);
-    return s->tmp && s->q && s->h && s->hval && s->dl && s->idx && s->iv && s->p && s->v && s->mw && s->zw ? 0 : -1;
+    s->q = malloc(sizeof(float) * n), s->p = malloc(sizeof(double) * k);
+    s->v = malloc(sizeof(double) * n), s->zw = malloc(sizeof(double) * k);
+    return s->tmp && s->q && s->p && s->v && s->zw ? 0 : -1;
 }
 
-/* Walks `len` steps from a state with H·q = h (float; updated to the state after the walk), a, b:
- * step t moves entry idx[t] by dl[t]; after it, interval iv[t] (processing index) is considered. */
-static void walk(const struct row_sign *rs, const int32_t *idx, const float *dl, const int64_t *iv, int64_t len,
-                 const float *H, int ldh, int n, float *h, const double *u, double sign, double *a, double *b,
-                 float *hval, struct sweep_best *best, int64_t *swept) {
-    if (len <= 0) return;
-    piso_sweep_hvals(idx, dl, len, H, ldh, n, h, hval, h);
+/* The exact pass of a walk whose hval came from piso_sweep_hvals_runs: step t moves entry idx[t]
+ * by dl[t] (a, b follow), then interval iv[t] (processing index) is considered. */
+static void walk_consider(const struct row_sign *rs, const int32_t *idx, const float *dl, const int64_t *iv,
+                          const float *hval, int64_t len, const float *H, int ldh, const double *u, double sign,
+                          double *a, double *b, struct sweep_best *best, int64_t *swept) {
     for (int64_t t = 0; t < len; t++) {
         int i = idx[t];
         double d = dl[t];
@@ -350,28 +438,49 @@ static double threshold(const struct row_state *x) {
     return E + x->slack;
 }
 
-/* From interval c (H·q = h, a, b there) outwards in direction dir (+1: smaller scales, −1: back
- * towards larger ones), a chunk at a time: the walk goes on while an interval whose bound is below
- * the threshold lies within `gap` steps, the threshold following the best value found so far.
- * Returns the last interval reached. */
-static int64_t walk_out(struct row_state *x, int sg, int64_t c, int dir, int64_t gap, const float *H, int ldh, int n,
-                        float *h, const double *u, double a, double b, struct scratch *s) {
-    struct row_sign *q = &x->sg[sg];
-    for (;;) {
-        double theta = threshold(x);
-        int64_t ext = -1;
-        for (int64_t t = c + dir; t >= 0 && t < q->T && (t - c) * dir <= gap; t += dir)
-            if (q->lb[t] < theta) ext = t;
-        if (ext < 0) return c;
-        int64_t len = 0;
-        for (int64_t t = c; t != ext; t += dir, len++) {
-            /* forward: apply event t + 1; back: undo event t */
-            const struct sweep_event *e = &q->ev[q->T - 1 - (dir > 0 ? t + 1 : t)];
-            s->idx[len] = e->i, s->dl[len] = dir > 0 ? e->delta : -e->delta, s->iv[len] = t + dir;
-        }
-        walk(q, s->idx, s->dl, s->iv, len, H, ldh, n, h, u, x->sign[sg], &a, &b, s->hval, &x->best[sg], &x->swept);
-        c = ext;
+/* One of the two walks out of a row's anchor: direction +1 (smaller scales) or −1 (back towards
+ * larger ones). All rows' walkers advance together in rounds (one piso_sweep_hvals_runs pass per
+ * round); a round takes a walker to the farthest interval within `gap` steps whose bound is below
+ * the row's threshold, which follows the best value found so far (gaps shorter than that cost
+ * less to walk through than a restart). */
+struct walker {
+    int64_t row;
+    int sg, dir, live;
+    int64_t c; /* the interval reached */
+    double a, b;
+    float *h; /* [n] H·q at c */
+    int32_t *idx;
+    float *dl, *hval;
+    int64_t *iv, len; /* this round's steps */
+};
+
+static void walker_plan(struct row_state *x, struct walker *wk, int64_t gap) {
+    struct row_sign *q = &x->sg[wk->sg];
+    wk->len = 0;
+    if (!wk->live) return;
+    double theta = threshold(x);
+    int dir = wk->dir;
+    int64_t c = wk->c, ext = -1;
+    for (int64_t t = c + dir; t >= 0 && t < q->T && (t - c) * dir <= gap; t += dir)
+        if (q->lb[t] < theta) ext = t;
+    if (ext < 0) {
+        wk->live = 0;
+        return;
     }
+    int64_t len = 0;
+    for (int64_t t = c; t != ext; t += dir, len++) {
+        /* forward: apply event t + 1; back: undo event t */
+        const struct sweep_event *e = &q->ev[q->T - 1 - (dir > 0 ? t + 1 : t)];
+        wk->idx[len] = e->i, wk->dl[len] = dir > 0 ? e->delta : -e->delta, wk->iv[len] = t + dir;
+    }
+    wk->len = len;
+}
+
+/* q = round(w/sp) and round(w/sn) (sp > 0 > sn) are exact negatives: ±s then give the same E. */
+static int mirrored(const float *w, int n, const struct piso_grid *g, float sp, float sn) {
+    for (int i = 0; i < n; i++)
+        if (piso_grid_round(g, w[i] / sp, NULL) != -piso_grid_round(g, w[i] / sn, NULL)) return 0;
+    return 1;
 }
 
 /* ---- the driver ----------------------------------------------------------------------------- */
@@ -423,13 +532,19 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     int use = prune_mode == 2 ? n >= 8 : prune_mode == 0 && n >= PISO_PRUNE_MIN_N;
     if (g->scale_set || N <= 0) use = 0;
     struct minorant m = {0};
+    int m_shared = 0;
     double t0 = piso_time();
     int k = prune_rank > 0 ? (prune_rank + 7) / 8 * 8 : piso_prune_default_rank(n);
     if (k > n) k = n / 8 * 8;
     if (use && k < 8) use = 0;
     if (use) {
-        int r = minorant_build(H, ldh, n, k, &m);
+        int r = minorant_get(H, ldh, n, k, &m, &m_shared);
         if (r < 0) return piso_errorf("PiSO pruning: out of memory for the minorant (n = %d, k = %d)", n, k);
+        if (r > 0 && m_shared) { /* H not certified: nothing of the cache's to use */
+#pragma omp critical(piso_minorant_cache)
+            mcache.users--;
+            m_shared = 0;
+        }
         if (r > 0) use = 0;
     }
     stats.seconds_minorant = piso_time() - t0;
@@ -471,6 +586,20 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             oom = !rs[r].sg[s].ev || !rs[r].sg[s].lb;
         }
     for (int t = 0; t < nthr && !oom; t++) oom = scratch_alloc(&scr[t], n, k, Tmax);
+    int64_t gap_max = (n / 4 > 64 ? n / 4 : 64) + 1;
+    struct walker *wks = oom ? NULL : calloc((size_t)(2 * R), sizeof *wks);
+    struct sweep_run *runs = oom ? NULL : malloc(sizeof *runs * (size_t)(R * 2 * cap));
+    float *panels = oom ? NULL : malloc(sizeof(float) * piso_sweep_runs_workspace(n) * (size_t)nthr);
+    oom = oom || !wks || !runs || !panels;
+    for (int64_t t = 0; t < 2 * R && !oom; t++) {
+        wks[t].h = malloc(sizeof(float) * n), wks[t].idx = malloc(sizeof(int32_t) * (size_t)gap_max);
+        wks[t].dl = malloc(sizeof(float) * (size_t)gap_max), wks[t].hval = malloc(sizeof(float) * (size_t)gap_max);
+        wks[t].iv = malloc(sizeof(int64_t) * (size_t)gap_max);
+        oom = !wks[t].h || !wks[t].idx || !wks[t].dl || !wks[t].hval || !wks[t].iv;
+    }
+    int32_t *pool_idx = NULL;
+    float *pool_dl = NULL, *pool_hval = NULL;
+    int64_t *pool_iv = NULL, pool_cap = 0; /* the windows' steps */
     int failed = oom;
     for (int64_t r0 = 0; r0 < N && !failed; r0 += R) {
         int64_t nb = N - r0 < R ? N - r0 : R;
@@ -524,76 +653,125 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             else memset(Q + b * n, 0, sizeof(float) * n);
         }
         stats.seconds_bound += piso_time() - tp, tp = piso_time();
-        /* 2. H·q at the anchors; the anchor's window, both directions */
+        /* 2. H·q at the anchors, each anchor's exact value */
         piso_la_sgemm(0, 0, nb, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
         stats.seconds_gemm += piso_time() - tp, tp = piso_time();
-        int nwin = 0;
-        int wcount[PRUNE_BATCH];
+        int64_t gap = n / 4 > 64 ? n / 4 : 64;
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t b = 0; b < nb; b++) {
-            struct scratch *s = &scr[omp_get_thread_num()];
             struct row_state *x = &rs[b];
-            wcount[b] = 0;
+            struct walker *wk = &wks[2 * b];
+            wk[0].live = wk[1].live = 0, wk[0].len = wk[1].len = 0;
             if (x->anchor_sign < 0) continue;
             const double *u = U ? U + (r0 + b) * ldu : u_own + b * n;
             int sg = x->anchor_sign;
-            struct row_sign *q = &x->sg[sg];
             const float *qa = Q + b * n, *h0 = HQ + b * n;
             double a = 0, bb = 0;
             for (int i = 0; i < n; i++)
                 if (qa[i] != 0) a += (double)qa[i] * x->sign[sg] * u[i], bb += (double)qa[i] * h0[i];
-            int64_t c = x->anchor;
-            piso_sweep_consider(a, bb, ev_lo(q, c), ev_s(q, c), &x->best[sg]);
+            piso_sweep_consider(a, bb, ev_lo(&x->sg[sg], x->anchor), ev_s(&x->sg[sg], x->anchor), &x->best[sg]);
             x->swept++;
-            /* the anchor's window: walked outwards in both directions while intervals that can
-             * still win lie within `gap` steps (gaps shorter than that cost less to walk through
-             * than a restart) */
-            int64_t gap = n / 4 > 64 ? n / 4 : 64;
-            memcpy(s->h, h0, sizeof(float) * n);
-            int64_t hi = walk_out(x, sg, c, +1, gap, H, ldh, n, s->h, u, a, bb, s);
-            memcpy(s->h, h0, sizeof(float) * n);
-            int64_t lo = walk_out(x, sg, c, -1, gap, H, ldh, n, s->h, u, a, bb, s);
-            /* what is left: windows of intervals that can still beat the best so far */
-            double theta = threshold(x);
-            struct window *out = win + b * 2 * cap;
-            int cnt = 0;
-            for (int z = 0; z < x->nsign; z++)
-                cnt += add_windows(&x->sg[z], b, z, theta, z == sg ? lo : 1, z == sg ? hi : 0, (int)gap, out + cnt, cap);
-            wcount[b] = cnt;
+            for (int z = 0; z < 2; z++) {
+                wk[z].row = b, wk[z].sg = sg, wk[z].dir = z ? -1 : 1, wk[z].live = 1;
+                wk[z].c = x->anchor, wk[z].a = a, wk[z].b = bb;
+                memcpy(wk[z].h, h0, sizeof(float) * n);
+            }
         }
-        stats.seconds_walk += piso_time() - tp, tp = piso_time();
-        /* 3. the other windows: H·q at their starts, then forward walks */
+        /* 3. the anchors' windows, all rows' walkers together in rounds */
+        for (;;) {
+#pragma omp parallel for schedule(dynamic, 1)
+            for (int64_t b = 0; b < nb; b++)
+                for (int z = 0; z < 2; z++) walker_plan(&rs[b], &wks[2 * b + z], gap);
+            int nr = 0;
+            for (int64_t t = 0; t < 2 * nb; t++)
+                if (wks[t].len > 0)
+                    runs[nr++] = (struct sweep_run){wks[t].idx, wks[t].dl, wks[t].len, wks[t].h, wks[t].hval};
+            if (nr == 0) break;
+            stats.rounds++;
+            piso_sweep_hvals_runs(runs, nr, H, ldh, n, panels, nthr);
+#pragma omp parallel for schedule(dynamic, 1)
+            for (int64_t b = 0; b < nb; b++) {
+                struct row_state *x = &rs[b];
+                const double *u = U ? U + (r0 + b) * ldu : u_own + b * n;
+                for (int z = 0; z < 2; z++) { /* in a fixed order: both update the row's best */
+                    struct walker *wk = &wks[2 * b + z];
+                    if (wk->len <= 0) continue;
+                    walk_consider(&x->sg[wk->sg], wk->idx, wk->dl, wk->iv, wk->hval, wk->len, H, ldh, u,
+                                  x->sign[wk->sg], &wk->a, &wk->b, &x->best[wk->sg], &x->swept);
+                    wk->c = wk->iv[wk->len - 1];
+                }
+            }
+        }
+        /* what is left: windows of intervals that can still beat the best so far */
+        int nwin = 0;
+        int64_t wlen = 0;
         for (int64_t b = 0; b < nb; b++) {
-            if (nwin != b * 2 * cap)
-                memmove(win + nwin, win + b * 2 * cap, sizeof *win * (size_t)wcount[b]);
-            nwin += wcount[b];
+            struct row_state *x = &rs[b];
+            if (x->anchor_sign < 0) continue;
+            int sg = x->anchor_sign;
+            double theta = threshold(x);
+            int64_t lo = wks[2 * b + 1].c, hi = wks[2 * b].c;
+            for (int z = 0; z < x->nsign; z++)
+                nwin += add_windows(&x->sg[z], b, z, theta, z == sg ? lo : 1, z == sg ? hi : 0, (int)gap, win + nwin, cap);
+        }
+        for (int t = 0; t < nwin; t++) wlen += win[t].c1 - win[t].c0 + 1;
+        stats.seconds_walk += piso_time() - tp, tp = piso_time();
+        /* 4. the other windows: H·q at their starts (one GEMM), then one pass for all their walks */
+        if (nwin > 0 && wlen > pool_cap) {
+            free(pool_idx), free(pool_dl), free(pool_hval), free(pool_iv);
+            pool_cap = wlen;
+            pool_idx = malloc(sizeof(int32_t) * (size_t)wlen), pool_dl = malloc(sizeof(float) * (size_t)wlen);
+            pool_hval = malloc(sizeof(float) * (size_t)wlen), pool_iv = malloc(sizeof(int64_t) * (size_t)wlen);
+            if (!pool_idx || !pool_dl || !pool_hval || !pool_iv) {
+                failed = 1;
+                break;
+            }
         }
         if (nwin > 0) {
+            int64_t off = 0;
+            for (int t = 0; t < nwin; t++) {
+                int64_t len = win[t].c1 - win[t].c0 + 1;
+                runs[t] = (struct sweep_run){pool_idx + off, pool_dl + off, len, HQ + (int64_t)t * n, pool_hval + off};
+                off += len;
+            }
 #pragma omp parallel for schedule(dynamic, 1)
-            for (int t = 0; t < nwin; t++)
-                state_at(&rs[win[t].row].sg[win[t].sg], win[t].c0, n, Q + (int64_t)t * n);
+            for (int t = 0; t < nwin; t++) {
+                const struct row_sign *q = &rs[win[t].row].sg[win[t].sg];
+                state_at(q, win[t].c0, n, Q + (int64_t)t * n);
+                int32_t *idx = (int32_t *)runs[t].idx;
+                float *dl = (float *)runs[t].dl;
+                int64_t *iv = pool_iv + (runs[t].idx - pool_idx), len = 0;
+                for (int64_t c = win[t].c0; c <= win[t].c1; c++, len++) {
+                    const struct sweep_event *e = &q->ev[q->T - 1 - c];
+                    idx[len] = e->i, dl[len] = e->delta, iv[len] = c;
+                }
+            }
             piso_la_sgemm(0, 0, nwin, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
             stats.seconds_gemm += piso_time() - tp, tp = piso_time();
             stats.windows += nwin;
+            /* the exact values at the windows' starts, before their walks overwrite HQ */
 #pragma omp parallel for schedule(dynamic, 1)
             for (int t = 0; t < nwin; t++) {
-                struct scratch *s = &scr[omp_get_thread_num()];
                 struct window *wd = &win[t];
                 struct row_state *x = &rs[wd->row];
-                struct row_sign *q = &x->sg[wd->sg];
                 const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
                 const float *qs = Q + (int64_t)t * n, *h0 = HQ + (int64_t)t * n;
                 double a = 0, bb = 0;
                 for (int i = 0; i < n; i++)
                     if (qs[i] != 0) a += (double)qs[i] * x->sign[wd->sg] * u[i], bb += (double)qs[i] * h0[i];
+                wd->a = a, wd->b = bb;
+            }
+            stats.rounds++;
+            piso_sweep_hvals_runs(runs, nwin, H, ldh, n, panels, nthr);
+#pragma omp parallel for schedule(dynamic, 1)
+            for (int t = 0; t < nwin; t++) {
+                struct window *wd = &win[t];
+                struct row_state *x = &rs[wd->row];
+                const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
                 wd->best = (struct sweep_best){0, INFINITY, g, 0, {0}, 0};
-                int64_t len = 0, sw = 0;
-                for (int64_t c = wd->c0; c <= wd->c1; c++, len++) {
-                    const struct sweep_event *e = &q->ev[q->T - 1 - c];
-                    s->idx[len] = e->i, s->dl[len] = e->delta, s->iv[len] = c;
-                }
-                memcpy(s->h, h0, sizeof(float) * n);
-                walk(q, s->idx, s->dl, s->iv, len, H, ldh, n, s->h, u, x->sign[wd->sg], &a, &bb, s->hval, &wd->best, &sw);
+                int64_t sw = 0;
+                walk_consider(&x->sg[wd->sg], runs[t].idx, runs[t].dl, pool_iv + (runs[t].idx - pool_idx), runs[t].hval,
+                              runs[t].len, H, ldh, u, x->sign[wd->sg], &wd->a, &wd->b, &wd->best, &sw);
                 wd->c1 = sw; /* reused: intervals swept */
             }
             for (int t = 0; t < nwin; t++) { /* fixed order */
@@ -603,8 +781,8 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 x->swept += win[t].c1;
             }
         }
-        stats.seconds_walk += piso_time() - tp;
-        /* 4. the scale: the better sign, as piso_solve_scale_dense chooses it */
+        stats.seconds_windows += piso_time() - tp;
+        /* 5. the scale: the better sign, as piso_solve_scale_dense chooses it */
         for (int64_t b = 0; b < nb; b++) {
             struct row_state *x = &rs[b];
             float s_best = 0;
@@ -613,12 +791,13 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 if (!(x->best[z].E < 0)) continue;
                 float s = (float)(x->sign[z] * x->best[z].s);
                 if (s == 0 || !isfinite(s)) continue;
-                if (z == 1 && s_best != 0 && x->best[1].E > E_best - 1e-6 * fabs(E_best)) {
+                if (z == 1 && s_best != 0 && fabs(x->best[1].E - E_best) <= 1e-6 * fabs(E_best)) {
                     /* a near-tie of the signs: when no entry reaches the grid's asymmetric end, ±s
                      * give the same E exactly and the full sweep keeps +s; the two were evaluated
                      * along different paths here, so decide on the exact fp64 values */
                     const double *u = U ? U + (r0 + b) * ldu : NULL;
                     const float *w = W + (r0 + b) * ldw;
+                    if (mirrored(w, n, g, s_best, s)) continue; /* the same E: O(n) to see it */
                     double Ep = piso_objective_dense(w, n, H, ldh, u, g, s_best);
                     double En = piso_objective_dense(w, n, H, ldh, u, g, s);
                     if (En < Ep) E_best = x->best[1].E, s_best = s;
@@ -640,8 +819,15 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             for (int s = 0; s < 2; s++) free(rs[r].sg[s].ev), free(rs[r].sg[s].lb);
     if (scr)
         for (int t = 0; t < nthr; t++) scratch_free(&scr[t]);
+    if (wks)
+        for (int64_t t = 0; t < 2 * R; t++) free(wks[t].h), free(wks[t].idx), free(wks[t].dl), free(wks[t].hval), free(wks[t].iv);
+    free(wks), free(runs), free(panels), free(pool_idx), free(pool_dl), free(pool_hval), free(pool_iv);
     free(rs), free(scr), free(win), free(Q), free(HQ), free(hw_own), free(u_own);
-    minorant_free(&m);
+    if (!m_shared) minorant_free(&m);
+    else {
+#pragma omp critical(piso_minorant_cache)
+        mcache.users--;
+    }
     stats_add(&stats);
     if (st) *st = stats;
     if (failed) return piso_errorf("PiSO pruning: out of memory for a batch of %lld rows (n = %d)", (long long)R, n);

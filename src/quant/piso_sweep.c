@@ -13,11 +13,24 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else
+static int omp_get_thread_num(void) { return 0; }
+#endif
 
 /* Candidates stay this far (relative) inside their interval, so that rounding the fp32 scale and
  * the fp32 division w/s cannot move any entry across a midpoint (each is ~6e-8 relative). */
 #define SWEEP_MARGIN 2.5e-7
-#define SWEEP_TILE 128 /* columns of h per pass, see sweep_dense (tile_pass_full is written for 128) */
+/* Columns of h per pass (see sweep_dense): eight vector accumulators, so 128 with AVX-512's 32
+ * registers and 64 with AVX2's 16 (eight 16-wide vectors would take all sixteen ymm registers and
+ * spill). The width changes no result: each column sums the same events in the same order. */
+#ifdef __AVX512F__
+#define SWEEP_VW 16
+#else
+#define SWEEP_VW 8
+#endif
+#define SWEEP_TILE (8 * SWEEP_VW)
 
 
 /* Sorts the events by s ascending (s > 0, so the IEEE bits order like the values): an LSD radix
@@ -196,48 +209,50 @@ void piso_sweep_consider(double a, double b, double s_lo, double s_hi, struct sw
  * tile reads its hval first. The panel H[:, tile] stays in cache across the whole event stream, so
  * H leaves memory once per sweep; the work is the same O(T·n). Then one sequential pass over the
  * events updates a, b (fp64) and evaluates every interval. */
-typedef float v16f __attribute__((vector_size(64)));
+typedef float vtile __attribute__((vector_size(SWEEP_VW * 4)));
 
-/* One full tile of 128 columns starting at j0; events in processing order. The accumulators are
- * eight named vectors so that they stay in registers (an array of them ends up on the stack). */
-static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
+/* One full tile of SWEEP_TILE columns starting at j0; events in processing order. The accumulators
+ * are eight named vectors so that they stay in registers (an array of them ends up on the stack). */
+/* P: column j0 of the panel, rows ldh apart (H + j0, or a packed copy). */
+static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
                            const float *h0, float *hval, float *h_out) {
-    v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    enum { V = SWEEP_VW, VB = SWEEP_VW * 4 };
+    vtile a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
     if (h0) { /* a walk that starts from a known h = H·q (the pruned sweep's windows) */
-        memcpy(&a0, h0 + j0, 64), memcpy(&a1, h0 + j0 + 16, 64), memcpy(&a2, h0 + j0 + 32, 64);
-        memcpy(&a3, h0 + j0 + 48, 64), memcpy(&a4, h0 + j0 + 64, 64), memcpy(&a5, h0 + j0 + 80, 64);
-        memcpy(&a6, h0 + j0 + 96, 64), memcpy(&a7, h0 + j0 + 112, 64);
+        memcpy(&a0, h0 + j0, VB), memcpy(&a1, h0 + j0 + V, VB), memcpy(&a2, h0 + j0 + 2 * V, VB);
+        memcpy(&a3, h0 + j0 + 3 * V, VB), memcpy(&a4, h0 + j0 + 4 * V, VB), memcpy(&a5, h0 + j0 + 5 * V, VB);
+        memcpy(&a6, h0 + j0 + 6 * V, VB), memcpy(&a7, h0 + j0 + 7 * V, VB);
     }
     for (int64_t c = 0; c < T; c++) {
         int i = idx[c];
         unsigned k = (unsigned)(i - j0);
-        if (k < 128u) {
-            float t[128];
-            memcpy(t, &a0, 64), memcpy(t + 16, &a1, 64), memcpy(t + 32, &a2, 64), memcpy(t + 48, &a3, 64);
-            memcpy(t + 64, &a4, 64), memcpy(t + 80, &a5, 64), memcpy(t + 96, &a6, 64), memcpy(t + 112, &a7, 64);
+        if (k < (unsigned)SWEEP_TILE) {
+            float t[SWEEP_TILE];
+            memcpy(t, &a0, VB), memcpy(t + V, &a1, VB), memcpy(t + 2 * V, &a2, VB), memcpy(t + 3 * V, &a3, VB);
+            memcpy(t + 4 * V, &a4, VB), memcpy(t + 5 * V, &a5, VB), memcpy(t + 6 * V, &a6, VB), memcpy(t + 7 * V, &a7, VB);
             hval[c] = t[k];
         }
-        const float *row = H + (int64_t)i * ldh + j0;
+        const float *row = P + (int64_t)i * ldh;
         float d = dl[c];
         if (c + 8 < T) { /* rows come in random order: fetch a later event's row early */
-            const float *rn = H + (int64_t)idx[c + 8] * ldh + j0;
-            for (int j = 0; j < 128; j += 16) __builtin_prefetch(rn + j);
+            const float *rn = P + (int64_t)idx[c + 8] * ldh;
+            for (int j = 0; j < SWEEP_TILE; j += 16) __builtin_prefetch(rn + j);
         }
-        v16f r0, r1, r2, r3, r4, r5, r6, r7; /* memcpy loads: rows need not be 64-byte aligned */
-        memcpy(&r0, row, 64), memcpy(&r1, row + 16, 64), memcpy(&r2, row + 32, 64), memcpy(&r3, row + 48, 64);
-        memcpy(&r4, row + 64, 64), memcpy(&r5, row + 80, 64), memcpy(&r6, row + 96, 64), memcpy(&r7, row + 112, 64);
+        vtile r0, r1, r2, r3, r4, r5, r6, r7; /* memcpy loads: rows need not be aligned */
+        memcpy(&r0, row, VB), memcpy(&r1, row + V, VB), memcpy(&r2, row + 2 * V, VB), memcpy(&r3, row + 3 * V, VB);
+        memcpy(&r4, row + 4 * V, VB), memcpy(&r5, row + 5 * V, VB), memcpy(&r6, row + 6 * V, VB), memcpy(&r7, row + 7 * V, VB);
         a0 += d * r0, a1 += d * r1, a2 += d * r2, a3 += d * r3;
         a4 += d * r4, a5 += d * r5, a6 += d * r6, a7 += d * r7;
     }
     if (h_out) {
-        memcpy(h_out + j0, &a0, 64), memcpy(h_out + j0 + 16, &a1, 64), memcpy(h_out + j0 + 32, &a2, 64);
-        memcpy(h_out + j0 + 48, &a3, 64), memcpy(h_out + j0 + 64, &a4, 64), memcpy(h_out + j0 + 80, &a5, 64);
-        memcpy(h_out + j0 + 96, &a6, 64), memcpy(h_out + j0 + 112, &a7, 64);
+        memcpy(h_out + j0, &a0, VB), memcpy(h_out + j0 + V, &a1, VB), memcpy(h_out + j0 + 2 * V, &a2, VB);
+        memcpy(h_out + j0 + 3 * V, &a3, VB), memcpy(h_out + j0 + 4 * V, &a4, VB), memcpy(h_out + j0 + 5 * V, &a5, VB);
+        memcpy(h_out + j0 + 6 * V, &a6, VB), memcpy(h_out + j0 + 7 * V, &a7, VB);
     }
 }
 
 /* A tile of any width w <= SWEEP_TILE (the tail, or small vectors such as groups). */
-static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int j0,
+static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
                           int w, const float *h0, float *hval, float *h_out) {
     float acc[SWEEP_TILE] = {0};
     if (h0) memcpy(acc, h0 + j0, sizeof(float) * (size_t)w);
@@ -245,7 +260,7 @@ static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const 
         int i = idx[c];
         unsigned k = (unsigned)(i - j0);
         if (k < (unsigned)w) hval[c] = acc[k];
-        const float *row = H + (int64_t)i * ldh + j0;
+        const float *row = P + (int64_t)i * ldh;
         float d = dl[c];
         for (int j = 0; j < w; j++) acc[j] += d * row[j];
     }
@@ -255,8 +270,41 @@ static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const 
 void piso_sweep_hvals(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int n,
                       const float *h0, float *hval, float *h_out) {
     int j0 = 0;
-    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H, ldh, j0, h0, hval, h_out);
-    if (j0 < n) tile_pass_any(idx, dl, T, H, ldh, j0, n - j0, h0, hval, h_out);
+    for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H + j0, ldh, j0, h0, hval, h_out);
+    if (j0 < n) tile_pass_any(idx, dl, T, H + j0, ldh, j0, n - j0, h0, hval, h_out);
+}
+
+/* Several walks over the same H: the tile loop is outside the walk loop, so each panel H[:, tile]
+ * is read once from memory for all of them instead of once per walk, and the two threads take
+ * different tiles. With a workspace the panel is first copied to contiguous rows: H's rows are a
+ * power of two apart, so in place a panel's rows map onto a few cache sets and most of it is evicted
+ * before it is used again. Every value is computed exactly as piso_sweep_hvals computes it. */
+size_t piso_sweep_runs_workspace(int n) { return (size_t)n * SWEEP_TILE; }
+
+void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n, float *work,
+                           int nwork) {
+    int ntiles = (n + SWEEP_TILE - 1) / SWEEP_TILE;
+    int64_t steps = 0;
+    for (int r = 0; r < nruns; r++) steps += runs[r].len > 0 ? runs[r].len : 0;
+    if (steps < n) work = NULL; /* the copy (n panel rows) would cost more than it saves */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int t = 0; t < ntiles; t++) {
+        int j0 = t * SWEEP_TILE, w = n - j0 < SWEEP_TILE ? n - j0 : SWEEP_TILE;
+        int me = omp_get_thread_num();
+        const float *P = H + j0;
+        int ldp = ldh;
+        if (work && me < nwork) {
+            float *pk = work + (size_t)me * piso_sweep_runs_workspace(n);
+            for (int i = 0; i < n; i++) memcpy(pk + (size_t)i * w, H + (int64_t)i * ldh + j0, sizeof(float) * (size_t)w);
+            P = pk, ldp = w;
+        }
+        for (int r = 0; r < nruns; r++) {
+            const struct sweep_run *x = &runs[r];
+            if (x->len <= 0) continue;
+            if (w == SWEEP_TILE) tile_pass_full(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
+            else tile_pass_any(x->idx, x->dl, x->len, P, ldp, j0, w, x->h, x->hval, x->h);
+        }
+    }
 }
 
 /* Only the first T_feas events (processing order) are applied (accumulator limits; T otherwise). */

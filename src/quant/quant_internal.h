@@ -21,4 +21,12 @@ int piso_axe_code(const struct piso_accum *a, const struct piso_grid *g, int64_t
  * piso_accum_l1_radius) of |w_i/s − mean(w/s)| over the entries w[idx[i]] (idx NULL: w[i]), i < n. */
 double piso_axe_theta(const float *w, const int *idx, int n, float s, double radius);
 
+/* Channel-wise PiSO scales of the N rows exactly as piso_quantize_layer chooses them (the same fp64
+ * products, the pruned sweep), without quantizing the layer or computing its objectives. Returns 1
+ * when opts are not channel-wise PiSO of that kind (groups, block formats, accumulator limits, zero
+ * points, fp16 scales: use piso_quantize_layer), 0 done, −1 on error (piso_last_error). */
+struct piso_layer_problem;
+struct piso_quant_opts;
+int piso_layer_channel_scales(const struct piso_layer_problem *p, const struct piso_quant_opts *opts, float *scales);
+
 #endif

@@ -34,5 +34,17 @@ void piso_sweep_consider(double a, double b, double s_lo, double s_hi, struct sw
  * H [n, n] with leading dimension ldh. O(T·n), tiled. */
 void piso_sweep_hvals(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int n,
                       const float *h0, float *hval, float *h_out);
+/* One walk of piso_sweep_hvals_runs: h [n] holds H·q at the start (in) and after the walk (out). */
+struct sweep_run {
+    const int32_t *idx;
+    const float *dl;
+    int64_t len;
+    float *h, *hval;
+};
+/* piso_sweep_hvals for several walks at once (the same values), sharing the passes over H's columns.
+ * work (may be NULL): nwork thread slots of piso_sweep_runs_workspace(n) floats, for packed panels. */
+void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n, float *work,
+                           int nwork);
+size_t piso_sweep_runs_workspace(int n);
 
 #endif
