@@ -93,6 +93,9 @@ void piso_model_free(struct piso_model *m);
  * (block weights: at acquire), are checked as piso_model_load checks them. Packed checkpoints and
  * other formats are refused (use piso_model_load). */
 int piso_model_load_lazy(const char *path, const char *tokenizer_path, struct piso_model **out);
+/* 1 when path is a model piso_model_load_lazy reads: an HF directory (config.json) of dense
+ * weights (no quantization_config) without online rotations (no transform.json). */
+int piso_model_can_stream(const char *path);
 /* 1 for a model from piso_model_load_lazy. */
 int piso_model_is_lazy(const struct piso_model *m);
 /* Converts block b's weights to F32 (owned, writable; q/k rows in piso's RoPE order). No-op for

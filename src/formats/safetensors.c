@@ -321,6 +321,24 @@ int piso_st_writer_spill(struct piso_st_writer *w, const char *spill_path) {
     return 0;
 }
 
+int piso_st_writer_add_begin(struct piso_st_writer *w, const char *name, enum piso_dtype dtype, int ndim,
+                             const int64_t *shape) {
+    if (!w || !w->spill) return piso_errorf("%s: piso_st_writer_add_begin needs spill mode", name);
+    piso_st_writer_add(w, name, dtype, ndim, shape, NULL);
+    if (w->oom) return piso_errorf("%s: out of memory", name);
+    w->t[w->n - 1].spill_off = w->spill_size;
+    return 0;
+}
+
+int piso_st_writer_append(struct piso_st_writer *w, const void *data, size_t n) {
+    if (fwrite(data, 1, n, w->spill) != n) {
+        w->oom = 1;
+        return piso_errorf("cannot write %s: %s", w->spill_path, strerror(errno));
+    }
+    w->spill_size += (int64_t)n;
+    return 0;
+}
+
 /* Copies n spilled bytes at off into the output through a bounded buffer. */
 static int copy_spilled(struct piso_st_writer *w, int64_t off, size_t n, struct piso_outfile *o, char *buf, size_t cap) {
     if (fseeko(w->spill, (off_t)off, SEEK_SET) != 0) return piso_errorf("%s: cannot seek: %s", w->spill_path, strerror(errno));

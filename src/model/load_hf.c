@@ -379,3 +379,15 @@ int piso_load_hf(const char *dir, int lazy, struct piso_model **out) {
     *out = m;
     return 0;
 }
+
+int piso_model_can_stream(const char *path) {
+    if (!piso_is_dir(path)) return 0;
+    char *cfg_path = piso_path_join(path, "config.json"), *tj = piso_path_join(path, "transform.json"), *text = NULL;
+    int ok = cfg_path && tj && piso_file_exists(cfg_path) && !piso_file_exists(tj) &&
+             piso_read_file_max(cfg_path, &text, NULL, PISO_JSON_LIMIT) == 0;
+    cJSON *j = ok ? cJSON_Parse(text) : NULL;
+    ok = ok && cJSON_IsObject(j) && !cJSON_GetObjectItemCaseSensitive(j, "quantization_config");
+    cJSON_Delete(j);
+    free(cfg_path), free(tj), free(text);
+    return ok;
+}
