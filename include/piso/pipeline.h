@@ -160,7 +160,7 @@ char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v);
  * neither the model nor the layer reports are held whole. begin: the checks, the temporary
  * directory, the tensors before the first block (embeddings, from the file) into spill files there.
  * piso_hf_stream_block is a piso_pipeline_opts.block_done (ctx: the stream): it appends the block's
- * weights and its reports' scales and codes, then frees those (g_idx stays). finish (o with res and
+ * weights and its reports' scales and codes, then frees the codes. finish (o with res and
  * the records): the tensors after the blocks, model.safetensors and quantization.safetensors from
  * the spills, the text files, then the rename; it frees the stream. abort (any failure, or instead
  * of finish) removes everything written: nothing partial remains. */

@@ -788,9 +788,10 @@ int piso_hf_stream_block(int block, struct piso_model *mq, struct piso_pipeline_
         struct piso_layer_report *r = &res->layers[i];
         if (r->layer != block) continue;
         rc = add_quant_report(s->quant, mq, r);
-        /* written: the block's codes no longer need memory (g_idx stays: quantization_config reads it) */
-        free(r->scales), free(r->codes), free(r->zeros);
-        r->scales = NULL, r->codes = NULL, r->zeros = NULL;
+        /* written: the codes [N, D] no longer need memory (scales, zero points and g_idx are small and
+         * the records read whether they exist) */
+        free(r->codes);
+        r->codes = NULL;
     }
     s->next_block++;
     return rc ? piso_error_context("writing block %d of %s", block, s->dir) : 0;

@@ -314,7 +314,8 @@ static int load_weights(struct piso_model *m, const struct piso_ckpt_info *q, in
     c->dtype = t0 ? t0->dtype : PISO_DTYPE_F32;
     if (lazy) { /* the marks become NULL: acquire and the row lookups read the file */
         for (int s = 0, l; s < piso_schema_steps(c); s++) {
-            float **slot = piso_schema_slot(m, piso_schema_step(c, s, &l), l);
+            const struct piso_tensor_info *t = piso_schema_step(c, s, &l); /* sets l: not in the same call */
+            float **slot = piso_schema_slot(m, t, l);
             if (*slot == (float *)(void *)&lazy_mark) *slot = NULL;
         }
         m->storage->lazy = 1;
