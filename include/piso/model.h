@@ -103,6 +103,9 @@ int piso_model_is_lazy(const struct piso_model *m);
 int piso_model_block_acquire(struct piso_model *m, int b);
 /* Frees block b's F32 weights (pointers back to NULL). No-op for models not loaded lazily. */
 void piso_model_block_release(struct piso_model *m, int b);
+/* Lazy models: forgets the pages of the files read so far (they stay cached by the kernel, but no
+ * longer count in this process's memory); no-op otherwise. */
+void piso_model_drop_file_pages(const struct piso_model *m);
 /* Rows [row0, row0 + n) of the embeddings (or, with output set, of the output head; tied: the
  * embeddings) as F32, from the model's memory or its file. */
 int piso_model_rows(const struct piso_model *m, int output, int64_t row0, int64_t n, float *dst);

@@ -421,6 +421,7 @@ static int add_rows_tensor(struct st_ctx *c, const char *name, const struct piso
         rc = piso_st_writer_append(c->w, h, sizeof(uint16_t) * (size_t)n);
     }
     free(f), free(h);
+    piso_model_drop_file_pages(m); /* the rows were read through the mapping: 0.5–1 GB */
     return rc;
 }
 

@@ -20,6 +20,11 @@ void piso_lazy_drop_pages(const void *p, size_t n) {
     if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
+void piso_model_drop_file_pages(const struct piso_model *m) {
+    const struct piso_model_storage *s = m->storage;
+    for (int i = 0; s->lazy && i < s->n_st; i++) piso_lazy_drop_pages(s->st[i].map.data, s->st[i].map.size);
+}
+
 int piso_model_block_acquire(struct piso_model *m, int b) {
     struct piso_model_storage *s = m->storage;
     if (!s->lazy || s->acquired[b]) return 0;
