@@ -18,8 +18,11 @@
  * "minor." the seconds spent building the minorant. --no-baseline skips the extrapolated full-sweep
  * column ("piso-ch(ext)", today's cost before pruning).
  *
+ * --gptq-only: only GPTQ+absmax and Qronos+absmax per layer (wall and CPU seconds, a hash of the codes
+ * to compare runs with 1 and 2 threads, the objective), and the damped factors alone at both widths.
+ *
  * usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format int4] [--rounders]
- *                    [--no-baseline] [--rank K]
+ *                    [--no-baseline] [--rank K] [--gptq-only]
  *   --scale-down K divides every dimension by K (quick runs); --tokens defaults to 16·2048. */
 #include "piso/linalg.h"
 #include "piso/solve.h"
@@ -27,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
 static float frand(void) { /* uniform in [-1, 1) */
@@ -117,10 +121,76 @@ static int bench_rounders(const struct lin_shape *lin, int64_t Dm, const float *
     return 0;
 }
 
+static double cpu_seconds(void) { /* all threads of the process */
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static uint64_t codes_hash(const int16_t *c, int64_t n) { /* FNV-1a over the codes */
+    uint64_t h = 1469598103934665603ull;
+    for (int64_t i = 0; i < n; i++) h = (h ^ (uint16_t)c[i]) * 1099511628211ull;
+    return h;
+}
+
+/* --gptq-only: GPTQ and Qronos (absmax, channel-wise) per layer, and the factor alone per width. */
+static int bench_gptq_only(const struct lin_shape *lin, int64_t Dm, const float *H_D, const float *H_F,
+                           struct piso_ec_opts *o) {
+    o->q.method = PISO_SCALE_ABSMAX, o->q.group = 0, o->interleave = PISO_INTERLEAVE_LAYER;
+    const struct piso_la_damping damp = {PISO_LA_DAMP_MEAN_DIAG, 0.01, 8, 0};
+    for (int w = 0; w < 2; w++) {
+        int64_t D = w ? lin[6].D : Dm;
+        double *R = malloc(sizeof(double) * (size_t)(D * D));
+        double a = piso_time(), c = cpu_seconds();
+        if (!R || piso_la_damped_inverse_factor(w ? H_F : H_D, D, D, &damp, "bench", R, NULL, NULL)) {
+            fprintf(stderr, "bench_block: %s\n", piso_last_error());
+            return 1;
+        }
+        printf("factor n = %lld: inverse factor %.2f s wall, %.2f s CPU", (long long)D, piso_time() - a, cpu_seconds() - c);
+        a = piso_time(), c = cpu_seconds();
+        if (piso_la_damped_ul_factor(w ? H_F : H_D, D, D, &damp, "bench", R, NULL)) {
+            fprintf(stderr, "bench_block: %s\n", piso_last_error());
+            return 1;
+        }
+        printf("; UL factor (GPTQ from 512 inputs) %.2f s wall, %.2f s CPU\n", piso_time() - a, cpu_seconds() - c);
+        free(R);
+    }
+    static const struct {
+        const char *name;
+        enum piso_rounding r;
+    } m[2] = {{"gptq", PISO_ROUND_GPTQ}, {"qronos", PISO_ROUND_QRONOS}};
+    double wall[2] = {0}, cpu[2] = {0};
+    printf("%-5s %6s %6s | %21s %16s %12s | %21s %16s %12s\n", "layer", "rows", "cols", "gptq wall / CPU s", "codes",
+           "objective", "qronos wall / CPU s", "codes", "objective");
+    for (int l = 0; l < 7; l++) {
+        int64_t N = lin[l].N, D = lin[l].D;
+        float *W = synth_weights(N, D);
+        struct piso_ec_problem p = {N, D, W, D == Dm ? H_D : H_F, NULL, NULL};
+        printf("%-5s %6lld %6lld |", lin[l].name, (long long)N, (long long)D);
+        for (int j = 0; j < 2; j++) {
+            struct piso_layer_result r;
+            double a = piso_time(), c = cpu_seconds();
+            if (piso_rounding_layer(m[j].r)(&p, o, &r, NULL)) {
+                fprintf(stderr, "bench_block: %s\n", piso_last_error());
+                return 1;
+            }
+            double tw = piso_time() - a, tc = cpu_seconds() - c;
+            wall[j] += tw, cpu[j] += tc;
+            printf(" %9.2f / %9.2f %016llx %.6e |", tw, tc, (unsigned long long)codes_hash(r.codes, N * D), r.objective);
+            piso_layer_result_free(&r);
+        }
+        printf("\n");
+        free(W);
+    }
+    printf("block: GPTQ+absmax %.2f s wall, %.2f s CPU; Qronos+absmax %.2f s wall, %.2f s CPU\n", wall[0], cpu[0],
+           wall[1], cpu[1]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int T = 16 * 2048, K = 1, rows_sample = 64, group = 128;
     const char *format = "int4";
-    int rounders = 0, baseline = 1, rank = 0;
+    int rounders = 0, baseline = 1, rank = 0, gptq_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--tokens") && i + 1 < argc) T = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--scale-down") && i + 1 < argc) K = atoi(argv[++i]);
@@ -128,10 +198,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--group") && i + 1 < argc) group = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--format") && i + 1 < argc) format = argv[++i];
         else if (!strcmp(argv[i], "--rounders")) rounders = 1;
+        else if (!strcmp(argv[i], "--gptq-only")) gptq_only = 1;
         else if (!strcmp(argv[i], "--no-baseline")) baseline = 0; /* skip the (slow) full-sweep column */
         else if (!strcmp(argv[i], "--rank") && i + 1 < argc) rank = atoi(argv[++i]); /* minorant rank */
         else {
-            fprintf(stderr, "usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format F] [--rounders] [--no-baseline] [--rank K]\n");
+            fprintf(stderr, "usage: bench_block [--tokens T] [--scale-down K] [--rows-sample R] [--group G] [--format F] [--rounders] [--no-baseline] [--rank K] [--gptq-only]\n");
             return 2;
         }
     }
@@ -154,6 +225,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (rounders) return bench_rounders(lin, Dm, H_D, H_F, &o);
+    if (gptq_only) return bench_gptq_only(lin, Dm, H_D, H_F, &o);
     double t_abs = 0, t_piso_ch = 0, t_piso_grp = 0, t_fast = 0;
     printf("%-5s %6s %6s | %10s | %12s %10s | %10s | %10s %7s %6s\n", "layer", "rows", "cols", "gptq+absm",
            "piso-ch(ext)", "gptq(fix)", "gptq+piso-g", "gptq+piso-ch", "pruned", "minor.");

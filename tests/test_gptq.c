@@ -330,8 +330,109 @@ static void test_group_interleave(void) {
     }
 }
 
+/* A wide layer (D ≥ 512: the one-Cholesky inverse factor and the triangular objective): GPTQ's
+ * loss Σe² equals (w − q)ᵀ(H + λI)(w − q) in fp64, and the layer objective equals dᵀHd per row,
+ * both recomputed here by brute force. */
+static void test_gptq_wide(void) {
+    const int N = 5, D = 600, T = 700;
+    float *X = malloc(sizeof(float) * T * D), *H = malloc(sizeof(float) * D * D), *W = malloc(sizeof(float) * N * D);
+    for (int t = 0; t < T; t++) {
+        double common = nrand();
+        for (int j = 0; j < D; j++) X[t * D + j] = (float)(nrand() * (1 + j % 7) + 0.8 * common);
+    }
+    for (int a = 0; a < D; a++)
+        for (int b = 0; b <= a; b++) {
+            double h = 0;
+            for (int t = 0; t < T; t++) h += (double)X[t * D + a] * X[t * D + b];
+            H[a * D + b] = H[b * D + a] = (float)h;
+        }
+    for (int i = 0; i < N * D; i++) W[i] = (float)nrand();
+    for (int cfg = 0; cfg < 2; cfg++) {
+    struct piso_ec_opts o;
+    piso_ec_opts_default(&o);
+    piso_grid_init(&o.q.grid, "int4", 0);
+    if (cfg == 1) /* groups solved on the current weights at each group start, act order, 2 batches a group */
+        o.q.group = 200, o.q.method = PISO_SCALE_PISO, o.interleave = PISO_INTERLEAVE_GROUP, o.act_order = 1,
+        o.block_size = 128;
+    struct piso_ec_problem p = {N, D, W, H, NULL, NULL};
+    struct piso_layer_result r;
+    struct piso_ec_stats st;
+    CHECK(piso_gptq_layer(&p, &o, &r, &st) == 0, "wide gptq: %s", piso_last_error());
+    double loss = 0, worst = 0;
+    for (int i = 0; i < N; i++) {
+        double obj = 0, mag = 0;
+        for (int a = 0; a < D; a++) {
+            double da = (double)W[i * D + a] - r.dequant[i * D + a];
+            for (int b = 0; b < D; b++) {
+                double db = (double)W[i * D + b] - r.dequant[i * D + b], h = (double)H[a * D + b] * da * db;
+                obj += h, mag += fabs(h);
+                loss += a == b ? h + st.lambda * da * db : h;
+            }
+        }
+        worst = fmax(worst, fabs(r.row_objective[i] - obj) / mag);
+    }
+    CHECK(fabs(st.loss - loss) <= 1e-3 * loss, "wide %d: Σe² = %.9g vs (w−q)ᵀ(H+λI)(w−q) = %.9g", cfg, st.loss, loss);
+    CHECK(worst <= 1e-5, "wide %d: layer objective vs brute force dᵀHd: relative error %g", cfg, worst);
+    piso_layer_result_free(&r);
+    }
+    free(X), free(H), free(W);
+}
+
+/* Wide Qronos (D ≥ 512: the UL factor, the re-fit by triangular solves, the left-looking sweep from
+ * column 1): its loss Σe² equals (v − q)ᵀ(H + λI)[1:,1:](v − q) over columns 1.., with v the re-fit
+ * (H + λI)[1:,1:]⁻¹ (H[1:,:]w + λw₁ − H[1:,0]q₀) solved here by Gaussian elimination in fp64. */
+static void test_qronos_wide(void) {
+    const int N = 3, D = 560, T = 650, D1 = D - 1;
+    float *X = malloc(sizeof(float) * T * D), *H = malloc(sizeof(float) * D * D), *W = malloc(sizeof(float) * N * D);
+    double *A = malloc(sizeof(double) * D1 * D1), *b = malloc(sizeof(double) * D1);
+    for (int t = 0; t < T; t++) {
+        double common = nrand();
+        for (int j = 0; j < D; j++) X[t * D + j] = (float)(nrand() * (1 + j % 5) + 0.6 * common);
+    }
+    for (int a = 0; a < D; a++)
+        for (int c = 0; c <= a; c++) {
+            double h = 0;
+            for (int t = 0; t < T; t++) h += (double)X[t * D + a] * X[t * D + c];
+            H[a * D + c] = H[c * D + a] = (float)h;
+        }
+    for (int i = 0; i < N * D; i++) W[i] = (float)nrand();
+    for (int cfg = 0; cfg < 2; cfg++) {
+        struct piso_ec_opts o;
+        piso_ec_opts_default(&o);
+        piso_grid_init(&o.q.grid, "int4", 0);
+        if (cfg == 1) o.q.group = 200, o.q.method = PISO_SCALE_PISO, o.interleave = PISO_INTERLEAVE_GROUP;
+        struct piso_ec_problem p = {N, D, W, H, NULL, NULL};
+        struct piso_layer_result r;
+        struct piso_ec_stats st;
+        CHECK(piso_qronos_layer(&p, &o, &r, &st) == 0, "wide qronos: %s", piso_last_error());
+        double loss = 0, lam = st.lambda;
+        for (int i = 0; i < N; i++) {
+            const float *w = W + i * D;
+            double q0 = r.dequant[i * D];
+            for (int a = 0; a < D1; a++) {
+                double t = 0;
+                for (int j = 0; j < D; j++) t += (double)H[(a + 1) * D + j] * w[j];
+                b[a] = t + lam * w[a + 1] - q0 * H[(a + 1) * D];
+                for (int c = 0; c < D1; c++) A[a * D1 + c] = H[(a + 1) * D + c + 1] + (a == c ? lam : 0);
+            }
+            test_gauss_solve(A, b, D1); /* b ← v */
+            for (int a = 0; a < D1; a++) {
+                double da = b[a] - r.dequant[i * D + a + 1];
+                for (int c = 0; c < D1; c++)
+                    loss += da * ((double)H[(a + 1) * D + c + 1] + (a == c ? lam : 0)) * (b[c] - r.dequant[i * D + c + 1]);
+            }
+        }
+        CHECK(fabs(st.loss - loss) <= 2e-3 * loss, "wide qronos %d: Σe² = %.9g vs (v−q)ᵀ(H+λI)(v−q) = %.9g", cfg,
+              st.loss, loss);
+        piso_layer_result_free(&r);
+    }
+    free(X), free(H), free(W), free(A), free(b);
+}
+
 int main(void) {
     piso_set_quiet(1); /* the layer solvers' progress lines */
+    test_gptq_wide();
+    test_qronos_wide();
     test_gptq_against_reference();
     test_qronos_against_reference();
     test_rtn_piso_not_worse();

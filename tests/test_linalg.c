@@ -140,6 +140,22 @@ static void test_syrk_gram(void) {
     CHECK(eg <= 1.2e-7 * (t + 2), "gram cross rel err %g", eg);
     CHECK(es <= 1.2e-7 * (t + 2), "gram symmetric rel err %g", es);
     free(A), free(B), free(scratch), free(G), free(S);
+    /* from 512 inputs on the symmetric product is a SYRK: same accuracy, exactly symmetric */
+    n = 530, t = 40, W = 2;
+    A = frand(W * t * n), scratch = malloc(sizeof(float) * (size_t)(n * n));
+    S = calloc((size_t)(n * n), sizeof(double));
+    for (int64_t w = 0; w < W; w++) piso_la_gram_add(S, A + w * t * n, A + w * t * n, t, n, n, scratch);
+    es = 0;
+    int sym = 1;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double s = 0, mag = 0;
+            for (int64_t r = 0; r < W * t; r++) s += (double)A[r * n + i] * A[r * n + j], mag += fabs((double)A[r * n + i] * A[r * n + j]);
+            es = fmax(es, fabs(S[i * n + j] - s) / mag);
+            sym &= S[i * n + j] == S[j * n + i];
+        }
+    CHECK(es <= 1.2e-7 * (t + 2) && sym, "gram symmetric n=%lld: rel err %g, symmetric %d", (long long)n, es, sym);
+    free(A), free(scratch), free(S);
 }
 
 /* A random SPD matrix: XᵀX/k + I/2 for X [k, n] */
@@ -282,6 +298,145 @@ static void test_damped(void) {
     free(X), free(H), free(R), free(inv), free(Hi), free(Ri), free(invi), free(Hs), free(Rs);
 }
 
+/* The one-Cholesky factor against the old path (Cholesky, inverse, Cholesky of the inverse) and
+ * against its defining identity RᵀR·A = I; shapes below, at and across tile boundaries. */
+static void test_inverse_factor(void) {
+    static const int64_t sizes[] = {1, 2, 255, 256, 257, 513, 700, 1030};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int64_t n = sizes[s];
+        double *A = spd(n), *R = malloc(sizeof(double) * (size_t)(n * n)), *Ro = malloc(sizeof(double) * (size_t)(n * n));
+        memcpy(R, A, sizeof(double) * (size_t)(n * n));
+        memcpy(Ro, A, sizeof(double) * (size_t)(n * n));
+        CHECK(piso_la_inverse_factor(R, n) == 0, "inverse factor n=%lld failed", (long long)n);
+        CHECK(piso_la_spd_inverse(Ro, n) == 0 && piso_la_cholesky_upper(Ro, n) == 0, "old factor n=%lld", (long long)n);
+        double diff = 0, mag = 0;
+        int lower_zero = 1, pos_diag = 1;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) {
+                diff = fmax(diff, fabs(R[i * n + j] - Ro[i * n + j])), mag = fmax(mag, fabs(Ro[i * n + j]));
+                if (j < i) lower_zero &= R[i * n + j] == 0;
+            }
+        for (int64_t i = 0; i < n; i++) pos_diag &= R[i * n + i] > 0;
+        CHECK(lower_zero && pos_diag, "inverse factor n=%lld: not upper with a positive diagonal", (long long)n);
+        CHECK(diff <= 1e-13 * mag, "inverse factor n=%lld: max |R − R_old| = %g (max |R_old| %g)", (long long)n, diff, mag);
+        if (n <= 513) { /* RᵀR·A = I, brute force */
+            double *Q = calloc((size_t)(n * n), sizeof(double)), worst = 0;
+            for (int64_t k = 0; k < n; k++)
+                for (int64_t i = k; i < n; i++)
+                    for (int64_t j = k; j < n; j++) Q[i * n + j] += R[k * n + i] * R[k * n + j];
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < n; j++) {
+                    double t = 0;
+                    for (int64_t k = 0; k < n; k++) t += (k < i ? Q[k * n + i] : Q[i * n + k]) * A[k * n + j];
+                    worst = fmax(worst, fabs(t - (i == j)));
+                }
+            CHECK(worst <= 1e-11, "inverse factor n=%lld: max |RᵀR·A − I| = %g", (long long)n, worst);
+            free(Q);
+        }
+        free(A), free(R), free(Ro);
+    }
+    /* not positive definite anywhere in the matrix: reported (the position is in reversed order) */
+    static const int64_t bad[] = {0, 300, 599};
+    for (size_t b = 0; b < sizeof bad / sizeof bad[0]; b++) {
+        int64_t n = 600, k = bad[b];
+        double *A = spd(n);
+        A[k * n + k] = -1.0;
+        CHECK(piso_la_inverse_factor(A, n) > 0, "non-PD at column %lld not reported", (long long)k);
+        free(A);
+    }
+    /* the damped factor from n = 512 on without inv takes this path: same R as with inv */
+    int64_t n = 600;
+    double *S = spd(n), *R1 = malloc(sizeof(double) * (size_t)(n * n)), *R2 = malloc(sizeof(double) * (size_t)(n * n));
+    double *inv = malloc(sizeof(double) * (size_t)(n * n));
+    float *H = malloc(sizeof(float) * (size_t)(n * n));
+    for (int64_t i = 0; i < n * n; i++) H[i] = (float)S[i];
+    H[7 * n + 7] = 0; /* a dead input */
+    struct piso_la_damping dp = {PISO_LA_DAMP_MEAN_DIAG, 0.01, 3, 0};
+    struct piso_la_damped d1, d2;
+    CHECK(piso_la_damped_inverse_factor(H, n, n, &dp, "H", R1, NULL, &d1) == 0, "damped fast: %s", piso_last_error());
+    CHECK(piso_la_damped_inverse_factor(H, n, n, &dp, "H", R2, inv, &d2) == 0, "damped old: %s", piso_last_error());
+    double diff = 0, mag = 0;
+    for (int64_t i = 0; i < n * n; i++) diff = fmax(diff, fabs(R1[i] - R2[i])), mag = fmax(mag, fabs(R2[i]));
+    CHECK(d1.lambda == d2.lambda && d1.dead == 1 && diff <= 1e-13 * mag, "damped fast vs old: λ %g/%g, max diff %g",
+          d1.lambda, d2.lambda, diff);
+    check_factor(H, n, R1, inv, d1.lambda, 1e-9, "damped, one-Cholesky path");
+    free(S), free(R1), free(R2), free(inv), free(H);
+}
+
+/* The UL factor: M upper with a positive diagonal and M·Mᵀ = A, brute force. */
+static void test_ul_factor(void) {
+    static const int64_t sizes[] = {1, 2, 255, 257, 530};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int64_t n = sizes[s];
+        double *A = spd(n), *M = malloc(sizeof(double) * (size_t)(n * n)), worst = 0, mag = 0;
+        memcpy(M, A, sizeof(double) * (size_t)(n * n));
+        CHECK(piso_la_ul_factor(M, n) == 0, "ul factor n=%lld failed", (long long)n);
+        int shape = 1;
+        for (int64_t i = 0; i < n; i++) {
+            shape &= M[i * n + i] > 0;
+            for (int64_t j = 0; j < i; j++) shape &= M[i * n + j] == 0;
+        }
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) {
+                double t = 0; /* (M·Mᵀ)[i, j] = Σ_{k ≥ max(i, j)} M_ik M_jk */
+                for (int64_t k = i > j ? i : j; k < n; k++) t += M[i * n + k] * M[j * n + k];
+                worst = fmax(worst, fabs(t - A[i * n + j])), mag = fmax(mag, fabs(A[i * n + j]));
+            }
+        CHECK(shape, "ul factor n=%lld: not upper with a positive diagonal", (long long)n);
+        CHECK(worst <= 1e-13 * mag * sqrt((double)n), "ul factor n=%lld: max |M·Mᵀ − A| = %g", (long long)n, worst);
+        free(A), free(M);
+    }
+}
+
+static void test_trmm(void) {
+    int64_t m = 300, k = 520, ld = 530;
+    double *U = drand(k * k), *B = drand(m * ld), *C = malloc(sizeof(double) * (size_t)(m * ld));
+    for (int64_t i = 0; i < k; i++)
+        for (int64_t j = 0; j < i; j++) U[i * k + j] = NAN; /* the strict lower triangle is never read */
+    for (int trans = 0; trans < 2; trans++) {
+        memcpy(C, B, sizeof(double) * (size_t)(m * ld));
+        piso_la_trmm_right_upper(U, k, trans, C, m, ld);
+        double worst = 0;
+        for (int64_t r = 0; r < m; r++) {
+            for (int64_t j = 0; j < k; j++) {
+                double t = 0, mag = 0; /* (B·op(U))[r, j] */
+                for (int64_t i = 0; i < k; i++) {
+                    int64_t a = trans ? j : i, b = trans ? i : j;
+                    if (a > b) continue;
+                    t += B[r * ld + i] * U[a * k + b], mag += fabs(B[r * ld + i] * U[a * k + b]);
+                }
+                worst = fmax(worst, fabs(C[r * ld + j] - t) / (mag + 1e-300));
+            }
+            for (int64_t j = k; j < ld; j++) worst = fmax(worst, C[r * ld + j] != B[r * ld + j]);
+        }
+        CHECK(worst <= 1e-14, "trmm trans=%d: max relative error %g", trans, worst);
+    }
+    free(U), free(B), free(C);
+}
+
+/* power iteration, sums in column order per row: bit-identical to a plain row-by-row loop */
+static void test_power_rows(void) {
+    int64_t n = 700; /* not a multiple of the rows handled together */
+    double *S = spd(n);
+    float *A = malloc(sizeof(float) * (size_t)(n * n));
+    for (int64_t i = 0; i < n * n; i++) A[i] = (float)S[i];
+    double *v = malloc(sizeof(double) * (size_t)n), *y = malloc(sizeof(double) * (size_t)n), sig = 0;
+    for (int64_t i = 0; i < n; i++) v[i] = 1.0 / sqrt((double)n);
+    for (int it = 0; it < 7; it++) {
+        double nrm = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double s = 0;
+            for (int64_t j = 0; j < n; j++) s += (double)A[i * n + j] * v[j];
+            y[i] = s;
+        }
+        for (int64_t i = 0; i < n; i++) nrm += y[i] * y[i];
+        sig = nrm = sqrt(nrm);
+        for (int64_t i = 0; i < n; i++) v[i] = y[i] / nrm;
+    }
+    CHECK(piso_la_power_iteration(A, n, 7) == sig, "power iteration differs from the row-by-row loop");
+    free(S), free(A), free(v), free(y);
+}
+
 static void test_power_iteration(void) {
     /* diag(10, 1, ..., 1) from the normalised ones vector: after k steps the estimate is
      * sqrt(10^2k + n − 1) / sqrt(10^2(k−1) + n − 1) */
@@ -307,7 +462,7 @@ static void test_power_iteration(void) {
 /* every function, on shapes spanning several tiles, into one byte buffer */
 struct outputs {
     float *sg, *ss;
-    double *dg, *ds, *gram, *chol, *inv, *R, *Rinv;
+    double *dg, *ds, *gram, *chol, *inv, *R, *Rinv, *Rfast, *fac, *tm, *ul;
     double sigma;
 };
 static void run_all(struct outputs *o, int threads) {
@@ -340,6 +495,15 @@ static void run_all(struct outputs *o, int threads) {
     struct piso_la_damping sp = {PISO_LA_DAMP_SIGMA_MAX, 0.01, 3, 0};
     piso_la_damped_inverse_factor(H, n, n, &sp, "H", o->R, o->Rinv, NULL);
     o->sigma = piso_la_power_iteration(H, n, 30);
+    o->Rfast = malloc(sizeof(double) * (size_t)(n * n));
+    piso_la_damped_inverse_factor(H, n, n, &sp, "H", o->Rfast, NULL, NULL);
+    o->fac = spd(n);
+    piso_la_inverse_factor(o->fac, n);
+    o->ul = spd(n);
+    piso_la_ul_factor(o->ul, n);
+    o->tm = drand(M * n);
+    piso_la_trmm_right_upper(o->fac, n, 1, o->tm, M, n);
+    piso_la_trmm_right_upper(o->fac, n, 0, o->tm, M, n);
     free(A), free(B), free(Ad), free(Bd), free(scratch), free(H), free(S);
 }
 
@@ -358,10 +522,15 @@ static void test_threads(void) {
     CHECK(!memcmp(a.R, b.R, sizeof(double) * n * n), "damped factor differs between 1 and 2 threads");
     CHECK(!memcmp(a.Rinv, b.Rinv, sizeof(double) * n * n), "damped inverse differs between 1 and 2 threads");
     CHECK(a.sigma == b.sigma, "power iteration differs between 1 and 2 threads");
+    CHECK(!memcmp(a.Rfast, b.Rfast, sizeof(double) * n * n), "damped factor (one Cholesky) differs between 1 and 2 threads");
+    CHECK(!memcmp(a.fac, b.fac, sizeof(double) * n * n), "inverse factor differs between 1 and 2 threads");
+    CHECK(!memcmp(a.tm, b.tm, sizeof(double) * M * n), "trmm differs between 1 and 2 threads");
+    CHECK(!memcmp(a.ul, b.ul, sizeof(double) * n * n), "ul factor differs between 1 and 2 threads");
     struct outputs *o[2] = {&a, &b};
     for (int i = 0; i < 2; i++) {
         free(o[i]->sg), free(o[i]->ss), free(o[i]->dg), free(o[i]->ds), free(o[i]->gram);
-        free(o[i]->chol), free(o[i]->inv), free(o[i]->R), free(o[i]->Rinv);
+        free(o[i]->chol), free(o[i]->inv), free(o[i]->R), free(o[i]->Rinv), free(o[i]->Rfast), free(o[i]->fac);
+        free(o[i]->tm), free(o[i]->ul);
     }
 }
 
@@ -371,6 +540,10 @@ int main(void) {
     test_cholesky_inverse();
     test_damped();
     test_power_iteration();
+    test_inverse_factor();
+    test_ul_factor();
+    test_trmm();
+    test_power_rows();
     test_threads();
     return test_finish();
 }

@@ -37,6 +37,7 @@ void piso_la_dsyrk_t(int64_t n, int64_t k, double alpha, const double *A, int64_
 /* acc[n, m] += Aᵀ B for one window A [t, n], B [t, m] (B == A, same pointer and shape: the symmetric
  * XᵀX). The window's products are one fp32 GEMM; they are added to the fp64 accumulator, so a long
  * calibration set sums in fp64 while each window costs fp32 speed. Windows add in call order.
+ * B == A with n ≥ 512: the window's product by SYRK (upper tiles, mirrored: exactly symmetric).
  * scratch: [n, m] floats (the caller keeps it to avoid one allocation per window). */
 void piso_la_gram_add(double *acc, const float *A, const float *B, int64_t t, int64_t n, int64_t m,
                       float *scratch);
@@ -51,10 +52,29 @@ int64_t piso_la_cholesky_upper(double *A, int64_t n);
  * −1 when out of memory (A is then unspecified). */
 int64_t piso_la_spd_inverse(double *A, int64_t n);
 
+/* In place: A [n, n] symmetric positive definite → R upper with A⁻¹ = RᵀR (R is the upper
+ * Cholesky factor of A⁻¹; strict lower triangle 0), by one Cholesky of the reversed A and one
+ * triangular inversion (2n³/3 flops instead of 4n³/3). Returns 0, a positive value when A is not
+ * positive definite (A is then unspecified), or −1 when out of memory. */
+int64_t piso_la_inverse_factor(double *A, int64_t n);
+
+/* In place: A [n, n] symmetric positive definite → M upper with A = M·Mᵀ (the "UL" factor: one
+ * Cholesky of the reversed A, M = J·Uᵀ·J; strict lower triangle 0). M⁻¹ is the upper Cholesky factor
+ * of A⁻¹ up to the transposition (A⁻¹ = M⁻ᵀM⁻¹), so the error-correcting sweep can run on M
+ * without any inverse (n³/3 flops). Returns as piso_la_inverse_factor. */
+int64_t piso_la_ul_factor(double *A, int64_t n);
+
 /* x ← U⁻¹x (trans = 0) or U⁻ᵀx (trans ≠ 0) for U [n, n] upper triangular (ld = n). */
 void piso_la_trsv_upper(const double *U, int64_t n, int trans, double *x);
 /* B ← B·U⁻¹ for B [m, k] (leading dimension ldb) and U [k, k] upper triangular (ld = k). */
 void piso_la_trsm_right_upper(const double *U, int64_t k, double *B, int64_t m, int64_t ldb);
+/* B ← B·U⁻¹ (trans = 0) or B·U⁻ᵀ (trans ≠ 0), same shapes. */
+void piso_la_trsm_right_upper_op(const double *U, int64_t k, int trans, double *B, int64_t m, int64_t ldb);
+/* B ← B·U (trans = 0) or B·Uᵀ (trans ≠ 0) for B [m, k] (leading dimension ldb) and U [k, k] upper
+ * triangular (ld = k). */
+void piso_la_trmm_right_upper(const double *U, int64_t k, int trans, double *B, int64_t m, int64_t ldb);
+/* fp32: B ← B·U for U [k, k] upper (leading dimension ldu; the strict lower triangle is not read). */
+void piso_la_strmm_right_upper(const float *U, int64_t k, int64_t ldu, float *B, int64_t m, int64_t ldb);
 
 /* How much damping λ to add to H's diagonal before factoring it. */
 enum piso_la_damp_ref {
@@ -79,10 +99,16 @@ struct piso_la_damped {
 /* The factor that GPTQ needs: R [n, n] upper with (H + λI)⁻¹ = RᵀR, for H [n, n] fp32 (ldh ≥ n; the
  * leading n×n block is used), dead inputs (H_ii ≤ 0) set to 1 on the diagonal before λ is added.
  * inv (optional, [n, n]): receives the full (H + λI)⁻¹. R and inv are fp64 and dense (strict lower
- * triangle of R zero). Returns 0, or −1 (with piso_errorf naming `what`) when even the last retry
+ * triangle of R zero). Without inv, from n = 512 on, R comes from piso_la_inverse_factor (the same
+ * factor up to round-off, half the work). Returns 0, or −1 (with piso_errorf naming `what`) when even the last retry
  * fails or memory runs out. */
 int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
                                   const char *what, double *R, double *inv, struct piso_la_damped *out);
+
+/* The same damping, retries and errors, giving M [n, n] upper with H + λI = M·Mᵀ
+ * (piso_la_ul_factor) for sweeps that need no inverse. */
+int piso_la_damped_ul_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
+                             const char *what, double *M, struct piso_la_damped *out);
 
 /* Largest eigenvalue of the symmetric PSD A [n, n] (ld = n) by `iters` power iterations from the
  * normalised all-ones vector (deterministic); 0 for a zero matrix. */

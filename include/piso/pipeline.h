@@ -60,6 +60,11 @@ struct piso_pipeline_opts {
     double *cost;
     float **keep;
     unsigned keep_mask;
+    /* The per-layer error report (rel_err, rel_err_absmax): 0 = from the first calibration window's
+     * outputs for layers with ≥ 512 inputs (an estimate; the statistics then skip the products only
+     * the report reads), else from all windows' statistics; 1 = from the first window for every
+     * layer; −1 = from all windows for every layer. */
+    int report_window0;
     /* Streaming (lazy models, piso_model_load_lazy): the pipeline acquires each block of mq and mf
      * before its work and releases it after; block_done (optional) runs in between, once the block
      * is quantized and both residual streams have passed it, so that an exporter can write it (the
@@ -81,7 +86,8 @@ struct piso_layer_report {
     int last_group;                  /* size of the last group when D is not a multiple (else = group) */
     int64_t n_groups;
     float tensor_scale;              /* NVFP4: the per-tensor scale inside every scale (0 otherwise) */
-    double rel_err;                  /* ‖Xw − X̃ŵ‖² / ‖Xw‖² summed over rows, chosen method */
+    double rel_err;                  /* ‖Xw − X̃ŵ‖² / ‖Xw‖² summed over rows, chosen method (over the
+                                      * first window only: see report_window0) */
     double rel_err_absmax;           /* the same for absmax RTN on the same inputs */
     double objective;                /* the solver's own objective value */
     double alpha;                    /* sr/beam/gpfq: the α used (sampled or fixed); else 0 */

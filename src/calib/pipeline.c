@@ -46,10 +46,32 @@ struct stats {
     int64_t D;
     double *H, *G, *F;   /* fp64 accumulators [D, D]: X̃ᵀX̃, X̃ᵀX, XᵀX */
     float *tmp;          /* [D, D] one window's product */
+    unsigned needs;      /* STATS_* of this stage: the products accumulated */
+    float *x0q, *x0f;    /* [seqlen, D] the first window's X̃ and X (window-0 report), or NULL */
 };
 
 static void acc_product(struct stats *s, const float *A, const float *B, int n, double *acc) {
     piso_la_gram_add(acc, A, B, n, s->D, s->D, s->tmp); /* acc += Aᵀ B for one window (A, B [n, D]) */
+}
+
+/* From this many inputs on, a layer's error report comes from the first window's outputs. */
+#define REPORT_WINDOW0_MIN_INPUTS 512
+static int report_from_window0(const struct piso_pipeline_opts *o, int64_t D) {
+    if (o->n_cost > 0) return 0; /* the cost pass reports from XᵀX */
+    return o->report_window0 > 0 || (o->report_window0 == 0 && D >= REPORT_WINDOW0_MIN_INPUTS);
+}
+
+/* The statistics a stage of width D must accumulate: what the solver's objective reads, XᵀX for
+ * scales fixed on float inputs (interleave none), and H, G, XᵀX for the report unless it comes
+ * from window 0. The cost pass (X̃ = X) reads XᵀX only. */
+enum { STATS_H = 1u, STATS_G = 2u, STATS_F = 4u };
+static unsigned stats_needs(const struct piso_pipeline_opts *o, int64_t D) {
+    if (o->n_cost > 0) return STATS_F;
+    unsigned n = o->objective == PISO_OBJ_X_X ? STATS_F : STATS_H;
+    if (o->objective == PISO_OBJ_X_XQ) n |= STATS_G;
+    if (o->rounding != PISO_ROUND_RTN && (o->layer_ec || o->ec.interleave == PISO_INTERLEAVE_NONE)) n |= STATS_F;
+    if (!report_from_window0(o, D)) n |= STATS_H | STATS_G | STATS_F;
+    return n;
 }
 
 /* Runs block `layer` of both models over every window, capturing the inputs of stage st, and
@@ -74,8 +96,9 @@ static int stage_stats(const struct piso_model *mq, const struct piso_model *mf,
         piso_errorf("out of memory for one calibration window's activations");
         goto done;
     }
-    memset(s->H, 0, sizeof(double) * D * D), memset(s->G, 0, sizeof(double) * D * D);
-    memset(s->F, 0, sizeof(double) * D * D);
+    if (s->needs & STATS_H) memset(s->H, 0, sizeof(double) * D * D);
+    if (s->needs & STATS_G) memset(s->G, 0, sizeof(double) * D * D);
+    if (s->needs & STATS_F) memset(s->F, 0, sizeof(double) * D * D);
     for (int w = 0; w < c->nsamples; w++) {
         struct piso_block_taps tq, tf;
         float *xq = keep_down ? Xq + w * L * Dm : rq, *tapq = keep_down ? keep_down + w * L * D : aq;
@@ -94,9 +117,13 @@ static int stage_stats(const struct piso_model *mq, const struct piso_model *mf,
         }
         double t2 = piso_time();
         tm->float_forward += t2 - t1;
-        acc_product(s, tapq, tapq, (int)L, s->H);
-        acc_product(s, tapq, xf, (int)L, s->G);
-        acc_product(s, xf, xf, (int)L, s->F);
+        if (s->needs & STATS_H) acc_product(s, tapq, tapq, (int)L, s->H);
+        if (s->needs & STATS_G) acc_product(s, tapq, xf, (int)L, s->G);
+        if (s->needs & STATS_F) acc_product(s, xf, xf, (int)L, s->F);
+        if (w == 0 && s->x0q) {
+            memcpy(s->x0q, tapq, sizeof(float) * L * D);
+            memcpy(s->x0f, xf, sizeof(float) * L * D);
+        }
         tm->statistics += piso_time() - t2;
     }
     rc = 0;
@@ -176,9 +203,44 @@ static int cost_linear(const struct piso_model *mf, int layer, enum piso_linear 
     return 0;
 }
 
+/* The error report from one window: ‖Xw − X̃ŵ‖² / ‖Xw‖² summed over rows, for the method (Wq) and
+ * absmax RTN (Wa), with X, X̃ [T, D] the first window's inputs. Outputs in chunks of rows of W,
+ * fp32 products, fp64 sums in a fixed order. */
+static int report_window0(int64_t T, int64_t N, int64_t D, const float *X, const float *Xq, const float *Wf,
+                          const float *Wq, const float *Wa, double *rel, double *rel_a) {
+    const int64_t C = 1024;
+    int64_t nc = N < C ? N : C;
+    float *Y = malloc(sizeof(float) * T * nc), *Yq = malloc(sizeof(float) * T * nc), *Ya = malloc(sizeof(float) * T * nc);
+    double *part = malloc(sizeof(double) * 3 * T);
+    if (!Y || !Yq || !Ya || !part) {
+        free(Y), free(Yq), free(Ya), free(part);
+        return -1;
+    }
+    double energy = 0, em = 0, ea = 0;
+    for (int64_t r0 = 0; r0 < N; r0 += C) {
+        int64_t h = N - r0 < C ? N - r0 : C;
+        piso_la_sgemm(0, 1, T, h, D, 1.0f, X, D, Wf + r0 * D, D, 0.0f, Y, h);
+        piso_la_sgemm(0, 1, T, h, D, 1.0f, Xq, D, Wq + r0 * D, D, 0.0f, Yq, h);
+        piso_la_sgemm(0, 1, T, h, D, 1.0f, Xq, D, Wa + r0 * D, D, 0.0f, Ya, h);
+#pragma omp parallel for schedule(static)
+        for (int64_t t = 0; t < T; t++) {
+            double e = 0, m = 0, a = 0;
+            for (int64_t j = 0; j < h; j++) {
+                double y = Y[t * h + j], dm = y - Yq[t * h + j], da = y - Ya[t * h + j];
+                e += y * y, m += dm * dm, a += da * da;
+            }
+            part[3 * t] = e, part[3 * t + 1] = m, part[3 * t + 2] = a;
+        }
+        for (int64_t t = 0; t < T; t++) energy += part[3 * t], em += part[3 * t + 1], ea += part[3 * t + 2];
+    }
+    *rel = energy > 0 ? em / energy : 0, *rel_a = energy > 0 ? ea / energy : 0;
+    free(Y), free(Yq), free(Ya), free(part);
+    return 0;
+}
+
 static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, int layer, enum piso_linear k,
-                           const float *H, const float *G, const float *F, const struct piso_pipeline_opts *o,
-                           struct piso_layer_report *rep) {
+                           const float *H, const float *G, const float *F, const struct stats *s, int64_t seqlen,
+                           const struct piso_pipeline_opts *o, struct piso_layer_report *rep) {
     if (o->n_cost > 0) return cost_linear(mf, layer, k, F, o, rep);
     int64_t N, D;
     float *W = linear_weight(mq, layer, k, &N, &D);
@@ -197,7 +259,9 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     struct piso_quant_opts ao = eo.q;
     ao.method = PISO_SCALE_ABSMAX;
     ao.acc = NULL; /* the baseline is plain absmax RTN */
-    struct piso_layer_problem lpa = {N, D, Wf, H, NULL};
+    const int window0 = report_from_window0(o, D);
+    /* absmax reads no statistics; its layer objective needs some Hessian (unused from window 0) */
+    struct piso_layer_problem lpa = {N, D, Wf, H ? H : F, NULL};
     piso_set_quiet(1);
     int rca = piso_rtn_layer(&lpa, &ao, &ra);
     piso_set_quiet(was_quiet);
@@ -205,9 +269,14 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
         piso_layer_result_free(&r);
         return piso_error_context("absmax baseline of %s", rep->name);
     }
-    double energy = output_energy(N, D, Wf, F);
-    double e_m = energy + piso_layer_objective(N, D, Wf, r.dequant, H, G, NULL);
-    double e_a = energy + piso_layer_objective(N, D, Wf, ra.dequant, H, G, NULL);
+    double energy = 1, e_m = 0, e_a = 0;
+    if (window0) {
+        if (report_window0(seqlen, N, D, s->x0f, s->x0q, Wf, r.dequant, ra.dequant, &e_m, &e_a)) e_m = NAN;
+    } else {
+        energy = output_energy(N, D, Wf, F);
+        e_m = energy + piso_layer_objective(N, D, Wf, r.dequant, H, G, NULL);
+        e_a = energy + piso_layer_objective(N, D, Wf, ra.dequant, H, G, NULL);
+    }
     if (isnan(e_m) || isnan(e_a)) { /* NaN only when out of memory for the products */
         piso_layer_result_free(&r), piso_layer_result_free(&ra);
         return piso_errorf("out of memory for the reconstruction error of %s [%lld, %lld]", rep->name, (long long)N,
@@ -271,7 +340,7 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     res->layers = calloc((size_t)nb * PISO_LIN_COUNT, sizeof *res->layers);
     float *Xq = malloc(sizeof(float) * ntok * Dm), *Xf = malloc(sizeof(float) * ntok * Dm);
     struct stats s = {0, malloc(sizeof(double) * Dmax * Dmax), malloc(sizeof(double) * Dmax * Dmax),
-                      malloc(sizeof(double) * Dmax * Dmax), malloc(sizeof(float) * Dmax * Dmax)};
+                      malloc(sizeof(double) * Dmax * Dmax), malloc(sizeof(float) * Dmax * Dmax), 0, NULL, NULL};
     int rc = -1;
     struct float_taps cache = {{NULL, NULL, NULL, NULL}}; /* before the first goto: freed at done */
     float *keep_down = NULL;
@@ -279,6 +348,13 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
         piso_errorf("out of memory for the calibration activations (%lld tokens × %lld)", (long long)ntok,
                     (long long)Dm);
         goto done;
+    }
+    if (report_from_window0(o, Dmax)) { /* the first window's inputs of a stage, for its report */
+        s.x0q = malloc(sizeof(float) * c->seqlen * Dmax), s.x0f = malloc(sizeof(float) * c->seqlen * Dmax);
+        if (!s.x0q || !s.x0f) {
+            piso_errorf("out of memory for one calibration window's activations");
+            goto done;
+        }
     }
     for (int w = 0; w < c->nsamples; w++) piso_embed(mf, c->tokens + (size_t)w * c->seqlen, c->seqlen, Xf + w * c->seqlen * Dm);
     memcpy(Xq, Xf, sizeof(float) * ntok * Dm);
@@ -310,18 +386,20 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
         }
         for (int st = 0; st < PISO_IN_COUNT; st++) {
             s.D = widths[st];
+            s.needs = stats_needs(o, s.D);
             if (stage_stats(mq, mf, b, (enum piso_block_input)st, Xq, Xf, c, &s, use_cache ? &cache : NULL,
                             st == PISO_IN_DOWN ? keep_down : NULL, tm))
                 goto done;
             /* the solvers take fp32 statistics: converted inside the fp64 buffers (no second copy) */
-            float *Hf = f64_to_f32_in_place(s.H, s.D * s.D), *Gf = f64_to_f32_in_place(s.G, s.D * s.D),
-                  *Ff = f64_to_f32_in_place(s.F, s.D * s.D);
+            const float *Hs = (s.needs & STATS_H) ? f64_to_f32_in_place(s.H, s.D * s.D) : NULL;
+            const float *Gs = (s.needs & STATS_G) ? f64_to_f32_in_place(s.G, s.D * s.D) : NULL;
+            const float *Fs = (s.needs & STATS_F) ? f64_to_f32_in_place(s.F, s.D * s.D) : NULL;
             for (int j = 0; j < PISO_LIN_COUNT; j++) {
                 enum piso_linear k = (enum piso_linear)j;
                 if (piso_schema_linear(k)->input != st) continue;
                 struct piso_layer_report *rep = &res->layers[res->n_layers];
                 double ts = piso_time();
-                if (quantize_linear(mq, mf, b, k, Hf, Gf, Ff, o, rep)) goto done;
+                if (quantize_linear(mq, mf, b, k, Hs, Gs, Fs, &s, c->seqlen, o, rep)) goto done;
                 tm->solves += piso_time() - ts;
                 res->n_layers++, done_lin++;
                 /* ETA: from whole blocks once one is done (a block's layers differ in cost, blocks
@@ -365,6 +443,7 @@ done:
     for (int st = 0; st < 4; st++) free(cache.t[st]);
     free(keep_down);
     free(Xq), free(Xf), free(s.H), free(s.G), free(s.F), free(s.tmp);
+    free(s.x0q), free(s.x0f);
     for (int b = 0; b < nb; b++) /* after a failure: what is still acquired (no-op otherwise) */
         piso_model_block_release(mq, b), piso_model_block_release((struct piso_model *)(uintptr_t)mf, b);
     if (rc) piso_pipeline_result_free(res);

@@ -70,17 +70,13 @@ int64_t piso_la_cholesky_upper(double *A, int64_t n) {
     return 0;
 }
 
-/* A⁻¹ = V·Vᵀ with V = U⁻¹ (A = UᵀU). Phase 1, column tiles J in parallel: V[0:j1, J] by one
- * triangular solve U·X = E_J that reads only U's upper triangle; it is stored transposed (L = Vᵀ)
- * in A's strict lower triangle, its diagonal tiles also as clean lower-triangular copies in `diag`.
- * Phase 2, upper tiles (I ≤ J) in parallel: A⁻¹[I, J] = Σ_{K ≥ J} L[K, I]ᵀ L[K, J] (tile K = J from
- * the clean copy, K > J one GEMM), written over U, which is no longer needed; then mirrored. */
-int64_t piso_la_spd_inverse(double *A, int64_t n) {
-    int64_t info = la_cholesky_blocked(A, n);
-    if (info != 0) return info;
+/* V = U⁻¹ for the upper Cholesky factor U in A's upper triangle, column tiles J in parallel:
+ * V[0:j1, J] by one triangular solve U·X = E_J that reads only U's upper triangle. V is stored
+ * transposed (L = Vᵀ) in A's strict lower triangle, its diagonal tiles also as clean
+ * lower-triangular copies in `diag` [tiles · LA_TILE², the diagonal only there]. Returns −1 when
+ * out of memory. */
+static int la_upper_inverse_to_lower(double *A, int64_t n, double *diag) {
     int64_t t = la_ntiles(n);
-    double *diag = malloc(sizeof(double) * (size_t)(t * LA_TILE * LA_TILE));
-    if (!diag) return -1;
     int oom = 0, par = (double)n * n * n > LA_PAR_MIN_WORK;
 #pragma omp parallel for schedule(dynamic, 1) if (par)
     for (int64_t q = 0; q < t; q++) {
@@ -103,7 +99,20 @@ int64_t piso_la_spd_inverse(double *A, int64_t n) {
         }
         free(X);
     }
-    if (oom) {
+    return oom ? -1 : 0;
+}
+
+/* A⁻¹ = V·Vᵀ with V = U⁻¹ (A = UᵀU). Phase 1: la_upper_inverse_to_lower. Phase 2, upper tiles
+ * (I ≤ J) in parallel: A⁻¹[I, J] = Σ_{K ≥ J} L[K, I]ᵀ L[K, J] (tile K = J from the clean copy,
+ * K > J one GEMM), written over U, which is no longer needed; then mirrored. */
+int64_t piso_la_spd_inverse(double *A, int64_t n) {
+    int64_t info = la_cholesky_blocked(A, n);
+    if (info != 0) return info;
+    int64_t t = la_ntiles(n);
+    double *diag = malloc(sizeof(double) * (size_t)(t * LA_TILE * LA_TILE));
+    if (!diag) return -1;
+    int par = (double)n * n * n > LA_PAR_MIN_WORK;
+    if (la_upper_inverse_to_lower(A, n, diag)) {
         free(diag);
         return -1;
     }
@@ -130,6 +139,85 @@ int64_t piso_la_spd_inverse(double *A, int64_t n) {
     return 0;
 }
 
+/* J·A·J (J the reversal permutation) of a row-major n × n buffer is the buffer reversed. */
+static void la_reverse(double *A, int64_t len) {
+    for (int64_t i = 0, j = len - 1; i < j; i++, j--) {
+        double x = A[i];
+        A[i] = A[j], A[j] = x;
+    }
+}
+
+/* One Cholesky of the reversed matrix instead of Cholesky + inverse + Cholesky of the inverse:
+ * J·A·J = UᵀU gives A⁻¹ = J·U⁻¹·U⁻ᵀ·J = RᵀR with R = J·U⁻ᵀ·J, upper with a positive diagonal, so
+ * R is the upper Cholesky factor of A⁻¹. U⁻¹ comes from la_upper_inverse_to_lower (transposed in
+ * the strict lower triangle), so R is that lower triangle reversed once more. */
+static int64_t la_inverse_factor_of_reversed(double *A, int64_t n) {
+    int64_t info = la_cholesky_blocked(A, n);
+    if (info != 0) return info;
+    int64_t t = la_ntiles(n);
+    double *diag = malloc(sizeof(double) * (size_t)(t * LA_TILE * LA_TILE));
+    if (!diag) return -1;
+    if (la_upper_inverse_to_lower(A, n, diag)) {
+        free(diag);
+        return -1;
+    }
+#pragma omp parallel for schedule(static) if ((double)n * n > LA_PAR_MIN_WORK / 16)
+    for (int64_t i = 0; i < n; i++) { /* Vᵀ: diagonal from the clean copies, strict upper (U) cleared */
+        A[i * n + i] = diag[(i / LA_TILE) * LA_TILE * LA_TILE + (i % LA_TILE) * (LA_TILE + 1)];
+        for (int64_t j = i + 1; j < n; j++) A[i * n + j] = 0;
+    }
+    free(diag);
+    la_reverse(A, n * n);
+    return 0;
+}
+
+int64_t piso_la_inverse_factor(double *A, int64_t n) {
+    la_reverse(A, n * n);
+    return la_inverse_factor_of_reversed(A, n);
+}
+
+/* J·A·J = UᵀU gives A = (J·Uᵀ·J)(J·U·J) = M·Mᵀ with M = J·Uᵀ·J upper: U transposed, reversed. */
+static int64_t la_ul_factor_of_reversed(double *A, int64_t n) {
+    int64_t info = la_cholesky_blocked(A, n);
+    if (info != 0) return info;
+#pragma omp parallel for schedule(static) if ((double)n * n > LA_PAR_MIN_WORK / 16)
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < i; j++) A[i * n + j] = A[j * n + i], A[j * n + i] = 0;
+    la_reverse(A, n * n);
+    return 0;
+}
+
+int64_t piso_la_ul_factor(double *A, int64_t n) {
+    la_reverse(A, n * n);
+    return la_ul_factor_of_reversed(A, n);
+}
+
+/* y = A·v, LA_POWER_ROWS rows at a time so that each v[j] is loaded once for all of them and the
+ * rows' sums (each in column order, as one row alone would sum) run as independent chains. */
+#define LA_POWER_ROWS 8
+static void la_matvec_f32_f64(const float *A, int64_t n, const double *v, double *y) {
+    int64_t nb = (n + LA_POWER_ROWS - 1) / LA_POWER_ROWS;
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < nb; b++) {
+        int64_t i0 = b * LA_POWER_ROWS, h = la_min(LA_POWER_ROWS, n - i0);
+        if (h < LA_POWER_ROWS) {
+            for (int64_t i = i0; i < i0 + h; i++) {
+                double s = 0;
+                for (int64_t j = 0; j < n; j++) s += (double)A[i * n + j] * v[j];
+                y[i] = s;
+            }
+            continue;
+        }
+        double s[LA_POWER_ROWS] = {0};
+        const float *a = A + i0 * n;
+        for (int64_t j = 0; j < n; j++) {
+            double vj = v[j];
+            for (int r = 0; r < LA_POWER_ROWS; r++) s[r] += (double)a[r * n + j] * vj;
+        }
+        for (int r = 0; r < LA_POWER_ROWS; r++) y[i0 + r] = s[r];
+    }
+}
+
 double piso_la_power_iteration(const float *A, int64_t n, int iters) {
     double *v = malloc(sizeof(double) * (size_t)n), *y = malloc(sizeof(double) * (size_t)n);
     double sig = 0;
@@ -137,12 +225,7 @@ double piso_la_power_iteration(const float *A, int64_t n, int iters) {
     for (int64_t i = 0; i < n; i++) v[i] = 1.0 / sqrt((double)n);
     for (int it = 0; it < iters; it++) {
         double nrm = 0;
-#pragma omp parallel for schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            double s = 0;
-            for (int64_t j = 0; j < n; j++) s += (double)A[i * n + j] * v[j];
-            y[i] = s;
-        }
+        la_matvec_f32_f64(A, n, v, y);
         for (int64_t i = 0; i < n; i++) nrm += y[i] * y[i]; /* serial: fixed order */
         nrm = sqrt(nrm);
         sig = nrm;
@@ -154,8 +237,9 @@ done:
     return sig;
 }
 
-int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
-                                  const char *what, double *R, double *inv, struct piso_la_damped *out) {
+/* The damping and retries of piso_la_damped_inverse_factor; ul: M with H + λI = M·Mᵀ instead. */
+static int la_damped_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
+                            const char *what, double *R, double *inv, int ul, struct piso_la_damped *out) {
     struct piso_la_damped d = {0};
     for (int64_t a = 0; a < n; a++) d.dead += !(H[a * ldh + a] > 0);
     if (damp->ref == PISO_LA_DAMP_MEAN_DIAG) {
@@ -174,15 +258,20 @@ int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const 
         if (!(d.ref > 0)) d.ref = 1.0; /* all inputs dead */
     }
     d.lambda = damp->factor * d.ref;
+    /* large n without the inverse: the one-Cholesky factor, on H + λI copied in reversed order */
+    const int fast = ul || (!inv && n >= LA_FAST_FACTOR_MIN);
     for (;; d.retries++) {
         for (int64_t a = 0; a < n; a++)
-            for (int64_t b = 0; b < n; b++) R[a * n + b] = H[a * ldh + b];
+            for (int64_t b = 0; b < n; b++) R[fast ? (n - a) * n - 1 - b : a * n + b] = H[a * ldh + b];
         for (int64_t a = 0; a < n; a++) {
-            if (!(R[a * n + a] > 0)) R[a * n + a] = 1.0; /* dead input */
+            if (!(R[a * n + a] > 0)) R[a * n + a] = 1.0; /* dead input (the diagonal reverses onto itself) */
             R[a * n + a] += d.lambda;
         }
-        int64_t info = piso_la_spd_inverse(R, n);
-        if (info == 0) {
+        int64_t info;
+        if (fast) {
+            info = ul ? la_ul_factor_of_reversed(R, n) : la_inverse_factor_of_reversed(R, n);
+            if (info == 0) break;
+        } else if ((info = piso_la_spd_inverse(R, n)) == 0) {
             if (inv) memcpy(inv, R, sizeof(double) * (size_t)(n * n));
             info = piso_la_cholesky_upper(R, n);
             if (info == 0) break;
@@ -194,6 +283,16 @@ int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const 
     }
     if (out) *out = d;
     return 0;
+}
+
+int piso_la_damped_inverse_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
+                                  const char *what, double *R, double *inv, struct piso_la_damped *out) {
+    return la_damped_factor(H, n, ldh, damp, what, R, inv, 0, out);
+}
+
+int piso_la_damped_ul_factor(const float *H, int64_t n, int64_t ldh, const struct piso_la_damping *damp,
+                             const char *what, double *M, struct piso_la_damped *out) {
+    return la_damped_factor(H, n, ldh, damp, what, M, NULL, 1, out);
 }
 
 /* The factor as piso computed it before src/linalg was blocked: LAPACK dpotrf + dpotri + dpotrf

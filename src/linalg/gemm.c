@@ -86,9 +86,11 @@ void piso_la_dsyrk_t(int64_t n, int64_t k, double alpha, const double *A, int64_
 
 void piso_la_gram_add(double *acc, const float *A, const float *B, int64_t t, int64_t n, int64_t m,
                       float *scratch) {
-    /* a full GEMM also when B == A: BLAS does not give Aᵀ·A exactly symmetric, so SYRK's mirrored
-     * lower triangle would move the bits of every Hessian the pipeline has computed so far */
-    piso_la_sgemm(1, 0, n, m, t, 1.0f, A, n, B, m, 0.0f, scratch, m);
+    /* XᵀX (B == A) from LA_GRAM_SYRK_MIN inputs on: the upper tiles only, mirrored (half the work).
+     * Narrower, a full GEMM: BLAS does not give Aᵀ·A exactly symmetric, so the mirrored lower
+     * triangle would move the bits of the small models' Hessians computed before. */
+    if (B == A && n == m && n >= LA_GRAM_SYRK_MIN) la_syrk_t(sizeof *scratch, n, t, 1.0, A, n, 0.0, scratch, n);
+    else piso_la_sgemm(1, 0, n, m, t, 1.0f, A, n, B, m, 0.0f, scratch, m);
 #pragma omp parallel for schedule(static) if ((double)n * m > LA_PAR_MIN_WORK / 16)
     for (int64_t i = 0; i < n * m; i++) acc[i] += scratch[i];
 }

@@ -9,6 +9,12 @@
  * count, so each output element is computed by the same BLAS calls in the same order. 256 × 256
  * is the tiling forward.c has always used, so model outputs keep their bits. */
 #define LA_TILE 256
+/* From this width on, the damped inverse factor takes one Cholesky of the reversed matrix
+ * (piso_la_inverse_factor); narrower layers keep Cholesky + inverse + Cholesky, whose bits the
+ * small-model results were computed with. */
+#define LA_FAST_FACTOR_MIN 512
+/* From this width on, XᵀX of a calibration window is computed by SYRK (piso_la_gram_add). */
+#define LA_GRAM_SYRK_MIN 512
 /* Below this many multiply-adds a parallel region costs more than it saves (same results). */
 #define LA_PAR_MIN_WORK ((double)(1 << 24))
 

@@ -444,6 +444,65 @@ int piso_ec_sweep(struct piso_ec_work *w, const double *R, int first, const stru
     return 0;
 }
 
+/* The same sweep from M (H + λI = M·Mᵀ, M = R⁻¹), left-looking: with d = w₀ − q (initial weights
+ * minus quantized), GPTQ's (W₀ − Q) = E·R gives E = (W₀ − Q)·M, so column i's current value is
+ * w₀ᵢ + Σ_{k<i} d_k·M_ki / M_ii and its error e_i = (value − q_i)·M_ii. Before each batch (and
+ * at each group start, so that begin_group sees current values) one GEMM adds the columns rounded
+ * so far; inside the batch each rounded column updates the later ones as in piso_ec_sweep. */
+int piso_ec_sweep_ul(struct piso_ec_work *w, const double *M, int first, const struct piso_ec_rounder *rd,
+                     void *ctx) {
+    int64_t N = w->N, D = w->D, Dr = D - first;
+    if (Dr <= 0) return 0;
+    int B = w->opts.block_size > 0 ? w->opts.block_size : 128;
+    float *Mf = malloc(sizeof(float) * Dr * Dr), *W0 = malloc(sizeof(float) * N * Dr);
+    float *Dv = malloc(sizeof(float) * N * Dr), *Md = malloc(sizeof(float) * Dr);
+    if (!Mf || !W0 || !Dv || !Md) {
+        free(Mf), free(W0), free(Dv), free(Md);
+        return piso_errorf("out of memory for the GPTQ sweep");
+    }
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < Dr; k++) /* Mf[k, i] = M_ki / M_ii above the diagonal */
+        for (int64_t i = 0; i < Dr; i++) Mf[k * Dr + i] = i > k ? (float)(M[k * Dr + i] / M[i * Dr + i]) : 0.0f;
+    for (int64_t i = 0; i < Dr; i++) Md[i] = (float)M[i * Dr + i];
+    for (int64_t r = 0; r < N; r++) memcpy(W0 + r * Dr, w->Wc + r * D + first, sizeof(float) * Dr);
+    int rc = 0;
+    for (int k = 0; k < w->n_groups && !rc; k++) {
+        int gs = w->grp_start[k], ge = gs + w->grp_len[k];
+        if (ge <= first) continue;
+        int s0 = gs > first ? gs : first;
+        /* W[:, s0:ge] += D[:, :s0] · M'[:s0, s0:ge]: the group's current values */
+        if (s0 > first)
+            piso_la_sgemm(0, 0, N, ge - s0, s0 - first, 1.0f, Dv, Dr, Mf + (s0 - first), Dr, 1.0f, w->Wc + s0, D);
+        if (gs >= first && rd->begin_group && rd->begin_group(ctx, w, k)) {
+            rc = -1;
+            break;
+        }
+        for (int i1 = s0; i1 < ge; i1 += B) {
+            int i2 = i1 + B < ge ? i1 + B : ge;
+            if (i1 > s0) /* the group's earlier batches, on this batch */
+                piso_la_sgemm(0, 0, N, i2 - i1, i1 - s0, 1.0f, Dv + (s0 - first), Dr,
+                              Mf + (int64_t)(s0 - first) * Dr + (i1 - first), Dr, 1.0f, w->Wc + i1, D);
+#pragma omp parallel for schedule(static)
+            for (int64_t r = 0; r < N; r++) {
+                float *wr = w->Wc + r * D, *dr = Dv + r * Dr - first;
+                const float *w0 = W0 + r * Dr - first;
+                double loss = 0;
+                for (int i = i1; i < i2; i++) {
+                    const float *Mi = Mf + (int64_t)(i - first) * Dr - first;
+                    float q = rd->round_column(ctx, w, r, i, wr[i]);
+                    float e = (wr[i] - q) * Md[i - first], d = w0[i] - q;
+                    loss += (double)e * e;
+                    wr[i] = q, dr[i] = d;
+                    for (int j = i + 1; j < i2; j++) wr[j] += d * Mi[j];
+                }
+                w->row_loss[r] += loss;
+            }
+        }
+    }
+    free(Mf), free(W0), free(Dv), free(Md);
+    return rc;
+}
+
 int piso_ec_result_alloc(struct piso_layer_result *r, int64_t N, int64_t D, int64_t ng) {
     memset(r, 0, sizeof *r);
     r->N = N, r->D = D, r->n_groups = ng;

@@ -74,6 +74,11 @@ void piso_ec_free(struct piso_ec_work *w);
  * first position (groups starting before `first` are the prologue's business). */
 int piso_ec_sweep(struct piso_ec_work *w, const double *R, int first, const struct piso_ec_rounder *rd,
                   void *ctx);
+/* The same sweep from M [D-first, D-first] upper with (H + λI) restricted to those positions =
+ * M·Mᵀ (piso_la_damped_ul_factor: no inverse needed); the same results up to round-off. */
+#define PISO_EC_UL_MIN 512 /* from this width on GPTQ and Qronos sweep on M */
+int piso_ec_sweep_ul(struct piso_ec_work *w, const double *M, int first, const struct piso_ec_rounder *rd,
+                     void *ctx);
 /* Un-permutes into the result and computes its objective with the problem's undamped H, G. */
 int piso_ec_finish(struct piso_ec_work *w, const struct piso_ec_problem *p, struct piso_layer_result *r);
 int piso_ec_result_alloc(struct piso_layer_result *r, int64_t N, int64_t D, int64_t ng);

@@ -82,9 +82,15 @@ double piso_layer_objective(int64_t N, int64_t D, const float *W, const float *W
         return NAN;
     }
     for (int64_t i = 0; i < N * D; i++) A[i] = G ? Wq[i] : W[i] - Wq[i];
-    /* T = A·H (H symmetric) */
-    piso_la_sgemm(0, 0, (int)N, (int)D, (int)D, 1.0f, A, (int)D, H,
-                (int)D, 0.0f, T, (int)D);
+    /* Wide layers without G: aᵀHa = Σ_j a_j (2 (a·U)_j − H_jj a_j) with U H's upper triangle, one
+     * triangular product at half a GEMM's work. Narrower: T = A·H (H symmetric), whose bits the
+     * small models' objectives were computed with. */
+    const int tri = !G && D >= 512;
+    if (tri) {
+        memcpy(T, A, sizeof(float) * N * D);
+        piso_la_strmm_right_upper(H, D, D, T, N, D);
+    } else
+        piso_la_sgemm(0, 0, (int)N, (int)D, (int)D, 1.0f, A, (int)D, H, (int)D, 0.0f, T, (int)D);
     if (G) /* P = W·Gᵀ: P[r, j] = (G w_r)_j */
         piso_la_sgemm(0, 1, (int)N, (int)D, (int)D, 1.0f, W, (int)D, G,
                     (int)D, 0.0f, P, (int)D);
@@ -93,7 +99,7 @@ double piso_layer_objective(int64_t N, int64_t D, const float *W, const float *W
         double s = 0;
         for (int64_t j = 0; j < D; j++) {
             double a = A[r * D + j];
-            s += a * T[r * D + j];
+            s += tri ? a * (2.0 * T[r * D + j] - (double)H[j * D + j] * a) : a * T[r * D + j];
             if (G) s -= 2.0 * a * P[r * D + j];
         }
         if (row_obj) row_obj[r] = s;
@@ -213,8 +219,15 @@ int piso_gptq_layer(const struct piso_ec_problem *p, const struct piso_ec_opts *
     const struct piso_la_damping damp = {PISO_LA_DAMP_MEAN_DIAG, o->damp >= 0 ? o->damp : 0.01, 8, 0};
     struct piso_la_damped dd;
     const struct piso_ec_rounder *rd = &piso_ec_grid_rounder;
-    if (piso_la_damped_inverse_factor(w.Hp, D, D, &damp, "GPTQ", R, NULL, &dd)) goto done;
-    if (rd->begin_layer(NULL, &w) || piso_ec_sweep(&w, R, 0, rd, NULL) || piso_ec_finish(&w, p, r)) goto done;
+    /* wide layers: the sweep on H + λI = M·Mᵀ, one Cholesky and no inverse; narrower ones keep the
+     * inverse factor, whose bits the small models' results were computed with */
+    const int ul = D >= PISO_EC_UL_MIN;
+    if (ul ? piso_la_damped_ul_factor(w.Hp, D, D, &damp, "GPTQ", R, &dd)
+           : piso_la_damped_inverse_factor(w.Hp, D, D, &damp, "GPTQ", R, NULL, &dd))
+        goto done;
+    if (rd->begin_layer(NULL, &w) || (ul ? piso_ec_sweep_ul(&w, R, 0, rd, NULL) : piso_ec_sweep(&w, R, 0, rd, NULL)) ||
+        piso_ec_finish(&w, p, r))
+        goto done;
     if (st) {
         st->loss = 0;
         for (int64_t i = 0; i < w.N; i++) st->loss += w.row_loss[i];

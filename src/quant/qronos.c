@@ -1,5 +1,6 @@
 /* Qronos (algorithms.md §4) in its cheap form: an exact least-squares correction of the first
- * column against the float target X w, a ridge least-squares re-fit of the remaining columns, then
+ * column against the float target X w, a ridge least-squares re-fit of the remaining columns (two
+ * triangular products with the factor R₁ of the inverse, (H + λI)[1:,1:]⁻¹ = R₁ᵀR₁), then
  * the engine's sweep (ec_engine.h, grid rounder) from column 1 with the downdated inverse of H + λI. */
 #include "piso/solve.h"
 #include "piso/linalg.h"
@@ -16,11 +17,10 @@ int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts
     const struct piso_ec_rounder *rd = &piso_ec_grid_rounder;
     int64_t N = w.N, D = w.D, D1 = D - 1;
     double *R = D1 > 0 ? malloc(sizeof(double) * D1 * D1) : NULL;
-    double *iH1 = D1 > 0 ? malloc(sizeof(double) * D1 * D1) : NULL;
-    double *rhs = D1 > 0 ? malloc(sizeof(double) * N * D1) : NULL, *v1 = D1 > 0 ? malloc(sizeof(double) * N * D1) : NULL;
+    double *rhs = D1 > 0 ? malloc(sizeof(double) * N * D1) : NULL;
     float *T = D1 > 0 ? malloc(sizeof(float) * N * D1) : NULL;
     int rc = -1;
-    if (D1 > 0 && (!R || !iH1 || !rhs || !v1 || !T)) {
+    if (D1 > 0 && (!R || !rhs || !T)) {
         piso_errorf("out of memory for Qronos on a [%lld, %lld] layer", (long long)N, (long long)D);
         goto done;
     }
@@ -45,7 +45,11 @@ int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts
         /* (H + λI)[1:,1:]⁻¹ and its upper Cholesky factor R₁, λ relative to σ_max of the whole H */
         const struct piso_la_damping damp = {PISO_LA_DAMP_GIVEN, o->damp >= 0 ? o->damp : 1e-6, 8, smax};
         struct piso_la_damped dd;
-        if (piso_la_damped_inverse_factor(w.Hp + D + 1, D1, D, &damp, "Qronos", R, iH1, &dd)) goto done;
+        /* wide: M₁ with (H + λI)[1:,1:] = M₁M₁ᵀ (no inverse); else the inverse factor R₁ */
+        const int ul = D1 >= PISO_EC_UL_MIN;
+        if (ul ? piso_la_damped_ul_factor(w.Hp + D + 1, D1, D, &damp, "Qronos", R, &dd)
+               : piso_la_damped_inverse_factor(w.Hp + D + 1, D1, D, &damp, "Qronos", R, NULL, &dd))
+            goto done;
         lambda = dd.lambda;
         /* Re-fit the rest: v₁ = argmin ‖Xw − x̃₀q₀ − X̃₁v‖² + λ‖v − w₁‖²
          *                    = (H + λI)[1:,1:]⁻¹ (G[1:,:] w + λ w₁ − H[1:,0] q₀). */
@@ -55,11 +59,18 @@ int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts
             for (int64_t a = 0; a < D1; a++)
                 rhs[i * D1 + a] = (double)T[i * D1 + a] + lambda * w.Wo[i * D + a + 1] - q0 * w.Hp[(a + 1) * D];
         }
-        piso_la_dgemm(0, 0, N, D1, D1, 1.0, rhs, D1, iH1, D1, 0.0, v1, D1);
+        /* rows of rhs times (H + λI)[1:,1:]⁻¹ = RᵀR = M⁻ᵀM⁻¹: two triangular products or solves */
+        if (ul) {
+            piso_la_trsm_right_upper_op(R, D1, 1, rhs, N, D1);
+            piso_la_trsm_right_upper_op(R, D1, 0, rhs, N, D1);
+        } else {
+            piso_la_trmm_right_upper(R, D1, 1, rhs, N, D1);
+            piso_la_trmm_right_upper(R, D1, 0, rhs, N, D1);
+        }
         for (int64_t i = 0; i < N; i++)
-            for (int64_t a = 0; a < D1; a++) w.Wc[i * D + a + 1] = (float)v1[i * D1 + a];
+            for (int64_t a = 0; a < D1; a++) w.Wc[i * D + a + 1] = (float)rhs[i * D1 + a];
         /* Then the engine on columns 1.. with R₁. */
-        if (piso_ec_sweep(&w, R, 1, rd, NULL)) goto done;
+        if (ul ? piso_ec_sweep_ul(&w, R, 1, rd, NULL) : piso_ec_sweep(&w, R, 1, rd, NULL)) goto done;
     }
     if (piso_ec_finish(&w, p, r)) goto done;
     if (st) {
@@ -69,6 +80,6 @@ int piso_qronos_layer(const struct piso_ec_problem *p, const struct piso_ec_opts
     }
     rc = 0;
 done:
-    free(R), free(iH1), free(rhs), free(v1), free(T), piso_ec_free(&w);
+    free(R), free(rhs), free(T), piso_ec_free(&w);
     return rc;
 }
