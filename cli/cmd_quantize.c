@@ -85,6 +85,10 @@ static const struct cli_option hf_options[] = {
              "(X~ includes each layer's own input quantization)"},
     CLI_OPTIONS_ACCUM_LIMITS(struct cli_quantize_args),
     CLI_OPTIONS_SMOOTH(struct cli_quantize_args),
+    {"--no-stream", NULL, CLI_FLAG, ARG(no_stream),
+     .help = "hold the whole model in F32 (twice) and write the output at the end;\n"
+             "streaming (one block at a time) needs an HF source and is off with\n"
+             "--eval, --rotate/--permute, --smooth, --accumulator-bits, --target-bits"},
     {0},
 };
 
@@ -393,14 +397,20 @@ int cmd_quantize(int argc, char **argv) {
     size_t eval_len = 0;
     int rc = 1;
     double ppl_before = -1, ppl_after = -1, t0 = piso_time();
+    struct piso_hf_stream *hf_stream = NULL;
     if (piso_hf_export_check(a.out)) goto fail; /* before any long work */
     if (a.eval && piso_read_file(a.eval, &eval_text, &eval_len)) goto fail;
     if (a.eval && eval_len == 0) {
         piso_errorf("--eval %s: the text is empty", a.eval);
         goto fail;
     }
-    piso_log("loading %s\n", a.model);
-    if (piso_model_load(a.model, a.tokenizer, &mq)) goto fail;
+    /* Streaming (one block in F32 at a time, written as it is done) whenever nothing needs the whole
+     * model: an HF source (not a packed checkpoint, not a piso transform output), no evaluation,
+     * transform, smoothing, accumulator limits or mixed precision. */
+    const int stream = !a.no_stream && !a.eval && !cli_transform_wanted(&to) && sm.alpha < 0 && !a.acc_bits && !mx &&
+                       piso_model_can_stream(a.model);
+    piso_log("loading %s%s\n", a.model, stream ? " (streaming: one block at a time)" : "");
+    if (stream ? piso_model_load_lazy(a.model, a.tokenizer, &mq) : piso_model_load(a.model, a.tokenizer, &mq)) goto fail;
     if (!mq->tok) {
         piso_errorf("model %s carries no tokenizer (pass --tokenizer)", a.model);
         goto fail;
@@ -413,10 +423,19 @@ int cmd_quantize(int argc, char **argv) {
         /* before the second copy and any long work: refuse with the numbers when it cannot fit */
         struct piso_pipeline_memory mm;
         int64_t ntok = a.calib ? (int64_t)cal.nsamples * cal.seqlen : 1;
-        piso_pipeline_memory_estimate(&mq->cfg, ntok, &mm);
-        if (piso_pipeline_memory_check(&mq->cfg, ntok, mm.model)) goto fail;
+        piso_pipeline_memory_estimate(&mq->cfg, ntok, stream, &mm);
+        if (piso_pipeline_memory_check(&mq->cfg, ntok, stream, stream ? 0 : mm.model)) goto fail;
     }
-    if (piso_model_load(a.model, a.tokenizer, &mf) || piso_model_make_writable(mq)) goto fail;
+    if ((stream ? piso_model_load_lazy(a.model, a.tokenizer, &mf) : piso_model_load(a.model, a.tokenizer, &mf)) ||
+        piso_model_make_writable(mq))
+        goto fail;
+    po.keep_down_budget = piso_pipeline_keep_down_budget(stream);
+    if (stream) { /* the output directory is built while the blocks are quantized */
+        struct piso_hf_export_opts so = {.ckpt = ckpt, .bits = po.ec.q.grid.bits, .group = (int)a.group,
+                                         .asym = a.asym, .act_order = po.ec.act_order};
+        if (piso_hf_stream_begin(mq, a.out, &so, &hf_stream)) goto fail;
+        po.block_done = piso_hf_stream_block, po.block_ctx = hf_stream;
+    }
     /* the float model runs unquantized (X); the quantized one with the activation formats, during
      * calibration only with --calib-act-quant */
     mf->act = (struct piso_act_quant){0};
@@ -518,7 +537,12 @@ int cmd_quantize(int argc, char **argv) {
                                      .act_order = po.ec.act_order};
     double t_export = piso_time();
     piso_log("export: writing %s (%.1fs so far)\n", a.out, t_export - t0);
-    if (piso_hf_export(mq, a.out, &eo)) goto fail;
+    if (hf_stream) {
+        struct piso_hf_stream *hs = hf_stream;
+        hf_stream = NULL; /* finish frees it, whatever happens */
+        if (piso_hf_stream_finish(hs, mq, &eo)) goto fail;
+    } else if (piso_hf_export(mq, a.out, &eo))
+        goto fail;
     t_export = piso_time() - t_export;
     double secs = piso_time() - t0;
     piso_log("wrote %s (%.1fs)\n", a.out, secs);
@@ -596,6 +620,7 @@ int cmd_quantize(int argc, char **argv) {
     rc = 0;
 fail:
     if (rc) cli_fail("quantize", piso_last_error());
+    piso_hf_stream_abort(hf_stream); /* a failure before the end: nothing is left */
     piso_pipeline_result_free(&res);
     if (mx) cli_mixed_free(mx);
     piso_calib_free(&cal);

@@ -31,6 +31,7 @@ struct cli_quantize_args {
     const char *act_format, *kv_format;
     int64_t act_group;
     int calib_act_quant;
+    int no_stream; /* load the whole model in F32 (twice) and export at the end */
     /* accumulator limits (cli/accum.h) */
     int64_t acc_bits, acc_tile;
     int no_soft_threshold;

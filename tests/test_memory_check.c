@@ -3,10 +3,34 @@
  * memory is set through PISO_MEM_AVAILABLE_MB; the F32 weight size in the message is checked against
  * the checkpoint's own size (a llama2.c file is a 28-byte header plus its fp32 weights). */
 #include "harness.h"
+#include "piso/pipeline.h"
 
 #include <unistd.h>
 
+/* Streaming holds one block (twice: quantized and float) instead of the model (twice): the
+ * estimate's block and totals against sizes worked by hand for Llama-3.1-8B's shape. */
+static void streaming_estimate(void) {
+    struct piso_config c = {.dim = 4096, .hidden_dim = 14336, .n_layers = 32, .n_heads = 32, .n_kv_heads = 8,
+                            .head_dim = 128, .vocab_size = 128256, .tied_embeddings = 0};
+    struct piso_pipeline_memory e, s;
+    const int64_t tokens = 16 * 2048;
+    piso_pipeline_memory_estimate(&c, tokens, 0, &e);
+    piso_pipeline_memory_estimate(&c, tokens, 1, &s);
+    /* q, o: 4096²; k, v: 1024 × 4096; gate, up, down: 4096 × 14336; two norms of 4096 */
+    const double block = 4.0 * (2.0 * 4096 * 4096 + 2.0 * 1024 * 4096 + 3.0 * 4096 * 14336 + 2 * 4096);
+    const double model = 32 * block + 4.0 * (2.0 * 128256 * 4096 + 4096);
+    CHECK_NEAR(s.block, block, 0.5, "one F32 block");
+    CHECK_NEAR(e.model, model, 0.5, "the F32 model");
+    CHECK_NEAR(s.streams, 2 * 4.0 * tokens * 4096, 0.5, "two residual streams");
+    CHECK_NEAR(s.statistics, 14336.0 * 14336 * (3 * 8 + 4), 0.5, "fp64 H, G, XᵀX and one fp32 window product");
+    /* the down_proj input cache (1.88 GB) fits the eager budget (2 GiB), not the streaming one (1 GiB) */
+    CHECK_NEAR(e.total - s.total, 2 * (model - block) + 4.0 * tokens * 14336, 1.0,
+               "eager − streaming: two copies of the rest of the model and the down_proj cache");
+    CHECK(s.total < 20e9 && e.total > 64e9, "streaming %.3g GB, eager %.3g GB", s.total / 1e9, e.total / 1e9);
+}
+
 int main(void) {
+    streaming_estimate();
     const char *model = test_data("models/stories260K/stories260K.bin");
     const char *calib = test_data("data/tinystories/TinyStories-valid.small30KB.txt");
     char out[256], cmd[4096];
@@ -40,5 +64,22 @@ int main(void) {
     CHECK(access(out, F_OK) == 0, "%s written", out);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
     CHECK(system(cmd) == 0, "cleanup");
+    /* an HF source streams: the message counts one block twice, not the model */
+    const char *hf = test_data("models/stories260K-hf");
+    snprintf(cmd, sizeof cmd,
+             "PISO_MEM_AVAILABLE_MB=1 %s quantize --model %s --calib %s --format int4 --rounding rtn --scale piso "
+             "--out %s --quiet 2>&1 >/dev/null",
+             PISO_BIN, hf, calib, out);
+    msg = NULL;
+    rc = test_run(cmd, &msg);
+    CHECK(rc == 1 && access(out, F_OK) != 0, "streaming refusal: exit %d, nothing written", rc);
+    double block_gb = 0;
+    p = msg ? strstr(msg, "streaming: one F32 block and its float twin 2 × ") : NULL;
+    CHECK(p != NULL, "streaming message: %s", msg ? msg : "");
+    if (p) sscanf(p, "streaming: one F32 block and its float twin 2 × %lf GB", &block_gb);
+    /* stories260K: 5 blocks of F32 in a 1 MB file with 512 × 64 embeddings and a 4848-byte header */
+    double expect_block = (1044984.0 - 8 - 4848 - 4.0 * 512 * 64 - 4.0 * 64) / 5 / 1e9;
+    CHECK(fabs(block_gb - expect_block) <= 0.05 * expect_block + 1e-6, "block %g GB vs %g GB", block_gb, expect_block);
+    free(msg);
     return test_finish();
 }

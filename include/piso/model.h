@@ -85,6 +85,30 @@ struct piso_model {
  * .gguf file. tokenizer_path overrides the tokenizer (may be NULL). Errors name the file and field. */
 int piso_model_load(const char *path, const char *tokenizer_path, struct piso_model **out);
 void piso_model_free(struct piso_model *m);
+/* The same for an HF directory, streaming: the shards stay mapped and every block weight, the
+ * embeddings and the output head stay in their source dtype (F32/F16/BF16). A block's weights exist
+ * as writable F32 only between piso_model_block_acquire and _release (NULL otherwise); embedding
+ * rows are converted on lookup (piso_embed); the output head is never converted (piso_head and
+ * piso_forward must not be used). Every tensor's shape and dtype, and every value's finiteness
+ * (block weights: at acquire), are checked as piso_model_load checks them. Packed checkpoints and
+ * other formats are refused (use piso_model_load). */
+int piso_model_load_lazy(const char *path, const char *tokenizer_path, struct piso_model **out);
+/* 1 when path is a model piso_model_load_lazy reads: an HF directory (config.json) of dense
+ * weights (no quantization_config) without online rotations (no transform.json). */
+int piso_model_can_stream(const char *path);
+/* 1 for a model from piso_model_load_lazy. */
+int piso_model_is_lazy(const struct piso_model *m);
+/* Converts block b's weights to F32 (owned, writable; q/k rows in piso's RoPE order). No-op for
+ * models not loaded lazily, and for a block already acquired. Errors name the file and tensor. */
+int piso_model_block_acquire(struct piso_model *m, int b);
+/* Frees block b's F32 weights (pointers back to NULL). No-op for models not loaded lazily. */
+void piso_model_block_release(struct piso_model *m, int b);
+/* Lazy models: forgets the pages of the files read so far (they stay cached by the kernel, but no
+ * longer count in this process's memory); no-op otherwise. */
+void piso_model_drop_file_pages(const struct piso_model *m);
+/* Rows [row0, row0 + n) of the embeddings (or, with output set, of the output head; tied: the
+ * embeddings) as F32, from the model's memory or its file. */
+int piso_model_rows(const struct piso_model *m, int output, int64_t row0, int64_t n, float *dst);
 /* Makes every weight of the model privately owned and writable (for in-place quantization).
  * Weights are copy-on-write mappings or owned buffers, so writing never touches the files.
  * Tied models keep output == tok_embd: writing one writes the other. */

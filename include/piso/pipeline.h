@@ -37,6 +37,7 @@ const char *piso_objective_name(enum piso_objective o);
 /* HF name of a linear layer: "model.layers.3.self_attn.q_proj" (without ".weight"). */
 void piso_linear_hf_name(int layer, enum piso_linear k, char *buf, size_t n);
 
+struct piso_pipeline_result;
 struct piso_pipeline_opts {
     enum piso_rounding rounding;
     struct piso_ec_opts ec;          /* grid, group, scale method, interleave, act order, damping */
@@ -64,6 +65,14 @@ struct piso_pipeline_opts {
      * the report reads), else from all windows' statistics; 1 = from the first window for every
      * layer; −1 = from all windows for every layer. */
     int report_window0;
+    /* Streaming (lazy models, piso_model_load_lazy): the pipeline acquires each block of mq and mf
+     * before its work and releases it after; block_done (optional) runs in between, once the block
+     * is quantized and both residual streams have passed it, so that an exporter can write it (the
+     * block's reports and its weights in mq). Nonzero from it stops the run (an error). */
+    int (*block_done)(int block, struct piso_model *mq, struct piso_pipeline_result *res, void *ctx);
+    void *block_ctx;
+    /* Bytes the down_proj input cache (which saves one quantized block pass) may take; 0: 2 GiB. */
+    double keep_down_budget;
 };
 /* The α that alpha_sample gives linear k of block `layer`: U(0, 1) from splitmix64. */
 double piso_alpha_sample(uint64_t seed, int layer, enum piso_linear k);
@@ -111,15 +120,22 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
 void piso_pipeline_result_free(struct piso_pipeline_result *res);
 
 /* Memory a piso_quantize_model run needs, in bytes, split for messages (a lower estimate: only the
- * large buffers). model: one F32 copy of the weights (the run holds two: quantized and float). */
+ * large buffers). model: one F32 copy of the weights; block: one block's F32 weights. An eager run
+ * holds two copies of the model (quantized and float), a streaming one (lazy models) two of one
+ * block; both hold the streams, statistics, caches and solver buffers. */
 struct piso_pipeline_memory {
-    double model, streams, statistics, caches, solver, total;
+    double model, block, streams, statistics, caches, solver, total;
+    int streaming;
 };
-void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, struct piso_pipeline_memory *m);
+void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, int streaming,
+                                   struct piso_pipeline_memory *m);
 /* Refuses (−1, with the numbers in the error) when the estimate exceeds the memory available now
  * plus `already` bytes the caller holds and counts in the estimate (MemAvailable of /proc/meminfo;
  * env PISO_MEM_AVAILABLE_MB overrides it, for tests). 0 when it fits or nothing is known. */
-int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, double already);
+int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, int streaming, double already);
+/* What the down_proj input cache may take (piso_pipeline_opts.keep_down_budget): 2 GiB, 1 GiB when
+ * streaming (it is then the largest buffer after the statistics). */
+double piso_pipeline_keep_down_budget(int streaming);
 
 /* ---- HF directory export ------------------------------------------------------------------ */
 struct piso_hf_export_opts {
@@ -145,5 +161,20 @@ int piso_hf_export_check(const char *dir);
  * BPE with byte fallback, merges = for each piece by descending score, every split into two
  * vocabulary pieces (ordered by the ids of left, right). */
 char *piso_spm_tokenizer_json(const struct piso_tokenizer_vocab *v);
+
+/* Streamed export (lazy models): the same directory, byte for byte, written block by block so that
+ * neither the model nor the layer reports are held whole. begin: the checks, the temporary
+ * directory, the tensors before the first block (embeddings, from the file) into spill files there.
+ * piso_hf_stream_block is a piso_pipeline_opts.block_done (ctx: the stream): it appends the block's
+ * weights and its reports' scales and codes, then frees the codes. finish (o with res and
+ * the records): the tensors after the blocks, model.safetensors and quantization.safetensors from
+ * the spills, the text files, then the rename; it frees the stream. abort (any failure, or instead
+ * of finish) removes everything written: nothing partial remains. */
+struct piso_hf_stream;
+int piso_hf_stream_begin(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o,
+                         struct piso_hf_stream **out);
+int piso_hf_stream_block(int block, struct piso_model *mq, struct piso_pipeline_result *res, void *stream);
+int piso_hf_stream_finish(struct piso_hf_stream *s, const struct piso_model *m, const struct piso_hf_export_opts *o);
+void piso_hf_stream_abort(struct piso_hf_stream *s);
 
 #endif

@@ -43,6 +43,15 @@ void piso_st_writer_add(struct piso_st_writer *w, const char *name, enum piso_dt
 /* Like add, but the writer takes a copy of the data (owned, freed with the writer). */
 void piso_st_writer_add_copy(struct piso_st_writer *w, const char *name, enum piso_dtype dtype, int ndim,
                              const int64_t *shape, const void *data);
+/* Spill mode, for outputs produced piece by piece that must not be held whole in memory: from now
+ * on add_copy appends each tensor's bytes to the file spill_path (created; removed by free) and
+ * write() copies them back in order through a small buffer. The file written is byte-identical. */
+int piso_st_writer_spill(struct piso_st_writer *w, const char *spill_path);
+/* Spill mode: a tensor whose bytes the caller then appends piece by piece (piso_st_writer_append,
+ * exactly its size in all, before the next tensor is added). */
+int piso_st_writer_add_begin(struct piso_st_writer *w, const char *name, enum piso_dtype dtype, int ndim,
+                             const int64_t *shape);
+int piso_st_writer_append(struct piso_st_writer *w, const void *data, size_t n);
 void piso_st_writer_meta(struct piso_st_writer *w, const char *key, const char *value);
 int piso_st_writer_write(struct piso_st_writer *w, const char *path);
 void piso_st_writer_free(struct piso_st_writer *w);

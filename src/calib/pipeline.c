@@ -297,6 +297,24 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     return 0;
 }
 
+/* n fp64 values → fp32 in the same buffer, returned as float *. Forward order is safe: float i
+ * overwrites bytes [4i, 4i + 4) of double i/2, which has already been read. memcpy keeps it free of
+ * aliasing rules. */
+static float *f64_to_f32_in_place(double *buf, int64_t n) {
+    unsigned char *bytes = (unsigned char *)buf;
+    for (int64_t i = 0; i < n; i++) {
+        double d;
+        memcpy(&d, bytes + 8 * i, sizeof d);
+        float f = (float)d;
+        memcpy(bytes + 4 * i, &f, sizeof f);
+    }
+    return (float *)(void *)buf;
+}
+
+static double keep_down_limit(const struct piso_pipeline_opts *o) {
+    return o->keep_down_budget > 0 ? o->keep_down_budget : 2.0 * (1 << 30);
+}
+
 static int advance(const struct piso_model *m, int layer, float *X, const struct piso_calib *c) {
     int64_t L = c->seqlen, Dm = m->cfg.dim;
     for (int w = 0; w < c->nsamples; w++)
@@ -323,12 +341,10 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     float *Xq = malloc(sizeof(float) * ntok * Dm), *Xf = malloc(sizeof(float) * ntok * Dm);
     struct stats s = {0, malloc(sizeof(double) * Dmax * Dmax), malloc(sizeof(double) * Dmax * Dmax),
                       malloc(sizeof(double) * Dmax * Dmax), malloc(sizeof(float) * Dmax * Dmax), 0, NULL, NULL};
-    float *Hf = malloc(sizeof(float) * Dmax * Dmax), *Gf = malloc(sizeof(float) * Dmax * Dmax),
-          *Ff = malloc(sizeof(float) * Dmax * Dmax);
     int rc = -1;
     struct float_taps cache = {{NULL, NULL, NULL, NULL}}; /* before the first goto: freed at done */
     float *keep_down = NULL;
-    if (!res->layers || !Xq || !Xf || !s.H || !s.G || !s.F || !s.tmp || !Hf || !Gf || !Ff) {
+    if (!res->layers || !Xq || !Xf || !s.H || !s.G || !s.F || !s.tmp) {
         piso_errorf("out of memory for the calibration activations (%lld tokens × %lld)", (long long)ntok,
                     (long long)Dm);
         goto done;
@@ -351,10 +367,12 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
         if (!(cache.t[st] = malloc(sizeof(float) * ntok * widths[st]))) use_cache = 0;
     /* Keep the quantized side's down_proj inputs when they take at most 2 GiB: the block is then
      * completed from them instead of being run once more. */
-    if ((double)ntok * F * sizeof(float) <= 2.0 * (1 << 30)) keep_down = malloc(sizeof(float) * ntok * F);
+    if ((double)ntok * F * sizeof(float) <= keep_down_limit(o)) keep_down = malloc(sizeof(float) * ntok * F);
     struct piso_pipeline_timing *tm = &res->timing;
     int n_full_float = 0;
     for (int b = 0; b < nb; b++) {
+        /* lazy models: this block's weights as F32 (no-op otherwise); released below, or at done */
+        if (piso_model_block_acquire(mq, b) || piso_model_block_acquire((struct piso_model *)(uintptr_t)mf, b)) goto done;
         double tf0 = piso_time(), t_block_start = tf0;
         if (use_cache) { /* one float pass: taps of every stage, and the float stream advances */
             for (int w = 0; w < c->nsamples; w++) {
@@ -372,13 +390,10 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
             if (stage_stats(mq, mf, b, (enum piso_block_input)st, Xq, Xf, c, &s, use_cache ? &cache : NULL,
                             st == PISO_IN_DOWN ? keep_down : NULL, tm))
                 goto done;
-            const float *Hs = (s.needs & STATS_H) ? Hf : NULL, *Gs = (s.needs & STATS_G) ? Gf : NULL;
-            const float *Fs = (s.needs & STATS_F) ? Ff : NULL;
-            for (int64_t i = 0; i < s.D * s.D; i++) {
-                if (Hs) Hf[i] = (float)s.H[i];
-                if (Gs) Gf[i] = (float)s.G[i];
-                if (Fs) Ff[i] = (float)s.F[i];
-            }
+            /* the solvers take fp32 statistics: converted inside the fp64 buffers (no second copy) */
+            const float *Hs = (s.needs & STATS_H) ? f64_to_f32_in_place(s.H, s.D * s.D) : NULL;
+            const float *Gs = (s.needs & STATS_G) ? f64_to_f32_in_place(s.G, s.D * s.D) : NULL;
+            const float *Fs = (s.needs & STATS_F) ? f64_to_f32_in_place(s.F, s.D * s.D) : NULL;
             for (int j = 0; j < PISO_LIN_COUNT; j++) {
                 enum piso_linear k = (enum piso_linear)j;
                 if (piso_schema_linear(k)->input != st) continue;
@@ -415,6 +430,8 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
         } else if (b + 1 < nb && advance(mq, b, Xq, c))
             goto done;
         tm->quant_forward += piso_time() - ta;
+        if (o->block_done && o->block_done(b, mq, res, o->block_ctx)) goto done;
+        piso_model_block_release(mq, b), piso_model_block_release((struct piso_model *)(uintptr_t)mf, b);
     }
     res->seconds = piso_time() - t0;
     if (n_full_float) {
@@ -425,29 +442,40 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
 done:
     for (int st = 0; st < 4; st++) free(cache.t[st]);
     free(keep_down);
-    free(Xq), free(Xf), free(s.H), free(s.G), free(s.F), free(s.tmp), free(Hf), free(Gf), free(Ff);
+    free(Xq), free(Xf), free(s.H), free(s.G), free(s.F), free(s.tmp);
     free(s.x0q), free(s.x0f);
+    for (int b = 0; b < nb; b++) /* after a failure: what is still acquired (no-op otherwise) */
+        piso_model_block_release(mq, b), piso_model_block_release((struct piso_model *)(uintptr_t)mf, b);
     if (rc) piso_pipeline_result_free(res);
     return rc;
 }
 
-void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, struct piso_pipeline_memory *m) {
+double piso_pipeline_keep_down_budget(int streaming) {
+    return streaming ? 1.0 * (1 << 30) : 2.0 * (1 << 30);
+}
+
+void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, int streaming,
+                                   struct piso_pipeline_memory *m) {
     memset(m, 0, sizeof *m);
     for (int st = 0; st < piso_schema_steps(cfg); st++) {
         int layer;
         const struct piso_tensor_info *t = piso_schema_step(cfg, st, &layer);
-        if (piso_schema_present(cfg, t)) m->model += 4.0 * (double)piso_schema_numel(cfg, t);
+        if (!piso_schema_present(cfg, t)) continue;
+        m->model += 4.0 * (double)piso_schema_numel(cfg, t);
+        if (layer == 0) m->block += 4.0 * (double)piso_schema_numel(cfg, t);
     }
     double Dm = cfg->dim, Hq = (double)cfg->n_heads * cfg->head_dim, F = cfg->hidden_dim, D = Dm;
     if (Hq > D) D = Hq;
     if (F > D) D = F;
     double ntok = (double)tokens;
     m->streams = 2 * 4.0 * ntok * Dm;
-    m->statistics = D * D * (3 * 8.0 + 4 * 4.0);               /* fp64 H, G, XᵀX; fp32 window + copies */
+    m->statistics = D * D * (3 * 8.0 + 4.0);                    /* fp64 H, G, XᵀX (fp32 in place); one window's product */
     double taps = 4.0 * ntok * (2 * Dm + Hq + F), keep = 4.0 * ntok * F;
-    m->caches = (taps <= 2.0 * (1 << 30) ? taps : 0) + (keep <= 2.0 * (1 << 30) ? keep : 0);
+    m->caches = (taps <= 2.0 * (1 << 30) ? taps : 0) + (keep <= piso_pipeline_keep_down_budget(streaming) ? keep : 0);
     m->solver = D * D * (2 * 8.0 + 3 * 4.0) + 4 * 4.0 * F * D; /* factor + inverse, permuted H/G; weight copies */
-    m->total = 2 * m->model + m->streams + m->statistics + m->caches + m->solver;
+    m->streaming = streaming;
+    /* eager: two F32 copies of the whole model (quantized and float); streaming: of one block */
+    m->total = 2 * (streaming ? m->block : m->model) + m->streams + m->statistics + m->caches + m->solver;
 }
 
 static double mem_available(void) {
@@ -463,16 +491,22 @@ static double mem_available(void) {
     return kb < 0 ? -1 : kb * 1024;
 }
 
-int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, double already) {
+int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, int streaming, double already) {
     struct piso_pipeline_memory m;
-    piso_pipeline_memory_estimate(cfg, tokens, &m);
+    piso_pipeline_memory_estimate(cfg, tokens, streaming, &m);
     double avail = mem_available();
     if (avail < 0 || m.total <= avail + already) return 0;
-    return piso_errorf("not enough memory: this run needs about %.3g GB (two F32 copies of the weights 2 × %.3g GB, "
+    char weights[160];
+    if (streaming)
+        snprintf(weights, sizeof weights, "streaming: one F32 block and its float twin 2 × %.3g GB", m.block / 1e9);
+    else
+        snprintf(weights, sizeof weights, "two F32 copies of the weights 2 × %.3g GB", m.model / 1e9);
+    return piso_errorf("not enough memory: this run needs about %.3g GB (%s, "
                        "residual streams %.3g GB for %lld calibration tokens, statistics %.3g GB, activation caches "
-                       "%.3g GB, solver %.3g GB) but %.3g GB are available (the copy already loaded included); use fewer "
+                       "%.3g GB, solver %.3g GB) but %.3g GB are available%s; use fewer "
                        "calibration tokens "
                        "(--nsamples, --seqlen) or a machine with more memory",
-                       m.total / 1e9, m.model / 1e9, m.streams / 1e9, (long long)tokens, m.statistics / 1e9,
-                       m.caches / 1e9, m.solver / 1e9, (avail + already) / 1e9);
+                       m.total / 1e9, weights, m.streams / 1e9, (long long)tokens, m.statistics / 1e9,
+                       m.caches / 1e9, m.solver / 1e9, (avail + already) / 1e9,
+                       already > 0 ? " (the copy already loaded included)" : "");
 }

@@ -400,24 +400,61 @@ static void hf_rows_free(struct hf_rows *h);
 static int add_packed(struct piso_st_writer *w, const struct piso_model *m, const struct piso_hf_export_opts *o,
                       const struct piso_layer_report *r);
 
-static int write_weights(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o) {
-    const struct piso_config *c = &m->cfg;
-    struct st_ctx sc = {piso_st_writer_new(), c->dtype == PISO_DTYPE_BF16 || c->dtype == PISO_DTYPE_F16 ? c->dtype : PISO_DTYPE_F32};
-    int adj = c->rope_style == PISO_ROPE_ADJACENT, rc = 0;
-    char name[128];
-    for (int s = 0, l; s < piso_schema_steps(c) && !rc; s++) {
-        const struct piso_tensor_info *t = piso_schema_step(c, s, &l);
-        const float *data = piso_schema_data(m, t, l);
-        if (!data || piso_schema_name(t, PISO_NAME_HF, l, name, sizeof name) != 0) continue;
-        const int64_t rows = piso_schema_dim(c, t->rows), cols = piso_schema_dim(c, t->cols);
-        const struct piso_layer_report *r = t->linear >= 0 ? find_report(o ? o->res : NULL, l, t->linear) : NULL;
-        if (report_packs(o, r)) { /* GPTQ / compressed-tensors tensors instead of the dense weight */
-            rc |= add_packed(sc.w, m, o, r);
+/* The embeddings or the untied output head of a lazy model, converted a chunk of rows at a time
+ * into a spilling writer (the same values add_tensor would write from an F32 copy). */
+static int add_rows_tensor(struct st_ctx *c, const char *name, const struct piso_model *m, int output, int64_t rows,
+                           int64_t cols) {
+    const int64_t chunk = 4096, shape[2] = {rows, cols};
+    if (piso_st_writer_add_begin(c->w, name, c->dtype, 2, shape)) return -1;
+    float *f = malloc(sizeof(float) * (size_t)(chunk * cols));
+    uint16_t *h = c->dtype == PISO_DTYPE_F32 ? NULL : malloc(sizeof(uint16_t) * (size_t)(chunk * cols));
+    int rc = !f || (c->dtype != PISO_DTYPE_F32 && !h) ? piso_errorf("%s: out of memory", name) : 0;
+    for (int64_t r = 0; r < rows && !rc; r += chunk) {
+        const int64_t n = (rows - r < chunk ? rows - r : chunk) * cols;
+        if ((rc = piso_model_rows(m, output, r, n / cols, f))) break;
+        if (!h) {
+            rc = piso_st_writer_append(c->w, f, sizeof(float) * (size_t)n);
             continue;
         }
-        rc |= add_tensor(&sc, name, data, cols ? rows : 1, cols ? cols : rows, cols ? 2 : 1,
-                         adj ? piso_schema_rope_heads(c, t) : 0, c->head_dim);
+        for (int64_t i = 0; i < n; i++)
+            h[i] = c->dtype == PISO_DTYPE_BF16 ? piso_fp32_to_bf16(f[i]) : piso_fp32_to_fp16(f[i]);
+        rc = piso_st_writer_append(c->w, h, sizeof(uint16_t) * (size_t)n);
     }
+    free(f), free(h);
+    piso_model_drop_file_pages(m); /* the rows were read through the mapping: 0.5–1 GB */
+    return rc;
+}
+
+static enum piso_dtype weights_dtype(const struct piso_config *c) {
+    return c->dtype == PISO_DTYPE_BF16 || c->dtype == PISO_DTYPE_F16 ? c->dtype : PISO_DTYPE_F32;
+}
+
+/* One schema step of model.safetensors; the eager and the streamed export both go through it, so
+ * their bytes agree. res: the layer reports (packed checkpoints), or NULL. */
+static int add_weight_step(struct st_ctx *sc, const struct piso_model *m, const struct piso_hf_export_opts *o,
+                           const struct piso_pipeline_result *res, int step) {
+    const struct piso_config *c = &m->cfg;
+    int l;
+    const struct piso_tensor_info *t = piso_schema_step(c, step, &l);
+    const float *data = piso_schema_data(m, t, l);
+    char name[128];
+    if (piso_schema_name(t, PISO_NAME_HF, l, name, sizeof name) != 0) return 0;
+    const int in_file = !data && piso_model_is_lazy(m) &&
+                        (t->role == PISO_TR_TOK_EMBD || (t->role == PISO_TR_OUTPUT && !c->tied_embeddings));
+    if (!data && !in_file) return 0;
+    const int64_t rows = piso_schema_dim(c, t->rows), cols = piso_schema_dim(c, t->cols);
+    if (in_file) return add_rows_tensor(sc, name, m, t->role == PISO_TR_OUTPUT, rows, cols);
+    const struct piso_layer_report *r = t->linear >= 0 ? find_report(res, l, t->linear) : NULL;
+    if (report_packs(o, r)) return add_packed(sc->w, m, o, r); /* GPTQ / compressed-tensors tensors instead */
+    return add_tensor(sc, name, data, cols ? rows : 1, cols ? cols : rows, cols ? 2 : 1,
+                      c->rope_style == PISO_ROPE_ADJACENT ? piso_schema_rope_heads(c, t) : 0, c->head_dim);
+}
+
+static int write_weights(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o) {
+    const struct piso_config *c = &m->cfg;
+    struct st_ctx sc = {piso_st_writer_new(), weights_dtype(c)};
+    int rc = 0;
+    for (int s = 0; s < piso_schema_steps(c) && !rc; s++) rc = add_weight_step(&sc, m, o, o ? o->res : NULL, s);
     if (!rc) {
         piso_st_writer_meta(sc.w, "format", "pt");
         char *path = piso_path_join(dir, "model.safetensors");
@@ -476,20 +513,17 @@ static int add_packed(struct piso_st_writer *w, const struct piso_model *m, cons
 }
 
 /* Scales and codes (and zero points) in HF row order. */
-static int write_quant_tensors(const struct piso_model *m, const struct piso_pipeline_result *res, const char *dir) {
-    struct piso_st_writer *w = piso_st_writer_new();
+static int add_quant_report(struct piso_st_writer *w, const struct piso_model *m, const struct piso_layer_report *r) {
     int rc = 0;
     char name[160];
-    for (int i = 0; i < res->n_layers && !rc; i++) {
-        const struct piso_layer_report *r = &res->layers[i];
+    {
         int64_t ng = r->n_groups, N = r->N, D = r->D;
         struct hf_rows h;
-        if ((rc = hf_rows_get(m, r, &h))) break;
+        if ((rc = hf_rows_get(m, r, &h))) return rc;
         int8_t *c8 = malloc((size_t)(N * D));
         if (!c8) {
             hf_rows_free(&h);
-            rc = piso_errorf("out of memory");
-            break;
+            return piso_errorf("out of memory");
         }
         int fits8 = 1;
         for (int64_t k = 0; k < N * D; k++) fits8 &= h.codes[k] >= -128 && h.codes[k] <= 127;
@@ -515,6 +549,13 @@ static int write_quant_tensors(const struct piso_model *m, const struct piso_pip
         free(c8);
         hf_rows_free(&h);
     }
+    return rc;
+}
+
+static int write_quant_tensors(const struct piso_model *m, const struct piso_pipeline_result *res, const char *dir) {
+    struct piso_st_writer *w = piso_st_writer_new();
+    int rc = 0;
+    for (int i = 0; i < res->n_layers && !rc; i++) rc = add_quant_report(w, m, &res->layers[i]);
     if (!rc) {
         char *path = piso_path_join(dir, "quantization.safetensors");
         rc = piso_st_writer_write(w, path);
@@ -525,11 +566,12 @@ static int write_quant_tensors(const struct piso_model *m, const struct piso_pip
 }
 
 /* ---- the directory -------------------------------------------------------------------------- */
-static int fill_dir(const struct piso_model *m, const char *tmp, const struct piso_hf_export_opts *o) {
+/* Everything but the tensor files. */
+static int fill_dir_text(const struct piso_model *m, const char *tmp, const struct piso_hf_export_opts *o) {
     char *cfg = config_json(m, o);
     int rc = cfg ? write_text(tmp, "config.json", cfg) : piso_errorf("cannot build config.json");
     free(cfg);
-    if (rc || write_weights(m, tmp, o)) return -1;
+    if (rc) return -1;
     /* tokenizer.json: the source's, or generated from the SPM vocabulary */
     if (o->tokenizer_json) {
         if (copy_file(o->tokenizer_json, tmp, "tokenizer.json")) return -1;
@@ -567,6 +609,11 @@ static int fill_dir(const struct piso_model *m, const char *tmp, const struct pi
     }
     if (o->quantization_json && write_text(tmp, "quantization.json", o->quantization_json)) return -1;
     if (o->transform_json && write_text(tmp, "transform.json", o->transform_json)) return -1;
+    return 0;
+}
+
+static int fill_dir(const struct piso_model *m, const char *tmp, const struct piso_hf_export_opts *o) {
+    if (fill_dir_text(m, tmp, o) || write_weights(m, tmp, o)) return -1;
     if (o->res && write_quant_tensors(m, o->res, tmp)) return -1;
     return 0;
 }
@@ -601,31 +648,38 @@ int piso_hf_export_check(const char *dir) {
     return rc;
 }
 
-int piso_hf_export(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o) {
-    if (piso_hf_export_check(dir)) return -1;
-    struct stat st;
-    int exists = stat(dir, &st) == 0;
+/* The temporary sibling of dir the output is built in (removed by an interrupt). */
+static int make_tmp_dir(const char *dir, char **tmp_out, int *tmp_id) {
     size_t n = strlen(dir) + 64;
-    char *tmp = malloc(n), *old = malloc(n);
+    char *tmp = malloc(n);
+    *tmp_out = NULL, *tmp_id = -1;
+    if (!tmp) return piso_errorf("%s: out of memory", dir);
     snprintf(tmp, n, "%s.piso-tmp-%d", dir, (int)getpid());
-    snprintf(old, n, "%s.piso-old-%d", dir, (int)getpid());
-    int rc = -1, tmp_id = -1, old_id = -1;
-    if (!tmp || !old) {
-        piso_errorf("%s: out of memory", dir);
-        goto done;
-    }
     remove_flat_dir(tmp);
     if (mkdir(tmp, 0755) != 0) {
         piso_errorf("cannot create %s: %s", tmp, strerror(errno));
-        goto done;
+        free(tmp);
+        return -1;
     }
-    tmp_id = piso_cleanup_add(tmp, 1); /* an interrupt removes it */
-    if (fill_dir(m, tmp, o)) {
-        piso_error_context("writing %s", dir);
+    *tmp_id = piso_cleanup_add(tmp, 1);
+    *tmp_out = tmp;
+    return 0;
+}
+
+/* Renames the finished tmp into dir (an existing model directory is replaced whole, or kept);
+ * removes tmp on failure. */
+static int commit_dir(const char *dir, const char *tmp, int tmp_id) {
+    struct stat st;
+    int exists = stat(dir, &st) == 0, old_id = -1, rc = -1;
+    size_t n = strlen(dir) + 64;
+    char *old = malloc(n);
+    if (!old) {
+        piso_errorf("%s: out of memory", dir);
         remove_flat_dir(tmp);
         piso_cleanup_remove(tmp_id);
-        goto done;
+        return -1;
     }
+    snprintf(old, n, "%s.piso-old-%d", dir, (int)getpid());
     piso_commit_begin(); /* the renames run to the end: an existing model is replaced whole or kept */
     if (exists && rename(dir, old) != 0) {
         piso_errorf("cannot move the old %s aside: %s", dir, strerror(errno));
@@ -649,6 +703,127 @@ int piso_hf_export(const struct piso_model *m, const char *dir, const struct pis
     piso_cleanup_remove(old_id);
     rc = 0;
 done:
-    free(tmp), free(old);
+    free(old);
+    return rc;
+}
+
+int piso_hf_export(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o) {
+    if (piso_hf_export_check(dir)) return -1;
+    char *tmp;
+    int tmp_id;
+    if (make_tmp_dir(dir, &tmp, &tmp_id)) return -1;
+    if (fill_dir(m, tmp, o)) {
+        piso_error_context("writing %s", dir);
+        remove_flat_dir(tmp);
+        piso_cleanup_remove(tmp_id);
+        free(tmp);
+        return -1;
+    }
+    int rc = commit_dir(dir, tmp, tmp_id);
+    free(tmp);
+    return rc;
+}
+
+/* ---- streamed export ------------------------------------------------------------------------ */
+struct piso_hf_stream {
+    char *dir, *tmp;
+    int tmp_id;
+    struct st_ctx weights;       /* model.safetensors, spilling */
+    struct piso_st_writer *quant; /* quantization.safetensors, spilling */
+    struct piso_hf_export_opts o; /* packing options (res comes with each block) */
+    int next_step, next_block;   /* schema steps and blocks written so far */
+};
+
+void piso_hf_stream_abort(struct piso_hf_stream *s) {
+    if (!s) return;
+    piso_st_writer_free(s->weights.w), piso_st_writer_free(s->quant);
+    if (s->tmp) {
+        remove_flat_dir(s->tmp);
+        piso_cleanup_remove(s->tmp_id);
+    }
+    free(s->dir), free(s->tmp), free(s);
+}
+
+/* Adds the schema steps up to (not including) `end`. */
+static int stream_steps(struct piso_hf_stream *s, const struct piso_model *m, const struct piso_pipeline_result *res,
+                        int end) {
+    for (; s->next_step < end; s->next_step++)
+        if (add_weight_step(&s->weights, m, &s->o, res, s->next_step)) return -1;
+    return 0;
+}
+
+int piso_hf_stream_begin(const struct piso_model *m, const char *dir, const struct piso_hf_export_opts *o,
+                         struct piso_hf_stream **out) {
+    *out = NULL;
+    if (piso_hf_export_check(dir)) return -1;
+    struct piso_hf_stream *s = calloc(1, sizeof *s);
+    if (!s || !(s->dir = strdup(dir))) {
+        free(s);
+        return piso_errorf("%s: out of memory", dir);
+    }
+    s->o = *o;
+    s->weights.dtype = weights_dtype(&m->cfg);
+    if (make_tmp_dir(dir, &s->tmp, &s->tmp_id)) {
+        piso_hf_stream_abort(s);
+        return -1;
+    }
+    char *wp = piso_path_join(s->tmp, "model.safetensors.spill"), *qp = piso_path_join(s->tmp, "quantization.safetensors.spill");
+    s->weights.w = piso_st_writer_new(), s->quant = piso_st_writer_new();
+    int rc = !wp || !qp || piso_st_writer_spill(s->weights.w, wp) || piso_st_writer_spill(s->quant, qp) ||
+             stream_steps(s, m, NULL, PISO_TR_FIRST_BLOCK); /* the globals before the blocks */
+    free(wp), free(qp);
+    if (rc) {
+        piso_error_context("writing %s", dir);
+        piso_hf_stream_abort(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+int piso_hf_stream_block(int block, struct piso_model *mq, struct piso_pipeline_result *res, void *stream) {
+    struct piso_hf_stream *s = stream;
+    if (block != s->next_block) return piso_errorf("streamed export: block %d arrived, %d expected", block, s->next_block);
+    int rc = stream_steps(s, mq, res, PISO_TR_FIRST_BLOCK + (block + 1) * PISO_TR_N_BLOCK);
+    for (int i = 0; i < res->n_layers && !rc; i++) {
+        struct piso_layer_report *r = &res->layers[i];
+        if (r->layer != block) continue;
+        rc = add_quant_report(s->quant, mq, r);
+        /* written: the codes [N, D] no longer need memory (scales, zero points and g_idx are small and
+         * the records read whether they exist) */
+        free(r->codes);
+        r->codes = NULL;
+    }
+    s->next_block++;
+    return rc ? piso_error_context("writing block %d of %s", block, s->dir) : 0;
+}
+
+int piso_hf_stream_finish(struct piso_hf_stream *s, const struct piso_model *m, const struct piso_hf_export_opts *o) {
+    int rc = 0;
+    if (s->next_block != m->cfg.n_layers)
+        rc = piso_errorf("streamed export: %d of %d blocks written", s->next_block, m->cfg.n_layers);
+    if (!rc) rc = stream_steps(s, m, o->res, piso_schema_steps(&m->cfg)); /* the globals after the blocks */
+    if (!rc) {
+        piso_st_writer_meta(s->weights.w, "format", "pt");
+        char *path = piso_path_join(s->tmp, "model.safetensors");
+        rc = path ? piso_st_writer_write(s->weights.w, path) : -1;
+        free(path);
+    }
+    if (!rc && o->res) {
+        char *path = piso_path_join(s->tmp, "quantization.safetensors");
+        rc = path ? piso_st_writer_write(s->quant, path) : -1;
+        free(path);
+    }
+    if (!rc) rc = fill_dir_text(m, s->tmp, o);
+    if (rc) {
+        piso_error_context("writing %s", s->dir);
+        piso_hf_stream_abort(s);
+        return -1;
+    }
+    piso_st_writer_free(s->weights.w), piso_st_writer_free(s->quant); /* removes the spill files */
+    s->weights.w = NULL, s->quant = NULL;
+    rc = commit_dir(s->dir, s->tmp, s->tmp_id);
+    free(s->tmp), s->tmp = NULL; /* committed or removed */
+    piso_hf_stream_abort(s);
     return rc;
 }

@@ -3,6 +3,10 @@
 #include "piso/safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -238,13 +242,17 @@ struct st_wtensor {
     int64_t shape[PISO_ST_MAX_DIMS];
     const void *data;
     void *owned;
+    int64_t spill_off; /* >= 0: the bytes are in the spill file at this offset (data NULL) */
 };
 
 struct piso_st_writer {
     int n, cap;
-    int oom; /* an add failed for lack of memory: write() refuses */
+    int oom; /* an add failed for lack of memory (or the spill file failed): write() refuses */
     struct st_wtensor *t;
     cJSON *meta;
+    FILE *spill;      /* spill mode (piso_st_writer_spill): tensor bytes appended here */
+    char *spill_path;
+    int64_t spill_size;
 };
 
 struct piso_st_writer *piso_st_writer_new(void) { return calloc(1, sizeof(struct piso_st_writer)); }
@@ -276,6 +284,7 @@ void piso_st_writer_add(struct piso_st_writer *w, const char *name, enum piso_dt
     t->ndim = ndim;
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
     t->data = data;
+    t->spill_off = -1;
 }
 
 static size_t wt_bytes(const struct st_wtensor *t) {
@@ -290,6 +299,11 @@ void piso_st_writer_add_copy(struct piso_st_writer *w, const char *name, enum pi
     if (!w || w->oom) return;
     struct st_wtensor *t = &w->t[w->n - 1];
     size_t nb = wt_bytes(t);
+    if (w->spill) {
+        if (fwrite(data, 1, nb, w->spill) != nb) w->oom = 1;
+        t->spill_off = w->spill_size, w->spill_size += (int64_t)nb;
+        return;
+    }
     t->owned = malloc(nb ? nb : 1);
     if (!t->owned) {
         w->oom = 1;
@@ -297,6 +311,44 @@ void piso_st_writer_add_copy(struct piso_st_writer *w, const char *name, enum pi
     }
     memcpy(t->owned, data, nb);
     t->data = t->owned;
+}
+
+int piso_st_writer_spill(struct piso_st_writer *w, const char *spill_path) {
+    if (!w) return piso_errorf("%s: out of memory", spill_path);
+    w->spill_path = strdup(spill_path);
+    w->spill = w->spill_path ? fopen(spill_path, "w+b") : NULL;
+    if (!w->spill) return piso_errorf("cannot create %s: %s", spill_path, strerror(errno));
+    return 0;
+}
+
+int piso_st_writer_add_begin(struct piso_st_writer *w, const char *name, enum piso_dtype dtype, int ndim,
+                             const int64_t *shape) {
+    if (!w || !w->spill) return piso_errorf("%s: piso_st_writer_add_begin needs spill mode", name);
+    piso_st_writer_add(w, name, dtype, ndim, shape, NULL);
+    if (w->oom) return piso_errorf("%s: out of memory", name);
+    w->t[w->n - 1].spill_off = w->spill_size;
+    return 0;
+}
+
+int piso_st_writer_append(struct piso_st_writer *w, const void *data, size_t n) {
+    if (fwrite(data, 1, n, w->spill) != n) {
+        w->oom = 1;
+        return piso_errorf("cannot write %s: %s", w->spill_path, strerror(errno));
+    }
+    w->spill_size += (int64_t)n;
+    return 0;
+}
+
+/* Copies n spilled bytes at off into the output through a bounded buffer. */
+static int copy_spilled(struct piso_st_writer *w, int64_t off, size_t n, struct piso_outfile *o, char *buf, size_t cap) {
+    if (fseeko(w->spill, (off_t)off, SEEK_SET) != 0) return piso_errorf("%s: cannot seek: %s", w->spill_path, strerror(errno));
+    while (n > 0) {
+        size_t k = n < cap ? n : cap;
+        if (fread(buf, 1, k, w->spill) != k) return piso_errorf("%s: cannot read back", w->spill_path);
+        if (piso_outfile_write(o, buf, k)) return -1;
+        n -= k;
+    }
+    return 0;
 }
 
 void piso_st_writer_meta(struct piso_st_writer *w, const char *key, const char *value) {
@@ -336,7 +388,15 @@ int piso_st_writer_write(struct piso_st_writer *w, const char *path) {
     int rc = piso_outfile_write(&o, hdr, 8);
     if (!rc) rc = piso_outfile_write(&o, json, jl);
     if (!rc) rc = piso_outfile_write(&o, "        ", padded - jl);
-    for (int i = 0; i < w->n && !rc; i++) rc = piso_outfile_write(&o, w->t[i].data, wt_bytes(&w->t[i]));
+    const size_t cap = (size_t)8 << 20;
+    char *buf = w->spill ? malloc(cap) : NULL;
+    if (w->spill && (!buf || fflush(w->spill) != 0)) rc = piso_errorf("%s: cannot read back the spilled tensors", path);
+    for (int i = 0; i < w->n && !rc; i++) {
+        const struct st_wtensor *t = &w->t[i];
+        rc = t->spill_off >= 0 ? copy_spilled(w, t->spill_off, wt_bytes(t), &o, buf, cap)
+                               : piso_outfile_write(&o, t->data, wt_bytes(t));
+    }
+    free(buf);
     free(json);
     if (rc) {
         piso_outfile_abort(&o);
@@ -353,5 +413,7 @@ void piso_st_writer_free(struct piso_st_writer *w) {
     }
     free(w->t);
     cJSON_Delete(w->meta);
+    if (w->spill) fclose(w->spill), unlink(w->spill_path);
+    free(w->spill_path);
     free(w);
 }

@@ -190,6 +190,10 @@ static void quantize_kv_rows(const struct piso_model *m, float *kv, int n, int H
 
 void piso_embed(const struct piso_model *m, const int *tokens, int n, float *x) {
     int D = m->cfg.dim;
+    if (!m->tok_embd) { /* a lazy model (piso_model_load_lazy): the rows are converted from the file */
+        for (int i = 0; i < n; i++) (void)piso_model_rows(m, 0, tokens[i], 1, x + (size_t)i * D);
+        return;
+    }
     for (int i = 0; i < n; i++) memcpy(x + (size_t)i * D, m->tok_embd + (size_t)tokens[i] * D, (size_t)D * sizeof *x);
 }
 

@@ -218,7 +218,9 @@ const struct piso_st_tensor *piso_hf_find_tensor(struct piso_model *m, const cha
 
 /* The tensor `name` as fp32 [rows, cols] (cols == 0: 1-D [rows]); NULL with an error if missing
  * or misshapen (optional: NULL without error when absent). */
-static float *get_weight(struct piso_model *m, const char *name, int64_t rows, int64_t cols, int optional) {
+static char lazy_mark; /* stands for a validated tensor left in the file (lazy loads) */
+
+static float *get_weight(struct piso_model *m, const char *name, int64_t rows, int64_t cols, int optional, int convert) {
     int fi = 0;
     const struct piso_st_tensor *t = piso_hf_find_tensor(m, name, &fi);
     if (!t) {
@@ -236,12 +238,13 @@ static float *get_weight(struct piso_model *m, const char *name, int64_t rows, i
         else piso_errorf("%s: tensor '%s': shape %s, expected [%lld]", file, name, got, (long long)rows);
         return NULL;
     }
-    if (t->dtype == PISO_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0)
-        return (float *)(uintptr_t)t->data; /* copy-on-write mapping */
     if (t->dtype != PISO_DTYPE_F32 && t->dtype != PISO_DTYPE_F16 && t->dtype != PISO_DTYPE_BF16) {
         piso_errorf("%s: tensor '%s': dtype %s is not supported (F32, F16, BF16)", file, name, piso_dtype_name(t->dtype));
         return NULL;
     }
+    if (!convert) return (float *)(void *)&lazy_mark;
+    if (t->dtype == PISO_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0)
+        return (float *)(uintptr_t)t->data; /* copy-on-write mapping */
     float *dst = piso_model_own(m, (size_t)t->numel);
     if (!dst) {
         piso_errorf("%s: tensor '%s': out of memory", file, name);
@@ -253,7 +256,7 @@ static float *get_weight(struct piso_model *m, const char *name, int64_t rows, i
 
 /* Every tensor of the schema that HF stores. q/k/v biases and q/k norms are required when the
  * architecture has them, and picked up (setting the config flag) when present otherwise. */
-static int load_weights(struct piso_model *m, const struct piso_ckpt_info *q) {
+static int load_weights(struct piso_model *m, const struct piso_ckpt_info *q, int lazy) {
     struct piso_config *c = &m->cfg;
     char name[160];
     int fi;
@@ -264,6 +267,8 @@ static int load_weights(struct piso_model *m, const struct piso_ckpt_info *q) {
          * a checkpoint that omits lm_head is tied too */
         if (t->role == PISO_TR_OUTPUT && c->tied_embeddings) continue;
         const int optional = t->presence == PISO_PRESENT_UNTIED || !piso_schema_present(c, t);
+        if (q->format && t->linear >= 0 && lazy)
+            return piso_errorf("%s: a packed (quantized) checkpoint is not read lazily (use --no-stream)", m->path);
         if (q->format && t->linear >= 0) { /* packed layers of a GPTQ / compressed-tensors checkpoint */
             char prefix[160];
             int packed = 0;
@@ -275,7 +280,8 @@ static int load_weights(struct piso_model *m, const struct piso_ckpt_info *q) {
                 continue;
             }
         }
-        float *p = get_weight(m, name, piso_schema_dim(c, t->rows), piso_schema_dim(c, t->cols), optional);
+        const int keep_in_file = lazy && (l >= 0 || t->role == PISO_TR_TOK_EMBD || t->role == PISO_TR_OUTPUT);
+        float *p = get_weight(m, name, piso_schema_dim(c, t->rows), piso_schema_dim(c, t->cols), optional, !keep_in_file);
         if (!p && (!optional || piso_hf_find_tensor(m, name, &fi))) return -1; /* missing or misshapen */
         *piso_schema_slot(m, t, l) = p;
     }
@@ -306,7 +312,23 @@ static int load_weights(struct piso_model *m, const struct piso_ckpt_info *q) {
     fi = 0;
     if (!t0) t0 = piso_hf_find_tensor(m, "model.embed_tokens.weight", &fi);
     c->dtype = t0 ? t0->dtype : PISO_DTYPE_F32;
+    if (lazy) { /* the marks become NULL: acquire and the row lookups read the file */
+        for (int s = 0, l; s < piso_schema_steps(c); s++) {
+            const struct piso_tensor_info *t = piso_schema_step(c, s, &l); /* sets l: not in the same call */
+            float **slot = piso_schema_slot(m, t, l);
+            if (*slot == (float *)(void *)&lazy_mark) *slot = NULL;
+        }
+        m->storage->lazy = 1;
+        m->storage->acquired = calloc((size_t)c->n_layers, 1);
+        if (!m->storage->acquired) return piso_errorf("%s: out of memory", m->path);
+    }
     return 0;
+}
+
+const struct piso_st_tensor *piso_lazy_source(struct piso_model *m, const struct piso_tensor_info *t, int layer, int *file) {
+    char name[160];
+    if (piso_schema_name(t, PISO_NAME_HF, layer, name, sizeof name) != 0) return NULL;
+    return piso_hf_find_tensor(m, name, file);
 }
 
 /* piso runs every model in llama.cpp's adjacent-pair RoPE layout, so one model gives bit-identical
@@ -327,7 +349,7 @@ int piso_model_rope_rows_to_adjacent(struct piso_model *m) {
     return 0;
 }
 
-int piso_load_hf(const char *dir, struct piso_model **out) {
+int piso_load_hf(const char *dir, int lazy, struct piso_model **out) {
     struct hf_ctx h = {dir, piso_path_join(dir, "config.json"), NULL, {0, 0, 0, 0}};
     char *text;
     if (access(h.config_path, F_OK) != 0) {
@@ -351,10 +373,22 @@ int piso_load_hf(const char *dir, struct piso_model **out) {
     if (rc != 0) return -1;
     struct piso_model *m = piso_model_new(&c, dir);
     if (!m) return -1;
-    if (open_shards(m, dir) != 0 || load_weights(m, &h.ckpt) != 0 || piso_model_rope_rows_to_adjacent(m) != 0) {
+    if (open_shards(m, dir) != 0 || load_weights(m, &h.ckpt, lazy) != 0 || piso_model_rope_rows_to_adjacent(m) != 0) {
         piso_model_free(m);
         return -1;
     }
     *out = m;
     return 0;
+}
+
+int piso_model_can_stream(const char *path) {
+    if (!piso_is_dir(path)) return 0;
+    char *cfg_path = piso_path_join(path, "config.json"), *tj = piso_path_join(path, "transform.json"), *text = NULL;
+    int ok = cfg_path && tj && piso_file_exists(cfg_path) && !piso_file_exists(tj) &&
+             piso_read_file_max(cfg_path, &text, NULL, PISO_JSON_LIMIT) == 0;
+    cJSON *j = ok ? cJSON_Parse(text) : NULL;
+    ok = ok && cJSON_IsObject(j) && !cJSON_GetObjectItemCaseSensitive(j, "quantization_config");
+    cJSON_Delete(j);
+    free(cfg_path), free(tj), free(text);
+    return ok;
 }

@@ -45,6 +45,9 @@ void piso_model_free(struct piso_model *m) {
         piso_mmap_close(&s->map);
         for (int i = 0; i < s->n_owned; i++) free(s->owned[i]);
         free(s->owned);
+        for (int b = 0; s->acquired && b < m->cfg.n_layers; b++)
+            if (s->acquired[b]) piso_model_block_release(m, b);
+        free(s->acquired);
         free(s);
     }
     if (m->tok) piso_tokenizer_free(m->tok);
@@ -107,7 +110,7 @@ int piso_model_alloc(const struct piso_config *cfg, struct piso_model **out) {
 int piso_model_make_writable(struct piso_model *m) {
     /* Every weight already lives in an owned buffer or a MAP_PRIVATE | PROT_WRITE mapping
      * (copy-on-write, see piso_mmap_open), so writes stay private to this process. */
-    if (!m || !m->tok_embd || !m->layers) return piso_errorf("make_writable: model is not loaded");
+    if (!m || (!m->tok_embd && !piso_model_is_lazy(m)) || !m->layers) return piso_errorf("make_writable: model is not loaded");
     return 0;
 }
 
@@ -228,17 +231,23 @@ static int recorded_act_quant(struct piso_model *m) {
     return rc;
 }
 
-int piso_model_load(const char *path, const char *tokenizer_path, struct piso_model **out) {
+static int model_load(const char *path, const char *tokenizer_path, int lazy, struct piso_model **out) {
     *out = NULL;
     int rc;
     char *ckpt = piso_is_dir(path) ? llama2c_in_dir(path) : NULL;
+    if (ckpt && lazy) {
+        free(ckpt);
+        return piso_errorf("%s: streaming reads Hugging Face directories only (this is a llama2.c checkpoint)", path);
+    }
     if (ckpt) {
         rc = piso_model_load(ckpt, tokenizer_path, out);
         free(ckpt);
         return rc;
     }
+    if (lazy && !piso_is_dir(path))
+        return piso_errorf("%s: streaming reads Hugging Face directories only", path);
     if (piso_is_dir(path)) {
-        rc = piso_load_hf(path, out);
+        rc = piso_load_hf(path, lazy, out);
     } else {
         FILE *f = fopen(path, "rb");
         if (!f) return piso_errorf("%s: cannot open (expected an HF model directory, a llama2.c .bin or a .gguf)", path);
@@ -256,11 +265,20 @@ int piso_model_load(const char *path, const char *tokenizer_path, struct piso_mo
     }
     if (rc != 0) return -1;
     /* an HF directory written by a transform may carry online rotations (transform.json) */
-    if (check_finite(*out) != 0 || attach_tokenizer(*out, tokenizer_path) != 0 || recorded_act_quant(*out) != 0 ||
+    if (check_finite(*out) != 0 || ((*out)->storage->lazy && piso_lazy_check_globals(*out) != 0) ||
+        attach_tokenizer(*out, tokenizer_path) != 0 || recorded_act_quant(*out) != 0 ||
         ((*out)->cfg.source == PISO_SRC_HF && piso_online_load(*out, path) != 0)) {
         piso_model_free(*out);
         *out = NULL;
         return -1;
     }
     return 0;
+}
+
+int piso_model_load(const char *path, const char *tokenizer_path, struct piso_model **out) {
+    return model_load(path, tokenizer_path, 0, out);
+}
+
+int piso_model_load_lazy(const char *path, const char *tokenizer_path, struct piso_model **out) {
+    return model_load(path, tokenizer_path, 1, out);
 }

@@ -7,6 +7,8 @@
 #include "piso/model.h"
 #include "piso/safetensors.h"
 
+struct piso_tensor_info;
+
 struct piso_model_storage {
     struct piso_st_file *st; /* HF: one per safetensors shard */
     int n_st;
@@ -14,6 +16,10 @@ struct piso_model_storage {
     struct piso_mmap map;    /* llama2.c source */
     void **owned;            /* malloc'd weight buffers (converted or allocated) */
     int n_owned, cap_owned;
+    /* Lazy HF models (piso_model_load_lazy): block weights, embeddings and the output head stay in
+     * the mapping in their source dtype; a block's F32 weights exist between acquire and release. */
+    int lazy;
+    unsigned char *acquired; /* [n_layers] */
 };
 
 /* An empty model (cfg copied) with storage and the layer array allocated. */
@@ -42,8 +48,15 @@ int piso_ckpt_parse_config(const void *cfg_json, const char *config_path, struct
 float *piso_ckpt_load_linear(struct piso_model *m, const struct piso_ckpt_info *q, const char *prefix, int64_t rows,
                              int64_t cols, int *packed);
 
-/* Format loaders: fill cfg and weights of *out (tokenizer not included). */
-int piso_load_hf(const char *dir, struct piso_model **out);
+/* Format loaders: fill cfg and weights of *out (tokenizer not included). lazy (HF only): validate
+ * every tensor but convert only the small globals (norms); see piso_model_load_lazy. */
+int piso_load_hf(const char *dir, int lazy, struct piso_model **out);
+/* The source tensor of schema tensor t in block `layer` (any shard; NULL when absent). */
+const struct piso_st_tensor *piso_lazy_source(struct piso_model *m, const struct piso_tensor_info *t, int layer, int *file);
+/* Drops the mapping's pages under [p, p + n) from memory (they are re-read from the file if used). */
+void piso_lazy_drop_pages(const void *p, size_t n);
+/* Checks the lazily kept embeddings / output head for NaN/Inf, a chunk at a time. */
+int piso_lazy_check_globals(struct piso_model *m);
 int piso_load_llama2c(const char *path, struct piso_model **out);
 int piso_load_gguf(const char *path, struct piso_model **out);
 

@@ -6,6 +6,7 @@
 #include "piso/linalg.h"
 #include "piso/quant.h"
 #include "quant/quant_internal.h"
+#include "linalg/linalg_internal.h" /* LA_TILE: the panels follow the GEMM tiles */
 
 #include <math.h>
 #include <stdlib.h>
@@ -211,13 +212,37 @@ static void rows_d(const float *W, const float *dq, int64_t D, int64_t r0, int64
 }
 
 #define ROW_BLOCK 256
-/* out [N, D] = rows of W times Mᵀ (fp64 GEMM in row blocks; M [D, D] fp64). */
-static void rows_times(const float *W, int64_t N, int64_t D, const double *M, int transpose, double *out,
-                       double *buf) {
-    for (int64_t r0 = 0; r0 < N; r0 += ROW_BLOCK) {
-        int64_t r1 = r0 + ROW_BLOCK < N ? r0 + ROW_BLOCK : N;
-        rows_d(W, NULL, D, r0, r1, ROWS_W, buf);
-        piso_la_dgemm(0, transpose, r1 - r0, D, D, 1.0, buf, D, M, D, 0.0, out + r0 * D, D);
+/* The products below need H (or G) in fp64; a whole fp64 copy takes 8·D² bytes (1.6 GB each at
+ * D = 14336, beside the pipeline's own statistics), so it is converted a panel of PANEL columns
+ * (rows when transposed) at a time. PANEL is a multiple of the GEMM tile (LA_TILE), so every tile
+ * of the product is the same BLAS call on the same values as with the whole matrix: the results
+ * are bitwise the same. */
+#define PANEL (4 * LA_TILE)
+/* panel [D, pw] (columns j0.. of M [D, D]) or, transposed, [pw, D] (rows j0..), in fp64. */
+static void panel_d(const float *M, int64_t D, int64_t j0, int64_t pw, int transpose, double *panel) {
+    if (transpose)
+        for (int64_t k = 0; k < pw * D; k++) panel[k] = M[j0 * D + k];
+    else
+        for (int64_t i = 0; i < D; i++)
+            for (int64_t j = 0; j < pw; j++) panel[i * pw + j] = M[i * D + j0 + j];
+}
+/* out [rb, D] (row stride D) = buf [rb, D] · op(M) for fp32 M, through fp64 panels. */
+static void times_panel(const double *buf, int64_t rb, int64_t D, const double *panel, int64_t j0, int64_t pw,
+                        int transpose, double *out) {
+    piso_la_dgemm(0, transpose, rb, pw, D, 1.0, buf, D, panel, transpose ? D : pw, 0.0, out + j0, D);
+}
+
+/* out [N, D] = rows of W times op(M) (fp64 GEMM in row blocks; M [D, D] fp32, converted by panels). */
+static void rows_times(const float *W, int64_t N, int64_t D, const float *M, int transpose, double *out,
+                       double *buf, double *panel) {
+    for (int64_t j0 = 0; j0 < D; j0 += PANEL) {
+        const int64_t pw = D - j0 < PANEL ? D - j0 : PANEL;
+        panel_d(M, D, j0, pw, transpose, panel);
+        for (int64_t r0 = 0; r0 < N; r0 += ROW_BLOCK) {
+            int64_t r1 = r0 + ROW_BLOCK < N ? r0 + ROW_BLOCK : N;
+            rows_d(W, NULL, D, r0, r1, ROWS_W, buf);
+            times_panel(buf, r1 - r0, D, panel, j0, pw, transpose, out + r0 * D);
+        }
     }
 }
 
@@ -249,13 +274,17 @@ out:
 }
 
 /* Row objectives: (w−ŵ)ᵀH(w−ŵ), or ŵᵀHŵ − 2ŵᵀ(Gw) with a cross term; fp64 GEMM in row blocks. */
-static void row_objectives(const struct piso_layer_problem *p, const float *dq, const double *Hd, const double *U,
-                           double *obj, double *buf, double *prod) {
+static void row_objectives(const struct piso_layer_problem *p, const float *dq, const double *U, double *obj,
+                           double *buf, double *prod, double *panel) {
     int64_t N = p->N, D = p->D;
     for (int64_t r0 = 0; r0 < N; r0 += ROW_BLOCK) {
         int64_t r1 = r0 + ROW_BLOCK < N ? r0 + ROW_BLOCK : N;
         rows_d(p->W, dq, D, r0, r1, p->G ? ROWS_DQ : ROWS_ERR, buf);
-        piso_la_dgemm(0, 0, r1 - r0, D, D, 1.0, buf, D, Hd, D, 0.0, prod, D);
+        for (int64_t j0 = 0; j0 < D; j0 += PANEL) {
+            const int64_t pw = D - j0 < PANEL ? D - j0 : PANEL;
+            panel_d(p->H, D, j0, pw, 0, panel);
+            times_panel(buf, r1 - r0, D, panel, j0, pw, 0, prod);
+        }
         for (int64_t r = r0; r < r1; r++) {
             const double *e = buf + (r - r0) * D, *he = prod + (r - r0) * D;
             double acc = 0;
@@ -354,23 +383,19 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     }
     /* the O(N·D²) products go through fp64 GEMMs in row blocks, outside the row loop */
     int64_t blk = (N < ROW_BLOCK ? N : ROW_BLOCK) * D;
-    double *Hd = malloc(sizeof(double) * (size_t)(D * D)), *Gd = NULL;
+    double *panel = malloc(sizeof(double) * (size_t)(D * (D < PANEL ? D : PANEL)));
     double *buf = malloc(sizeof(double) * (size_t)blk), *prod = malloc(sizeof(double) * (size_t)blk);
     int seq = opts->method == PISO_SCALE_PISO_SEQ && c.ng > 1;
     int need_u = p->G || ((opts->method == PISO_SCALE_PISO || opts->method == PISO_SCALE_PISO_SEQ) && (seq || c.ng == 1));
     if (need_u) c.U = malloc(sizeof(double) * (size_t)(N * D));
     if (seq) c.HW = malloc(sizeof(double) * (size_t)(N * D));
-    if (p->G) Gd = malloc(sizeof(double) * (size_t)(D * D));
-    if (!Hd || !buf || !prod || (need_u && !c.U) || (seq && !c.HW) || (p->G && !Gd)) {
-        free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
+    if (!panel || !buf || !prod || (need_u && !c.U) || (seq && !c.HW)) {
+        free(panel), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
         piso_layer_result_free(r);
         return piso_errorf("quantize layer: out of memory for the fp64 products (D = %lld)", (long long)D);
     }
-    for (int64_t k = 0; k < D * D; k++) Hd[k] = p->H[k];
-    if (Gd)
-        for (int64_t k = 0; k < D * D; k++) Gd[k] = p->G[k];
-    if (need_u) rows_times(p->W, N, D, Gd ? Gd : Hd, 1, c.U, buf); /* u = G·w: row of W·Gᵀ */
-    if (seq) rows_times(p->W, N, D, Hd, 0, c.HW, buf);               /* H symmetric: H·w = row of W·H */
+    if (need_u) rows_times(p->W, N, D, p->G ? p->G : p->H, 1, c.U, buf, panel); /* u = G·w: row of W·Gᵀ */
+    if (seq) rows_times(p->W, N, D, p->H, 0, c.HW, buf, panel); /* H symmetric: H·w = row of W·H */
 
     if (c.ng == 1 && !opts->acc && !opts->asym && !opts->scale_fp16 &&
         (opts->method == PISO_SCALE_PISO || opts->method == PISO_SCALE_PISO_SEQ)) {
@@ -378,7 +403,7 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
         c.pre = malloc(sizeof(float) * (size_t)N);
         /* the bound needs H·w in fp64: u itself unless G ≠ H */
         double *hw = p->G ? malloc(sizeof(double) * (size_t)(N * D)) : c.U;
-        if (hw && p->G) rows_times(p->W, N, D, Hd, 0, hw, buf);
+        if (hw && p->G) rows_times(p->W, N, D, p->H, 0, hw, buf, panel);
         int bad = !c.pre || !hw ||
                   piso_solve_scales_rows(p->W, D, N, (int)D, p->H, (int)D, c.U, D, hw, D, &opts->grid,
                                          opts->allow_negative, c.pre, 1, NULL);
@@ -386,7 +411,7 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
         if (bad) {
             if (!c.pre || !hw) piso_errorf("quantize layer: out of memory for the channel scales (N = %lld, D = %lld)",
                                            (long long)N, (long long)D);
-            free(c.pre), free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
+            free(c.pre), free(panel), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
             piso_layer_result_free(r);
             return -1; /* piso_solve_scales_rows said why */
         }
@@ -418,14 +443,14 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     }
     free(c.pre);
     if (failed) {
-        free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
+        free(panel), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
         piso_layer_result_free(r);
         return piso_errorf("quantize layer: out of memory for the per-row scratch (N = %lld, D = %lld)",
                            (long long)N, (long long)D);
     }
     piso_progress_update(&prog, N);
-    row_objectives(p, r->dequant, Hd, c.U, r->row_objective, buf, prod);
-    free(Hd), free(Gd), free(buf), free(prod), free(c.U), free(c.HW);
+    row_objectives(p, r->dequant, c.U, r->row_objective, buf, prod, panel);
+    free(panel), free(buf), free(prod), free(c.U), free(c.HW);
     double total = 0;
     for (int64_t row = 0; row < N; row++) total += r->row_objective[row];
     r->objective = total;
