@@ -252,24 +252,21 @@ int piso_layer_channel_scales(const struct piso_layer_problem *p, const struct p
         return 1;
     int64_t N = p->N, D = p->D, blk = (N < ROW_BLOCK ? N : ROW_BLOCK) * D;
     /* the same fp64 products as piso_quantize_layer: u = G·w (G = H when absent) and H·w */
-    double *Hd = malloc(sizeof(double) * (size_t)(D * D)), *Gd = p->G ? malloc(sizeof(double) * (size_t)(D * D)) : NULL;
+    double *panel = malloc(sizeof(double) * (size_t)(D * (D < PANEL ? D : PANEL)));
     double *buf = malloc(sizeof(double) * (size_t)blk), *U = malloc(sizeof(double) * (size_t)(N * D));
     double *hw = p->G ? malloc(sizeof(double) * (size_t)(N * D)) : U;
     int rc = -1;
-    if (!Hd || (p->G && !Gd) || !buf || !U || !hw) {
+    if (!panel || !buf || !U || !hw) {
         piso_errorf("channel scales: out of memory for the fp64 products (N = %lld, D = %lld)", (long long)N, (long long)D);
         goto out;
     }
-    for (int64_t k = 0; k < D * D; k++) Hd[k] = p->H[k];
-    if (Gd)
-        for (int64_t k = 0; k < D * D; k++) Gd[k] = p->G[k];
-    rows_times(p->W, N, D, Gd ? Gd : Hd, 1, U, buf);
-    if (p->G) rows_times(p->W, N, D, Hd, 0, hw, buf);
+    rows_times(p->W, N, D, p->G ? p->G : p->H, 1, U, buf, panel);
+    if (p->G) rows_times(p->W, N, D, p->H, 0, hw, buf, panel);
     rc = piso_solve_scales_rows(p->W, D, N, (int)D, p->H, (int)D, U, D, hw, D, &opts->grid, opts->allow_negative, scales,
                                 1, NULL);
 out:
     if (hw != U) free(hw);
-    free(Hd), free(Gd), free(buf), free(U);
+    free(panel), free(buf), free(U);
     return rc;
 }
 
