@@ -17,28 +17,25 @@ void piso_la_trsm_right_upper(const double *U, int64_t k, double *B, int64_t m, 
     piso_la_trsm_right_upper_op(U, k, 0, B, m, ldb);
 }
 
-void piso_la_trsm_right_upper_op(const double *U, int64_t k, int trans, double *B, int64_t m, int64_t ldb) {
+/* B [m, k] (row stride ldb) ← B·op(U)⁻¹ (solve) or B·op(U) (product), in fixed row chunks. */
+static void right_upper_chunks(int solve, const double *U, int64_t k, int trans, double *B, int64_t m, int64_t ldb) {
     int64_t chunks = (m + LA_TILE - 1) / LA_TILE;
 #pragma omp parallel for schedule(dynamic, 1) if ((double)m * k * k > LA_PAR_MIN_WORK)
     for (int64_t c = 0; c < chunks; c++) {
         int64_t r0 = c * LA_TILE, h = la_min(LA_TILE, m - r0);
         int pin = la_pin_begin();
-        cblas_dtrsm(CblasRowMajor, CblasRight, CblasUpper, trans ? CblasTrans : CblasNoTrans, CblasNonUnit, (int)h,
-                    (int)k, 1.0, U, (int)k, B + r0 * ldb, (int)ldb);
+        (solve ? cblas_dtrsm : cblas_dtrmm)(CblasRowMajor, CblasRight, CblasUpper, trans ? CblasTrans : CblasNoTrans,
+                                            CblasNonUnit, (int)h, (int)k, 1.0, U, (int)k, B + r0 * ldb, (int)ldb);
         la_pin_end(pin);
     }
 }
 
+void piso_la_trsm_right_upper_op(const double *U, int64_t k, int trans, double *B, int64_t m, int64_t ldb) {
+    right_upper_chunks(1, U, k, trans, B, m, ldb);
+}
+
 void piso_la_trmm_right_upper(const double *U, int64_t k, int trans, double *B, int64_t m, int64_t ldb) {
-    int64_t chunks = (m + LA_TILE - 1) / LA_TILE;
-#pragma omp parallel for schedule(dynamic, 1) if ((double)m * k * k > LA_PAR_MIN_WORK)
-    for (int64_t c = 0; c < chunks; c++) {
-        int64_t r0 = c * LA_TILE, h = la_min(LA_TILE, m - r0);
-        int pin = la_pin_begin();
-        cblas_dtrmm(CblasRowMajor, CblasRight, CblasUpper, trans ? CblasTrans : CblasNoTrans, CblasNonUnit, (int)h,
-                    (int)k, 1.0, U, (int)k, B + r0 * ldb, (int)ldb);
-        la_pin_end(pin);
-    }
+    right_upper_chunks(0, U, k, trans, B, m, ldb);
 }
 
 void piso_la_strmm_right_upper(const float *U, int64_t k, int64_t ldu, float *B, int64_t m, int64_t ldb) {
