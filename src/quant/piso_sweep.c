@@ -12,6 +12,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -211,44 +212,59 @@ void piso_sweep_consider(double a, double b, double s_lo, double s_hi, struct sw
  * events updates a, b (fp64) and evaluates every interval. */
 typedef float vtile __attribute__((vector_size(SWEEP_VW * 4)));
 
-/* One full tile of SWEEP_TILE columns starting at j0; events in processing order. The accumulators
- * are eight named vectors so that they stay in registers (an array of them ends up on the stack). */
+/* One full tile of NV vectors (NV·SWEEP_VW columns) starting at j0; events in processing order.
+ * Always inlined with a constant NV and fully unrolled, so the accumulators stay in registers (the
+ * only variable index, the event's own column, reads a stack copy). */
 /* P: column j0 of the panel, rows ldh apart (H + j0, or a packed copy). */
-static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
-                           const float *h0, float *hval, float *h_out) {
+static inline __attribute__((always_inline)) void tile_pass_vec(const int NV, const int32_t *idx, const float *dl,
+                                                               int64_t T, const float *P, int ldh, int j0,
+                                                               const float *h0, float *hval, float *h_out) {
     enum { V = SWEEP_VW, VB = SWEEP_VW * 4 };
-    vtile a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    const int W = NV * V;
+    vtile a[8] = {{0}};
     if (h0) { /* a walk that starts from a known h = H·q (the pruned sweep's windows) */
-        memcpy(&a0, h0 + j0, VB), memcpy(&a1, h0 + j0 + V, VB), memcpy(&a2, h0 + j0 + 2 * V, VB);
-        memcpy(&a3, h0 + j0 + 3 * V, VB), memcpy(&a4, h0 + j0 + 4 * V, VB), memcpy(&a5, h0 + j0 + 5 * V, VB);
-        memcpy(&a6, h0 + j0 + 6 * V, VB), memcpy(&a7, h0 + j0 + 7 * V, VB);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) memcpy(&a[v], h0 + j0 + v * V, VB);
     }
     for (int64_t c = 0; c < T; c++) {
         int i = idx[c];
         unsigned k = (unsigned)(i - j0);
-        if (k < (unsigned)SWEEP_TILE) {
+        if (k < (unsigned)W) {
             float t[SWEEP_TILE];
-            memcpy(t, &a0, VB), memcpy(t + V, &a1, VB), memcpy(t + 2 * V, &a2, VB), memcpy(t + 3 * V, &a3, VB);
-            memcpy(t + 4 * V, &a4, VB), memcpy(t + 5 * V, &a5, VB), memcpy(t + 6 * V, &a6, VB), memcpy(t + 7 * V, &a7, VB);
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; v++) memcpy(t + v * V, &a[v], VB);
             hval[c] = t[k];
         }
         const float *row = P + (int64_t)i * ldh;
         float d = dl[c];
         if (c + 8 < T) { /* rows come in random order: fetch a later event's row early */
             const float *rn = P + (int64_t)idx[c + 8] * ldh;
-            for (int j = 0; j < SWEEP_TILE; j += 16) __builtin_prefetch(rn + j);
+            for (int j = 0; j < W; j += 16) __builtin_prefetch(rn + j);
         }
-        vtile r0, r1, r2, r3, r4, r5, r6, r7; /* memcpy loads: rows need not be aligned */
-        memcpy(&r0, row, VB), memcpy(&r1, row + V, VB), memcpy(&r2, row + 2 * V, VB), memcpy(&r3, row + 3 * V, VB);
-        memcpy(&r4, row + 4 * V, VB), memcpy(&r5, row + 5 * V, VB), memcpy(&r6, row + 6 * V, VB), memcpy(&r7, row + 7 * V, VB);
-        a0 += d * r0, a1 += d * r1, a2 += d * r2, a3 += d * r3;
-        a4 += d * r4, a5 += d * r5, a6 += d * r6, a7 += d * r7;
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) { /* memcpy loads: rows need not be aligned */
+            vtile r;
+            memcpy(&r, row + v * V, VB);
+            a[v] += d * r;
+        }
     }
     if (h_out) {
-        memcpy(h_out + j0, &a0, VB), memcpy(h_out + j0 + V, &a1, VB), memcpy(h_out + j0 + 2 * V, &a2, VB);
-        memcpy(h_out + j0 + 3 * V, &a3, VB), memcpy(h_out + j0 + 4 * V, &a4, VB), memcpy(h_out + j0 + 5 * V, &a5, VB);
-        memcpy(h_out + j0 + 6 * V, &a6, VB), memcpy(h_out + j0 + 7 * V, &a7, VB);
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) memcpy(h_out + j0 + v * V, &a[v], VB);
     }
+}
+
+static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
+                           const float *h0, float *hval, float *h_out) {
+    tile_pass_vec(8, idx, dl, T, P, ldh, j0, h0, hval, h_out);
+}
+static void tile_pass_4(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
+                        const float *h0, float *hval, float *h_out) {
+    tile_pass_vec(4, idx, dl, T, P, ldh, j0, h0, hval, h_out);
+}
+static void tile_pass_2(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
+                        const float *h0, float *hval, float *h_out) {
+    tile_pass_vec(2, idx, dl, T, P, ldh, j0, h0, hval, h_out);
 }
 
 /* A tile of any width w <= SWEEP_TILE (the tail, or small vectors such as groups). */
@@ -279,17 +295,37 @@ void piso_sweep_hvals(const int32_t *idx, const float *dl, int64_t T, const floa
  * different tiles. With a workspace the panel is first copied to contiguous rows: H's rows are a
  * power of two apart, so in place a panel's rows map onto a few cache sets and most of it is evicted
  * before it is used again. Every value is computed exactly as piso_sweep_hvals computes it. */
+/* Vectors per panel column group: the widest tile (8, 4 or 2 vectors) whose packed panel, n rows,
+ * fits in half the core's L2 cache. Every event reads one random row of the panel, so a panel that
+ * spills to L3 makes the walk wait on memory (at n = 8192 with AVX-512, 4 MiB panels ran at half the
+ * rate of 1 MiB ones); narrower tiles mean more passes over the event lists, so no narrower than
+ * needed. The width changes no result. */
+static int panel_vectors(int n) {
+    static long l2 = -1;
+    if (l2 < 0) {
+        long v = -1;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+        l2 = v > 0 ? v : 1L << 20; /* unknown: assume 1 MiB */
+    }
+    int nv = 8;
+    while (nv > 2 && (long)n * nv * SWEEP_VW * (long)sizeof(float) > l2 / 2) nv /= 2;
+    return nv;
+}
+
 size_t piso_sweep_runs_workspace(int n) { return (size_t)n * SWEEP_TILE; }
 
 void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n, float *work,
                            int nwork) {
-    int ntiles = (n + SWEEP_TILE - 1) / SWEEP_TILE;
+    const int nv = panel_vectors(n), TW = nv * SWEEP_VW;
+    int ntiles = (n + TW - 1) / TW;
     int64_t steps = 0;
     for (int r = 0; r < nruns; r++) steps += runs[r].len > 0 ? runs[r].len : 0;
     if (steps < n) work = NULL; /* the copy (n panel rows) would cost more than it saves */
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < ntiles; t++) {
-        int j0 = t * SWEEP_TILE, w = n - j0 < SWEEP_TILE ? n - j0 : SWEEP_TILE;
+        int j0 = t * TW, w = n - j0 < TW ? n - j0 : TW;
         int me = omp_get_thread_num();
         const float *P = H + j0;
         int ldp = ldh;
@@ -301,7 +337,9 @@ void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float 
         for (int r = 0; r < nruns; r++) {
             const struct sweep_run *x = &runs[r];
             if (x->len <= 0) continue;
-            if (w == SWEEP_TILE) tile_pass_full(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
+            if (w == TW && nv == 8) tile_pass_full(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
+            else if (w == TW && nv == 4) tile_pass_4(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
+            else if (w == TW && nv == 2) tile_pass_2(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
             else tile_pass_any(x->idx, x->dl, x->len, P, ldp, j0, w, x->h, x->hval, x->h);
         }
     }
