@@ -410,6 +410,7 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     }
     for (int w = 0; w < c->nsamples; w++) piso_embed(mf, c->tokens + (size_t)w * c->seqlen, c->seqlen, Xf + w * c->seqlen * Dm);
     memcpy(Xq, Xf, sizeof(float) * ntok * Dm);
+    piso_model_drop_file_pages(mf); /* the embedding rows read from a lazy model's file (≈ 0.4 GB at 8B) */
     rss_trace(-1, "embedded");
     int done_lin = 0, total_lin = nb * PISO_LIN_COUNT;
     /* Cache the float taps of a block when they take at most 2 GiB (always for small models). */
@@ -520,7 +521,7 @@ double piso_pipeline_keep_down_budget(int streaming) {
 }
 
 void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, int streaming,
-                                   struct piso_pipeline_memory *m) {
+                                   const struct piso_pipeline_opts *o, struct piso_pipeline_memory *m) {
     memset(m, 0, sizeof *m);
     for (int st = 0; st < piso_schema_steps(cfg); st++) {
         int layer;
@@ -532,15 +533,36 @@ void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens
     double Dm = cfg->dim, Hq = (double)cfg->n_heads * cfg->head_dim, F = cfg->hidden_dim, D = Dm;
     if (Hq > D) D = Hq;
     if (F > D) D = F;
-    double ntok = (double)tokens;
+    double ntok = (double)tokens, lin = F * Dm > Hq * Dm ? F * Dm : Hq * Dm; /* the largest linear */
     m->streams = 2 * 4.0 * ntok * Dm;
-    m->statistics = D * D * (3 * 8.0 + 4.0);                    /* fp64 H, G, XᵀX (fp32 in place); one window's product */
+    /* fp64 products of the widest stage (the ones its solver and report read; all three when the
+     * options are not known) and one window's fp32 product; the solves then hold them as fp32 */
+    int n_products = 3;
+    if (o) {
+        unsigned needs = stats_needs(o, (int64_t)D);
+        n_products = !!(needs & STATS_H) + !!(needs & STATS_G) + !!(needs & STATS_F);
+    }
+    m->statistics = D * D * (n_products * 8.0 + 4.0);
     double taps = 4.0 * ntok * (2 * Dm + Hq + F), keep = 4.0 * ntok * F;
     m->caches = (taps <= 2.0 * (1 << 30) ? taps : 0) + (keep <= piso_pipeline_keep_down_budget(streaming) ? keep : 0);
-    m->solver = D * D * (2 * 8.0 + 3 * 4.0) + 4 * 4.0 * F * D; /* factor + inverse, permuted H/G; weight copies */
+    /* the solver's own buffers for the largest linear: the method's and absmax's results (fp32
+     * dequantized values and int16 codes each); RTN adds only PiSO's fp64 products (u = G·w, and
+     * H·w beside it when G is read), the others a factor and inverse of H and permuted H/G */
+    const int rtn = o && o->rounding == PISO_ROUND_RTN;
+    const int piso_scales = !o || o->ec.q.method == PISO_SCALE_PISO || o->ec.q.method == PISO_SCALE_PISO_SEQ;
+    m->solver = 2 * 6.0 * lin;
+    if (rtn) {
+        const int reads_g = o->objective == PISO_OBJ_X_XQ;
+        m->solver += 8.0 * lin * ((reads_g || piso_scales) + (reads_g && piso_scales));
+    }
+    else m->solver += D * D * (2 * 8.0 + 3 * 4.0) + 2 * 4.0 * lin;
     m->streaming = streaming;
-    /* eager: two F32 copies of the whole model (quantized and float); streaming: of one block */
-    m->total = 2 * (streaming ? m->block : m->model) + m->streams + m->statistics + m->caches + m->solver;
+    /* eager: two F32 copies of the whole model (quantized and float); streaming: one F32 block, and
+     * the float side's linears one at a time (piso_model_set_linears_on_demand) */
+    m->float_side = streaming ? 4.0 * lin : m->model;
+    const double solving = D * D * n_products * 4.0 + m->solver; /* the statistics as fp32, the solver */
+    m->total = (streaming ? m->block : m->model) + m->float_side + m->streams + m->caches +
+               (solving > m->statistics ? solving : m->statistics);
 }
 
 static double mem_available(void) {
@@ -556,19 +578,21 @@ static double mem_available(void) {
     return kb < 0 ? -1 : kb * 1024;
 }
 
-int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, int streaming, double already) {
+int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, int streaming,
+                               const struct piso_pipeline_opts *o, double already) {
     struct piso_pipeline_memory m;
-    piso_pipeline_memory_estimate(cfg, tokens, streaming, &m);
+    piso_pipeline_memory_estimate(cfg, tokens, streaming, o, &m);
     double avail = mem_available();
     if (avail < 0 || m.total <= avail + already) return 0;
     char weights[160];
     if (streaming)
-        snprintf(weights, sizeof weights, "streaming: one F32 block and its float twin 2 × %.3g GB", m.block / 1e9);
+        snprintf(weights, sizeof weights, "streaming: one F32 block %.3g GB and the float side's largest linear %.3g GB",
+                 m.block / 1e9, m.float_side / 1e9);
     else
         snprintf(weights, sizeof weights, "two F32 copies of the weights 2 × %.3g GB", m.model / 1e9);
     return piso_errorf("not enough memory: this run needs about %.3g GB (%s, "
-                       "residual streams %.3g GB for %lld calibration tokens, statistics %.3g GB, activation caches "
-                       "%.3g GB, solver %.3g GB) but %.3g GB are available%s; use fewer "
+                       "residual streams %.3g GB for %lld calibration tokens, statistics %.3g GB while accumulated, "
+                       "activation caches %.3g GB, solver %.3g GB beside the statistics as fp32) but %.3g GB are available%s; use fewer "
                        "calibration tokens "
                        "(--nsamples, --seqlen) or a machine with more memory",
                        m.total / 1e9, weights, m.streams / 1e9, (long long)tokens, m.statistics / 1e9,

@@ -22,7 +22,7 @@ void piso_lazy_drop_pages(const void *p, size_t n) {
 
 void piso_model_drop_file_pages(const struct piso_model *m) {
     const struct piso_model_storage *s = m->storage;
-    for (int i = 0; s->lazy && i < s->n_st; i++) piso_lazy_drop_pages(s->st[i].map.data, s->st[i].map.size);
+    for (int i = 0; s && s->lazy && i < s->n_st; i++) piso_lazy_drop_pages(s->st[i].map.data, s->st[i].map.size);
 }
 
 /* Block tensor t of block b from the mapping as F32 (malloc'd, q/k rows in piso's RoPE order,
@@ -59,7 +59,7 @@ static int is_linear_weight(const struct piso_tensor_info *t) {
 }
 
 void piso_model_set_linears_on_demand(struct piso_model *m, int on) {
-    if (m->storage->lazy) m->storage->linears_on_demand = on;
+    if (piso_model_is_lazy(m)) m->storage->linears_on_demand = on;
 }
 
 const float *piso_model_linear_f32(const struct piso_model *m, int layer, int k, float **owned) {
@@ -68,7 +68,7 @@ const float *piso_model_linear_f32(const struct piso_model *m, int layer, int k,
     *owned = NULL;
     const float *w = *piso_schema_slot(mm, t, layer);
     if (w) return w;
-    if (!m->storage->lazy) {
+    if (!piso_model_is_lazy(m)) {
         piso_errorf("%s: layer %d %s is not loaded", m->path, layer, t->label);
         return NULL;
     }
