@@ -158,6 +158,43 @@ static void test_syrk_gram(void) {
     free(A), free(scratch), free(S);
 }
 
+/* piso_la_gram_add_panels against piso_la_gram_add (checked above against fp64 sums): the same
+ * bits, for the SYRK (n ≥ 512), small symmetric and cross products, panels of one tile, of a size
+ * rounded up to whole tiles, and of the whole matrix, over three windows; and against the fp64 sum. */
+static void test_gram_panels(void) {
+    const int64_t shapes[][2] = {{530, 530}, {270, 270}, {530, 300}, {300, 530}};
+    const int64_t panels[] = {1, 300, 100000};
+    const int64_t t = 40, W = 3;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        int64_t n = shapes[sh][0], m = shapes[sh][1];
+        int sym = n == m;
+        float *A = frand(W * t * n), *B = sym ? A : frand(W * t * m), *scratch = malloc(sizeof(float) * (size_t)(n * m));
+        double *ref = calloc((size_t)(n * m), sizeof(double));
+        for (int64_t w = 0; w < W; w++) piso_la_gram_add(ref, A + w * t * n, B + w * t * m, t, n, m, scratch);
+        for (size_t pi = 0; pi < sizeof panels / sizeof panels[0]; pi++) {
+            double *acc = calloc((size_t)(n * m), sizeof(double));
+            for (int64_t w = 0; w < W; w++)
+                piso_la_gram_add_panels(acc, A + w * t * n, B + w * t * m, t, n, m, panels[pi], scratch);
+            CHECK(!memcmp(acc, ref, sizeof(double) * (size_t)(n * m)), "gram panels %lld×%lld, panel %lld: bits differ",
+                  (long long)n, (long long)m, (long long)panels[pi]);
+            double e = 0;
+            for (int64_t i = 0; i < n; i += 7)
+                for (int64_t j = 0; j < m; j += 5) {
+                    double s = 0, mag = 0;
+                    for (int64_t r = 0; r < W * t; r++) {
+                        double pr = (double)A[r * n + i] * B[r * m + j];
+                        s += pr, mag += fabs(pr);
+                    }
+                    e = fmax(e, fabs(acc[i * m + j] - s) / mag);
+                }
+            CHECK(e <= 1.2e-7 * (t + 2), "gram panels %lld×%lld rel err %g", (long long)n, (long long)m, e);
+            free(acc);
+        }
+        if (!sym) free(B);
+        free(A), free(scratch), free(ref);
+    }
+}
+
 /* A random SPD matrix: XᵀX/k + I/2 for X [k, n] */
 static double *spd(int64_t n) {
     int64_t k = n + 8;
@@ -537,6 +574,7 @@ static void test_threads(void) {
 int main(void) {
     test_gemm();
     test_syrk_gram();
+    test_gram_panels();
     test_cholesky_inverse();
     test_damped();
     test_power_iteration();
