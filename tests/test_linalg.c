@@ -499,7 +499,7 @@ static void test_power_iteration(void) {
 /* every function, on shapes spanning several tiles, into one byte buffer */
 struct outputs {
     float *sg, *ss;
-    double *dg, *ds, *gram, *chol, *inv, *R, *Rinv, *Rfast, *fac, *tm, *ul;
+    double *dg, *ds, *gram, *gramp, *chol, *inv, *R, *Rinv, *Rfast, *fac, *tm, *ul;
     double sigma;
 };
 static void run_all(struct outputs *o, int threads) {
@@ -519,6 +519,18 @@ static void run_all(struct outputs *o, int threads) {
     o->gram = calloc((size_t)(K * K), sizeof(double));
     float *scratch = malloc(sizeof(float) * (size_t)(K * K));
     for (int w = 0; w < 2; w++) piso_la_gram_add(o->gram, A + w * 265 * K, A + w * 265 * K, 265, K, K, scratch);
+    { /* the SYRK gram by bands of rows (B read as two windows [150, 610]): the whole one's bits */
+        const int64_t nb = 610, t = 150;
+        double *whole = calloc((size_t)(nb * nb), sizeof(double));
+        float *sc = malloc(sizeof(float) * (size_t)(nb * nb));
+        o->gramp = calloc((size_t)(nb * nb), sizeof(double));
+        for (int w = 0; w < 2; w++) {
+            piso_la_gram_add(whole, B + w * t * nb, B + w * t * nb, t, nb, nb, sc);
+            piso_la_gram_add_panels(o->gramp, B + w * t * nb, B + w * t * nb, t, nb, nb, 256, sc);
+        }
+        CHECK(!memcmp(whole, o->gramp, sizeof(double) * (size_t)(nb * nb)), "gram by bands differs (%d threads)", threads);
+        free(whole), free(sc);
+    }
     o->chol = spd(n);
     o->inv = malloc(sizeof(double) * (size_t)(n * n));
     memcpy(o->inv, o->chol, sizeof(double) * (size_t)(n * n));
@@ -554,6 +566,7 @@ static void test_threads(void) {
     CHECK(!memcmp(a.dg, b.dg, sizeof(double) * M * N), "dgemm differs between 1 and 2 threads");
     CHECK(!memcmp(a.ds, b.ds, sizeof(double) * K * K), "dsyrk differs between 1 and 2 threads");
     CHECK(!memcmp(a.gram, b.gram, sizeof(double) * K * K), "gram differs between 1 and 2 threads");
+    CHECK(!memcmp(a.gramp, b.gramp, sizeof(double) * 610 * 610), "gram by bands differs between 1 and 2 threads");
     CHECK(!memcmp(a.chol, b.chol, sizeof(double) * n * n), "cholesky differs between 1 and 2 threads");
     CHECK(!memcmp(a.inv, b.inv, sizeof(double) * n * n), "inverse differs between 1 and 2 threads");
     CHECK(!memcmp(a.R, b.R, sizeof(double) * n * n), "damped factor differs between 1 and 2 threads");
@@ -565,7 +578,7 @@ static void test_threads(void) {
     CHECK(!memcmp(a.ul, b.ul, sizeof(double) * n * n), "ul factor differs between 1 and 2 threads");
     struct outputs *o[2] = {&a, &b};
     for (int i = 0; i < 2; i++) {
-        free(o[i]->sg), free(o[i]->ss), free(o[i]->dg), free(o[i]->ds), free(o[i]->gram);
+        free(o[i]->sg), free(o[i]->ss), free(o[i]->dg), free(o[i]->ds), free(o[i]->gram), free(o[i]->gramp);
         free(o[i]->chol), free(o[i]->inv), free(o[i]->R), free(o[i]->Rinv), free(o[i]->Rfast), free(o[i]->fac);
         free(o[i]->tm), free(o[i]->ul);
     }
