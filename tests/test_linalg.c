@@ -158,6 +158,43 @@ static void test_syrk_gram(void) {
     free(A), free(scratch), free(S);
 }
 
+/* piso_la_gram_add_panels against piso_la_gram_add (checked above against fp64 sums): the same
+ * bits, for the SYRK (n ≥ 512), small symmetric and cross products, panels of one tile, of a size
+ * rounded up to whole tiles, and of the whole matrix, over three windows; and against the fp64 sum. */
+static void test_gram_panels(void) {
+    const int64_t shapes[][2] = {{530, 530}, {270, 270}, {530, 300}, {300, 530}};
+    const int64_t panels[] = {1, 300, 100000};
+    const int64_t t = 40, W = 3;
+    for (size_t sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++) {
+        int64_t n = shapes[sh][0], m = shapes[sh][1];
+        int sym = n == m;
+        float *A = frand(W * t * n), *B = sym ? A : frand(W * t * m), *scratch = malloc(sizeof(float) * (size_t)(n * m));
+        double *ref = calloc((size_t)(n * m), sizeof(double));
+        for (int64_t w = 0; w < W; w++) piso_la_gram_add(ref, A + w * t * n, B + w * t * m, t, n, m, scratch);
+        for (size_t pi = 0; pi < sizeof panels / sizeof panels[0]; pi++) {
+            double *acc = calloc((size_t)(n * m), sizeof(double));
+            for (int64_t w = 0; w < W; w++)
+                piso_la_gram_add_panels(acc, A + w * t * n, B + w * t * m, t, n, m, panels[pi], scratch);
+            CHECK(!memcmp(acc, ref, sizeof(double) * (size_t)(n * m)), "gram panels %lld×%lld, panel %lld: bits differ",
+                  (long long)n, (long long)m, (long long)panels[pi]);
+            double e = 0;
+            for (int64_t i = 0; i < n; i += 7)
+                for (int64_t j = 0; j < m; j += 5) {
+                    double s = 0, mag = 0;
+                    for (int64_t r = 0; r < W * t; r++) {
+                        double pr = (double)A[r * n + i] * B[r * m + j];
+                        s += pr, mag += fabs(pr);
+                    }
+                    e = fmax(e, fabs(acc[i * m + j] - s) / mag);
+                }
+            CHECK(e <= 1.2e-7 * (t + 2), "gram panels %lld×%lld rel err %g", (long long)n, (long long)m, e);
+            free(acc);
+        }
+        if (!sym) free(B);
+        free(A), free(scratch), free(ref);
+    }
+}
+
 /* A random SPD matrix: XᵀX/k + I/2 for X [k, n] */
 static double *spd(int64_t n) {
     int64_t k = n + 8;
@@ -462,7 +499,7 @@ static void test_power_iteration(void) {
 /* every function, on shapes spanning several tiles, into one byte buffer */
 struct outputs {
     float *sg, *ss;
-    double *dg, *ds, *gram, *chol, *inv, *R, *Rinv, *Rfast, *fac, *tm, *ul;
+    double *dg, *ds, *gram, *gramp, *chol, *inv, *R, *Rinv, *Rfast, *fac, *tm, *ul;
     double sigma;
 };
 static void run_all(struct outputs *o, int threads) {
@@ -482,6 +519,18 @@ static void run_all(struct outputs *o, int threads) {
     o->gram = calloc((size_t)(K * K), sizeof(double));
     float *scratch = malloc(sizeof(float) * (size_t)(K * K));
     for (int w = 0; w < 2; w++) piso_la_gram_add(o->gram, A + w * 265 * K, A + w * 265 * K, 265, K, K, scratch);
+    { /* the SYRK gram by bands of rows (B read as two windows [150, 610]): the whole one's bits */
+        const int64_t nb = 610, t = 150;
+        double *whole = calloc((size_t)(nb * nb), sizeof(double));
+        float *sc = malloc(sizeof(float) * (size_t)(nb * nb));
+        o->gramp = calloc((size_t)(nb * nb), sizeof(double));
+        for (int w = 0; w < 2; w++) {
+            piso_la_gram_add(whole, B + w * t * nb, B + w * t * nb, t, nb, nb, sc);
+            piso_la_gram_add_panels(o->gramp, B + w * t * nb, B + w * t * nb, t, nb, nb, 256, sc);
+        }
+        CHECK(!memcmp(whole, o->gramp, sizeof(double) * (size_t)(nb * nb)), "gram by bands differs (%d threads)", threads);
+        free(whole), free(sc);
+    }
     o->chol = spd(n);
     o->inv = malloc(sizeof(double) * (size_t)(n * n));
     memcpy(o->inv, o->chol, sizeof(double) * (size_t)(n * n));
@@ -517,6 +566,7 @@ static void test_threads(void) {
     CHECK(!memcmp(a.dg, b.dg, sizeof(double) * M * N), "dgemm differs between 1 and 2 threads");
     CHECK(!memcmp(a.ds, b.ds, sizeof(double) * K * K), "dsyrk differs between 1 and 2 threads");
     CHECK(!memcmp(a.gram, b.gram, sizeof(double) * K * K), "gram differs between 1 and 2 threads");
+    CHECK(!memcmp(a.gramp, b.gramp, sizeof(double) * 610 * 610), "gram by bands differs between 1 and 2 threads");
     CHECK(!memcmp(a.chol, b.chol, sizeof(double) * n * n), "cholesky differs between 1 and 2 threads");
     CHECK(!memcmp(a.inv, b.inv, sizeof(double) * n * n), "inverse differs between 1 and 2 threads");
     CHECK(!memcmp(a.R, b.R, sizeof(double) * n * n), "damped factor differs between 1 and 2 threads");
@@ -528,7 +578,7 @@ static void test_threads(void) {
     CHECK(!memcmp(a.ul, b.ul, sizeof(double) * n * n), "ul factor differs between 1 and 2 threads");
     struct outputs *o[2] = {&a, &b};
     for (int i = 0; i < 2; i++) {
-        free(o[i]->sg), free(o[i]->ss), free(o[i]->dg), free(o[i]->ds), free(o[i]->gram);
+        free(o[i]->sg), free(o[i]->ss), free(o[i]->dg), free(o[i]->ds), free(o[i]->gram), free(o[i]->gramp);
         free(o[i]->chol), free(o[i]->inv), free(o[i]->R), free(o[i]->Rinv), free(o[i]->Rfast), free(o[i]->fac);
         free(o[i]->tm), free(o[i]->ul);
     }
@@ -537,6 +587,7 @@ static void test_threads(void) {
 int main(void) {
     test_gemm();
     test_syrk_gram();
+    test_gram_panels();
     test_cholesky_inverse();
     test_damped();
     test_power_iteration();

@@ -7,26 +7,54 @@
 
 #include <unistd.h>
 
-/* Streaming holds one block (twice: quantized and float) instead of the model (twice): the
- * estimate's block and totals against sizes worked by hand for Llama-3.1-8B's shape. */
+/* Streaming holds one block and the float side's largest linear instead of the model (twice): the
+ * estimate's terms and totals against sizes worked by hand for Llama-3.1-8B's shape, 16 × 2048
+ * tokens, for RTN absmax (x-xq: H and G), GPTQ (xq-xq: H only) and unknown options (all three). */
 static void streaming_estimate(void) {
     struct piso_config c = {.dim = 4096, .hidden_dim = 14336, .n_layers = 32, .n_heads = 32, .n_kv_heads = 8,
                             .head_dim = 128, .vocab_size = 128256, .tied_embeddings = 0};
-    struct piso_pipeline_memory e, s;
+    struct piso_pipeline_opts rtn = {.rounding = PISO_ROUND_RTN, .objective = PISO_OBJ_X_XQ};
+    rtn.ec.q.method = PISO_SCALE_ABSMAX, rtn.ec.interleave = PISO_INTERLEAVE_LAYER;
+    struct piso_pipeline_opts gptq = {.rounding = PISO_ROUND_GPTQ, .objective = PISO_OBJ_XQ_XQ};
+    gptq.ec.q.method = PISO_SCALE_ABSMAX, gptq.ec.interleave = PISO_INTERLEAVE_LAYER;
+    struct piso_pipeline_memory e, s, g, u;
     const int64_t tokens = 16 * 2048;
-    piso_pipeline_memory_estimate(&c, tokens, 0, &e);
-    piso_pipeline_memory_estimate(&c, tokens, 1, &s);
+    piso_pipeline_memory_estimate(&c, tokens, 0, &rtn, &e);
+    piso_pipeline_memory_estimate(&c, tokens, 1, &rtn, &s);
+    piso_pipeline_memory_estimate(&c, tokens, 1, &gptq, &g);
+    piso_pipeline_memory_estimate(&c, tokens, 1, NULL, &u);
     /* q, o: 4096²; k, v: 1024 × 4096; gate, up, down: 4096 × 14336; two norms of 4096 */
     const double block = 4.0 * (2.0 * 4096 * 4096 + 2.0 * 1024 * 4096 + 3.0 * 4096 * 14336 + 2 * 4096);
     const double model = 32 * block + 4.0 * (2.0 * 128256 * 4096 + 4096);
+    const double linear = 4096.0 * 14336, DD = 14336.0 * 14336; /* the largest linear; down_proj's H */
     CHECK_NEAR(s.block, block, 0.5, "one F32 block");
     CHECK_NEAR(e.model, model, 0.5, "the F32 model");
+    CHECK_NEAR(s.float_side, 4 * linear, 0.5, "streaming: the float side's largest linear");
+    CHECK_NEAR(e.float_side, model, 0.5, "eager: the float model");
     CHECK_NEAR(s.streams, 2 * 4.0 * tokens * 4096, 0.5, "two residual streams");
-    CHECK_NEAR(s.statistics, 14336.0 * 14336 * (3 * 8 + 4), 0.5, "fp64 H, G, XᵀX and one fp32 window product");
-    /* the down_proj input cache (1.88 GB) fits the eager budget (2 GiB), not the streaming one (1 GiB) */
-    CHECK_NEAR(e.total - s.total, 2 * (model - block) + 4.0 * tokens * 14336, 1.0,
-               "eager − streaming: two copies of the rest of the model and the down_proj cache");
-    CHECK(s.total < 20e9 && e.total > 64e9, "streaming %.3g GB, eager %.3g GB", s.total / 1e9, e.total / 1e9);
+    /* the taps cache (3.5 GB) exceeds 2 GiB; the down_proj input cache (1.88 GB) fits the eager
+     * budget (2 GiB), not the streaming one (1 GiB) */
+    CHECK_NEAR(s.caches, 0, 0.5, "streaming: no cache");
+    CHECK_NEAR(e.caches, 4.0 * tokens * 14336, 0.5, "eager: the down_proj input cache");
+    /* RTN absmax, x-xq: fp64 H and G and a band of 2048 rows of one window's fp32 product; solves:
+     * two results (fp32 + int16) and the fp64 u = G·w of the objective, beside H and G as fp32 */
+    const double band = 4.0 * 2048 * 14336;
+    CHECK_NEAR(s.statistics, DD * 2 * 8 + band, 0.5, "RTN: fp64 H, G and a band of one window's product");
+    CHECK_NEAR(s.solver, linear * (2 * 6 + 8), 0.5, "RTN absmax: results and u");
+    /* statistics 3.41 GB > solving 2 × 0.822 + 1.17 GB */
+    CHECK_NEAR(s.total, block + 4 * linear + 2 * 4.0 * tokens * 4096 + DD * 16 + band, 1.0, "RTN streaming total");
+    CHECK(fabs(s.total / 1e9 - 5.59) < 0.01, "RTN streaming total %.4g GB", s.total / 1e9);
+    CHECK_NEAR(e.total - s.total, 2 * model - block - 4 * linear + 4.0 * tokens * 14336, 1.0,
+               "eager − streaming: the rest of the two copies and the down_proj cache");
+    /* GPTQ, xq-xq: H only; solves: factor and inverse (fp64), three fp32 D² buffers, two results
+     * and two weight copies, beside H as fp32: larger than the accumulation */
+    CHECK_NEAR(g.statistics, DD * 8 + band, 0.5, "GPTQ: fp64 H and a band of one window's product");
+    CHECK_NEAR(g.solver, DD * (2 * 8 + 3 * 4) + linear * (2 * 6 + 2 * 4), 0.5, "GPTQ solver");
+    CHECK_NEAR(g.total, block + 4 * linear + 2 * 4.0 * tokens * 4096 + DD * 4 + g.solver, 1.0, "GPTQ streaming total");
+    CHECK_NEAR(u.statistics, DD * 3 * 8 + band, 0.5, "unknown options: fp64 H, G, XᵀX");
+    CHECK_NEAR(u.total, block + 4 * linear + 2 * 4.0 * tokens * 4096 + DD * 3 * 4 + g.solver, 1.0, "unknown options");
+    CHECK(s.total < g.total && g.total <= u.total && e.total > 64e9, "RTN %.3g GB, GPTQ %.3g GB, eager %.3g GB",
+          s.total / 1e9, g.total / 1e9, e.total / 1e9);
 }
 
 int main(void) {
@@ -74,9 +102,9 @@ int main(void) {
     rc = test_run(cmd, &msg);
     CHECK(rc == 1 && access(out, F_OK) != 0, "streaming refusal: exit %d, nothing written", rc);
     double block_gb = 0;
-    p = msg ? strstr(msg, "streaming: one F32 block and its float twin 2 × ") : NULL;
+    p = msg ? strstr(msg, "streaming: one F32 block ") : NULL;
     CHECK(p != NULL, "streaming message: %s", msg ? msg : "");
-    if (p) sscanf(p, "streaming: one F32 block and its float twin 2 × %lf GB", &block_gb);
+    if (p) sscanf(p, "streaming: one F32 block %lf GB", &block_gb);
     /* stories260K: 5 blocks of F32 in a 1 MB file with 512 × 64 embeddings and a 4848-byte header */
     double expect_block = (1044984.0 - 8 - 4848 - 4.0 * 512 * 64 - 4.0 * 64) / 5 / 1e9;
     CHECK(fabs(block_gb - expect_block) <= 0.05 * expect_block + 1e-6, "block %g GB vs %g GB", block_gb, expect_block);

@@ -41,6 +41,10 @@ void piso_la_dsyrk_t(int64_t n, int64_t k, double alpha, const double *A, int64_
  * scratch: [n, m] floats (the caller keeps it to avoid one allocation per window). */
 void piso_la_gram_add(double *acc, const float *A, const float *B, int64_t t, int64_t n, int64_t m,
                       float *scratch);
+/* The same bits as piso_la_gram_add through a scratch of panel_rows × m floats instead of n × m
+ * (panel_rows rounded up to whole tiles): the product is made and added a band of rows at a time. */
+void piso_la_gram_add_panels(double *acc, const float *A, const float *B, int64_t t, int64_t n, int64_t m,
+                             int64_t panel_rows, float *scratch);
 
 /* ---- factorizations --------------------------------------------------------------------------- */
 /* In-place upper Cholesky A = UᵀU of the symmetric A [n, n] (only the upper triangle is read; the

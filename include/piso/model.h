@@ -103,6 +103,15 @@ int piso_model_is_lazy(const struct piso_model *m);
 int piso_model_block_acquire(struct piso_model *m, int b);
 /* Frees block b's F32 weights (pointers back to NULL). No-op for models not loaded lazily. */
 void piso_model_block_release(struct piso_model *m, int b);
+/* Lazy models: acquire then converts only the norms and biases of a block; each linear weight is
+ * converted from the file when it is used (piso_model_linear_f32) and freed after, so only one
+ * linear at a time is held in F32 (for a model that is only read, e.g. the float side of
+ * quantization). The values are the same. No-op for models not loaded lazily. */
+void piso_model_set_linears_on_demand(struct piso_model *m, int on);
+/* Linear k (enum piso_linear) of block `layer` as F32: the model's own weights when it holds them (*owned NULL), or,
+ * for a lazy model whose linears are converted on demand, a conversion from the file into *owned
+ * (the caller frees it). NULL with an error naming the file and tensor on failure. */
+const float *piso_model_linear_f32(const struct piso_model *m, int layer, int k, float **owned);
 /* Lazy models: forgets the pages of the files read so far (they stay cached by the kernel, but no
  * longer count in this process's memory); no-op otherwise. */
 void piso_model_drop_file_pages(const struct piso_model *m);
@@ -147,8 +156,8 @@ int piso_block_forward(const struct piso_model *m, int layer, float *x, int n, s
 int piso_block_forward_until(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps,
                              int stop);
 /* x [n, D] += down_in [n, F] · w_downᵀ: completes a block stopped at PISO_IN_DOWN, bitwise as
- * piso_block_forward would have. */
-void piso_block_down_residual(const struct piso_model *m, int layer, float *x, const float *down_in, int n);
+ * piso_block_forward would have. −1 only when a lazy model's weight cannot be read. */
+int piso_block_down_residual(const struct piso_model *m, int layer, float *x, const float *down_in, int n);
 /* logits [n, vocab] <- output(out_norm(x)) for the n rows of x [n, D]. */
 void piso_head(const struct piso_model *m, const float *x, int n, float *logits);
 /* Whole model: logits for positions first..n-1 into logits [n - first, vocab]. Token ids are

@@ -120,19 +120,23 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
 void piso_pipeline_result_free(struct piso_pipeline_result *res);
 
 /* Memory a piso_quantize_model run needs, in bytes, split for messages (a lower estimate: only the
- * large buffers). model: one F32 copy of the weights; block: one block's F32 weights. An eager run
- * holds two copies of the model (quantized and float), a streaming one (lazy models) two of one
- * block; both hold the streams, statistics, caches and solver buffers. */
+ * large buffers). model: one F32 copy of the weights; block: one block's F32 weights; float_side:
+ * the float model's F32 weights, the model (eager) or its largest linear (streaming: converted one
+ * at a time). An eager run holds the model twice, a streaming one (lazy models) one block and
+ * float_side; both hold the streams and caches, then the larger of the statistics (fp64, while
+ * accumulated) and the solves' peak (the statistics as fp32 plus solver). o (may be NULL: the
+ * most any options need) gives the statistics and the solver's buffers. */
 struct piso_pipeline_memory {
-    double model, block, streams, statistics, caches, solver, total;
+    double model, block, float_side, streams, statistics, caches, solver, total;
     int streaming;
 };
 void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, int streaming,
-                                   struct piso_pipeline_memory *m);
+                                   const struct piso_pipeline_opts *o, struct piso_pipeline_memory *m);
 /* Refuses (−1, with the numbers in the error) when the estimate exceeds the memory available now
  * plus `already` bytes the caller holds and counts in the estimate (MemAvailable of /proc/meminfo;
  * env PISO_MEM_AVAILABLE_MB overrides it, for tests). 0 when it fits or nothing is known. */
-int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, int streaming, double already);
+int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, int streaming,
+                               const struct piso_pipeline_opts *o, double already);
 /* What the down_proj input cache may take (piso_pipeline_opts.keep_down_budget): 2 GiB, 1 GiB when
  * streaming (it is then the largest buffer after the statistics). */
 double piso_pipeline_keep_down_budget(int streaming);

@@ -4,6 +4,7 @@
 #include "piso/pipeline.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -42,16 +43,43 @@ static void set_tap(struct piso_block_taps *t, enum piso_block_input s, float *b
     *piso_block_tap(t, s) = buf;
 }
 
+/* PISO_RSS_TRACE=1: resident memory (anonymous, file pages) and the peak so far (VmHWM) at each
+ * step of a block on stderr, to find where a run's peak is; =2: the peak since the previous step. */
+static void rss_trace(int block, const char *step) {
+    static int on = -1;
+    if (on < 0) on = getenv("PISO_RSS_TRACE") ? atoi(getenv("PISO_RSS_TRACE")) : 0;
+    if (!on) return;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return;
+    char line[256];
+    double rss = -1, hwm = -1, anon = -1, file = -1;
+    while (fgets(line, sizeof line, f)) {
+        if (!strncmp(line, "VmRSS:", 6)) rss = atof(line + 6) / 1024;
+        if (!strncmp(line, "VmHWM:", 6)) hwm = atof(line + 6) / 1024;
+        if (!strncmp(line, "RssAnon:", 8)) anon = atof(line + 8) / 1024;
+        if (!strncmp(line, "RssFile:", 8)) file = atof(line + 8) / 1024;
+    }
+    fclose(f);
+    fprintf(stderr, "rss: block %d, %-44s now %6.0f MB (anon %6.0f, file %6.0f), peak %6.0f MB\n", block, step, rss,
+            anon, file, hwm);
+    /* =2: the peak is per step (this resets the peak that wait4/getrusage would report) */
+    if (on == 2 && (f = fopen("/proc/self/clear_refs", "w"))) fputs("5", f), fclose(f);
+}
+
 struct stats {
     int64_t D;
-    double *H, *G, *F;   /* fp64 accumulators [D, D]: X̃ᵀX̃, X̃ᵀX, XᵀX */
-    float *tmp;          /* [D, D] one window's product */
+    double *H, *G, *F;   /* fp64 accumulators [D, D]: X̃ᵀX̃, X̃ᵀX, XᵀX; only those in needs, per stage */
+    float *tmp;          /* [GRAM_PANEL_ROWS, D] a band of one window's product, while accumulating */
     unsigned needs;      /* STATS_* of this stage: the products accumulated */
     float *x0q, *x0f;    /* [seqlen, D] the first window's X̃ and X (window-0 report), or NULL */
 };
 
+/* A window's product is added a band of rows at a time (the same bits as whole): its fp32 scratch
+ * is 2048 × D instead of D × D (0.12 GB instead of 0.82 GB at D = 14336). */
+#define GRAM_PANEL_ROWS 2048
 static void acc_product(struct stats *s, const float *A, const float *B, int n, double *acc) {
-    piso_la_gram_add(acc, A, B, n, s->D, s->D, s->tmp); /* acc += Aᵀ B for one window (A, B [n, D]) */
+    /* acc += Aᵀ B for one window (A, B [n, D]) */
+    piso_la_gram_add_panels(acc, A, B, n, s->D, s->D, GRAM_PANEL_ROWS, s->tmp);
 }
 
 /* From this many inputs on, a layer's error report comes from the first window's outputs. */
@@ -96,9 +124,16 @@ static int stage_stats(const struct piso_model *mq, const struct piso_model *mf,
         piso_errorf("out of memory for one calibration window's activations");
         goto done;
     }
-    if (s->needs & STATS_H) memset(s->H, 0, sizeof(double) * D * D);
-    if (s->needs & STATS_G) memset(s->G, 0, sizeof(double) * D * D);
-    if (s->needs & STATS_F) memset(s->F, 0, sizeof(double) * D * D);
+    /* only the products this stage reads, at its width (calloc: zero pages on first touch) */
+    const size_t DD = (size_t)(D * D);
+    s->tmp = malloc(sizeof(float) * (size_t)((D < GRAM_PANEL_ROWS ? D : GRAM_PANEL_ROWS) * D));
+    if (s->needs & STATS_H) s->H = calloc(DD, sizeof(double));
+    if (s->needs & STATS_G) s->G = calloc(DD, sizeof(double));
+    if (s->needs & STATS_F) s->F = calloc(DD, sizeof(double));
+    if (!s->tmp || (!s->H && (s->needs & STATS_H)) || (!s->G && (s->needs & STATS_G)) || (!s->F && (s->needs & STATS_F))) {
+        piso_errorf("out of memory for the statistics of a %lld-wide layer input", (long long)D);
+        goto done;
+    }
     for (int w = 0; w < c->nsamples; w++) {
         struct piso_block_taps tq, tf;
         float *xq = keep_down ? Xq + w * L * Dm : rq, *tapq = keep_down ? keep_down + w * L * D : aq;
@@ -129,7 +164,13 @@ static int stage_stats(const struct piso_model *mq, const struct piso_model *mf,
     rc = 0;
 done:
     free(rq), free(rf), free(aq), free(af);
+    free(s->tmp), s->tmp = NULL; /* not needed by the solves */
     return rc;
+}
+
+static void stats_free(struct stats *s) {
+    free(s->H), free(s->G), free(s->F), free(s->tmp);
+    s->H = s->G = s->F = NULL, s->tmp = NULL;
 }
 
 /* Σ_rows wᵀFw (the float output energy). */
@@ -175,10 +216,10 @@ static int solve_linear(int64_t N, int64_t D, const float *Wf, const float *H, c
 }
 
 /* The cost pass: every candidate on this layer's float inputs; the weights stay float. */
-static int cost_linear(const struct piso_model *mf, int layer, enum piso_linear k, const float *F,
+static int cost_linear(const struct piso_model *mq, const float *Wf, int layer, enum piso_linear k, const float *F,
                        const struct piso_pipeline_opts *o, struct piso_layer_report *rep) {
     int64_t N, D;
-    const float *Wf = linear_weight(mf, layer, k, &N, &D);
+    (void)linear_weight(mq, layer, k, &N, &D); /* the shape */
     double t0 = piso_time();
     const int64_t i = (int64_t)layer * PISO_LIN_COUNT + k;
     piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);
@@ -238,13 +279,13 @@ static int report_window0(int64_t T, int64_t N, int64_t D, const float *X, const
     return 0;
 }
 
-static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, int layer, enum piso_linear k,
+/* Wf: the float model's weights of linear k (piso_model_linear_f32). */
+static int quantize_linear(struct piso_model *mq, const float *Wf, int layer, enum piso_linear k,
                            const float *H, const float *G, const float *F, const struct stats *s, int64_t seqlen,
                            const struct piso_pipeline_opts *o, struct piso_layer_report *rep) {
-    if (o->n_cost > 0) return cost_linear(mf, layer, k, F, o, rep);
+    if (o->n_cost > 0) return cost_linear(mq, Wf, layer, k, F, o, rep);
     int64_t N, D;
     float *W = linear_weight(mq, layer, k, &N, &D);
-    const float *Wf = linear_weight(mf, layer, k, &N, &D);
     double t0 = piso_time();
     struct piso_layer_result r, ra;
     memset(&ra, 0, sizeof ra);
@@ -290,6 +331,9 @@ static int quantize_linear(struct piso_model *mq, const struct piso_model *mf, i
     rep->rel_err = energy > 0 ? e_m / energy : 0;
     rep->rel_err_absmax = energy > 0 ? e_a / energy : 0;
     rep->objective = r.objective;
+    char step[8 + sizeof rep->name];
+    snprintf(step, sizeof step, "solved %s", rep->name);
+    rss_trace(layer, step);
     memcpy(W, r.dequant, sizeof(float) * N * D);
     rep->scales = r.scales, rep->codes = r.codes, rep->zeros = r.zeros, rep->g_idx = r.g_idx;
     r.scales = NULL, r.codes = NULL, r.zeros = NULL, r.g_idx = NULL;
@@ -309,6 +353,16 @@ static float *f64_to_f32_in_place(double *buf, int64_t n) {
         memcpy(bytes + 4 * i, &f, sizeof f);
     }
     return (float *)(void *)buf;
+}
+
+/* The fp32 statistics for the solvers, converted in the fp64 buffer, which is then shrunk to the
+ * fp32 size (its upper half goes back to the system during the solves). NULL stays NULL. */
+static float *stats_to_f32(double **buf, int64_t n) {
+    if (!*buf) return NULL;
+    float *f = f64_to_f32_in_place(*buf, n);
+    void *p = realloc(f, sizeof(float) * (size_t)n);
+    if (p) *buf = p;
+    return (float *)(void *)*buf;
 }
 
 static double keep_down_limit(const struct piso_pipeline_opts *o) {
@@ -336,15 +390,17 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     int64_t ntok = (int64_t)c->nsamples * c->seqlen, Dmax = Dm;
     if (Hq > Dmax) Dmax = Hq;
     if (F > Dmax) Dmax = F;
+    /* the float side holds no F32 block: each linear is converted from the file where it is used
+     * (the same values, so the same products), one at a time */
+    piso_model_set_linears_on_demand((struct piso_model *)(uintptr_t)mf, mf != mq);
     double t0 = piso_time();
     res->layers = calloc((size_t)nb * PISO_LIN_COUNT, sizeof *res->layers);
     float *Xq = malloc(sizeof(float) * ntok * Dm), *Xf = malloc(sizeof(float) * ntok * Dm);
-    struct stats s = {0, malloc(sizeof(double) * Dmax * Dmax), malloc(sizeof(double) * Dmax * Dmax),
-                      malloc(sizeof(double) * Dmax * Dmax), malloc(sizeof(float) * Dmax * Dmax), 0, NULL, NULL};
+    struct stats s = {0, NULL, NULL, NULL, NULL, 0, NULL, NULL}; /* allocated per stage */
     int rc = -1;
     struct float_taps cache = {{NULL, NULL, NULL, NULL}}; /* before the first goto: freed at done */
     float *keep_down = NULL;
-    if (!res->layers || !Xq || !Xf || !s.H || !s.G || !s.F || !s.tmp) {
+    if (!res->layers || !Xq || !Xf) {
         piso_errorf("out of memory for the calibration activations (%lld tokens × %lld)", (long long)ntok,
                     (long long)Dm);
         goto done;
@@ -358,6 +414,8 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     }
     for (int w = 0; w < c->nsamples; w++) piso_embed(mf, c->tokens + (size_t)w * c->seqlen, c->seqlen, Xf + w * c->seqlen * Dm);
     memcpy(Xq, Xf, sizeof(float) * ntok * Dm);
+    piso_model_drop_file_pages(mf); /* the embedding rows read from a lazy model's file (≈ 0.4 GB at 8B) */
+    rss_trace(-1, "embedded");
     int done_lin = 0, total_lin = nb * PISO_LIN_COUNT;
     /* Cache the float taps of a block when they take at most 2 GiB (always for small models). */
     int64_t widths[PISO_IN_COUNT];
@@ -373,6 +431,7 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     for (int b = 0; b < nb; b++) {
         /* lazy models: this block's weights as F32 (no-op otherwise); released below, or at done */
         if (piso_model_block_acquire(mq, b) || piso_model_block_acquire((struct piso_model *)(uintptr_t)mf, b)) goto done;
+        rss_trace(b, "blocks acquired");
         double tf0 = piso_time(), t_block_start = tf0;
         if (use_cache) { /* one float pass: taps of every stage, and the float stream advances */
             for (int w = 0; w < c->nsamples; w++) {
@@ -390,16 +449,22 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
             if (stage_stats(mq, mf, b, (enum piso_block_input)st, Xq, Xf, c, &s, use_cache ? &cache : NULL,
                             st == PISO_IN_DOWN ? keep_down : NULL, tm))
                 goto done;
+            rss_trace(b, st == 0 ? "statistics attn_in" : st == 1 ? "statistics o_in" : st == 2 ? "statistics ffn_in" : "statistics down_in");
             /* the solvers take fp32 statistics: converted inside the fp64 buffers (no second copy) */
-            const float *Hs = (s.needs & STATS_H) ? f64_to_f32_in_place(s.H, s.D * s.D) : NULL;
-            const float *Gs = (s.needs & STATS_G) ? f64_to_f32_in_place(s.G, s.D * s.D) : NULL;
-            const float *Fs = (s.needs & STATS_F) ? f64_to_f32_in_place(s.F, s.D * s.D) : NULL;
+            const float *Hs = stats_to_f32(&s.H, s.D * s.D), *Gs = stats_to_f32(&s.G, s.D * s.D);
+            const float *Fs = stats_to_f32(&s.F, s.D * s.D);
             for (int j = 0; j < PISO_LIN_COUNT; j++) {
                 enum piso_linear k = (enum piso_linear)j;
                 if (piso_schema_linear(k)->input != st) continue;
                 struct piso_layer_report *rep = &res->layers[res->n_layers];
                 double ts = piso_time();
-                if (quantize_linear(mq, mf, b, k, Hs, Gs, Fs, &s, c->seqlen, o, rep)) goto done;
+                float *wf_owned = NULL; /* a lazy float model's linear, converted for this solve */
+                const float *Wf = piso_model_linear_f32(mf, b, (int)k, &wf_owned);
+                if (!Wf || quantize_linear(mq, Wf, b, k, Hs, Gs, Fs, &s, c->seqlen, o, rep)) {
+                    free(wf_owned);
+                    goto done;
+                }
+                free(wf_owned);
                 tm->solves += piso_time() - ts;
                 res->n_layers++, done_lin++;
                 /* ETA: from whole blocks once one is done (a block's layers differ in cost, blocks
@@ -415,6 +480,7 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
                     piso_log("block %d/%d, layer %s, rel. error %.4g (absmax %.4g), %.1fs, ETA %.1fs\n", b + 1, nb,
                              rep->name, rep->rel_err, rep->rel_err_absmax, el, eta);
             }
+            stats_free(&s); /* the next stage has its own width and needs */
         }
         if (b + 1 < nb && !use_cache) {
             double ta = piso_time();
@@ -425,12 +491,15 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
         double ta = piso_time();
         if (keep_down) { /* the quantized stream stopped at down_proj's input: add its output */
             for (int w = 0; w < c->nsamples; w++)
-                piso_block_down_residual(mq, b, Xq + (int64_t)w * c->seqlen * Dm, keep_down + (int64_t)w * c->seqlen * F,
-                                         c->seqlen);
+                if (piso_block_down_residual(mq, b, Xq + (int64_t)w * c->seqlen * Dm, keep_down + (int64_t)w * c->seqlen * F,
+                                             c->seqlen))
+                    goto done;
         } else if (b + 1 < nb && advance(mq, b, Xq, c))
             goto done;
         tm->quant_forward += piso_time() - ta;
+        rss_trace(b, "streams advanced");
         if (o->block_done && o->block_done(b, mq, res, o->block_ctx)) goto done;
+        rss_trace(b, "block written");
         piso_model_block_release(mq, b), piso_model_block_release((struct piso_model *)(uintptr_t)mf, b);
     }
     res->seconds = piso_time() - t0;
@@ -442,7 +511,8 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
 done:
     for (int st = 0; st < 4; st++) free(cache.t[st]);
     free(keep_down);
-    free(Xq), free(Xf), free(s.H), free(s.G), free(s.F), free(s.tmp);
+    free(Xq), free(Xf);
+    stats_free(&s);
     free(s.x0q), free(s.x0f);
     for (int b = 0; b < nb; b++) /* after a failure: what is still acquired (no-op otherwise) */
         piso_model_block_release(mq, b), piso_model_block_release((struct piso_model *)(uintptr_t)mf, b);
@@ -455,7 +525,7 @@ double piso_pipeline_keep_down_budget(int streaming) {
 }
 
 void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, int streaming,
-                                   struct piso_pipeline_memory *m) {
+                                   const struct piso_pipeline_opts *o, struct piso_pipeline_memory *m) {
     memset(m, 0, sizeof *m);
     for (int st = 0; st < piso_schema_steps(cfg); st++) {
         int layer;
@@ -467,15 +537,37 @@ void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens
     double Dm = cfg->dim, Hq = (double)cfg->n_heads * cfg->head_dim, F = cfg->hidden_dim, D = Dm;
     if (Hq > D) D = Hq;
     if (F > D) D = F;
-    double ntok = (double)tokens;
+    double ntok = (double)tokens, lin = F * Dm > Hq * Dm ? F * Dm : Hq * Dm; /* the largest linear */
     m->streams = 2 * 4.0 * ntok * Dm;
-    m->statistics = D * D * (3 * 8.0 + 4.0);                    /* fp64 H, G, XᵀX (fp32 in place); one window's product */
+    /* fp64 products of the widest stage (the ones its solver and report read; all three when the
+     * options are not known) and a band of one window's fp32 product; the solves then hold them
+     * as fp32 */
+    int n_products = 3;
+    if (o) {
+        unsigned needs = stats_needs(o, (int64_t)D);
+        n_products = !!(needs & STATS_H) + !!(needs & STATS_G) + !!(needs & STATS_F);
+    }
+    m->statistics = D * D * n_products * 8.0 + 4.0 * (D < GRAM_PANEL_ROWS ? D : GRAM_PANEL_ROWS) * D;
     double taps = 4.0 * ntok * (2 * Dm + Hq + F), keep = 4.0 * ntok * F;
     m->caches = (taps <= 2.0 * (1 << 30) ? taps : 0) + (keep <= piso_pipeline_keep_down_budget(streaming) ? keep : 0);
-    m->solver = D * D * (2 * 8.0 + 3 * 4.0) + 4 * 4.0 * F * D; /* factor + inverse, permuted H/G; weight copies */
+    /* the solver's own buffers for the largest linear: the method's and absmax's results (fp32
+     * dequantized values and int16 codes each); RTN adds only PiSO's fp64 products (u = G·w, and
+     * H·w beside it when G is read), the others a factor and inverse of H and permuted H/G */
+    const int rtn = o && o->rounding == PISO_ROUND_RTN;
+    const int piso_scales = !o || o->ec.q.method == PISO_SCALE_PISO || o->ec.q.method == PISO_SCALE_PISO_SEQ;
+    m->solver = 2 * 6.0 * lin;
+    if (rtn) {
+        const int reads_g = o->objective == PISO_OBJ_X_XQ;
+        m->solver += 8.0 * lin * ((reads_g || piso_scales) + (reads_g && piso_scales));
+    }
+    else m->solver += D * D * (2 * 8.0 + 3 * 4.0) + 2 * 4.0 * lin;
     m->streaming = streaming;
-    /* eager: two F32 copies of the whole model (quantized and float); streaming: of one block */
-    m->total = 2 * (streaming ? m->block : m->model) + m->streams + m->statistics + m->caches + m->solver;
+    /* eager: two F32 copies of the whole model (quantized and float); streaming: one F32 block, and
+     * the float side's linears one at a time (piso_model_set_linears_on_demand) */
+    m->float_side = streaming ? 4.0 * lin : m->model;
+    const double solving = D * D * n_products * 4.0 + m->solver; /* the statistics as fp32, the solver */
+    m->total = (streaming ? m->block : m->model) + m->float_side + m->streams + m->caches +
+               (solving > m->statistics ? solving : m->statistics);
 }
 
 static double mem_available(void) {
@@ -491,19 +583,21 @@ static double mem_available(void) {
     return kb < 0 ? -1 : kb * 1024;
 }
 
-int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, int streaming, double already) {
+int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, int streaming,
+                               const struct piso_pipeline_opts *o, double already) {
     struct piso_pipeline_memory m;
-    piso_pipeline_memory_estimate(cfg, tokens, streaming, &m);
+    piso_pipeline_memory_estimate(cfg, tokens, streaming, o, &m);
     double avail = mem_available();
     if (avail < 0 || m.total <= avail + already) return 0;
     char weights[160];
     if (streaming)
-        snprintf(weights, sizeof weights, "streaming: one F32 block and its float twin 2 × %.3g GB", m.block / 1e9);
+        snprintf(weights, sizeof weights, "streaming: one F32 block %.3g GB and the float side's largest linear %.3g GB",
+                 m.block / 1e9, m.float_side / 1e9);
     else
         snprintf(weights, sizeof weights, "two F32 copies of the weights 2 × %.3g GB", m.model / 1e9);
     return piso_errorf("not enough memory: this run needs about %.3g GB (%s, "
-                       "residual streams %.3g GB for %lld calibration tokens, statistics %.3g GB, activation caches "
-                       "%.3g GB, solver %.3g GB) but %.3g GB are available%s; use fewer "
+                       "residual streams %.3g GB for %lld calibration tokens, statistics %.3g GB while accumulated, "
+                       "activation caches %.3g GB, solver %.3g GB beside the statistics as fp32) but %.3g GB are available%s; use fewer "
                        "calibration tokens "
                        "(--nsamples, --seqlen) or a machine with more memory",
                        m.total / 1e9, weights, m.streams / 1e9, (long long)tokens, m.statistics / 1e9,

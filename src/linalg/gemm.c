@@ -94,3 +94,34 @@ void piso_la_gram_add(double *acc, const float *A, const float *B, int64_t t, in
 #pragma omp parallel for schedule(static) if ((double)n * m > LA_PAR_MIN_WORK / 16)
     for (int64_t i = 0; i < n * m; i++) acc[i] += scratch[i];
 }
+
+void piso_la_gram_add_panels(double *acc, const float *A, const float *B, int64_t t, int64_t n, int64_t m,
+                             int64_t panel_rows, float *scratch) {
+    const int syrk = B == A && n == m && n >= LA_GRAM_SYRK_MIN;
+    const int64_t P = la_ntiles(panel_rows < LA_TILE ? LA_TILE : panel_rows) * LA_TILE, tc = la_ntiles(m);
+    for (int64_t p0 = 0; p0 < n; p0 += P) {
+        const int64_t rows = la_min(P, n - p0), tr = la_ntiles(rows);
+        /* the tiles piso_la_gram_add computes in these rows (SYRK: those on and above the diagonal),
+         * each the same single-threaded BLAS call, so the same bits */
+#pragma omp parallel for schedule(dynamic, 1) if ((double)rows * m * t > LA_PAR_MIN_WORK)
+        for (int64_t b = 0; b < tr * tc; b++) {
+            const int64_t r0 = p0 + b / tc * LA_TILE, c0 = b % tc * LA_TILE;
+            if (syrk && c0 + LA_TILE <= r0) continue; /* below the diagonal: mirrored from above */
+            la_gemm_tile(0, 1, 0, la_min(LA_TILE, n - r0), la_min(LA_TILE, m - c0), t, 1.0, A + r0, n, B + c0, m, 0.0,
+                         scratch + (r0 - p0) * m + c0, m);
+        }
+        if (!syrk) {
+#pragma omp parallel for schedule(static) if ((double)rows * m > LA_PAR_MIN_WORK / 16)
+            for (int64_t i = 0; i < rows * m; i++) acc[p0 * m + i] += scratch[i];
+            continue;
+        }
+        /* SYRK: acc[i][j] and, mirrored, acc[j][i] gain the upper value (j ≥ i): as
+         * piso_la_gram_add, whose window product is made exactly symmetric before it is added */
+#pragma omp parallel for schedule(static) if ((double)rows * m > LA_PAR_MIN_WORK / 16)
+        for (int64_t i = 0; i < rows; i++)
+            for (int64_t j = p0 + i; j < m; j++) acc[(p0 + i) * m + j] += scratch[i * m + j];
+#pragma omp parallel for schedule(static) if ((double)rows * m > LA_PAR_MIN_WORK / 16)
+        for (int64_t j = p0 + 1; j < m; j++)
+            for (int64_t i = 0; i < rows && p0 + i < j; i++) acc[j * m + p0 + i] += scratch[i * m + j];
+    }
+}

@@ -41,16 +41,23 @@ static void llamacpp_linear(int weight_type, const float *X, const float *W, flo
 }
 
 /* A linear layer k of block `layer`: the float product, or the simulated integer matmul with a
- * narrow accumulator when the model carries one (piso/accum_sim.h). */
-static void block_linear(const struct piso_model *m, int layer, enum piso_linear k, const float *X, const float *W,
-                         float *Y, int n, int in, int out, float beta) {
+ * narrow accumulator when the model carries one (piso/accum_sim.h). W NULL: a lazy model's linear
+ * converted from its file for this product (piso_model_set_linears_on_demand). */
+static int block_linear(const struct piso_model *m, int layer, enum piso_linear k, const float *X, const float *W,
+                        float *Y, int n, int in, int out, float beta) {
     struct piso_accum_sim *s = m->accum_sim;
-    if (s && layer < s->n_layers && s->lin[layer * PISO_LIN_COUNT + k].codes)
+    if (s && layer < s->n_layers && s->lin[layer * PISO_LIN_COUNT + k].codes) {
         piso_accum_sim_linear(s, &s->lin[layer * PISO_LIN_COUNT + k], &m->act.act, X, Y, n, beta);
-    else if (m->llamacpp_weight_types)
+        return 0;
+    }
+    float *owned = NULL;
+    if (!W && !(W = piso_model_linear_f32(m, layer, (int)k, &owned))) return -1;
+    if (m->llamacpp_weight_types)
         llamacpp_linear(m->llamacpp_weight_types[layer * PISO_LIN_COUNT + k], X, W, Y, n, in, out, beta);
     else
         linear(X, W, Y, n, in, out, beta);
+    free(owned);
+    return 0;
 }
 
 /* Below this many multiply-adds (or elements, for the cheap loops) a parallel region costs more
@@ -229,9 +236,10 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
     if (taps && taps->attn_in) memcpy(taps->attn_in, xn, N * D * sizeof *xn);
     int rc = 0;
     if (stop == PISO_IN_ATTN) goto out;
-    block_linear(m, layer, PISO_LIN_Q, xn, w->wq, q, n, D, Hq, 0.0f);
-    block_linear(m, layer, PISO_LIN_K, xn, w->wk, k, n, D, Hkv, 0.0f);
-    block_linear(m, layer, PISO_LIN_V, xn, w->wv, v, n, D, Hkv, 0.0f);
+    if ((rc = block_linear(m, layer, PISO_LIN_Q, xn, w->wq, q, n, D, Hq, 0.0f)) ||
+        (rc = block_linear(m, layer, PISO_LIN_K, xn, w->wk, k, n, D, Hkv, 0.0f)) ||
+        (rc = block_linear(m, layer, PISO_LIN_V, xn, w->wv, v, n, D, Hkv, 0.0f)))
+        goto out;
     add_bias(q, w->bq, n, Hq);
     add_bias(k, w->bk, n, Hkv);
     add_bias(v, w->bv, n, Hkv);
@@ -249,15 +257,16 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
         quantize_linear_input(m, att, n, Hq);
         if (taps && taps->o_in) memcpy(taps->o_in, att, N * Hq * sizeof *att);
         if (stop == PISO_IN_O) goto out;
-        block_linear(m, layer, PISO_LIN_O, att, w->wo, x, n, Hq, D, 1.0f); /* residual: x += att · wo^T */
+        if ((rc = block_linear(m, layer, PISO_LIN_O, att, w->wo, x, n, Hq, D, 1.0f))) goto out; /* x += att · wo^T */
 
         /* SwiGLU feed-forward */
         rmsnorm_rows(x, w->ffn_norm, xn, n, D, c->norm_eps);
         quantize_linear_input(m, xn, n, D);
         if (taps && taps->ffn_in) memcpy(taps->ffn_in, xn, N * D * sizeof *xn);
         if (stop == PISO_IN_FFN) goto out;
-        block_linear(m, layer, PISO_LIN_GATE, xn, w->w_gate, g, n, D, F, 0.0f);
-        block_linear(m, layer, PISO_LIN_UP, xn, w->w_up, u, n, D, F, 0.0f);
+        if ((rc = block_linear(m, layer, PISO_LIN_GATE, xn, w->w_gate, g, n, D, F, 0.0f)) ||
+            (rc = block_linear(m, layer, PISO_LIN_UP, xn, w->w_up, u, n, D, F, 0.0f)))
+            goto out;
 #pragma omp parallel for schedule(static) if ((size_t)n * F > PAR_MIN_ELEMS)
         for (int i = 0; i < n; i++) /* by rows: the same code runs on a row for any thread count */
             for (int j = 0; j < F; j++) {
@@ -271,7 +280,7 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
         quantize_linear_input(m, g, n, F);
         if (taps && taps->down_in) memcpy(taps->down_in, g, N * F * sizeof *g);
         if (stop == PISO_IN_DOWN) goto out;
-        block_linear(m, layer, PISO_LIN_DOWN, g, w->w_down, x, n, F, D, 1.0f);
+        rc = block_linear(m, layer, PISO_LIN_DOWN, g, w->w_down, x, n, F, D, 1.0f);
     }
 out:
     free(buf);
@@ -302,8 +311,8 @@ int piso_block_forward_until(const struct piso_model *m, int layer, float *x, in
     return rc;
 }
 
-void piso_block_down_residual(const struct piso_model *m, int layer, float *x, const float *down_in, int n) {
-    block_linear(m, layer, PISO_LIN_DOWN, down_in, m->layers[layer].w_down, x, n, m->cfg.hidden_dim, m->cfg.dim, 1.0f);
+int piso_block_down_residual(const struct piso_model *m, int layer, float *x, const float *down_in, int n) {
+    return block_linear(m, layer, PISO_LIN_DOWN, down_in, m->layers[layer].w_down, x, n, m->cfg.hidden_dim, m->cfg.dim, 1.0f);
 }
 
 void piso_head(const struct piso_model *m, const float *x, int n, float *logits) {

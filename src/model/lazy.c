@@ -22,39 +22,69 @@ void piso_lazy_drop_pages(const void *p, size_t n) {
 
 void piso_model_drop_file_pages(const struct piso_model *m) {
     const struct piso_model_storage *s = m->storage;
-    for (int i = 0; s->lazy && i < s->n_st; i++) piso_lazy_drop_pages(s->st[i].map.data, s->st[i].map.size);
+    for (int i = 0; s && s->lazy && i < s->n_st; i++) piso_lazy_drop_pages(s->st[i].map.data, s->st[i].map.size);
+}
+
+/* Block tensor t of block b from the mapping as F32 (malloc'd, q/k rows in piso's RoPE order,
+ * every value checked finite); *out NULL when t is optional and absent. */
+static int lazy_convert(struct piso_model *m, const struct piso_tensor_info *t, int b, float **out) {
+    struct piso_model_storage *s = m->storage;
+    const struct piso_config *c = &m->cfg;
+    int fi;
+    *out = NULL;
+    const struct piso_st_tensor *src = piso_lazy_source(m, t, b, &fi);
+    if (!src) return 0; /* optional and absent (validated at load) */
+    const char *file = s->st[fi].map.path;
+    float *p = malloc(sizeof(float) * (size_t)(src->numel ? src->numel : 1));
+    if (!p) return piso_errorf("%s: tensor '%s': out of memory converting block %d to F32", file, src->name, b);
+    int rc = piso_st_read_f32(&s->st[fi], src, p, (size_t)src->numel);
+    piso_lazy_drop_pages(src->data, src->nbytes);
+    int64_t bad = rc ? -1 : piso_find_nonfinite(p, (size_t)src->numel);
+    if (bad >= 0) rc = piso_errorf("%s: layer %d %s has a non-finite value at index %lld", m->path, b, t->label, (long long)bad);
+    const int64_t cols = piso_schema_dim(c, t->cols);
+    if (!rc && t->rope && c->rope_style == PISO_ROPE_ADJACENT)
+        rc = piso_rope_reorder_inplace(p, piso_schema_rope_heads(c, t), c->head_dim, cols ? cols : 1, PISO_ROPE_ADJACENT);
+    if (rc) {
+        free(p);
+        return -1;
+    }
+    *out = p;
+    return 0;
+}
+
+static int is_linear_weight(const struct piso_tensor_info *t) {
+    for (int k = 0; k < PISO_LIN_COUNT; k++)
+        if (t == piso_schema_linear((enum piso_linear)k)) return 1;
+    return 0;
+}
+
+void piso_model_set_linears_on_demand(struct piso_model *m, int on) {
+    if (piso_model_is_lazy(m)) m->storage->linears_on_demand = on;
+}
+
+const float *piso_model_linear_f32(const struct piso_model *m, int layer, int k, float **owned) {
+    struct piso_model *mm = (struct piso_model *)(uintptr_t)m;
+    const struct piso_tensor_info *t = piso_schema_linear((enum piso_linear)k);
+    *owned = NULL;
+    const float *w = *piso_schema_slot(mm, t, layer);
+    if (w) return w;
+    if (!piso_model_is_lazy(m)) {
+        piso_errorf("%s: layer %d %s is not loaded", m->path, layer, t->label);
+        return NULL;
+    }
+    if (lazy_convert(mm, t, layer, owned)) return NULL;
+    if (!*owned) piso_errorf("%s: layer %d has no %s", m->path, layer, t->label);
+    return *owned;
 }
 
 int piso_model_block_acquire(struct piso_model *m, int b) {
     struct piso_model_storage *s = m->storage;
     if (!s->lazy || s->acquired[b]) return 0;
-    const struct piso_config *c = &m->cfg;
     s->acquired[b] = 1; /* a failure part-way releases what was converted */
     for (int st = PISO_TR_FIRST_BLOCK; st < PISO_TR_FIRST_BLOCK + PISO_TR_N_BLOCK; st++) {
         const struct piso_tensor_info *t = &piso_schema[st];
-        int fi;
-        const struct piso_st_tensor *src = piso_lazy_source(m, t, b, &fi);
-        if (!src) continue; /* optional and absent (validated at load) */
-        const char *file = s->st[fi].map.path;
-        float *p = malloc(sizeof(float) * (size_t)(src->numel ? src->numel : 1));
-        if (!p) {
-            piso_model_block_release(m, b);
-            return piso_errorf("%s: tensor '%s': out of memory converting block %d to F32", file, src->name, b);
-        }
-        *piso_schema_slot(m, t, b) = p;
-        if (piso_st_read_f32(&s->st[fi], src, p, (size_t)src->numel) != 0) {
-            piso_model_block_release(m, b);
-            return -1;
-        }
-        piso_lazy_drop_pages(src->data, src->nbytes);
-        int64_t bad = piso_find_nonfinite(p, (size_t)src->numel);
-        if (bad >= 0) {
-            piso_model_block_release(m, b);
-            return piso_errorf("%s: layer %d %s has a non-finite value at index %lld", m->path, b, t->label, (long long)bad);
-        }
-        const int64_t cols = piso_schema_dim(c, t->cols);
-        if (t->rope && c->rope_style == PISO_ROPE_ADJACENT &&
-            piso_rope_reorder_inplace(p, piso_schema_rope_heads(c, t), c->head_dim, cols ? cols : 1, PISO_ROPE_ADJACENT)) {
+        if (s->linears_on_demand && is_linear_weight(t)) continue; /* piso_model_linear_f32 at each use */
+        if (lazy_convert(m, t, b, piso_schema_slot(m, t, b))) {
             piso_model_block_release(m, b);
             return -1;
         }

@@ -20,6 +20,7 @@ struct piso_model_storage {
      * the mapping in their source dtype; a block's F32 weights exist between acquire and release. */
     int lazy;
     unsigned char *acquired; /* [n_layers] */
+    int linears_on_demand;   /* acquire leaves the linear weights NULL (piso_model_set_linears_on_demand) */
 };
 
 /* An empty model (cfg copied) with storage and the layer array allocated. */
