@@ -499,16 +499,10 @@ int piso_calib_stream_begin(const struct piso_model *m, const int *tokens, int n
     s->im->chunk_count = n_chunk, s->im->chunk_size = n_ctx;
     if (dataset && !(s->im->dataset = strdup(dataset))) goto oom;
     if (hessians) {
-        const int64_t dims[4] = {(int64_t)D, (int64_t)Hq, (int64_t)D, (int64_t)F};
         if (!(s->hs = calloc(1, sizeof *s->hs))) goto oom;
         s->hs->n_layers = c->n_layers, s->hs->D = (int64_t)D, s->hs->Hq = (int64_t)Hq, s->hs->F = (int64_t)F;
         s->hs->n_tokens = (int64_t)n_chunk * n_ctx;
         if (!(s->hs->h = calloc((size_t)c->n_layers * 4, sizeof(float *)))) goto oom;
-        for (int k = 0; k < 4; k++)
-            if (!(s->acc[k] = malloc(sizeof(double) * (size_t)(dims[k] * dims[k])))) goto oom;
-        size_t dmax = D > Hq ? D : Hq;
-        dmax = dmax > F ? dmax : F;
-        if (!(s->scratch = malloc(sizeof(float) * dmax * dmax))) goto oom;
     }
     for (int ch = 0; ch < n_chunk; ch++) { /* llama.cpp's chunking, as run_chunks */
         memcpy(chunk, tokens + (size_t)ch * n, sizeof(int) * n);
@@ -542,7 +536,16 @@ int piso_calib_stream_block(struct piso_calib_stream *s, const struct piso_model
         e[k] = (struct piso_imatrix_entry *)piso_imatrix_find(s->im, nm);
     }
     if (s->hs) {
-        for (int k = 0; k < 4; k++) memset(s->acc[k], 0, sizeof(double) * (size_t)(dims[k] * dims[k]));
+        /* the fp64 sums and the scratch live only while the block runs: the block's quantization
+         * (GPTQ on down_proj's H) comes after, and would otherwise hold them at its peak */
+        int64_t dmax = 0;
+        for (int k = 0; k < 4; k++) {
+            dmax = dims[k] > dmax ? dims[k] : dmax;
+            if (!(s->acc[k] = calloc((size_t)(dims[k] * dims[k]), sizeof(double))))
+                return piso_errorf("calibration: out of memory for block %d's Hessians", l);
+        }
+        if (!(s->scratch = malloc(sizeof(float) * (size_t)(dmax * dmax))))
+            return piso_errorf("calibration: out of memory for block %d's Hessians", l);
         for (int k = 0; l > 0 && k < 4; k++) { /* the block before is exported: one block's Hessians at a time */
             free(s->hs->h[4 * (l - 1) + k]);
             s->hs->h[4 * (l - 1) + k] = NULL;
@@ -566,7 +569,9 @@ int piso_calib_stream_block(struct piso_calib_stream *s, const struct piso_model
             for (int64_t q = r; q < d; q++)
                 h[r * d + q] = h[q * d + r] = (float)(s->acc[k][r * d + q] / (double)s->hs->n_tokens);
         s->hs->h[4 * l + k] = h;
+        free(s->acc[k]), s->acc[k] = NULL;
     }
+    free(s->scratch), s->scratch = NULL;
     s->next_layer = l + 1;
     return 0;
 }
