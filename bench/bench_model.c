@@ -16,8 +16,10 @@
  *
  * usage: bench_model [--shape tiny|llama-1b|qwen-0.5b|llama-8b] [--layers N] [--dir DIR] [--keep]
  *                    [--shard-mb M] [--calib TXT] [--nsamples N] [--seqlen L] [--piso BIN]
- *                    [--generate-only] [-- extra quantize options (default: --format int4 --group 128
- *                    --rounding gptq --scale piso)]
+ *                    [--generate-only] [--gguf] [-- extra quantize options (default: --format int4
+ *                    --group 128 --rounding gptq --scale piso; with --gguf: --type Q4_K)]
+ * --gguf writes a GGUF file (calibrated: --nsamples chunks of --seqlen tokens, as --chunks/--ctx);
+ * GGUF output has no timing split, so only the wall and CPU time and the peak RSS are reported.
  * The data root is $PISO_DATA (default ../shared): tokenizers/llama3/tokenizer.json and the
  * calibration text data/wikitext-2/test.tokens. Big shapes take minutes to hours: use --layers. */
 #include "piso/common.h"
@@ -212,13 +214,14 @@ static double num(const cJSON *o, const char *k) {
 
 int main(int argc, char **argv) {
     const char *shape_name = "tiny", *dir = NULL, *calib = NULL, *piso_bin = NULL;
-    int layers = 0, nsamples = 4, seqlen = 512, keep = 0, gen_only = 0, extra_at = 0;
+    int layers = 0, nsamples = 4, seqlen = 512, keep = 0, gen_only = 0, extra_at = 0, gguf = 0;
     double shard_mb = 1000;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--shape") && i + 1 < argc) shape_name = argv[++i];
         else if (!strcmp(argv[i], "--layers") && i + 1 < argc) layers = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--dir") && i + 1 < argc) dir = argv[++i];
         else if (!strcmp(argv[i], "--keep")) keep = 1;
+        else if (!strcmp(argv[i], "--gguf")) gguf = 1;
         else if (!strcmp(argv[i], "--generate-only")) gen_only = keep = 1;
         else if (!strcmp(argv[i], "--shard-mb") && i + 1 < argc) shard_mb = atof(argv[++i]);
         else if (!strcmp(argv[i], "--calib") && i + 1 < argc) calib = argv[++i];
@@ -230,7 +233,7 @@ int main(int argc, char **argv) {
             break;
         } else {
             fprintf(stderr, "usage: bench_model [--shape tiny|llama-1b|qwen-0.5b|llama-8b] [--layers N] [--dir DIR] "
-                            "[--keep] [--generate-only] [--shard-mb M] [--calib TXT] [--nsamples N] [--seqlen L] "
+                            "[--keep] [--generate-only] [--gguf] [--shard-mb M] [--calib TXT] [--nsamples N] [--seqlen L] "
                             "[--piso BIN] [-- quantize options]\n");
             return 2;
         }
@@ -283,13 +286,14 @@ int main(int argc, char **argv) {
 
     /* piso quantize as a child: its peak RSS and CPU time come from wait4 */
     char cmd[16384], out[4200];
-    snprintf(out, sizeof out, "%s.out", dir);
-    int len = snprintf(cmd, sizeof cmd, "%s quantize --model %s --calib %s --nsamples %d --seqlen %d --out %s --json", piso_bin,
-                       dir, calib, nsamples, seqlen, out);
+    snprintf(out, sizeof out, gguf ? "%s.out.gguf" : "%s.out", dir);
+    int len = snprintf(cmd, sizeof cmd, "%s quantize --model %s --calib %s --%s %d --%s %d --out %s --json", piso_bin, dir,
+                       calib, gguf ? "chunks" : "nsamples", nsamples, gguf ? "ctx" : "seqlen", seqlen, out);
     if (extra_at)
         for (int i = extra_at; i < argc; i++) len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %s", argv[i]);
     else
-        len += snprintf(cmd + len, sizeof cmd - (size_t)len, " --format int4 --group 128 --rounding gptq --scale piso");
+        len += snprintf(cmd + len, sizeof cmd - (size_t)len, "%s",
+                        gguf ? " --type Q4_K" : " --format int4 --group 128 --rounding gptq --scale piso");
     fprintf(stderr, "bench_model: %s\n", cmd);
     int pipefd[2], errfd[2];
     if (pipe(pipefd) || pipe(errfd)) return 1;
@@ -347,6 +351,18 @@ int main(int argc, char **argv) {
     }
     cJSON *j = cJSON_Parse(json);
     const cJSON *tm = j ? cJSON_GetObjectItemCaseSensitive(j, "timing") : NULL;
+    if (gguf && j) { /* no split: the totals */
+        printf("{\"shape\": \"%s\", \"layers\": %d, \"weights_mb\": %.1f, \"out\": \"gguf\", \"file_mb\": %.1f, "
+               "\"tokens\": %d, \"wall_s\": %.2f, \"cpu_s\": %.2f, \"peak_rss_mb\": %.1f}\n",
+               sh.name, sh.layers, bytes / 1e6, num(j, "bytes") / 1e6, nsamples * seqlen, wall, cpu, ru.ru_maxrss / 1024.0);
+        cJSON_Delete(j);
+        free(json);
+        if (!keep) {
+            snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, out);
+            if (system(cmd)) fprintf(stderr, "bench_model: could not remove %s\n", dir);
+        }
+        return 0;
+    }
     if (!tm) {
         fprintf(stderr, "bench_model: no timing in piso's JSON output\n");
         return 1;

@@ -27,6 +27,11 @@ static const struct cli_option common_options[] = {
      .help = "the output: a directory, or FILE.gguf for GGUF output", .required = 1},
     {"--calib", NULL, CLI_STRING, ARG(calib), .arg = "FILE", .help = "calibration text"},
     CLI_OPTIONS_TRANSFORM(struct cli_quantize_args),
+    {"--no-stream", NULL, CLI_FLAG, ARG(no_stream),
+     .help = "hold the whole model in F32 (twice) and write the output at the end;\n"
+             "streaming (one block at a time) needs an HF source and is off with\n"
+             "--eval, --rotate/--permute, --smooth, --accumulator-bits, --target-bits;\n"
+             "GGUF: with --rotate/--permute, --target-bpw, NVFP4 weights"},
     {0},
 };
 
@@ -85,10 +90,6 @@ static const struct cli_option hf_options[] = {
              "(X~ includes each layer's own input quantization)"},
     CLI_OPTIONS_ACCUM_LIMITS(struct cli_quantize_args),
     CLI_OPTIONS_SMOOTH(struct cli_quantize_args),
-    {"--no-stream", NULL, CLI_FLAG, ARG(no_stream),
-     .help = "hold the whole model in F32 (twice) and write the output at the end;\n"
-             "streaming (one block at a time) needs an HF source and is off with\n"
-             "--eval, --rotate/--permute, --smooth, --accumulator-bits, --target-bits"},
     {0},
 };
 

@@ -52,13 +52,24 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
     struct piso_model *m = NULL;
     struct piso_imatrix *im = NULL;
     struct piso_calib_hessians *hs = NULL;
+    struct piso_calib_stream *cs = NULL;
+    struct piso_gguf_stream *gs = NULL;
     int *ids = NULL, n = 0, rc = 1;
     struct piso_gguf_export_stats st;
     struct cli_mixed mx;
     memset(&mx, 0, sizeof mx);
     const struct piso_tokenizer *tk = NULL;
+    struct piso_transform_opts to;
     if (piso_output_check(a->out, 0)) goto done; /* before any work */
-    if (piso_model_load(a->model, a->tokenizer, &m)) goto done;
+    if (cli_transform_opts("quantize", a->rotate, a->rotate_block, a->permute, 1, a->seed, a->calib != NULL, 1, &to))
+        goto done;
+    /* Streaming (one block in F32 at a time, its tensors written at their offsets as it is done)
+     * whenever nothing needs the whole model: an HF source, no transform, no mixed precision, and
+     * no NVFP4 weight (their tensor-scale tensors exist only when the scale is not 1). */
+    const int nvfp4 = (o.type == GGML_T_NVFP4 && !o.mixture) || o.output_type == GGML_T_NVFP4;
+    const int stream = !a->no_stream && !mixed && !cli_transform_wanted(&to) && !nvfp4 && piso_model_can_stream(a->model);
+    piso_log("loading %s%s\n", a->model, stream ? " (streaming: one block at a time)" : "");
+    if (stream ? piso_model_load_lazy(a->model, a->tokenizer, &m) : piso_model_load(a->model, a->tokenizer, &m)) goto done;
     if (mixed && cli_gguf_mixed_prepare(a, m, &mx)) goto done; /* the bit range: before any long work */
     /* a tokenizer is needed for --calib and wanted in the file; without one the file is "no_vocab" */
     tk = cli_model_tokenizer(m);
@@ -67,26 +78,40 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
     if (a->calib && cli_tokenize_file(tk, a->calib, &ids, &n)) goto done;
     /* rotations / permutations (checked by cmd_quantize: fused only) before any statistics; the
      * permutations are calibrated on the text in windows of --ctx tokens */
-    struct piso_transform_opts to;
-    if (cli_transform_opts("quantize", a->rotate, a->rotate_block, a->permute, 1, a->seed, a->calib != NULL, 1, &to))
-        goto done;
     if (cli_transform_wanted(&to)) {
         int len = n < (int)a->ctx ? n : (int)a->ctx, nwin = len > 0 ? n / len : 0;
         if (piso_transform_model(m, &to, ids, nwin, len, NULL)) goto done;
     }
-    if (a->calib) {
-        int bos = piso_tokenizer_vocab(tk)->bos_id;
+    const struct piso_tokenizer_vocab *v = tk ? piso_tokenizer_vocab(tk) : NULL;
+    if (a->calib && stream) { /* the statistics block by block, as the blocks are written */
+        if (piso_calib_stream_begin(m, ids, n, (int)a->ctx, (int)a->chunks, v->bos_id, a->calib,
+                                    o.scale == PISO_GGUF_SCALE_PISO, &cs))
+            goto done;
+        o.imatrix = piso_calib_stream_imatrix(cs);
+    } else if (a->calib) {
+        int bos = v->bos_id;
         if (piso_imatrix_compute(m, ids, n, (int)a->ctx, (int)a->chunks, bos, a->calib, &im)) goto done;
         if (o.scale == PISO_GGUF_SCALE_PISO &&
             piso_calib_hessians_compute(m, ids, n, (int)a->ctx, (int)a->chunks, bos, &hs))
             goto done;
     }
-    o.imatrix = im;
+    if (!cs) o.imatrix = im;
     o.hessians = hs;
     if (mixed && cli_gguf_mixed(a, m, ids, n, piso_tokenizer_vocab(tk)->bos_id, &o, &mx)) goto done;
-    const struct piso_tokenizer_vocab *v = tk ? piso_tokenizer_vocab(tk) : NULL;
     if (!tk) piso_log("quantize: warning: no tokenizer; the file gets tokenizer.ggml.model = no_vocab\n");
-    if (piso_gguf_export(m, v, &o, a->out, &st)) goto done;
+    if (stream) {
+        if (piso_gguf_stream_begin(m, v, &o, a->out, &gs)) goto done;
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            if (piso_model_block_acquire(m, l) || (cs && piso_calib_stream_block(cs, m, l)) ||
+                piso_gguf_stream_block(gs, m, l, NULL, cs ? piso_calib_stream_hessians(cs) : NULL))
+                goto done;
+            piso_model_block_release(m, l);
+        }
+        struct piso_gguf_stream *s = gs;
+        gs = NULL; /* finish frees it, whatever happens */
+        if (piso_gguf_stream_finish(s, m, &st)) goto done;
+    } else if (piso_gguf_export(m, v, &o, a->out, &st))
+        goto done;
     if (a->common.json) {
         struct piso_json w;
         piso_json_begin(&w, PISO_JSON_SPACED);
@@ -129,6 +154,8 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
     rc = 0;
 done:
     if (rc) cli_fail("quantize", piso_last_error());
+    piso_gguf_stream_abort(gs); /* a failure before the end: nothing is left */
+    piso_calib_stream_free(cs);
     cli_mixed_free(&mx);
     piso_calib_hessians_free(hs);
     piso_imatrix_free(im);

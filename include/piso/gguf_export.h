@@ -65,6 +65,25 @@ int piso_gguf_type_for_row(int type, int64_t ne0);
 int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_vocab *vocab,
                      const struct piso_gguf_export_opts *opts, const char *path, struct piso_gguf_export_stats *st);
 
+/* Streamed export: the same file as piso_gguf_export, byte for byte, with one block's weights in
+ * F32 at a time (a lazy model: piso_model_load_lazy; any model works). begin checks what the eager
+ * export checks, computes the header (every key and tensor info: names, shapes, types from the
+ * config and the options, offsets) and writes it to a temporary file next to path; block(l), for
+ * l = 0, 1, ... in order with block l's weights present, quantizes and writes block l's tensors at
+ * their offsets, weighted by imatrix / hessians when given (else those of the options: a stream of
+ * statistics computed block by block passes them here); finish writes the global tensors (the
+ * embeddings and the output head in panels of rows from the model's file), renames the file into
+ * place and frees the stream, whatever happens. abort (NULL: no-op) removes the temporary file.
+ * Not streamed (begin refuses): mixed precision (linear_types) and NVFP4 weights, whose tensor
+ * scale tensors exist only when the scale is not 1. */
+struct piso_gguf_stream;
+int piso_gguf_stream_begin(const struct piso_model *m, const struct piso_tokenizer_vocab *vocab,
+                           const struct piso_gguf_export_opts *opts, const char *path, struct piso_gguf_stream **out);
+int piso_gguf_stream_block(struct piso_gguf_stream *s, const struct piso_model *m, int layer,
+                           const struct piso_imatrix *imatrix, const struct piso_calib_hessians *hessians);
+int piso_gguf_stream_finish(struct piso_gguf_stream *s, const struct piso_model *m, struct piso_gguf_export_stats *st);
+void piso_gguf_stream_abort(struct piso_gguf_stream *s);
+
 /* llama_ftype value for general.file_type (-1 when there is none, e.g. BF16 is 32). */
 int piso_gguf_file_type(int type);
 

@@ -27,6 +27,14 @@ int piso_gguf_set_arr_i32(struct piso_gguf_writer *w, const char *key, const int
 int piso_gguf_add_tensor(struct piso_gguf_writer *w, const char *name, int n_dims, const int64_t *ne, int type,
                          void *data, size_t nbytes, int owned);
 
+/* The file's layout, for writers that stream the tensor data (tensors added with data NULL, not
+ * owned): the header (magic .. tensor infos, unpadded) into *h (free with piso_buf_free), each
+ * tensor's absolute file offset into offsets[i] (tensor order; may be NULL), the file size with
+ * the last tensor's padding into *file_size (may be NULL). Data and padding are zeros between. */
+int64_t piso_gguf_writer_n_tensors(const struct piso_gguf_writer *w);
+int piso_gguf_writer_layout(const struct piso_gguf_writer *w, struct piso_buf *h, uint64_t *offsets,
+                            uint64_t *file_size);
+
 /* Writes the file atomically. */
 int piso_gguf_writer_write(struct piso_gguf_writer *w, const char *path);
 

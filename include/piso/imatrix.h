@@ -55,4 +55,19 @@ void piso_calib_hessians_free(struct piso_calib_hessians *hs);
 /* The Hessian of the input of GGUF weight `name` (blk.N.*.weight) if it has n input columns, else NULL. */
 const float *piso_calib_hessian_for(const struct piso_calib_hessians *hs, const char *name, int64_t n);
 
+/* The imatrix and Hessians of piso_imatrix_compute and piso_calib_hessians_compute (bitwise), one
+ * block at a time for streaming: begin embeds every chunk and keeps the residual streams
+ * (n_chunk * n_ctx * dim floats); block(l), for l = 0, 1, ... in order and with block l's weights
+ * present, runs block l on every chunk and fills the imatrix entries of blk.l (the imatrix has
+ * every entry from the start, zero until its block runs) and the Hessians of block l (those of the
+ * block before are freed; NULL for the others). hessians = 0: the imatrix only. */
+struct piso_calib_stream;
+int piso_calib_stream_begin(const struct piso_model *m, const int *tokens, int n_tokens, int n_ctx, int max_chunks,
+                            int bos_id, const char *dataset, int hessians, struct piso_calib_stream **out);
+int piso_calib_stream_block(struct piso_calib_stream *s, const struct piso_model *m, int layer);
+int piso_calib_stream_chunks(const struct piso_calib_stream *s);
+const struct piso_imatrix *piso_calib_stream_imatrix(const struct piso_calib_stream *s);
+const struct piso_calib_hessians *piso_calib_stream_hessians(const struct piso_calib_stream *s);
+void piso_calib_stream_free(struct piso_calib_stream *s);
+
 #endif

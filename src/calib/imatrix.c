@@ -440,3 +440,138 @@ const float *piso_calib_hessian_for(const struct piso_calib_hessians *hs, const 
     if (k < 0 || dims[k] != n) return NULL;
     return hs->h[4 * l + k];
 }
+
+/* ---- block at a time (streaming) ------------------------------------------------------------- */
+
+/* The same chunks as piso_imatrix_compute / piso_calib_hessians_compute, run block by block: the
+ * residual streams of every chunk are kept, so that block l needs only its own weights. Per entry
+ * the sums are added chunk by chunk in chunk order, as the whole-model walk adds them, so the
+ * results are bitwise the same. */
+struct piso_calib_stream {
+    int n_chunk, n_ctx, next_layer;
+    float *x;                       /* [n_chunk, n_ctx, D] residual streams after next_layer - 1 */
+    struct piso_block_taps taps;    /* one chunk */
+    struct piso_imatrix *im;        /* every entry, filled up to next_layer - 1 */
+    struct piso_calib_hessians *hs; /* NULL without Hessians; h of the last block run only */
+    double *acc[4];                 /* that block's fp64 sums */
+    float *scratch;
+};
+
+void piso_calib_stream_free(struct piso_calib_stream *s) {
+    if (!s) return;
+    free(s->x), free(s->taps.attn_in), free(s->taps.o_in), free(s->taps.ffn_in), free(s->taps.down_in);
+    piso_imatrix_free(s->im);
+    piso_calib_hessians_free(s->hs);
+    for (int k = 0; k < 4; k++) free(s->acc[k]);
+    free(s->scratch), free(s);
+}
+
+int piso_calib_stream_begin(const struct piso_model *m, const int *tokens, int n_tokens, int n_ctx, int max_chunks,
+                            int bos_id, const char *dataset, int hessians, struct piso_calib_stream **out) {
+    const struct piso_config *c = &m->cfg;
+    *out = NULL;
+    if (n_ctx < 16) return piso_errorf("imatrix: context %d is too short (llama.cpp needs >= 16 tokens)", n_ctx);
+    const int n_chunk = chunk_count(n_tokens, n_ctx, max_chunks, "imatrix");
+    if (n_chunk < 1) return -1;
+    const size_t D = (size_t)c->dim, F = (size_t)c->hidden_dim, Hq = (size_t)c->n_heads * (size_t)c->head_dim;
+    const size_t n = (size_t)n_ctx;
+    struct piso_calib_stream *s = calloc(1, sizeof *s);
+    int *chunk = malloc(sizeof(int) * n);
+    if (!s || !chunk) goto oom;
+    s->n_chunk = n_chunk, s->n_ctx = n_ctx;
+    s->x = malloc(sizeof(float) * (size_t)n_chunk * n * D);
+    s->taps = (struct piso_block_taps){malloc(sizeof(float) * n * D), malloc(sizeof(float) * n * Hq),
+                                       malloc(sizeof(float) * n * D), malloc(sizeof(float) * n * F)};
+    if (!s->x || !s->taps.attn_in || !s->taps.o_in || !s->taps.ffn_in || !s->taps.down_in) {
+        piso_errorf("calibration: out of memory for the residual streams of %d chunks of %d tokens (%.0f MB)", n_chunk,
+                    n_ctx, 4.0 * n_chunk * (double)n * (double)D / 1e6);
+        goto fail;
+    }
+    if (!(s->im = calloc(1, sizeof *s->im))) goto oom;
+    for (int l = 0; l < c->n_layers; l++)
+        for (int k = 0; k < PISO_LIN_COUNT; k++) {
+            const struct piso_tensor_info *t = piso_schema_linear((enum piso_linear)k);
+            char nm[64];
+            piso_schema_name(t, PISO_NAME_GGUF, l, nm, sizeof nm);
+            if (!add_entry(s->im, nm, piso_schema_dim(c, t->cols))) goto oom;
+        }
+    qsort(s->im->e, (size_t)s->im->n, sizeof *s->im->e, cmp_entry);
+    s->im->chunk_count = n_chunk, s->im->chunk_size = n_ctx;
+    if (dataset && !(s->im->dataset = strdup(dataset))) goto oom;
+    if (hessians) {
+        if (!(s->hs = calloc(1, sizeof *s->hs))) goto oom;
+        s->hs->n_layers = c->n_layers, s->hs->D = (int64_t)D, s->hs->Hq = (int64_t)Hq, s->hs->F = (int64_t)F;
+        s->hs->n_tokens = (int64_t)n_chunk * n_ctx;
+        if (!(s->hs->h = calloc((size_t)c->n_layers * 4, sizeof(float *)))) goto oom;
+    }
+    for (int ch = 0; ch < n_chunk; ch++) { /* llama.cpp's chunking, as run_chunks */
+        memcpy(chunk, tokens + (size_t)ch * n, sizeof(int) * n);
+        if (bos_id >= 0) chunk[0] = bos_id;
+        piso_embed(m, chunk, n_ctx, s->x + (size_t)ch * n * D);
+    }
+    free(chunk);
+    *out = s;
+    return 0;
+oom:
+    piso_errorf("calibration: out of memory");
+fail:
+    free(chunk);
+    piso_calib_stream_free(s);
+    return -1;
+}
+
+int piso_calib_stream_chunks(const struct piso_calib_stream *s) { return s->n_chunk; }
+const struct piso_imatrix *piso_calib_stream_imatrix(const struct piso_calib_stream *s) { return s->im; }
+const struct piso_calib_hessians *piso_calib_stream_hessians(const struct piso_calib_stream *s) { return s->hs; }
+
+int piso_calib_stream_block(struct piso_calib_stream *s, const struct piso_model *m, int l) {
+    const struct piso_config *c = &m->cfg;
+    if (l != s->next_layer || l >= c->n_layers)
+        return piso_errorf("calibration: block %d run out of order (expected %d of %d)", l, s->next_layer, c->n_layers);
+    const int64_t D = c->dim, dims[4] = {c->dim, (int64_t)c->n_heads * c->head_dim, c->dim, c->hidden_dim};
+    struct piso_imatrix_entry *e[PISO_LIN_COUNT];
+    for (int k = 0; k < PISO_LIN_COUNT; k++) {
+        char nm[64];
+        piso_schema_name(piso_schema_linear((enum piso_linear)k), PISO_NAME_GGUF, l, nm, sizeof nm);
+        e[k] = (struct piso_imatrix_entry *)piso_imatrix_find(s->im, nm);
+    }
+    if (s->hs) {
+        /* the fp64 sums and the scratch live only while the block runs: the block's quantization
+         * (GPTQ on down_proj's H) comes after, and would otherwise hold them at its peak */
+        int64_t dmax = 0;
+        for (int k = 0; k < 4; k++) {
+            dmax = dims[k] > dmax ? dims[k] : dmax;
+            if (!(s->acc[k] = calloc((size_t)(dims[k] * dims[k]), sizeof(double))))
+                return piso_errorf("calibration: out of memory for block %d's Hessians", l);
+        }
+        if (!(s->scratch = malloc(sizeof(float) * (size_t)(dmax * dmax))))
+            return piso_errorf("calibration: out of memory for block %d's Hessians", l);
+        for (int k = 0; l > 0 && k < 4; k++) { /* the block before is exported: one block's Hessians at a time */
+            free(s->hs->h[4 * (l - 1) + k]);
+            s->hs->h[4 * (l - 1) + k] = NULL;
+        }
+    }
+    for (int ch = 0; ch < s->n_chunk; ch++) {
+        struct piso_block_taps t = s->taps;
+        if (piso_block_forward(m, l, s->x + (size_t)ch * (size_t)s->n_ctx * (size_t)D, s->n_ctx, &t)) return -1;
+        for (int k = 0; k < PISO_LIN_COUNT; k++)
+            accumulate(e[k], *piso_block_tap(&t, piso_schema_linear((enum piso_linear)k)->input), s->n_ctx, e[k]->n);
+        if (s->hs) {
+            const float *in[4] = {t.attn_in, t.o_in, t.ffn_in, t.down_in};
+            for (int k = 0; k < 4; k++) piso_la_gram_add(s->acc[k], in[k], in[k], s->n_ctx, dims[k], dims[k], s->scratch);
+        }
+    }
+    for (int k = 0; s->hs && k < 4; k++) {
+        const int64_t d = dims[k];
+        float *h = malloc(sizeof(float) * (size_t)(d * d));
+        if (!h) return piso_errorf("calibration: out of memory");
+        for (int64_t r = 0; r < d; r++)
+            for (int64_t q = r; q < d; q++)
+                h[r * d + q] = h[q * d + r] = (float)(s->acc[k][r * d + q] / (double)s->hs->n_tokens);
+        s->hs->h[4 * l + k] = h;
+        free(s->acc[k]), s->acc[k] = NULL;
+    }
+    free(s->scratch), s->scratch = NULL;
+    s->next_layer = l + 1;
+    return 0;
+}

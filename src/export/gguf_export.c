@@ -14,7 +14,9 @@
 #include "piso/schema.h"
 #include "piso/tokenizer.h"
 
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -136,58 +138,70 @@ int piso_gguf_weight_roundtrip(const struct piso_gguf_export_opts *o, const char
     return rc;
 }
 
+/* Records weight `name` stored in type got instead of want (its row length). */
+static void note_fallback(struct piso_gguf_export_stats *st, const char *name, int64_t D, int want, int got) {
+    if (st->n_fallback < PISO_GGUF_MAX_FALLBACKS) {
+        snprintf(st->fallbacks[st->n_fallback].name, sizeof st->fallbacks[0].name, "%s", name);
+        st->fallbacks[st->n_fallback].ne0 = D;
+        st->fallbacks[st->n_fallback].want = want;
+        st->fallbacks[st->n_fallback].got = got;
+    }
+    st->n_fallback++;
+}
+
+/* Converts/quantizes W [N, D] into buf (type t, the row fallback applied: N row sizes); block
+ * weights (blk.*) add their objective to st. *tscale: NVFP4's tensor scale (1 otherwise). Rows
+ * are independent, so a tensor may be converted in panels of rows (the embeddings, streamed). */
+static int quantize_weight(const struct piso_gguf_export_opts *o, struct piso_gguf_export_stats *st, const char *name,
+                           const float *W, int64_t N, int64_t D, int t, int tensor_scale_ok, void *buf, float *tscale) {
+    float *imat = NULL;
+    *tscale = 1.0f;
+    if (!piso_ggml_is_block_type(t)) {
+        piso_ggml_traits(t)->from_float(W, buf, N * D);
+        return 0;
+    }
+    if (quantize_block_weight(o, name, t, W, N, D, buf, tensor_scale_ok, tscale, &imat)) return -1;
+    /* the objective the scales minimise, Σ_rows Σ_j h_j (w − ŵ)² (h = 1 without an imatrix),
+     * summed over the block weights (blk.*) */
+    double obj = 0;
+    int64_t nonfinite = 0;
+    const size_t rs = piso_ggml_row_size(t, D);
+    const float ts = *tscale;
+#pragma omp parallel for reduction(+ : obj, nonfinite) schedule(static)
+    for (int64_t r = 0; r < N; r++) {
+        float *y = malloc(sizeof(float) * (size_t)D);
+        double e = 0;
+        if (y) {
+            piso_ggml_dequantize_row(t, (const uint8_t *)buf + r * rs, y, D);
+            for (int64_t j = 0; j < D; j++) nonfinite += !isfinite(y[j]);
+            for (int64_t j = 0; j < D; j++) {
+                const double d = (double)W[r * D + j] - (double)y[j] * ts;
+                e += (imat ? imat[j] : 1.0) * d * d;
+            }
+        }
+        free(y);
+        obj += e;
+    }
+    if (!strncmp(name, "blk.", 4)) st->objective += obj;
+    free(imat);
+    if (nonfinite) /* e.g. llama.cpp's rule on weights beyond the fp16 range of the scales */
+        return piso_errorf("%s: %lld values would be stored with a non-finite (NaN/Inf) %s scale: weights too large for "
+                           "the type's scales", name, (long long)nonfinite, piso_ggml_traits(t)->name);
+    return 0;
+}
+
 /* Converts/quantizes W [N, D] (row-major, rows of D inputs) into `type` and adds it. */
 static int add_weight(struct exporter *x, const char *name, const float *W, int64_t N, int64_t D, int type,
                       int tensor_scale_ok) {
     const int t = piso_gguf_type_for_row(type, D);
     float tscale = 1.0f; /* NVFP4: the per-tensor scale (NAME.scale) */
-    if (t != type) {
-        if (x->st->n_fallback < PISO_GGUF_MAX_FALLBACKS) {
-            snprintf(x->st->fallbacks[x->st->n_fallback].name, sizeof x->st->fallbacks[0].name, "%s", name);
-            x->st->fallbacks[x->st->n_fallback].ne0 = D;
-            x->st->fallbacks[x->st->n_fallback].want = type;
-            x->st->fallbacks[x->st->n_fallback].got = t;
-        }
-        x->st->n_fallback++;
-    }
+    if (t != type) note_fallback(x->st, name, D, type, t);
     const size_t nbytes = piso_ggml_row_size(t, D) * (size_t)N;
     void *buf = malloc(nbytes ? nbytes : 1);
-    float *imat = NULL;
     if (!buf) return piso_errorf("%s: out of memory (%zu bytes)", name, nbytes);
-    if (!piso_ggml_is_block_type(t)) {
-        piso_ggml_traits(t)->from_float(W, buf, N * D);
-    } else {
-        if (quantize_block_weight(x->o, name, t, W, N, D, buf, tensor_scale_ok, &tscale, &imat)) {
-            free(buf);
-            return -1;
-        }
-        /* the objective the scales minimise, Σ_rows Σ_j h_j (w − ŵ)² (h = 1 without an imatrix),
-         * summed over the block weights (blk.*) */
-        double obj = 0;
-        int64_t nonfinite = 0;
-        const size_t rs = piso_ggml_row_size(t, D);
-#pragma omp parallel for reduction(+ : obj, nonfinite) schedule(static)
-        for (int64_t r = 0; r < N; r++) {
-            float *y = malloc(sizeof(float) * (size_t)D);
-            double e = 0;
-            if (y) {
-                piso_ggml_dequantize_row(t, (const uint8_t *)buf + r * rs, y, D);
-                for (int64_t j = 0; j < D; j++) nonfinite += !isfinite(y[j]);
-                for (int64_t j = 0; j < D; j++) {
-                    const double d = (double)W[r * D + j] - (double)y[j] * tscale;
-                    e += (imat ? imat[j] : 1.0) * d * d;
-                }
-            }
-            free(y);
-            obj += e;
-        }
-        if (!strncmp(name, "blk.", 4)) x->st->objective += obj;
-        free(imat);
-        if (nonfinite) { /* e.g. llama.cpp's rule on weights beyond the fp16 range of the scales */
-            free(buf);
-            return piso_errorf("%s: %lld values would be stored with a non-finite (NaN/Inf) %s scale: weights too large for "
-                               "the type's scales", name, (long long)nonfinite, piso_ggml_traits(t)->name);
-        }
+    if (quantize_weight(x->o, x->st, name, W, N, D, t, tensor_scale_ok, buf, &tscale)) {
+        free(buf);
+        return -1;
     }
     x->st->counts[t]++;
     x->st->n_tensors++;
@@ -316,13 +330,11 @@ static int check_arch(const struct piso_arch_info *a, const struct piso_config *
     return 0;
 }
 
-int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_vocab *vocab,
-                     const struct piso_gguf_export_opts *o, const char *path, struct piso_gguf_export_stats *st_out) {
+/* The checks before any work: llama.cpp can hold the model, the type is supported, the imatrix
+ * is this model's. *arch: the architecture the file is written as. */
+static int export_check(const struct piso_model *m, const struct piso_gguf_export_opts *o, const char *path,
+                        const struct piso_arch_info **arch_out) {
     const struct piso_config *c = &m->cfg;
-    struct piso_gguf_export_stats st_local;
-    struct piso_gguf_export_stats *st = st_out ? st_out : &st_local;
-    memset(st, 0, sizeof *st);
-    const double t0 = piso_time();
     const struct piso_arch_info *arch = piso_arch_for_gguf(c);
     if (check_arch(arch, c, path)) return -1;
     if (m->online.down_block || m->online.o_heads)
@@ -334,8 +346,6 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     if (!tr || !tr->to_float || !tr->from_float)
         return piso_errorf("GGUF export: type %s is not supported (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, MXFP4, NVFP4)",
                            tr ? tr->name : "?");
-    const int quantized = piso_ggml_is_block_type(o->type);
-    const int out_type = o->output_type >= 0 ? o->output_type : quantized ? GGML_T_Q6_K : o->type;
     if (o->imatrix) { /* an importance matrix that matches no weight is the wrong file */
         int hits = 0;
         for (int s = 0, l; s < piso_schema_steps(c) && !hits; s++) {
@@ -349,14 +359,16 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
                                "(e.g. blk.0.attn_q.weight): an imatrix of another model?",
                                o->imatrix->n, o->imatrix->n > 0 ? o->imatrix->e[0].name : "");
     }
+    *arch_out = arch;
+    return 0;
+}
 
-    struct piso_gguf_writer *w = piso_gguf_writer_new();
-    if (!w) return piso_errorf("out of memory");
-    struct exporter x = {w, o, st};
-    float *rope_f = NULL;
-    int rc = 0;
+/* Every key/value pair of the file, in file order. */
+static int write_metadata(struct piso_gguf_writer *w, const struct piso_arch_info *arch, const struct piso_config *c,
+                          const struct piso_tokenizer_vocab *vocab, const struct piso_gguf_export_opts *o) {
+    const int quantized = piso_ggml_is_block_type(o->type);
     const int ftype = o->mixture ? o->mixture : piso_gguf_file_type(o->type);
-    if (!rc) rc = piso_gguf_set_str(w, "general.architecture", arch->gguf);
+    int rc = piso_gguf_set_str(w, "general.architecture", arch->gguf);
     if (!rc) rc = piso_gguf_set_str(w, "general.name", o->name ? o->name : "piso export");
     if (!rc && ftype >= 0) rc = piso_gguf_set_u32(w, "general.file_type", (uint32_t)ftype);
     if (!rc) rc = piso_gguf_set_u32(w, "general.quantization_version", 2);
@@ -365,11 +377,56 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     if (!rc && o->imatrix) rc = piso_gguf_set_u32(w, "quantize.imatrix.entries_count", (uint32_t)o->imatrix->n);
     if (!rc && o->imatrix) rc = piso_gguf_set_u32(w, "quantize.imatrix.chunks_count", (uint32_t)o->imatrix->chunk_count);
     if (!rc && quantized) rc = piso_gguf_set_str(w, "piso.scales", o->scale == PISO_GGUF_SCALE_REF ? "llamacpp-ref" : "piso");
+    return rc;
+}
+
+/* The type of 2-D tensor t of layer l (cols inputs), before the row fallback. */
+static int weight_type(const struct piso_config *c, const struct piso_gguf_export_opts *o,
+                       const struct piso_tensor_info *t, int l, int64_t cols) {
+    const int out_type = o->output_type >= 0 ? o->output_type : piso_ggml_is_block_type(o->type) ? GGML_T_Q6_K : o->type;
+    /* token embeddings: with tied embeddings this tensor is also the output projection */
+    const int is_out = t->role == PISO_TR_OUTPUT || (t->role == PISO_TR_TOK_EMBD && c->tied_embeddings);
+    int type = is_out ? out_type : o->type;
+    if (o->mixture && !(is_out && o->output_type >= 0)) /* llama-quantize's per-tensor choice */
+        type = piso_gguf_mixture_type(o->mixture, o->type, t->role, l, c->n_layers, c->n_heads / c->n_kv_heads, cols,
+                                      c->tied_embeddings);
+    if (o->linear_types && t->linear >= 0) type = o->linear_types[l * PISO_LIN_COUNT + t->linear]; /* mixed precision */
+    return type;
+}
+
+/* Tensor t's data in the file's row order: q/k rows (and their biases, q/k norms) in the row order
+ * of the architecture's RoPE. *copy: a malloc'd reordered copy to free, or NULL. */
+static int file_order(const struct piso_config *c, const struct piso_arch_info *arch, const struct piso_tensor_info *t,
+                      const char *name, const float **data, float **copy) {
+    *copy = NULL;
+    const int heads = piso_schema_rope_heads(c, t);
+    if (!heads || c->rope_style == arch->gguf_rope) return 0;
+    if (!(*copy = malloc(sizeof(float) * (size_t)piso_schema_numel(c, t)))) return piso_errorf("%s: out of memory", name);
+    const int64_t cols = piso_schema_dim(c, t->cols);
+    piso_rope_reorder(*data, *copy, heads, c->head_dim, cols ? cols : 1, arch->gguf_rope);
+    *data = *copy;
+    return 0;
+}
+
+int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_vocab *vocab,
+                     const struct piso_gguf_export_opts *o, const char *path, struct piso_gguf_export_stats *st_out) {
+    const struct piso_config *c = &m->cfg;
+    struct piso_gguf_export_stats st_local;
+    struct piso_gguf_export_stats *st = st_out ? st_out : &st_local;
+    memset(st, 0, sizeof *st);
+    const double t0 = piso_time();
+    const struct piso_arch_info *arch = NULL;
+    if (export_check(m, o, path, &arch)) return -1;
+
+    struct piso_gguf_writer *w = piso_gguf_writer_new();
+    if (!w) return piso_errorf("out of memory");
+    struct exporter x = {w, o, st};
+    float *rope_f = NULL;
+    int rc = write_metadata(w, arch, c, vocab, o);
 
     struct piso_progress pr;
     piso_progress_begin(&pr, "export", "layers", c->n_layers);
-    /* the schema's tensors in file order; q/k rows (and their biases, q/k norms) in the row order
-     * of the architecture's RoPE */
+    /* the schema's tensors in file order */
     for (int s = 0, l; s < piso_schema_steps(c) && !rc; s++) {
         const struct piso_tensor_info *t = piso_schema_step(c, s, &l);
         const float *data = piso_schema_data(m, t, l);
@@ -382,29 +439,14 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
         char nm[96];
         piso_schema_name(t, PISO_NAME_GGUF, l, nm, sizeof nm);
         float *reordered = NULL;
-        const int heads = piso_schema_rope_heads(c, t);
-        if (heads && c->rope_style != arch->gguf_rope) {
-            if (!(reordered = malloc(sizeof(float) * (size_t)piso_schema_numel(c, t)))) {
-                rc = piso_errorf("%s: out of memory", nm);
-                break;
-            }
-            piso_rope_reorder(data, reordered, heads, c->head_dim, cols ? cols : 1, arch->gguf_rope);
-            data = reordered;
-        }
+        if ((rc = file_order(c, arch, t, nm, &data, &reordered))) break;
         if (!cols) {
             rc = add_vec(&x, nm, data, rows, reordered != NULL); /* the writer frees a reordered copy */
             reordered = NULL;
         } else {
-            /* token embeddings: with tied embeddings this tensor is also the output projection */
-            const int is_out = t->role == PISO_TR_OUTPUT || (t->role == PISO_TR_TOK_EMBD && c->tied_embeddings);
-            int type = is_out ? out_type : o->type;
-            if (o->mixture && !(is_out && o->output_type >= 0)) /* llama-quantize's per-tensor choice */
-                type = piso_gguf_mixture_type(o->mixture, o->type, t->role, l, c->n_layers, c->n_heads / c->n_kv_heads,
-                                              cols, c->tied_embeddings);
-            if (o->linear_types && t->linear >= 0) type = o->linear_types[l * PISO_LIN_COUNT + t->linear]; /* mixed precision */
             /* NVFP4 tensor scales only where llama.cpp applies them: the linear weights (not the
              * embedding lookup, so not a tied output either) */
-            rc = add_weight(&x, nm, data, rows, cols, type, t->role != PISO_TR_TOK_EMBD);
+            rc = add_weight(&x, nm, data, rows, cols, weight_type(c, o, t, l, cols), t->role != PISO_TR_TOK_EMBD);
         }
         free(reordered);
         if (t->role == PISO_TR_DOWN) piso_progress_update(&pr, l + 1);
@@ -419,5 +461,224 @@ int piso_gguf_export(const struct piso_model *m, const struct piso_tokenizer_voc
     st->seconds = piso_time() - t0;
     piso_gguf_writer_free(w);
     free(rope_f);
+    return rc;
+}
+
+/* ---- streamed export ------------------------------------------------------------------------- */
+
+/* One tensor of the file: where it goes and what it holds. */
+struct planned_tensor {
+    char name[96];
+    const struct piso_tensor_info *t;
+    int layer;          /* -1: a global tensor */
+    int type;           /* as stored (after the row fallback) */
+    int64_t rows, cols; /* cols 0: a 1-D F32 tensor of rows values */
+    uint64_t offset;    /* absolute, in the file */
+    size_t nbytes;
+    int written;
+};
+
+struct piso_gguf_stream {
+    struct piso_outfile f;
+    struct piso_gguf_export_opts o;
+    const struct piso_arch_info *arch;
+    struct piso_config cfg;
+    struct planned_tensor *p;
+    int64_t n_p;
+    uint64_t file_size;
+    int next_block;
+    struct piso_gguf_export_stats st;
+    struct piso_progress pr;
+    double t0;
+};
+
+void piso_gguf_stream_abort(struct piso_gguf_stream *s) {
+    if (!s) return;
+    piso_outfile_abort(&s->f);
+    free(s->p), free(s);
+}
+
+/* Writes n bytes at the tensor's offset, then its padding (zeros) up to the alignment. */
+static int write_at(struct piso_gguf_stream *s, struct planned_tensor *p, const void *data, size_t off, size_t n) {
+    static const uint8_t zeros[32] = {0};
+    if (fseeko(s->f.f, (off_t)(p->offset + off), SEEK_SET) != 0) return piso_errorf("%s: seek: %s", s->f.tmp_path, strerror(errno));
+    if (piso_outfile_write(&s->f, data, n)) return -1;
+    if (off + n == p->nbytes && p->nbytes % 32) return piso_outfile_write(&s->f, zeros, 32 - p->nbytes % 32);
+    return 0;
+}
+
+int piso_gguf_stream_begin(const struct piso_model *m, const struct piso_tokenizer_vocab *vocab,
+                           const struct piso_gguf_export_opts *o, const char *path, struct piso_gguf_stream **out) {
+    const struct piso_config *c = &m->cfg;
+    *out = NULL;
+    struct piso_gguf_stream *s = calloc(1, sizeof *s);
+    struct piso_gguf_writer *w = piso_gguf_writer_new();
+    struct piso_buf h = {0};
+    uint64_t *offsets = NULL;
+    int rc = -1;
+    if (!s || !w) {
+        piso_errorf("out of memory");
+        goto done;
+    }
+    s->t0 = piso_time();
+    s->o = *o, s->cfg = *c;
+    if (export_check(m, o, path, &s->arch)) goto done;
+    if (o->linear_types) {
+        piso_errorf("GGUF export to %s: mixed precision is not streamed", path);
+        goto done;
+    }
+    if (write_metadata(w, s->arch, c, vocab, o)) goto done;
+    if (!(s->p = calloc((size_t)piso_schema_steps(c), sizeof *s->p))) {
+        piso_errorf("out of memory");
+        goto done;
+    }
+    /* every tensor's name, shape and type from the config and the options, in file order, as the
+     * eager export adds them */
+    for (int st = 0, l; st < piso_schema_steps(c); st++) {
+        const struct piso_tensor_info *t = piso_schema_step(c, st, &l);
+        const int present = t->role == PISO_TR_ROPE_FREQS ? piso_schema_data(m, t, l) != NULL || c->rope_llama3
+                                                          : piso_schema_present(c, t);
+        if (!present) continue;
+        struct planned_tensor *p = &s->p[s->n_p];
+        piso_schema_name(t, PISO_NAME_GGUF, l, p->name, sizeof p->name);
+        p->t = t, p->layer = l;
+        p->rows = piso_schema_dim(c, t->rows), p->cols = piso_schema_dim(c, t->cols);
+        if (!p->cols) {
+            p->type = GGML_T_F32;
+        } else {
+            const int want = weight_type(c, o, t, l, p->cols);
+            p->type = piso_gguf_type_for_row(want, p->cols);
+            if (p->type != want) note_fallback(&s->st, p->name, p->cols, want, p->type);
+            /* NVFP4's tensor scale (NAME.scale) exists only when it is not 1: known after quantizing */
+            if (p->type == GGML_T_NVFP4 && t->role != PISO_TR_TOK_EMBD) {
+                piso_errorf("GGUF export to %s: %s in NVFP4 is not streamed (its tensor scale is known only after "
+                            "quantizing; use --no-stream)", path, p->name);
+                goto done;
+            }
+        }
+        int64_t ne[2] = {p->cols ? p->cols : p->rows, p->rows};
+        p->nbytes = piso_ggml_row_size(p->type, ne[0]) * (size_t)(p->cols ? p->rows : 1);
+        if (piso_gguf_add_tensor(w, p->name, p->cols ? 2 : 1, ne, p->type, NULL, p->nbytes, 0)) goto done;
+        s->st.counts[p->type]++;
+        s->st.n_tensors++;
+        s->n_p++;
+    }
+    if (!(offsets = malloc(sizeof(uint64_t) * (size_t)(s->n_p ? s->n_p : 1)))) {
+        piso_errorf("out of memory");
+        goto done;
+    }
+    if (piso_gguf_writer_layout(w, &h, offsets, &s->file_size)) goto done;
+    for (int64_t i = 0; i < s->n_p; i++) s->p[i].offset = offsets[i];
+    /* the header, padded: the temporary file next to the output */
+    if (piso_outfile_open(&s->f, path)) goto done;
+    static const uint8_t zeros[32] = {0};
+    if (piso_outfile_write(&s->f, h.data, h.len) ||
+        (h.len % 32 && piso_outfile_write(&s->f, zeros, 32 - h.len % 32))) {
+        piso_outfile_abort(&s->f);
+        goto done;
+    }
+    piso_progress_begin(&s->pr, "export", "layers", c->n_layers);
+    rc = 0;
+done:
+    piso_buf_free(&h);
+    free(offsets);
+    piso_gguf_writer_free(w);
+    if (rc) {
+        piso_error_context("exporting %s", path);
+        if (s) free(s->p);
+        free(s);
+    } else {
+        *out = s;
+    }
+    return rc;
+}
+
+/* Writes planned tensor p from data (its rows, or the whole 1-D tensor, in piso's row order). */
+static int stream_tensor(struct piso_gguf_stream *s, struct planned_tensor *p, const float *data) {
+    float *reordered = NULL;
+    int rc = file_order(&s->cfg, s->arch, p->t, p->name, &data, &reordered);
+    if (!rc && !p->cols) {
+        rc = write_at(s, p, data, 0, p->nbytes);
+    } else if (!rc) {
+        void *buf = malloc(p->nbytes ? p->nbytes : 1);
+        float tscale;
+        if (!buf) rc = piso_errorf("%s: out of memory (%zu bytes)", p->name, p->nbytes);
+        if (!rc) rc = quantize_weight(&s->o, &s->st, p->name, data, p->rows, p->cols, p->type, 1, buf, &tscale);
+        if (!rc) rc = write_at(s, p, buf, 0, p->nbytes);
+        free(buf);
+    }
+    free(reordered);
+    p->written = !rc;
+    return rc;
+}
+
+int piso_gguf_stream_block(struct piso_gguf_stream *s, const struct piso_model *m, int l,
+                           const struct piso_imatrix *imatrix, const struct piso_calib_hessians *hessians) {
+    if (l != s->next_block || l >= s->cfg.n_layers)
+        return piso_errorf("%s: block %d written out of order (expected %d)", s->f.path, l, s->next_block);
+    s->o.imatrix = imatrix ? imatrix : s->o.imatrix;
+    s->o.hessians = hessians ? hessians : s->o.hessians;
+    for (int64_t i = 0; i < s->n_p; i++) {
+        struct planned_tensor *p = &s->p[i];
+        if (p->layer != l) continue;
+        const float *data = piso_schema_data(m, p->t, l);
+        if (!data) return piso_errorf("%s: %s: block %d's weights are not loaded", s->f.path, p->name, l);
+        if (stream_tensor(s, p, data)) return piso_error_context("exporting %s", s->f.path);
+    }
+    piso_progress_update(&s->pr, l + 1);
+    s->next_block = l + 1;
+    return 0;
+}
+
+/* The embeddings or the output head, in panels of rows converted from the model (lazy: from its
+ * file), so that the whole matrix is never held in F32. */
+static int stream_rows(struct piso_gguf_stream *s, const struct piso_model *m, struct planned_tensor *p) {
+    const int64_t panel = 4096, D = p->cols;
+    const size_t rs = piso_ggml_row_size(p->type, D);
+    float *W = malloc(sizeof(float) * (size_t)(panel * D));
+    void *buf = malloc(rs * (size_t)panel);
+    int rc = W && buf ? 0 : piso_errorf("%s: out of memory", p->name);
+    for (int64_t r = 0; r < p->rows && !rc; r += panel) {
+        const int64_t n = p->rows - r < panel ? p->rows - r : panel;
+        float tscale;
+        rc = piso_model_rows(m, p->t->role == PISO_TR_OUTPUT, r, n, W);
+        if (!rc) rc = quantize_weight(&s->o, &s->st, p->name, W, n, D, p->type, p->t->role != PISO_TR_TOK_EMBD, buf, &tscale);
+        if (!rc) rc = write_at(s, p, buf, rs * (size_t)r, rs * (size_t)n);
+        piso_model_drop_file_pages(m); /* the panel's source pages (lazy models) need not stay resident */
+    }
+    free(W), free(buf);
+    p->written = !rc;
+    return rc;
+}
+
+int piso_gguf_stream_finish(struct piso_gguf_stream *s, const struct piso_model *m, struct piso_gguf_export_stats *st) {
+    int rc = 0;
+    if (s->next_block != s->cfg.n_layers)
+        rc = piso_errorf("%s: %d of %d blocks written", s->f.path, s->next_block, s->cfg.n_layers);
+    for (int64_t i = 0; i < s->n_p && !rc; i++) {
+        struct planned_tensor *p = &s->p[i];
+        if (p->written) continue;
+        if (p->layer >= 0) {
+            rc = piso_errorf("%s: %s was not written", s->f.path, p->name);
+        } else if (p->cols) {
+            rc = stream_rows(s, m, p);
+        } else {
+            const float *data = piso_schema_data(m, p->t, -1);
+            float *rope_f = NULL;
+            if (!data && p->t->role == PISO_TR_ROPE_FREQS) data = rope_f = llama3_rope_factors(&s->cfg);
+            rc = data ? stream_tensor(s, p, data) : piso_errorf("%s: %s: no data", s->f.path, p->name);
+            free(rope_f);
+        }
+    }
+    if (rc) {
+        piso_error_context("exporting %s", s->f.path);
+        piso_gguf_stream_abort(s);
+        return -1;
+    }
+    s->st.file_bytes = s->file_size;
+    s->st.seconds = piso_time() - s->t0;
+    if (st) *st = s->st;
+    rc = piso_outfile_commit(&s->f);
+    free(s->p), free(s);
     return rc;
 }

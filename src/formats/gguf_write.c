@@ -175,29 +175,42 @@ done:
 
 static size_t pad(size_t n) { return (n + GGUF_ALIGNMENT - 1) / GGUF_ALIGNMENT * GGUF_ALIGNMENT; }
 
-int piso_gguf_writer_write(struct piso_gguf_writer *w, const char *path) {
-    if (w->failed || w->kv.failed) return piso_errorf("%s: out of memory while building the GGUF metadata", path);
-    /* header + kv + tensor infos in one buffer */
-    struct piso_buf h = {0};
-    put_u32(&h, 0x46554747u);
-    put_u32(&h, 3);
-    put_u64(&h, (uint64_t)w->n_t);
-    put_u64(&h, (uint64_t)w->n_kv);
-    piso_buf_put(&h, w->kv.data, w->kv.len);
+int64_t piso_gguf_writer_n_tensors(const struct piso_gguf_writer *w) { return w->n_t; }
+
+int piso_gguf_writer_layout(const struct piso_gguf_writer *w, struct piso_buf *h, uint64_t *offsets,
+                            uint64_t *file_size) {
+    memset(h, 0, sizeof *h);
+    if (w->failed || w->kv.failed) return piso_errorf("out of memory while building the GGUF metadata");
+    put_u32(h, 0x46554747u);
+    put_u32(h, 3);
+    put_u64(h, (uint64_t)w->n_t);
+    put_u64(h, (uint64_t)w->n_kv);
+    piso_buf_put(h, w->kv.data, w->kv.len);
     uint64_t off = 0;
     for (int64_t i = 0; i < w->n_t; i++) {
         const struct wtensor *t = &w->t[i];
-        put_str(&h, t->name);
-        put_u32(&h, (uint32_t)t->n_dims);
-        for (int d = 0; d < t->n_dims; d++) put_u64(&h, (uint64_t)t->ne[d]);
-        put_u32(&h, (uint32_t)t->type);
-        put_u64(&h, off);
+        put_str(h, t->name);
+        put_u32(h, (uint32_t)t->n_dims);
+        for (int d = 0; d < t->n_dims; d++) put_u64(h, (uint64_t)t->ne[d]);
+        put_u32(h, (uint32_t)t->type);
+        put_u64(h, off);
         off += pad(t->nbytes);
     }
-    if (h.failed) {
-        piso_buf_free(&h);
-        return piso_errorf("%s: out of memory", path);
+    if (h->failed) {
+        piso_buf_free(h);
+        return piso_errorf("out of memory building the GGUF header");
     }
+    /* the data section starts at the padded header; offsets in the infos are relative to it */
+    const uint64_t base = pad(h->len);
+    if (offsets)
+        for (int64_t i = 0, o = 0; i < w->n_t; o += (int64_t)pad(w->t[i].nbytes), i++) offsets[i] = base + (uint64_t)o;
+    if (file_size) *file_size = base + off;
+    return 0;
+}
+
+int piso_gguf_writer_write(struct piso_gguf_writer *w, const char *path) {
+    struct piso_buf h;
+    if (piso_gguf_writer_layout(w, &h, NULL, NULL)) return piso_error_context("%s", path);
     static const uint8_t zeros[GGUF_ALIGNMENT] = {0};
     struct piso_outfile o;
     if (piso_outfile_open(&o, path)) {
