@@ -355,32 +355,25 @@ int main(int argc, char **argv) {
         printf("{\"shape\": \"%s\", \"layers\": %d, \"weights_mb\": %.1f, \"out\": \"gguf\", \"file_mb\": %.1f, "
                "\"tokens\": %d, \"wall_s\": %.2f, \"cpu_s\": %.2f, \"peak_rss_mb\": %.1f}\n",
                sh.name, sh.layers, bytes / 1e6, num(j, "bytes") / 1e6, nsamples * seqlen, wall, cpu, ru.ru_maxrss / 1024.0);
-        cJSON_Delete(j);
-        free(json);
-        if (!keep) {
-            snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, out);
-            if (system(cmd)) fprintf(stderr, "bench_model: could not remove %s\n", dir);
-        }
-        return 0;
-    }
-    if (!tm) {
+    } else if (!tm) {
         fprintf(stderr, "bench_model: no timing in piso's JSON output\n");
         return 1;
+    } else {
+        double one = num(tm, "one_float_block") * sh.layers; /* one float forward over the calibration tokens */
+        const char *parts[] = {"float_forward", "quantized_forward", "statistics", "solves", "export"};
+        printf("{\"shape\": \"%s\", \"layers\": %d, \"hidden\": %d, \"intermediate\": %d, \"vocab\": %d, \"weights_mb\": %.1f,\n",
+               sh.name, sh.layers, sh.hidden, sh.inter, sh.vocab, bytes / 1e6);
+        printf(" \"tokens\": %d, \"wall_s\": %.2f, \"cpu_s\": %.2f, \"peak_rss_mb\": %.1f, \"generate_s\": %.2f,\n",
+               nsamples * seqlen, wall, cpu, ru.ru_maxrss / 1024.0, t_gen);
+        printf(" \"one_float_forward_s\": %.3f, \"block_forwards_per_block\": %.2f,\n", one, num(tm, "block_forwards"));
+        if (eta_at >= 0) /* predicted end of the run after the first block, against the real end */
+            printf(" \"eta_after_first_block\": {\"at_s\": %.1f, \"eta_s\": %.1f, \"predicted_end_s\": %.1f, \"error_of_total\": %.3f},\n",
+                   eta_at, eta_s, eta_at + eta_s, (eta_at + eta_s - wall) / wall);
+        printf(" \"split_s\": {");
+        for (int k = 0; k < 5; k++) printf("\"%s\": %.2f%s", parts[k], num(tm, parts[k]), k < 4 ? ", " : "},\n");
+        printf(" \"split_in_float_forwards\": {");
+        for (int k = 0; k < 5; k++) printf("\"%s\": %.2f%s", parts[k], one > 0 ? num(tm, parts[k]) / one : 0, k < 4 ? ", " : "}}\n");
     }
-    double one = num(tm, "one_float_block") * sh.layers; /* one float forward over the calibration tokens */
-    const char *parts[] = {"float_forward", "quantized_forward", "statistics", "solves", "export"};
-    printf("{\"shape\": \"%s\", \"layers\": %d, \"hidden\": %d, \"intermediate\": %d, \"vocab\": %d, \"weights_mb\": %.1f,\n",
-           sh.name, sh.layers, sh.hidden, sh.inter, sh.vocab, bytes / 1e6);
-    printf(" \"tokens\": %d, \"wall_s\": %.2f, \"cpu_s\": %.2f, \"peak_rss_mb\": %.1f, \"generate_s\": %.2f,\n",
-           nsamples * seqlen, wall, cpu, ru.ru_maxrss / 1024.0, t_gen);
-    printf(" \"one_float_forward_s\": %.3f, \"block_forwards_per_block\": %.2f,\n", one, num(tm, "block_forwards"));
-    if (eta_at >= 0) /* predicted end of the run after the first block, against the real end */
-        printf(" \"eta_after_first_block\": {\"at_s\": %.1f, \"eta_s\": %.1f, \"predicted_end_s\": %.1f, \"error_of_total\": %.3f},\n",
-               eta_at, eta_s, eta_at + eta_s, (eta_at + eta_s - wall) / wall);
-    printf(" \"split_s\": {");
-    for (int k = 0; k < 5; k++) printf("\"%s\": %.2f%s", parts[k], num(tm, parts[k]), k < 4 ? ", " : "},\n");
-    printf(" \"split_in_float_forwards\": {");
-    for (int k = 0; k < 5; k++) printf("\"%s\": %.2f%s", parts[k], one > 0 ? num(tm, parts[k]) / one : 0, k < 4 ? ", " : "}}\n");
     cJSON_Delete(j);
     free(json);
     if (!keep) {
