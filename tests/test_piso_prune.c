@@ -88,9 +88,16 @@ static void run_case(int D, int N, const char *fmt, int cross, int dead, int tok
     CHECK(piso_solve_scales_rows(W, D, N, D, H, D, U, D, HW, D, &g, 1, s1, 1, &st) == 0, "pruned, 1 thread");
     omp_set_num_threads(2);
     CHECK(piso_solve_scales_rows(W, D, N, D, H, D, U, D, HW, D, &g, 1, s2, 1, &st) == 0, "pruned, 2 threads");
+    /* H's panels packed by each pass instead of once: another memory layout, the same bits */
+    size_t limit = piso_prune_pack_limit(0);
+    float *s3 = malloc(sizeof(float) * N);
+    CHECK(piso_solve_scales_rows(W, D, N, D, H, D, U, D, HW, D, &g, 1, s3, 1, &st) == 0, "pruned, panels per pass");
+    piso_prune_pack_limit(limit);
     omp_set_num_threads(saved);
     piso_prune_configure(0, 0);
     CHECK(!memcmp(s1, s2, sizeof(float) * N), "D = %d: bit-identical for 1 and 2 threads", D);
+    CHECK(!memcmp(s2, s3, sizeof(float) * N), "D = %d: bit-identical with H packed once or per pass", D);
+    free(s3);
     int same = 0;
     double worst = 0;
     for (int r = 0; r < N; r++) {

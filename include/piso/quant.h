@@ -123,6 +123,10 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
 /* Tests and benchmarks: mode 0 = automatic, 1 = never prune, 2 = prune whenever n ≥ 8; rank 0 =
  * piso_prune_default_rank(n). Process-wide; not thread-safe against running solvers. */
 void piso_prune_configure(int mode, int rank);
+/* Tests and benchmarks: the largest H (bytes) the pruned sweep copies once per call into the
+ * panel layout its walks read (default 1 GiB); above it each pass over H packs its own panels.
+ * The layout changes no result. Returns the previous limit. */
+size_t piso_prune_pack_limit(size_t bytes);
 /* The statistics of every piso_solve_scales_rows call since the last take (summed; rank and floor
  * of the last call), then reset. For benchmarks; call it from one thread. */
 void piso_prune_stats_take(struct piso_prune_stats *out);

@@ -467,10 +467,20 @@ int piso_ec_sweep_ul(struct piso_ec_work *w, const double *M, int first, const s
         free(Mf), free(W0), free(Dv), free(Md);
         return piso_errorf("out of memory for the GPTQ sweep");
     }
+    double *Mdd = malloc(sizeof(double) * Dr); /* the diagonal read once, not once per row (strided) */
+    if (!Mdd) {
+        free(Mf), free(W0), free(Dv), free(Md);
+        return piso_errorf("out of memory for the GPTQ sweep");
+    }
+    for (int64_t i = 0; i < Dr; i++) Mdd[i] = M[i * Dr + i], Md[i] = (float)Mdd[i];
 #pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < Dr; k++) /* Mf[k, i] = M_ki / M_ii above the diagonal */
-        for (int64_t i = 0; i < Dr; i++) Mf[k * Dr + i] = i > k ? (float)(M[k * Dr + i] / M[i * Dr + i]) : 0.0f;
-    for (int64_t i = 0; i < Dr; i++) Md[i] = (float)M[i * Dr + i];
+    for (int64_t k = 0; k < Dr; k++) { /* Mf[k, i] = M_ki / M_ii above the diagonal */
+        float *mf = Mf + k * Dr;
+        const double *mk = M + k * Dr;
+        for (int64_t i = 0; i <= k; i++) mf[i] = 0.0f;
+        for (int64_t i = k + 1; i < Dr; i++) mf[i] = (float)(mk[i] / Mdd[i]);
+    }
+    free(Mdd);
     for (int64_t r = 0; r < N; r++) memcpy(W0 + r * Dr, w->Wc + r * D + first, sizeof(float) * Dr);
     int rc = 0;
     for (int k = 0; k < w->n_groups && !rc; k++) {

@@ -316,20 +316,43 @@ static int panel_vectors(int n) {
 
 size_t piso_sweep_runs_workspace(int n) { return (size_t)n * SWEEP_TILE; }
 
-void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n, float *work,
-                           int nwork) {
+size_t piso_sweep_packed_floats(int n) { return (size_t)n * (size_t)n; }
+
+/* Panel t (columns j0 = t·TW …) at out + j0·n, its n rows w floats apart: the layout the walks read
+ * when piso_sweep_hvals_runs gets it, so H is copied once per layer instead of once per pass. */
+void piso_sweep_pack(const float *H, int ldh, int n, float *out) {
+    const int TW = panel_vectors(n) * SWEEP_VW, ntiles = (n + TW - 1) / TW;
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < ntiles; t++) {
+        int j0 = t * TW, w = n - j0 < TW ? n - j0 : TW;
+        float *pk = out + (size_t)j0 * n;
+        for (int i = 0; i < n; i++) memcpy(pk + (size_t)i * w, H + (int64_t)i * ldh + j0, sizeof(float) * (size_t)w);
+    }
+}
+
+/* Brings a packed panel into this core's cache in one sequential read before a walk hits its rows
+ * in random order (the hardware prefetcher streams sequential lines; random ones each wait). */
+static void panel_warm(const float *P, size_t nfloats) {
+    for (size_t j = 0; j < nfloats; j += 16) __builtin_prefetch(P + j, 0, 2);
+}
+
+void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n,
+                           const float *packed, float *work, int nwork) {
     const int nv = panel_vectors(n), TW = nv * SWEEP_VW;
     int ntiles = (n + TW - 1) / TW;
     int64_t steps = 0;
     for (int r = 0; r < nruns; r++) steps += runs[r].len > 0 ? runs[r].len : 0;
-    if (steps < n) work = NULL; /* the copy (n panel rows) would cost more than it saves */
+    if (steps < n) work = NULL, packed = NULL; /* the copy (n panel rows) would cost more than it saves */
 #pragma omp parallel for schedule(dynamic, 1)
     for (int t = 0; t < ntiles; t++) {
         int j0 = t * TW, w = n - j0 < TW ? n - j0 : TW;
         int me = omp_get_thread_num();
         const float *P = H + j0;
         int ldp = ldh;
-        if (work && me < nwork) {
+        if (packed) {
+            P = packed + (size_t)j0 * n, ldp = w;
+            panel_warm(P, (size_t)n * w);
+        } else if (work && me < nwork) {
             float *pk = work + (size_t)me * piso_sweep_runs_workspace(n);
             for (int i = 0; i < n; i++) memcpy(pk + (size_t)i * w, H + (int64_t)i * ldh + j0, sizeof(float) * (size_t)w);
             P = pk, ldp = w;

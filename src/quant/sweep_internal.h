@@ -42,9 +42,13 @@ struct sweep_run {
     float *h, *hval;
 };
 /* piso_sweep_hvals for several walks at once (the same values), sharing the passes over H's columns.
- * work (may be NULL): nwork thread slots of piso_sweep_runs_workspace(n) floats, for packed panels. */
-void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n, float *work,
-                           int nwork);
+ * packed (may be NULL): H laid out by piso_sweep_pack, read instead of H. Otherwise work (may be
+ * NULL): nwork thread slots of piso_sweep_runs_workspace(n) floats, for panels packed per pass. */
+void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n,
+                           const float *packed, float *work, int nwork);
+/* H [n, n] (leading dimension ldh) copied panel by panel into out [piso_sweep_packed_floats(n)]. */
+size_t piso_sweep_packed_floats(int n);
+void piso_sweep_pack(const float *H, int ldh, int n, float *out);
 size_t piso_sweep_runs_workspace(int n);
 
 #endif
