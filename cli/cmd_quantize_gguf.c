@@ -68,14 +68,30 @@ int cli_quantize_gguf(const struct cli_quantize_args *a) {
      * no NVFP4 weight (their tensor-scale tensors exist only when the scale is not 1). */
     const int nvfp4 = (o.type == GGML_T_NVFP4 && !o.mixture) || o.output_type == GGML_T_NVFP4;
     const int stream = !a->no_stream && !mixed && !cli_transform_wanted(&to) && !nvfp4 && piso_model_can_stream(a->model);
+    /* an HF source is first opened lazily (mmap, nothing converted), so that the memory check below
+     * runs before an eager load converts the whole model */
+    const int lazy_first = piso_model_can_stream(a->model);
     piso_log("loading %s%s\n", a->model, stream ? " (streaming: one block at a time)" : "");
-    if (stream ? piso_model_load_lazy(a->model, a->tokenizer, &m) : piso_model_load(a->model, a->tokenizer, &m)) goto done;
-    if (mixed && cli_gguf_mixed_prepare(a, m, &mx)) goto done; /* the bit range: before any long work */
+    if (lazy_first ? piso_model_load_lazy(a->model, a->tokenizer, &m) : piso_model_load(a->model, a->tokenizer, &m))
+        goto done;
     /* a tokenizer is needed for --calib and wanted in the file; without one the file is "no_vocab" */
     tk = cli_model_tokenizer(m);
     if (!tk && (a->tokenizer || a->calib)) goto done;
     if (a->imatrix && piso_imatrix_load(a->imatrix, &im)) goto done;
     if (a->calib && cli_tokenize_file(tk, a->calib, &ids, &n)) goto done;
+    {   /* before any long work: refuse with the numbers when it cannot fit */
+        int64_t n_chunk = a->calib && a->ctx > 0 ? n / a->ctx : 0;
+        if (a->chunks > 0 && n_chunk > a->chunks) n_chunk = a->chunks;
+        if (piso_gguf_memory_check(&m->cfg, stream, n_chunk, a->ctx, o.scale == PISO_GGUF_SCALE_PISO)) goto done;
+    }
+    if (lazy_first && !stream) { /* now the whole model in F32 */
+        piso_model_free(m);
+        m = NULL;
+        if (piso_model_load(a->model, a->tokenizer, &m)) goto done;
+        tk = cli_model_tokenizer(m);
+        if (!tk && (a->tokenizer || a->calib)) goto done;
+    }
+    if (mixed && cli_gguf_mixed_prepare(a, m, &mx)) goto done; /* the bit range: before any long work */
     /* rotations / permutations (checked by cmd_quantize: fused only) before any statistics; the
      * permutations are calibrated on the text in windows of --ctx tokens */
     if (cli_transform_wanted(&to)) {

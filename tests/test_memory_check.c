@@ -3,6 +3,7 @@
  * memory is set through PISO_MEM_AVAILABLE_MB; the F32 weight size in the message is checked against
  * the checkpoint's own size (a llama2.c file is a 28-byte header plus its fp32 weights). */
 #include "harness.h"
+#include "piso/gguf_export.h"
 #include "piso/pipeline.h"
 
 #include <unistd.h>
@@ -61,8 +62,56 @@ static void streaming_estimate(void) {
           s.total / 1e9, g.total / 1e9, e.total / 1e9);
 }
 
+/* GGUF output (piso quantize --out FILE.gguf) on Llama-3.1-8B's shape, 64 chunks of 512 tokens,
+ * PiSO scales (dense Hessians): streaming holds one block, every chunk's residual stream and one
+ * block's Hessians; eager the F32 model and every block's Hessians. Worked by hand. */
+static void gguf_estimate(void) {
+    struct piso_config c = {.dim = 4096, .hidden_dim = 14336, .n_layers = 32, .n_heads = 32, .n_kv_heads = 8,
+                            .head_dim = 128, .vocab_size = 128256, .tied_embeddings = 0};
+    const double block = 4.0 * (2.0 * 4096 * 4096 + 2.0 * 1024 * 4096 + 3.0 * 4096 * 14336 + 2 * 4096);
+    const double model = 32 * block + 4.0 * (2.0 * 128256 * 4096 + 4096);
+    const double taps = 4.0 * 512 * (3 * 4096 + 14336), sq = 3.0 * 4096 * 4096 + 14336.0 * 14336;
+    struct piso_gguf_memory s, e, r;
+    piso_gguf_memory_estimate(&c, 1, 64, 512, 1, &s);
+    piso_gguf_memory_estimate(&c, 0, 64, 512, 1, &e);
+    piso_gguf_memory_estimate(&c, 1, 64, 512, 0, &r);
+    CHECK_NEAR(s.weights, block, 0.5, "GGUF streaming: one F32 block");
+    CHECK_NEAR(e.weights, model, 0.5, "GGUF eager: the F32 model");
+    CHECK_NEAR(s.calib, 4.0 * 64 * 512 * 4096 + taps, 0.5, "GGUF streaming: every chunk's residual stream and the taps");
+    CHECK_NEAR(e.calib, 4.0 * 512 * 4096 + taps, 0.5, "GGUF eager: one chunk at a time");
+    CHECK_NEAR(s.hessians, sq * 12 + 4.0 * 14336 * 14336, 0.5, "GGUF streaming: one block's Hessians, fp64 and fp32");
+    CHECK_NEAR(e.hessians, 32 * sq * 12 + 4.0 * 14336 * 14336, 0.5, "GGUF eager: every block's Hessians");
+    CHECK_NEAR(s.solver, 8.0 * 14336 * 14336, 0.5, "GGUF: the fp64 factor of down_proj's Hessian");
+    CHECK_NEAR(r.hessians + r.solver, 0, 0.5, "GGUF llamacpp-ref scales: no Hessians");
+    CHECK_NEAR(s.total, s.weights + s.calib + s.hessians + s.solver, 1.0, "GGUF streaming total");
+    /* streaming: 0.87 + 1.12 + 3.26 + 1.64 GB; eager: 32.1 GB of weights and 86 GB of Hessians */
+    CHECK(s.total < 8e9 && e.total > 100e9, "GGUF streaming %.3g GB, eager %.3g GB", s.total / 1e9, e.total / 1e9);
+}
+
+/* The GGUF refusal: exit 1, the numbers, no file. */
+static void gguf_refusal(const char *calib) {
+    const char *hf = test_data("models/stories260K-hf");
+    char out[256], cmd[4096];
+    snprintf(out, sizeof out, "/tmp/piso_test_memory_check_%d.gguf", (int)getpid());
+    for (int eager = 0; eager < 2; eager++) {
+        snprintf(cmd, sizeof cmd, "PISO_MEM_AVAILABLE_MB=1 %s quantize --model %s --calib %s --ctx 64 --type Q4_K%s --out %s --quiet 2>&1 >/dev/null",
+                 PISO_BIN, hf, calib, eager ? " --no-stream" : "", out);
+        char *msg = NULL;
+        int rc = test_run(cmd, &msg);
+        CHECK(rc == 1 && access(out, F_OK) != 0, "GGUF%s refusal: exit %d, nothing written", eager ? " eager" : "", rc);
+        const char *p = msg ? strstr(msg, eager ? "(F32 weights " : "(one F32 block ") : NULL;
+        CHECK(msg && strstr(msg, "not enough memory") && p && strstr(msg, "Hessians"), "GGUF message: %s", msg ? msg : "");
+        free(msg);
+    }
+    snprintf(cmd, sizeof cmd, "PISO_MEM_AVAILABLE_MB=100000 %s quantize --model %s --calib %s --ctx 64 --type Q4_K --out %s --quiet >/dev/null 2>&1",
+             PISO_BIN, hf, calib, out);
+    CHECK(test_run(cmd, NULL) == 0 && access(out, F_OK) == 0, "GGUF with enough memory: written");
+    unlink(out);
+}
+
 int main(void) {
     streaming_estimate();
+    gguf_estimate();
     const char *model = test_data("models/stories260K/stories260K.bin");
     const char *calib = test_data("data/tinystories/TinyStories-valid.small30KB.txt");
     char out[256], cmd[4096];
@@ -113,5 +162,6 @@ int main(void) {
     double expect_block = (1044984.0 - 8 - 4848 - 4.0 * 512 * 64 - 4.0 * 64) / 5 / 1e9;
     CHECK(fabs(block_gb - expect_block) <= 0.05 * expect_block + 1e-6, "block %g GB vs %g GB", block_gb, expect_block);
     free(msg);
+    gguf_refusal(calib);
     return test_finish();
 }

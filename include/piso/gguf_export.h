@@ -84,6 +84,23 @@ int piso_gguf_stream_block(struct piso_gguf_stream *s, const struct piso_model *
 int piso_gguf_stream_finish(struct piso_gguf_stream *s, const struct piso_model *m, struct piso_gguf_export_stats *st);
 void piso_gguf_stream_abort(struct piso_gguf_stream *s);
 
+/* Memory a `piso quantize --gguf` run needs, in bytes (a lower estimate: the large buffers only).
+ * weights: the F32 weights (streaming: one block; else the model); calib: the residual streams
+ * (streaming: every chunk's, kept across blocks; else one chunk's) and one block's taps;
+ * hessians: the dense statistics of piso scales (streaming: one block's in fp64 while accumulated
+ * plus the block before as fp32; else every block's, fp64 and fp32); solver: the fp64 factor of
+ * the widest Hessian. n_chunk = 0: no calibration text. */
+struct piso_gguf_memory {
+    double weights, calib, hessians, solver, total;
+    int streaming;
+};
+struct piso_config;
+void piso_gguf_memory_estimate(const struct piso_config *cfg, int streaming, int64_t n_chunk, int64_t n_ctx,
+                               int hessians, struct piso_gguf_memory *m);
+/* −1 with the numbers in the error when the estimate exceeds the memory available (see
+ * piso_mem_available); 0 when it fits or nothing is known. */
+int piso_gguf_memory_check(const struct piso_config *cfg, int streaming, int64_t n_chunk, int64_t n_ctx, int hessians);
+
 /* llama_ftype value for general.file_type (-1 when there is none, e.g. BF16 is 32). */
 int piso_gguf_file_type(int type);
 

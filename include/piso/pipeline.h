@@ -132,6 +132,9 @@ struct piso_pipeline_memory {
 };
 void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, int streaming,
                                    const struct piso_pipeline_opts *o, struct piso_pipeline_memory *m);
+/* Memory available now in bytes (MemAvailable of /proc/meminfo; env PISO_MEM_AVAILABLE_MB
+ * overrides it, for tests); −1 when unknown. */
+double piso_mem_available(void);
 /* Refuses (−1, with the numbers in the error) when the estimate exceeds the memory available now
  * plus `already` bytes the caller holds and counts in the estimate (MemAvailable of /proc/meminfo;
  * env PISO_MEM_AVAILABLE_MB overrides it, for tests). 0 when it fits or nothing is known. */

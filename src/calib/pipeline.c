@@ -572,7 +572,7 @@ void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens
                (solving > m->statistics ? solving : m->statistics);
 }
 
-static double mem_available(void) {
+double piso_mem_available(void) {
     const char *e = getenv("PISO_MEM_AVAILABLE_MB");
     if (e && *e) return atof(e) * 1e6;
     FILE *f = fopen("/proc/meminfo", "r");
@@ -589,7 +589,7 @@ int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, in
                                const struct piso_pipeline_opts *o, double already) {
     struct piso_pipeline_memory m;
     piso_pipeline_memory_estimate(cfg, tokens, streaming, o, &m);
-    double avail = mem_available();
+    double avail = piso_mem_available();
     if (avail < 0 || m.total <= avail + already) return 0;
     char weights[160];
     if (streaming)

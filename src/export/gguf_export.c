@@ -5,6 +5,7 @@
  * rotate-half for the NEOX qwen2/qwen3), norms and biases F32, and the block types with llama.cpp's
  * fallbacks. */
 #include "piso/gguf_export.h"
+#include "piso/pipeline.h"
 #include "piso/block_scales.h"
 #include "piso/ggml_quants.h"
 #include "piso/gguf.h"
@@ -681,4 +682,42 @@ int piso_gguf_stream_finish(struct piso_gguf_stream *s, const struct piso_model 
     rc = piso_outfile_commit(&s->f);
     free(s->p), free(s);
     return rc;
+}
+
+/* ---- memory, up front ----------------------------------------------------------------------- */
+void piso_gguf_memory_estimate(const struct piso_config *cfg, int streaming, int64_t n_chunk, int64_t n_ctx,
+                               int hessians, struct piso_gguf_memory *m) {
+    memset(m, 0, sizeof *m);
+    struct piso_pipeline_memory pm; /* its model / block sizes: one F32 copy, one F32 block */
+    piso_pipeline_memory_estimate(cfg, 1, streaming, NULL, &pm);
+    const double D = cfg->dim, Hq = (double)cfg->n_heads * cfg->head_dim, F = cfg->hidden_dim;
+    double dmax = D > Hq ? D : Hq;
+    dmax = dmax > F ? dmax : F;
+    m->streaming = streaming;
+    m->weights = streaming ? pm.block : pm.model;
+    if (n_chunk > 0) {
+        const double taps = 4.0 * (double)n_ctx * (2 * D + Hq + F);
+        m->calib = 4.0 * (double)(streaming ? n_chunk : 1) * (double)n_ctx * D + taps;
+        if (hessians) {
+            const double sq = 2 * D * D + Hq * Hq + F * F; /* one block's four inputs */
+            m->hessians = (streaming ? sq * (8.0 + 4.0) : cfg->n_layers * sq * (8.0 + 4.0)) + 4.0 * dmax * dmax;
+            m->solver = 8.0 * dmax * dmax;
+        }
+    }
+    m->total = m->weights + m->calib + m->hessians + m->solver;
+}
+
+int piso_gguf_memory_check(const struct piso_config *cfg, int streaming, int64_t n_chunk, int64_t n_ctx, int hessians) {
+    struct piso_gguf_memory m;
+    piso_gguf_memory_estimate(cfg, streaming, n_chunk, n_ctx, hessians, &m);
+    double avail = piso_mem_available();
+    if (avail < 0 || m.total <= avail) return 0;
+    return piso_errorf("not enough memory: this run needs about %.3g GB (%s %.3g GB, calibration streams %.3g GB for "
+                       "%lld chunks of %lld tokens, Hessians %.3g GB%s, solver %.3g GB) but %.3g GB are available; "
+                       "use fewer chunks (--chunks)%s or a machine with more memory",
+                       m.total / 1e9, streaming ? "one F32 block" : "F32 weights", m.weights / 1e9, m.calib / 1e9,
+                       (long long)n_chunk, (long long)n_ctx, m.hessians / 1e9,
+                       streaming ? ", one block at a time" : ", every block's",
+                       m.solver / 1e9, avail / 1e9,
+                       streaming ? "" : ", streaming (drop --no-stream; an HF source)");
 }
