@@ -4,10 +4,9 @@
  * asymmetric codes, and for data-free RTN. A failure part-way (a NaN in block 1, after block 0
  * was written) leaves nothing: no output, no temporary directory, no spill file. The library
  * calls: a stream begun and aborted leaves nothing either. */
-#include "harness.h"
+#include "stream_fixtures.h"
 #include "piso/pipeline.h"
 
-#include <dirent.h>
 #include <unistd.h>
 
 static const char *const files[] = {"config.json", "model.safetensors", "quantization.json", "quantization.safetensors",
@@ -26,16 +25,7 @@ static void same_dirs(const char *a, const char *b, const char *what) {
     }
 }
 
-/* Entries of dir (other than . and ..). */
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    if (d) closedir(d);
-    return n;
-}
+static float *poison_gate(struct piso_model *m) { return &m->layers[1].w_gate[5]; }
 
 int main(void) {
     const char *hf = test_data("models/stories260K-hf");
@@ -68,16 +58,11 @@ int main(void) {
         same_dirs(a, b, runs[r][0]);
     }
     /* a NaN in block 1: refused after block 0 was spilled; nothing may remain */
-    struct piso_model *m = NULL;
     char poisoned[300], path[600];
     snprintf(poisoned, sizeof poisoned, "%s/poisoned", root);
-    CHECK(piso_model_load(hf, NULL, &m) == 0, "load");
+    write_poisoned_copy(hf, poisoned, poison_gate);
     snprintf(path, sizeof path, "%s/tokenizer.json", hf);
     struct piso_hf_export_opts o = {.tokenizer_json = path, .source_dir = hf};
-    if (m) {
-        m->layers[1].w_gate[5] = NAN; /* the exporter writes what it is given */
-        CHECK(piso_hf_export(m, poisoned, &o) == 0, "export: %s", piso_last_error());
-    }
     snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", a, b);
     CHECK(system(cmd) == 0, "cleanup");
     snprintf(cmd, sizeof cmd, "%s quantize --model %s --calib %s --nsamples 2 --seqlen 32 --format int4 --out %s --quiet 2>&1",
@@ -100,7 +85,7 @@ int main(void) {
               piso_last_error());
         CHECK(count_entries(root) == 1 && access(a, F_OK) != 0, "a failed finish leaves nothing");
     }
-    piso_model_free(z), piso_model_free(m);
+    piso_model_free(z);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     CHECK(system(cmd) == 0, "cleanup");
     return test_finish();

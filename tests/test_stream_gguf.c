@@ -7,14 +7,13 @@
  * Qwen2 biases, NEOX q/k row order, tied) must equal piso_gguf_export too. A failure part-way (a
  * NaN in block 1, after block 0 was written) leaves no file, and so do an abort and an early
  * finish. */
-#include "harness.h"
+#include "stream_fixtures.h"
 #include "piso/gguf.h"
 #include "piso/gguf_export.h"
 #include "piso/pipeline.h"
 #include "piso/model.h"
 #include "piso/schema.h"
 
-#include <dirent.h>
 #include <unistd.h>
 
 static int same_files(const char *a, const char *b, const char *what) {
@@ -26,17 +25,6 @@ static int same_files(const char *a, const char *b, const char *what) {
     CHECK(rx || ry || same, "%s: the files differ (%zu vs %zu bytes)", what, nx, ny);
     free(x), free(y);
     return same;
-}
-
-/* Entries of dir (other than . and ..). */
-static int count_entries(const char *dir) {
-    DIR *d = opendir(dir);
-    int n = 0;
-    struct dirent *e;
-    while (d && (e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    if (d) closedir(d);
-    return n;
 }
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
@@ -83,6 +71,8 @@ static void library_case(const char *what, const struct piso_config *cfg, const 
     unlink(a), unlink(b);
     piso_model_free(m);
 }
+
+static float *poison_up(struct piso_model *m) { return &m->layers[1].w_up[7]; }
 
 int main(void) {
     const char *hf = test_data("models/stories260K-hf");
@@ -139,16 +129,9 @@ int main(void) {
     library_case("qwen2, tied, biases, Q8_0 with a Q4_0 head", &qwen, &q80, root);
 
     /* a NaN in block 1: refused after block 0 was written; nothing may remain */
-    struct piso_model *m = NULL;
-    char poisoned[300], path[600];
+    char poisoned[300];
     snprintf(poisoned, sizeof poisoned, "%s/poisoned", root);
-    CHECK(piso_model_load(hf, NULL, &m) == 0, "load");
-    snprintf(path, sizeof path, "%s/tokenizer.json", hf);
-    struct piso_hf_export_opts ho = {.tokenizer_json = path, .source_dir = hf};
-    if (m) {
-        m->layers[1].w_up[7] = NAN; /* the exporter writes what it is given */
-        CHECK(piso_hf_export(m, poisoned, &ho) == 0, "export: %s", piso_last_error());
-    }
+    write_poisoned_copy(hf, poisoned, poison_up);
     snprintf(cmd, sizeof cmd, "rm -f '%s' '%s'", a, b);
     CHECK(system(cmd) == 0, "cleanup");
     const int before = count_entries(root);
@@ -181,7 +164,7 @@ int main(void) {
               "NVFP4 is refused: %s", piso_last_error());
         CHECK(count_entries(root) == before, "a refused begin leaves nothing");
     }
-    piso_model_free(z), piso_model_free(m);
+    piso_model_free(z);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     CHECK(system(cmd) == 0, "cleanup");
     return test_finish();
