@@ -124,8 +124,9 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
  * piso_prune_default_rank(n). Process-wide; not thread-safe against running solvers. */
 void piso_prune_configure(int mode, int rank);
 /* Tests and benchmarks: the largest H (bytes) the pruned sweep copies once per call into the
- * panel layout its walks read (default 1 GiB); above it each pass over H packs its own panels.
- * The layout changes no result. Returns the previous limit. */
+ * panel layout its walks read (default PISO_PRUNE_PACK_MAX); above it each pass over H packs its
+ * own panels. The layout changes no result. Returns the previous limit. */
+#define PISO_PRUNE_PACK_MAX ((size_t)1 << 30)
 size_t piso_prune_pack_limit(size_t bytes);
 /* The statistics of every piso_solve_scales_rows call since the last take (summed; rank and floor
  * of the last call), then reset. For benchmarks; call it from one thread. */

@@ -561,8 +561,8 @@ void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens
         m->solver += 8.0 * lin * ((reads_g || piso_scales) + (reads_g && piso_scales));
     }
     else m->solver += D * D * (2 * 8.0 + 3 * 4.0) + 2 * 4.0 * lin;
-    /* channel-wise PiSO's pruned sweep copies H once into its panel layout (up to 1 GiB) */
-    if (piso_scales && (!o || o->ec.q.group <= 0) && 4.0 * D * D <= (double)(1 << 30)) m->solver += 4.0 * D * D;
+    /* channel-wise PiSO's pruned sweep copies H once into its panel layout (up to its limit) */
+    if (piso_scales && (!o || o->ec.q.group <= 0) && 4.0 * D * D <= (double)PISO_PRUNE_PACK_MAX) m->solver += 4.0 * D * D;
     m->streaming = streaming;
     /* eager: two F32 copies of the whole model (quantized and float); streaming: one F32 block, and
      * the float side's linears one at a time (piso_model_set_linears_on_demand) */

@@ -41,7 +41,7 @@ static int omp_get_thread_num(void) { return 0; }
 #define PRUNE_SLACK 3e-5     /* relative to Σ H_ii·w_i² + |wᵀHw|: covers fp32 round-off of E */
 /* H is copied panel by panel once per call (piso_sweep_pack) up to this size; above it, each pass
  * packs its panels again (at n = 8192, 849 passes spent a quarter of down_proj's time copying). */
-static size_t prune_pack_max = (size_t)1 << 30;
+static size_t prune_pack_max = PISO_PRUNE_PACK_MAX;
 
 static int prune_mode = 0; /* 0 auto, 1 never prune (full sweep), 2 prune whenever possible */
 static int prune_rank = 0; /* 0: default k */
@@ -598,12 +598,14 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     int64_t gap_max = (n / 4 > 64 ? n / 4 : 64) + 1;
     struct walker *wks = oom ? NULL : calloc((size_t)(2 * R), sizeof *wks);
     struct sweep_run *runs = oom ? NULL : malloc(sizeof *runs * (size_t)(R * 2 * cap));
-    float *panels = oom ? NULL : malloc(sizeof(float) * piso_sweep_runs_workspace(n) * (size_t)nthr);
-    oom = oom || !wks || !runs || !panels;
-    float *packed = NULL; /* optional: without it the passes pack their own panels */
-    if (!oom && piso_sweep_packed_floats(n) * sizeof(float) <= prune_pack_max &&
-        (packed = malloc(sizeof(float) * piso_sweep_packed_floats(n))))
-        piso_sweep_pack(H, ldh, n, packed);
+    /* H in the walks' panel layout, once; without it (too large, or no memory for it) each pass
+     * packs its panels into per-thread slots */
+    float *packed = !oom && piso_sweep_packed_floats(n) * sizeof(float) <= prune_pack_max
+                        ? malloc(sizeof(float) * piso_sweep_packed_floats(n))
+                        : NULL;
+    if (packed) piso_sweep_pack(H, ldh, n, packed);
+    float *panels = oom || packed ? NULL : malloc(sizeof(float) * piso_sweep_runs_workspace(n) * (size_t)nthr);
+    oom = oom || !wks || !runs || (!packed && !panels);
     for (int64_t t = 0; t < 2 * R && !oom; t++) {
         wks[t].h = malloc(sizeof(float) * n), wks[t].idx = malloc(sizeof(int32_t) * (size_t)gap_max);
         wks[t].dl = malloc(sizeof(float) * (size_t)gap_max), wks[t].hval = malloc(sizeof(float) * (size_t)gap_max);

@@ -318,6 +318,11 @@ size_t piso_sweep_runs_workspace(int n) { return (size_t)n * SWEEP_TILE; }
 
 size_t piso_sweep_packed_floats(int n) { return (size_t)n * (size_t)n; }
 
+/* Columns j0 … j0 + w − 1 of H [n, n] into pk as n contiguous rows of w floats. */
+static void panel_copy(const float *H, int ldh, int n, int j0, int w, float *pk) {
+    for (int i = 0; i < n; i++) memcpy(pk + (size_t)i * w, H + (int64_t)i * ldh + j0, sizeof(float) * (size_t)w);
+}
+
 /* Panel t (columns j0 = t·TW …) at out + j0·n, its n rows w floats apart: the layout the walks read
  * when piso_sweep_hvals_runs gets it, so H is copied once per layer instead of once per pass. */
 void piso_sweep_pack(const float *H, int ldh, int n, float *out) {
@@ -325,8 +330,7 @@ void piso_sweep_pack(const float *H, int ldh, int n, float *out) {
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < ntiles; t++) {
         int j0 = t * TW, w = n - j0 < TW ? n - j0 : TW;
-        float *pk = out + (size_t)j0 * n;
-        for (int i = 0; i < n; i++) memcpy(pk + (size_t)i * w, H + (int64_t)i * ldh + j0, sizeof(float) * (size_t)w);
+        panel_copy(H, ldh, n, j0, w, out + (size_t)j0 * n);
     }
 }
 
@@ -354,7 +358,7 @@ void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float 
             panel_warm(P, (size_t)n * w);
         } else if (work && me < nwork) {
             float *pk = work + (size_t)me * piso_sweep_runs_workspace(n);
-            for (int i = 0; i < n; i++) memcpy(pk + (size_t)i * w, H + (int64_t)i * ldh + j0, sizeof(float) * (size_t)w);
+            panel_copy(H, ldh, n, j0, w, pk);
             P = pk, ldp = w;
         }
         for (int r = 0; r < nruns; r++) {
