@@ -131,6 +131,11 @@ int piso_st_open(struct piso_st_file *f, const char *path) {
     }
     for (const cJSON *e = root->child; e; e = e->next) {
         if (strcmp(e->string, "__metadata__") == 0) {
+            if (!cJSON_IsObject(e)) { /* an array's entries carry no keys */
+                cJSON_Delete(root);
+                piso_errorf("__metadata__ is not an object of string values");
+                return st_fail(f, path);
+            }
             for (const cJSON *m = e->child; m; m = m->next) {
                 if (!cJSON_IsString(m)) continue;
                 char **nk = realloc(f->meta_keys, sizeof(char *) * (size_t)(f->n_meta + 1));
