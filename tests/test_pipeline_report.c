@@ -4,8 +4,12 @@
  *    codes do not depend on where the report comes from;
  *  - with two windows it equals ‖Xw − Xŵ‖² / ‖Xw‖² over window 0 recomputed here by brute force
  *    (block 0's q_proj, whose X̃ is X: the embeddings are float in both models);
+ *    for Qronos (X–X̃: the float side runs over every window) and GPTQ (X̃–X̃ with the report from
+ *    window 0: the float side runs over window 0 only);
  *  - the default (by width: all stories260K layers are narrower than 512) is the full report, bit
- *    for bit. */
+ *    for bit;
+ *  - the quantized side's caches between stages (o_proj's and down_proj's inputs) change no bit of
+ *    the codes, scales or reports against running the block's earlier part again. */
 #include "harness.h"
 #include "piso/model.h"
 #include "piso/pipeline.h"
@@ -16,8 +20,8 @@ struct run {
     struct piso_model *m;
 };
 
-static int run_pipeline(const char *model, const struct piso_model *mf, const struct piso_calib *cal,
-                        enum piso_rounding rounding, int window0, struct run *out) {
+static int run_pipeline_budget(const char *model, const struct piso_model *mf, const struct piso_calib *cal,
+                               enum piso_rounding rounding, int window0, double keep_budget, struct run *out) {
     struct piso_pipeline_opts po;
     memset(&po, 0, sizeof po);
     piso_ec_opts_default(&po.ec);
@@ -25,6 +29,7 @@ static int run_pipeline(const char *model, const struct piso_model *mf, const st
     po.rounding = rounding;
     po.objective = rounding == PISO_ROUND_GPTQ ? PISO_OBJ_XQ_XQ : PISO_OBJ_X_XQ;
     po.report_window0 = window0;
+    po.keep_down_budget = keep_budget;
     out->m = NULL;
     memset(&out->res, 0, sizeof out->res);
     if (piso_model_load(model, NULL, &out->m) || piso_model_make_writable(out->m) ||
@@ -33,6 +38,10 @@ static int run_pipeline(const char *model, const struct piso_model *mf, const st
         return -1;
     }
     return 0;
+}
+static int run_pipeline(const char *model, const struct piso_model *mf, const struct piso_calib *cal,
+                        enum piso_rounding rounding, int window0, struct run *out) {
+    return run_pipeline_budget(model, mf, cal, rounding, window0, 0, out);
 }
 static void run_free(struct run *r) {
     piso_pipeline_result_free(&r->res);
@@ -73,12 +82,12 @@ static void test_one_window(const char *model, const struct piso_model *mf, cons
     }
 }
 
-static void test_two_windows(const char *model, const struct piso_model *mf, const struct piso_calib *cal) {
+static void test_two_windows(const char *model, const struct piso_model *mf, const struct piso_calib *cal,
+                             enum piso_rounding rounding) {
     struct run w0, full;
-    if (run_pipeline(model, mf, cal, PISO_ROUND_QRONOS, 1, &w0) ||
-        run_pipeline(model, mf, cal, PISO_ROUND_QRONOS, -1, &full))
+    if (run_pipeline(model, mf, cal, rounding, 1, &w0) || run_pipeline(model, mf, cal, rounding, -1, &full))
         return;
-    CHECK(same_codes(&w0, &full), "two windows: codes depend on the report");
+    CHECK(same_codes(&w0, &full), "two windows, %s: codes depend on the report", piso_rounding_name(rounding));
     /* brute force over window 0: block 0's q_proj input, float model */
     int64_t D = mf->cfg.dim, N = D, L = cal->seqlen;
     float *x = malloc(sizeof(float) * L * D), *X = malloc(sizeof(float) * L * D);
@@ -95,8 +104,8 @@ static void test_two_windows(const char *model, const struct piso_model *mf, con
         }
     const struct piso_layer_report *q = &w0.res.layers[0];
     CHECK(strstr(q->name, "layers.0.self_attn.q_proj") != NULL, "first report is %s", q->name);
-    CHECK(fabs(q->rel_err - num / den) <= 1e-4 * (num / den), "window-0 report %.8g, brute force %.8g", q->rel_err,
-          num / den);
+    CHECK(fabs(q->rel_err - num / den) <= 1e-4 * (num / den), "%s: window-0 report %.8g, brute force %.8g",
+          piso_rounding_name(rounding), q->rel_err, num / den);
     /* an estimate of the full report, not far from it on this model */
     for (int i = 0; i < w0.res.n_layers && i < full.res.n_layers; i++) {
         double a = w0.res.layers[i].rel_err, b = full.res.layers[i].rel_err;
@@ -104,6 +113,23 @@ static void test_two_windows(const char *model, const struct piso_model *mf, con
     }
     free(x), free(X);
     run_free(&w0), run_free(&full);
+}
+
+/* 1 byte: no cache fits, so every stage runs the block from its start on a copy of the stream. */
+static void test_keep_paths(const char *model, const struct piso_model *mf, const struct piso_calib *cal) {
+    static const enum piso_rounding rr[] = {PISO_ROUND_GPTQ, PISO_ROUND_QRONOS};
+    for (int k = 0; k < 2; k++) {
+        struct run kept, rerun;
+        if (run_pipeline_budget(model, mf, cal, rr[k], 1, 0, &kept) ||
+            run_pipeline_budget(model, mf, cal, rr[k], 1, 1, &rerun))
+            return;
+        CHECK(same_codes(&kept, &rerun), "%s: the stage caches change the codes", piso_rounding_name(rr[k]));
+        for (int i = 0; i < kept.res.n_layers && i < rerun.res.n_layers; i++)
+            CHECK(kept.res.layers[i].rel_err == rerun.res.layers[i].rel_err &&
+                      kept.res.layers[i].objective == rerun.res.layers[i].objective,
+                  "%s %s: the stage caches change the report", piso_rounding_name(rr[k]), kept.res.layers[i].name);
+        run_free(&kept), run_free(&rerun);
+    }
 }
 
 int main(void) {
@@ -121,7 +147,9 @@ int main(void) {
     CHECK(piso_calib_load(mf->tok, calib_text, 2, 128, mf->cfg.max_seq_len, 7, &two) == 0, "calib: %s",
           piso_last_error());
     test_one_window(model, mf, &one);
-    test_two_windows(model, mf, &two);
+    test_two_windows(model, mf, &two, PISO_ROUND_QRONOS);
+    test_two_windows(model, mf, &two, PISO_ROUND_GPTQ);
+    test_keep_paths(model, mf, &two);
     piso_calib_free(&one), piso_calib_free(&two);
     piso_model_free(mf);
     return test_finish();

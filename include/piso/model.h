@@ -155,6 +155,15 @@ int piso_block_forward(const struct piso_model *m, int layer, float *x, int n, s
  * those of piso_block_forward. */
 int piso_block_forward_until(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps,
                              int stop);
+/* x [n, D] += o_in [n, Hq] · w_oᵀ: the attention output added to the residual stream, from the
+ * o_in tap of piso_block_forward_until(…, PISO_IN_O), bitwise as piso_block_forward would. */
+int piso_block_o_residual(const struct piso_model *m, int layer, float *x, const float *o_in, int n);
+/* The rest of a block from its FFN norm, x [n, D] holding the residual stream after the attention
+ * output (piso_block_o_residual, or a block stopped at PISO_IN_FFN/PISO_IN_DOWN), stopping after tap
+ * `stop` (PISO_IN_FFN or PISO_IN_DOWN; PISO_IN_COUNT: the whole block). The same bits as one
+ * piso_block_forward. */
+int piso_block_ffn_until(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps,
+                         int stop);
 /* x [n, D] += down_in [n, F] · w_downᵀ: completes a block stopped at PISO_IN_DOWN, bitwise as
  * piso_block_forward would have. −1 only when a lazy model's weight cannot be read. */
 int piso_block_down_residual(const struct piso_model *m, int layer, float *x, const float *down_in, int n);

@@ -71,7 +71,8 @@ struct piso_pipeline_opts {
      * block's reports and its weights in mq). Nonzero from it stops the run (an error). */
     int (*block_done)(int block, struct piso_model *mq, struct piso_pipeline_result *res, void *ctx);
     void *block_ctx;
-    /* Bytes the down_proj input cache (which saves one quantized block pass) may take; 0: 2 GiB. */
+    /* Bytes each of the quantized side's caches (down_proj's input, which saves one quantized block
+     * pass, and o_proj's, which saves running q/k/v and the attention again) may take; 0: 2 GiB. */
     double keep_down_budget;
 };
 /* The α that alpha_sample gives linear k of block `layer`: U(0, 1) from splitmix64. */
@@ -103,7 +104,9 @@ struct piso_pipeline_timing {
     double quant_forward;   /* seconds in the quantized model's blocks (partial passes included) */
     double statistics;      /* H, G, XᵀX accumulation */
     double solves;          /* the layer solvers (scales + rounding) and their error reports */
-    double one_float_block; /* one full float block forward over all windows (mean), the unit */
+    double one_float_block; /* one full float block forward over all windows (mean), the unit; when
+                             * the float side runs over the first window only (an X̃–X̃ objective),
+                             * that window's time × the windows */
     double block_forwards;  /* (float + quantized forward seconds) / one_float_block / blocks */
 };
 struct piso_pipeline_result {

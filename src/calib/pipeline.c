@@ -110,12 +110,42 @@ struct float_taps {
     float *t[4];
 };
 
-/* keep_down (optional, stage PISO_IN_DOWN only): the quantized side then runs in place on Xq,
- * stopping at down_proj's input, which is kept [nsamples·seqlen, F]; once down_proj is quantized,
- * piso_block_down_residual completes the block (no second pass over the block). */
+/* What the quantized side keeps of a block between its stages, each [nsamples·seqlen, width] or
+ * NULL (over budget), so that each part of the block runs once per window:
+ *   o_in: the attention output (o_proj's input) of the quantized q/k/v, from the o stage on; the
+ *         FFN stages then add o_proj's output to the stream (piso_block_o_residual) instead of
+ *         running q/k/v and the attention again;
+ *   down_in: down_proj's input. With it the quantized stream runs in place from the FFN stage on
+ *         (Xq then holds the stream after the attention output) and, once down_proj is quantized,
+ *         piso_block_down_residual completes the block (no second pass over the block). */
+struct quant_keep {
+    float *o_in, *down_in;
+};
+
+/* The quantized side of window w as far as stage st's input, captured in tap. */
+static int quant_side_until(const struct piso_model *mq, int layer, enum piso_block_input st, float *Xq, float *rq,
+                            const struct quant_keep *keep, int64_t w, int64_t L, float *tap) {
+    const struct piso_config *cfg = &mq->cfg;
+    const int64_t Dm = cfg->dim, Hq = (int64_t)cfg->n_heads * cfg->head_dim;
+    const int in_place = keep->down_in && st >= PISO_IN_FFN;
+    float *x = Xq + w * L * Dm;
+    if (!in_place) x = memcpy(rq, x, sizeof(float) * L * Dm);
+    struct piso_block_taps t;
+    set_tap(&t, st, tap);
+    if (st == PISO_IN_DOWN && in_place) /* the FFN stage left the stream after the attention output */
+        return piso_block_ffn_until(mq, layer, x, (int)L, &t, st);
+    if (st >= PISO_IN_FFN && keep->o_in) {
+        if (piso_block_o_residual(mq, layer, x, keep->o_in + w * L * Hq, (int)L)) return -1;
+        return piso_block_ffn_until(mq, layer, x, (int)L, &t, st);
+    }
+    return piso_block_forward_until(mq, layer, x, (int)L, &t, st);
+}
+
+/* The statistics of stage st over every window. The float side runs over the first float_windows
+ * windows only (all, or the first when only the report reads it). */
 static int stage_stats(const struct piso_model *mq, const struct piso_model *mf, int layer, enum piso_block_input st,
-                       float *Xq, const float *Xf, const struct piso_calib *c, struct stats *s,
-                       const struct float_taps *cache, float *keep_down, struct piso_pipeline_timing *tm) {
+                       float *Xq, const float *Xf, const struct piso_calib *c, int float_windows, struct stats *s,
+                       const struct float_taps *cache, const struct quant_keep *keep, struct piso_pipeline_timing *tm) {
     int64_t L = c->seqlen, Dm = mq->cfg.dim, D = s->D;
     float *rq = malloc(sizeof(float) * L * Dm), *rf = malloc(sizeof(float) * L * Dm);
     float *aq = malloc(sizeof(float) * L * D), *af = malloc(sizeof(float) * L * D);
@@ -135,23 +165,30 @@ static int stage_stats(const struct piso_model *mq, const struct piso_model *mf,
         goto done;
     }
     for (int w = 0; w < c->nsamples; w++) {
-        struct piso_block_taps tq, tf;
-        float *xq = keep_down ? Xq + w * L * Dm : rq, *tapq = keep_down ? keep_down + w * L * D : aq;
-        if (!keep_down) memcpy(rq, Xq + w * L * Dm, sizeof(float) * L * Dm);
-        set_tap(&tq, st, tapq), set_tap(&tf, st, af);
+        struct piso_block_taps tf;
+        float *tapq = aq;
+        if (st == PISO_IN_O && keep->o_in) tapq = keep->o_in + w * L * D;
+        if (st == PISO_IN_DOWN && keep->down_in) tapq = keep->down_in + w * L * D;
+        set_tap(&tf, st, af);
         double t0 = piso_time();
         /* only as far as the stage's input: the rest of the block is not needed here */
-        if (piso_block_forward_until(mq, layer, xq, (int)L, &tq, st)) goto done;
+        if (quant_side_until(mq, layer, st, Xq, rq, keep, w, L, tapq)) goto done;
         double t1 = piso_time();
         tm->quant_forward += t1 - t0;
-        const float *xf = af;
-        if (cache) xf = cache->t[st] + w * L * D;
+        const float *xf = NULL;
+        if (w >= float_windows) {
+        } else if (cache) xf = cache->t[st] + w * L * D;
         else {
             memcpy(rf, Xf + w * L * Dm, sizeof(float) * L * Dm);
             if (piso_block_forward_until(mf, layer, rf, (int)L, &tf, st)) goto done;
+            xf = af;
         }
         double t2 = piso_time();
         tm->float_forward += t2 - t1;
+        if (!xf && (s->needs & (STATS_G | STATS_F))) { /* float_windows covers every window then */
+            piso_errorf("internal error: stage %d needs the float inputs of window %d", (int)st, w);
+            goto done;
+        }
         if (s->needs & STATS_H) acc_product(s, tapq, tapq, (int)L, s->H);
         if (s->needs & STATS_G) acc_product(s, tapq, xf, (int)L, s->G);
         if (s->needs & STATS_F) acc_product(s, xf, xf, (int)L, s->F);
@@ -369,11 +406,41 @@ static double keep_down_limit(const struct piso_pipeline_opts *o) {
     return o->keep_down_budget > 0 ? o->keep_down_budget : 2.0 * (1 << 30);
 }
 
-static int advance(const struct piso_model *m, int layer, float *X, const struct piso_calib *c) {
+/* Block `layer` over the first `windows` windows of the stream X. */
+static int advance(const struct piso_model *m, int layer, float *X, const struct piso_calib *c, int windows) {
     int64_t L = c->seqlen, Dm = m->cfg.dim;
-    for (int w = 0; w < c->nsamples; w++)
+    for (int w = 0; w < windows; w++)
         if (piso_block_forward(m, layer, X + w * L * Dm, (int)L, NULL)) return -1;
     return 0;
+}
+
+/* The quantized stream through block `layer` once its linears are quantized, from what it kept. */
+static int advance_quantized(const struct piso_model *mq, int layer, float *Xq, const struct piso_calib *c,
+                             const struct quant_keep *keep) {
+    const int64_t L = c->seqlen, Dm = mq->cfg.dim, F = mq->cfg.hidden_dim;
+    const int64_t Hq = (int64_t)mq->cfg.n_heads * mq->cfg.head_dim;
+    for (int w = 0; w < c->nsamples; w++) {
+        float *x = Xq + (int64_t)w * L * Dm;
+        int rc;
+        if (keep->down_in) /* the stream stopped at down_proj's input: add its output */
+            rc = piso_block_down_residual(mq, layer, x, keep->down_in + (int64_t)w * L * F, (int)L);
+        else if (keep->o_in)
+            rc = piso_block_o_residual(mq, layer, x, keep->o_in + (int64_t)w * L * Hq, (int)L) ||
+                 piso_block_ffn_until(mq, layer, x, (int)L, NULL, PISO_IN_COUNT);
+        else
+            rc = piso_block_forward(mq, layer, x, (int)L, NULL);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+/* The windows the float side runs over: all of them when a stage's statistics read the float
+ * inputs (G = X̃ᵀX, F = XᵀX), else only the first, for the error report (an X̃–X̃ objective with
+ * the report from window 0 needs nothing else of the float model). */
+static int float_windows_needed(const struct piso_pipeline_opts *o, const struct piso_config *cfg, int nsamples) {
+    for (int st = 0; st < PISO_IN_COUNT; st++)
+        if (stats_needs(o, piso_schema_input_width(cfg, (enum piso_block_input)st)) & (STATS_G | STATS_F)) return nsamples;
+    return nsamples < 1 ? nsamples : 1;
 }
 
 int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, const struct piso_calib *c,
@@ -388,6 +455,8 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     int nb = cfg->n_layers;
     int64_t Dm = cfg->dim, Hq = (int64_t)cfg->n_heads * cfg->head_dim, F = cfg->hidden_dim;
     int64_t ntok = (int64_t)c->nsamples * c->seqlen, Dmax = Dm;
+    const int fwin = float_windows_needed(o, cfg, c->nsamples);
+    const int64_t ntok_f = (int64_t)fwin * c->seqlen; /* tokens on the float side */
     if (Hq > Dmax) Dmax = Hq;
     if (F > Dmax) Dmax = F;
     /* the float side holds no F32 block: each linear is converted from the file where it is used
@@ -395,11 +464,11 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     piso_model_set_linears_on_demand((struct piso_model *)(uintptr_t)mf, mf != mq);
     double t0 = piso_time();
     res->layers = calloc((size_t)nb * PISO_LIN_COUNT, sizeof *res->layers);
-    float *Xq = malloc(sizeof(float) * ntok * Dm), *Xf = malloc(sizeof(float) * ntok * Dm);
+    float *Xq = malloc(sizeof(float) * ntok * Dm), *Xf = malloc(sizeof(float) * (ntok_f > 0 ? ntok_f : 1) * Dm);
     struct stats s = {0, NULL, NULL, NULL, NULL, 0, NULL, NULL}; /* allocated per stage */
     int rc = -1;
     struct float_taps cache = {{NULL, NULL, NULL, NULL}}; /* before the first goto: freed at done */
-    float *keep_down = NULL;
+    struct quant_keep keep = {NULL, NULL};
     if (!res->layers || !Xq || !Xf) {
         piso_errorf("out of memory for the calibration activations (%lld tokens × %lld)", (long long)ntok,
                     (long long)Dm);
@@ -412,20 +481,21 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
             goto done;
         }
     }
-    for (int w = 0; w < c->nsamples; w++) piso_embed(mf, c->tokens + (size_t)w * c->seqlen, c->seqlen, Xf + w * c->seqlen * Dm);
-    memcpy(Xq, Xf, sizeof(float) * ntok * Dm);
+    for (int w = 0; w < c->nsamples; w++) piso_embed(mf, c->tokens + (size_t)w * c->seqlen, c->seqlen, Xq + w * c->seqlen * Dm);
+    memcpy(Xf, Xq, sizeof(float) * ntok_f * Dm);
     piso_model_drop_file_pages(mf); /* the embedding rows read from a lazy model's file (≈ 0.4 GB at 8B) */
     rss_trace(-1, "embedded");
     int done_lin = 0, total_lin = nb * PISO_LIN_COUNT;
     /* Cache the float taps of a block when they take at most 2 GiB (always for small models). */
     int64_t widths[PISO_IN_COUNT];
     for (int st = 0; st < PISO_IN_COUNT; st++) widths[st] = piso_schema_input_width(cfg, (enum piso_block_input)st);
-    int use_cache = (double)ntok * (2 * Dm + Hq + F) * sizeof(float) <= 2.0 * (1 << 30);
+    int use_cache = (double)ntok_f * (2 * Dm + Hq + F) * sizeof(float) <= 2.0 * (1 << 30);
     for (int st = 0; st < 4 && use_cache; st++)
-        if (!(cache.t[st] = malloc(sizeof(float) * ntok * widths[st]))) use_cache = 0;
-    /* Keep the quantized side's down_proj inputs when they take at most 2 GiB: the block is then
-     * completed from them instead of being run once more. */
-    if ((double)ntok * F * sizeof(float) <= keep_down_limit(o)) keep_down = malloc(sizeof(float) * ntok * F);
+        if (!(cache.t[st] = malloc(sizeof(float) * (ntok_f > 0 ? ntok_f : 1) * widths[st]))) use_cache = 0;
+    /* The quantized side's caches (struct quant_keep), each when it takes at most the budget (and
+     * can be had): otherwise the block's earlier part runs again for the later stages. */
+    if ((double)ntok * F * sizeof(float) <= keep_down_limit(o)) keep.down_in = malloc(sizeof(float) * ntok * F);
+    if ((double)ntok * Hq * sizeof(float) <= keep_down_limit(o)) keep.o_in = malloc(sizeof(float) * ntok * Hq);
     struct piso_pipeline_timing *tm = &res->timing;
     int n_full_float = 0;
     for (int b = 0; b < nb; b++) {
@@ -434,7 +504,7 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
         rss_trace(b, "blocks acquired");
         double tf0 = piso_time(), t_block_start = tf0;
         if (use_cache) { /* one float pass: taps of every stage, and the float stream advances */
-            for (int w = 0; w < c->nsamples; w++) {
+            for (int w = 0; w < fwin; w++) {
                 int64_t off = (int64_t)w * c->seqlen;
                 struct piso_block_taps t = {cache.t[0] + off * Dm, cache.t[1] + off * Hq, cache.t[2] + off * Dm,
                                             cache.t[3] + off * F};
@@ -446,8 +516,8 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
         for (int st = 0; st < PISO_IN_COUNT; st++) {
             s.D = widths[st];
             s.needs = stats_needs(o, s.D);
-            if (stage_stats(mq, mf, b, (enum piso_block_input)st, Xq, Xf, c, &s, use_cache ? &cache : NULL,
-                            st == PISO_IN_DOWN ? keep_down : NULL, tm))
+            if (stage_stats(mq, mf, b, (enum piso_block_input)st, Xq, Xf, c, fwin, &s, use_cache ? &cache : NULL,
+                            &keep, tm))
                 goto done;
             rss_trace(b, st == 0 ? "statistics attn_in" : st == 1 ? "statistics o_in" : st == 2 ? "statistics ffn_in" : "statistics down_in");
             /* the solvers take fp32 statistics: converted inside the fp64 buffers (no second copy) */
@@ -484,18 +554,12 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
         }
         if (b + 1 < nb && !use_cache) {
             double ta = piso_time();
-            if (advance(mf, b, Xf, c)) goto done;
+            if (advance(mf, b, Xf, c, fwin)) goto done;
             tm->float_forward += piso_time() - ta;
             tm->one_float_block += piso_time() - ta, n_full_float++;
         }
         double ta = piso_time();
-        if (keep_down) { /* the quantized stream stopped at down_proj's input: add its output */
-            for (int w = 0; w < c->nsamples; w++)
-                if (piso_block_down_residual(mq, b, Xq + (int64_t)w * c->seqlen * Dm, keep_down + (int64_t)w * c->seqlen * F,
-                                             c->seqlen))
-                    goto done;
-        } else if (b + 1 < nb && advance(mq, b, Xq, c))
-            goto done;
+        if ((b + 1 < nb || keep.down_in) && advance_quantized(mq, b, Xq, c, &keep)) goto done;
         tm->quant_forward += piso_time() - ta;
         rss_trace(b, "streams advanced");
         if (o->block_done && o->block_done(b, mq, res, o->block_ctx)) goto done;
@@ -504,13 +568,15 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     }
     res->seconds = piso_time() - t0;
     if (n_full_float) {
+        /* the unit is a float block over every window: measured over the float side's windows */
         tm->one_float_block /= n_full_float;
+        if (fwin > 0) tm->one_float_block *= (double)c->nsamples / fwin;
         if (tm->one_float_block > 0) tm->block_forwards = (tm->float_forward + tm->quant_forward) / tm->one_float_block / nb;
     }
     rc = 0;
 done:
     for (int st = 0; st < 4; st++) free(cache.t[st]);
-    free(keep_down);
+    free(keep.o_in), free(keep.down_in);
     free(Xq), free(Xf);
     stats_free(&s);
     free(s.x0q), free(s.x0f);

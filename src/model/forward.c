@@ -207,9 +207,11 @@ void piso_embed(const struct piso_model *m, const int *tokens, int n, float *x) 
 /* One decoder block for n new positions pos0..pos0+n-1. kc, vc [pos0 + n, Hkv] hold the keys
  * and values of the earlier positions; this call writes rows pos0.. of them. */
 /* stop < PISO_IN_COUNT: return right after tap `stop` is captured (x then holds the residual stream
- * as far as the block got: unchanged before the attention output, after it for ffn_in/down_in). */
+ * as far as the block got: unchanged before the attention output, after it for ffn_in/down_in).
+ * ffn_only: x already holds the residual stream after the attention output (a block stopped at
+ * PISO_IN_FFN or PISO_IN_DOWN, or piso_block_o_residual); the block goes on from its FFN norm. */
 static int block_forward_at(const struct piso_model *m, int layer, float *x, int n, int pos0, float *kc, float *vc,
-                            struct piso_block_taps *taps, enum piso_block_input stop) {
+                            struct piso_block_taps *taps, enum piso_block_input stop, int ffn_only) {
     const struct piso_config *c = &m->cfg;
     const struct piso_layer_weights *w = &m->layers[layer];
     int D = c->dim, F = c->hidden_dim, hd = c->head_dim;
@@ -227,14 +229,15 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
     float *att = q + N * Hq;            /* [n, Hq] */
     float *g = att + N * Hq;            /* [n, F] */
     float *u = g + N * F;               /* [n, F] */
-    float *k = kc + (size_t)pos0 * Hkv; /* [n, Hkv] new rows of the cache */
-    float *v = vc + (size_t)pos0 * Hkv;
+    float *k = kc ? kc + (size_t)pos0 * Hkv : NULL; /* [n, Hkv] new rows of the cache (none: FFN only) */
+    float *v = vc ? vc + (size_t)pos0 * Hkv : NULL;
 
+    int rc = 0;
+    if (ffn_only) goto ffn;
     /* attention */
     rmsnorm_rows(x, w->attn_norm, xn, n, D, c->norm_eps);
     quantize_linear_input(m, xn, n, D);
     if (taps && taps->attn_in) memcpy(taps->attn_in, xn, N * D * sizeof *xn);
-    int rc = 0;
     if (stop == PISO_IN_ATTN) goto out;
     if ((rc = block_linear(m, layer, PISO_LIN_Q, xn, w->wq, q, n, D, Hq, 0.0f)) ||
         (rc = block_linear(m, layer, PISO_LIN_K, xn, w->wk, k, n, D, Hkv, 0.0f)) ||
@@ -258,8 +261,9 @@ static int block_forward_at(const struct piso_model *m, int layer, float *x, int
         if (taps && taps->o_in) memcpy(taps->o_in, att, N * Hq * sizeof *att);
         if (stop == PISO_IN_O) goto out;
         if ((rc = block_linear(m, layer, PISO_LIN_O, att, w->wo, x, n, Hq, D, 1.0f))) goto out; /* x += att · wo^T */
-
-        /* SwiGLU feed-forward */
+    }
+    if (rc == 0) {
+    ffn: /* SwiGLU feed-forward */
         rmsnorm_rows(x, w->ffn_norm, xn, n, D, c->norm_eps);
         quantize_linear_input(m, xn, n, D);
         if (taps && taps->ffn_in) memcpy(taps->ffn_in, xn, N * D * sizeof *xn);
@@ -294,7 +298,7 @@ int piso_block_forward(const struct piso_model *m, int layer, float *x, int n, s
     size_t Hkv = (size_t)m->cfg.n_kv_heads * m->cfg.head_dim;
     float *kv = malloc(2 * (size_t)n * Hkv * sizeof *kv);
     if (!kv) return piso_errorf("block_forward: out of memory (window of %d tokens)", n);
-    int rc = block_forward_at(m, layer, x, n, 0, kv, kv + (size_t)n * Hkv, taps, PISO_IN_COUNT);
+    int rc = block_forward_at(m, layer, x, n, 0, kv, kv + (size_t)n * Hkv, taps, PISO_IN_COUNT, 0);
     free(kv);
     return rc;
 }
@@ -306,9 +310,22 @@ int piso_block_forward_until(const struct piso_model *m, int layer, float *x, in
     size_t Hkv = (size_t)m->cfg.n_kv_heads * m->cfg.head_dim;
     float *kv = malloc(2 * (size_t)n * Hkv * sizeof *kv);
     if (!kv) return piso_errorf("block_forward: out of memory (window of %d tokens)", n);
-    int rc = block_forward_at(m, layer, x, n, 0, kv, kv + (size_t)n * Hkv, taps, (enum piso_block_input)stop);
+    int rc = block_forward_at(m, layer, x, n, 0, kv, kv + (size_t)n * Hkv, taps, (enum piso_block_input)stop, 0);
     free(kv);
     return rc;
+}
+
+int piso_block_ffn_until(const struct piso_model *m, int layer, float *x, int n, struct piso_block_taps *taps,
+                         int stop) {
+    if (layer < 0 || layer >= m->cfg.n_layers) return piso_errorf("block_forward: layer %d out of range", layer);
+    if (n <= 0) return piso_errorf("block_forward: empty window");
+    if (stop < PISO_IN_FFN) return piso_errorf("block_forward: the FFN part has no tap %d", stop);
+    return block_forward_at(m, layer, x, n, 0, NULL, NULL, taps, (enum piso_block_input)stop, 1);
+}
+
+int piso_block_o_residual(const struct piso_model *m, int layer, float *x, const float *o_in, int n) {
+    const struct piso_config *c = &m->cfg;
+    return block_linear(m, layer, PISO_LIN_O, o_in, m->layers[layer].wo, x, n, c->n_heads * c->head_dim, c->dim, 1.0f);
 }
 
 int piso_block_down_residual(const struct piso_model *m, int layer, float *x, const float *down_in, int n) {
@@ -373,7 +390,7 @@ int piso_generate_greedy(const struct piso_model *m, int *tokens, int n, int n_n
         piso_embed(m, tokens + pos0, cur, x);
         for (int l = 0; l < c->n_layers && rc == 0; l++) {
             float *kc = cache + 2 * (size_t)l * per_layer;
-            rc = block_forward_at(m, l, x, cur, pos0, kc, kc + per_layer, NULL, PISO_IN_COUNT);
+            rc = block_forward_at(m, l, x, cur, pos0, kc, kc + per_layer, NULL, PISO_IN_COUNT, 0);
         }
         if (rc != 0 || len >= T) break;
         piso_head(m, x + (size_t)(cur - 1) * D, 1, logits);
