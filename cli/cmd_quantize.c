@@ -423,9 +423,9 @@ int cmd_quantize(int argc, char **argv) {
     {
         /* before the second copy and any long work: refuse with the numbers when it cannot fit */
         struct piso_pipeline_memory mm;
-        int64_t ntok = a.calib ? (int64_t)cal.nsamples * cal.seqlen : 1;
-        piso_pipeline_memory_estimate(&mq->cfg, ntok, stream, &po, &mm);
-        if (piso_pipeline_memory_check(&mq->cfg, ntok, stream, &po, stream ? 0 : mm.model)) goto fail;
+        int nwin = a.calib ? cal.nsamples : 1, wlen = a.calib ? cal.seqlen : 1;
+        piso_pipeline_memory_estimate(&mq->cfg, nwin, wlen, stream, &po, &mm);
+        if (piso_pipeline_memory_check(&mq->cfg, nwin, wlen, stream, &po, stream ? 0 : mm.model)) goto fail;
     }
     if ((stream ? piso_model_load_lazy(a.model, a.tokenizer, &mf) : piso_model_load(a.model, a.tokenizer, &mf)) ||
         piso_model_make_writable(mq))

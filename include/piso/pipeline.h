@@ -128,12 +128,13 @@ void piso_pipeline_result_free(struct piso_pipeline_result *res);
  * at a time). An eager run holds the model twice, a streaming one (lazy models) one block and
  * float_side; both hold the streams and caches, then the larger of the statistics (fp64, while
  * accumulated) and the solves' peak (the statistics as fp32 plus solver). o (may be NULL: the
- * most any options need) gives the statistics and the solver's buffers. */
+ * most any options need) gives the statistics, the float side's windows and the solver's buffers;
+ * the calibration set is nsamples windows of seqlen tokens. */
 struct piso_pipeline_memory {
     double model, block, float_side, streams, statistics, caches, solver, total;
     int streaming;
 };
-void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, int streaming,
+void piso_pipeline_memory_estimate(const struct piso_config *cfg, int nsamples, int seqlen, int streaming,
                                    const struct piso_pipeline_opts *o, struct piso_pipeline_memory *m);
 /* Memory available now in bytes (MemAvailable of /proc/meminfo; env PISO_MEM_AVAILABLE_MB
  * overrides it, for tests); −1 when unknown. */
@@ -141,7 +142,7 @@ double piso_mem_available(void);
 /* Refuses (−1, with the numbers in the error) when the estimate exceeds the memory available now
  * plus `already` bytes the caller holds and counts in the estimate (MemAvailable of /proc/meminfo;
  * env PISO_MEM_AVAILABLE_MB overrides it, for tests). 0 when it fits or nothing is known. */
-int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, int streaming,
+int piso_pipeline_memory_check(const struct piso_config *cfg, int nsamples, int seqlen, int streaming,
                                const struct piso_pipeline_opts *o, double already);
 /* What the down_proj input cache may take (piso_pipeline_opts.keep_down_budget): 2 GiB, 1 GiB when
  * streaming (it is then the largest buffer after the statistics). */

@@ -590,7 +590,7 @@ double piso_pipeline_keep_down_budget(int streaming) {
     return streaming ? 1.0 * (1 << 30) : 2.0 * (1 << 30);
 }
 
-void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens, int streaming,
+void piso_pipeline_memory_estimate(const struct piso_config *cfg, int nsamples, int seqlen, int streaming,
                                    const struct piso_pipeline_opts *o, struct piso_pipeline_memory *m) {
     memset(m, 0, sizeof *m);
     for (int st = 0; st < piso_schema_steps(cfg); st++) {
@@ -603,8 +603,10 @@ void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens
     double Dm = cfg->dim, Hq = (double)cfg->n_heads * cfg->head_dim, F = cfg->hidden_dim, D = Dm;
     if (Hq > D) D = Hq;
     if (F > D) D = F;
-    double ntok = (double)tokens, lin = F * Dm > Hq * Dm ? F * Dm : Hq * Dm; /* the largest linear */
-    m->streams = 2 * 4.0 * ntok * Dm;
+    double ntok = (double)nsamples * seqlen, lin = F * Dm > Hq * Dm ? F * Dm : Hq * Dm; /* the largest linear */
+    /* the float stream covers the float side's windows (all of them when the options are not known) */
+    double ntok_f = (double)(o ? float_windows_needed(o, cfg, nsamples) : nsamples) * seqlen;
+    m->streams = 4.0 * (ntok + ntok_f) * Dm;
     /* fp64 products of the widest stage (the ones its solver and report read; all three when the
      * options are not known) and a band of one window's fp32 product; the solves then hold them
      * as fp32 */
@@ -614,8 +616,10 @@ void piso_pipeline_memory_estimate(const struct piso_config *cfg, int64_t tokens
         n_products = !!(needs & STATS_H) + !!(needs & STATS_G) + !!(needs & STATS_F);
     }
     m->statistics = D * D * n_products * 8.0 + 4.0 * (D < GRAM_PANEL_ROWS ? D : GRAM_PANEL_ROWS) * D;
-    double taps = 4.0 * ntok * (2 * Dm + Hq + F), keep = 4.0 * ntok * F;
-    m->caches = (taps <= 2.0 * (1 << 30) ? taps : 0) + (keep <= piso_pipeline_keep_down_budget(streaming) ? keep : 0);
+    double taps = 4.0 * ntok_f * (2 * Dm + Hq + F), keep_down = 4.0 * ntok * F, keep_o = 4.0 * ntok * Hq;
+    const double budget = piso_pipeline_keep_down_budget(streaming);
+    m->caches = (taps <= 2.0 * (1 << 30) ? taps : 0) + (keep_down <= budget ? keep_down : 0) +
+                (keep_o <= budget ? keep_o : 0);
     /* the solver's own buffers for the largest linear: the method's and absmax's results (fp32
      * dequantized values and int16 codes each); RTN adds only PiSO's fp64 products (u = G·w, and
      * H·w beside it when G is read), the others a factor and inverse of H and permuted H/G */
@@ -651,10 +655,11 @@ double piso_mem_available(void) {
     return kb < 0 ? -1 : kb * 1024;
 }
 
-int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, int streaming,
+int piso_pipeline_memory_check(const struct piso_config *cfg, int nsamples, int seqlen, int streaming,
                                const struct piso_pipeline_opts *o, double already) {
     struct piso_pipeline_memory m;
-    piso_pipeline_memory_estimate(cfg, tokens, streaming, o, &m);
+    piso_pipeline_memory_estimate(cfg, nsamples, seqlen, streaming, o, &m);
+    const long long tokens = (long long)nsamples * seqlen;
     double avail = piso_mem_available();
     if (avail < 0 || m.total <= avail + already) return 0;
     char weights[160];
@@ -668,7 +673,7 @@ int piso_pipeline_memory_check(const struct piso_config *cfg, int64_t tokens, in
                        "activation caches %.3g GB, solver %.3g GB beside the statistics as fp32) but %.3g GB are available%s; use fewer "
                        "calibration tokens "
                        "(--nsamples, --seqlen) or a machine with more memory",
-                       m.total / 1e9, weights, m.streams / 1e9, (long long)tokens, m.statistics / 1e9,
+                       m.total / 1e9, weights, m.streams / 1e9, tokens, m.statistics / 1e9,
                        m.caches / 1e9, m.solver / 1e9, (avail + already) / 1e9,
                        already > 0 ? " (the copy already loaded included)" : "");
 }

@@ -689,7 +689,7 @@ void piso_gguf_memory_estimate(const struct piso_config *cfg, int streaming, int
                                int hessians, struct piso_gguf_memory *m) {
     memset(m, 0, sizeof *m);
     struct piso_pipeline_memory pm; /* its model / block sizes: one F32 copy, one F32 block */
-    piso_pipeline_memory_estimate(cfg, 1, streaming, NULL, &pm);
+    piso_pipeline_memory_estimate(cfg, 1, 1, streaming, NULL, &pm);
     const double D = cfg->dim, Hq = (double)cfg->n_heads * cfg->head_dim, F = cfg->hidden_dim;
     double dmax = D > Hq ? D : Hq;
     dmax = dmax > F ? dmax : F;
