@@ -260,6 +260,38 @@ static void test_cholesky_inverse(void) {
     }
 }
 
+/* diag(A⁻¹) from the Cholesky factor against the diagonal of the whole inverse (piso_la_spd_inverse,
+ * itself checked against A⁻¹A = I above); the factor in the upper triangle stays; 1 and 2 threads
+ * give the same bits. */
+static void test_inverse_diag(void) {
+    static const int64_t sizes[] = {1, 2, 255, 257, 300, 700};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int64_t n = sizes[s];
+        double *A = spd(n), *U = malloc(sizeof(double) * (size_t)(n * n)), *V = malloc(sizeof(double) * (size_t)(n * n));
+        double *W = malloc(sizeof(double) * (size_t)(n * n)), *d1 = malloc(sizeof(double) * (size_t)n);
+        double *d2 = malloc(sizeof(double) * (size_t)n);
+        memcpy(U, A, sizeof(double) * (size_t)(n * n));
+        memcpy(V, A, sizeof(double) * (size_t)(n * n));
+        CHECK(piso_la_cholesky_upper(U, n) == 0 && piso_la_spd_inverse(V, n) == 0, "n=%lld: factor", (long long)n);
+        memcpy(W, U, sizeof(double) * (size_t)(n * n));
+        omp_set_num_threads(1);
+        CHECK(piso_la_inverse_diag_from_factor(U, n, d1) == 0, "n=%lld: inverse diagonal", (long long)n);
+        omp_set_num_threads(2);
+        memcpy(A, W, sizeof(double) * (size_t)(n * n));
+        CHECK(piso_la_inverse_diag_from_factor(A, n, d2) == 0, "n=%lld: inverse diagonal, 2 threads", (long long)n);
+        double worst = 0;
+        int upper_kept = 1;
+        for (int64_t i = 0; i < n; i++) {
+            worst = fmax(worst, fabs(d1[i] - V[i * n + i]) / V[i * n + i]);
+            for (int64_t j = i; j < n; j++) upper_kept &= U[i * n + j] == W[i * n + j];
+        }
+        CHECK(worst <= 1e-12, "n=%lld: diag(A⁻¹) from the factor vs the inverse: %g (relative)", (long long)n, worst);
+        CHECK(upper_kept, "n=%lld: the factor was changed", (long long)n);
+        CHECK(!memcmp(d1, d2, sizeof(double) * (size_t)n), "n=%lld: 1 and 2 threads differ", (long long)n);
+        free(A), free(U), free(V), free(W), free(d1), free(d2);
+    }
+}
+
 /* max |RᵀR·(H' + λI) − I| and max |inv·(H' + λI) − I|, H' = H with dead diagonals set to 1 */
 static void check_factor(const float *H, int64_t n, const double *R, const double *inv, double lambda, double tol,
                          const char *what) {
@@ -589,6 +621,7 @@ int main(void) {
     test_syrk_gram();
     test_gram_panels();
     test_cholesky_inverse();
+    test_inverse_diag();
     test_damped();
     test_power_iteration();
     test_inverse_factor();

@@ -102,6 +102,27 @@ static int la_upper_inverse_to_lower(double *A, int64_t n, double *diag) {
     return oom ? -1 : 0;
 }
 
+int piso_la_inverse_diag_from_factor(double *A, int64_t n, double *d) {
+    int64_t t = la_ntiles(n);
+    double *diag = malloc(sizeof(double) * (size_t)(t * LA_TILE * LA_TILE));
+    if (!diag) return -1;
+    int rc = la_upper_inverse_to_lower(A, n, diag);
+    free(diag);
+    if (rc) return -1;
+    /* d_r = V_rr² + Σ_{j > r} V_rj², V_rj = A[j, r] (the strict lower triangle), each sum in
+     * increasing j whatever the thread: rows of A are read in chunks of r */
+#pragma omp parallel for schedule(dynamic, 1) if ((double)n * n > LA_PAR_MIN_WORK / 16)
+    for (int64_t c = 0; c < t; c++) {
+        int64_t r0 = c * LA_TILE, r1 = la_min(n, r0 + LA_TILE);
+        for (int64_t r = r0; r < r1; r++) d[r] = 1.0 / (A[r * n + r] * A[r * n + r]);
+        for (int64_t j = r0 + 1; j < n; j++) {
+            const double *row = A + j * n;
+            for (int64_t r = r0; r < la_min(j, r1); r++) d[r] += row[r] * row[r];
+        }
+    }
+    return 0;
+}
+
 /* A⁻¹ = V·Vᵀ with V = U⁻¹ (A = UᵀU). Phase 1: la_upper_inverse_to_lower. Phase 2, upper tiles
  * (I ≤ J) in parallel: A⁻¹[I, J] = Σ_{K ≥ J} L[K, I]ᵀ L[K, J] (tile K = J from the clean copy,
  * K > J one GEMM), written over U, which is no longer needed; then mirrored. */

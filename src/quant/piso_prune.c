@@ -134,56 +134,66 @@ static int minorant_build(const float *H, int ldh, int n, int k, struct minorant
     for (int i = 0; i < n; i++) {
         double d = H[(int64_t)i * ldh + i];
         if (!(d > 0) || !isfinite(d)) goto out; /* dead input: H is singular (full sweep) */
+        y[i] = 1.0 / sqrt(d);                   /* D^-½, D = diag(H) */
     }
-    /* The floor's shape P = diag(1 / (H⁻¹)_ii), each input's variance not explained by the others:
-     * for activations with shared directions this is the part that low rank cannot capture. The
-     * inverse also certifies H positive definite. isd = P^-½. */
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) A[(int64_t)i * n + j] = H[(int64_t)i * ldh + j];
-    double mu = 0;
-    int singular = piso_la_spd_inverse(A, n) != 0;
-    for (int i = 0; i < n && !singular; i++) {
-        double d = A[(int64_t)i * n + i];
-        if (!(d > 0) || !isfinite(d)) singular = 1;
-        else isd[i] = sqrt(d);
+    /* One Cholesky of D^-½·H·D^-½ + εI for the smallest ε = 10⁻⁶, 10⁻⁵, … ≤ 10⁻² that succeeds: it
+     * certifies H ⪰ −ε·D, the floor when H is singular or nearly so (e.g. fewer calibration tokens
+     * than inputs), where the bound then comes from the top-k part alone. */
+    double eps = 1e-6;
+    for (;; eps *= 10) {
+        scaled_copy(H, ldh, n, y, -eps, A);
+        if (piso_la_cholesky_upper(A, n) == 0) break;
+        if (eps > 1.5e-3) goto out;
     }
-    if (singular) {
-        /* e.g. fewer calibration tokens than inputs: no floor. With P = diag(H) and the smallest
-         * ε = 10⁻⁶, 10⁻⁵, ... for which H + ε·P ≻ 0 is certified, M = Z·Zᵀ − ε·P: the bound then
-         * comes from the top-k part alone. */
-        for (int i = 0; i < n; i++) isd[i] = 1.0 / sqrt((double)H[(int64_t)i * ldh + i]);
-        for (mu = -1e-6;; mu *= 10) {
-            scaled_copy(H, ldh, n, isd, mu, A);
-            if (piso_la_cholesky_upper(A, n) == 0) break;
-            if (mu < -1e-3) goto out;
+    /* A pivot at the level of ε: H is numerically singular (λ_min(D^-½HD^-½) ≤ every pivot). */
+    double pmin = INFINITY;
+    for (int i = 0; i < n; i++) pmin = fmin(pmin, A[(int64_t)i * n + i] * A[(int64_t)i * n + i]);
+    double mu = -eps;
+    int floor_d = pmin <= 10 * eps; /* the floor stays −ε·D */
+    if (!floor_d) {
+        /* The floor's shape P = diag(1/(H⁻¹)_ii), each input's variance that the others do not
+         * explain (for activations with shared directions, the part that low rank cannot capture),
+         * taken from (H + εD)⁻¹ = D^-½·(UᵀU)⁻¹·D^-½ (U the factor above). isd = P^-½. */
+        if (piso_la_inverse_diag_from_factor(A, n, x)) {
+            rc = -1;
+            goto out;
         }
-    } else {
-        /* λ_min of P^-½·H·P^-½ by power iteration on its inverse P^½·H⁻¹·P^½ (A holds H⁻¹) */
-        for (int i = 0; i < n; i++) x[i] = 1.0 / sqrt((double)n);
+        double shift = 0; /* ε·max D_ii/P_ii: how much the ε above can raise λ_min in P's coordinates */
+        for (int i = 0; i < n && !floor_d; i++) {
+            double v = y[i] * y[i] * x[i];
+            if (!(v > 0) || !isfinite(v)) floor_d = 1;
+            else isd[i] = sqrt(v), shift = fmax(shift, eps * v * H[(int64_t)i * ldh + i]);
+        }
+        /* λ_min of P^-½(H + εD)P^-½ by power iteration on its inverse P^½·D^-½·U⁻¹U⁻ᵀ·D^-½·P^½ (two
+         * triangular solves per step), less the shift: a candidate for H's floor */
         double theta = 0;
-        for (int it = 0; it < 24; it++) {
-            for (int i = 0; i < n; i++) y[i] = x[i] / isd[i];
+        for (int i = 0; i < n; i++) x[i] = 1.0 / sqrt((double)n);
+        for (int it = 0; it < 24 && !floor_d; it++) {
+            for (int i = 0; i < n; i++) X[i] = x[i] / isd[i] * y[i];
+            piso_la_trsv_upper(A, n, 1, X);
+            piso_la_trsv_upper(A, n, 0, X);
             double dot = 0, nrm = 0;
-#pragma omp parallel for schedule(static)
             for (int i = 0; i < n; i++) {
-                double acc = 0;
-                for (int j = 0; j < n; j++) acc += A[(int64_t)i * n + j] * y[j];
-                X[i] = acc / isd[i]; /* X: scratch of ≥ n doubles */
+                X[i] *= y[i] / isd[i]; /* X: scratch of ≥ n doubles */
+                dot += x[i] * X[i], nrm += X[i] * X[i];
             }
-            for (int i = 0; i < n; i++) dot += x[i] * X[i], nrm += X[i] * X[i];
             theta = dot;
             nrm = sqrt(nrm);
             if (!(nrm > 0) || !isfinite(nrm)) break;
             for (int i = 0; i < n; i++) x[i] = X[i] / nrm;
         }
-        /* the floor, certified by a Cholesky factorization of P^-½·H·P^-½ − μI (0 is certified by the
-         * inverse above) */
-        mu = theta > 0 && isfinite(theta) ? 0.9 / theta : 0;
+        /* certified by a Cholesky factorization of P^-½·H·P^-½ − μI; none: the floor −ε·D */
+        mu = !floor_d && theta > 0 && isfinite(theta) ? 0.9 * (1.0 / theta - shift) : 0;
         for (int attempt = 0; mu > 0; attempt++) {
             scaled_copy(H, ldh, n, isd, mu, A);
             if (piso_la_cholesky_upper(A, n) == 0) break;
             mu = attempt < 3 ? mu * 0.7 : 0;
         }
+        if (!(mu > 0)) floor_d = 1;
+    }
+    if (floor_d) {
+        mu = -eps;
+        for (int i = 0; i < n; i++) isd[i] = y[i];
     }
     m->mu = mu;
     /* Nyström of A = scaled H − μI with Ω = orthonormalised A·(pseudo-random signs) */
