@@ -123,8 +123,6 @@ static void run_case(int D, int N, const char *fmt, int cross, int dead, int tok
         CHECK(st.rows_full == 0, "pruned path used");
         CHECK(st.rounds > 0, "the windows were walked in batched passes over H");
         if (!tokens) CHECK(pruned > 0.5, "D = %d: only %.1f%% of the intervals pruned", D, 100 * pruned);
-        /* singular H from 4096 inputs on: no floor, so a higher rank (n/32) */
-        if (tokens && tokens < D && D >= 4096) CHECK(st.rank == D / 32, "D = %d, singular: rank %d", D, st.rank);
     }
     free(H), free(W), free(U), free(HW), free(s_full), free(s1), free(s2);
 }
@@ -191,7 +189,6 @@ int main(void) {
     run_case(512, 6, "int4", 0, 100, 0);
     /* fewer tokens than inputs: H is singular, no floor (top-k part only), still exact */
     run_case(768, 8, "int4", 0, -1, 384);
-    run_case(4096, 3, "int4", 1, -1, 1024);
     run_layers(512, 16);
     /* more rows than one batch (32): the rows' walks advance together, a partial last batch */
     run_case(512, 70, "int4", 1, -1, 0);

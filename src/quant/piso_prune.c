@@ -83,13 +83,6 @@ int piso_prune_default_rank(int n) {
     return (k + 7) / 8 * 8;
 }
 
-/* The rank when H is singular (only the −ε·D floor): n/32 from 4096 inputs on, at most 256. */
-static int prune_singular_rank(int n) {
-    int k = piso_prune_default_rank(n), ks = n / 32 < 256 ? n / 32 : 256;
-    ks = ks / 8 * 8;
-    return n >= 4096 && ks > k ? ks : k;
-}
-
 /* ---- the minorant --------------------------------------------------------------------------- */
 struct minorant {
     int n, k;
@@ -126,19 +119,14 @@ static int orthonormalize(double *X, int n, int k, double *C) {
 }
 
 /* Returns 0 with m built, 1 when H is not certified positive definite (the caller sweeps in full),
- * −1 out of memory. The rank is k, or k_singular (≥ k) when only the −ε·D floor is certified: with
- * no floor the low-rank part does all the bounding, and at n = 8192 rank 256 then cut RTN's
- * down_proj solve from 86 to 75 s (2048 tokens), where it would slow a full-rank H's (64 → 76 s: the
- * bound pass costs 3× more and prunes 1% more). */
-static int minorant_build(const float *H, int ldh, int n, int k, int k_singular, struct minorant *m) {
+ * −1 out of memory. */
+static int minorant_build(const float *H, int ldh, int n, int k, struct minorant *m) {
     memset(m, 0, sizeof *m);
-    if (k_singular < k) k_singular = k;
-    const int kmax = k_singular;
     m->n = n, m->k = k;
     double *isd = malloc(sizeof(double) * n), *A = malloc(sizeof(double) * (size_t)n * n);
-    double *X = malloc(sizeof(double) * (size_t)n * kmax), *Y = malloc(sizeof(double) * (size_t)n * kmax);
-    double *C = malloc(sizeof(double) * (size_t)kmax * kmax), *x = malloc(sizeof(double) * n), *y = malloc(sizeof(double) * n);
-    m->Z = malloc(sizeof(double) * (size_t)n * kmax), m->floor_ = malloc(sizeof(double) * n);
+    double *X = malloc(sizeof(double) * (size_t)n * k), *Y = malloc(sizeof(double) * (size_t)n * k);
+    double *C = malloc(sizeof(double) * (size_t)k * k), *x = malloc(sizeof(double) * n), *y = malloc(sizeof(double) * n);
+    m->Z = malloc(sizeof(double) * (size_t)n * k), m->floor_ = malloc(sizeof(double) * n);
     m->mdiag = malloc(sizeof(double) * n);
     int rc = -1;
     if (!isd || !A || !X || !Y || !C || !x || !y || !m->Z || !m->floor_ || !m->mdiag) goto out;
@@ -206,7 +194,6 @@ static int minorant_build(const float *H, int ldh, int n, int k, int k_singular,
     if (floor_d) {
         mu = -eps;
         for (int i = 0; i < n; i++) isd[i] = y[i];
-        k = m->k = k_singular;
     }
     m->mu = mu;
     /* Nyström of A = scaled H − μI with Ω = orthonormalised A·(pseudo-random signs) */
@@ -273,7 +260,7 @@ static int minorant_cached(const float *H, int ldh, int n, int k) {
 }
 
 /* minorant_build through the cache: *m is the cache's (not to be freed) when *shared is set. */
-static int minorant_get(const float *H, int ldh, int n, int k, int k_singular, struct minorant *m, int *shared) {
+static int minorant_get(const float *H, int ldh, int n, int k, struct minorant *m, int *shared) {
     *shared = 0;
     int rc;
 #pragma omp critical(piso_minorant_cache)
@@ -282,7 +269,7 @@ static int minorant_get(const float *H, int ldh, int n, int k, int k_singular, s
             rc = mcache.rc, *m = mcache.m, *shared = 1;
             mcache.users++;
         } else {
-            rc = minorant_build(H, ldh, n, k, k_singular, m);
+            rc = minorant_build(H, ldh, n, k, m);
             if (rc >= 0 && n <= MINORANT_CACHE_MAX_N && mcache.users == 0) {
                 minorant_cache_clear();
                 mcache.H = malloc(sizeof(float) * (size_t)n * n);
@@ -570,7 +557,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     if (k > n) k = n / 8 * 8;
     if (use && k < 8) use = 0;
     if (use) {
-        int r = minorant_get(H, ldh, n, k, prune_rank > 0 ? k : prune_singular_rank(n), &m, &m_shared);
+        int r = minorant_get(H, ldh, n, k, &m, &m_shared);
         if (r < 0) return piso_errorf("PiSO pruning: out of memory for the minorant (n = %d, k = %d)", n, k);
         if (r > 0 && m_shared) { /* H not certified: nothing of the cache's to use */
 #pragma omp critical(piso_minorant_cache)
@@ -597,7 +584,6 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
         if (failed) return piso_errorf("PiSO: out of memory for the sweep (n = %d)", n);
         return 0;
     }
-    k = m.k; /* a singular H's minorant may have a higher rank */
     stats.rank = k, stats.floor = m.mu;
     int nsign = allow_negative && !g->symmetric ? 2 : 1;
     int64_t Tmax = piso_sweep_max_events(n, g);
