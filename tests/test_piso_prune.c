@@ -189,6 +189,7 @@ int main(void) {
     run_case(512, 6, "int4", 0, 100, 0);
     /* fewer tokens than inputs: H is singular, no floor (top-k part only), still exact */
     run_case(768, 8, "int4", 0, -1, 384);
+    run_case(4096, 3, "int4", 1, -1, 1024); /* the same at 4096 inputs (a numerically singular factor's pivots) */
     run_layers(512, 16);
     /* more rows than one batch (32): the rows' walks advance together, a partial last batch */
     run_case(512, 70, "int4", 1, -1, 0);
