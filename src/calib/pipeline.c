@@ -82,6 +82,9 @@ static void acc_product(struct stats *s, const float *A, const float *B, int n, 
     piso_la_gram_add_panels(acc, A, B, n, s->D, s->D, GRAM_PANEL_ROWS, s->tmp);
 }
 
+/* The float taps of every stage over the float side's windows are cached up to this size. */
+#define FLOAT_TAPS_MAX (2.0 * (1 << 30))
+
 /* From this many inputs on, a layer's error report comes from the first window's outputs. */
 #define REPORT_WINDOW0_MIN_INPUTS 512
 static int report_from_window0(const struct piso_pipeline_opts *o, int64_t D) {
@@ -175,10 +178,9 @@ static int stage_stats(const struct piso_model *mq, const struct piso_model *mf,
         if (quant_side_until(mq, layer, st, Xq, rq, keep, w, L, tapq)) goto done;
         double t1 = piso_time();
         tm->quant_forward += t1 - t0;
-        const float *xf = NULL;
-        if (w >= float_windows) {
-        } else if (cache) xf = cache->t[st] + w * L * D;
-        else {
+        const float *xf = NULL; /* the float inputs, on the float side's windows only */
+        if (w < float_windows && cache) xf = cache->t[st] + w * L * D;
+        else if (w < float_windows) {
             memcpy(rf, Xf + w * L * Dm, sizeof(float) * L * Dm);
             if (piso_block_forward_until(mf, layer, rf, (int)L, &tf, st)) goto done;
             xf = af;
@@ -486,10 +488,10 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
     piso_model_drop_file_pages(mf); /* the embedding rows read from a lazy model's file (≈ 0.4 GB at 8B) */
     rss_trace(-1, "embedded");
     int done_lin = 0, total_lin = nb * PISO_LIN_COUNT;
-    /* Cache the float taps of a block when they take at most 2 GiB (always for small models). */
+    /* Cache the float taps of a block up to FLOAT_TAPS_MAX (always for small models). */
     int64_t widths[PISO_IN_COUNT];
     for (int st = 0; st < PISO_IN_COUNT; st++) widths[st] = piso_schema_input_width(cfg, (enum piso_block_input)st);
-    int use_cache = (double)ntok_f * (2 * Dm + Hq + F) * sizeof(float) <= 2.0 * (1 << 30);
+    int use_cache = (double)ntok_f * (2 * Dm + Hq + F) * sizeof(float) <= FLOAT_TAPS_MAX;
     for (int st = 0; st < 4 && use_cache; st++)
         if (!(cache.t[st] = malloc(sizeof(float) * (ntok_f > 0 ? ntok_f : 1) * widths[st]))) use_cache = 0;
     /* The quantized side's caches (struct quant_keep), each when it takes at most the budget (and
@@ -618,7 +620,7 @@ void piso_pipeline_memory_estimate(const struct piso_config *cfg, int nsamples, 
     m->statistics = D * D * n_products * 8.0 + 4.0 * (D < GRAM_PANEL_ROWS ? D : GRAM_PANEL_ROWS) * D;
     double taps = 4.0 * ntok_f * (2 * Dm + Hq + F), keep_down = 4.0 * ntok * F, keep_o = 4.0 * ntok * Hq;
     const double budget = piso_pipeline_keep_down_budget(streaming);
-    m->caches = (taps <= 2.0 * (1 << 30) ? taps : 0) + (keep_down <= budget ? keep_down : 0) +
+    m->caches = (taps <= FLOAT_TAPS_MAX ? taps : 0) + (keep_down <= budget ? keep_down : 0) +
                 (keep_o <= budget ? keep_o : 0);
     /* the solver's own buffers for the largest linear: the method's and absmax's results (fp32
      * dequantized values and int16 codes each); RTN adds only PiSO's fp64 products (u = G·w, and
