@@ -2,11 +2,14 @@
  * (piso_solve_scale_dense, itself checked against brute force in test_piso_sweep.c), on rows shaped
  * like real LLM layers: heavy-tailed weights (Student-t, 3 degrees of freedom), H = XᵀX from
  * tokens whose input channels have a spread of scales, a few "massive activation" channels and a
- * shared low-rank component, D = 512..2048, int4 and int3, both signs:
+ * shared low-rank component, D = 512..2048, int4 and int3, both signs (one walk for both: the
+ * negative sign's codes are the positive sign's plus 1 on the entries past the grid's symmetric
+ * part), and a made-up uneven grid whose signs have their own walks:
  *  - same optimum: the exact fp64 objective at both scales agrees to round-off, and both scales
  *    give the same integer codes (the same interval of the sweep);
  *  - the result is bit-identical for 1 and 2 threads (the rows' window walks run together, in
- *    rounds of one batched pass over H; 70 rows: two full batches and a partial one);
+ *    rounds of one batched pass over H; 70 rows in batches of 3: a partial last batch, and
+ *    batches with more windows than are walked at once);
  *  - pruning actually happens (most intervals skipped), so the test exercises the windows;
  *  - a target u ≠ H·w (GPTQ's x–x̃ objective), an H from fewer tokens than inputs (singular: the
  *    bound has no floor) and a dead input channel (the fast path falls back to the full sweep)
@@ -61,7 +64,15 @@ static int same_codes(const float *w, int n, float s1, float s2, const struct pi
 
 static void run_case(int D, int N, const char *fmt, int cross, int dead, int tokens) {
     struct piso_grid g;
-    piso_grid_init(&g, fmt, 0);
+    if (!strcmp(fmt, "uneven")) { /* asymmetric, but not int-k's one extra value: the two signs' own lists */
+        static const float v[] = {-4, -2, -1, 0, 1, 2, 3};
+        memset(&g, 0, sizeof g);
+        strcpy(g.name, "uneven");
+        g.n = 7;
+        memcpy(g.v, v, sizeof v);
+        g.scale_mult = 1;
+    } else
+        piso_grid_init(&g, fmt, 0);
     const char *tm = getenv("PISO_PRUNE_TOKENS"); /* experiments: tokens per input (default 4) */
     int T = tokens ? tokens : tm ? (int)(atof(tm) * D) : 4 * D;
     float *H = make_hessian(D, T, dead);
@@ -117,11 +128,12 @@ static void run_case(int D, int N, const char *fmt, int cross, int dead, int tok
         CHECK(st.rows_full == N, "dead input channel: full sweep (rows_full %lld)", (long long)st.rows_full);
     } else {
         double pruned = 1.0 - (double)st.swept / (double)st.intervals;
-        printf("D = %4d %s%s: %lld intervals, %.1f%% pruned (rank %d, floor %.3f, minorant %.2f s), worst rel. dE %.2e\n",
-               D, fmt, cross ? " x-xq" : "", (long long)st.intervals, 100 * pruned, st.rank, st.floor,
+        printf("D = %4d %s%s: %lld intervals, %.1f%% pruned, %lld windows (rank %d, floor %.3f, minorant %.2f s), worst rel. dE %.2e\n",
+               D, fmt, cross ? " x-xq" : "", (long long)st.intervals, 100 * pruned, (long long)st.windows, st.rank, st.floor,
                st.seconds_minorant, worst);
         CHECK(st.rows_full == 0, "pruned path used");
         CHECK(st.rounds > 0, "the windows were walked in batched passes over H");
+        if (N > 64) CHECK(st.windows > 0, "windows beyond the anchors' were walked (%lld)", (long long)st.windows);
         if (!tokens) CHECK(pruned > 0.5, "D = %d: only %.1f%% of the intervals pruned", D, 100 * pruned);
     }
     free(H), free(W), free(U), free(HW), free(s_full), free(s1), free(s2);
@@ -191,7 +203,13 @@ int main(void) {
     run_case(768, 8, "int4", 0, -1, 384);
     run_case(4096, 3, "int4", 1, -1, 1024); /* the same at 4096 inputs (a numerically singular factor's pivots) */
     run_layers(512, 16);
-    /* more rows than one batch (32): the rows' walks advance together, a partial last batch */
+    /* more rows than one batch (3 here): the rows' walks advance together, a partial last batch,
+     * and more windows than a batch walks at once */
+    int batch = piso_prune_batch_rows(3);
     run_case(512, 70, "int4", 1, -1, 0);
+    piso_prune_batch_rows(batch);
+    /* a grid that is not int-k: the negative sign has its own event list (and skips its intervals
+     * that mirror the positive sign's) */
+    run_case(512, 12, "uneven", 0, -1, 0);
     return test_finish();
 }

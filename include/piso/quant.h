@@ -128,6 +128,10 @@ void piso_prune_configure(int mode, int rank);
  * own panels. The layout changes no result. Returns the previous limit. */
 #define PISO_PRUNE_PACK_MAX ((size_t)1 << 30)
 size_t piso_prune_pack_limit(size_t bytes);
+/* Tests and benchmarks: rows solved together (their walks share each pass over H, and their other
+ * windows are walked up to this many at a time); default 128, 0 restores it. The GEMMs' shapes
+ * change with it, so results can differ in round-off. Returns the previous value. */
+int piso_prune_batch_rows(int rows);
 /* The statistics of every piso_solve_scales_rows call since the last take (summed; rank and floor
  * of the last call), then reset. For benchmarks; call it from one thread. */
 void piso_prune_stats_take(struct piso_prune_stats *out);

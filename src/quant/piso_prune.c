@@ -36,7 +36,10 @@
 static int omp_get_thread_num(void) { return 0; }
 #endif
 
-#define PRUNE_BATCH 32       /* rows whose anchor / window states share one GEMM */
+/* Rows solved together: their anchor / window states share one GEMM and their walks share each
+ * pass over H (one pass reads all of H: at n = 8192, 128 rows took 235 passes for 2048 rows
+ * where 32 took 871, and the layer 39.6 s instead of 54.7). */
+#define PRUNE_BATCH 128
 #define PRUNE_MAX_WINDOWS 8  /* windows per row and sign beyond which they are merged into one */
 #define PRUNE_SLACK 3e-5     /* relative to Σ H_ii·w_i² + |wᵀHw|: covers fp32 round-off of E */
 /* H is copied panel by panel once per call (piso_sweep_pack) up to this size; above it, each pass
@@ -44,6 +47,13 @@ static int omp_get_thread_num(void) { return 0; }
 static size_t prune_pack_max = PISO_PRUNE_PACK_MAX;
 
 static int prune_mode = 0; /* 0 auto, 1 never prune (full sweep), 2 prune whenever possible */
+static int prune_batch = PRUNE_BATCH;
+
+int piso_prune_batch_rows(int rows) {
+    int old = prune_batch;
+    prune_batch = rows > 0 ? rows : PRUNE_BATCH;
+    return old;
+}
 static int prune_rank = 0; /* 0: default k */
 
 size_t piso_prune_pack_limit(size_t bytes) {
@@ -315,6 +325,26 @@ static inline double dot_axpy(const double *z, double *p, double d, int k) {
 #endif
 }
 
+/* Σ z[j]·p[j] in dot_axpy's order. */
+static inline double dot_k(const double *z, const double *p, int k) {
+    v4d lo = {0}, hi = {0};
+    for (int j = 0; j < k; j += 8) {
+        v4d z0, z1, p0, p1;
+        memcpy(&z0, z + j, 32), memcpy(&z1, z + j + 4, 32), memcpy(&p0, p + j, 32), memcpy(&p1, p + j + 4, 32);
+        lo += z0 * p0, hi += z1 * p1;
+    }
+    return ((lo[0] + hi[0]) + (lo[1] + hi[1])) + ((lo[2] + hi[2]) + (lo[3] + hi[3]));
+}
+/* y += a·x (k a multiple of 8) */
+static inline void axpy_k(double *y, const double *x, double a, int k) {
+    for (int j = 0; j < k; j += 4) {
+        v4d xv, yv;
+        memcpy(&xv, x + j, 32), memcpy(&yv, y + j, 32);
+        yv += a * xv;
+        memcpy(y + j, &yv, 32);
+    }
+}
+
 /* min of b·s² − 2a·s over [lo, hi] */
 static double parabola_min(double a, double b, double lo, double hi) {
     if (b > 0) {
@@ -327,33 +357,82 @@ static double parabola_min(double a, double b, double lo, double hi) {
     return f0 < f1 ? f0 : f1;
 }
 
+/* The events of one sign of a row, or of both in one list ("paired", for int-k grids: see
+ * grid_paired). Paired, the list is the positive sign's events plus probes (δ = 0); an entry joins
+ * the set S of entries past the grid's symmetric part at its last positive step when w_i < 0, at
+ * its probe when w_i > 0. On every interval the negative sign's codes are then those of the
+ * positive sign plus 1 on S (in the frame of w: q̂ = clamp(round(w/s), v₀ + 1 … −v₀)), so its
+ * a and b follow from the positive sign's with O(1) work per event: a₁ = a + Σ_S u,
+ * b₁ = b + 2·1_Sᵀ·H·q + 1_Sᵀ·H·1_S, with c_S = H·1_S kept up to date by the walk's pass over H
+ * as a second vector that moves only when S changes (once per entry). One walk serves both signs. */
 struct row_sign {
     struct sweep_event *ev; /* [T] ascending; processing index c ↔ ev[T − 1 − c] */
-    double *lb;             /* [T] bound of interval c (INFINITY: empty interval) */
+    double *lb;             /* [T] bound of interval c (INFINITY: empty interval); paired: of both signs */
     int64_t T;
+    int paired;
+    const float *w; /* paired: the row */
+    double inv0;    /* paired: 2/(v₀ + v₁) (an entry w_i < 0 takes its last step at w_i·inv0) */
 };
 
 struct row_state {
-    struct row_sign sg[2];
-    int nsign;
+    struct row_sign sg[2]; /* the event lists: one per sign, or one paired list */
+    int nlist, nsign;      /* lists; signs (best[z] is sign z: scale sign[z]·s) */
     double sign[2];
     double slack;
-    int anchor_sign;
+    int anchor_sign; /* the anchor's list */
     int64_t anchor;
     struct sweep_best best[2];
     int64_t intervals, swept;
 };
 
+/* The exact state of a walk: a, b of the list's sign; paired, also Σ_S u, 1_Sᵀ·H·q and 1_Sᵀ·H·1_S
+ * (c_S = H·1_S is the walk's second vector in piso_sweep_hvals_runs). */
+struct walk_state {
+    double a, b;
+    double uS, gS, eHe;
+};
+
 struct window {
     int64_t row; /* in the batch */
-    int sg;
+    int sg;      /* the list */
     int64_t c0, c1; /* intervals c0..c1 (processing order); the walk starts after events 0..c0−1 */
-    double a, b;    /* at the start */
-    struct sweep_best best;
+    int64_t nS;           /* paired: |S| at the start (the walk's setup steps) */
+    struct walk_state st; /* at the start */
+    struct sweep_best best[2];
 };
 
 static inline double ev_s(const struct row_sign *rs, int64_t c) { return rs->ev[rs->T - 1 - c].s; }
 static inline double ev_lo(const struct row_sign *rs, int64_t c) { return c == rs->T - 1 ? 0 : ev_s(rs, c + 1); }
+
+/* Paired: the event moves an entry into S (its probe, or the last step of a w_i < 0). */
+static inline int ev_grows(const struct row_sign *rs, const struct sweep_event *e) {
+    return rs->paired && (e->delta == 0 || (e->delta < 0 && e->s == (double)rs->w[e->i] * rs->inv0));
+}
+/* Event c is a breakpoint of sign z (paired: probes are not the positive sign's, the last steps of
+ * w_i < 0 not the negative sign's). */
+static inline int ev_in(const struct row_sign *rs, int64_t c, int z) {
+    if (!rs->paired) return 1;
+    const struct sweep_event *e = &rs->ev[rs->T - 1 - c];
+    return z == 0 ? e->delta != 0 : !(e->delta < 0 && ev_grows(rs, e));
+}
+/* The interval of sign z around interval c of the list: [sg_lo, sg_hi]. */
+static double sg_hi(const struct row_sign *rs, int64_t c, int z) {
+    while (c > 0 && !ev_in(rs, c, z)) c--;
+    return ev_s(rs, c);
+}
+static double sg_lo(const struct row_sign *rs, int64_t c, int z) {
+    for (c++; c < rs->T; c++)
+        if (ev_in(rs, c, z)) return ev_s(rs, c);
+    return 0;
+}
+
+/* The grids whose negative sign pairs with the positive one: v₁ … v_{n−1} symmetric, v₀ below. */
+static int grid_paired(const struct piso_grid *g) {
+    if (g->symmetric || g->n < 3 || !(g->v[0] < g->v[1]) || piso_grid_zero_index(g) < 1) return 0;
+    for (int k = 1; k < g->n; k++)
+        if (g->v[k] != -g->v[g->n - k]) return 0;
+    return 1;
+}
 
 /* The bound of every interval of one sign (see the top of the file). q, p: scratch [n], [k]. */
 static void bound_pass(struct row_sign *rs, const struct minorant *m, const double *v, double sign, double crow,
@@ -362,6 +441,42 @@ static void bound_pass(struct row_sign *rs, const struct minorant *m, const doub
     memset(q, 0, sizeof(float) * n);
     memset(p, 0, sizeof(double) * k);
     double a = 0, b = 0;
+    if (rs->paired) { /* both signs: the negative one's a, b from S's sums (see struct row_sign) */
+        double *pS = p + k; /* Zᵀ·1_S */
+        memset(pS, 0, sizeof(double) * k);
+        double pSp = 0, fS = 0, mSS = 0, vS = 0; /* (Zᵀ1_S)ᵀ(Zᵀq), Σ_S floor·q, 1_SᵀM1_S, Σ_S v */
+        for (int64_t c = 0; c < rs->T; c++) {
+            const struct sweep_event *e = &rs->ev[rs->T - 1 - c];
+            int i = e->i;
+            double d = e->delta;
+            const double *z = m->Z + (int64_t)i * k;
+            if (c + 8 < rs->T) {
+                const double *zn = m->Z + (int64_t)rs->ev[rs->T - 9 - c].i * k;
+                for (int j = 0; j < k; j += 8) __builtin_prefetch(zn + j);
+            }
+            if (d != 0) {
+                double mq = m->floor_[i] * q[i] + dot_axpy(z, p, d, k);
+                b += d * (2.0 * mq + d * m->mdiag[i]);
+                q[i] += e->delta;
+                a += d * v[i];
+                pSp += d * dot_k(z, pS, k);
+            }
+            if (ev_grows(rs, e)) {
+                mSS += 2.0 * dot_axpy(z, pS, 1.0, k) + m->mdiag[i];
+                pSp += dot_k(z, p, k);
+                fS += m->floor_[i] * q[i];
+                vS += v[i];
+            }
+            double hi = e->s, lo = ev_lo(rs, c);
+            if (lo == hi) {
+                rs->lb[c] = INFINITY;
+                continue;
+            }
+            double l0 = parabola_min(a, b, lo, hi), l1 = parabola_min(a + vS, b + 2.0 * (fS + pSp) + mSS, lo, hi);
+            rs->lb[c] = crow + (l0 < l1 ? l0 : l1);
+        }
+        return;
+    }
 #ifdef __AVX512F__
     if (k == 64) { /* the default rank: p = Zᵀq stays in eight registers (dot_axpy's arithmetic) */
         v8d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, p4 = {0}, p5 = {0}, p6 = {0}, p7 = {0};
@@ -409,6 +524,23 @@ static void bound_pass(struct row_sign *rs, const struct minorant *m, const doub
     }
 }
 
+/* The negative sign's leading intervals whose state is the exact negative of the positive sign's
+ * (every event so far the same entry and breakpoint with the opposite step: for int4, until the
+ * scale falls below max|w|/7.5, where an entry first reaches the grid's asymmetric end). Their E
+ * equals the positive interval's, which the positive sign covers and which wins ties, so they are
+ * marked as pruned (lb = ∞): often half of the negative sign's window. */
+static void mirror_skip(const struct row_sign *pos, struct row_sign *neg) {
+    int64_t T = pos->T < neg->T ? pos->T : neg->T;
+    for (int64_t c = 0; c < T; c++) {
+        const struct sweep_event *a = &pos->ev[pos->T - 1 - c], *b = &neg->ev[neg->T - 1 - c];
+        if (a->i != b->i || a->s != b->s || a->delta != -b->delta) return;
+        /* interval c spans [next breakpoint, a->s]: the same when the next events share it too */
+        double lo_a = ev_lo(pos, c), lo_b = ev_lo(neg, c);
+        if (lo_a != lo_b) return;
+        neg->lb[c] = INFINITY;
+    }
+}
+
 /* q after events 0..c−1 of one sign (c = 0: zero). */
 static void state_at(const struct row_sign *rs, int64_t c, int n, float *q) {
     memset(q, 0, sizeof(float) * n);
@@ -427,24 +559,67 @@ static void scratch_free(struct scratch *s) { free(s->tmp), free(s->q), free(s->
 static int scratch_alloc(struct scratch *s, int n, int k, int64_t Tmax) {
     memset(s, 0, sizeof *s);
     s->tmp = malloc(sizeof *s->tmp * (size_t)Tmax);
-    s->q = malloc(sizeof(float) * n), s->p = malloc(sizeof(double) * k);
+    s->q = malloc(sizeof(float) * n), s->p = malloc(sizeof(double) * 2 * k); /* Zᵀq, Zᵀ1_S */
     s->v = malloc(sizeof(double) * n), s->zw = malloc(sizeof(double) * k);
     return s->tmp && s->q && s->p && s->v && s->zw ? 0 : -1;
 }
 
+/* Paired: S after events 0..c−1 of the list, as steps that move only the second vector (x = 1_S:
+ * idx, dl = 0, dl2 = 1, iv = −1, nothing considered); the walk's h2 starts at 0. Returns |S|. */
+static int64_t setup_steps(const struct row_sign *rs, int64_t c, int32_t *idx, float *dl, float *dl2, int64_t *iv) {
+    int64_t len = 0;
+    for (int64_t t = 0; t < c; t++) {
+        const struct sweep_event *e = &rs->ev[rs->T - 1 - t];
+        if (ev_grows(rs, e)) idx[len] = e->i, dl[len] = 0, dl2[len] = 1, iv[len++] = -1;
+    }
+    return len;
+}
+static int64_t count_grows(const struct row_sign *rs, int64_t c) {
+    int64_t k = 0;
+    for (int64_t t = 0; t < c; t++) k += ev_grows(rs, &rs->ev[rs->T - 1 - t]);
+    return k;
+}
+
+/* Considers interval c of the list with the walk state: its sign's, or both signs paired. */
+static void consider_both(const struct row_sign *rs, int z, int64_t c, const struct walk_state *st,
+                          struct sweep_best *best) {
+    if (!rs->paired) {
+        piso_sweep_consider(st->a, st->b, ev_lo(rs, c), ev_s(rs, c), &best[z]);
+        return;
+    }
+    piso_sweep_consider(st->a, st->b, sg_lo(rs, c, 0), sg_hi(rs, c, 0), &best[0]);
+    piso_sweep_consider(st->a + st->uS, st->b + 2.0 * st->gS + st->eHe, sg_lo(rs, c, 1), sg_hi(rs, c, 1), &best[1]);
+}
+
 /* The exact pass of a walk whose hval came from piso_sweep_hvals_runs: step t moves entry idx[t]
- * by dl[t] (a, b follow), then interval iv[t] (processing index) is considered. */
-static void walk_consider(const struct row_sign *rs, const int32_t *idx, const float *dl, const int64_t *iv,
-                          const float *hval, int64_t len, const float *H, int ldh, const double *u, double sign,
-                          double *a, double *b, struct sweep_best *best, int64_t *swept) {
+ * by dl[t] (a, b follow), then interval iv[t] (processing index; −1: none) is considered. Paired,
+ * dl2[t] = +1 when i joins S after its step, −1 when it leaves S before it (a walk back), and
+ * hval2[t] = (H·1_S)_i before the step. List z; best: by sign. */
+static void walk_consider(const struct row_sign *rs, int z, const int32_t *idx, const float *dl, const float *dl2,
+                          const int64_t *iv, const float *hval, const float *hval2, int64_t len, const double *hdiag,
+                          const double *u, double sign, struct walk_state *st, struct sweep_best *best,
+                          int64_t *swept) {
     for (int64_t t = 0; t < len; t++) {
         int i = idx[t];
-        double d = dl[t];
-        *b += 2.0 * d * hval[t] + d * d * H[(int64_t)i * ldh + i];
-        *a += d * sign * u[i];
-        double hi = ev_s(rs, iv[t]), lo = ev_lo(rs, iv[t]);
-        if (lo != hi) {
-            piso_sweep_consider(*a, *b, lo, hi, best);
+        double d = dl[t], hv = hval[t], hii = hdiag[i];
+        if (rs->paired) {
+            double cs = hval2[t];
+            if (dl2[t] < 0) { /* i leaves S before its step is undone */
+                cs -= hii;
+                st->eHe -= 2.0 * cs + hii;
+                st->gS -= hv, st->uS -= u[i];
+            }
+            st->gS += d * cs;
+            if (dl2[t] > 0) { /* i joins S after its step */
+                st->gS += hv + d * hii;
+                st->eHe += 2.0 * cs + hii;
+                st->uS += u[i];
+            }
+        }
+        st->b += 2.0 * d * hv + d * d * hii;
+        st->a += d * sign * u[i];
+        if (iv[t] >= 0 && ev_lo(rs, iv[t]) != ev_s(rs, iv[t])) {
+            consider_both(rs, z, iv[t], st, best);
             (*swept)++;
         }
     }
@@ -464,12 +639,12 @@ static double threshold(const struct row_state *x) {
  * less to walk through than a restart). */
 struct walker {
     int64_t row;
-    int sg, dir, live;
+    int sg, dir, live, setup; /* setup: paired, S still to be built (the first round) */
     int64_t c; /* the interval reached */
-    double a, b;
-    float *h; /* [n] H·q at c */
+    struct walk_state st;
+    float *h, *h2; /* [n] H·q at c; paired: H·1_S */
     int32_t *idx;
-    float *dl, *hval;
+    float *dl, *hval, *dl2, *hval2;
     int64_t *iv, len; /* this round's steps */
 };
 
@@ -482,15 +657,22 @@ static void walker_plan(struct row_state *x, struct walker *wk, int64_t gap) {
     int64_t c = wk->c, ext = -1;
     for (int64_t t = c + dir; t >= 0 && t < q->T && (t - c) * dir <= gap; t += dir)
         if (q->lb[t] < theta) ext = t;
+    int64_t len = 0;
+    if (wk->setup) { /* S at the anchor first; the forward walker then considers the anchor's interval */
+        len = setup_steps(q, c + 1, wk->idx, wk->dl, wk->dl2, wk->iv);
+        if (len > 0 && dir > 0) wk->iv[len - 1] = c;
+        wk->setup = 0;
+    }
     if (ext < 0) {
         wk->live = 0;
+        wk->len = len;
         return;
     }
-    int64_t len = 0;
     for (int64_t t = c; t != ext; t += dir, len++) {
         /* forward: apply event t + 1; back: undo event t */
         const struct sweep_event *e = &q->ev[q->T - 1 - (dir > 0 ? t + 1 : t)];
         wk->idx[len] = e->i, wk->dl[len] = dir > 0 ? e->delta : -e->delta, wk->iv[len] = t + dir;
+        if (q->paired) wk->dl2[len] = ev_grows(q, e) ? (float)dir : 0.0f;
     }
     wk->len = len;
 }
@@ -586,20 +768,23 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     }
     stats.rank = k, stats.floor = m.mu;
     int nsign = allow_negative && !g->symmetric ? 2 : 1;
+    int paired = nsign == 2 && grid_paired(g), nlist = paired ? 1 : nsign;
     int64_t Tmax = piso_sweep_max_events(n, g);
     if (Tmax < 1) Tmax = 1;
-    int64_t R = N < PRUNE_BATCH ? N : PRUNE_BATCH;
+    int64_t R = N < prune_batch ? N : prune_batch;
     int nthr = piso_num_threads();
     int cap = PRUNE_MAX_WINDOWS;
     struct row_state *rs = calloc((size_t)R, sizeof *rs);
     struct scratch *scr = calloc((size_t)nthr, sizeof *scr);
     struct window *win = malloc(sizeof *win * (size_t)(R * 2 * cap));
-    float *Q = malloc(sizeof(float) * (size_t)(R * 2 * cap) * n), *HQ = malloc(sizeof(float) * (size_t)(R * 2 * cap) * n);
+    float *Q = malloc(sizeof(float) * (size_t)R * n), *HQ = malloc(sizeof(float) * (size_t)R * n); /* anchors, windows */
     double *hw_own = HW ? NULL : malloc(sizeof(double) * (size_t)R * n);
     double *u_own = U ? NULL : malloc(sizeof(double) * (size_t)R * n);
-    int oom = !rs || !scr || !win || !Q || !HQ || (!HW && !hw_own) || (!U && !u_own);
+    double *hdiag = malloc(sizeof(double) * n); /* H's diagonal, read per event (a cache miss each in H) */
+    for (int i = 0; hdiag && i < n; i++) hdiag[i] = H[(int64_t)i * ldh + i];
+    int oom = !rs || !scr || !win || !Q || !HQ || !hdiag || (!HW && !hw_own) || (!U && !u_own);
     for (int64_t r = 0; r < R && !oom; r++)
-        for (int s = 0; s < nsign && !oom; s++) {
+        for (int s = 0; s < nlist && !oom; s++) {
             rs[r].sg[s].ev = malloc(sizeof(struct sweep_event) * (size_t)Tmax);
             rs[r].sg[s].lb = malloc(sizeof(double) * (size_t)Tmax);
             oom = !rs[r].sg[s].ev || !rs[r].sg[s].lb;
@@ -607,7 +792,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     for (int t = 0; t < nthr && !oom; t++) oom = scratch_alloc(&scr[t], n, k, Tmax);
     int64_t gap_max = (n / 4 > 64 ? n / 4 : 64) + 1;
     struct walker *wks = oom ? NULL : calloc((size_t)(2 * R), sizeof *wks);
-    struct sweep_run *runs = oom ? NULL : malloc(sizeof *runs * (size_t)(R * 2 * cap));
+    struct sweep_run *runs = oom ? NULL : malloc(sizeof *runs * (size_t)(2 * R));
     /* H in the walks' panel layout, once; without it (too large, or no memory for it) each pass
      * packs its panels into per-thread slots */
     float *packed = !oom && piso_sweep_packed_floats(n) * sizeof(float) <= prune_pack_max
@@ -616,14 +801,23 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     if (packed) piso_sweep_pack(H, ldh, n, packed);
     float *panels = oom || packed ? NULL : malloc(sizeof(float) * piso_sweep_runs_workspace(n) * (size_t)nthr);
     oom = oom || !wks || !runs || (!packed && !panels);
+    if (paired) gap_max += n; /* the first round's setup steps (|S| ≤ n) */
     for (int64_t t = 0; t < 2 * R && !oom; t++) {
         wks[t].h = malloc(sizeof(float) * n), wks[t].idx = malloc(sizeof(int32_t) * (size_t)gap_max);
         wks[t].dl = malloc(sizeof(float) * (size_t)gap_max), wks[t].hval = malloc(sizeof(float) * (size_t)gap_max);
         wks[t].iv = malloc(sizeof(int64_t) * (size_t)gap_max);
         oom = !wks[t].h || !wks[t].idx || !wks[t].dl || !wks[t].hval || !wks[t].iv;
+        if (paired && !oom) {
+            wks[t].h2 = malloc(sizeof(float) * n), wks[t].dl2 = malloc(sizeof(float) * (size_t)gap_max);
+            wks[t].hval2 = malloc(sizeof(float) * (size_t)gap_max);
+            oom = !wks[t].h2 || !wks[t].dl2 || !wks[t].hval2;
+        }
     }
+    /* paired: the second vectors (H·1_S) of the windows' walks */
+    float *win_h2 = paired && !oom ? malloc(sizeof(float) * (size_t)R * n) : NULL;
+    oom = oom || (paired && !win_h2);
     int32_t *pool_idx = NULL;
-    float *pool_dl = NULL, *pool_hval = NULL;
+    float *pool_dl = NULL, *pool_hval = NULL, *pool_dl2 = NULL, *pool_hval2 = NULL;
     int64_t *pool_iv = NULL, pool_cap = 0; /* the windows' steps */
     int failed = oom;
     for (int64_t r0 = 0; r0 < N && !failed; r0 += R) {
@@ -647,30 +841,34 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             const double *hw = HW ? HW + (r0 + b) * ldhw : hw_own + b * n;
             /* M·w = floor ⊙ w + Z·(Zᵀw) */
             memset(s->zw, 0, sizeof(double) * k);
-            for (int i = 0; i < n; i++)
-                for (int j = 0; j < k; j++) s->zw[j] += m.Z[(int64_t)i * k + j] * w[i];
+            for (int i = 0; i < n; i++) axpy_k(s->zw, m.Z + (int64_t)i * k, w[i], k);
             double wmw = 0, whw = 0, mag = 0;
             for (int i = 0; i < n; i++) {
-                double mw = m.floor_[i] * w[i];
-                for (int j = 0; j < k; j++) mw += m.Z[(int64_t)i * k + j] * s->zw[j];
+                double mw = m.floor_[i] * w[i] + dot_k(m.Z + (int64_t)i * k, s->zw, k);
                 s->v[i] = u[i] - hw[i] + mw;
                 wmw += w[i] * mw, whw += w[i] * hw[i];
-                mag += (double)H[(int64_t)i * ldh + i] * w[i] * w[i];
+                mag += hdiag[i] * w[i] * w[i];
             }
             x->slack = PRUNE_SLACK * (mag + fabs(whw));
-            x->nsign = nsign;
+            x->nsign = nsign, x->nlist = nlist;
             x->anchor_sign = -1;
             x->anchor = 0;
             x->intervals = x->swept = 0;
             double lbmin = INFINITY;
-            for (int sg = 0; sg < nsign; sg++) {
+            for (int z = 0; z < nsign; z++) {
+                x->sign[z] = z == 0 ? 1.0 : -1.0;
+                x->best[z] = (struct sweep_best){0, INFINITY, g, 0, {0}, 0};
+            }
+            for (int sg = 0; sg < nlist; sg++) {
                 struct row_sign *q = &x->sg[sg];
-                x->sign[sg] = sg == 0 ? 1.0 : -1.0;
-                x->best[sg] = (struct sweep_best){0, INFINITY, g, 0, {0}, 0};
-                q->T = piso_sweep_build_events(w, n, x->sign[sg], g, q->ev, s->tmp);
+                q->paired = paired, q->w = w;
+                q->inv0 = 2.0 / ((double)g->v[0] + (double)g->v[1]);
+                q->T = paired ? piso_sweep_build_events_paired(w, n, g, q->ev, s->tmp)
+                              : piso_sweep_build_events(w, n, x->sign[sg], g, q->ev, s->tmp);
                 bound_pass(q, &m, s->v, x->sign[sg], wmw - whw, s->q, s->p);
+                for (int64_t c = 0; c < q->T; c++) x->intervals += q->lb[c] < INFINITY;
+                if (sg == 1) mirror_skip(&x->sg[0], q);
                 for (int64_t c = 0; c < q->T; c++) {
-                    x->intervals += q->lb[c] < INFINITY;
                     if (q->lb[c] < lbmin) lbmin = q->lb[c], x->anchor_sign = sg, x->anchor = c;
                 }
             }
@@ -694,12 +892,18 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             double a = 0, bb = 0;
             for (int i = 0; i < n; i++)
                 if (qa[i] != 0) a += (double)qa[i] * x->sign[sg] * u[i], bb += (double)qa[i] * h0[i];
-            piso_sweep_consider(a, bb, ev_lo(&x->sg[sg], x->anchor), ev_s(&x->sg[sg], x->anchor), &x->best[sg]);
+            /* paired: the negative sign once S is built (the forward walker's first steps), unless S
+             * is empty here */
+            struct walk_state st0 = {a, bb, 0, 0, 0};
+            int64_t nS = paired ? count_grows(&x->sg[sg], x->anchor + 1) : 0;
+            if (nS == 0) consider_both(&x->sg[sg], sg, x->anchor, &st0, x->best);
+            else piso_sweep_consider(a, bb, sg_lo(&x->sg[sg], x->anchor, 0), sg_hi(&x->sg[sg], x->anchor, 0), &x->best[0]);
             x->swept++;
             for (int z = 0; z < 2; z++) {
                 wk[z].row = b, wk[z].sg = sg, wk[z].dir = z ? -1 : 1, wk[z].live = 1;
-                wk[z].c = x->anchor, wk[z].a = a, wk[z].b = bb;
+                wk[z].c = x->anchor, wk[z].st = st0, wk[z].setup = nS > 0;
                 memcpy(wk[z].h, h0, sizeof(float) * n);
+                if (paired) memset(wk[z].h2, 0, sizeof(float) * n);
             }
         }
         /* 3. the anchors' windows, all rows' walkers together in rounds */
@@ -710,7 +914,8 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             int nr = 0;
             for (int64_t t = 0; t < 2 * nb; t++)
                 if (wks[t].len > 0)
-                    runs[nr++] = (struct sweep_run){wks[t].idx, wks[t].dl, wks[t].len, wks[t].h, wks[t].hval};
+                    runs[nr++] = (struct sweep_run){wks[t].idx, wks[t].dl,  wks[t].len, wks[t].h,
+                                                    wks[t].hval, wks[t].dl2, wks[t].h2, wks[t].hval2};
             if (nr == 0) break;
             stats.rounds++;
             piso_sweep_hvals_runs(runs, nr, H, ldh, n, packed, panels, nthr);
@@ -721,89 +926,108 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 for (int z = 0; z < 2; z++) { /* in a fixed order: both update the row's best */
                     struct walker *wk = &wks[2 * b + z];
                     if (wk->len <= 0) continue;
-                    walk_consider(&x->sg[wk->sg], wk->idx, wk->dl, wk->iv, wk->hval, wk->len, H, ldh, u,
-                                  x->sign[wk->sg], &wk->a, &wk->b, &x->best[wk->sg], &x->swept);
-                    wk->c = wk->iv[wk->len - 1];
+                    walk_consider(&x->sg[wk->sg], wk->sg, wk->idx, wk->dl, wk->dl2, wk->iv, wk->hval, wk->hval2,
+                                  wk->len, hdiag, u, x->sign[wk->sg], &wk->st, x->best, &x->swept);
+                    if (wk->iv[wk->len - 1] >= 0) wk->c = wk->iv[wk->len - 1];
                 }
             }
         }
         /* what is left: windows of intervals that can still beat the best so far */
         int nwin = 0;
-        int64_t wlen = 0;
         for (int64_t b = 0; b < nb; b++) {
             struct row_state *x = &rs[b];
             if (x->anchor_sign < 0) continue;
             int sg = x->anchor_sign;
             double theta = threshold(x);
             int64_t lo = wks[2 * b + 1].c, hi = wks[2 * b].c;
-            for (int z = 0; z < x->nsign; z++)
+            for (int z = 0; z < x->nlist; z++)
                 nwin += add_windows(&x->sg[z], b, z, theta, z == sg ? lo : 1, z == sg ? hi : 0, (int)gap, win + nwin, cap);
         }
-        for (int t = 0; t < nwin; t++) wlen += win[t].c1 - win[t].c0 + 1;
-        stats.seconds_walk += piso_time() - tp, tp = piso_time();
-        /* 4. the other windows: H·q at their starts (one GEMM), then one pass for all their walks */
-        if (nwin > 0 && wlen > pool_cap) {
-            free(pool_idx), free(pool_dl), free(pool_hval), free(pool_iv);
-            pool_cap = wlen;
-            pool_idx = malloc(sizeof(int32_t) * (size_t)wlen), pool_dl = malloc(sizeof(float) * (size_t)wlen);
-            pool_hval = malloc(sizeof(float) * (size_t)wlen), pool_iv = malloc(sizeof(int64_t) * (size_t)wlen);
-            if (!pool_idx || !pool_dl || !pool_hval || !pool_iv) {
-                failed = 1;
-                break;
-            }
-        }
-        if (nwin > 0) {
-            int64_t off = 0;
-            for (int t = 0; t < nwin; t++) {
-                int64_t len = win[t].c1 - win[t].c0 + 1;
-                runs[t] = (struct sweep_run){pool_idx + off, pool_dl + off, len, HQ + (int64_t)t * n, pool_hval + off};
-                off += len;
-            }
 #pragma omp parallel for schedule(dynamic, 1)
-            for (int t = 0; t < nwin; t++) {
-                const struct row_sign *q = &rs[win[t].row].sg[win[t].sg];
-                state_at(q, win[t].c0, n, Q + (int64_t)t * n);
-                int32_t *idx = (int32_t *)runs[t].idx;
-                float *dl = (float *)runs[t].dl;
-                int64_t *iv = pool_iv + (runs[t].idx - pool_idx), len = 0;
-                for (int64_t c = win[t].c0; c <= win[t].c1; c++, len++) {
-                    const struct sweep_event *e = &q->ev[q->T - 1 - c];
-                    idx[len] = e->i, dl[len] = e->delta, iv[len] = c;
+        for (int t = 0; t < nwin; t++) win[t].nS = paired ? count_grows(&rs[win[t].row].sg[win[t].sg], win[t].c0) : 0;
+        stats.seconds_walk += piso_time() - tp, tp = piso_time();
+        /* 4. the other windows, R at a time: H·q at their starts (one GEMM), then one pass for their walks */
+        for (int w0 = 0; w0 < nwin && !failed; w0 += (int)R) {
+            int nw = nwin - w0 < (int)R ? nwin - w0 : (int)R;
+            struct window *wv = win + w0;
+            int64_t wlen = 0;
+            for (int t = 0; t < nw; t++) wlen += wv[t].nS + wv[t].c1 - wv[t].c0 + 1;
+            if (nw > 0 && wlen > pool_cap) {
+                free(pool_idx), free(pool_dl), free(pool_hval), free(pool_iv), free(pool_dl2), free(pool_hval2);
+                pool_cap = wlen;
+                pool_idx = malloc(sizeof(int32_t) * (size_t)wlen), pool_dl = malloc(sizeof(float) * (size_t)wlen);
+                pool_hval = malloc(sizeof(float) * (size_t)wlen), pool_iv = malloc(sizeof(int64_t) * (size_t)wlen);
+                pool_dl2 = paired ? malloc(sizeof(float) * (size_t)wlen) : NULL;
+                pool_hval2 = paired ? malloc(sizeof(float) * (size_t)wlen) : NULL;
+                if (!pool_idx || !pool_dl || !pool_hval || !pool_iv || (paired && (!pool_dl2 || !pool_hval2))) {
+                    failed = 1;
+                    break;
                 }
             }
-            piso_la_sgemm(0, 0, nwin, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
-            stats.seconds_gemm += piso_time() - tp, tp = piso_time();
-            stats.windows += nwin;
-            /* the exact values at the windows' starts, before their walks overwrite HQ */
+            if (nw > 0) {
+                int64_t off = 0;
+                for (int t = 0; t < nw; t++) {
+                    int64_t len = wv[t].nS + wv[t].c1 - wv[t].c0 + 1;
+                    runs[t] = (struct sweep_run){pool_idx + off, pool_dl + off, len, HQ + (int64_t)t * n, pool_hval + off,
+                                                 NULL, NULL, NULL};
+                    if (paired) {
+                        runs[t].dl2 = pool_dl2 + off, runs[t].hval2 = pool_hval2 + off;
+                        runs[t].h2 = win_h2 + (int64_t)t * n;
+                        memset(runs[t].h2, 0, sizeof(float) * n);
+                    }
+                    off += len;
+                }
 #pragma omp parallel for schedule(dynamic, 1)
-            for (int t = 0; t < nwin; t++) {
-                struct window *wd = &win[t];
-                struct row_state *x = &rs[wd->row];
-                const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
-                const float *qs = Q + (int64_t)t * n, *h0 = HQ + (int64_t)t * n;
-                double a = 0, bb = 0;
-                for (int i = 0; i < n; i++)
-                    if (qs[i] != 0) a += (double)qs[i] * x->sign[wd->sg] * u[i], bb += (double)qs[i] * h0[i];
-                wd->a = a, wd->b = bb;
-            }
-            stats.rounds++;
-            piso_sweep_hvals_runs(runs, nwin, H, ldh, n, packed, panels, nthr);
+                for (int t = 0; t < nw; t++) {
+                    const struct row_sign *q = &rs[wv[t].row].sg[wv[t].sg];
+                    state_at(q, wv[t].c0, n, Q + (int64_t)t * n);
+                    int32_t *idx = (int32_t *)runs[t].idx;
+                    float *dl = (float *)runs[t].dl, *dl2 = (float *)runs[t].dl2;
+                    int64_t *iv = pool_iv + (runs[t].idx - pool_idx), len = 0;
+                    if (paired) len = setup_steps(q, wv[t].c0, idx, dl, dl2, iv);
+                    for (int64_t c = wv[t].c0; c <= wv[t].c1; c++, len++) {
+                        const struct sweep_event *e = &q->ev[q->T - 1 - c];
+                        idx[len] = e->i, dl[len] = e->delta, iv[len] = c;
+                        if (paired) dl2[len] = ev_grows(q, e) ? 1.0f : 0.0f;
+                    }
+                }
+                piso_la_sgemm(0, 0, nw, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
+                stats.seconds_gemm += piso_time() - tp, tp = piso_time();
+                stats.windows += nw;
+                /* the exact values at the windows' starts, before their walks overwrite HQ */
 #pragma omp parallel for schedule(dynamic, 1)
-            for (int t = 0; t < nwin; t++) {
-                struct window *wd = &win[t];
-                struct row_state *x = &rs[wd->row];
-                const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
-                wd->best = (struct sweep_best){0, INFINITY, g, 0, {0}, 0};
-                int64_t sw = 0;
-                walk_consider(&x->sg[wd->sg], runs[t].idx, runs[t].dl, pool_iv + (runs[t].idx - pool_idx), runs[t].hval,
-                              runs[t].len, H, ldh, u, x->sign[wd->sg], &wd->a, &wd->b, &wd->best, &sw);
-                wd->c1 = sw; /* reused: intervals swept */
-            }
-            for (int t = 0; t < nwin; t++) { /* fixed order */
-                struct row_state *x = &rs[win[t].row];
-                struct sweep_best *bs = &x->best[win[t].sg];
-                if (win[t].best.E < bs->E) bs->E = win[t].best.E, bs->s = win[t].best.s;
-                x->swept += win[t].c1;
+                for (int t = 0; t < nw; t++) {
+                    struct window *wd = &wv[t];
+                    struct row_state *x = &rs[wd->row];
+                    const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
+                    const float *qs = Q + (int64_t)t * n, *h0 = HQ + (int64_t)t * n;
+                    double a = 0, bb = 0;
+                    for (int i = 0; i < n; i++)
+                        if (qs[i] != 0) a += (double)qs[i] * x->sign[wd->sg] * u[i], bb += (double)qs[i] * h0[i];
+                    wd->st = (struct walk_state){a, bb, 0, 0, 0}; /* paired: S from the walk's setup steps */
+                }
+                stats.rounds++;
+                piso_sweep_hvals_runs(runs, nw, H, ldh, n, packed, panels, nthr);
+#pragma omp parallel for schedule(dynamic, 1)
+                for (int t = 0; t < nw; t++) {
+                    struct window *wd = &wv[t];
+                    struct row_state *x = &rs[wd->row];
+                    const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
+                    for (int z = 0; z < 2; z++) wd->best[z] = (struct sweep_best){0, INFINITY, g, 0, {0}, 0};
+                    int64_t sw = 0;
+                    walk_consider(&x->sg[wd->sg], wd->sg, runs[t].idx, runs[t].dl, runs[t].dl2,
+                                  pool_iv + (runs[t].idx - pool_idx), runs[t].hval, runs[t].hval2, runs[t].len, hdiag, u,
+                                  x->sign[wd->sg], &wd->st, wd->best, &sw);
+                    wd->c1 = sw; /* reused: intervals swept */
+                }
+                for (int t = 0; t < nw; t++) { /* fixed order */
+                    struct row_state *x = &rs[wv[t].row];
+                    for (int z = 0; z < x->nsign; z++) {
+                        struct sweep_best *bs = &x->best[z];
+                        if (wv[t].best[z].E < bs->E) bs->E = wv[t].best[z].E, bs->s = wv[t].best[z].s;
+                    }
+                    x->swept += wv[t].c1;
+                }
             }
         }
         stats.seconds_windows += piso_time() - tp;
@@ -831,7 +1055,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 if (x->best[z].E < E_best) E_best = x->best[z].E, s_best = s;
             }
             if (!(E_best < 0)) s_best = piso_scale_absmax(W + (r0 + b) * ldw, n, g);
-            for (int z = 0; z < x->nsign && x->anchor_sign >= 0; z++) /* what a perfect window choice would sweep */
+            for (int z = 0; z < x->nlist && x->anchor_sign >= 0; z++) /* what a perfect window choice would sweep */
                 for (int64_t c = 0; c < x->sg[z].T; c++)
                     stats.needed += x->sg[z].lb[c] < (E_best < 0 ? E_best : 0) + x->slack;
             scales[(r0 + b) * scale_stride] = s_best;
@@ -845,9 +1069,12 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     if (scr)
         for (int t = 0; t < nthr; t++) scratch_free(&scr[t]);
     if (wks)
-        for (int64_t t = 0; t < 2 * R; t++) free(wks[t].h), free(wks[t].idx), free(wks[t].dl), free(wks[t].hval), free(wks[t].iv);
+        for (int64_t t = 0; t < 2 * R; t++)
+            free(wks[t].h), free(wks[t].idx), free(wks[t].dl), free(wks[t].hval), free(wks[t].iv), free(wks[t].h2),
+                free(wks[t].dl2), free(wks[t].hval2);
+    free(win_h2), free(pool_dl2), free(pool_hval2);
     free(wks), free(runs), free(panels), free(packed), free(pool_idx), free(pool_dl), free(pool_hval), free(pool_iv);
-    free(rs), free(scr), free(win), free(Q), free(HQ), free(hw_own), free(u_own);
+    free(rs), free(scr), free(win), free(Q), free(HQ), free(hw_own), free(u_own), free(hdiag);
     if (!m_shared) minorant_free(&m);
     else {
 #pragma omp critical(piso_minorant_cache)

@@ -107,6 +107,19 @@ int64_t piso_sweep_build_events(const float *w, int n, double sign, const struct
     return T;
 }
 
+/* The positive-scale events of w with, for each entry w_i > 0, a probe (δ = 0) at the breakpoint
+ * where the negative-scale sweep would take it one step past the grid's largest value: the same
+ * key as piso_sweep_build_events(w, −1) computes for it. Sorted ascending (ties in input order). */
+int64_t piso_sweep_build_events_paired(const float *w, int n, const struct piso_grid *g, struct sweep_event *ev,
+                                       struct sweep_event *tmp) {
+    int64_t T = piso_sweep_build_events(w, n, 1.0, g, ev, tmp);
+    double inv0 = 2.0 / ((double)g->v[0] + (double)g->v[1]);
+    for (int i = 0; i < n; i++)
+        if (w[i] > 0) ev[T++] = (struct sweep_event){(-1.0 * (double)w[i]) * inv0, i, 0.0f};
+    if (T > 1) sort_events(ev, tmp, T);
+    return T;
+}
+
 int64_t piso_sweep_max_events(int n, const struct piso_grid *g) {
     int z = piso_grid_zero_index(g);
     int up = g->n - 1 - z, down = z;
@@ -216,15 +229,22 @@ typedef float vtile __attribute__((vector_size(SWEEP_VW * 4)));
  * Always inlined with a constant NV and fully unrolled, so the accumulators stay in registers (the
  * only variable index, the event's own column, reads a stack copy). */
 /* P: column j0 of the panel, rows ldh apart (H + j0, or a packed copy). */
-static inline __attribute__((always_inline)) void tile_pass_vec(const int NV, const int32_t *idx, const float *dl,
-                                                               int64_t T, const float *P, int ldh, int j0,
-                                                               const float *h0, float *hval, float *h_out) {
+/* PAIR: a second vector h2 = H·x follows the steps dl2 of x in the same pass (hval2[c] = h2[i_c]
+ * before step c), for the pruned sweep's paired signs (piso_prune.c). */
+static inline __attribute__((always_inline)) void tile_pass_vec(const int NV, const int PAIR, const int32_t *idx,
+                                                               const float *dl, int64_t T, const float *P, int ldh,
+                                                               int j0, const float *h0, float *hval, float *h_out,
+                                                               const float *dl2, float *h2, float *hval2) {
     enum { V = SWEEP_VW, VB = SWEEP_VW * 4 };
     const int W = NV * V;
-    vtile a[8] = {{0}};
+    vtile a[8] = {{0}}, a2[8] = {{0}};
     if (h0) { /* a walk that starts from a known h = H·q (the pruned sweep's windows) */
 #pragma GCC unroll 8
         for (int v = 0; v < NV; v++) memcpy(&a[v], h0 + j0 + v * V, VB);
+    }
+    if (PAIR) {
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) memcpy(&a2[v], h2 + j0 + v * V, VB);
     }
     for (int64_t c = 0; c < T; c++) {
         int i = idx[c];
@@ -234,6 +254,11 @@ static inline __attribute__((always_inline)) void tile_pass_vec(const int NV, co
 #pragma GCC unroll 8
             for (int v = 0; v < NV; v++) memcpy(t + v * V, &a[v], VB);
             hval[c] = t[k];
+            if (PAIR) {
+#pragma GCC unroll 8
+                for (int v = 0; v < NV; v++) memcpy(t + v * V, &a2[v], VB);
+                hval2[c] = t[k];
+            }
         }
         const float *row = P + (int64_t)i * ldh;
         float d = dl[c];
@@ -241,53 +266,89 @@ static inline __attribute__((always_inline)) void tile_pass_vec(const int NV, co
             const float *rn = P + (int64_t)idx[c + 8] * ldh;
             for (int j = 0; j < W; j += 16) __builtin_prefetch(rn + j);
         }
+        if (!PAIR || dl2[c] == 0) {
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; v++) { /* memcpy loads: rows need not be aligned */
-            vtile r;
-            memcpy(&r, row + v * V, VB);
-            a[v] += d * r;
+            for (int v = 0; v < NV; v++) { /* memcpy loads: rows need not be aligned */
+                vtile r;
+                memcpy(&r, row + v * V, VB);
+                a[v] += d * r;
+            }
+        } else {
+            float d2 = dl2[c];
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; v++) {
+                vtile r;
+                memcpy(&r, row + v * V, VB);
+                a[v] += d * r;
+                a2[v] += d2 * r;
+            }
         }
     }
     if (h_out) {
 #pragma GCC unroll 8
         for (int v = 0; v < NV; v++) memcpy(h_out + j0 + v * V, &a[v], VB);
     }
+    if (PAIR) {
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) memcpy(h2 + j0 + v * V, &a2[v], VB);
+    }
 }
 
 static void tile_pass_full(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
                            const float *h0, float *hval, float *h_out) {
-    tile_pass_vec(8, idx, dl, T, P, ldh, j0, h0, hval, h_out);
+    tile_pass_vec(8, 0, idx, dl, T, P, ldh, j0, h0, hval, h_out, NULL, NULL, NULL);
 }
 static void tile_pass_4(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
                         const float *h0, float *hval, float *h_out) {
-    tile_pass_vec(4, idx, dl, T, P, ldh, j0, h0, hval, h_out);
+    tile_pass_vec(4, 0, idx, dl, T, P, ldh, j0, h0, hval, h_out, NULL, NULL, NULL);
 }
 static void tile_pass_2(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
                         const float *h0, float *hval, float *h_out) {
-    tile_pass_vec(2, idx, dl, T, P, ldh, j0, h0, hval, h_out);
+    tile_pass_vec(2, 0, idx, dl, T, P, ldh, j0, h0, hval, h_out, NULL, NULL, NULL);
+}
+/* with the second vector (8 vectors only with AVX-512's 32 registers: see piso_sweep_hvals_runs) */
+static void tile_pass_full_pair(const struct sweep_run *x, const float *P, int ldh, int j0) {
+    tile_pass_vec(8, 1, x->idx, x->dl, x->len, P, ldh, j0, x->h, x->hval, x->h, x->dl2, x->h2, x->hval2);
+}
+static void tile_pass_4_pair(const struct sweep_run *x, const float *P, int ldh, int j0) {
+    tile_pass_vec(4, 1, x->idx, x->dl, x->len, P, ldh, j0, x->h, x->hval, x->h, x->dl2, x->h2, x->hval2);
+}
+static void tile_pass_2_pair(const struct sweep_run *x, const float *P, int ldh, int j0) {
+    tile_pass_vec(2, 1, x->idx, x->dl, x->len, P, ldh, j0, x->h, x->hval, x->h, x->dl2, x->h2, x->hval2);
 }
 
-/* A tile of any width w <= SWEEP_TILE (the tail, or small vectors such as groups). */
+/* A tile of any width w <= SWEEP_TILE (the tail, or small vectors such as groups); dl2 (NULL: none)
+ * as in tile_pass_vec. */
 static void tile_pass_any(const int32_t *idx, const float *dl, int64_t T, const float *P, int ldh, int j0,
-                          int w, const float *h0, float *hval, float *h_out) {
-    float acc[SWEEP_TILE] = {0};
+                          int w, const float *h0, float *hval, float *h_out, const float *dl2, float *h2,
+                          float *hval2) {
+    float acc[SWEEP_TILE] = {0}, acc2[SWEEP_TILE] = {0};
     if (h0) memcpy(acc, h0 + j0, sizeof(float) * (size_t)w);
+    if (dl2) memcpy(acc2, h2 + j0, sizeof(float) * (size_t)w);
     for (int64_t c = 0; c < T; c++) {
         int i = idx[c];
         unsigned k = (unsigned)(i - j0);
-        if (k < (unsigned)w) hval[c] = acc[k];
+        if (k < (unsigned)w) {
+            hval[c] = acc[k];
+            if (dl2) hval2[c] = acc2[k];
+        }
         const float *row = P + (int64_t)i * ldh;
         float d = dl[c];
         for (int j = 0; j < w; j++) acc[j] += d * row[j];
+        if (dl2 && dl2[c] != 0) {
+            float d2 = dl2[c];
+            for (int j = 0; j < w; j++) acc2[j] += d2 * row[j];
+        }
     }
     if (h_out) memcpy(h_out + j0, acc, sizeof(float) * (size_t)w);
+    if (dl2) memcpy(h2 + j0, acc2, sizeof(float) * (size_t)w);
 }
 
 void piso_sweep_hvals(const int32_t *idx, const float *dl, int64_t T, const float *H, int ldh, int n,
                       const float *h0, float *hval, float *h_out) {
     int j0 = 0;
     for (; j0 + SWEEP_TILE <= n; j0 += SWEEP_TILE) tile_pass_full(idx, dl, T, H + j0, ldh, j0, h0, hval, h_out);
-    if (j0 < n) tile_pass_any(idx, dl, T, H + j0, ldh, j0, n - j0, h0, hval, h_out);
+    if (j0 < n) tile_pass_any(idx, dl, T, H + j0, ldh, j0, n - j0, h0, hval, h_out, NULL, NULL, NULL);
 }
 
 /* Several walks over the same H: the tile loop is outside the walk loop, so each panel H[:, tile]
@@ -343,6 +404,7 @@ static void panel_warm(const float *P, size_t nfloats) {
 void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float *H, int ldh, int n,
                            const float *packed, float *work, int nwork) {
     const int nv = panel_vectors(n), TW = nv * SWEEP_VW;
+    const int pair = nruns > 0 && runs[0].dl2 != NULL;
     int ntiles = (n + TW - 1) / TW;
     int64_t steps = 0;
     for (int r = 0; r < nruns; r++) steps += runs[r].len > 0 ? runs[r].len : 0;
@@ -364,10 +426,17 @@ void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float 
         for (int r = 0; r < nruns; r++) {
             const struct sweep_run *x = &runs[r];
             if (x->len <= 0) continue;
-            if (w == TW && nv == 8) tile_pass_full(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
+            if (pair) {
+                /* without AVX-512, 8 + 8 accumulators would not fit the 16 registers: two half tiles */
+                if (w == TW && nv == 8 && SWEEP_VW == 16) tile_pass_full_pair(x, P, ldp, j0);
+                else if (w == TW && nv == 8) tile_pass_4_pair(x, P, ldp, j0), tile_pass_4_pair(x, P + 4 * SWEEP_VW, ldp, j0 + 4 * SWEEP_VW);
+                else if (w == TW && nv == 4) tile_pass_4_pair(x, P, ldp, j0);
+                else if (w == TW && nv == 2) tile_pass_2_pair(x, P, ldp, j0);
+                else tile_pass_any(x->idx, x->dl, x->len, P, ldp, j0, w, x->h, x->hval, x->h, x->dl2, x->h2, x->hval2);
+            } else if (w == TW && nv == 8) tile_pass_full(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
             else if (w == TW && nv == 4) tile_pass_4(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
             else if (w == TW && nv == 2) tile_pass_2(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
-            else tile_pass_any(x->idx, x->dl, x->len, P, ldp, j0, w, x->h, x->hval, x->h);
+            else tile_pass_any(x->idx, x->dl, x->len, P, ldp, j0, w, x->h, x->hval, x->h, NULL, NULL, NULL);
         }
     }
 }

@@ -27,6 +27,12 @@ int64_t piso_sweep_max_events(int n, const struct piso_grid *g);
  * from the end); tmp: scratch of the same size. Returns their number. */
 int64_t piso_sweep_build_events(const float *w, int n, double sign, const struct piso_grid *g,
                                 struct sweep_event *ev, struct sweep_event *tmp);
+/* For a grid that is symmetric but for one extra value below (int-k: −2^(k−1) … 2^(k−1) − 1):
+ * the events of the positive sign and, for every w_i > 0, a probe event (δ = 0) at w_i/m, where
+ * m = (v[n−1] − v[0])/2 (the only breakpoints of the negative sign that the positive one lacks).
+ * ev, tmp: room for piso_sweep_max_events. Returns their number, sorted ascending. */
+int64_t piso_sweep_build_events_paired(const float *w, int n, const struct piso_grid *g, struct sweep_event *ev,
+                                       struct sweep_event *tmp);
 /* Minimises b·s² − 2a·s over the interval (s_lo, s_hi) shrunk by the sweep's margin into best. */
 void piso_sweep_consider(double a, double b, double s_lo, double s_hi, struct sweep_best *best);
 /* For a walk of T steps (entry idx[c], step dl[c]) starting from q with h0 = H·q (NULL: q = 0):
@@ -40,6 +46,10 @@ struct sweep_run {
     const float *dl;
     int64_t len;
     float *h, *hval;
+    /* optional (all runs of a call, or none): a second vector h2 = H·x [n] (in and out) whose x
+     * moves by dl2[c] at step c; hval2[c] = h2[idx[c]] before the step */
+    const float *dl2;
+    float *h2, *hval2;
 };
 /* piso_sweep_hvals for several walks at once (the same values), sharing the passes over H's columns.
  * packed (may be NULL): H laid out by piso_sweep_pack, read instead of H. Otherwise work (may be
