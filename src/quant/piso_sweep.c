@@ -84,9 +84,8 @@ static void sort_events(struct sweep_event *ev, struct sweep_event *tmp, int64_t
     }
 }
 
-/* Events of the positive-scale sweep for sign·w: returns their number (sorted ascending). */
-int64_t piso_sweep_build_events(const float *w, int n, double sign, const struct piso_grid *g,
-                            struct sweep_event *ev, struct sweep_event *tmp) {
+/* Events of the positive-scale sweep for sign·w, unsorted: returns their number. */
+static int64_t events_unsorted(const float *w, int n, double sign, const struct piso_grid *g, struct sweep_event *ev) {
     int z = piso_grid_zero_index(g);
     double inv_mu[PISO_GRID_MAX];
     float step[PISO_GRID_MAX];
@@ -103,6 +102,13 @@ int64_t piso_sweep_build_events(const float *w, int n, double sign, const struct
             for (int k = z - 1; k >= 0; k--) ev[T++] = (struct sweep_event){x * inv_mu[k], i, -step[k]};
         }
     }
+    return T;
+}
+
+/* Events of the positive-scale sweep for sign·w: returns their number (sorted ascending). */
+int64_t piso_sweep_build_events(const float *w, int n, double sign, const struct piso_grid *g,
+                            struct sweep_event *ev, struct sweep_event *tmp) {
+    int64_t T = events_unsorted(w, n, sign, g, ev);
     if (T > 1) sort_events(ev, tmp, T);
     return T;
 }
@@ -112,7 +118,7 @@ int64_t piso_sweep_build_events(const float *w, int n, double sign, const struct
  * key as piso_sweep_build_events(w, −1) computes for it. Sorted ascending (ties in input order). */
 int64_t piso_sweep_build_events_paired(const float *w, int n, const struct piso_grid *g, struct sweep_event *ev,
                                        struct sweep_event *tmp) {
-    int64_t T = piso_sweep_build_events(w, n, 1.0, g, ev, tmp);
+    int64_t T = events_unsorted(w, n, 1.0, g, ev);
     double inv0 = 2.0 / ((double)g->v[0] + (double)g->v[1]);
     for (int i = 0; i < n; i++)
         if (w[i] > 0) ev[T++] = (struct sweep_event){(-1.0 * (double)w[i]) * inv0, i, 0.0f};
