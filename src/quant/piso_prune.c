@@ -19,6 +19,10 @@
  * window in both directions from the anchor, other windows from a state whose H·q comes from a
  * second GEMM. Pruning is only a shortcut: every interval that could beat the best one is swept.
  *
+ * Negative scales: for int-k grids one walk serves both signs (the negative sign's codes differ by
+ * 1 on the few entries past the grid's symmetric part; see struct row_sign); other asymmetric grids
+ * have one event list, bound pass and set of walks per sign.
+ *
  * Determinism: the minorant is built with the fixed-tile linear algebra of src/linalg and a fixed
  * pseudo-random Ω; every row's arithmetic is independent of which thread runs it; GEMMs over a
  * batch of rows are split by tiles that depend only on the shapes. */
@@ -379,7 +383,7 @@ struct row_state {
     int nlist, nsign;      /* lists; signs (best[z] is sign z: scale sign[z]·s) */
     double sign[2];
     double slack;
-    int anchor_sign; /* the anchor's list */
+    int anchor_list; /* the list of the anchor (−1: none) */
     int64_t anchor;
     struct sweep_best best[2];
     int64_t intervals, swept;
@@ -908,7 +912,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             }
             x->slack = PRUNE_SLACK * (mag + fabs(whw));
             x->nsign = nsign, x->nlist = nlist;
-            x->anchor_sign = -1;
+            x->anchor_list = -1;
             x->anchor = 0;
             x->intervals = x->swept = 0;
             double lbmin = INFINITY;
@@ -926,10 +930,10 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 for (int64_t c = 0; c < q->T; c++) x->intervals += q->lb[c] < INFINITY;
                 if (sg == 1) mirror_skip(&x->sg[0], q);
                 for (int64_t c = 0; c < q->T; c++) {
-                    if (q->lb[c] < lbmin) lbmin = q->lb[c], x->anchor_sign = sg, x->anchor = c;
+                    if (q->lb[c] < lbmin) lbmin = q->lb[c], x->anchor_list = sg, x->anchor = c;
                 }
             }
-            if (x->anchor_sign >= 0) state_at(&x->sg[x->anchor_sign], x->anchor + 1, n, Q + b * n);
+            if (x->anchor_list >= 0) state_at(&x->sg[x->anchor_list], x->anchor + 1, n, Q + b * n);
             else memset(Q + b * n, 0, sizeof(float) * n);
         }
         stats.seconds_bound += piso_time() - tp, tp = piso_time();
@@ -942,9 +946,9 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             struct row_state *x = &rs[b];
             struct walker *wk = &wks[2 * b];
             wk[0].live = wk[1].live = 0, wk[0].len = wk[1].len = 0;
-            if (x->anchor_sign < 0) continue;
+            if (x->anchor_list < 0) continue;
             const double *u = U ? U + (r0 + b) * ldu : u_own + b * n;
-            int sg = x->anchor_sign;
+            int sg = x->anchor_list;
             const float *qa = Q + b * n, *h0 = HQ + b * n;
             double a = 0, bb = 0;
             for (int i = 0; i < n; i++)
@@ -993,8 +997,8 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
         int nwin = 0;
         for (int64_t b = 0; b < nb; b++) {
             struct row_state *x = &rs[b];
-            if (x->anchor_sign < 0) continue;
-            int sg = x->anchor_sign;
+            if (x->anchor_list < 0) continue;
+            int sg = x->anchor_list;
             double theta = threshold(x);
             int64_t lo = wks[2 * b + 1].c, hi = wks[2 * b].c;
             for (int z = 0; z < x->nlist; z++)
@@ -1093,7 +1097,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             struct row_state *x = &rs[b];
             float s_best = 0;
             double E_best = INFINITY;
-            for (int z = 0; z < x->nsign && x->anchor_sign >= 0; z++) {
+            for (int z = 0; z < x->nsign && x->anchor_list >= 0; z++) {
                 if (!(x->best[z].E < 0)) continue;
                 float s = (float)(x->sign[z] * x->best[z].s);
                 if (s == 0 || !isfinite(s)) continue;
@@ -1112,7 +1116,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 if (x->best[z].E < E_best) E_best = x->best[z].E, s_best = s;
             }
             if (!(E_best < 0)) s_best = piso_scale_absmax(W + (r0 + b) * ldw, n, g);
-            for (int z = 0; z < x->nlist && x->anchor_sign >= 0; z++) /* what a perfect window choice would sweep */
+            for (int z = 0; z < x->nlist && x->anchor_list >= 0; z++) /* what a perfect window choice would sweep */
                 for (int64_t c = 0; c < x->sg[z].T; c++)
                     stats.needed += x->sg[z].lb[c] < (E_best < 0 ? E_best : 0) + x->slack;
             scales[(r0 + b) * scale_stride] = s_best;
