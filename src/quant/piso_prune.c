@@ -438,6 +438,50 @@ static int grid_paired(const struct piso_grid *g) {
     return 1;
 }
 
+#ifdef __AVX512F__
+/* k = 64 with AVX-512: a length-64 vector as eight registers, the arithmetic of dot_axpy */
+struct r64 {
+    v8d v[8];
+};
+static inline __attribute__((always_inline)) struct r64 r64_load(const double *z) {
+    struct r64 r;
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) memcpy(&r.v[j], z + 8 * j, 64);
+    return r;
+}
+static inline __attribute__((always_inline)) double r64_dot(const struct r64 *x, const struct r64 *y) {
+    v8d s = {0};
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) s += x->v[j] * y->v[j];
+    return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+}
+static inline __attribute__((always_inline)) void r64_axpy(struct r64 *y, double d, const struct r64 *x) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) y->v[j] += d * x->v[j];
+}
+/* Z's row for event c, and the row of event c + 8 fetched early (entries come in random order) */
+static inline __attribute__((always_inline)) struct r64 r64_event_row(const struct row_sign *rs,
+                                                                      const struct minorant *m, int64_t c) {
+    if (c + 8 < rs->T) {
+        const double *zn = m->Z + (int64_t)rs->ev[rs->T - 9 - c].i * 64;
+        for (int j = 0; j < 64; j += 8) __builtin_prefetch(zn + j);
+    }
+    return r64_load(m->Z + (int64_t)rs->ev[rs->T - 1 - c].i * 64);
+}
+#endif
+
+/* Interval c's bound of both signs (paired): a, b of the positive sign's state, a1, b1 of the
+ * negative sign's, with M in place of H. */
+static inline void paired_bound(struct row_sign *rs, int64_t c, double crow, double a, double b, double a1, double b1) {
+    double hi = ev_s(rs, c), lo = ev_lo(rs, c);
+    if (lo == hi) {
+        rs->lb[c] = INFINITY;
+        return;
+    }
+    double l0 = parabola_min(a, b, lo, hi), l1 = parabola_min(a1, b1, lo, hi);
+    rs->lb[c] = crow + (l0 < l1 ? l0 : l1);
+}
+
 /* The bound of every interval of one sign (see the top of the file). q, p: scratch [n], [k]. */
 static void bound_pass(struct row_sign *rs, const struct minorant *m, const double *v, double sign, double crow,
                        float *q, double *p) {
@@ -447,57 +491,29 @@ static void bound_pass(struct row_sign *rs, const struct minorant *m, const doub
     double a = 0, b = 0;
 #ifdef __AVX512F__
     if (rs->paired && k == 64) { /* the loop below with Zᵀq and Zᵀ1_S in sixteen registers (its arithmetic) */
-        v8d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, p4 = {0}, p5 = {0}, p6 = {0}, p7 = {0};
-        v8d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, s4 = {0}, s5 = {0}, s6 = {0}, s7 = {0};
+        struct r64 pq = {{{0}}}, pS = {{{0}}};
         double pSp = 0, fS = 0, mSS = 0, vS = 0;
-#define HSUM(x) (((x)[0] + (x)[4]) + ((x)[1] + (x)[5])) + (((x)[2] + (x)[6]) + ((x)[3] + (x)[7]))
         for (int64_t c = 0; c < rs->T; c++) {
             const struct sweep_event *e = &rs->ev[rs->T - 1 - c];
             int i = e->i;
             double d = e->delta;
-            if (c + 8 < rs->T) {
-                const double *zn = m->Z + (int64_t)rs->ev[rs->T - 9 - c].i * 64;
-                for (int j = 0; j < 64; j += 8) __builtin_prefetch(zn + j);
-            }
-            const double *z = m->Z + (int64_t)i * 64;
-            v8d z0, z1, z2, z3, z4, z5, z6, z7;
-            memcpy(&z0, z, 64), memcpy(&z1, z + 8, 64), memcpy(&z2, z + 16, 64), memcpy(&z3, z + 24, 64);
-            memcpy(&z4, z + 32, 64), memcpy(&z5, z + 40, 64), memcpy(&z6, z + 48, 64), memcpy(&z7, z + 56, 64);
+            struct r64 z = r64_event_row(rs, m, c);
             if (d != 0) {
-                v8d sv = {0}, tv = {0};
-                sv += z0 * p0, sv += z1 * p1, sv += z2 * p2, sv += z3 * p3;
-                sv += z4 * p4, sv += z5 * p5, sv += z6 * p6, sv += z7 * p7;
-                p0 += d * z0, p1 += d * z1, p2 += d * z2, p3 += d * z3;
-                p4 += d * z4, p5 += d * z5, p6 += d * z6, p7 += d * z7;
-                tv += z0 * s0, tv += z1 * s1, tv += z2 * s2, tv += z3 * s3;
-                tv += z4 * s4, tv += z5 * s5, tv += z6 * s6, tv += z7 * s7;
-                double mq = m->floor_[i] * q[i] + (HSUM(sv));
+                double mq = m->floor_[i] * q[i] + r64_dot(&z, &pq);
+                r64_axpy(&pq, d, &z);
                 b += d * (2.0 * mq + d * m->mdiag[i]);
                 q[i] += e->delta;
                 a += d * v[i];
-                pSp += d * (HSUM(tv));
+                pSp += d * r64_dot(&z, &pS);
             }
             if (ev_grows(rs, e)) {
-                v8d sv = {0}, tv = {0};
-                tv += z0 * s0, tv += z1 * s1, tv += z2 * s2, tv += z3 * s3;
-                tv += z4 * s4, tv += z5 * s5, tv += z6 * s6, tv += z7 * s7;
-                s0 += 1.0 * z0, s1 += 1.0 * z1, s2 += 1.0 * z2, s3 += 1.0 * z3;
-                s4 += 1.0 * z4, s5 += 1.0 * z5, s6 += 1.0 * z6, s7 += 1.0 * z7;
-                sv += z0 * p0, sv += z1 * p1, sv += z2 * p2, sv += z3 * p3;
-                sv += z4 * p4, sv += z5 * p5, sv += z6 * p6, sv += z7 * p7;
-                mSS += 2.0 * (HSUM(tv)) + m->mdiag[i];
-                pSp += HSUM(sv);
+                mSS += 2.0 * r64_dot(&z, &pS) + m->mdiag[i];
+                r64_axpy(&pS, 1.0, &z);
+                pSp += r64_dot(&z, &pq);
                 fS += m->floor_[i] * q[i];
                 vS += v[i];
             }
-#undef HSUM
-            double hi = e->s, lo = ev_lo(rs, c);
-            if (lo == hi) {
-                rs->lb[c] = INFINITY;
-                continue;
-            }
-            double l0 = parabola_min(a, b, lo, hi), l1 = parabola_min(a + vS, b + 2.0 * (fS + pSp) + mSS, lo, hi);
-            rs->lb[c] = crow + (l0 < l1 ? l0 : l1);
+            paired_bound(rs, c, crow, a, b, a + vS, b + 2.0 * (fS + pSp) + mSS);
         }
         return;
     }
@@ -528,37 +544,20 @@ static void bound_pass(struct row_sign *rs, const struct minorant *m, const doub
                 fS += m->floor_[i] * q[i];
                 vS += v[i];
             }
-            double hi = e->s, lo = ev_lo(rs, c);
-            if (lo == hi) {
-                rs->lb[c] = INFINITY;
-                continue;
-            }
-            double l0 = parabola_min(a, b, lo, hi), l1 = parabola_min(a + vS, b + 2.0 * (fS + pSp) + mSS, lo, hi);
-            rs->lb[c] = crow + (l0 < l1 ? l0 : l1);
+            paired_bound(rs, c, crow, a, b, a + vS, b + 2.0 * (fS + pSp) + mSS);
         }
         return;
     }
 #ifdef __AVX512F__
     if (k == 64) { /* the default rank: p = Zᵀq stays in eight registers (dot_axpy's arithmetic) */
-        v8d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, p4 = {0}, p5 = {0}, p6 = {0}, p7 = {0};
+        struct r64 pq = {{{0}}};
         for (int64_t c = 0; c < rs->T; c++) {
             const struct sweep_event *e = &rs->ev[rs->T - 1 - c];
             int i = e->i;
             double d = e->delta;
-            if (c + 8 < rs->T) {
-                const double *zn = m->Z + (int64_t)rs->ev[rs->T - 9 - c].i * 64;
-                for (int j = 0; j < 64; j += 8) __builtin_prefetch(zn + j);
-            }
-            const double *z = m->Z + (int64_t)i * 64;
-            v8d z0, z1, z2, z3, z4, z5, z6, z7, sv = {0};
-            memcpy(&z0, z, 64), memcpy(&z1, z + 8, 64), memcpy(&z2, z + 16, 64), memcpy(&z3, z + 24, 64);
-            memcpy(&z4, z + 32, 64), memcpy(&z5, z + 40, 64), memcpy(&z6, z + 48, 64), memcpy(&z7, z + 56, 64);
-            sv += z0 * p0, sv += z1 * p1, sv += z2 * p2, sv += z3 * p3;
-            sv += z4 * p4, sv += z5 * p5, sv += z6 * p6, sv += z7 * p7;
-            p0 += d * z0, p1 += d * z1, p2 += d * z2, p3 += d * z3;
-            p4 += d * z4, p5 += d * z5, p6 += d * z6, p7 += d * z7;
-            double dot = ((sv[0] + sv[4]) + (sv[1] + sv[5])) + ((sv[2] + sv[6]) + (sv[3] + sv[7]));
-            double mq = m->floor_[i] * q[i] + dot;
+            struct r64 z = r64_event_row(rs, m, c);
+            double mq = m->floor_[i] * q[i] + r64_dot(&z, &pq);
+            r64_axpy(&pq, d, &z);
             b += d * (2.0 * mq + d * m->mdiag[i]);
             q[i] += e->delta;
             a += d * sign * v[i];
