@@ -51,6 +51,7 @@ static int omp_get_thread_num(void) { return 0; }
 static size_t prune_pack_max = PISO_PRUNE_PACK_MAX;
 
 static int prune_mode = 0; /* 0 auto, 1 never prune (full sweep), 2 prune whenever possible */
+static int prune_rank = 0; /* 0: default k */
 static int prune_batch = PRUNE_BATCH;
 
 int piso_prune_batch_rows(int rows) {
@@ -58,7 +59,6 @@ int piso_prune_batch_rows(int rows) {
     prune_batch = rows > 0 ? rows : PRUNE_BATCH;
     return old;
 }
-static int prune_rank = 0; /* 0: default k */
 
 size_t piso_prune_pack_limit(size_t bytes) {
     size_t old = prune_pack_max;
@@ -625,19 +625,17 @@ static int scratch_alloc(struct scratch *s, int n, int k, int64_t Tmax) {
 }
 
 /* Paired: S after events 0..c−1 of the list, as steps that move only the second vector (x = 1_S:
- * idx, dl = 0, dl2 = 1, iv = −1, nothing considered); the walk's h2 starts at 0. Returns |S|. */
+ * idx, dl = 0, dl2 = 1, iv = −1, nothing considered); the walk's h2 starts at 0. Returns |S|;
+ * idx NULL: only counts. */
 static int64_t setup_steps(const struct row_sign *rs, int64_t c, int32_t *idx, float *dl, float *dl2, int64_t *iv) {
     int64_t len = 0;
     for (int64_t t = 0; t < c; t++) {
         const struct sweep_event *e = &rs->ev[rs->T - 1 - t];
-        if (ev_grows(rs, e)) idx[len] = e->i, dl[len] = 0, dl2[len] = 1, iv[len++] = -1;
+        if (!ev_grows(rs, e)) continue;
+        if (idx) idx[len] = e->i, dl[len] = 0, dl2[len] = 1, iv[len] = -1;
+        len++;
     }
     return len;
-}
-static int64_t count_grows(const struct row_sign *rs, int64_t c) {
-    int64_t k = 0;
-    for (int64_t t = 0; t < c; t++) k += ev_grows(rs, &rs->ev[rs->T - 1 - t]);
-    return k;
 }
 
 /* Considers interval c of the list with the walk state: its sign's, or both signs paired. */
@@ -955,7 +953,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             /* paired: the negative sign once S is built (the forward walker's first steps), unless S
              * is empty here */
             struct walk_state st0 = {a, bb, 0, 0, 0};
-            int64_t nS = paired ? count_grows(&x->sg[sg], x->anchor + 1) : 0;
+            int64_t nS = paired ? setup_steps(&x->sg[sg], x->anchor + 1, NULL, NULL, NULL, NULL) : 0;
             if (nS == 0) consider_both(&x->sg[sg], sg, x->anchor, &st0, x->best);
             else piso_sweep_consider(a, bb, sg_lo(&x->sg[sg], x->anchor, 0), sg_hi(&x->sg[sg], x->anchor, 0), &x->best[0]);
             x->swept++;
@@ -1004,7 +1002,8 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 nwin += add_windows(&x->sg[z], b, z, theta, z == sg ? lo : 1, z == sg ? hi : 0, (int)gap, win + nwin, cap);
         }
 #pragma omp parallel for schedule(dynamic, 1)
-        for (int t = 0; t < nwin; t++) win[t].nS = paired ? count_grows(&rs[win[t].row].sg[win[t].sg], win[t].c0) : 0;
+        for (int t = 0; t < nwin; t++)
+            win[t].nS = paired ? setup_steps(&rs[win[t].row].sg[win[t].sg], win[t].c0, NULL, NULL, NULL, NULL) : 0;
         stats.seconds_walk += piso_time() - tp, tp = piso_time();
         /* 4. the other windows, R at a time: H·q at their starts (one GEMM), then one pass for their walks */
         for (int w0 = 0; w0 < nwin && !failed; w0 += (int)R) {
@@ -1012,7 +1011,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             struct window *wv = win + w0;
             int64_t wlen = 0;
             for (int t = 0; t < nw; t++) wlen += wv[t].nS + wv[t].c1 - wv[t].c0 + 1;
-            if (nw > 0 && wlen > pool_cap) {
+            if (wlen > pool_cap) {
                 free(pool_idx), free(pool_dl), free(pool_hval), free(pool_iv), free(pool_dl2), free(pool_hval2);
                 pool_cap = wlen;
                 pool_idx = malloc(sizeof(int32_t) * (size_t)wlen), pool_dl = malloc(sizeof(float) * (size_t)wlen);
@@ -1024,70 +1023,68 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                     break;
                 }
             }
-            if (nw > 0) {
-                int64_t off = 0;
-                for (int t = 0; t < nw; t++) {
-                    int64_t len = wv[t].nS + wv[t].c1 - wv[t].c0 + 1;
-                    runs[t] = (struct sweep_run){pool_idx + off, pool_dl + off, len, HQ + (int64_t)t * n, pool_hval + off,
-                                                 NULL, NULL, NULL};
-                    if (paired) {
-                        runs[t].dl2 = pool_dl2 + off, runs[t].hval2 = pool_hval2 + off;
-                        runs[t].h2 = win_h2 + (int64_t)t * n;
-                        memset(runs[t].h2, 0, sizeof(float) * n);
-                    }
-                    off += len;
+            int64_t off = 0;
+            for (int t = 0; t < nw; t++) {
+                int64_t len = wv[t].nS + wv[t].c1 - wv[t].c0 + 1;
+                runs[t] = (struct sweep_run){pool_idx + off, pool_dl + off, len, HQ + (int64_t)t * n, pool_hval + off,
+                                             NULL, NULL, NULL};
+                if (paired) {
+                    runs[t].dl2 = pool_dl2 + off, runs[t].hval2 = pool_hval2 + off;
+                    runs[t].h2 = win_h2 + (int64_t)t * n;
+                    memset(runs[t].h2, 0, sizeof(float) * n);
                 }
+                off += len;
+            }
 #pragma omp parallel for schedule(dynamic, 1)
-                for (int t = 0; t < nw; t++) {
-                    const struct row_sign *q = &rs[wv[t].row].sg[wv[t].sg];
-                    state_at(q, wv[t].c0, n, Q + (int64_t)t * n);
-                    int32_t *idx = (int32_t *)runs[t].idx;
-                    float *dl = (float *)runs[t].dl, *dl2 = (float *)runs[t].dl2;
-                    int64_t *iv = pool_iv + (runs[t].idx - pool_idx), len = 0;
-                    if (paired) len = setup_steps(q, wv[t].c0, idx, dl, dl2, iv);
-                    for (int64_t c = wv[t].c0; c <= wv[t].c1; c++, len++) {
-                        const struct sweep_event *e = &q->ev[q->T - 1 - c];
-                        idx[len] = e->i, dl[len] = e->delta, iv[len] = c;
-                        if (paired) dl2[len] = ev_grows(q, e) ? 1.0f : 0.0f;
-                    }
+            for (int t = 0; t < nw; t++) {
+                const struct row_sign *q = &rs[wv[t].row].sg[wv[t].sg];
+                state_at(q, wv[t].c0, n, Q + (int64_t)t * n);
+                int32_t *idx = (int32_t *)runs[t].idx;
+                float *dl = (float *)runs[t].dl, *dl2 = (float *)runs[t].dl2;
+                int64_t *iv = pool_iv + (runs[t].idx - pool_idx), len = 0;
+                if (paired) len = setup_steps(q, wv[t].c0, idx, dl, dl2, iv);
+                for (int64_t c = wv[t].c0; c <= wv[t].c1; c++, len++) {
+                    const struct sweep_event *e = &q->ev[q->T - 1 - c];
+                    idx[len] = e->i, dl[len] = e->delta, iv[len] = c;
+                    if (paired) dl2[len] = ev_grows(q, e) ? 1.0f : 0.0f;
                 }
-                piso_la_sgemm(0, 0, nw, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
-                stats.seconds_gemm += piso_time() - tp, tp = piso_time();
-                stats.windows += nw;
-                /* the exact values at the windows' starts, before their walks overwrite HQ */
+            }
+            piso_la_sgemm(0, 0, nw, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
+            stats.seconds_gemm += piso_time() - tp, tp = piso_time();
+            stats.windows += nw;
+            /* the exact values at the windows' starts, before their walks overwrite HQ */
 #pragma omp parallel for schedule(dynamic, 1)
-                for (int t = 0; t < nw; t++) {
-                    struct window *wd = &wv[t];
-                    struct row_state *x = &rs[wd->row];
-                    const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
-                    const float *qs = Q + (int64_t)t * n, *h0 = HQ + (int64_t)t * n;
-                    double a = 0, bb = 0;
-                    for (int i = 0; i < n; i++)
-                        if (qs[i] != 0) a += (double)qs[i] * x->sign[wd->sg] * u[i], bb += (double)qs[i] * h0[i];
-                    wd->st = (struct walk_state){a, bb, 0, 0, 0}; /* paired: S from the walk's setup steps */
-                }
-                stats.rounds++;
-                piso_sweep_hvals_runs(runs, nw, H, ldh, n, packed, panels, nthr);
+            for (int t = 0; t < nw; t++) {
+                struct window *wd = &wv[t];
+                struct row_state *x = &rs[wd->row];
+                const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
+                const float *qs = Q + (int64_t)t * n, *h0 = HQ + (int64_t)t * n;
+                double a = 0, bb = 0;
+                for (int i = 0; i < n; i++)
+                    if (qs[i] != 0) a += (double)qs[i] * x->sign[wd->sg] * u[i], bb += (double)qs[i] * h0[i];
+                wd->st = (struct walk_state){a, bb, 0, 0, 0}; /* paired: S from the walk's setup steps */
+            }
+            stats.rounds++;
+            piso_sweep_hvals_runs(runs, nw, H, ldh, n, packed, panels, nthr);
 #pragma omp parallel for schedule(dynamic, 1)
-                for (int t = 0; t < nw; t++) {
-                    struct window *wd = &wv[t];
-                    struct row_state *x = &rs[wd->row];
-                    const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
-                    for (int z = 0; z < 2; z++) wd->best[z] = (struct sweep_best){0, INFINITY, g, 0, {0}, 0};
-                    int64_t sw = 0;
-                    walk_consider(&x->sg[wd->sg], wd->sg, runs[t].idx, runs[t].dl, runs[t].dl2,
-                                  pool_iv + (runs[t].idx - pool_idx), runs[t].hval, runs[t].hval2, runs[t].len, hdiag, u,
-                                  x->sign[wd->sg], &wd->st, wd->best, &sw);
-                    wd->c1 = sw; /* reused: intervals swept */
+            for (int t = 0; t < nw; t++) {
+                struct window *wd = &wv[t];
+                struct row_state *x = &rs[wd->row];
+                const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
+                for (int z = 0; z < 2; z++) wd->best[z] = (struct sweep_best){0, INFINITY, g, 0, {0}, 0};
+                int64_t sw = 0;
+                walk_consider(&x->sg[wd->sg], wd->sg, runs[t].idx, runs[t].dl, runs[t].dl2,
+                              pool_iv + (runs[t].idx - pool_idx), runs[t].hval, runs[t].hval2, runs[t].len, hdiag, u,
+                              x->sign[wd->sg], &wd->st, wd->best, &sw);
+                wd->c1 = sw; /* reused: intervals swept */
+            }
+            for (int t = 0; t < nw; t++) { /* fixed order */
+                struct row_state *x = &rs[wv[t].row];
+                for (int z = 0; z < x->nsign; z++) {
+                    struct sweep_best *bs = &x->best[z];
+                    if (wv[t].best[z].E < bs->E) bs->E = wv[t].best[z].E, bs->s = wv[t].best[z].s;
                 }
-                for (int t = 0; t < nw; t++) { /* fixed order */
-                    struct row_state *x = &rs[wv[t].row];
-                    for (int z = 0; z < x->nsign; z++) {
-                        struct sweep_best *bs = &x->best[z];
-                        if (wv[t].best[z].E < bs->E) bs->E = wv[t].best[z].E, bs->s = wv[t].best[z].s;
-                    }
-                    x->swept += wv[t].c1;
-                }
+                x->swept += wv[t].c1;
             }
         }
         stats.seconds_windows += piso_time() - tp;
