@@ -251,7 +251,7 @@ int main(int argc, char **argv) {
         int64_t ns = rows_sample < N ? rows_sample : N;
         struct piso_quant_opts qo = o.q;
         qo.method = PISO_SCALE_PISO;
-        struct piso_layer_problem lp = {ns, D, W, H, NULL};
+        struct piso_layer_problem lp = {ns, D, W, H, NULL, NULL, 0};
         double ts = 0;
         if (baseline) { /* today's full sweep on every interval */
             piso_prune_configure(1, 0);
@@ -286,9 +286,10 @@ int main(int argc, char **argv) {
                lin[l].name, (long long)N, (long long)D, ta, ts, tc, tg, tf, pruned, ps.seconds_minorant,
                ps.intervals ? 100.0 * (1.0 - (double)ps.needed / (double)ps.intervals) : 0);
         printf("      scales split: minorant %.2f s, bounds %.2f s, GEMMs %.2f s, anchor windows %.2f s, other windows %.2f s "
-               "(%lld windows, %lld passes over H)\n",
+               "(%lld windows, %lld passes over H; %lld of %lld intervals swept, %lld needed)\n",
                ps.seconds_minorant, ps.seconds_bound, ps.seconds_gemm, ps.seconds_walk, ps.seconds_windows,
-               (long long)ps.windows, (long long)ps.rounds);
+               (long long)ps.windows, (long long)ps.rounds, (long long)ps.swept, (long long)ps.intervals,
+               (long long)ps.needed);
         t_abs += ta, t_piso_ch += tc, t_piso_grp += tg, t_fast += tf;
         free(W);
     }

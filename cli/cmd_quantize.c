@@ -612,6 +612,17 @@ int cmd_quantize(int argc, char **argv) {
             if (cli_rounding_uses_alpha(po.rounding)) piso_json_number(&w, "alpha", r->alpha);
             cli_mixed_layer_json(&w, mx, r);
             piso_json_number(&w, "seconds", r->seconds);
+            if (r->sweep.rows > r->sweep.rows_full) { /* the pruned channel-wise PiSO sweep */
+                const struct piso_prune_stats *ps = &r->sweep;
+                piso_json_object_begin(&w, "sweep");
+                piso_json_number(&w, "pruned", ps->intervals ? 1.0 - (double)ps->swept / (double)ps->intervals : 0);
+                piso_json_string(&w, "reads", ps->rows_x ? "X" : "H");
+                piso_json_number(&w, "seconds_minorant", ps->seconds_minorant);
+                piso_json_number(&w, "seconds_bound", ps->seconds_bound);
+                piso_json_number(&w, "seconds_gemm", ps->seconds_gemm);
+                piso_json_number(&w, "seconds_walk", ps->seconds_walk + ps->seconds_windows);
+                piso_json_object_end(&w);
+            }
             piso_json_object_end(&w);
         }
         piso_json_array_end(&w);

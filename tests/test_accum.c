@@ -154,7 +154,7 @@ static void test_guarantee(void) {
                     piso_accum_input_range(4, sgn, &a.in_min, &a.in_max);
                     int T = tile ? tile : D;
                     /* the unconstrained absmax RTN codes: the checker must see their overflow at small P */
-                    struct piso_layer_problem lp = {N, D, W, H, G};
+                    struct piso_layer_problem lp = {N, D, W, H, G, NULL, 0};
                     struct piso_quant_opts qf = q0;
                     qf.group = grouped ? tile : 0;
                     struct piso_layer_result rf;

@@ -56,7 +56,7 @@ static int run(const struct config *c, struct piso_layer_result *r) {
     struct piso_quant_opts q = {.group = c->group, .method = c->method, .allow_negative = 1};
     if (piso_grid_init(&q.grid, c->grid, 0)) return -2;
     if (!c->ec) {
-        struct piso_layer_problem p = {N, D, W, H, c->with_g ? G : NULL};
+        struct piso_layer_problem p = {N, D, W, H, c->with_g ? G : NULL, NULL, 0};
         return piso_quantize_layer(&p, &q, r);
     }
     struct piso_ec_opts o;

@@ -262,7 +262,7 @@ static void test_rtn_piso_not_worse(void) {
         struct piso_quant_opts qo = {0};
         piso_grid_init(&qo.grid, "int3", 0);
         qo.group = group, qo.allow_negative = 1;
-        struct piso_layer_problem lp = {N, D, W, H, G};
+        struct piso_layer_problem lp = {N, D, W, H, G, NULL, 0};
         struct piso_layer_result ra, rp;
         qo.method = PISO_SCALE_ABSMAX;
         CHECK(piso_rtn_layer(&lp, &qo, &ra) == 0, "absmax: %s", piso_last_error());

@@ -160,7 +160,7 @@ static void test_layer(void) {
     for (int i = 0; i < N * D; i++) W[i] = frand();
     for (int a = 0; a < D; a++)
         for (int b = 0; b < D; b++) H[a * D + b] = a == b ? 1.0f + (float)(a % 3) : 0.0f;
-    struct piso_layer_problem p = {N, D, W, H, NULL};
+    struct piso_layer_problem p = {N, D, W, H, NULL, NULL, 0};
     struct piso_quant_opts o = {.method = PISO_SCALE_PISO};
     piso_grid_init(&o.grid, "mxfp4", 0);
     struct piso_layer_result r;
@@ -181,7 +181,7 @@ static void test_layer(void) {
     for (int i = 0; i < 4 * 40; i++) W2[i] = frand() * 0.03f;
     for (int a = 0; a < 40; a++)
         for (int b = 0; b < 40; b++) H2[a * 40 + b] = a == b ? 1.0f : 0.0f;
-    struct piso_layer_problem p2 = {4, 40, W2, H2, NULL};
+    struct piso_layer_problem p2 = {4, 40, W2, H2, NULL, NULL, 0};
     CHECK(piso_rtn_layer(&p2, &o, &r) == 0 && r.n_groups == 3 && r.tensor_scale > 0, "nvfp4 ragged layer: %s", piso_last_error());
     int off_grid = 0;
     struct piso_grid gt = o.grid;

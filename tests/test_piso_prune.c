@@ -38,7 +38,8 @@ static double student_t3(void) {
 
 /* H = XᵀX for T tokens [D]: channel scales in [0.3, 1.3], every 61st channel ×6, channels 3 and
  * D/2 ×40 (massive activations), plus two shared directions. dead ≥ 0: that channel is zero. */
-static float *make_hessian(int D, int T, int dead) {
+/* H = XᵀX/T; Xs (optional): X/√T [T, D], whose Gram is H up to round-off. */
+static float *make_hessian_x(int D, int T, int dead, float **Xs) {
     float *X = malloc(sizeof(float) * (size_t)T * D), *H = malloc(sizeof(float) * (size_t)D * D);
     float *chs = malloc(sizeof(float) * D), *dir = malloc(sizeof(float) * 2 * D);
     for (int j = 0; j < D; j++) {
@@ -51,9 +52,15 @@ static float *make_hessian(int D, int T, int dead) {
             X[(size_t)t * D + j] = j == dead ? 0.0f : chs[j] * (float)(nrand() + 0.8 * c1 * dir[j] + c2 * dir[D + j]);
     }
     piso_la_ssyrk_t(D, T, 1.0f / T, X, D, 0.0f, H, D);
+    if (Xs) {
+        const float r = (float)(1.0 / sqrt((double)T));
+        for (int64_t i = 0; i < (int64_t)T * D; i++) X[i] *= r;
+        *Xs = X, X = NULL;
+    }
     free(X), free(chs), free(dir);
     return H;
 }
+static float *make_hessian(int D, int T, int dead) { return make_hessian_x(D, T, dead, NULL); }
 
 /* q = round(w/s) equal for every entry */
 static int same_codes(const float *w, int n, float s1, float s2, const struct piso_grid *g) {
@@ -61,6 +68,27 @@ static int same_codes(const float *w, int n, float s1, float s2, const struct pi
         if (piso_grid_round(g, w[i] / s1, NULL) != piso_grid_round(g, w[i] / s2, NULL)) return 0;
     return 1;
 }
+
+/* The pruned scales s against the full sweep's: the same optimum up to round-off, and the same
+ * interval unless on a near-tie. Returns the number of rows in the same interval. */
+static int check_vs_full(const float *W, int N, int D, const float *H, const double *U, const struct piso_grid *g,
+                         const float *s_full, const float *s, const char *what, double *worst) {
+    int same = 0;
+    for (int r = 0; r < N; r++) {
+        const float *w = W + (int64_t)r * D;
+        double Ef = piso_objective_dense(w, D, H, D, U + (int64_t)r * D, g, s_full[r]);
+        double Ep = piso_objective_dense(w, D, H, D, U + (int64_t)r * D, g, s[r]);
+        double rel = (Ep - Ef) / fabs(Ef);
+        if (rel > *worst) *worst = rel;
+        CHECK(rel <= 1e-6, "%s D = %d row %d: pruned E %.12g vs full %.12g", what, D, r, Ep, Ef);
+        int same_iv = (s[r] > 0) == (s_full[r] > 0) && same_codes(w, D, s[r], s_full[r], g);
+        same += same_iv;
+        /* another interval only on a near-tie within the fp32 round-off of the sweeps' sums */
+        CHECK(same_iv || fabs(rel) <= 1e-7, "%s D = %d row %d: different interval, E %.12g vs %.12g", what, D, r, Ep, Ef);
+    }
+    return same;
+}
+
 
 static void run_case(int D, int N, const char *fmt, int cross, int dead, int tokens) {
     struct piso_grid g;
@@ -75,7 +103,8 @@ static void run_case(int D, int N, const char *fmt, int cross, int dead, int tok
         piso_grid_init(&g, fmt, 0);
     const char *tm = getenv("PISO_PRUNE_TOKENS"); /* experiments: tokens per input (default 4) */
     int T = tokens ? tokens : tm ? (int)(atof(tm) * D) : 4 * D;
-    float *H = make_hessian(D, T, dead);
+    float *X = NULL; /* with fewer tokens than inputs: X̃ too, for the X̃ form's walks */
+    float *H = make_hessian_x(D, T, dead, T < D ? &X : NULL);
     float *W = malloc(sizeof(float) * (size_t)N * D);
     for (int64_t i = 0; i < (int64_t)N * D; i++) W[i] = (float)(0.02 * student_t3());
     double *U = malloc(sizeof(double) * (size_t)N * D), *HW = malloc(sizeof(double) * (size_t)N * D);
@@ -109,21 +138,49 @@ static void run_case(int D, int N, const char *fmt, int cross, int dead, int tok
     CHECK(!memcmp(s1, s2, sizeof(float) * N), "D = %d: bit-identical for 1 and 2 threads", D);
     CHECK(!memcmp(s2, s3, sizeof(float) * N), "D = %d: bit-identical with H packed once or per pass", D);
     free(s3);
-    int same = 0;
     double worst = 0;
-    for (int r = 0; r < N; r++) {
-        const float *w = W + (int64_t)r * D;
-        double Ef = piso_objective_dense(w, D, H, D, U + (int64_t)r * D, &g, s_full[r]);
-        double Ep = piso_objective_dense(w, D, H, D, U + (int64_t)r * D, &g, s1[r]);
-        double rel = (Ep - Ef) / fabs(Ef);
-        if (rel > worst) worst = rel;
-        CHECK(rel <= 1e-6, "D = %d row %d: pruned E %.12g vs full %.12g", D, r, Ep, Ef);
-        int same_iv = (s1[r] > 0) == (s_full[r] > 0) && same_codes(w, D, s1[r], s_full[r], &g);
-        same += same_iv;
-        /* another interval only on a near-tie within the fp32 round-off of the sweeps' sums */
-        CHECK(same_iv || fabs(rel) <= 1e-7, "D = %d row %d: different interval, E %.12g vs %.12g", D, r, Ep, Ef);
-    }
+    int same = check_vs_full(W, N, D, H, U, &g, s_full, s1, "H form", &worst);
     if (same < N) printf("D = %d: %d of %d rows on a near-tie in another interval\n", D, N - same, N);
+    if (X) { /* the X̃ form: walks read X̃'s columns (T floats) instead of H's; 1 and 2 threads */
+        struct piso_prune_stats sx;
+        float *x1 = malloc(sizeof(float) * N), *x2 = malloc(sizeof(float) * N);
+        piso_prune_configure(2, rk ? atoi(rk) : 0);
+        omp_set_num_threads(1);
+        CHECK(piso_solve_scales_rows_x(W, D, N, D, X, T, D, H, D, U, D, HW, D, &g, 1, x1, 1, &sx) == 0, "X form, 1 thread");
+        omp_set_num_threads(2);
+        CHECK(piso_solve_scales_rows_x(W, D, N, D, X, T, D, H, D, U, D, HW, D, &g, 1, x2, 1, &sx) == 0, "X form, 2 threads");
+        omp_set_num_threads(saved);
+        piso_prune_configure(0, 0);
+        CHECK(sx.rows_x == N && sx.rows_full == 0, "D = %d, %d tokens: the X form was used (%lld of %d rows)", D, T,
+              (long long)sx.rows_x, N);
+        CHECK(!memcmp(x1, x2, sizeof(float) * N), "D = %d: X form bit-identical for 1 and 2 threads", D);
+        int same_x = check_vs_full(W, N, D, H, U, &g, s_full, x1, "X form", &worst);
+        printf("D = %4d, %d tokens, X form: %d of %d rows in the full sweep's interval, %.1f%% pruned\n", D, T, same_x, N,
+               100.0 * (1.0 - (double)sx.swept / (double)sx.intervals));
+        /* through the layer API (RTN, u = H·w): X̃ in the problem reaches the sweep */
+        if (!cross) {
+            struct piso_quant_opts qo = {0};
+            qo.grid = g, qo.method = PISO_SCALE_PISO, qo.allow_negative = 1;
+            struct piso_layer_problem lx = {N, D, W, H, NULL, X, T};
+            struct piso_layer_result rx;
+            piso_prune_stats_take(&sx);
+            CHECK(piso_quantize_layer(&lx, &qo, &rx) == 0, "RTN layer with X̃");
+            piso_prune_stats_take(&sx);
+            CHECK(sx.rows_x == N, "the RTN layer's sweep read X̃ (%lld of %d rows)", (long long)sx.rows_x, N);
+            check_vs_full(W, N, D, H, U, &g, s_full, rx.scales, "RTN layer, X form", &worst);
+            piso_layer_result_free(&rx);
+            /* an X̃ whose Gram is not H (here 4·H) is noticed on the diagonal and not used */
+            float *X2 = malloc(sizeof(float) * (size_t)T * D);
+            for (int64_t i = 0; i < (int64_t)T * D; i++) X2[i] = 2 * X[i];
+            piso_prune_configure(2, 0);
+            CHECK(piso_solve_scales_rows_x(W, D, N, D, X2, T, D, H, D, U, D, HW, D, &g, 1, x2, 1, &sx) == 0, "wrong X̃");
+            piso_prune_configure(0, 0);
+            CHECK(sx.rows_x == 0, "an X̃ that is not H's factor is not read (%lld rows)", (long long)sx.rows_x);
+            CHECK(!memcmp(x2, s1, sizeof(float) * N), "without it: the H form's scales");
+            free(X2);
+        }
+        free(x1), free(x2);
+    }
     if (dead >= 0) {
         CHECK(st.rows_full == N, "dead input channel: full sweep (rows_full %lld)", (long long)st.rows_full);
     } else {
@@ -136,7 +193,7 @@ static void run_case(int D, int N, const char *fmt, int cross, int dead, int tok
         if (N > 64) CHECK(st.windows > 0, "windows beyond the anchors' were walked (%lld)", (long long)st.windows);
         if (!tokens) CHECK(pruned > 0.5, "D = %d: only %.1f%% of the intervals pruned", D, 100 * pruned);
     }
-    free(H), free(W), free(U), free(HW), free(s_full), free(s1), free(s2);
+    free(H), free(X), free(W), free(U), free(HW), free(s_full), free(s1), free(s2);
 }
 
 /* The callers: RTN (piso_quantize_layer, with G ≠ H: the x–x̃ objective) and GPTQ (channel-wise
@@ -149,7 +206,7 @@ static void run_layers(int D, int N) {
     struct piso_quant_opts qo = {0};
     piso_grid_init(&qo.grid, "int4", 0);
     qo.method = PISO_SCALE_PISO, qo.group = 0, qo.allow_negative = 1;
-    struct piso_layer_problem lp = {N, D, W, H, G};
+    struct piso_layer_problem lp = {N, D, W, H, G, NULL, 0};
     struct piso_layer_result a, b;
     piso_prune_configure(1, 0);
     CHECK(piso_quantize_layer(&lp, &qo, &a) == 0, "rtn full");
@@ -184,7 +241,7 @@ static void run_layers(int D, int N) {
     CHECK(!memcmp(a.dequant, b.dequant, sizeof(float) * (size_t)N * D), "GPTQ + PiSO channel-wise: same weights");
     /* GPTQ fixes its channel-wise scales on the original weights without the RTN layer around
      * them: they are the RTN layer's scales (a second code path) bit for bit */
-    struct piso_layer_problem lh = {N, D, W, H, NULL};
+    struct piso_layer_problem lh = {N, D, W, H, NULL, NULL, 0};
     struct piso_layer_result c;
     CHECK(piso_quantize_layer(&lh, &qo, &c) == 0, "rtn, u = H·w");
     CHECK(!memcmp(c.scales, b.scales, sizeof(float) * (size_t)N), "GPTQ's channel scales are the RTN layer's");
@@ -211,5 +268,12 @@ int main(void) {
     /* a grid that is not int-k: the negative sign has its own event list (and skips its intervals
      * that mirror the positive sign's) */
     run_case(512, 12, "uneven", 0, -1, 0);
+    /* the X̃ form with a token count that is not a multiple of its 32-token tiles, a non-paired
+     * grid, and rows in batches of 3 */
+    run_case(640, 10, "int4", 1, -1, 200);
+    run_case(512, 8, "uneven", 0, -1, 100);
+    batch = piso_prune_batch_rows(3);
+    run_case(512, 20, "int3", 0, -1, 250);
+    piso_prune_batch_rows(batch);
     return test_finish();
 }

@@ -93,6 +93,7 @@ struct piso_layer_report {
     double objective;                /* the solver's own objective value */
     double alpha;                    /* sr/beam/gpfq: the α used (sampled or fixed); else 0 */
     double seconds;
+    struct piso_prune_stats sweep;   /* the channel-wise PiSO sweep of this layer (rows = 0: none) */
     float *scales;                   /* [N, n_groups], rows in the model's order */
     int16_t *codes;                  /* [N, D]; asym: c − z */
     int16_t *zeros;                  /* [N, n_groups] asym zero points, else NULL */

@@ -105,6 +105,7 @@ double piso_objective_dense(const float *w, int n, const float *H, int ldh, cons
 #define PISO_PRUNE_MIN_N 512
 struct piso_prune_stats {
     int64_t rows, rows_full;  /* rows solved; of them swept in full (no pruning) */
+    int64_t rows_x;           /* rows whose walks read X̃ [t, n] instead of H (piso_solve_scales_rows_x) */
     int64_t intervals, swept; /* intervals of the pruned rows' sweeps (both signs), evaluated exactly */
     int64_t needed;           /* of them, with a bound below the optimum (+ slack): the least any window choice sweeps */
     int rank;                 /* k of the minorant */
@@ -120,6 +121,14 @@ struct piso_prune_stats {
 int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const float *H, int ldh, const double *U,
                            int64_t ldu, const double *HW, int64_t ldhw, const struct piso_grid *g,
                            int allow_negative, float *scales, int64_t scale_stride, struct piso_prune_stats *st);
+/* The same with H = X̃ᵀX̃ given also as X̃ [T, n] (row stride ldx; NULL: none): with fewer tokens than
+ * inputs (T padded to 32 at most n/2) the pruned sweep's walks read X̃'s columns (T floats per
+ * event) instead of H's (n), a few times faster; the result is the same up to fp32 round-off of
+ * the sums (X̃ must be the one whose Gram is H: nothing checks it). */
+int piso_solve_scales_rows_x(const float *W, int64_t ldw, int64_t N, int n, const float *X, int64_t T, int64_t ldx,
+                             const float *H, int ldh, const double *U, int64_t ldu, const double *HW, int64_t ldhw,
+                             const struct piso_grid *g, int allow_negative, float *scales, int64_t scale_stride,
+                             struct piso_prune_stats *st);
 /* Tests and benchmarks: mode 0 = automatic, 1 = never prune, 2 = prune whenever n ≥ 8; rank 0 =
  * piso_prune_default_rank(n). Process-wide; not thread-safe against running solvers. */
 void piso_prune_configure(int mode, int rank);
@@ -186,6 +195,10 @@ float piso_solve_affine(const float *w, int n, const float *H, int ldh, const fl
 struct piso_layer_problem {
     int64_t N, D;
     const float *W, *H, *G;
+    /* optional: X̃ [T, D] (rows contiguous) whose Gram X̃ᵀX̃ is H. With fewer tokens than inputs the
+     * channel-wise PiSO sweep reads X̃ instead of H (piso_solve_scales_rows_x); NULL: H only */
+    const float *X;
+    int64_t T;
 };
 
 struct piso_quant_opts {

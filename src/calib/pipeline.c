@@ -233,10 +233,11 @@ static int uses_alpha(enum piso_rounding r) {
     return r == PISO_ROUND_SR || r == PISO_ROUND_BEAM || r == PISO_ROUND_GPFQ;
 }
 
-/* Quantizes W (float weights [N, D]) with options eo on the statistics H, G, F into r. */
+/* Quantizes W (float weights [N, D]) with options eo on the statistics H, G, F into r. Xq (or NULL):
+ * the quantized side's inputs of every window [T, D], whose Gram is H. */
 static int solve_linear(int64_t N, int64_t D, const float *Wf, const float *H, const float *G, const float *F,
-                        const struct piso_pipeline_opts *o, const struct piso_ec_opts *eo, const char *name,
-                        struct piso_layer_result *r) {
+                        const float *Xq, int64_t T, const struct piso_pipeline_opts *o, const struct piso_ec_opts *eo,
+                        const char *name, struct piso_layer_result *r) {
     const float *Ho = o->objective == PISO_OBJ_X_X ? F : H;
     const float *Go = o->objective == PISO_OBJ_X_XQ ? G : NULL;
     memset(r, 0, sizeof *r);
@@ -244,7 +245,7 @@ static int solve_linear(int64_t N, int64_t D, const float *Wf, const float *H, c
     if (eo->q.acc && piso_accum_validate(eo->q.acc, D, eo->q.group, &eo->q.grid, name, NULL)) return -1;
     piso_set_quiet(1); /* one progress line per layer is ours; the solvers' per-row lines are noise here */
     if (o->rounding == PISO_ROUND_RTN) {
-        struct piso_layer_problem lp = {N, D, Wf, Ho, Go};
+        struct piso_layer_problem lp = {N, D, Wf, Ho, Go, Ho == H ? Xq : NULL, T};
         rc = piso_rtn_layer(&lp, &eo->q, r);
     } else {
         struct piso_ec_problem ep = {N, D, Wf, Ho, Go, F};
@@ -267,7 +268,7 @@ static int cost_linear(const struct piso_model *mq, const float *Wf, int layer, 
         struct piso_ec_opts eo = o->cost_ec[c];
         if (o->alpha_sample && uses_alpha(o->rounding)) eo.alpha = piso_alpha_sample(o->alpha_seed, layer, k);
         struct piso_layer_result r;
-        if (solve_linear(N, D, Wf, F, F, F, o, &eo, rep->name, &r))
+        if (solve_linear(N, D, Wf, F, F, F, NULL, 0, o, &eo, rep->name, &r))
             return piso_error_context("quantizing %s [%lld, %lld] as candidate %s", rep->name, (long long)N,
                                       (long long)D, eo.q.grid.name);
         double e = piso_layer_objective(N, D, Wf, r.dequant, F, NULL, NULL);
@@ -320,8 +321,9 @@ static int report_window0(int64_t T, int64_t N, int64_t D, const float *X, const
 
 /* Wf: the float model's weights of linear k (piso_model_linear_f32). */
 static int quantize_linear(struct piso_model *mq, const float *Wf, int layer, enum piso_linear k,
-                           const float *H, const float *G, const float *F, const struct stats *s, int64_t seqlen,
-                           const struct piso_pipeline_opts *o, struct piso_layer_report *rep) {
+                           const float *H, const float *G, const float *F, const float *Xq, int64_t T,
+                           const struct stats *s, int64_t seqlen, const struct piso_pipeline_opts *o,
+                           struct piso_layer_report *rep) {
     if (o->n_cost > 0) return cost_linear(mq, Wf, layer, k, F, o, rep);
     int64_t N, D;
     float *W = linear_weight(mq, layer, k, &N, &D);
@@ -332,7 +334,9 @@ static int quantize_linear(struct piso_model *mq, const float *Wf, int layer, en
     if (o->alpha_sample && uses_alpha(o->rounding)) eo.alpha = piso_alpha_sample(o->alpha_seed, layer, k);
     rep->alpha = uses_alpha(o->rounding) ? eo.alpha : 0;
     piso_linear_hf_name(layer, k, rep->name, sizeof rep->name);
-    int rc = solve_linear(N, D, Wf, H, G, F, o, &eo, rep->name, &r), was_quiet = piso_is_quiet();
+    piso_prune_stats_take(&rep->sweep); /* what came before is not this layer's */
+    int rc = solve_linear(N, D, Wf, H, G, F, Xq, T, o, &eo, rep->name, &r), was_quiet = piso_is_quiet();
+    piso_prune_stats_take(&rep->sweep);
     if (rc) return piso_error_context("quantizing %s [%lld, %lld]", rep->name, (long long)N, (long long)D);
     rep->seconds = piso_time() - t0;
     /* report: true reconstruction error against the float model's outputs, and absmax RTN's */
@@ -341,7 +345,7 @@ static int quantize_linear(struct piso_model *mq, const float *Wf, int layer, en
     ao.acc = NULL; /* the baseline is plain absmax RTN */
     const int window0 = report_from_window0(o, D);
     /* absmax reads no statistics; its layer objective needs some Hessian (unused from window 0) */
-    struct piso_layer_problem lpa = {N, D, Wf, H ? H : F, NULL};
+    struct piso_layer_problem lpa = {N, D, Wf, H ? H : F, NULL, NULL, 0};
     piso_set_quiet(1);
     int rca = piso_rtn_layer(&lpa, &ao, &ra);
     piso_set_quiet(was_quiet);
@@ -525,6 +529,9 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
             /* the solvers take fp32 statistics: converted inside the fp64 buffers (no second copy) */
             const float *Hs = stats_to_f32(&s.H, s.D * s.D), *Gs = stats_to_f32(&s.G, s.D * s.D);
             const float *Fs = stats_to_f32(&s.F, s.D * s.D);
+            /* the quantized inputs of every window when kept (X̃, whose Gram is H): with fewer tokens
+             * than inputs the channel-wise PiSO sweep reads them instead of H */
+            const float *Xst = st == PISO_IN_DOWN ? keep.down_in : st == PISO_IN_O ? keep.o_in : NULL;
             for (int j = 0; j < PISO_LIN_COUNT; j++) {
                 enum piso_linear k = (enum piso_linear)j;
                 if (piso_schema_linear(k)->input != st) continue;
@@ -532,7 +539,7 @@ int piso_quantize_model(struct piso_model *mq, const struct piso_model *mf, cons
                 double ts = piso_time();
                 float *wf_owned = NULL; /* a lazy float model's linear, converted for this solve */
                 const float *Wf = piso_model_linear_f32(mf, b, (int)k, &wf_owned);
-                if (!Wf || quantize_linear(mq, Wf, b, k, Hs, Gs, Fs, &s, c->seqlen, o, rep)) {
+                if (!Wf || quantize_linear(mq, Wf, b, k, Hs, Gs, Fs, Xst, ntok, &s, c->seqlen, o, rep)) {
                     free(wf_owned);
                     goto done;
                 }

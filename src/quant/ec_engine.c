@@ -179,7 +179,7 @@ static int grid_begin_layer(void *ctx, struct piso_ec_work *w) {
         /* Scales fixed before error correction, on the original weights (dead columns zeroed). */
         float *Wz = malloc(sizeof(float) * N * D), *Hs = NULL;
         if (!Wz) return piso_errorf("out of memory");
-        struct piso_layer_problem lp = {N, D, Wz, w->p->H, w->p->G};
+        struct piso_layer_problem lp = {N, D, Wz, w->p->H, w->p->G, NULL, 0};
         if (w->desc_act) { /* groups are blocks of the permuted order: solve them there */
             memcpy(Wz, w->Wo, sizeof(float) * N * D);
             lp.H = w->Hp, lp.G = w->p->G ? w->Gp : NULL;

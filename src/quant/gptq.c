@@ -155,7 +155,7 @@ int piso_rtn_layer(const struct piso_layer_problem *p, const struct piso_quant_o
         piso_errorf("out of memory splitting a ragged group");
         goto done;
     }
-    struct piso_layer_problem p1 = {N, D1, W1, H1, G1}, p2 = {N, D2, W2, H2, G2};
+    struct piso_layer_problem p1 = {N, D1, W1, H1, G1, NULL, 0}, p2 = {N, D2, W2, H2, G2, NULL, 0};
     struct piso_quant_opts o2 = *opts;
     o2.group = (int)D2;
     if (piso_quantize_layer(&p1, opts, &r1) || piso_quantize_layer(&p2, &o2, &r2)) goto done;

@@ -80,6 +80,7 @@ static void stats_add(const struct piso_prune_stats *s) {
     prune_total.seconds_minorant += s->seconds_minorant;
     prune_total.seconds_bound += s->seconds_bound, prune_total.seconds_gemm += s->seconds_gemm;
     prune_total.seconds_walk += s->seconds_walk, prune_total.windows += s->windows;
+    prune_total.rows_x += s->rows_x;
     prune_total.seconds_windows += s->seconds_windows, prune_total.rounds += s->rounds;
 }
 
@@ -132,23 +133,46 @@ static int orthonormalize(double *X, int n, int k, double *C) {
     return 0;
 }
 
+/* out [n, k] = A·V for A [n, n], or (T > 0) A = XsᵀXs given as Xs [T, n] (tmp [T, k]). */
+static void minorant_apply(const double *A, int n, int k, int64_t T, double *tmp, const double *V, double *out) {
+    if (T <= 0) {
+        piso_la_dgemm(0, 0, n, k, n, 1.0, A, n, V, k, 0.0, out, k);
+        return;
+    }
+    piso_la_dgemm(0, 0, T, k, n, 1.0, A, n, V, k, 0.0, tmp, k);
+    piso_la_dgemm(1, 0, n, k, T, 1.0, A, n, tmp, k, 0.0, out, k);
+}
+
 /* Returns 0 with m built, 1 when H is not certified positive definite (the caller sweeps in full),
  * −1 out of memory. */
-static int minorant_build(const float *H, int ldh, int n, int k, struct minorant *m) {
+/* Xf (or NULL): X̃ [T, n] (row stride ldx) with H = X̃ᵀX̃ and T < n. H is then singular (rank ≤ T):
+ * no floor to certify, and the Nyström part comes from X̃ (A·V = X̃ᵀ(X̃·V) in the scaled
+ * coordinates, O(T·n·k)), never forming A: no O(n³) factorization, no n × n copy. */
+static int minorant_build(const float *H, int ldh, int n, int k, struct minorant *m, const float *Xf, int64_t T,
+                          int64_t ldx) {
     memset(m, 0, sizeof *m);
     m->n = n, m->k = k;
-    double *isd = malloc(sizeof(double) * n), *A = malloc(sizeof(double) * (size_t)n * n);
+    double *isd = malloc(sizeof(double) * n);
+    double *A = Xf ? malloc(sizeof(double) * (size_t)T * n) : malloc(sizeof(double) * (size_t)n * n);
+    double *XV = Xf ? malloc(sizeof(double) * (size_t)T * k) : NULL;
     double *X = malloc(sizeof(double) * (size_t)n * k), *Y = malloc(sizeof(double) * (size_t)n * k);
     double *C = malloc(sizeof(double) * (size_t)k * k), *x = malloc(sizeof(double) * n), *y = malloc(sizeof(double) * n);
     m->Z = malloc(sizeof(double) * (size_t)n * k), m->floor_ = malloc(sizeof(double) * n);
     m->mdiag = malloc(sizeof(double) * n);
     int rc = -1;
-    if (!isd || !A || !X || !Y || !C || !x || !y || !m->Z || !m->floor_ || !m->mdiag) goto out;
+    if (!isd || !A || !X || !Y || !C || !x || !y || !m->Z || !m->floor_ || !m->mdiag || (Xf && !XV)) goto out;
     rc = 1;
     for (int i = 0; i < n; i++) {
         double d = H[(int64_t)i * ldh + i];
         if (!(d > 0) || !isfinite(d)) goto out; /* dead input: H is singular (full sweep) */
         y[i] = 1.0 / sqrt(d);                   /* D^-½, D = diag(H) */
+    }
+    double mu = 0;
+    if (Xf) { /* A = (X̃·D^-½)ᵀ(X̃·D^-½): its scaled X̃ in fp64 */
+        for (int i = 0; i < n; i++) isd[i] = y[i];
+        for (int64_t t = 0; t < T; t++)
+            for (int i = 0; i < n; i++) A[t * n + i] = (double)Xf[t * ldx + i] * y[i];
+        goto nystrom;
     }
     /* One Cholesky of D^-½·H·D^-½ + εI for the smallest ε = 10⁻⁶, 10⁻⁵, … ≤ 10⁻² that succeeds: it
      * certifies H ⪰ −ε·D, the floor when H is singular or nearly so (e.g. fewer calibration tokens
@@ -162,7 +186,7 @@ static int minorant_build(const float *H, int ldh, int n, int k, struct minorant
     /* A pivot at the level of ε: H is numerically singular (λ_min(D^-½HD^-½) ≤ every pivot). */
     double pmin = INFINITY;
     for (int i = 0; i < n; i++) pmin = fmin(pmin, A[(int64_t)i * n + i] * A[(int64_t)i * n + i]);
-    double mu = -eps;
+    mu = -eps;
     int floor_d = pmin <= 10 * eps; /* the floor stays −ε·D */
     if (!floor_d) {
         /* The floor's shape P = diag(1/(H⁻¹)_ii), each input's variance that the others do not
@@ -209,17 +233,18 @@ static int minorant_build(const float *H, int ldh, int n, int k, struct minorant
         mu = -eps;
         for (int i = 0; i < n; i++) isd[i] = y[i];
     }
-    m->mu = mu;
     /* Nyström of A = scaled H − μI with Ω = orthonormalised A·(pseudo-random signs) */
     scaled_copy(H, ldh, n, isd, mu, A);
+nystrom:
+    m->mu = mu;
     uint64_t st = 0x2545F4914F6CDD1Dull;
     for (int64_t t = 0; t < (int64_t)n * k; t++) {
         st ^= st << 13, st ^= st >> 7, st ^= st << 17;
         Y[t] = (st >> 63) ? 1.0 : -1.0;
     }
-    piso_la_dgemm(0, 0, n, k, n, 1.0, A, n, Y, k, 0.0, X, k);
+    minorant_apply(A, n, k, Xf ? T : 0, XV, Y, X);
     if (orthonormalize(X, n, k, C)) goto out;
-    piso_la_dgemm(0, 0, n, k, n, 1.0, A, n, X, k, 0.0, Y, k);
+    minorant_apply(A, n, k, Xf ? T : 0, XV, X, Y);
     double ny = 0;
     for (int64_t t = 0; t < (int64_t)n * k; t++) ny += Y[t] * Y[t];
     double nu = 2.2e-16 * sqrt((double)n) * sqrt(ny);
@@ -245,7 +270,7 @@ static int minorant_build(const float *H, int ldh, int n, int k, struct minorant
     }
     rc = 0;
 out:
-    free(isd), free(A), free(X), free(Y), free(C), free(x), free(y);
+    free(isd), free(A), free(XV), free(X), free(Y), free(C), free(x), free(y);
     if (rc) minorant_free(m);
     return rc;
 }
@@ -274,16 +299,18 @@ static int minorant_cached(const float *H, int ldh, int n, int k) {
 }
 
 /* minorant_build through the cache: *m is the cache's (not to be freed) when *shared is set. */
-static int minorant_get(const float *H, int ldh, int n, int k, struct minorant *m, int *shared) {
+static int minorant_get(const float *H, int ldh, int n, int k, struct minorant *m, int *shared, const float *Xf,
+                        int64_t T, int64_t ldx) {
     *shared = 0;
     int rc;
+    if (Xf) return minorant_build(H, ldh, n, k, m, Xf, T, ldx); /* not cached: the X̃ form is for one layer */
 #pragma omp critical(piso_minorant_cache)
     {
         if (minorant_cached(H, ldh, n, k)) {
             rc = mcache.rc, *m = mcache.m, *shared = 1;
             mcache.users++;
         } else {
-            rc = minorant_build(H, ldh, n, k, m);
+            rc = minorant_build(H, ldh, n, k, m, NULL, 0, 0);
             if (rc >= 0 && n <= MINORANT_CACHE_MAX_N && mcache.users == 0) {
                 minorant_cache_clear();
                 mcache.H = malloc(sizeof(float) * (size_t)n * n);
@@ -783,9 +810,59 @@ static int add_windows(const struct row_sign *rs, int64_t row, int sg, double th
     return nw;
 }
 
+/* Whether diag(X̃ᵀX̃) is diag(H) up to fp32 round-off: a cheap guard against an X̃ that is not H's. */
+static int gram_diag_matches(const float *X, int64_t T, int64_t ldx, int n, const float *H, int ldh) {
+    double *d = calloc((size_t)n, sizeof(double)), scale = 0;
+    if (!d) return 0;
+    for (int64_t t = 0; t < T; t++)
+        for (int i = 0; i < n; i++) d[i] += (double)X[t * ldx + i] * X[t * ldx + i];
+    for (int i = 0; i < n; i++) scale += fabs((double)H[(int64_t)i * ldh + i]) / n;
+    int ok = 1;
+    for (int i = 0; i < n && ok; i++) ok = fabs(d[i] - (double)H[(int64_t)i * ldh + i]) <= 1e-4 * (fabs(d[i]) + scale);
+    free(d);
+    return ok;
+}
+
+/* The walks' starting vectors for the rows of Q [nq, n]: H·q into HQ [nq, n], or in the X̃ form X̃·q
+ * into HQ [nq, tp] (zeros past t). */
+struct walk_form {
+    const float *H, *X; /* X NULL: H·q */
+    int ldh, t, tp;
+    int64_t ldx;
+};
+
+static void start_vectors(const struct walk_form *f, int64_t nq, int n, const float *Q, float *HQ) {
+    if (!f->X) {
+        piso_la_sgemm(0, 0, nq, n, n, 1.0f, Q, n, f->H, f->ldh, 0.0f, HQ, n);
+        return;
+    }
+    piso_la_sgemm(0, 1, nq, f->t, n, 1.0f, Q, n, f->X, f->ldx, 0.0f, HQ, f->tp);
+    for (int64_t r = 0; r < nq; r++)
+        for (int j = f->t; j < f->tp; j++) HQ[r * f->tp + j] = 0;
+}
+
+/* qᵀHq from the start vector h0 of q: Σ q_i·(H·q)_i, or ‖X̃·q‖². */
+static double start_qhq(const struct walk_form *f, int n, const float *q, const float *h0) {
+    double b = 0;
+    if (f->X)
+        for (int j = 0; j < f->t; j++) b += (double)h0[j] * h0[j];
+    else
+        for (int i = 0; i < n; i++)
+            if (q[i] != 0) b += (double)q[i] * h0[i];
+    return b;
+}
+
 int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const float *H, int ldh, const double *U,
                            int64_t ldu, const double *HW, int64_t ldhw, const struct piso_grid *g,
                            int allow_negative, float *scales, int64_t scale_stride, struct piso_prune_stats *st) {
+    return piso_solve_scales_rows_x(W, ldw, N, n, NULL, 0, 0, H, ldh, U, ldu, HW, ldhw, g, allow_negative, scales,
+                                    scale_stride, st);
+}
+
+int piso_solve_scales_rows_x(const float *W, int64_t ldw, int64_t N, int n, const float *X, int64_t T, int64_t ldx,
+                             const float *H, int ldh, const double *U, int64_t ldu, const double *HW, int64_t ldhw,
+                             const struct piso_grid *g, int allow_negative, float *scales, int64_t scale_stride,
+                             struct piso_prune_stats *st) {
     struct piso_prune_stats stats = {0};
     stats.rows = N;
     int use = prune_mode == 2 ? n >= 8 : prune_mode == 0 && n >= PISO_PRUNE_MIN_N;
@@ -796,8 +873,13 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     int k = prune_rank > 0 ? (prune_rank + 7) / 8 * 8 : piso_prune_default_rank(n);
     if (k > n) k = n / 8 * 8;
     if (use && k < 8) use = 0;
+    /* the X̃ form when its walks read at most half the floats per event that H's would */
+    struct walk_form form = {H, NULL, ldh, 0, 0, 0};
+    if (use && X && T > 0 && T <= n && (int64_t)piso_sweep_xrows((int)T) * 2 <= n &&
+        gram_diag_matches(X, T, ldx, n, H, ldh))
+        form.X = X, form.t = (int)T, form.tp = piso_sweep_xrows((int)T), form.ldx = ldx;
     if (use) {
-        int r = minorant_get(H, ldh, n, k, &m, &m_shared);
+        int r = minorant_get(H, ldh, n, k, &m, &m_shared, form.X, T, ldx);
         if (r < 0) return piso_errorf("PiSO pruning: out of memory for the minorant (n = %d, k = %d)", n, k);
         if (r > 0 && m_shared) { /* H not certified: nothing of the cache's to use */
 #pragma omp critical(piso_minorant_cache)
@@ -825,6 +907,8 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
         return 0;
     }
     stats.rank = k, stats.floor = m.mu;
+    if (form.X) stats.rows_x = N;
+    const int hl = form.X ? form.tp : n; /* length of a walk's vectors */
     int nsign = allow_negative && !g->symmetric ? 2 : 1;
     int paired = nsign == 2 && grid_paired(g), nlist = paired ? 1 : nsign;
     int64_t Tmax = piso_sweep_max_events(n, g);
@@ -853,26 +937,34 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
     struct sweep_run *runs = oom ? NULL : malloc(sizeof *runs * (size_t)(2 * R));
     /* H in the walks' panel layout, once; without it (too large, or no memory for it) each pass
      * packs its panels into per-thread slots */
-    float *packed = !oom && piso_sweep_packed_floats(n) * sizeof(float) <= prune_pack_max
-                        ? malloc(sizeof(float) * piso_sweep_packed_floats(n))
-                        : NULL;
-    if (packed) piso_sweep_pack(H, ldh, n, packed);
-    float *panels = oom || packed ? NULL : malloc(sizeof(float) * piso_sweep_runs_workspace(n) * (size_t)nthr);
-    oom = oom || !wks || !runs || (!packed && !panels);
+    float *packed = NULL, *panels = NULL;
+    if (!oom && form.X) { /* X̃'s tiles, which its walks read */
+        packed = malloc(sizeof(float) * piso_sweep_xpacked_floats(form.t, n));
+        if (packed) piso_sweep_pack_x(X, ldx, form.t, n, packed);
+        oom = !packed;
+    } else if (!oom) {
+        packed = piso_sweep_packed_floats(n) * sizeof(float) <= prune_pack_max
+                     ? malloc(sizeof(float) * piso_sweep_packed_floats(n))
+                     : NULL;
+        if (packed) piso_sweep_pack(H, ldh, n, packed);
+        panels = packed ? NULL : malloc(sizeof(float) * piso_sweep_runs_workspace(n) * (size_t)nthr);
+        oom = !packed && !panels;
+    }
+    oom = oom || !wks || !runs;
     if (paired) gap_max += n; /* the first round's setup steps (|S| ≤ n) */
     for (int64_t t = 0; t < 2 * R && !oom; t++) {
-        wks[t].h = malloc(sizeof(float) * n), wks[t].idx = malloc(sizeof(int32_t) * (size_t)gap_max);
+        wks[t].h = malloc(sizeof(float) * hl), wks[t].idx = malloc(sizeof(int32_t) * (size_t)gap_max);
         wks[t].dl = malloc(sizeof(float) * (size_t)gap_max), wks[t].hval = malloc(sizeof(float) * (size_t)gap_max);
         wks[t].iv = malloc(sizeof(int64_t) * (size_t)gap_max);
         oom = !wks[t].h || !wks[t].idx || !wks[t].dl || !wks[t].hval || !wks[t].iv;
         if (paired && !oom) {
-            wks[t].h2 = malloc(sizeof(float) * n), wks[t].dl2 = malloc(sizeof(float) * (size_t)gap_max);
+            wks[t].h2 = malloc(sizeof(float) * hl), wks[t].dl2 = malloc(sizeof(float) * (size_t)gap_max);
             wks[t].hval2 = malloc(sizeof(float) * (size_t)gap_max);
             oom = !wks[t].h2 || !wks[t].dl2 || !wks[t].hval2;
         }
     }
     /* paired: the second vectors (H·1_S) of the windows' walks */
-    float *win_h2 = paired && !oom ? malloc(sizeof(float) * (size_t)R * n) : NULL;
+    float *win_h2 = paired && !oom ? malloc(sizeof(float) * (size_t)R * hl) : NULL;
     oom = oom || (paired && !win_h2);
     int32_t *pool_idx = NULL;
     float *pool_dl = NULL, *pool_hval = NULL, *pool_dl2 = NULL, *pool_hval2 = NULL;
@@ -934,8 +1026,8 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             else memset(Q + b * n, 0, sizeof(float) * n);
         }
         stats.seconds_bound += piso_time() - tp, tp = piso_time();
-        /* 2. H·q at the anchors, each anchor's exact value */
-        piso_la_sgemm(0, 0, nb, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
+        /* 2. H·q (or X̃·q) at the anchors, each anchor's exact value */
+        start_vectors(&form, nb, n, Q, HQ);
         stats.seconds_gemm += piso_time() - tp, tp = piso_time();
         int64_t gap = n / 4 > 64 ? n / 4 : 64;
 #pragma omp parallel for schedule(dynamic, 1)
@@ -946,10 +1038,10 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             if (x->anchor_list < 0) continue;
             const double *u = U ? U + (r0 + b) * ldu : u_own + b * n;
             int sg = x->anchor_list;
-            const float *qa = Q + b * n, *h0 = HQ + b * n;
-            double a = 0, bb = 0;
+            const float *qa = Q + b * n, *h0 = HQ + b * hl;
+            double a = 0, bb = start_qhq(&form, n, qa, h0);
             for (int i = 0; i < n; i++)
-                if (qa[i] != 0) a += (double)qa[i] * x->sign[sg] * u[i], bb += (double)qa[i] * h0[i];
+                if (qa[i] != 0) a += (double)qa[i] * x->sign[sg] * u[i];
             /* paired: the negative sign once S is built (the forward walker's first steps), unless S
              * is empty here */
             struct walk_state st0 = {a, bb, 0, 0, 0};
@@ -960,8 +1052,8 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             for (int z = 0; z < 2; z++) {
                 wk[z].row = b, wk[z].sg = sg, wk[z].dir = z ? -1 : 1, wk[z].live = 1;
                 wk[z].c = x->anchor, wk[z].st = st0, wk[z].setup = nS > 0;
-                memcpy(wk[z].h, h0, sizeof(float) * n);
-                if (paired) memset(wk[z].h2, 0, sizeof(float) * n);
+                memcpy(wk[z].h, h0, sizeof(float) * hl);
+                if (paired) memset(wk[z].h2, 0, sizeof(float) * hl);
             }
         }
         /* 3. the anchors' windows, all rows' walkers together in rounds */
@@ -976,7 +1068,8 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                                                     wks[t].hval, wks[t].dl2, wks[t].h2, wks[t].hval2};
             if (nr == 0) break;
             stats.rounds++;
-            piso_sweep_hvals_runs(runs, nr, H, ldh, n, packed, panels, nthr);
+            if (form.X) piso_sweep_xvals_runs(runs, nr, packed, form.t, n);
+            else piso_sweep_hvals_runs(runs, nr, H, ldh, n, packed, panels, nthr);
 #pragma omp parallel for schedule(dynamic, 1)
             for (int64_t b = 0; b < nb; b++) {
                 struct row_state *x = &rs[b];
@@ -1026,12 +1119,12 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
             int64_t off = 0;
             for (int t = 0; t < nw; t++) {
                 int64_t len = wv[t].nS + wv[t].c1 - wv[t].c0 + 1;
-                runs[t] = (struct sweep_run){pool_idx + off, pool_dl + off, len, HQ + (int64_t)t * n, pool_hval + off,
+                runs[t] = (struct sweep_run){pool_idx + off, pool_dl + off, len, HQ + (int64_t)t * hl, pool_hval + off,
                                              NULL, NULL, NULL};
                 if (paired) {
                     runs[t].dl2 = pool_dl2 + off, runs[t].hval2 = pool_hval2 + off;
-                    runs[t].h2 = win_h2 + (int64_t)t * n;
-                    memset(runs[t].h2, 0, sizeof(float) * n);
+                    runs[t].h2 = win_h2 + (int64_t)t * hl;
+                    memset(runs[t].h2, 0, sizeof(float) * hl);
                 }
                 off += len;
             }
@@ -1049,7 +1142,7 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                     if (paired) dl2[len] = ev_grows(q, e) ? 1.0f : 0.0f;
                 }
             }
-            piso_la_sgemm(0, 0, nw, n, n, 1.0f, Q, n, H, ldh, 0.0f, HQ, n);
+            start_vectors(&form, nw, n, Q, HQ);
             stats.seconds_gemm += piso_time() - tp, tp = piso_time();
             stats.windows += nw;
             /* the exact values at the windows' starts, before their walks overwrite HQ */
@@ -1058,14 +1151,15 @@ int piso_solve_scales_rows(const float *W, int64_t ldw, int64_t N, int n, const 
                 struct window *wd = &wv[t];
                 struct row_state *x = &rs[wd->row];
                 const double *u = U ? U + (r0 + wd->row) * ldu : u_own + wd->row * n;
-                const float *qs = Q + (int64_t)t * n, *h0 = HQ + (int64_t)t * n;
-                double a = 0, bb = 0;
+                const float *qs = Q + (int64_t)t * n, *h0 = HQ + (int64_t)t * hl;
+                double a = 0, bb = start_qhq(&form, n, qs, h0);
                 for (int i = 0; i < n; i++)
-                    if (qs[i] != 0) a += (double)qs[i] * x->sign[wd->sg] * u[i], bb += (double)qs[i] * h0[i];
+                    if (qs[i] != 0) a += (double)qs[i] * x->sign[wd->sg] * u[i];
                 wd->st = (struct walk_state){a, bb, 0, 0, 0}; /* paired: S from the walk's setup steps */
             }
             stats.rounds++;
-            piso_sweep_hvals_runs(runs, nw, H, ldh, n, packed, panels, nthr);
+            if (form.X) piso_sweep_xvals_runs(runs, nw, packed, form.t, n);
+            else piso_sweep_hvals_runs(runs, nw, H, ldh, n, packed, panels, nthr);
 #pragma omp parallel for schedule(dynamic, 1)
             for (int t = 0; t < nw; t++) {
                 struct window *wd = &wv[t];

@@ -10,6 +10,9 @@
 #include "quant/quant_internal.h"
 #include "quant/sweep_internal.h"
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 #include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -443,6 +446,166 @@ void piso_sweep_hvals_runs(const struct sweep_run *runs, int nruns, const float 
             else if (w == TW && nv == 4) tile_pass_4(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
             else if (w == TW && nv == 2) tile_pass_2(x->idx, x->dl, x->len, P, ldp, j0, x->h, x->hval, x->h);
             else tile_pass_any(x->idx, x->dl, x->len, P, ldp, j0, w, x->h, x->hval, x->h, NULL, NULL, NULL);
+        }
+    }
+}
+
+/* ---- the X̃ form (see sweep_internal.h) ------------------------------------------------------ */
+/* Tokens per tile: 32 (two 16-wide vectors with AVX-512, four 8-wide with AVX2), so a panel (n rows of
+ * 32 floats) is 1 MiB at n = 8192, as H's panels are. */
+#define XTILE 32
+#define XTILE_NV (XTILE / SWEEP_VW)
+
+int piso_sweep_xrows(int t) { return (t + XTILE - 1) / XTILE * XTILE; }
+
+size_t piso_sweep_xpacked_floats(int t, int n) { return (size_t)piso_sweep_xrows(t) * (size_t)n; }
+
+/* Tile k (tokens k·XTILE …) at out + k·XTILE·n: n rows of XTILE floats, row i = X̃[tokens, i]
+ * (zeros past t). */
+void piso_sweep_pack_x(const float *X, int64_t ldx, int t, int n, float *out) {
+    const int ntiles = piso_sweep_xrows(t) / XTILE;
+#pragma omp parallel for schedule(static)
+    for (int k = 0; k < ntiles; k++) {
+        float *P = out + (size_t)k * XTILE * n;
+        for (int j = 0; j < XTILE; j++) {
+            const int tok = k * XTILE + j;
+            if (tok < t) {
+                const float *x = X + (int64_t)tok * ldx;
+                for (int i = 0; i < n; i++) P[(size_t)i * XTILE + j] = x[i];
+            } else
+                for (int i = 0; i < n; i++) P[(size_t)i * XTILE + j] = 0;
+        }
+    }
+}
+
+/* Horizontal sums of p (and p2) in a fixed order. */
+static inline float vsum(const vtile *pp) {
+    const vtile p = *pp;
+#if defined(__AVX__)
+#if SWEEP_VW == 16
+    __m512 z;
+    memcpy(&z, &p, sizeof z);
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z), 1));
+    __m256 y = _mm256_add_ps(_mm512_castps512_ps256(z), hi);
+#else
+    __m256 y;
+    memcpy(&y, &p, sizeof y);
+#endif
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(y), _mm256_extractf128_ps(y, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
+#else
+    float t[SWEEP_VW];
+    memcpy(t, &p, sizeof t);
+    for (int k = 0; k < 4; k++) t[k] += t[k + 4];
+    return (t[0] + t[2]) + (t[1] + t[3]);
+#endif
+}
+static inline void vsum2(const vtile *pp, const vtile *pp2, float *s, float *s2) {
+    const vtile p = *pp, p2 = *pp2;
+#if SWEEP_VW == 16
+    __m512 a, b;
+    memcpy(&a, &p, sizeof a), memcpy(&b, &p2, sizeof b);
+    /* 128-bit chunks: [a0 + a2, a1 + a3, b0 + b2, b1 + b3], then each pair summed */
+    __m512 c = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+    c = _mm512_add_ps(c, _mm512_shuffle_f32x4(c, c, 0xB1));
+    c = _mm512_add_ps(c, _mm512_permute_ps(c, 0x4E));
+    c = _mm512_add_ps(c, _mm512_permute_ps(c, 0xB1));
+    *s = _mm512_cvtss_f32(c), *s2 = _mm_cvtss_f32(_mm512_extractf32x4_ps(c, 2));
+#else
+    *s = vsum(&p), *s2 = vsum(&p2);
+#endif
+}
+
+/* One tile of tokens j0 … j0 + XTILE − 1 for one walk: the tile's part of each event's dot product
+ * X̃_iᵀ·v (v before the step; added to hval in tile order, the first tile sets it), then v += δ·X̃_i. */
+static inline __attribute__((always_inline)) void xtile_pass(const int PAIR, const struct sweep_run *x,
+                                                            const float *P, int j0, int first) {
+    enum { V = SWEEP_VW, VB = SWEEP_VW * 4, NV = XTILE_NV };
+    vtile a[NV], a2[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) {
+        memcpy(&a[v], x->h + j0 + v * V, VB);
+        if (PAIR) memcpy(&a2[v], x->h2 + j0 + v * V, VB);
+    }
+    const int32_t *idx = x->idx;
+    const float *dl = x->dl, *dl2 = x->dl2;
+    float *hval = x->hval, *hval2 = x->hval2;
+    const int64_t T = x->len;
+    for (int64_t c = 0; c < T; c++) {
+        const float *row = P + (int64_t)idx[c] * XTILE;
+        if (c + 8 < T) {
+            const float *rn = P + (int64_t)idx[c + 8] * XTILE;
+            __builtin_prefetch(rn), __builtin_prefetch(rn + 16);
+        }
+        vtile r[NV], p = {0}, p2 = {0};
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            memcpy(&r[v], row + v * V, VB);
+            p += r[v] * a[v];
+            if (PAIR) p2 += r[v] * a2[v];
+        }
+        if (PAIR) {
+            float sp, sp2;
+            vsum2(&p, &p2, &sp, &sp2);
+            hval[c] = first ? sp : hval[c] + sp;
+            hval2[c] = first ? sp2 : hval2[c] + sp2;
+        } else {
+            const float sp = vsum(&p);
+            hval[c] = first ? sp : hval[c] + sp;
+        }
+        const float d = dl[c];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) a[v] += d * r[v];
+        if (PAIR && dl2[c] != 0) {
+            const float d2 = dl2[c];
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) a2[v] += d2 * r[v];
+        }
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++) {
+        memcpy(x->h + j0 + v * V, &a[v], VB);
+        if (PAIR) memcpy(x->h2 + j0 + v * V, &a2[v], VB);
+    }
+}
+static void xtile_pass_single(const struct sweep_run *x, const float *P, int j0, int first) {
+    xtile_pass(0, x, P, j0, first);
+}
+static void xtile_pass_pair(const struct sweep_run *x, const float *P, int j0, int first) {
+    xtile_pass(1, x, P, j0, first);
+}
+
+/* Each thread owns whole walks (a contiguous share of the steps) and takes every tile in order, so a
+ * walk's sums never depend on the thread count; each thread reads all of X̃ once per call. */
+void piso_sweep_xvals_runs(const struct sweep_run *runs, int nruns, const float *xpacked, int t, int n) {
+    const int ntiles = piso_sweep_xrows(t) / XTILE;
+    const int pair = nruns > 0 && runs[0].dl2 != NULL;
+    int64_t steps = 0;
+    for (int r = 0; r < nruns; r++) steps += runs[r].len > 0 ? runs[r].len : 0;
+#pragma omp parallel
+    {
+        int me = omp_get_thread_num(), nt = 1;
+#ifdef _OPENMP
+        nt = omp_get_num_threads();
+#endif
+        /* walks [r0, r1): those whose first step falls in this thread's share of all steps */
+        int r0 = 0, r1 = 0;
+        int64_t acc = 0;
+        for (int r = 0; r < nruns; r++) {
+            int64_t who = steps > 0 ? acc * nt / steps : 0;
+            if (who < me) r0 = r + 1;
+            if (who <= me) r1 = r + 1;
+            acc += runs[r].len > 0 ? runs[r].len : 0;
+        }
+        for (int k = 0; k < ntiles && r0 < r1; k++) {
+            const float *P = xpacked + (size_t)k * XTILE * n;
+            panel_warm(P, (size_t)n * XTILE);
+            for (int r = r0; r < r1; r++) {
+                if (runs[r].len <= 0) continue;
+                if (pair) xtile_pass_pair(&runs[r], P, k * XTILE, k == 0);
+                else xtile_pass_single(&runs[r], P, k * XTILE, k == 0);
+            }
         }
     }
 }

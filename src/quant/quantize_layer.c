@@ -262,8 +262,8 @@ int piso_layer_channel_scales(const struct piso_layer_problem *p, const struct p
     }
     rows_times(p->W, N, D, p->G ? p->G : p->H, 1, U, buf, panel);
     if (p->G) rows_times(p->W, N, D, p->H, 0, hw, buf, panel);
-    rc = piso_solve_scales_rows(p->W, D, N, (int)D, p->H, (int)D, U, D, hw, D, &opts->grid, opts->allow_negative, scales,
-                                1, NULL);
+    rc = piso_solve_scales_rows_x(p->W, D, N, (int)D, p->X, p->T, D, p->H, (int)D, U, D, hw, D, &opts->grid,
+                                  opts->allow_negative, scales, 1, NULL);
 out:
     if (hw != U) free(hw);
     free(panel), free(buf), free(U);
@@ -402,8 +402,8 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
         double *hw = p->G ? malloc(sizeof(double) * (size_t)(N * D)) : c.U;
         if (hw && p->G) rows_times(p->W, N, D, p->H, 0, hw, buf, panel);
         int bad = !c.pre || !hw ||
-                  piso_solve_scales_rows(p->W, D, N, (int)D, p->H, (int)D, c.U, D, hw, D, &opts->grid,
-                                         opts->allow_negative, c.pre, 1, NULL);
+                  piso_solve_scales_rows_x(p->W, D, N, (int)D, p->X, p->T, D, p->H, (int)D, c.U, D, hw, D, &opts->grid,
+                                           opts->allow_negative, c.pre, 1, NULL);
         if (hw != c.U) free(hw);
         if (bad) {
             if (!c.pre || !hw) piso_errorf("quantize layer: out of memory for the channel scales (N = %lld, D = %lld)",

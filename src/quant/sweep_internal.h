@@ -61,4 +61,15 @@ size_t piso_sweep_packed_floats(int n);
 void piso_sweep_pack(const float *H, int ldh, int n, float *out);
 size_t piso_sweep_runs_workspace(int n);
 
+/* The X̃ form, for H = X̃ᵀX̃ with fewer tokens t than inputs n: a walk keeps v = X̃·q [t] instead of
+ * h = H·q [n], and hval[c] = (X̃ᵀv)_i = (H·q)_i for the event's entry i before its step, so an event
+ * reads t floats of X̃ instead of n of H. The runs' h (and h2) hold v (and X̃·x) padded to
+ * piso_sweep_xrows(t) with zeros; xpacked: X̃ laid out by piso_sweep_pack_x. The same values as
+ * piso_sweep_hvals_runs up to round-off (the dot products are summed tile by tile in a fixed
+ * order, so they do not depend on the threads). */
+int piso_sweep_xrows(int t);
+size_t piso_sweep_xpacked_floats(int t, int n);
+void piso_sweep_pack_x(const float *X, int64_t ldx, int t, int n, float *out);
+void piso_sweep_xvals_runs(const struct sweep_run *runs, int nruns, const float *xpacked, int t, int n);
+
 #endif
