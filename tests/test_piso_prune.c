@@ -245,6 +245,13 @@ static void run_layers(int D, int N) {
     struct piso_layer_result c;
     CHECK(piso_quantize_layer(&lh, &qo, &c) == 0, "rtn, u = H·w");
     CHECK(!memcmp(c.scales, b.scales, sizeof(float) * (size_t)N), "GPTQ's channel scales are the RTN layer's");
+    struct piso_layer_result d; /* without the row objectives: the same weights, no objective */
+    qo.no_objective = 1;
+    CHECK(piso_quantize_layer(&lh, &qo, &d) == 0, "rtn, no objective");
+    qo.no_objective = 0;
+    CHECK(!memcmp(c.dequant, d.dequant, sizeof(float) * (size_t)N * D) && isnan(d.objective) && !isnan(c.objective),
+          "no_objective: the same weights, objective NaN (%g, with it %g)", d.objective, c.objective);
+    piso_layer_result_free(&d);
     piso_layer_result_free(&a), piso_layer_result_free(&b), piso_layer_result_free(&c);
     free(H), free(G), free(W);
 }

@@ -214,6 +214,8 @@ struct piso_quant_opts {
     int zero_min;            /* asym: the smallest zero point allowed (GPTQ v1 stores z − 1: 1) */
     int scale_fp16;          /* round every scale to fp16 before the codes are rounded (checkpoints
                               * that store fp16 scales reload exactly) */
+    int no_objective;        /* piso_quantize_layer: skip the row objectives (an fp64 N·D² product;
+                              * they are NaN then), for callers that measure the error otherwise */
 };
 
 struct piso_layer_result {

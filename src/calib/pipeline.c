@@ -344,6 +344,7 @@ static int quantize_linear(struct piso_model *mq, const float *Wf, int layer, en
     ao.method = PISO_SCALE_ABSMAX;
     ao.acc = NULL; /* the baseline is plain absmax RTN */
     const int window0 = report_from_window0(o, D);
+    ao.no_objective = window0; /* only its weights are read then */
     /* absmax reads no statistics; its layer objective needs some Hessian (unused from window 0) */
     struct piso_layer_problem lpa = {N, D, Wf, H ? H : F, NULL, NULL, 0};
     piso_set_quiet(1);

@@ -446,7 +446,10 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
                            (long long)N, (long long)D);
     }
     piso_progress_update(&prog, N);
-    row_objectives(p, r->dequant, c.U, r->row_objective, buf, prod, panel);
+    if (opts->no_objective)
+        for (int64_t row = 0; row < N; row++) r->row_objective[row] = NAN;
+    else
+        row_objectives(p, r->dequant, c.U, r->row_objective, buf, prod, panel);
     free(panel), free(buf), free(prod), free(c.U), free(c.HW);
     double total = 0;
     for (int64_t row = 0; row < N; row++) total += r->row_objective[row];
