@@ -168,6 +168,13 @@ static void run_case(int D, int N, const char *fmt, int cross, int dead, int tok
             piso_prune_stats_take(&sx);
             CHECK(sx.rows_x == N, "the RTN layer's sweep read X̃ (%lld of %d rows)", (long long)sx.rows_x, N);
             check_vs_full(W, N, D, H, U, &g, s_full, rx.scales, "RTN layer, X form", &worst);
+            /* its objective (fp64 products through X̃) against the same layer's through H */
+            struct piso_layer_problem lh = {N, D, W, H, NULL, NULL, 0};
+            struct piso_layer_result rh;
+            CHECK(piso_quantize_layer(&lh, &qo, &rh) == 0, "RTN layer without X̃");
+            CHECK(fabs(rx.objective - rh.objective) <= 1e-4 * fabs(rh.objective),
+                  "D = %d: objective through X̃ %.10g, through H %.10g", D, rx.objective, rh.objective);
+            piso_layer_result_free(&rh);
             piso_layer_result_free(&rx);
             /* an X̃ whose Gram is not H (here 4·H) is noticed on the diagonal and not used */
             float *X2 = malloc(sizeof(float) * (size_t)T * D);

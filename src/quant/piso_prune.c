@@ -810,8 +810,8 @@ static int add_windows(const struct row_sign *rs, int64_t row, int sg, double th
     return nw;
 }
 
-/* Whether diag(X̃ᵀX̃) is diag(H) up to fp32 round-off: a cheap guard against an X̃ that is not H's. */
-static int gram_diag_matches(const float *X, int64_t T, int64_t ldx, int n, const float *H, int ldh) {
+int piso_xform_usable(const float *X, int64_t T, int64_t ldx, int n, const float *H, int ldh) {
+    if (!X || T <= 0 || T > n || (int64_t)piso_sweep_xrows((int)T) * 2 > n) return 0;
     double *d = calloc((size_t)n, sizeof(double)), scale = 0;
     if (!d) return 0;
     for (int64_t t = 0; t < T; t++)
@@ -875,8 +875,7 @@ int piso_solve_scales_rows_x(const float *W, int64_t ldw, int64_t N, int n, cons
     if (use && k < 8) use = 0;
     /* the X̃ form when its walks read at most half the floats per event that H's would */
     struct walk_form form = {H, NULL, ldh, 0, 0, 0};
-    if (use && X && T > 0 && T <= n && (int64_t)piso_sweep_xrows((int)T) * 2 <= n &&
-        gram_diag_matches(X, T, ldx, n, H, ldh))
+    if (use && piso_xform_usable(X, T, ldx, n, H, ldh))
         form.X = X, form.t = (int)T, form.tp = piso_sweep_xrows((int)T), form.ldx = ldx;
     if (use) {
         int r = minorant_get(H, ldh, n, k, &m, &m_shared, form.X, T, ldx);

@@ -29,4 +29,9 @@ struct piso_layer_problem;
 struct piso_quant_opts;
 int piso_layer_channel_scales(const struct piso_layer_problem *p, const struct piso_quant_opts *opts, float *scales);
 
+/* Whether X̃ [T, n] (row stride ldx; NULL: no) serves as H's factor H = X̃ᵀX̃ in the X̃ forms (of the
+ * pruned sweep, piso_solve_scales_rows_x, and of the layer's fp64 products): T padded to 32 at most
+ * n/2, and diag(X̃ᵀX̃) = diag(H) up to fp32 round-off (a cheap guard against a wrong X̃). */
+int piso_xform_usable(const float *X, int64_t T, int64_t ldx, int n, const float *H, int ldh);
+
 #endif

@@ -270,13 +270,48 @@ out:
     return rc;
 }
 
-/* Row objectives: (w−ŵ)ᵀH(w−ŵ), or ŵᵀHŵ − 2ŵᵀ(Gw) with a cross term; fp64 GEMM in row blocks. */
+/* The X̃ form of the products, when H = X̃ᵀX̃ with T < D tokens (piso_xform_usable): Xd = X̃ in fp64
+ * [T, D]; a row block's product with H is (rows·X̃ᵀ)·X̃, 2·T·D instead of D² per row, and the
+ * same up to round-off (more exact: H's own fp32 rounding is not in it). NULL: not used. */
+static double *gram_factor_d(const struct piso_layer_problem *p) {
+    if (!piso_xform_usable(p->X, p->T, p->D, (int)p->D, p->H, (int)p->D)) return NULL;
+    double *Xd = malloc(sizeof(double) * (size_t)(p->T * p->D));
+    for (int64_t k = 0; Xd && k < p->T * p->D; k++) Xd[k] = p->X[k];
+    return Xd; /* NULL when out of memory: the D² products then */
+}
+
+/* out [N, D] = rows of W times H = X̃ᵀX̃ (Xd [T, D] fp64); P: scratch [ROW_BLOCK, T]. */
+static void rows_times_gram(const float *W, int64_t N, int64_t D, const double *Xd, int64_t T, double *out,
+                            double *buf, double *P) {
+    for (int64_t r0 = 0; r0 < N; r0 += ROW_BLOCK) {
+        int64_t rb = (r0 + ROW_BLOCK < N ? r0 + ROW_BLOCK : N) - r0;
+        rows_d(W, NULL, D, r0, r0 + rb, ROWS_W, buf);
+        piso_la_dgemm(0, 1, rb, T, D, 1.0, buf, D, Xd, D, 0.0, P, T);
+        piso_la_dgemm(0, 0, rb, D, T, 1.0, P, T, Xd, D, 0.0, out + r0 * D, D);
+    }
+}
+
+/* Row objectives: (w−ŵ)ᵀH(w−ŵ), or ŵᵀHŵ − 2ŵᵀ(Gw) with a cross term; fp64 GEMM in row blocks
+ * (with Xd: eᵀHe = ‖X̃·e‖²). */
 static void row_objectives(const struct piso_layer_problem *p, const float *dq, const double *U, double *obj,
-                           double *buf, double *prod, double *panel) {
+                           double *buf, double *prod, double *panel, const double *Xd) {
     int64_t N = p->N, D = p->D;
     for (int64_t r0 = 0; r0 < N; r0 += ROW_BLOCK) {
         int64_t r1 = r0 + ROW_BLOCK < N ? r0 + ROW_BLOCK : N;
         rows_d(p->W, dq, D, r0, r1, p->G ? ROWS_DQ : ROWS_ERR, buf);
+        if (Xd) {
+            const int64_t T = p->T;
+            piso_la_dgemm(0, 1, r1 - r0, T, D, 1.0, buf, D, Xd, D, 0.0, prod, T);
+            for (int64_t r = r0; r < r1; r++) {
+                const double *e = buf + (r - r0) * D, *xe = prod + (r - r0) * T;
+                double acc = 0;
+                for (int64_t t = 0; t < T; t++) acc += xe[t] * xe[t];
+                if (p->G)
+                    for (int64_t j = 0; j < D; j++) acc -= 2.0 * e[j] * U[r * D + j];
+                obj[r] = acc;
+            }
+            continue;
+        }
         for (int64_t j0 = 0; j0 < D; j0 += PANEL) {
             const int64_t pw = D - j0 < PANEL ? D - j0 : PANEL;
             panel_d(p->H, D, j0, pw, 0, panel);
@@ -391,8 +426,11 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
         piso_layer_result_free(r);
         return piso_errorf("quantize layer: out of memory for the fp64 products (D = %lld)", (long long)D);
     }
-    if (need_u) rows_times(p->W, N, D, p->G ? p->G : p->H, 1, c.U, buf, panel); /* u = G·w: row of W·Gᵀ */
-    if (seq) rows_times(p->W, N, D, p->H, 0, c.HW, buf, panel); /* H symmetric: H·w = row of W·H */
+    double *Xd = gram_factor_d(p); /* H = X̃ᵀX̃ with few tokens: H's products through X̃ */
+    if (need_u && !p->G && Xd) rows_times_gram(p->W, N, D, Xd, p->T, c.U, buf, prod);
+    else if (need_u) rows_times(p->W, N, D, p->G ? p->G : p->H, 1, c.U, buf, panel); /* u = G·w: row of W·Gᵀ */
+    if (seq && Xd) rows_times_gram(p->W, N, D, Xd, p->T, c.HW, buf, prod);
+    else if (seq) rows_times(p->W, N, D, p->H, 0, c.HW, buf, panel); /* H symmetric: H·w = row of W·H */
 
     if (c.ng == 1 && !opts->acc && !opts->asym && !opts->scale_fp16 &&
         (opts->method == PISO_SCALE_PISO || opts->method == PISO_SCALE_PISO_SEQ)) {
@@ -400,7 +438,8 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
         c.pre = malloc(sizeof(float) * (size_t)N);
         /* the bound needs H·w in fp64: u itself unless G ≠ H */
         double *hw = p->G ? malloc(sizeof(double) * (size_t)(N * D)) : c.U;
-        if (hw && p->G) rows_times(p->W, N, D, p->H, 0, hw, buf, panel);
+        if (hw && p->G && Xd) rows_times_gram(p->W, N, D, Xd, p->T, hw, buf, prod);
+        else if (hw && p->G) rows_times(p->W, N, D, p->H, 0, hw, buf, panel);
         int bad = !c.pre || !hw ||
                   piso_solve_scales_rows_x(p->W, D, N, (int)D, p->X, p->T, D, p->H, (int)D, c.U, D, hw, D, &opts->grid,
                                            opts->allow_negative, c.pre, 1, NULL);
@@ -408,7 +447,7 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
         if (bad) {
             if (!c.pre || !hw) piso_errorf("quantize layer: out of memory for the channel scales (N = %lld, D = %lld)",
                                            (long long)N, (long long)D);
-            free(c.pre), free(panel), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
+            free(c.pre), free(panel), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order), free(Xd);
             piso_layer_result_free(r);
             return -1; /* piso_solve_scales_rows said why */
         }
@@ -440,7 +479,7 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     }
     free(c.pre);
     if (failed) {
-        free(panel), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order);
+        free(panel), free(buf), free(prod), free(c.U), free(c.HW), free(c.hdiag), free(c.order), free(Xd);
         piso_layer_result_free(r);
         return piso_errorf("quantize layer: out of memory for the per-row scratch (N = %lld, D = %lld)",
                            (long long)N, (long long)D);
@@ -449,8 +488,8 @@ int piso_quantize_layer(const struct piso_layer_problem *p, const struct piso_qu
     if (opts->no_objective)
         for (int64_t row = 0; row < N; row++) r->row_objective[row] = NAN;
     else
-        row_objectives(p, r->dequant, c.U, r->row_objective, buf, prod, panel);
-    free(panel), free(buf), free(prod), free(c.U), free(c.HW);
+        row_objectives(p, r->dequant, c.U, r->row_objective, buf, prod, panel, Xd);
+    free(panel), free(buf), free(prod), free(c.U), free(c.HW), free(Xd);
     double total = 0;
     for (int64_t row = 0; row < N; row++) total += r->row_objective[row];
     r->objective = total;
