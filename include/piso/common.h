@@ -42,6 +42,11 @@ void piso_progress_begin(struct piso_progress *p, const char *stage, const char 
 void piso_progress_update(struct piso_progress *p, int64_t done);
 
 double piso_time(void); /* monotonic seconds */
+/* malloc, then zero-filled by the calling thread (reads as zeros, as calloc): a large buffer's pages
+ * are faulted in by one thread. In VMs, faults from several threads at once can cost several times
+ * more (512 MB from calloc, first touched by a parallel GEMM: 1.3 s more than after a memset).
+ * NULL when out of memory. */
+void *piso_malloc_touched(size_t bytes);
 
 /* ---- number formats ---------------------------------------------------------------------- */
 enum piso_dtype {

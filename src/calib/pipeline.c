@@ -157,12 +157,12 @@ static int stage_stats(const struct piso_model *mq, const struct piso_model *mf,
         piso_errorf("out of memory for one calibration window's activations");
         goto done;
     }
-    /* only the products this stage reads, at its width (calloc: zero pages on first touch) */
+    /* only the products this stage reads, at its width */
     const size_t DD = (size_t)(D * D);
-    s->tmp = malloc(sizeof(float) * (size_t)((D < GRAM_PANEL_ROWS ? D : GRAM_PANEL_ROWS) * D));
-    if (s->needs & STATS_H) s->H = calloc(DD, sizeof(double));
-    if (s->needs & STATS_G) s->G = calloc(DD, sizeof(double));
-    if (s->needs & STATS_F) s->F = calloc(DD, sizeof(double));
+    s->tmp = piso_malloc_touched(sizeof(float) * (size_t)((D < GRAM_PANEL_ROWS ? D : GRAM_PANEL_ROWS) * D));
+    if (s->needs & STATS_H) s->H = piso_malloc_touched(DD * sizeof(double));
+    if (s->needs & STATS_G) s->G = piso_malloc_touched(DD * sizeof(double));
+    if (s->needs & STATS_F) s->F = piso_malloc_touched(DD * sizeof(double));
     if (!s->tmp || (!s->H && (s->needs & STATS_H)) || (!s->G && (s->needs & STATS_G)) || (!s->F && (s->needs & STATS_F))) {
         piso_errorf("out of memory for the statistics of a %lld-wide layer input", (long long)D);
         goto done;

@@ -2,6 +2,7 @@
 #include "piso/common.h"
 
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -53,6 +54,12 @@ double piso_time(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void *piso_malloc_touched(size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (p) memset(p, 0, bytes);
+    return p;
 }
 
 void piso_progress_begin(struct piso_progress *p, const char *stage, const char *unit, int64_t total) {
